@@ -1,0 +1,337 @@
+//! Signature schemes: one description that both **signs** and **verifies**.
+//!
+//! A [`Scheme`] is pure: it reads a request head (method, URI, headers), starts one MAC per
+//! candidate secret over the signed prefix it can already see, is fed the body frame by frame,
+//! and gives a verdict at the end. It never touches a body type, a client or a store, so every
+//! vendor format is testable with plain vectors and shared by the inbound layer
+//! ([`WebhookSignatureLayer`](crate::WebhookSignatureLayer)) and the outbound signer.
+//!
+//! Built in (all byte-exact with the vendors' published examples):
+//!
+//! | scheme | signature header | signed content | encoding |
+//! |---|---|---|---|
+//! | [`Cerebrium`] | `X-Cerebrium-Webhook-Signature: v1,<hex>` | `{X-Request-Id}.{ts}.{body}` | hex |
+//! | [`Nextmv`] | `Nextmv-Signature: t=..,v1=..` | `{t}.{body}` | hex |
+//! | [`Stripe`] | `Stripe-Signature: t=..,v1=..` | `{t}.{body}` | hex |
+//! | [`StandardWebhooks`] | `webhook-signature: v1,<b64> …` | `{id}.{ts}.{body}` | base64 |
+//! | [`GitHub`] | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | hex |
+//! | [`Slack`] | `X-Slack-Signature: v0=<hex>` | `v0:{ts}:{body}` | hex |
+//! | [`Valohai`] | configurable conditions | configurable basestring | hex |
+//!
+//! [`BuiltinScheme`] is the runtime-chosen union of all of them (what a TOML file names).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::secret::{Secret, SecretSet};
+
+mod cerebrium;
+mod mac;
+mod timestamp;
+
+pub use cerebrium::Cerebrium;
+pub use mac::{Algorithm, Encoding, HmacVerification};
+pub use timestamp::{parse_unix_timestamp, ReplayWindow};
+
+/// What a scheme can see of a request before its body: method, URI and headers.
+pub type RequestHead = http::request::Parts;
+
+/// A webhook signature format: how to sign a message, and how to verify one.
+///
+/// Implementations must be cheap to share (`Send + Sync`): the inbound layer keeps one and
+/// calls [`Scheme::begin`] per request.
+pub trait Scheme: Send + Sync + 'static {
+    /// The per-request verification state fed with the body.
+    type Verification: Verification;
+
+    /// A short stable name (`"stripe"`, `"cerebrium"`, …) reported in [`Verified::scheme`].
+    fn name(&self) -> &str;
+
+    /// Reads the headers, checks the timestamp window at `now` (Unix seconds) and starts one
+    /// MAC per secret over the part of the signed content known before the body.
+    ///
+    /// # Errors
+    ///
+    /// A missing or malformed header, a timestamp outside the window, or no usable secret.
+    fn begin(
+        &self,
+        head: &RequestHead,
+        secrets: &SecretSet,
+        now: i64,
+    ) -> Result<Self::Verification, VerifyError>;
+
+    /// Signs `message`, adding the scheme's headers (id, timestamp, signature) to `headers`.
+    ///
+    /// Schemes that carry several signatures in one header (Stripe, Standard Webhooks) sign
+    /// with every secret in `secrets` (a rotation); the others use the primary one.
+    ///
+    /// # Errors
+    ///
+    /// [`SignError`] when there is no secret, the message lacks something the format needs,
+    /// or the format cannot be produced by a sender (a Valohai querystring lookup).
+    fn sign(
+        &self,
+        message: &Message<'_>,
+        secrets: &SecretSet,
+        headers: &mut HeaderMap,
+    ) -> Result<(), SignError>;
+
+    /// The status every rejection uses instead of the per-reason one (Valohai-compatible mode
+    /// answers every failed condition with `400`).
+    fn uniform_rejection_status(&self) -> Option<http::StatusCode> {
+        None
+    }
+
+    /// The response this scheme answers a successful request with, if it defines one (the
+    /// Valohai "Web Response" action). `run_id` is [`Verified::run_id`].
+    fn success_response(&self, run_id: &str) -> Option<SuccessResponse> {
+        let _ = run_id;
+        None
+    }
+}
+
+/// The streaming half of a verification.
+pub trait Verification: Send + 'static {
+    /// Feeds the next body frame into the MACs.
+    fn update(&mut self, chunk: &[u8]);
+
+    /// Finishes with the whole body (the same bytes that were fed) and gives the verdict.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError`] with the reason the request is not authentic.
+    fn finish(self, body: &Bytes) -> Result<Verified, VerifyError>;
+}
+
+/// What to sign: the body and the metadata a scheme may put into headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The message id (`X-Request-Id`, `webhook-id`); a scheme that needs one and finds
+    /// `None` fails with [`SignError::MissingId`].
+    pub id: Option<&'a str>,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// The exact body bytes that will be sent.
+    pub body: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    /// A message with an id, a timestamp and a body.
+    pub fn new(id: &'a str, timestamp: i64, body: &'a [u8]) -> Self {
+        Self {
+            id: Some(id),
+            timestamp,
+            body,
+        }
+    }
+}
+
+/// The verification metadata a handler sees next to the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The scheme's [`Scheme::name`].
+    pub scheme: Cow<'static, str>,
+    /// The signed message id, when the format carries one.
+    pub message_id: Option<String>,
+    /// The signed timestamp (Unix seconds, normalised from milliseconds where needed).
+    pub timestamp: Option<i64>,
+    /// Which secret matched (its position in the [`SecretSet`] and its label).
+    pub secret: Option<SecretMatch>,
+    /// A de-duplication key derived from signed material only (the signed id, or the MAC).
+    pub replay_key: Option<String>,
+    /// A fresh id for this accepted request (Valohai's `{run_id}`).
+    pub run_id: String,
+}
+
+impl Verified {
+    /// Metadata for scheme `scheme` with a fresh run id and nothing else set.
+    pub fn new(scheme: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            scheme: scheme.into(),
+            message_id: None,
+            timestamp: None,
+            secret: None,
+            replay_key: None,
+            run_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// Which secret of a [`SecretSet`] verified the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMatch {
+    /// Position in the set (0 = primary).
+    pub index: usize,
+    /// The secret's label, if it has one ([`Secret::with_id`]).
+    pub id: Option<String>,
+}
+
+impl SecretMatch {
+    pub(crate) fn new(index: usize, secret: &Secret) -> Self {
+        Self {
+            index,
+            id: secret.id().map(str::to_owned),
+        }
+    }
+}
+
+/// A scheme-defined success answer (content type and body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuccessResponse {
+    /// `text/plain` or `application/json`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+/// Why a request failed verification. Never carries a secret or an expected signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    kind: VerifyErrorKind,
+    detail: Cow<'static, str>,
+}
+
+/// The reason class of a [`VerifyError`]; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum VerifyErrorKind {
+    /// A required header (or token) is absent: `400`.
+    MissingHeader,
+    /// A header is present but not in the scheme's grammar: `400`.
+    MalformedHeader,
+    /// No signature matched any secret: `401`.
+    InvalidSignature,
+    /// No secret is configured or found for this request: `401`.
+    NoSecret,
+    /// The timestamp is older than the window allows: `401`.
+    TimestampTooOld,
+    /// The timestamp is further in the future than the window allows: `401`.
+    TimestampInFuture,
+    /// A rate-limit condition refused the request: `429`.
+    RateLimited,
+    /// A non-signature condition failed (Valohai): `400`.
+    ConditionFailed,
+}
+
+impl VerifyError {
+    /// A new error of `kind` with a short public detail (no secrets, no expected values).
+    pub fn new(kind: VerifyErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn missing(header: &str) -> Self {
+        Self::new(
+            VerifyErrorKind::MissingHeader,
+            format!("missing `{header}` header"),
+        )
+    }
+
+    pub(crate) fn malformed(header: &str) -> Self {
+        Self::new(
+            VerifyErrorKind::MalformedHeader,
+            format!("malformed `{header}` header"),
+        )
+    }
+
+    pub(crate) fn invalid_signature() -> Self {
+        Self::new(
+            VerifyErrorKind::InvalidSignature,
+            "no signature matched any configured secret",
+        )
+    }
+
+    pub(crate) fn no_secret() -> Self {
+        Self::new(
+            VerifyErrorKind::NoSecret,
+            "no secret is configured for this endpoint",
+        )
+    }
+
+    /// The reason class.
+    pub fn kind(&self) -> VerifyErrorKind {
+        self.kind
+    }
+
+    /// The short public detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Why a message could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The secret set is empty.
+    NoSecret,
+    /// The format carries a message id and none was given.
+    MissingId,
+    /// The secret is unusable for this format (for example not base64 for Standard Webhooks).
+    BadSecret(&'static str),
+    /// A header the signed content refers to is missing from the outgoing headers.
+    MissingHeader(String),
+    /// The format cannot be produced by a sender as configured.
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSecret => f.write_str("no secret to sign with"),
+            Self::MissingId => f.write_str("the scheme needs a message id"),
+            Self::BadSecret(why) => write!(f, "unusable secret: {why}"),
+            Self::MissingHeader(name) => write!(f, "signed content refers to missing header `{name}`"),
+            Self::Unsupported(why) => write!(f, "cannot sign: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SignError {}
+
+/// Reads a header as visible ASCII text.
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
+    let value = headers.get(name).ok_or_else(|| VerifyError::missing(name))?;
+    value.to_str().map_err(|_| VerifyError::malformed(name))
+}
+
+/// Builds a header value from text produced by a signer (always visible ASCII).
+pub(crate) fn header_value(text: &str) -> HeaderValue {
+    let mut value = HeaderValue::from_str(text).expect("signers only produce visible ASCII");
+    value.set_sensitive(true);
+    value
+}
+
+/// Inserts a signer-produced header.
+pub(crate) fn insert_header(headers: &mut HeaderMap, name: &'static str, text: &str) {
+    headers.insert(HeaderName::from_static(name), header_value(text));
+}
+
+/// The signature header names of every built-in scheme, for `SetSensitiveRequestHeaders`
+/// and for redaction in logs.
+pub const SIGNATURE_HEADERS: &[&str] = &[
+    "x-cerebrium-webhook-signature",
+    "nextmv-signature",
+    "stripe-signature",
+    "webhook-signature",
+    "svix-signature",
+    "x-hub-signature-256",
+    "x-hub-signature",
+    "x-slack-signature",
+    "x-webhook-secret",
+    "authorization",
+];

@@ -1,0 +1,304 @@
+//! Secrets: redacted in `Debug`, compared in constant time, resolvable from `{env:VAR}`.
+//!
+//! A [`Secret`] is the raw key material as the vendor writes it (for example a Stripe
+//! `whsec_…` string or a Cerebrium caller-chosen token). Each scheme decides how to turn it
+//! into MAC key bytes, so the same `Secret` can be handed to any scheme.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use subtle::ConstantTimeEq;
+
+/// A secret value. `Debug` and `Display` never print it; it is shared cheaply (`Arc`).
+#[derive(Clone)]
+pub struct Secret {
+    value: Arc<[u8]>,
+    id: Option<Arc<str>>,
+}
+
+impl Secret {
+    /// Wraps raw secret bytes.
+    pub fn new(value: impl AsRef<[u8]>) -> Self {
+        Self {
+            value: Arc::from(value.as_ref()),
+            id: None,
+        }
+    }
+
+    /// Resolves a configuration string: `{env:VAR}` reads the environment variable `VAR`
+    /// (the Valohai convention), anything else is taken literally.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::MissingEnv`] when the named variable is unset, and
+    /// [`SecretError::Empty`] when the resolved value is empty.
+    pub fn resolve(spec: &str) -> Result<Self, SecretError> {
+        let value = match spec
+            .strip_prefix("{env:")
+            .and_then(|rest| rest.strip_suffix('}'))
+        {
+            Some(var) => std::env::var(var).map_err(|_| SecretError::MissingEnv(var.to_owned()))?,
+            None => spec.to_owned(),
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(Self::new(value))
+    }
+
+    /// Generates `len` random bytes from the operating system's CSPRNG, rendered as
+    /// `prefix` + lowercase hex (for example `whsec_` for Standard Webhooks style secrets,
+    /// which the Standard Webhooks scheme base64-decodes; use [`Secret::generate_base64`] there).
+    pub fn generate_hex(prefix: &str, len: usize) -> Self {
+        let mut bytes = vec![0u8; len];
+        rand::rng().fill_bytes(&mut bytes);
+        Self::new(format!("{prefix}{}", hex::encode(bytes)))
+    }
+
+    /// Generates `len` random bytes rendered as `prefix` + standard base64, the Standard
+    /// Webhooks `whsec_<base64>` shape.
+    pub fn generate_base64(prefix: &str, len: usize) -> Self {
+        use base64::Engine as _;
+        let mut bytes = vec![0u8; len];
+        rand::rng().fill_bytes(&mut bytes);
+        Self::new(format!(
+            "{prefix}{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
+    /// Attaches a label reported in verification metadata (which secret matched), for
+    /// example `"2026-11"` during a rotation. The label is not secret.
+    pub fn with_id(mut self, id: impl Into<Arc<str>>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The label set with [`Secret::with_id`].
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The raw secret bytes. Callers must not log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The secret as UTF-8 text, when it is text.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.value).ok()
+    }
+
+    /// Constant-time comparison of the secret with `candidate`.
+    pub fn ct_eq(&self, candidate: &[u8]) -> bool {
+        ct_eq(&self.value, candidate)
+    }
+}
+
+/// Constant-time equality of two byte strings (the length is not secret).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("id", &self.id)
+            .field("value", &"[redacted]")
+            .finish()
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(&self.value, &other.value) && self.id == other.id
+    }
+}
+
+impl Eq for Secret {}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
+/// Deserialises from a string, resolving `{env:VAR}` at load time.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(deserializer)?;
+        Self::resolve(&spec).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serialises as `"[redacted]"`: configuration dumps never carry secrets.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+/// The secrets a request may be signed with: several during a rotation, tried in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretSet {
+    secrets: Vec<Secret>,
+}
+
+impl SecretSet {
+    /// An empty set (every verification fails with `NoSecret`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a secret; the first one added is the primary (used for signing).
+    pub fn add(mut self, secret: impl Into<Secret>) -> Self {
+        self.secrets.push(secret.into());
+        self
+    }
+
+    /// Adds a secret in place.
+    pub fn push(&mut self, secret: impl Into<Secret>) {
+        self.secrets.push(secret.into());
+    }
+
+    /// The secrets, primary first.
+    pub fn iter(&self) -> std::slice::Iter<'_, Secret> {
+        self.secrets.iter()
+    }
+
+    /// The primary secret (used for signing), if any.
+    pub fn primary(&self) -> Option<&Secret> {
+        self.secrets.first()
+    }
+
+    /// Number of secrets.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+impl From<Secret> for SecretSet {
+    fn from(secret: Secret) -> Self {
+        Self {
+            secrets: vec![secret],
+        }
+    }
+}
+
+impl From<&str> for SecretSet {
+    fn from(secret: &str) -> Self {
+        Secret::from(secret).into()
+    }
+}
+
+impl From<Vec<Secret>> for SecretSet {
+    fn from(secrets: Vec<Secret>) -> Self {
+        Self { secrets }
+    }
+}
+
+impl FromIterator<Secret> for SecretSet {
+    fn from_iter<I: IntoIterator<Item = Secret>>(iter: I) -> Self {
+        Self {
+            secrets: iter.into_iter().collect(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a SecretSet {
+    type Item = &'a Secret;
+    type IntoIter = std::slice::Iter<'a, Secret>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.secrets.iter()
+    }
+}
+
+/// Accepts one string or a list of strings (`secret = "…"` or `secrets = ["new", "old"]`).
+impl<'de> Deserialize<'de> for SecretSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(Secret),
+            Many(Vec<Secret>),
+        }
+        Ok(match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(secret) => secret.into(),
+            OneOrMany::Many(secrets) => secrets.into(),
+        })
+    }
+}
+
+/// Why a secret could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// `{env:VAR}` named a variable that is not set.
+    MissingEnv(String),
+    /// The secret is empty.
+    Empty,
+    /// The secret is not in the encoding the scheme needs (for example Standard Webhooks base64).
+    BadEncoding(&'static str),
+}
+
+impl fmt::Display for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingEnv(var) => write!(f, "environment variable `{var}` is not set"),
+            Self::Empty => f.write_str("secret is empty"),
+            Self::BadEncoding(what) => write!(f, "secret is not valid {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SecretError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let secret = Secret::new("super-secret-value").with_id("k1");
+        let shown = format!("{secret:?} {:?}", SecretSet::from(secret.clone()));
+        assert!(!shown.contains("super-secret-value"), "{shown}");
+        assert!(shown.contains("redacted"));
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"[redacted]\"");
+    }
+
+    #[test]
+    fn env_resolution() {
+        std::env::set_var("TW_SECRET_TEST_VAR", "from-env");
+        assert_eq!(
+            Secret::resolve("{env:TW_SECRET_TEST_VAR}").unwrap().expose(),
+            b"from-env"
+        );
+        assert_eq!(
+            Secret::resolve("{env:TW_SECRET_TEST_UNSET}").unwrap_err(),
+            SecretError::MissingEnv("TW_SECRET_TEST_UNSET".into())
+        );
+        assert_eq!(Secret::resolve("literal").unwrap().expose(), b"literal");
+        assert_eq!(Secret::resolve("").unwrap_err(), SecretError::Empty);
+    }
+
+    #[test]
+    fn generated_secrets_differ() {
+        let a = Secret::generate_hex("whsec_", 32);
+        let b = Secret::generate_hex("whsec_", 32);
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), 6 + 64);
+    }
+}
