@@ -3,8 +3,10 @@
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]
 
+pub mod problem;
 pub mod scheme;
 pub mod secret;
 
+pub use problem::Problem;
 pub use scheme::{Scheme, Verified};
 pub use secret::{Secret, SecretSet};
