@@ -1,0 +1,994 @@
+//! [`DeliveryEngine`]: the queue workers, the attempts and their records.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{select, Either};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use super::client::{ClientBody, DeliveryClient};
+use super::policy::{parse_retry_after, Policy, Verdict};
+use super::ssrf::{Refusal, SsrfGuard};
+use super::BoxError;
+use crate::scheme::Message;
+use crate::store::{
+    redacted_headers, Attempt, AttemptOutcome, AttemptResponse, Claim, Conversation,
+    ConversationQuery, Decision, Delivery, DeliveryState, DeliveryStore, Lease, MemoryStore, Next,
+    Source, StoreError, StoreStats,
+};
+
+/// The default number of deliveries accepted and not yet final.
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// The default number of attempts in flight at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// The default number of attempts in flight at once to one endpoint host.
+pub const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
+/// The most response-body bytes read and kept per attempt.
+pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
+
+type FinishHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
+
+/// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeliveryReport {
+    /// The delivery (run) id.
+    pub id: String,
+    /// The endpoint URL.
+    pub endpoint: String,
+    /// The registered endpoint id, if any.
+    pub endpoint_id: Option<String>,
+    /// What created it.
+    pub source: Source,
+    /// [`Delivered`](DeliveryState::Delivered), [`Failed`](DeliveryState::Failed) or
+    /// [`Refused`](DeliveryState::Refused).
+    pub state: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's outcome.
+    pub outcome: AttemptOutcome,
+    /// Whether the policy asks for the endpoint to be disabled (`410 Gone` under
+    /// [`Policy::standard`]).
+    pub disable_endpoint: bool,
+}
+
+/// Why a delivery was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// The engine holds its capacity of unfinished deliveries; try again after `retry_after`.
+    Full {
+        /// A hint for the caller's `Retry-After`.
+        retry_after: Duration,
+    },
+    /// The engine is shutting down.
+    ShuttingDown,
+    /// The store refused or failed.
+    Store(StoreError),
+}
+
+impl fmt::Display for EnqueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full { .. } => f.write_str("the delivery queue is full"),
+            Self::ShuttingDown => f.write_str("the delivery engine is shutting down"),
+            Self::Store(err) => fmt::Display::fmt(err, f),
+        }
+    }
+}
+
+impl std::error::Error for EnqueueError {}
+
+/// What [`DeliveryEngine::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Every accepted delivery reached a final state before the deadline.
+    pub drained: bool,
+    /// Deliveries accepted by this engine and not final at the deadline (returned to the
+    /// store; lost with a [`MemoryStore`]).
+    pub unfinished: usize,
+}
+
+/// Engine figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Deliveries accepted (or reserved) by this engine and not final.
+    pub outstanding: usize,
+    /// The capacity for those.
+    pub capacity: usize,
+    /// Attempts being sent right now.
+    pub in_flight: usize,
+    /// The store's figures.
+    pub store: StoreStats,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    capacity: usize,
+    max_in_flight: usize,
+    max_per_endpoint: usize,
+    max_claimed: usize,
+    batch: usize,
+    attempt_timeout: Duration,
+    connect_timeout: Duration,
+    response_body_limit: usize,
+    poll_interval: Duration,
+    lease: Duration,
+    busy_retry_after: Duration,
+    user_agent: HeaderValue,
+}
+
+/// Configures a [`DeliveryEngine`].
+#[must_use]
+pub struct EngineBuilder {
+    store: Option<Arc<dyn DeliveryStore>>,
+    client: Option<DeliveryClient>,
+    guard: SsrfGuard,
+    policy: Policy,
+    config: Config,
+    hook: Option<FinishHook>,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("guard", &self.guard)
+            .field("policy", &self.policy)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EngineBuilder {
+    /// Defaults: [`MemoryStore`], [`Policy::cerebrium`], SSRF guard on, capacity 1024,
+    /// 64 attempts in flight (8 per endpoint host), 5 s connect / 15 s total per attempt,
+    /// responses read up to 20 000 bytes.
+    pub fn new() -> Self {
+        Self {
+            store: None,
+            client: None,
+            guard: SsrfGuard::new(),
+            policy: Policy::cerebrium(),
+            config: Config {
+                capacity: DEFAULT_CAPACITY,
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+                max_per_endpoint: DEFAULT_MAX_PER_ENDPOINT,
+                max_claimed: 0,
+                batch: 64,
+                attempt_timeout: Duration::from_secs(15),
+                connect_timeout: Duration::from_secs(5),
+                response_body_limit: DEFAULT_RESPONSE_BODY_LIMIT,
+                poll_interval: Duration::from_secs(1),
+                lease: Duration::from_secs(60),
+                busy_retry_after: Duration::from_secs(1),
+                user_agent: HeaderValue::from_static(concat!(
+                    "tower-webhooks/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+            },
+            hook: None,
+        }
+    }
+
+    /// The store (the queue and the conversations).
+    pub fn store(mut self, store: impl DeliveryStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A shared store.
+    pub fn shared_store(mut self, store: Arc<dyn DeliveryStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The HTTP client; by default [`ClientBuilder`](super::ClientBuilder) with this engine's
+    /// guard and connect timeout.
+    pub fn client(mut self, client: DeliveryClient) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The SSRF guard (also used by the default client's connector).
+    pub fn guard(mut self, guard: SsrfGuard) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// The retry policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Deliveries accepted and not final at once; beyond it new ones are refused with
+    /// [`EnqueueError::Full`] (the forward layer answers `503` with `Retry-After`).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.config.capacity = capacity.max(1);
+        self
+    }
+
+    /// Attempts in flight at once, over all endpoints.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = max.max(1);
+        self
+    }
+
+    /// Attempts in flight at once to one endpoint host, so one slow endpoint cannot take
+    /// every slot.
+    pub fn max_per_endpoint(mut self, max: usize) -> Self {
+        self.config.max_per_endpoint = max.max(1);
+        self
+    }
+
+    /// Deliveries claimed from the store and not yet recorded, at once (by default the
+    /// capacity). Durable stores hold a lease on each.
+    pub fn max_claimed(mut self, max: usize) -> Self {
+        self.config.max_claimed = max.max(1);
+        self
+    }
+
+    /// The most deliveries claimed in one store call.
+    pub fn claim_batch(mut self, batch: usize) -> Self {
+        self.config.batch = batch.max(1);
+        self
+    }
+
+    /// The total time of one attempt: connect, request, response head and body.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.config.attempt_timeout = timeout;
+        self
+    }
+
+    /// The TCP connect timeout of the default client.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How many response-body bytes are read and kept per attempt.
+    pub fn response_body_limit(mut self, limit: usize) -> Self {
+        self.config.response_body_limit = limit;
+        self
+    }
+
+    /// How often the store is polled when it cannot say when the next delivery is due.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.config.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a claim is leased (durable stores let another worker take it over after).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// The `Retry-After` suggested when the engine is full.
+    pub fn busy_retry_after(mut self, retry_after: Duration) -> Self {
+        self.config.busy_retry_after = retry_after;
+        self
+    }
+
+    /// The `User-Agent` of every attempt.
+    pub fn user_agent(mut self, user_agent: HeaderValue) -> Self {
+        self.config.user_agent = user_agent;
+        self
+    }
+
+    /// Calls `hook` when a delivery reaches a final state (delivered, failed, refused).
+    pub fn on_finished<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&DeliveryReport) + Send + Sync + 'static,
+    {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the engine. Its worker starts on first use, inside the Tokio runtime.
+    pub fn build(self) -> DeliveryEngine {
+        let mut config = self.config;
+        if config.max_claimed == 0 {
+            config.max_claimed = config.capacity.max(config.max_in_flight);
+        }
+        let client = self.client.unwrap_or_else(|| {
+            super::ClientBuilder::new(self.guard.clone())
+                .connect_timeout(config.connect_timeout)
+                .build()
+        });
+        let (stop, _) = watch::channel(false);
+        DeliveryEngine {
+            shared: Arc::new(Shared {
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                client,
+                guard: self.guard,
+                policy: self.policy,
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                claim_budget: Arc::new(Semaphore::new(config.max_claimed)),
+                config,
+                wake: Arc::new(Notify::new()),
+                outstanding: AtomicUsize::new(0),
+                counted: Mutex::new(HashSet::new()),
+                drained: Notify::new(),
+                hosts: Mutex::new(HashMap::new()),
+                accepting: AtomicBool::new(true),
+                started: AtomicBool::new(false),
+                stop,
+                hook: self.hook,
+            }),
+        }
+    }
+}
+
+/// The delivery engine: accepts [`Delivery`] records into its [store](crate::store), sends
+/// each attempt (signed, SSRF-guarded, time-limited) from per-delivery tasks, applies the
+/// [`Policy`], and records every attempt as part of the delivery's conversation.
+///
+/// Cheap to clone; every clone is the same engine. See the [module docs](super) for an example.
+#[derive(Clone)]
+pub struct DeliveryEngine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn DeliveryStore>,
+    client: DeliveryClient,
+    guard: SsrfGuard,
+    policy: Policy,
+    config: Config,
+    wake: Arc<Notify>,
+    /// Deliveries reserved or accepted by this engine and not final.
+    outstanding: AtomicUsize,
+    /// Ids accepted by this engine whose slot is released when they become final.
+    counted: Mutex<HashSet<String>>,
+    drained: Notify,
+    in_flight: Arc<Semaphore>,
+    claim_budget: Arc<Semaphore>,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    accepting: AtomicBool,
+    started: AtomicBool,
+    stop: watch::Sender<bool>,
+    hook: Option<FinishHook>,
+}
+
+impl fmt::Debug for DeliveryEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryEngine")
+            .field(
+                "outstanding",
+                &self.shared.outstanding.load(Ordering::Relaxed),
+            )
+            .field("capacity", &self.shared.config.capacity)
+            .field("policy", &self.shared.policy)
+            .field("guard", &self.shared.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A slot in the engine's capacity, taken before the work that produces a delivery (the
+/// forward layer takes it before calling the inner service). Dropping it unused frees it.
+#[must_use = "a reservation is released when dropped"]
+pub struct Reservation {
+    shared: Option<Arc<Shared>>,
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("armed", &self.shared.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release_slot();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl DeliveryEngine {
+    /// An engine with the defaults ([`EngineBuilder::new`]).
+    pub fn new() -> Self {
+        EngineBuilder::new().build()
+    }
+
+    /// Configures an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::new()
+    }
+
+    /// The SSRF guard.
+    pub fn guard(&self) -> &SsrfGuard {
+        &self.shared.guard
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn DeliveryStore> {
+        &self.shared.store
+    }
+
+    /// Takes a capacity slot for a delivery to come.
+    ///
+    /// # Errors
+    ///
+    /// [`EnqueueError::Full`] at capacity, [`EnqueueError::ShuttingDown`] after
+    /// [`shutdown`](Self::shutdown).
+    pub fn try_reserve(&self) -> Result<Reservation, EnqueueError> {
+        let shared = &self.shared;
+        if !shared.accepting.load(Ordering::Acquire) {
+            return Err(EnqueueError::ShuttingDown);
+        }
+        let capacity = shared.config.capacity;
+        let mut current = shared.outstanding.load(Ordering::Acquire);
+        loop {
+            if current >= capacity {
+                return Err(EnqueueError::Full {
+                    retry_after: shared.config.busy_retry_after,
+                });
+            }
+            match shared.outstanding.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.ensure_started();
+        Ok(Reservation {
+            shared: Some(shared.clone()),
+        })
+    }
+
+    /// Stores `delivery` using `reservation`'s slot and wakes a worker. Returns once the
+    /// store has it.
+    ///
+    /// # Errors
+    ///
+    /// [`EnqueueError::Store`] when the store refuses it (a duplicate id, a backend failure);
+    /// the slot is then freed.
+    pub async fn enqueue(
+        &self,
+        reservation: Reservation,
+        delivery: Delivery,
+    ) -> Result<(), EnqueueError> {
+        let id = delivery.id.clone();
+        if !lock(&self.shared.counted).insert(id.clone()) {
+            return Err(EnqueueError::Store(StoreError::Duplicate(id)));
+        }
+        self.ensure_started();
+        match self.shared.store.enqueue(delivery).await {
+            Ok(()) => {
+                let mut reservation = reservation;
+                // The slot now belongs to the delivery and is freed when it is final.
+                reservation.shared = None;
+                self.shared.wake.notify_one();
+                Ok(())
+            }
+            Err(err) => {
+                lock(&self.shared.counted).remove(&id);
+                drop(reservation);
+                Err(EnqueueError::Store(err))
+            }
+        }
+    }
+
+    /// [`try_reserve`](Self::try_reserve) then [`enqueue`](Self::enqueue).
+    ///
+    /// # Errors
+    ///
+    /// As those two.
+    pub async fn submit(&self, delivery: Delivery) -> Result<(), EnqueueError> {
+        let reservation = self.try_reserve()?;
+        self.enqueue(reservation, delivery).await
+    }
+
+    /// One conversation: the delivery and every attempt.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.shared.store.get(id).await
+    }
+
+    /// Conversations matching `query`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.shared.store.list(query).await
+    }
+
+    /// Engine and queue figures.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn stats(&self) -> Result<EngineStats, StoreError> {
+        let store = self.shared.store.stats().await?;
+        Ok(EngineStats {
+            outstanding: self.shared.outstanding.load(Ordering::Acquire),
+            capacity: self.shared.config.capacity,
+            in_flight: self.shared.config.max_in_flight - self.shared.in_flight.available_permits(),
+            store,
+        })
+    }
+
+    /// Stops accepting deliveries, keeps delivering (retries included) until every accepted
+    /// delivery is final or `deadline` has passed, then stops the workers; attempts still
+    /// running are abandoned and their deliveries returned to the store.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let shared = &self.shared;
+        shared.accepting.store(false, Ordering::Release);
+        let until = tokio::time::Instant::now() + deadline;
+        let drained = loop {
+            let notified = shared.drained.notified();
+            let mut notified = pin!(notified);
+            notified.as_mut().enable();
+            if shared.outstanding.load(Ordering::Acquire) == 0 {
+                break true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                break shared.outstanding.load(Ordering::Acquire) == 0;
+            }
+        };
+        shared.stop.send_replace(true);
+        shared.wake.notify_one();
+        let unfinished = shared.outstanding.load(Ordering::Acquire);
+        tracing::info!(drained, unfinished, "webhook delivery engine stopped");
+        ShutdownReport {
+            drained,
+            unfinished,
+        }
+    }
+
+    fn ensure_started(&self) {
+        if self.shared.started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.shared.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        handle.spawn(dispatch(
+            Arc::downgrade(&self.shared),
+            self.shared.wake.clone(),
+        ));
+    }
+}
+
+impl Default for DeliveryEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The dispatcher: claims due deliveries and spawns one task per delivery.
+async fn dispatch(shared: Weak<Shared>, wake: Arc<Notify>) {
+    let mut stop = match shared.upgrade() {
+        Some(shared) => shared.stop.subscribe(),
+        None => return,
+    };
+    loop {
+        let wait = match shared.upgrade() {
+            Some(shared) if !*shared.stop.borrow() => shared.dispatch_once().await,
+            _ => return,
+        };
+        let notified = tokio::time::timeout(wait, wake.notified());
+        let stopped = stop.wait_for(|stopped| *stopped);
+        if let Either::Right((_, _)) = select(pin!(notified), pin!(stopped)).await {
+            return;
+        }
+    }
+}
+
+impl Shared {
+    /// Claims and starts every due delivery the budget allows; returns how long to sleep.
+    async fn dispatch_once(self: &Arc<Self>) -> Duration {
+        loop {
+            let available = self.claim_budget.available_permits();
+            if available == 0 {
+                // A finishing task wakes the dispatcher.
+                return self.config.poll_interval;
+            }
+            let limit = available.min(self.config.batch);
+            let claims = match self
+                .store
+                .claim_due(SystemTime::now(), limit, self.config.lease)
+                .await
+            {
+                Ok(claims) => claims,
+                Err(err) => {
+                    tracing::error!(error = %err, "webhook delivery store: claim failed");
+                    return self.config.poll_interval;
+                }
+            };
+            let claimed = claims.len();
+            for claim in claims {
+                match self.claim_budget.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(run(self.clone(), claim, permit));
+                    }
+                    Err(_) => {
+                        let _ = self.store.release(&claim.delivery.id, claim.lease).await;
+                    }
+                }
+            }
+            if claimed < limit {
+                break;
+            }
+        }
+        match self.store.next_due().await {
+            Ok(Some(at)) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(self.config.poll_interval),
+            _ => self.config.poll_interval,
+        }
+    }
+
+    fn release_slot(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    fn finish(&self, id: &str) {
+        if lock(&self.counted).remove(id) {
+            self.release_slot();
+        }
+    }
+
+    fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {
+        lock(&self.hosts)
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_endpoint)))
+            .clone()
+    }
+
+    fn forget_host(&self, host: &str, semaphore: Arc<Semaphore>) {
+        let mut hosts = lock(&self.hosts);
+        // Only the map's reference and ours left: nobody waits on this host.
+        if Arc::strong_count(&semaphore) == 2 {
+            hosts.remove(host);
+        }
+    }
+
+    /// Runs one claimed delivery's attempt and records it.
+    async fn run_claim(self: Arc<Self>, delivery: Delivery, lease: Lease) {
+        let number = delivery.attempts + 1;
+        let host = host_key(&delivery.endpoint);
+        let semaphore = self.host_semaphore(&host);
+        let mut stop = self.stop.subscribe();
+        let work = async {
+            let _host = semaphore.clone().acquire_owned().await.ok();
+            let _slot = self.in_flight.clone().acquire_owned().await.ok();
+            self.attempt(&delivery, number)
+                .instrument(tracing::debug_span!("webhook.attempt", number))
+                .await
+        };
+        let stopped = stop.wait_for(|stopped| *stopped);
+        let result = match select(pin!(work), pin!(stopped)).await {
+            Either::Left((result, _)) => Some(result),
+            Either::Right(_) => None,
+        };
+        self.forget_host(&host, semaphore);
+        let Some((mut attempt, retry_after)) = result else {
+            tracing::info!("shutdown: delivery returned to the queue");
+            if let Err(err) = self.store.release(&delivery.id, lease).await {
+                tracing::error!(error = %err, "webhook delivery store: release failed");
+            }
+            return;
+        };
+
+        let (next, disable) = self.decide(&mut attempt, retry_after);
+        let outcome = attempt.outcome.clone();
+        match &next {
+            Next::Retry { at } => tracing::info!(
+                outcome = %outcome,
+                retry_in_ms = at.duration_since(SystemTime::now()).unwrap_or_default().as_millis() as u64,
+                "webhook attempt failed, will retry"
+            ),
+            Next::Final {
+                state: DeliveryState::Delivered,
+                ..
+            } => {
+                tracing::info!(outcome = %outcome, latency_ms = attempt.latency.as_millis() as u64, "webhook delivered");
+            }
+            Next::Final { state, reason } => tracing::warn!(
+                state = %state,
+                outcome = %outcome,
+                reason = reason.as_deref().unwrap_or(""),
+                "webhook delivery failed"
+            ),
+        }
+        if let Err(err) = self
+            .store
+            .record_attempt(&delivery.id, lease, attempt, next.clone())
+            .await
+        {
+            tracing::error!(error = %err, "webhook delivery store: recording the attempt failed");
+        }
+        if let Next::Final { state, .. } = next {
+            self.finish(&delivery.id);
+            if let Some(hook) = &self.hook {
+                hook(&DeliveryReport {
+                    id: delivery.id.clone(),
+                    endpoint: delivery.endpoint.clone(),
+                    endpoint_id: delivery.endpoint_id.clone(),
+                    source: delivery.source.clone(),
+                    state,
+                    attempts: number,
+                    outcome,
+                    disable_endpoint: disable,
+                });
+            }
+        }
+    }
+
+    /// Applies the policy: the attempt's decision, the delivery's next state, and whether to
+    /// disable the endpoint.
+    fn decide(&self, attempt: &mut Attempt, retry_after: Option<Duration>) -> (Next, bool) {
+        let outcome = &attempt.outcome;
+        let fail = |reason: String| Next::Final {
+            state: DeliveryState::Failed,
+            reason: Some(reason),
+        };
+        let (decision, next, disable) = match outcome {
+            AttemptOutcome::Refused(why) => (
+                Decision::Refused,
+                Next::Final {
+                    state: DeliveryState::Refused,
+                    reason: Some(why.clone()),
+                },
+                false,
+            ),
+            _ => match self.policy.decide(attempt.number, outcome, retry_after) {
+                Verdict::Delivered => (
+                    Decision::Delivered,
+                    Next::Final {
+                        state: DeliveryState::Delivered,
+                        reason: None,
+                    },
+                    false,
+                ),
+                Verdict::Retry(delay) => {
+                    let at = SystemTime::now() + delay;
+                    (Decision::RetryAt(at), Next::Retry { at }, false)
+                }
+                Verdict::DisableEndpoint => (
+                    Decision::DisableEndpoint,
+                    fail(format!("{outcome}: endpoint should be disabled")),
+                    true,
+                ),
+                _ => {
+                    let reason = if attempt.number >= self.policy.max_attempts()
+                        && self.policy.classify(outcome) == super::Class::Retry
+                    {
+                        format!("{} attempts exhausted, last: {outcome}", attempt.number)
+                    } else {
+                        outcome.to_string()
+                    };
+                    (Decision::GaveUp, fail(reason), false)
+                }
+            },
+        };
+        attempt.decision = decision;
+        (next, disable)
+    }
+
+    /// Makes one attempt; returns its record (decision not yet set) and the `Retry-After`.
+    async fn attempt(&self, delivery: &Delivery, number: u32) -> (Attempt, Option<Duration>) {
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let mut attempt = Attempt::new(number, started_at, AttemptOutcome::Timeout);
+        attempt.body_size = delivery.body.len();
+        attempt.body_sha256 = hex::encode(Sha256::digest(&delivery.body));
+
+        let request = match self.build_request(delivery, started_at) {
+            Ok((request, headers)) => {
+                attempt.request_headers = headers;
+                request
+            }
+            Err(outcome) => {
+                attempt.outcome = outcome;
+                attempt.latency = started.elapsed();
+                return (attempt, None);
+            }
+        };
+
+        let limit = self.config.response_body_limit;
+        let sent = tokio::time::timeout(self.config.attempt_timeout, async {
+            let response = self.client.send(request).await?;
+            let (parts, body) = response.into_parts();
+            let (body, truncated) = read_limited(body, limit).await;
+            Ok::<_, BoxError>((parts, body, truncated))
+        })
+        .await;
+        attempt.latency = started.elapsed();
+        let mut retry_after = None;
+        attempt.outcome = match sent {
+            Err(_elapsed) => AttemptOutcome::Timeout,
+            Ok(Err(err)) => classify_error(&*err),
+            Ok(Ok((parts, body, truncated))) => {
+                retry_after = parts
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                let status = parts.status.as_u16();
+                attempt.response = Some(AttemptResponse::new(
+                    status,
+                    redacted_headers(&parts.headers),
+                    body,
+                    truncated,
+                ));
+                AttemptOutcome::Status(status)
+            }
+        };
+        (attempt, retry_after)
+    }
+
+    /// The signed request, and its headers for the record (redacted).
+    #[allow(clippy::result_large_err)]
+    fn build_request(
+        &self,
+        delivery: &Delivery,
+        now: SystemTime,
+    ) -> Result<(Request<Full<Bytes>>, Vec<(String, String)>), AttemptOutcome> {
+        let uri = self
+            .guard
+            .check_url(&delivery.endpoint)
+            .map_err(|refusal| AttemptOutcome::Refused(refusal.detail().to_owned()))?;
+        let mut headers = HeaderMap::with_capacity(8 + delivery.headers.len());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, self.config.user_agent.clone());
+        let id = HeaderValue::from_str(&delivery.id).map_err(|_| {
+            AttemptOutcome::SignFailed("the delivery id is not a valid header value".into())
+        })?;
+        headers.insert("x-request-id", id);
+        for (name, value) in &delivery.headers {
+            headers.append(name, value.clone());
+        }
+        if let Some(signing) = &delivery.signing {
+            let timestamp = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            signing
+                .signer
+                .sign(
+                    &Message::new(&delivery.id, timestamp, &delivery.body),
+                    &signing.secrets,
+                    &mut headers,
+                )
+                .map_err(|err| AttemptOutcome::SignFailed(err.to_string()))?;
+        }
+        let recorded = redacted_headers(&headers);
+        let mut request = Request::new(Full::new(delivery.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok((request, recorded))
+    }
+}
+
+/// A claimed delivery's task.
+async fn run(shared: Arc<Shared>, claim: Claim, _budget: OwnedSemaphorePermit) {
+    let Claim { delivery, lease } = claim;
+    let span = tracing::info_span!(
+        "webhook.delivery",
+        id = %delivery.id,
+        endpoint = %display_endpoint(&delivery.endpoint),
+        attempt = delivery.attempts + 1,
+    );
+    let wake = shared.wake.clone();
+    shared.run_claim(delivery, lease).instrument(span).await;
+    wake.notify_one();
+}
+
+/// Reads at most `limit` bytes of a response body.
+async fn read_limited(mut body: ClientBody, limit: usize) -> (Bytes, bool) {
+    let mut buf = BytesMut::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = limit - buf.len();
+                    if data.len() > room {
+                        buf.extend_from_slice(&data[..room]);
+                        return (buf.freeze(), true);
+                    }
+                    buf.extend_from_slice(&data);
+                    if buf.len() == limit && !http_body::Body::is_end_stream(&body) {
+                        return (buf.freeze(), true);
+                    }
+                }
+            }
+            // A body that breaks after the head still has a status worth keeping.
+            Some(Err(_)) => return (buf.freeze(), true),
+            None => return (buf.freeze(), false),
+        }
+    }
+}
+
+/// Maps a client error to an outcome: refused by the guard, timed out, connect or network.
+fn classify_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> AttemptOutcome {
+    if let Some(refusal) = Refusal::find(error) {
+        return AttemptOutcome::Refused(refusal.detail().to_owned());
+    }
+    let mut message = error.to_string();
+    let mut timed_out = false;
+    let mut connect = error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(hyper_util::client::legacy::Error::is_connect);
+    let mut source = error.source();
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            connect |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        message.push_str(": ");
+        message.push_str(&err.to_string());
+        source = err.source();
+    }
+    if timed_out {
+        AttemptOutcome::Timeout
+    } else if connect {
+        AttemptOutcome::Connect(message)
+    } else {
+        AttemptOutcome::Network(message)
+    }
+}
+
+/// The host (and port) an endpoint's concurrency is capped by.
+fn host_key(endpoint: &str) -> String {
+    endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.authority().map(|a| a.as_str().to_ascii_lowercase()))
+        .unwrap_or_default()
+}
+
+/// The endpoint without its query string (which may carry tokens), for logs.
+pub(crate) fn display_endpoint(endpoint: &str) -> &str {
+    endpoint.split(['?', '#']).next().unwrap_or(endpoint)
+}
