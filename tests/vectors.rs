@@ -184,8 +184,8 @@ fn rotation_reports_which_secret_matched() {
             "retired"
         };
         let secrets = SecretSet::new()
-            .add(old_first)
-            .add(tower_webhooks::Secret::new(&v.secret).with_id("current"));
+            .add_secret(old_first)
+            .add_secret(tower_webhooks::Secret::new(&v.secret).with_id("current"));
         let verified = verify(
             &scheme(&v.scheme),
             &header_map(&v.headers),
