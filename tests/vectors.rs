@@ -204,7 +204,7 @@ fn missing_and_mangled_signature_headers() {
     for v in vectors() {
         let scheme = scheme(&v.scheme);
         let signature = v.headers[&v.signature_header].clone();
-        for (name, _) in &v.headers {
+        for name in v.headers.keys() {
             let mut headers = header_map(&v.headers);
             headers.remove(name.as_str());
             let err = verify(&scheme, &headers, &v.secrets(), v.body.as_bytes(), v.now())
