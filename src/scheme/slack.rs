@@ -1,47 +1,21 @@
 //! Slack: `X-Slack-Request-Timestamp` and `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
 
 use http::HeaderMap;
-use serde::{Deserialize, Serialize};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
-use super::timestamp::{check_window, optional_window};
+use super::timestamp::check_window;
 use super::{
-    header_str, insert_header, parse_unix_timestamp, Message, ReplayWindow, RequestHead, Scheme,
-    SignError, Verified, VerifyError,
+    header_str, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
+    Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
 const TIMESTAMP: &str = "x-slack-request-timestamp";
 const SIGNATURE: &str = "x-slack-signature";
 
-/// The Slack request-signing format. The key is the app's signing secret as raw UTF-8.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Slack {
-    /// The accepted timestamp window (`false` in configuration disables it).
-    #[serde(default = "optional_window::default", with = "optional_window")]
-    pub replay_window: Option<ReplayWindow>,
-}
-
-impl Default for Slack {
-    fn default() -> Self {
-        Self {
-            replay_window: Some(ReplayWindow::default()),
-        }
-    }
-}
-
-impl Slack {
-    /// The format with the default window.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets (or with `None`, disables) the timestamp window.
-    pub fn replay_window(mut self, window: Option<ReplayWindow>) -> Self {
-        self.replay_window = window;
-        self
-    }
+windowed_scheme! {
+    /// The Slack request-signing format. The key is the app's signing secret as raw UTF-8.
+    pub struct Slack {}
 }
 
 impl Scheme for Slack {

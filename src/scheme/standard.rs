@@ -5,40 +5,26 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use http::HeaderMap;
-use serde::{Deserialize, Serialize};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
-use super::timestamp::{check_window, optional_window};
+use super::timestamp::check_window;
 use super::{
-    header_str, header_value, insert_header, parse_unix_timestamp, Message, ReplayWindow,
-    RequestHead, Scheme, SignError, Verified, VerifyError,
+    header_str, header_value, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme,
+    SignError, Verified, VerifyError,
 };
 use crate::secret::{Secret, SecretSet};
 
-/// The Standard Webhooks format, which Svix also speaks with `svix-` header names.
-///
-/// The secret is `whsec_` + base64 of the key bytes (the prefix is optional, unpadded base64 is
-/// tolerated); the MAC is HMAC-SHA256 in standard base64. The signature header is a
-/// space-delimited list: non-`v1` entries (such as asymmetric `v1a`) are ignored and one match
-/// suffices. Unlike the reference libraries, the body does not have to be UTF-8.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StandardWebhooks {
-    /// The accepted timestamp window (`false` in configuration disables it).
-    #[serde(default = "optional_window::default", with = "optional_window")]
-    pub replay_window: Option<ReplayWindow>,
-    /// Sign with `svix-id` / `svix-timestamp` / `svix-signature` instead of `webhook-*`.
-    /// Verification always accepts both.
-    #[serde(default)]
-    pub svix_headers: bool,
-}
-
-impl Default for StandardWebhooks {
-    fn default() -> Self {
-        Self {
-            replay_window: Some(ReplayWindow::default()),
-            svix_headers: false,
-        }
+windowed_scheme! {
+    /// The Standard Webhooks format, which Svix also speaks with `svix-` header names.
+    ///
+    /// The secret is `whsec_` + base64 of the key bytes (the prefix is optional, unpadded base64 is
+    /// tolerated); the MAC is HMAC-SHA256 in standard base64. The signature header is a
+    /// space-delimited list: non-`v1` entries (such as asymmetric `v1a`) are ignored and one match
+    /// suffices. Unlike the reference libraries, the body does not have to be UTF-8.
+    pub struct StandardWebhooks {
+        /// Sign with `svix-id` / `svix-timestamp` / `svix-signature` instead of `webhook-*`.
+        /// Verification always accepts both.
+        pub svix_headers: bool = false,
     }
 }
 
@@ -55,17 +41,6 @@ pub(crate) fn decode_key(secret: &Secret) -> Option<Vec<u8>> {
 }
 
 impl StandardWebhooks {
-    /// The format with the default window and `webhook-*` headers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets (or with `None`, disables) the timestamp window.
-    pub fn replay_window(mut self, window: Option<ReplayWindow>) -> Self {
-        self.replay_window = window;
-        self
-    }
-
     /// Signs with `svix-*` header names.
     pub fn svix_headers(mut self, svix: bool) -> Self {
         self.svix_headers = svix;

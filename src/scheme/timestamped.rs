@@ -1,26 +1,26 @@
-//! The `t=<ts>,v1=<hex>[,v1=<hex>…]` grammar shared by Stripe and Nextmv, signing `{t}.{body}`.
+//! Stripe and Nextmv: the `t=<ts>,v1=<hex>[,v1=<hex>…]` grammar over `{t}.{body}`.
 
 use http::HeaderMap;
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    header_str, header_value, parse_unix_timestamp, Message, ReplayWindow, RequestHead, SignError,
-    Verified, VerifyError,
+    header_str, header_value, parse_unix_timestamp, Message, ReplayWindow, RequestHead, Scheme,
+    SignError, Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
 /// Above this a Nextmv `t` is in milliseconds (decision 1: 10^11 s is the year 5138).
 const MILLIS_THRESHOLD: i64 = 100_000_000_000;
 
-pub(super) struct TimestampedHex {
-    pub(super) name: &'static str,
-    pub(super) header: &'static str,
-    pub(super) accept_millis: bool,
+struct TimestampedHex {
+    name: &'static str,
+    header: &'static str,
+    accept_millis: bool,
 }
 
 impl TimestampedHex {
-    pub(super) fn begin(
+    fn begin(
         &self,
         window: Option<&ReplayWindow>,
         head: &RequestHead,
@@ -70,7 +70,7 @@ impl TimestampedHex {
     }
 
     /// Signs with every secret (one `v1=` entry each, primary first), as during a rotation.
-    pub(super) fn sign(
+    fn sign(
         &self,
         message: &Message<'_>,
         secrets: &SecretSet,
@@ -94,3 +94,71 @@ impl TimestampedHex {
         Ok(())
     }
 }
+
+/// Implements [`Scheme`] for a `t=,v1=` format by delegating to its [`TimestampedHex`].
+macro_rules! timestamped_scheme {
+    ($name:ident, $format:expr) => {
+        impl Scheme for $name {
+            type Verification = HmacVerification;
+
+            fn name(&self) -> &str {
+                $format.name
+            }
+
+            fn begin(
+                &self,
+                head: &RequestHead,
+                secrets: &SecretSet,
+                now: i64,
+            ) -> Result<HmacVerification, VerifyError> {
+                $format.begin(self.replay_window.as_ref(), head, secrets, now)
+            }
+
+            fn sign(
+                &self,
+                message: &Message<'_>,
+                secrets: &SecretSet,
+                headers: &mut HeaderMap,
+            ) -> Result<(), SignError> {
+                $format.sign(message, secrets, headers)
+            }
+        }
+    };
+}
+
+windowed_scheme! {
+    /// The Stripe format: `Stripe-Signature: t=<s>,v1=<hex>[,v1=…][,v0=…]` over `{t}.{body}`.
+    /// The key is the whole `whsec_…` string as raw UTF-8 (no base64 decode); only `v1`
+    /// entries count, and several `v1` entries (a secret roll) are each tried.
+    ///
+    /// Stripe's own library only rejects old timestamps; this crate also rejects timestamps too
+    /// far in the future (decision 2), which `replay_window` can widen.
+    pub struct Stripe {}
+}
+
+windowed_scheme! {
+    /// The Nextmv format: `Nextmv-Signature: t=<s or ms>,v1=<hex>` over `{t}.{body}`,
+    /// byte-compatible with Nextmv's official handler. The key is the raw UTF-8 secret from
+    /// `GET /v1/webhooks/{id}/secret`.
+    ///
+    /// The documented header says `t` is in milliseconds while the official example compares it
+    /// to seconds, so verification accepts both (a value above 10^11 is milliseconds) and always
+    /// MACs the `t` text verbatim; signing writes seconds (decision 1). Several `v1` entries (a
+    /// rotation) are each tried.
+    pub struct Nextmv {}
+}
+
+const STRIPE: TimestampedHex = TimestampedHex {
+    name: "stripe",
+    header: "stripe-signature",
+    accept_millis: false,
+};
+
+const NEXTMV: TimestampedHex = TimestampedHex {
+    name: "nextmv",
+    header: "nextmv-signature",
+    accept_millis: true,
+};
+
+timestamped_scheme!(Stripe, STRIPE);
+timestamped_scheme!(Nextmv, NEXTMV);
