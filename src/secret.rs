@@ -159,7 +159,7 @@ impl SecretSet {
     }
 
     /// Adds a secret; the first one added is the primary (used for signing).
-    pub fn add(mut self, secret: impl Into<Secret>) -> Self {
+    pub fn add_secret(mut self, secret: impl Into<Secret>) -> Self {
         self.secrets.push(secret.into());
         self
     }
@@ -283,7 +283,9 @@ mod tests {
     fn env_resolution() {
         std::env::set_var("TW_SECRET_TEST_VAR", "from-env");
         assert_eq!(
-            Secret::resolve("{env:TW_SECRET_TEST_VAR}").unwrap().expose(),
+            Secret::resolve("{env:TW_SECRET_TEST_VAR}")
+                .unwrap()
+                .expose(),
             b"from-env"
         );
         assert_eq!(
