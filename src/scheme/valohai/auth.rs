@@ -11,7 +11,7 @@ use super::jwt::JwtAlgorithm;
 use super::lookup::{Lookup, LookupNamespace};
 use super::ConfigError;
 use crate::scheme::mac::{Algorithm, Encoding};
-use crate::secret::SecretSet;
+use crate::secret::{Secret, SecretSet};
 
 /// A Valohai "Web Authentication" condition: where the token is, how it is checked, and
 /// against which secret.
@@ -278,7 +278,8 @@ pub(super) struct WebAuthenticationRepr {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "redacted"
+        serialize_with = "redacted",
+        deserialize_with = "resolve_secrets"
     )]
     secret: Option<SecretSet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +307,29 @@ fn redacted<S: Serializer>(secrets: &Option<SecretSet>, serializer: S) -> Result
         Some(secrets) => serializer.collect_seq(secrets.iter()),
         None => serializer.serialize_none(),
     }
+}
+
+/// Reads one secret or a list, resolving `{env:VAR}` with a clear error (`SecretSet`'s own
+/// untagged deserialisation reports only "did not match any variant").
+fn resolve_secrets<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretSet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let specs = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(spec) => vec![spec],
+        OneOrMany::Many(specs) => specs,
+    };
+    specs
+        .iter()
+        .map(|spec| Secret::resolve(spec))
+        .collect::<Result<SecretSet, _>>()
+        .map(Some)
+        .map_err(|err| serde::de::Error::custom(format!("`secret`: {err}")))
 }
 
 fn hmac_algorithm(name: &str) -> Result<Algorithm, ConfigError> {

@@ -239,10 +239,8 @@ impl ResponseAction {
 
 fn replace_in_strings(value: &mut serde_json::Value, run_id: &str) {
     match value {
-        serde_json::Value::String(text) => {
-            if text.contains("{run_id}") {
-                *text = text.replace("{run_id}", run_id);
-            }
+        serde_json::Value::String(text) if text.contains("{run_id}") => {
+            *text = text.replace("{run_id}", run_id);
         }
         serde_json::Value::Array(items) => {
             for item in items {
