@@ -346,6 +346,10 @@ mod tests {
         let err = Lookup::header("X-Other").find_in_head(&head).unwrap_err();
         assert_eq!(err.kind(), VerifyErrorKind::MissingHeader);
         assert_eq!(err.detail(), "missing `x-other` header");
+        // A name that cannot be a header (only buildable in code) is simply never found.
+        let err = Lookup::header("bad name").find_in_head(&head).unwrap_err();
+        assert_eq!(err.kind(), VerifyErrorKind::MissingHeader);
+        assert!(Lookup::header("bad name").validate().is_err());
     }
 
     #[test]

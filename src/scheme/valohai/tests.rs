@@ -207,6 +207,13 @@ fn static_token_in_the_body_and_the_query_string() {
         kind(run(&form, &tampered, no_secrets(), now())),
         VerifyErrorKind::InvalidSignature
     );
+    // A list of secrets in the condition: any one matches (rotation), and we learn which.
+    let rotated = auth(&format!(
+        "auth_type = \"static_token\"\nlookup_namespace = \"urlencoded_body\"\n\
+         lookup_key = \"token\"\nsecret = [\"pat_old\", \"{secret}\"]"
+    ));
+    let verified = run(&rotated, &request, token(), now()).unwrap();
+    assert_eq!(verified.secret.unwrap().index, 1);
     let missing = vector("static_urlencoded_body").body(b"event_type=new_data");
     assert_eq!(
         kind(run(&form, &missing, no_secrets(), now())),
