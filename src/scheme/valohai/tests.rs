@@ -659,6 +659,7 @@ mod jwt_conditions {
 
 #[test]
 fn rate_limits_count_only_accepted_launches() {
+    // The token is in the body, so it is checked at `finish`, right before the limits.
     let trigger = scheme(
         r#"
         [[conditions]]
@@ -672,28 +673,36 @@ fn rate_limits_count_only_accepted_launches() {
         [[conditions]]
         type = "web_authentication"
         auth_type = "static_token"
-        lookup_key = "Authorization"
+        lookup_namespace = "json_body"
+        lookup_key = "token"
         "#,
     );
     let clone = trigger.clone();
-    let request = vector("static_header");
+    let request = vector("static_json_body");
     let t = 1_000_000;
-    run(&trigger, &request, token(), t).unwrap();
-    run(&clone, &request, token(), t + 1).unwrap();
     // Bad requests neither pass nor use up the quota.
     for _ in 0..5 {
         assert_eq!(
-            kind(run(&trigger, &request, "wrong", t + 2)),
+            kind(run(&trigger, &request, "wrong", t)),
             VerifyErrorKind::InvalidSignature
         );
     }
+    run(&trigger, &request, token(), t).unwrap();
+    // Clones share the launch log.
+    run(&clone, &request, token(), t + 1).unwrap();
     let err = run(&trigger, &request, token(), t + 2).unwrap_err();
     assert_eq!(err.kind(), VerifyErrorKind::RateLimited);
     assert_eq!(err.detail(), "rate limit of 2 launches per 60 s reached");
-    // The 60 s window has room again; the hourly one then takes its third and last launch.
+    // The 60 s window has room again at t + 61 (t and t + 1 left it)…
     run(&trigger, &request, token(), t + 61).unwrap();
+    // …but that was the hourly limit's third and last launch.
     let err = run(&clone, &request, token(), t + 122).unwrap_err();
     assert_eq!(err.detail(), "rate limit of 3 launches per 3600 s reached");
+    // A refusal by the hourly limit did not count in the 60 s one either.
+    let Condition::RateLimit(short) = &trigger.conditions()[0] else {
+        panic!("{trigger:?}")
+    };
+    assert_eq!(short.remaining(t + 122), 2);
     run(&trigger, &request, token(), t + 3601).unwrap();
 
     // Rate limiting in compatible mode still answers 400.
