@@ -159,7 +159,7 @@ impl SecretSet {
     }
 
     /// Adds a secret; the first one added is the primary (used for signing).
-    pub fn add(mut self, secret: impl Into<Secret>) -> Self {
+    pub fn add_secret(mut self, secret: impl Into<Secret>) -> Self {
         self.secrets.push(secret.into());
         self
     }

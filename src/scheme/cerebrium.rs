@@ -2,13 +2,12 @@
 //! `X-Cerebrium-Webhook-Signature: v1,<hex>` over `{id}.{timestamp}.{body}`.
 
 use http::HeaderMap;
-use serde::{Deserialize, Serialize};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
-use super::timestamp::{check_window, optional_window};
+use super::timestamp::check_window;
 use super::{
-    header_str, insert_header, parse_unix_timestamp, Message, ReplayWindow, RequestHead, Scheme,
-    SignError, Verified, VerifyError,
+    header_str, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
+    Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
@@ -17,39 +16,14 @@ const LEGACY_ID: &str = "x-cerebrium-webhook-id";
 const TIMESTAMP: &str = "x-cerebrium-webhook-timestamp";
 const SIGNATURE: &str = "x-cerebrium-webhook-signature";
 
-/// The Cerebrium webhook format. The key is the raw UTF-8 secret the caller chose
-/// (`X-Webhook-Secret`); the MAC is HMAC-SHA256 in lowercase hex, prefixed `v1,`.
-///
-/// Verification also accepts the historical `X-Cerebrium-Webhook-Id` header when
-/// `X-Request-Id` is absent (decision 4), and a bare hex signature (as Cerebrium's own Python
-/// verifier does).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cerebrium {
-    /// The accepted timestamp window (`false` in configuration disables it).
-    #[serde(default = "optional_window::default", with = "optional_window")]
-    pub replay_window: Option<ReplayWindow>,
-}
-
-impl Default for Cerebrium {
-    fn default() -> Self {
-        Self {
-            replay_window: Some(ReplayWindow::default()),
-        }
-    }
-}
-
-impl Cerebrium {
-    /// The format with the default window (300 s back, 60 s ahead).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets (or with `None`, disables) the timestamp window.
-    pub fn replay_window(mut self, window: Option<ReplayWindow>) -> Self {
-        self.replay_window = window;
-        self
-    }
+windowed_scheme! {
+    /// The Cerebrium webhook format. The key is the raw UTF-8 secret the caller chose
+    /// (`X-Webhook-Secret`); the MAC is HMAC-SHA256 in lowercase hex, prefixed `v1,`.
+    ///
+    /// Verification also accepts the historical `X-Cerebrium-Webhook-Id` header when
+    /// `X-Request-Id` is absent (decision 4), and a bare hex signature (as Cerebrium's own
+    /// Python verifier does).
+    pub struct Cerebrium {}
 }
 
 impl Scheme for Cerebrium {

@@ -28,14 +28,70 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::secret::{Secret, SecretSet};
 
+/// Declares a scheme struct that has a replay window (plus optional extra fields), with its
+/// `Default`, `new()` and `replay_window()` setter: one definition instead of one per vendor.
+macro_rules! windowed_scheme {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident : $ty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The accepted timestamp window (`false` in configuration disables it).
+            #[serde(
+                default = "crate::scheme::timestamp::optional_window::default",
+                with = "crate::scheme::timestamp::optional_window"
+            )]
+            pub replay_window: Option<crate::scheme::ReplayWindow>,
+            $( $(#[$field_meta])* #[serde(default)] pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    replay_window: Some(crate::scheme::ReplayWindow::default()),
+                    $( $field: $default, )*
+                }
+            }
+        }
+
+        impl $name {
+            /// The format with the default window (300 s back, 60 s ahead).
+            pub fn new() -> Self {
+                Self::default()
+            }
+
+            /// Sets (or with `None`, disables) the timestamp window.
+            pub fn replay_window(mut self, window: Option<crate::scheme::ReplayWindow>) -> Self {
+                self.replay_window = window;
+                self
+            }
+        }
+    };
+}
+
+mod builtin;
 mod cerebrium;
+mod github;
 mod mac;
+mod slack;
+mod standard;
 mod timestamp;
+mod timestamped;
 pub mod valohai;
 
+pub use builtin::{BuiltinScheme, BuiltinVerification};
 pub use cerebrium::Cerebrium;
+pub use github::GitHub;
 pub use mac::{Algorithm, Encoding, HmacVerification};
+pub use slack::Slack;
+pub use standard::StandardWebhooks;
 pub use timestamp::{parse_unix_timestamp, ReplayWindow};
+pub use timestamped::{Nextmv, Stripe};
 pub use valohai::Valohai;
 
 /// What a scheme can see of a request before its body: method, URI and headers.
