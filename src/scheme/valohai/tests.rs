@@ -145,8 +145,8 @@ fn static_token_in_a_header_seed_example() {
 
     // Rotation: any configured secret may match, and the metadata says which.
     let rotation = SecretSet::new()
-        .add(Secret::new("old-token").with_id("2025"))
-        .add(Secret::new(token()).with_id("2026"));
+        .add_secret(Secret::new("old-token").with_id("2025"))
+        .add_secret(Secret::new(token()).with_id("2026"));
     let verified = run(&trigger, &request, rotation, now()).unwrap();
     let matched = verified.secret.unwrap();
     assert_eq!((matched.index, matched.id.as_deref()), (1, Some("2026")));
@@ -1055,4 +1055,51 @@ fn jwt_conditions_need_the_feature() {
         "[[conditions]]\ntype = \"web_authentication\"\nauth_type = \"jwt\"\nlookup_key = \"A\"",
     );
     assert!(err.contains("`jwt` feature"), "{err}");
+}
+
+#[test]
+fn loads_inside_a_type_tagged_route_table() {
+    // The shape the gateway uses: `[routes.scheme]` tagged `type = "valohai"` by an outer enum.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Outer {
+        Valohai(Valohai),
+    }
+    #[derive(Debug, serde::Deserialize)]
+    struct Route {
+        scheme: Outer,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    struct Gateway {
+        routes: Vec<Route>,
+    }
+    let gateway: Gateway = toml::from_str(&format!(
+        r#"
+        [[routes]]
+        [routes.scheme]
+        type = "valohai"
+        compatible = false
+        [[routes.scheme.conditions]]
+        type = "web_authentication"
+        auth_type = "static_token"
+        lookup_key = "Authorization"
+        secret = "{}"
+        [[routes.scheme.conditions]]
+        type = "rate_limit"
+        period = 60
+        quota = 1
+        [routes.scheme.response]
+        text = "Created run {{run_id}}"
+        "#,
+        token()
+    ))
+    .unwrap();
+    let Outer::Valohai(trigger) = &gateway.routes[0].scheme;
+    assert!(!trigger.is_compatible());
+    run(trigger, &vector("static_header"), no_secrets(), now()).unwrap();
+    assert_eq!(
+        kind(run(trigger, &vector("static_header"), no_secrets(), now())),
+        VerifyErrorKind::RateLimited
+    );
+    assert_eq!(trigger.success_response("r").unwrap().body, "Created run r");
 }
