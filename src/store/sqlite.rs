@@ -358,6 +358,15 @@ async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>, m
 // Write operations (run inside the writer's transaction).
 
 async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    let migrated =
+        sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    if migrated.is_none() {
+        // Not migrated yet: nothing can be in flight.
+        return Ok(0);
+    }
     let now = unix_millis(SystemTime::now());
     let done = sqlx::query(
         "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
