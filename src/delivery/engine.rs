@@ -1129,7 +1129,9 @@ impl Shared {
                     true,
                 ),
                 _ => {
-                    let reason = if attempt.number >= self.policy.max_attempts()
+                    let reason = if attempt.manual {
+                        format!("manual re-send failed: {outcome}")
+                    } else if attempt.number >= self.policy.max_attempts()
                         && self.policy.classify(outcome) == super::Class::Retry
                     {
                         format!("{} attempts exhausted, last: {outcome}", attempt.number)
