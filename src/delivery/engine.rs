@@ -944,9 +944,23 @@ impl Shared {
         let semaphore = self.host_semaphore(&host);
         let mut stop = self.stop.subscribe();
         let work = async {
-            let _host = semaphore.clone().acquire_owned().await.ok();
-            let _slot = self.in_flight.clone().acquire_owned().await.ok();
-            if !self.keep_lease(&delivery.id, lease).await {
+            // Waiting for a free slot may outlast the lease: keep renewing it meanwhile.
+            let permits = async {
+                let host = semaphore.clone().acquire_owned().await.ok();
+                let slot = self.in_flight.clone().acquire_owned().await.ok();
+                (host, slot)
+            };
+            let mut permits = pin!(permits);
+            let mut current = lease;
+            let check = (self.config.lease / 3).max(Duration::from_millis(10));
+            let _permits = loop {
+                match tokio::time::timeout(check, permits.as_mut()).await {
+                    Ok(permits) => break permits,
+                    Err(_) if self.keep_lease(&delivery.id, &mut current).await => {}
+                    Err(_) => return None,
+                }
+            };
+            if !self.keep_lease(&delivery.id, &mut current).await {
                 return None;
             }
             Some(
@@ -1042,14 +1056,17 @@ impl Shared {
 
     /// Renews `lease` when less than half of it is left (the claim waited for a slot);
     /// `false` when it is lost.
-    async fn keep_lease(&self, id: &str, lease: Lease) -> bool {
+    async fn keep_lease(&self, id: &str, lease: &mut Lease) -> bool {
         let now = SystemTime::now();
         let left = lease.until.duration_since(now).unwrap_or_default();
         if left >= self.config.lease / 2 {
             return true;
         }
-        match self.store.renew(id, lease, now + self.config.lease).await {
-            Ok(_) => true,
+        match self.store.renew(id, *lease, now + self.config.lease).await {
+            Ok(renewed) => {
+                *lease = renewed;
+                true
+            }
             Err(StoreError::LeaseLost(_) | StoreError::NotFound(_)) => false,
             Err(err) => {
                 tracing::debug!(error = %err, "webhook delivery store: lease not renewed");

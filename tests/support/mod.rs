@@ -37,6 +37,7 @@ impl Hit {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -44,7 +45,13 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
+            delay: Duration::ZERO,
         }
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -97,6 +104,7 @@ impl Receiver {
                 };
                 notify.notify_waiters();
                 let reply = (behave.lock().unwrap())(index, &hit);
+                tokio::time::sleep(reply.delay).await;
                 let mut response =
                     (StatusCode::from_u16(reply.status).unwrap(), "ok").into_response();
                 for (name, value) in reply.headers {
