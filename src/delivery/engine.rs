@@ -37,6 +37,7 @@ pub const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
 pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
 
 type FinishHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
+type RecordedHeaders = Vec<(String, String)>;
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -1216,12 +1217,11 @@ impl Shared {
     }
 
     /// The signed request, and its headers for the record (redacted).
-    #[allow(clippy::result_large_err)]
     fn build_request(
         &self,
         delivery: &Delivery,
         now: SystemTime,
-    ) -> Result<(Request<Full<Bytes>>, Vec<(String, String)>), AttemptOutcome> {
+    ) -> Result<(Request<Full<Bytes>>, RecordedHeaders), AttemptOutcome> {
         let uri = self
             .guard
             .check_url(&delivery.endpoint)
