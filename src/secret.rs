@@ -283,9 +283,7 @@ mod tests {
     fn env_resolution() {
         std::env::set_var("TW_SECRET_TEST_VAR", "from-env");
         assert_eq!(
-            Secret::resolve("{env:TW_SECRET_TEST_VAR}")
-                .unwrap()
-                .expose(),
+            Secret::resolve("{env:TW_SECRET_TEST_VAR}").unwrap().expose(),
             b"from-env"
         );
         assert_eq!(

@@ -73,8 +73,8 @@ impl Scheme for Cerebrium {
             other => other?,
         };
         let timestamp_text = header_str(headers, TIMESTAMP)?;
-        let timestamp = parse_unix_timestamp(timestamp_text)
-            .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
+        let timestamp =
+            parse_unix_timestamp(timestamp_text).ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
         let signature = header_str(headers, SIGNATURE)?;
         let encoded = signature.strip_prefix("v1,").unwrap_or(signature);
         let candidate = Encoding::Hex
@@ -107,21 +107,11 @@ impl Scheme for Cerebrium {
         let mac = compute(
             Algorithm::Sha256,
             secret.expose(),
-            &[
-                id.as_bytes(),
-                b".",
-                timestamp.as_bytes(),
-                b".",
-                message.body,
-            ],
+            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", message.body],
         );
         insert_header(headers, ID, id);
         insert_header(headers, TIMESTAMP, &timestamp);
-        insert_header(
-            headers,
-            SIGNATURE,
-            &format!("v1,{}", Encoding::Hex.encode(&mac)),
-        );
+        insert_header(headers, SIGNATURE, &format!("v1,{}", Encoding::Hex.encode(&mac)));
         Ok(())
     }
 }
@@ -147,11 +137,7 @@ mod tests {
             .0
     }
 
-    fn verify(
-        head: &RequestHead,
-        secret: &str,
-        body: &'static [u8],
-    ) -> Result<Verified, VerifyError> {
+    fn verify(head: &RequestHead, secret: &str, body: &'static [u8]) -> Result<Verified, VerifyError> {
         let mut verification = Cerebrium::new().begin(head, &secret.into(), 1_731_381_205)?;
         verification.update(body);
         verification.finish(&Bytes::from_static(body))
@@ -161,26 +147,15 @@ mod tests {
     fn vector_and_tampering() {
         let body = br#"{"smile": "wave"}"#;
         let ok = verify(&head(VECTOR_SIG, ID), "my-webhook-secret", body).unwrap();
-        assert_eq!(
-            ok.message_id.as_deref(),
-            Some("21eb3b98-4b10-9ad6-8681-a47172828024")
-        );
+        assert_eq!(ok.message_id.as_deref(), Some("21eb3b98-4b10-9ad6-8681-a47172828024"));
         assert_eq!(ok.secret.unwrap().index, 0);
         verify(&head(VECTOR_SIG, LEGACY_ID), "my-webhook-secret", body).unwrap();
         verify(&head(&VECTOR_SIG[3..], ID), "my-webhook-secret", body).unwrap();
-        let err = verify(
-            &head(VECTOR_SIG, ID),
-            "my-webhook-secret",
-            br#"{"smile": "wavE"}"#,
-        );
+        let err = verify(&head(VECTOR_SIG, ID), "my-webhook-secret", br#"{"smile": "wavE"}"#);
         assert_eq!(err.unwrap_err().kind(), VerifyErrorKind::InvalidSignature);
         let err = verify(&head(VECTOR_SIG, ID), "other", body);
         assert_eq!(err.unwrap_err().kind(), VerifyErrorKind::InvalidSignature);
-        let err = verify(
-            &head(&VECTOR_SIG.replace("v1,", "v2,"), ID),
-            "my-webhook-secret",
-            body,
-        );
+        let err = verify(&head(&VECTOR_SIG.replace("v1,", "v2,"), ID), "my-webhook-secret", body);
         assert_eq!(err.unwrap_err().kind(), VerifyErrorKind::MalformedHeader);
     }
 

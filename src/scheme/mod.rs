@@ -295,9 +295,7 @@ impl fmt::Display for SignError {
             Self::NoSecret => f.write_str("no secret to sign with"),
             Self::MissingId => f.write_str("the scheme needs a message id"),
             Self::BadSecret(why) => write!(f, "unusable secret: {why}"),
-            Self::MissingHeader(name) => {
-                write!(f, "signed content refers to missing header `{name}`")
-            }
+            Self::MissingHeader(name) => write!(f, "signed content refers to missing header `{name}`"),
             Self::Unsupported(why) => write!(f, "cannot sign: {why}"),
         }
     }
@@ -307,9 +305,7 @@ impl std::error::Error for SignError {}
 
 /// Reads a header as visible ASCII text.
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
-    let value = headers
-        .get(name)
-        .ok_or_else(|| VerifyError::missing(name))?;
+    let value = headers.get(name).ok_or_else(|| VerifyError::missing(name))?;
     value.to_str().map_err(|_| VerifyError::malformed(name))
 }
 
