@@ -146,6 +146,9 @@ impl PostgresOptions {
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // No ping before every use: a dead connection fails its query, which is retried
+            // on a fresh one.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(backend)?;
