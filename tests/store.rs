@@ -384,6 +384,34 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         store.get("a").await.unwrap().is_some(),
         "dead letters are kept"
     );
+
+    // Concurrent writes share batches: a duplicate fails alone, and of two recorded outcomes
+    // for one delivery only the current lease's applies.
+    let (first, second, other) = tokio::join!(
+        store.enqueue(Delivery::new("z", "http://z.test/", "1")),
+        store.enqueue(Delivery::new("z", "http://z.test/", "2")),
+        store.enqueue(Delivery::new("y", "http://z.test/", "3")),
+    );
+    assert!(first.is_ok() ^ second.is_ok(), "{first:?} {second:?}");
+    other.unwrap();
+    let claims = store.claim_due(later(10), 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 2);
+    let z = claims.iter().find(|c| c.delivery.id == "z").unwrap();
+    let y = claims.iter().find(|c| c.delivery.id == "y").unwrap();
+    let stale = tower_webhooks::store::Lease {
+        token: z.lease.token.wrapping_sub(1),
+        ..z.lease
+    };
+    let ok = || attempt(1, AttemptOutcome::Status(200), Decision::Delivered);
+    let (current, old, y_done) = tokio::join!(
+        store.record_attempt("z", z.lease, ok(), delivered()),
+        store.record_attempt("z", stale, ok(), delivered()),
+        store.record_attempt("y", y.lease, ok(), delivered()),
+    );
+    current.unwrap();
+    y_done.unwrap();
+    assert!(matches!(old, Err(StoreError::LeaseLost(_))), "{old:?}");
+    assert_eq!(store.get("z").await.unwrap().unwrap().attempts.len(), 1);
 }
 
 #[tokio::test]

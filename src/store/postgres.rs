@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: the shared, durable [`DeliveryStore`] for several replicas (feature
 //! `postgres`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::sql::{
     self, backend, conversations, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow,
@@ -162,9 +163,13 @@ impl PostgresOptions {
         } else {
             None
         };
+        let enqueues = batcher(pool.clone(), channel.clone(), enqueue_many);
+        let records = batcher(pool.clone(), channel.clone(), record_many);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
+                enqueues,
+                records,
                 owner: self.owner.unwrap_or_else(sql::owner_name),
                 signers: self.signers,
                 schema: self.schema,
@@ -262,6 +267,8 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: PgPool,
+    enqueues: mpsc::Sender<(DeliveryRow, Reply)>,
+    records: mpsc::Sender<(RecordRow, Reply)>,
     owner: String,
     signers: Signers,
     schema: Option<String>,
@@ -397,38 +404,12 @@ impl Inner {
 
     async fn enqueue(&self, delivery: Delivery) -> Result<(), StoreError> {
         let row = DeliveryRow::new(&delivery, &self.signers)?;
-        let sql = "WITH inserted AS (INSERT INTO deliveries (id, endpoint, endpoint_id, source, \
-             scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, due_at, \
-             lease_token, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, FALSE, $9, $9, 0, $10, $11) \
-             ON CONFLICT (id) DO NOTHING RETURNING 1) \
-             SELECT pg_notify($12, '')::text AS notified FROM inserted";
-        let (inserted, retried) = self
-            .retry("enqueue", |pool| {
-                Box::pin(
-                    sqlx::query(sql)
-                        .bind(&row.id)
-                        .bind(&row.endpoint)
-                        .bind(&row.endpoint_id)
-                        .bind(&row.source)
-                        .bind(&row.scheme)
-                        .bind(&row.secrets)
-                        .bind(&row.headers)
-                        .bind(&row.body[..])
-                        .bind(row.next_attempt_at)
-                        .bind(row.created_at)
-                        .bind(row.updated_at)
-                        .bind(&self.channel)
-                        .fetch_optional(pool),
-                )
-            })
-            .await?;
-        match inserted {
-            Some(_) => Ok(()),
-            // The first try committed and its answer was lost.
-            None if retried => Ok(()),
-            None => Err(StoreError::Duplicate(row.id)),
-        }
+        let (reply, answer) = oneshot::channel();
+        self.enqueues
+            .send((row, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn claim(
@@ -480,75 +461,18 @@ impl Inner {
         attempt: Attempt,
         next: Next,
     ) -> Result<(), StoreError> {
-        let row = AttemptRow::new(&attempt);
-        let next = NextRow::new(&next);
-        let now = unix_millis(SystemTime::now());
-        let sql = format!(
-            "WITH updated AS (UPDATE deliveries SET state = $1, \
-             attempts = GREATEST(attempts, $2), \
-             next_attempt_at = COALESCE($3, next_attempt_at), due_at = $3, lease_owner = NULL, \
-             lease_expires_at = NULL, manual = FALSE, \
-             last_error = CASE WHEN $1 = 'pending' THEN last_error ELSE $4 END, \
-             updated_at = $5 \
-             WHERE id = $6 AND lease_token = $7 AND state = 'in_flight' RETURNING id) \
-             INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
-             SELECT id, $2, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 \
-             FROM updated"
-        );
-        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
-        let (done, retried) = self
-            .retry("record_attempt", |pool| {
-                Box::pin(
-                    sqlx::query(&sql)
-                        .bind(next.state)
-                        .bind(row.number)
-                        .bind(next.due_at)
-                        .bind(&next.last_error)
-                        .bind(now)
-                        .bind(id)
-                        .bind(token)
-                        .bind(row.manual)
-                        .bind(row.started_at)
-                        .bind(row.latency_us)
-                        .bind(&row.request_headers)
-                        .bind(row.body_size)
-                        .bind(&row.body_sha256)
-                        .bind(row.outcome)
-                        .bind(&row.outcome_detail)
-                        .bind(row.decision)
-                        .bind(row.retry_at)
-                        .bind(row.response_status)
-                        .bind(&row.response_headers)
-                        .bind(&row.response_body)
-                        .bind(row.response_truncated)
-                        .execute(pool),
-                )
-            })
-            .await?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        if retried {
-            // The first try may have committed: its attempt row is there.
-            let (found, _) = self
-                .retry("record_attempt", |pool| {
-                    Box::pin(
-                        sqlx::query(
-                            "SELECT 1 FROM attempts WHERE delivery_id = $1 AND number = $2 \
-                             AND started_at = $3",
-                        )
-                        .bind(id)
-                        .bind(row.number)
-                        .bind(row.started_at)
-                        .fetch_optional(pool),
-                    )
-                })
-                .await?;
-            if found.is_some() {
-                return Ok(());
-            }
-        }
-        Err(self.missing(id).await)
+        let row = RecordRow {
+            id: id.to_owned(),
+            token: i64::try_from(lease.token).unwrap_or(i64::MAX),
+            attempt: AttemptRow::new(&attempt),
+            next: NextRow::new(&next),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.records
+            .send((row, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// An update of one row by id (and lease token); `NotFound`/`LeaseLost` when none matched.
@@ -799,6 +723,281 @@ impl Inner {
             .await?;
         Ok(next.map(sql::from_millis))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batching: concurrent enqueues (and recorded attempts) share one statement and one commit.
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// Rows per multi-row statement.
+const CHUNK: usize = 64;
+/// Batches executed at once (each on its own connection).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the PostgreSQL store has stopped".into())
+}
+
+/// A recorded attempt waiting for its batch.
+struct RecordRow {
+    id: String,
+    token: i64,
+    attempt: AttemptRow,
+    next: NextRow,
+}
+
+type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<(), StoreError>>> + Send>>;
+
+/// Starts a loop that takes whatever is queued (up to [`CHUNK`]) and runs it as one batch,
+/// with up to [`BATCHES_IN_FLIGHT`] batches at once; it ends when the store is dropped.
+fn batcher<T: Send + 'static>(
+    pool: PgPool,
+    channel: String,
+    run: fn(PgPool, String, Vec<T>) -> BatchFuture,
+) -> mpsc::Sender<(T, Reply)> {
+    let (tx, mut rx) = mpsc::channel::<(T, Reply)>(CHUNK * 16);
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        let mut queued = Vec::with_capacity(CHUNK);
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            if rx.recv_many(&mut queued, CHUNK).await == 0 {
+                return;
+            }
+            let (rows, replies): (Vec<T>, Vec<Reply>) = queued.drain(..).unzip();
+            let batch = run(pool.clone(), channel.clone(), rows);
+            tokio::spawn(async move {
+                let results = batch.await;
+                for (result, reply) in results.into_iter().zip(replies) {
+                    let _ = reply.send(result);
+                }
+                drop(slot);
+            });
+        }
+    });
+    tx
+}
+
+/// Runs `op` until it succeeds, fails for good, or [`RETRY_FOR`] has passed; the flag says
+/// whether it was retried (its first try may have committed).
+async fn retry_on<T, F, Fut>(what: &'static str, mut op: F) -> Result<(T, bool), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let mut retried = false;
+    loop {
+        match op().await {
+            Ok(value) => return Ok((value, retried)),
+            Err(err) if transient(&err) && started.elapsed() < RETRY_FOR => {
+                tracing::warn!(error = %err, operation = what, "webhook delivery store: retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                retried = true;
+            }
+            Err(err) => return Err(backend(err)),
+        }
+    }
+}
+
+fn enqueue_many(pool: PgPool, channel: String, rows: Vec<DeliveryRow>) -> BatchFuture {
+    Box::pin(async move {
+        let mut first = HashSet::new();
+        let fresh: Vec<usize> = (0..rows.len())
+            .filter(|&i| first.insert(rows[i].id.clone()))
+            .collect();
+        let mut sql = String::from(
+            "WITH inserted AS (INSERT INTO deliveries (id, endpoint, endpoint_id, source, scheme, \
+             secrets, headers, body, state, attempts, manual, next_attempt_at, due_at, \
+             lease_token, created_at, updated_at) VALUES ",
+        );
+        for (n, _) in fresh.iter().enumerate() {
+            let p = |k: usize| n * 12 + k;
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, FALSE, ${}, ${}, 0, ${}, ${})",
+                p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10), p(11), p(12)
+            ));
+        }
+        sql.push_str(&format!(
+            " ON CONFLICT (id) DO NOTHING RETURNING id) \
+             SELECT inserted.id FROM inserted CROSS JOIN (SELECT pg_notify(${}, '')) AS notified",
+            fresh.len() * 12 + 1
+        ));
+        let result = retry_on("enqueue", || {
+            let mut query = sqlx::query(&sql);
+            for &i in &fresh {
+                let row = &rows[i];
+                query = query
+                    .bind(&row.id)
+                    .bind(&row.endpoint)
+                    .bind(&row.endpoint_id)
+                    .bind(&row.source)
+                    .bind(&row.scheme)
+                    .bind(&row.secrets)
+                    .bind(&row.headers)
+                    .bind(&row.body[..])
+                    .bind(row.next_attempt_at)
+                    .bind(row.next_attempt_at)
+                    .bind(row.created_at)
+                    .bind(row.updated_at);
+            }
+            query
+                .bind(&channel)
+                .persistent(fresh.len() == 1)
+                .fetch_all(&pool)
+        })
+        .await;
+        let (inserted, retried) = match result {
+            Ok((found, retried)) => {
+                let ids: Result<HashSet<String>, StoreError> =
+                    found.iter().map(|row| row.text("id")).collect();
+                match ids {
+                    Ok(ids) => (ids, retried),
+                    Err(err) => return vec![Err(err); rows.len()],
+                }
+            }
+            Err(err) => return vec![Err(err); rows.len()],
+        };
+        rows.iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let first_of_id = fresh.binary_search(&i).is_ok();
+                // After a retry, a conflict is the first try's own commit.
+                if first_of_id && (retried || inserted.contains(&row.id)) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Duplicate(row.id.clone()))
+                }
+            })
+            .collect()
+    })
+}
+
+fn record_many(pool: PgPool, _channel: String, rows: Vec<RecordRow>) -> BatchFuture {
+    Box::pin(async move {
+        let now = unix_millis(SystemTime::now());
+        let mut sql = String::from(
+            "WITH v (id, token, state, number, due_at, last_error, manual, started_at, \
+             latency_us, request_headers, body_size, body_sha256, outcome, outcome_detail, \
+             decision, retry_at, response_status, response_headers, response_body, \
+             response_truncated) AS (VALUES ",
+        );
+        for n in 0..rows.len() {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            let binds: Vec<String> = (1..=20).map(|k| format!("${}", n * 20 + k)).collect();
+            sql.push('(');
+            sql.push_str(&binds.join(", "));
+            sql.push(')');
+        }
+        sql.push_str(&format!(
+            "), updated AS (UPDATE deliveries AS d SET state = v.state, \
+             attempts = GREATEST(d.attempts, v.number), \
+             next_attempt_at = COALESCE(v.due_at, d.next_attempt_at), due_at = v.due_at, \
+             lease_owner = NULL, lease_expires_at = NULL, manual = FALSE, \
+             last_error = CASE WHEN v.state = 'pending' THEN d.last_error ELSE v.last_error END, \
+             updated_at = ${} \
+             FROM v WHERE d.id = v.id AND d.lease_token = v.token AND d.state = 'in_flight' \
+             RETURNING d.id, d.lease_token), \
+             recorded AS (INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+             SELECT v.id, v.number, v.manual, v.started_at, v.latency_us, v.request_headers, \
+             v.body_size, v.body_sha256, v.outcome, v.outcome_detail, v.decision, v.retry_at, \
+             v.response_status, v.response_headers, v.response_body, v.response_truncated \
+             FROM v JOIN updated ON updated.id = v.id AND updated.lease_token = v.token) \
+             SELECT id, lease_token FROM updated",
+            rows.len() * 20 + 1
+        ));
+        let result = retry_on("record_attempt", || {
+            let mut query = sqlx::query(&sql);
+            for row in &rows {
+                let a = &row.attempt;
+                query = query
+                    .bind(&row.id)
+                    .bind(row.token)
+                    .bind(row.next.state)
+                    .bind(a.number)
+                    .bind(row.next.due_at)
+                    .bind(&row.next.last_error)
+                    .bind(a.manual)
+                    .bind(a.started_at)
+                    .bind(a.latency_us)
+                    .bind(&a.request_headers)
+                    .bind(a.body_size)
+                    .bind(&a.body_sha256)
+                    .bind(a.outcome)
+                    .bind(&a.outcome_detail)
+                    .bind(a.decision)
+                    .bind(a.retry_at)
+                    .bind(a.response_status)
+                    .bind(&a.response_headers)
+                    .bind(&a.response_body)
+                    .bind(a.response_truncated);
+            }
+            query.bind(now).persistent(rows.len() == 1).fetch_all(&pool)
+        })
+        .await;
+        let (applied, retried) = match result {
+            Ok((found, retried)) => {
+                let applied: Result<HashSet<(String, i64)>, StoreError> = found
+                    .iter()
+                    .map(|row| Ok((row.text("id")?, row.int("lease_token")?)))
+                    .collect();
+                match applied {
+                    Ok(applied) => (applied, retried),
+                    Err(err) => return vec![Err(err); rows.len()],
+                }
+            }
+            Err(err) => return vec![Err(err); rows.len()],
+        };
+        let mut results = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if applied.contains(&(row.id.clone(), row.token)) {
+                results.push(Ok(()));
+                continue;
+            }
+            results.push(not_applied(&pool, row, retried).await);
+        }
+        results
+    })
+}
+
+/// Why a recorded attempt did not apply: its first try committed (after a retry), the lease
+/// was lost, or the delivery is gone.
+async fn not_applied(pool: &PgPool, row: &RecordRow, retried: bool) -> Result<(), StoreError> {
+    if retried {
+        let found = retry_on("record_attempt", || {
+            sqlx::query(
+                "SELECT 1 FROM attempts WHERE delivery_id = $1 AND number = $2 AND started_at = $3",
+            )
+            .bind(&row.id)
+            .bind(row.attempt.number)
+            .bind(row.attempt.started_at)
+            .fetch_optional(pool)
+        })
+        .await?;
+        if found.0.is_some() {
+            return Ok(());
+        }
+    }
+    let (found, _) = retry_on("check", || {
+        sqlx::query("SELECT 1 FROM deliveries WHERE id = $1")
+            .bind(&row.id)
+            .fetch_optional(pool)
+    })
+    .await?;
+    Err(match found {
+        Some(_) => StoreError::LeaseLost(row.id.clone()),
+        None => StoreError::NotFound(row.id.clone()),
+    })
 }
 
 /// The filter bind values of a [`ConversationQuery`].
