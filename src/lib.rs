@@ -42,6 +42,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
+//! | `sqlite` | no | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`) |
+//! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]
