@@ -25,8 +25,13 @@ use tower_webhooks::delivery::{DeliveryEngine, Policy, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::store::{DeliveryStore, MemoryStore, SqliteStore, Synchronous};
 
-/// Concurrent callers.
-const CALLERS: usize = 64;
+/// Concurrent callers (`TOWER_WEBHOOKS_BENCH_CALLERS`, 64 by default).
+fn caller_count() -> usize {
+    std::env::var("TOWER_WEBHOOKS_BENCH_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
 
 struct Receiver {
     url: String,
@@ -88,8 +93,8 @@ async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
     );
 
     let started = Instant::now();
-    let per_caller = n / CALLERS;
-    let callers: Vec<_> = (0..CALLERS)
+    let per_caller = n / caller_count();
+    let callers: Vec<_> = (0..caller_count())
         .map(|c| {
             let (app, uri) = (app.clone(), uri.clone());
             tokio::spawn(async move {
@@ -114,7 +119,7 @@ async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
     for caller in callers {
         latencies.extend(caller.await.unwrap());
     }
-    let total = per_caller * CALLERS;
+    let total = per_caller * caller_count();
     loop {
         let notified = receiver.notify.notified();
         if receiver.hits.load(Ordering::Relaxed) >= total {
@@ -187,8 +192,9 @@ fn main() {
         let memory = results[0].per_second;
         println!();
         println!(
-            "durability: {n} deliveries per store, {CALLERS} concurrent callers, in-process app, \
-             local receiver over TCP"
+            "durability: {n} deliveries per store, {} concurrent callers, in-process app, \
+             local receiver over TCP",
+            caller_count()
         );
         println!(
             "{:<28} {:>14} {:>10} {:>12} {:>12}",
