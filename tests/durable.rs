@@ -356,6 +356,35 @@ async fn retention_deletes_old_delivered_rows_in_batches() {
     );
 }
 
+#[tokio::test]
+async fn a_backlog_to_one_slow_endpoint_is_claimed_in_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Receiver::start(|_, _| Reply::status(200).delay(Duration::from_millis(15))).await;
+    let (engine, mut reports) = reporting(
+        builder()
+            .store(sqlite(&dir).await)
+            .capacity(1000)
+            .max_in_flight(4)
+            .max_per_endpoint(2)
+            .max_claimed(8),
+    );
+    for i in 0..120 {
+        engine
+            .submit(signed(&format!("b{i}"), &slow.url("/"), "{}"))
+            .await
+            .unwrap();
+    }
+    let mut most_claimed = 0;
+    for _ in 0..120 {
+        next_report(&mut reports).await;
+        let stats = engine.stats().await.unwrap().store;
+        most_claimed = most_claimed.max(stats.in_flight);
+    }
+    // The claim budget (8), as many parked for the endpoint (8), the endpoint's cap (2).
+    assert!(most_claimed <= 18, "claimed at once: {most_claimed}");
+    assert_eq!(slow.hits().len(), 120);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metrics
 

@@ -376,6 +376,7 @@ impl EngineBuilder {
                 policy: self.policy,
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
                 claim_budget: Arc::new(Semaphore::new(config.max_claimed)),
+                parked: Arc::new(Semaphore::new(config.max_claimed)),
                 config,
                 wake: Arc::new(Notify::new()),
                 outstanding: AtomicUsize::new(0),
@@ -417,6 +418,9 @@ struct Shared {
     drained: Notify,
     in_flight: Arc<Semaphore>,
     claim_budget: Arc<Semaphore>,
+    /// Room for claimed deliveries waiting for their endpoint outside the claim budget: a
+    /// backlog to one capped endpoint cannot make the engine claim (and hold) the whole queue.
+    parked: Arc<Semaphore>,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     accepting: AtomicBool,
     started: AtomicBool,
@@ -966,12 +970,16 @@ impl Shared {
                     Ok(host) => (Some(host), slot),
                     Err(_) => {
                         // This endpoint is at its cap: wait for it without holding a global
-                        // slot or the claim budget, so other endpoints keep being claimed
-                        // and sent.
+                        // slot or (while there is room to park) the claim budget, so other
+                        // endpoints keep being claimed and sent.
                         drop(slot);
-                        drop(budget);
-                        self.wake.notify_one();
+                        let parked = self.parked.clone().try_acquire_owned().ok();
+                        if parked.is_some() {
+                            drop(budget);
+                            self.wake.notify_one();
+                        }
                         let host = semaphore.clone().acquire_owned().await.ok();
+                        drop(parked);
                         (host, self.in_flight.clone().acquire_owned().await.ok())
                     }
                 }
