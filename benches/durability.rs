@@ -21,7 +21,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use tokio::sync::Notify;
 use tower::ServiceExt;
-use tower_webhooks::delivery::{DeliveryEngine, Policy, SsrfGuard};
+use tower_webhooks::delivery::{ClientBuilder, DeliveryEngine, Policy, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::store::{DeliveryStore, MemoryStore, SqliteStore, Synchronous};
 
@@ -71,9 +71,15 @@ struct Figures {
 
 async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
     let receiver = receiver().await;
+    let guard = SsrfGuard::new().allow_loopback();
+    // As many pooled connections as attempts in flight: no connection churn.
+    let client = ClientBuilder::new(guard.clone())
+        .pool_max_idle_per_host(64)
+        .build();
     let engine = DeliveryEngine::builder()
         .shared_store(store)
-        .guard(SsrfGuard::new().allow_loopback())
+        .client(client)
+        .guard(guard)
         .policy(Policy::cerebrium().with_delays([Duration::from_millis(100); 2]))
         .capacity(n + 1)
         .max_in_flight(64)

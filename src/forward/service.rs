@@ -290,8 +290,10 @@ fn take_secret(headers: &mut http::HeaderMap) -> Option<Secret> {
     secret
 }
 
+/// A time-ordered UUID (v7): unique and unguessable enough, and a durable store's id index
+/// grows at its end instead of taking random writes.
 fn new_run_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn json_response<B>(
