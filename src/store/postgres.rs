@@ -156,6 +156,11 @@ impl PostgresOptions {
         if self.migrate {
             run_migrations(&pool).await?;
         }
+        let owner = self.owner.unwrap_or_else(sql::owner_name);
+        let channel = Channel {
+            name: channel,
+            owner: owner.clone(),
+        };
         let notify = Arc::new(Notify::new());
         let listener = if self.listen {
             let task = tokio::spawn(listen(pool.clone(), channel.clone(), notify.clone()));
@@ -170,10 +175,10 @@ impl PostgresOptions {
                 pool,
                 enqueues,
                 records,
-                owner: self.owner.unwrap_or_else(sql::owner_name),
+                owner,
                 signers: self.signers,
                 schema: self.schema,
-                channel,
+                channel: channel.name,
                 notify,
                 listener,
             }),
@@ -191,7 +196,7 @@ async fn run_migrations(pool: &PgPool) -> Result<(), StoreError> {
 
 /// Wakes the engine's idle workers on every notification; reconnects after a lost
 /// connection (and wakes them then too, as notifications may have been missed).
-async fn listen(pool: PgPool, channel: String, notify: Arc<Notify>) {
+async fn listen(pool: PgPool, channel: Channel, notify: Arc<Notify>) {
     let wake = || {
         notify.notify_waiters();
         // A dispatcher between two waits finds the permit.
@@ -206,13 +211,14 @@ async fn listen(pool: PgPool, channel: String, notify: Arc<Notify>) {
                 continue;
             }
         };
-        if let Err(err) = listener.listen(&channel).await {
+        if let Err(err) = listener.listen(&channel.name).await {
             tracing::debug!(error = %err, "webhook delivery store: LISTEN failed");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         loop {
             match listener.try_recv().await {
+                Ok(Some(notification)) if notification.payload() == channel.owner => {}
                 Ok(Some(_)) => wake(),
                 // Reconnected: what was sent meanwhile is lost, look anyway.
                 Ok(None) => wake(),
@@ -749,12 +755,20 @@ struct RecordRow {
 
 type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<(), StoreError>>> + Send>>;
 
+/// The `NOTIFY` channel, and this store's owner name as the payload (its own notifications
+/// are not worth a wake-up: a local enqueue wakes the engine already).
+#[derive(Clone)]
+struct Channel {
+    name: String,
+    owner: String,
+}
+
 /// Starts a loop that takes whatever is queued (up to [`CHUNK`]) and runs it as one batch,
 /// with up to [`BATCHES_IN_FLIGHT`] batches at once; it ends when the store is dropped.
 fn batcher<T: Send + 'static>(
     pool: PgPool,
-    channel: String,
-    run: fn(PgPool, String, Vec<T>) -> BatchFuture,
+    channel: Channel,
+    run: fn(PgPool, Channel, Vec<T>) -> BatchFuture,
 ) -> mpsc::Sender<(T, Reply)> {
     let (tx, mut rx) = mpsc::channel::<(T, Reply)>(CHUNK * 16);
     tokio::spawn(async move {
@@ -805,54 +819,55 @@ where
     }
 }
 
-fn enqueue_many(pool: PgPool, channel: String, rows: Vec<DeliveryRow>) -> BatchFuture {
+/// Inserts a batch of deliveries in one statement (arrays unnested: one prepared statement
+/// whatever the batch size) and notifies the other replicas.
+fn enqueue_many(pool: PgPool, channel: Channel, rows: Vec<DeliveryRow>) -> BatchFuture {
     Box::pin(async move {
         let mut first = HashSet::new();
-        let fresh: Vec<usize> = (0..rows.len())
-            .filter(|&i| first.insert(rows[i].id.clone()))
-            .collect();
-        let mut sql = String::from(
-            "WITH inserted AS (INSERT INTO deliveries (id, endpoint, endpoint_id, source, scheme, \
-             secrets, headers, body, state, attempts, manual, next_attempt_at, due_at, \
-             lease_token, created_at, updated_at) VALUES ",
-        );
-        for (n, _) in fresh.iter().enumerate() {
-            let p = |k: usize| n * 12 + k;
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, FALSE, ${}, ${}, 0, ${}, ${})",
-                p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(10), p(11), p(12)
-            ));
-        }
-        sql.push_str(&format!(
-            " ON CONFLICT (id) DO NOTHING RETURNING id) \
-             SELECT inserted.id FROM inserted CROSS JOIN (SELECT pg_notify(${}, '')) AS notified",
-            fresh.len() * 12 + 1
-        ));
+        let fresh: Vec<&DeliveryRow> = rows.iter().filter(|row| first.insert(&row.id)).collect();
+        let column = |f: fn(&DeliveryRow) -> Option<String>| -> Vec<Option<String>> {
+            fresh.iter().map(|row| f(row)).collect()
+        };
+        let ids: Vec<String> = fresh.iter().map(|row| row.id.clone()).collect();
+        let endpoints = column(|row| Some(row.endpoint.clone()));
+        let endpoint_ids = column(|row| row.endpoint_id.clone());
+        let sources = column(|row| Some(row.source.clone()));
+        let schemes = column(|row| row.scheme.clone());
+        let secrets = column(|row| row.secrets.clone());
+        let headers = column(|row| Some(row.headers.clone()));
+        let bodies: Vec<Vec<u8>> = fresh.iter().map(|row| row.body.to_vec()).collect();
+        let next: Vec<i64> = fresh.iter().map(|row| row.next_attempt_at).collect();
+        let created: Vec<i64> = fresh.iter().map(|row| row.created_at).collect();
+        let updated: Vec<i64> = fresh.iter().map(|row| row.updated_at).collect();
         let result = retry_on("enqueue", || {
-            let mut query = sqlx::query(&sql);
-            for &i in &fresh {
-                let row = &rows[i];
-                query = query
-                    .bind(&row.id)
-                    .bind(&row.endpoint)
-                    .bind(&row.endpoint_id)
-                    .bind(&row.source)
-                    .bind(&row.scheme)
-                    .bind(&row.secrets)
-                    .bind(&row.headers)
-                    .bind(&row.body[..])
-                    .bind(row.next_attempt_at)
-                    .bind(row.next_attempt_at)
-                    .bind(row.created_at)
-                    .bind(row.updated_at);
-            }
-            query
-                .bind(&channel)
-                .persistent(fresh.len() == 1)
-                .fetch_all(&pool)
+            sqlx::query(
+                "WITH inserted AS (INSERT INTO deliveries (id, endpoint, endpoint_id, source, \
+                 scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, \
+                 due_at, lease_token, created_at, updated_at) \
+                 SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+                 'pending', 0, FALSE, next_at, next_at, 0, created_at, updated_at \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[]) \
+                 AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+                 next_at, created_at, updated_at) \
+                 ON CONFLICT (id) DO NOTHING RETURNING id) \
+                 SELECT inserted.id FROM inserted \
+                 CROSS JOIN (SELECT pg_notify($12, $13)) AS notified",
+            )
+            .bind(&ids)
+            .bind(&endpoints)
+            .bind(&endpoint_ids)
+            .bind(&sources)
+            .bind(&schemes)
+            .bind(&secrets)
+            .bind(&headers)
+            .bind(&bodies)
+            .bind(&next)
+            .bind(&created)
+            .bind(&updated)
+            .bind(&channel.name)
+            .bind(&channel.owner)
+            .fetch_all(&pool)
         })
         .await;
         let (inserted, retried) = match result {
@@ -866,10 +881,10 @@ fn enqueue_many(pool: PgPool, channel: String, rows: Vec<DeliveryRow>) -> BatchF
             }
             Err(err) => return vec![Err(err); rows.len()],
         };
+        let mut seen = HashSet::new();
         rows.iter()
-            .enumerate()
-            .map(|(i, row)| {
-                let first_of_id = fresh.binary_search(&i).is_ok();
+            .map(|row| {
+                let first_of_id = seen.insert(&row.id);
                 // After a retry, a conflict is the first try's own commit.
                 if first_of_id && (retried || inserted.contains(&row.id)) {
                     Ok(())
@@ -881,68 +896,85 @@ fn enqueue_many(pool: PgPool, channel: String, rows: Vec<DeliveryRow>) -> BatchF
     })
 }
 
-fn record_many(pool: PgPool, _channel: String, rows: Vec<RecordRow>) -> BatchFuture {
+/// Records a batch of attempts in one statement: each applies only while its lease token is
+/// current.
+fn record_many(pool: PgPool, _channel: Channel, rows: Vec<RecordRow>) -> BatchFuture {
     Box::pin(async move {
         let now = unix_millis(SystemTime::now());
-        let mut sql = String::from(
-            "WITH v (id, token, state, number, due_at, last_error, manual, started_at, \
-             latency_us, request_headers, body_size, body_sha256, outcome, outcome_detail, \
-             decision, retry_at, response_status, response_headers, response_body, \
-             response_truncated) AS (VALUES ",
-        );
-        for n in 0..rows.len() {
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            let binds: Vec<String> = (1..=20).map(|k| format!("${}", n * 20 + k)).collect();
-            sql.push('(');
-            sql.push_str(&binds.join(", "));
-            sql.push(')');
+        macro_rules! column {
+            ($row:ident => $value:expr) => {
+                rows.iter().map(|$row| $value).collect::<Vec<_>>()
+            };
         }
-        sql.push_str(&format!(
-            "), updated AS (UPDATE deliveries AS d SET state = v.state, \
-             attempts = GREATEST(d.attempts, v.number), \
-             next_attempt_at = COALESCE(v.due_at, d.next_attempt_at), due_at = v.due_at, \
-             lease_owner = NULL, lease_expires_at = NULL, manual = FALSE, \
-             last_error = CASE WHEN v.state = 'pending' THEN d.last_error ELSE v.last_error END, \
-             updated_at = ${} \
-             FROM v WHERE d.id = v.id AND d.lease_token = v.token AND d.state = 'in_flight' \
-             RETURNING d.id, d.lease_token), \
-             recorded AS (INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
-             SELECT v.id, v.number, v.manual, v.started_at, v.latency_us, v.request_headers, \
-             v.body_size, v.body_sha256, v.outcome, v.outcome_detail, v.decision, v.retry_at, \
-             v.response_status, v.response_headers, v.response_body, v.response_truncated \
-             FROM v JOIN updated ON updated.id = v.id AND updated.lease_token = v.token) \
-             SELECT id, lease_token FROM updated",
-            rows.len() * 20 + 1
-        ));
+        let ids = column!(r => r.id.clone());
+        let tokens = column!(r => r.token);
+        let states = column!(r => r.next.state.to_owned());
+        let numbers = column!(r => r.attempt.number);
+        let due = column!(r => r.next.due_at);
+        let errors = column!(r => r.next.last_error.clone());
+        let manual = column!(r => r.attempt.manual);
+        let started = column!(r => r.attempt.started_at);
+        let latency = column!(r => r.attempt.latency_us);
+        let request_headers = column!(r => r.attempt.request_headers.clone());
+        let sizes = column!(r => r.attempt.body_size);
+        let digests = column!(r => r.attempt.body_sha256.clone());
+        let outcomes = column!(r => r.attempt.outcome.to_owned());
+        let details = column!(r => r.attempt.outcome_detail.clone());
+        let decisions = column!(r => r.attempt.decision.to_owned());
+        let retry_at = column!(r => r.attempt.retry_at);
+        let statuses = column!(r => r.attempt.response_status);
+        let response_headers = column!(r => r.attempt.response_headers.clone());
+        let response_bodies = column!(r => r.attempt.response_body.clone());
+        let truncated = column!(r => r.attempt.response_truncated);
+        let sql = format!(
+            "WITH v AS (SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], \
+                 $4::int8[], $5::int8[], $6::text[], $7::bool[], $8::int8[], $9::int8[], \
+                 $10::text[], $11::int8[], $12::text[], $13::text[], $14::text[], $15::text[], \
+                 $16::int8[], $17::int8[], $18::text[], $19::bytea[], $20::bool[]) \
+                 AS t (id, token, state, number, due_at, last_error, manual, started_at, \
+                 latency_us, request_headers, body_size, body_sha256, outcome, outcome_detail, \
+                 decision, retry_at, response_status, response_headers, response_body, \
+                 response_truncated)), \
+                 updated AS (UPDATE deliveries AS d SET state = v.state, \
+                 attempts = GREATEST(d.attempts, v.number), \
+                 next_attempt_at = COALESCE(v.due_at, d.next_attempt_at), due_at = v.due_at, \
+                 lease_owner = NULL, lease_expires_at = NULL, manual = FALSE, \
+                 last_error = CASE WHEN v.state = 'pending' THEN d.last_error \
+                 ELSE v.last_error END, updated_at = $21 \
+                 FROM v WHERE d.id = v.id AND d.lease_token = v.token \
+                 AND d.state = 'in_flight' RETURNING d.id, d.lease_token), \
+                 recorded AS (INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+                 SELECT v.id, v.number, v.manual, v.started_at, v.latency_us, \
+                 v.request_headers, v.body_size, v.body_sha256, v.outcome, v.outcome_detail, \
+                 v.decision, v.retry_at, v.response_status, v.response_headers, \
+                 v.response_body, v.response_truncated \
+                 FROM v JOIN updated ON updated.id = v.id AND updated.lease_token = v.token) \
+                 SELECT id, lease_token FROM updated"
+        );
         let result = retry_on("record_attempt", || {
-            let mut query = sqlx::query(&sql);
-            for row in &rows {
-                let a = &row.attempt;
-                query = query
-                    .bind(&row.id)
-                    .bind(row.token)
-                    .bind(row.next.state)
-                    .bind(a.number)
-                    .bind(row.next.due_at)
-                    .bind(&row.next.last_error)
-                    .bind(a.manual)
-                    .bind(a.started_at)
-                    .bind(a.latency_us)
-                    .bind(&a.request_headers)
-                    .bind(a.body_size)
-                    .bind(&a.body_sha256)
-                    .bind(a.outcome)
-                    .bind(&a.outcome_detail)
-                    .bind(a.decision)
-                    .bind(a.retry_at)
-                    .bind(a.response_status)
-                    .bind(&a.response_headers)
-                    .bind(&a.response_body)
-                    .bind(a.response_truncated);
-            }
-            query.bind(now).persistent(rows.len() == 1).fetch_all(&pool)
+            sqlx::query(&sql)
+                .bind(&ids)
+                .bind(&tokens)
+                .bind(&states)
+                .bind(&numbers)
+                .bind(&due)
+                .bind(&errors)
+                .bind(&manual)
+                .bind(&started)
+                .bind(&latency)
+                .bind(&request_headers)
+                .bind(&sizes)
+                .bind(&digests)
+                .bind(&outcomes)
+                .bind(&details)
+                .bind(&decisions)
+                .bind(&retry_at)
+                .bind(&statuses)
+                .bind(&response_headers)
+                .bind(&response_bodies)
+                .bind(&truncated)
+                .bind(now)
+                .fetch_all(&pool)
         })
         .await;
         let (applied, retried) = match result {
