@@ -745,17 +745,29 @@ impl Default for DeliveryEngine {
     }
 }
 
+/// The shortest time between two claims when woken repeatedly (a backlog is still claimed
+/// batch after batch without waiting).
+const CLAIM_GAP: Duration = Duration::from_millis(2);
+
 /// The dispatcher: claims due deliveries and spawns one task per delivery.
 async fn dispatch(shared: Weak<Shared>, wake: Arc<Notify>, store: Arc<dyn DeliveryStore>) {
     let mut stop = match shared.upgrade() {
         Some(shared) => shared.stop.subscribe(),
         None => return,
     };
+    let mut last: Option<Instant> = None;
     loop {
+        // Wake-ups that come faster than this share one claim (a store round trip).
+        if let Some(since) = last.map(|last| last.elapsed()) {
+            if since < CLAIM_GAP {
+                tokio::time::sleep(CLAIM_GAP - since).await;
+            }
+        }
         let wait = match shared.upgrade() {
             Some(shared) if !*shared.stop.borrow() => shared.dispatch_once().await,
             _ => return,
         };
+        last = Some(Instant::now());
         // Woken by a local enqueue, by the store (another process enqueued), or the timer.
         let local = pin!(wake.notified());
         let remote = store.work_notified();
