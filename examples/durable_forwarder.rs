@@ -13,7 +13,8 @@
 //!
 //! Options: `--listen ADDR` (default `127.0.0.1:3000`; port 0 picks one), `--sqlite PATH` or
 //! `--postgres URL [--schema NAME]`, `--retry-ms N` and `--attempts N` (a fixed schedule;
-//! default 200 ms, 1000 attempts), `--lease-ms N`, `--poll-ms N`, `--owner NAME`.
+//! default 200 ms, 1000 attempts), `--lease-ms N`, `--poll-ms N`, `--hold-ms N` (how long an
+//! async run's placeholder waits), `--owner NAME`. `POST /slow` takes a minute.
 //! The first line printed is `listening on http://ADDR`.
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ struct Args {
     attempts: u32,
     lease: Duration,
     poll: Duration,
+    hold: Duration,
     owner: Option<String>,
 }
 
@@ -49,6 +51,7 @@ fn args() -> Args {
         attempts: 1000,
         lease: Duration::from_secs(60),
         poll: Duration::from_millis(500),
+        hold: Duration::from_secs(30),
         owner: None,
     };
     let mut it = std::env::args().skip(1);
@@ -64,6 +67,7 @@ fn args() -> Args {
             "--attempts" => args.attempts = value().parse().expect("a number"),
             "--lease-ms" => args.lease = ms(value()),
             "--poll-ms" => args.poll = ms(value()),
+            "--hold-ms" => args.hold = ms(value()),
             "--owner" => args.owner = Some(value()),
             other => panic!("unknown option {other}"),
         }
@@ -131,10 +135,19 @@ async fn main() {
         .attempt_timeout(Duration::from_secs(5))
         .lease(args.lease)
         .poll_interval(args.poll)
+        .hold(args.hold)
         .build();
 
     let app = Router::new()
         .route("/metrics", get(metrics).with_state(engine.clone()))
+        // A run that takes a minute: killed mid-run in the crash tests.
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Json(json!({"slow": true}))
+            }),
+        )
         .fallback(post(|Json(input): Json<Value>| async move {
             Json(json!({"ok": true, "input": input}))
         }))

@@ -231,6 +231,40 @@ async fn sqlite_sigkill_loses_no_accepted_delivery() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sigkill_during_async_runs_delivers_them_as_interrupted() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("async.db");
+    let db = db.to_str().unwrap();
+    let receiver = Receiver::status(200).await;
+    let args = ["--sqlite", db, "--hold-ms", "1500", "--poll-ms", "100"];
+    let forwarder = Forwarder::start(&args);
+    // `?async=true` answers 202 at once; the runs take a minute.
+    let path = format!(
+        "/slow?async=true&webhookEndpoint={}",
+        encode(&receiver.url("/hook"))
+    );
+    let mut accepted = HashSet::new();
+    for _ in 0..N {
+        let (status, run_id, body) = post(forwarder.addr, &path, SECRET, "{}").await;
+        assert_eq!(status, 202, "{body}");
+        accepted.insert(run_id);
+    }
+    forwarder.kill();
+    let _forwarder = Forwarder::start(&args);
+    let hits = wait_distinct(&receiver, N, Duration::from_secs(20)).await;
+    for hit in &hits {
+        let run_id = hit.header("x-request-id");
+        assert!(accepted.contains(run_id), "unknown run {run_id}");
+        assert!(verify_cerebrium(hit, SECRET));
+        let envelope: Value = serde_json::from_slice(&hit.body).unwrap();
+        assert_eq!(envelope["status_code"], 500);
+        assert!(envelope["error"].as_str().unwrap().contains("interrupted"));
+    }
+    eprintln!("async crash: {N} runs accepted with 202, SIGKILL mid-run, all {N} delivered as interrupted");
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sigkill_of_one_replica_loses_nothing() {

@@ -385,6 +385,62 @@ async fn a_backlog_to_one_slow_endpoint_is_claimed_in_bounded_batches() {
     assert_eq!(slow.hits().len(), 120);
 }
 
+#[tokio::test]
+async fn async_mode_stores_the_delivery_before_answering_202() {
+    use axum::routing::post;
+    use tower::ServiceExt;
+    use tower_webhooks::forward::WebhookForwardLayer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::status(200).await;
+    let (engine, mut reports) = reporting(
+        builder()
+            .store(sqlite(&dir).await)
+            .hold(Duration::from_millis(600)),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                axum::Json(serde_json::json!({"done": true}))
+            }),
+        )
+        .layer(WebhookForwardLayer::new(engine.clone()));
+    let uri = format!(
+        "/slow?async=true&webhookEndpoint={}",
+        receiver
+            .url("/hook")
+            .replace(':', "%3A")
+            .replace('/', "%2F")
+    );
+    let request = http::Request::post(uri)
+        .header("x-webhook-secret", SECRET)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let run_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Stored before the answer: a placeholder saying the run was interrupted, due later.
+    let held = engine.conversation(&run_id).await.unwrap().expect("stored");
+    assert_eq!(held.delivery.state, DeliveryState::Pending);
+    assert!(String::from_utf8_lossy(&held.delivery.body).contains("interrupted"));
+    // Kept held through the run (longer than the hold), then completed with the result.
+    let report = next_report(&mut reports).await;
+    assert_eq!(
+        (report.id.as_str(), report.state),
+        (run_id.as_str(), DeliveryState::Delivered)
+    );
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 1, "the placeholder itself was never sent");
+    let envelope: serde_json::Value = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(envelope["result"]["done"], true);
+    assert!(verify_cerebrium(&hits[0], SECRET));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metrics
 

@@ -134,6 +134,7 @@ struct Config {
     retention_interval: Duration,
     retention_batch: usize,
     metrics_interval: Option<Duration>,
+    hold: Duration,
 }
 
 /// Configures a [`DeliveryEngine`].
@@ -194,6 +195,7 @@ impl EngineBuilder {
                 retention_interval: Duration::from_secs(60),
                 retention_batch: 500,
                 metrics_interval: Some(Duration::from_secs(10)),
+                hold: Duration::from_secs(30),
             },
             hook: None,
         }
@@ -296,6 +298,14 @@ impl EngineBuilder {
     /// [attempt timeout](Self::attempt_timeout).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
+        self
+    }
+
+    /// How far ahead a [held](DeliveryEngine::hold) delivery is due (30 s by default): if its
+    /// process dies before completing it, the placeholder is delivered that long after the
+    /// last [`keep_held`](DeliveryEngine::keep_held). Keep it above the poll interval.
+    pub fn hold(mut self, hold: Duration) -> Self {
+        self.config.hold = hold.max(Duration::from_millis(10));
         self
     }
 
@@ -563,6 +573,56 @@ impl DeliveryEngine {
                 Err(EnqueueError::Store(err))
             }
         }
+    }
+
+    /// Stores `placeholder` using `reservation`'s slot for a result that is not ready yet,
+    /// due only after the [hold](EngineBuilder::hold) time: async mode answers `202` once
+    /// the placeholder is stored, so a crash during the run still delivers it (its body says
+    /// the run was interrupted). While the run goes on, call [`keep_held`](Self::keep_held)
+    /// more often than the hold time; then [`complete_held`](Self::complete_held) with the
+    /// result.
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue).
+    pub async fn hold(
+        &self,
+        reservation: Reservation,
+        placeholder: Delivery,
+    ) -> Result<(), EnqueueError> {
+        let held = placeholder.not_before(SystemTime::now() + self.shared.config.hold);
+        self.enqueue(reservation, held).await
+    }
+
+    /// How often a held delivery must be [kept](Self::keep_held): a third of the hold time.
+    pub fn keep_held_every(&self) -> Duration {
+        self.shared.config.hold / 3
+    }
+
+    /// Postpones a held delivery by the hold time.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] when it is no longer held (a worker took the placeholder),
+    /// or the store's error.
+    pub async fn keep_held(&self, id: &str) -> Result<(), StoreError> {
+        let due = SystemTime::now() + self.shared.config.hold;
+        self.shared.store.update_pending(id, None, due).await
+    }
+
+    /// Replaces a held delivery's body with the result and makes it due now.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] when it is no longer held (the placeholder was delivered:
+    /// the result came too late), or the store's error.
+    pub async fn complete_held(&self, id: &str, body: Bytes) -> Result<(), StoreError> {
+        self.shared
+            .store
+            .update_pending(id, Some(body), SystemTime::now())
+            .await?;
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// [`try_reserve`](Self::try_reserve) then [`enqueue`](Self::enqueue).

@@ -10,13 +10,16 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::BodyMode;
-use crate::delivery::{display_endpoint, DeliveryEngine, Reservation};
+use crate::delivery::{display_endpoint, DeliveryEngine, EnqueueError, Reservation};
 use crate::store::{Delivery, Signing, Source};
 
 /// A run whose result will be delivered.
 pub(crate) struct Job {
     pub(crate) engine: DeliveryEngine,
-    pub(crate) reservation: Reservation,
+    /// The capacity slot, until the delivery (or its placeholder) is stored.
+    pub(crate) reservation: Option<Reservation>,
+    /// Whether a placeholder is stored (async mode): the result completes it.
+    pub(crate) held: bool,
     pub(crate) run_id: String,
     pub(crate) endpoint: String,
     pub(crate) signing: Option<Signing>,
@@ -114,20 +117,51 @@ impl Job {
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
+    /// The delivery of `body`.
+    fn delivery(&self, body: Bytes) -> Delivery {
+        let mut delivery = Delivery::new(self.run_id.clone(), self.endpoint.clone(), body)
+            .with_source(self.source.clone());
+        if let Some(signing) = &self.signing {
+            delivery = delivery.with_signing(signing.clone());
+        }
+        delivery
+    }
+
+    /// Async mode: stores a placeholder before the caller is answered, so an accepted run is
+    /// delivered even if the process dies during it (as an interrupted run, status 500).
+    pub(crate) async fn hold(&mut self) -> Result<(), EnqueueError> {
+        let Some(reservation) = self.reservation.take() else {
+            return Ok(());
+        };
+        let interrupted = RunResult::failed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the run was interrupted before it finished (the server stopped)".into(),
+        );
+        let placeholder = self.delivery(self.body(&interrupted));
+        self.engine.hold(reservation, placeholder).await?;
+        self.held = true;
+        Ok(())
+    }
+
     /// Turns the result into a delivery and hands it to the engine (awaits the store).
-    pub(crate) async fn deliver(self, result: RunResult) {
+    pub(crate) async fn deliver(mut self, result: RunResult) {
         if let Some(error) = &result.error {
             tracing::warn!(run_id = %self.run_id, error = %error, "forwarded run failed; delivering the error");
         }
         let body = self.body(&result);
-        let mut delivery = Delivery::new(self.run_id, self.endpoint, body).with_source(self.source);
-        if let Some(signing) = self.signing {
-            delivery = delivery.with_signing(signing);
+        let endpoint = display_endpoint(&self.endpoint).to_owned();
+        if self.held {
+            if let Err(err) = self.engine.complete_held(&self.run_id, body).await {
+                tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be completed");
+            }
+            return;
         }
-        let id = delivery.id.clone();
-        let endpoint = display_endpoint(&delivery.endpoint).to_owned();
-        if let Err(err) = self.engine.enqueue(self.reservation, delivery).await {
-            tracing::error!(run_id = %id, endpoint = %endpoint, error = %err, "webhook delivery could not be queued");
+        let delivery = self.delivery(body);
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        if let Err(err) = self.engine.enqueue(reservation, delivery).await {
+            tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be queued");
         }
     }
 

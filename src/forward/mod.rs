@@ -25,7 +25,10 @@
 //! durable store ([`SqliteStore`](crate::store)/`PostgresStore`) a complete answer means the
 //! delivery is on disk. **Async mode** answers at once, runs the inner service in a
 //! background task and delivers its result — also when it fails or panics (the delivery then
-//! carries status 500 and an `"error"`).
+//! carries status 500 and an `"error"`). Before the `202`, a placeholder delivery is stored
+//! ([`DeliveryEngine::hold`](crate::delivery::DeliveryEngine::hold)), kept back while the run
+//! goes on and completed with its result: if the process dies mid-run, the accepted run is
+//! still delivered, as status 500 with an `"error"` saying it was interrupted.
 //!
 //! # The delivered body
 //!

@@ -254,7 +254,8 @@ impl Config {
     ) -> Job {
         Job {
             engine: self.engine.clone(),
-            reservation,
+            reservation: Some(reservation),
+            held: false,
             run_id,
             endpoint,
             signing,
@@ -506,6 +507,11 @@ where
     if let Err(problem) = config.check_resolved(uri).await {
         return problem.into_response_with();
     }
+    // The answer means the delivery is stored (on disk with a durable store).
+    let mut job = job;
+    if let Err(err) = job.hold().await {
+        return unavailable(&err).into_response_with();
+    }
     let response = accepted(style, &job.run_id, &job.endpoint);
     let span = tracing::info_span!("webhook.run", run_id = %job.run_id);
     tokio::spawn(tracing::Instrument::instrument(
@@ -527,6 +533,16 @@ async fn run_in_background<S, ReqBody, ResBody>(
     ResBody::Error: fmt::Display,
 {
     let limit = job.capture_limit;
+    // The placeholder stays held while the run goes on.
+    let (engine, run_id) = (job.engine.clone(), job.run_id.clone());
+    let keep_held = async move {
+        loop {
+            tokio::time::sleep(engine.keep_held_every()).await;
+            if let Err(err) = engine.keep_held(&run_id).await {
+                tracing::warn!(error = %err, "webhook delivery: the held placeholder was not postponed");
+            }
+        }
+    };
     let run = AssertUnwindSafe(async move {
         match inner.call(request).await {
             Ok(response) => collect(response, limit).await,
@@ -536,7 +552,13 @@ async fn run_in_background<S, ReqBody, ResBody>(
             ),
         }
     });
-    let result = run.catch_unwind().await.unwrap_or_else(|panic| {
+    let run = std::pin::pin!(run.catch_unwind());
+    let keep_held = std::pin::pin!(keep_held);
+    let outcome = match futures_util::future::select(run, keep_held).await {
+        futures_util::future::Either::Left((outcome, _)) => outcome,
+        futures_util::future::Either::Right((never, _)) => never,
+    };
+    let result = outcome.unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())

@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
 use super::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore, Lease,
     Next, Signing, StoreError, StoreFuture, StoreStats,
@@ -396,6 +398,34 @@ impl MemoryStore {
         purged
     }
 
+    fn update_pending_now(
+        &self,
+        id: &str,
+        body: Option<Bytes>,
+        due: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if entry.delivery.state != DeliveryState::Pending || entry.delivery.attempts > 0 {
+            return Err(StoreError::LeaseLost(id.to_owned()));
+        }
+        inner
+            .due
+            .remove(&(entry.delivery.next_attempt_at, entry.seq));
+        inner.due.insert((due, entry.seq));
+        entry.delivery.next_attempt_at = due;
+        entry.delivery.updated_at = SystemTime::now();
+        if let Some(body) = body {
+            entry.delivery.body = body;
+            entry.size = entry.delivery.approx_size();
+        }
+        Ok(())
+    }
+
     fn conversation(entry: &Entry) -> Conversation {
         Conversation {
             delivery: entry.delivery.clone(),
@@ -533,6 +563,15 @@ impl DeliveryStore for MemoryStore {
     ) -> StoreFuture<'_, usize> {
         let purged = self.purge_now(state, before, limit);
         Box::pin(std::future::ready(Ok(purged)))
+    }
+
+    fn update_pending<'a>(
+        &'a self,
+        id: &'a str,
+        body: Option<Bytes>,
+        due: SystemTime,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.update_pending_now(id, body, due)))
     }
 }
 

@@ -758,6 +758,25 @@ pub trait DeliveryStore: Send + Sync + 'static {
         Box::pin(std::future::ready(Err(StoreError::Unsupported("purge"))))
     }
 
+    /// Rewrites a [`Pending`](DeliveryState::Pending) delivery that has not been attempted
+    /// yet: its due time, and its body when given. The engine holds an async-mode delivery
+    /// this way (a placeholder saying the run was interrupted, due later and postponed while
+    /// the run goes on) and completes it with the run's result.
+    ///
+    /// [`StoreError::LeaseLost`] when the delivery is no longer pending and unattempted
+    /// (another worker took the placeholder), [`StoreError::NotFound`].
+    fn update_pending<'a>(
+        &'a self,
+        id: &'a str,
+        body: Option<Bytes>,
+        due: SystemTime,
+    ) -> StoreFuture<'a, ()> {
+        let _ = (id, body, due);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "update_pending",
+        ))))
+    }
+
     /// Resolves when work may have arrived from elsewhere (another process enqueued a
     /// delivery: PostgreSQL's `LISTEN/NOTIFY`), so idle workers need not wait for the next
     /// poll. The engine calls it again after each wake-up; it never calls into the engine.

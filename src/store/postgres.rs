@@ -1161,6 +1161,39 @@ impl DeliveryStore for PostgresStore {
         Box::pin(self.inner.resend(id, signing))
     }
 
+    fn update_pending<'a>(
+        &'a self,
+        id: &'a str,
+        body: Option<bytes::Bytes>,
+        due: SystemTime,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let body = body.map(|b| b.to_vec());
+            let (due, now) = (unix_millis(due), unix_millis(SystemTime::now()));
+            let (done, retried) = self
+                .inner
+                .retry("update_pending", |pool| {
+                    Box::pin(
+                        sqlx::query(
+                            "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, \
+                             body = COALESCE($2, body), updated_at = $3 \
+                             WHERE id = $4 AND state = 'pending' AND attempts = 0",
+                        )
+                        .bind(due)
+                        .bind(&body)
+                        .bind(now)
+                        .bind(id)
+                        .execute(pool),
+                    )
+                })
+                .await?;
+            if done.rows_affected() == 0 && !retried {
+                return Err(self.inner.missing(id).await);
+            }
+            Ok(())
+        })
+    }
+
     fn resend_matching<'a>(
         &'a self,
         query: &'a ConversationQuery,

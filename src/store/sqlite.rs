@@ -640,6 +640,30 @@ async fn missing(conn: &mut SqliteConnection, id: String) -> StoreError {
     }
 }
 
+async fn update_pending(
+    conn: &mut SqliteConnection,
+    id: String,
+    body: Option<Vec<u8>>,
+    due: i64,
+) -> Result<(), StoreError> {
+    let now = unix_millis(SystemTime::now());
+    let done = sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, body = COALESCE($2, body), \
+         updated_at = $3 WHERE id = $4 AND state = 'pending' AND attempts = 0",
+    )
+    .bind(due)
+    .bind(body)
+    .bind(now)
+    .bind(&id)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if done.rows_affected() == 0 {
+        return Err(missing(conn, id).await);
+    }
+    Ok(())
+}
+
 async fn release(conn: &mut SqliteConnection, id: String, token: i64) -> Result<(), StoreError> {
     let now = unix_millis(SystemTime::now());
     let done = sqlx::query(
@@ -1024,6 +1048,19 @@ impl DeliveryStore for SqliteStore {
                 until,
             })
         })
+    }
+
+    fn update_pending<'a>(
+        &'a self,
+        id: &'a str,
+        body: Option<bytes::Bytes>,
+        due: SystemTime,
+    ) -> StoreFuture<'a, ()> {
+        let (id, body, due) = (id.to_owned(), body.map(|b| b.to_vec()), unix_millis(due));
+        Box::pin(
+            self.inner
+                .write(move |conn| Box::pin(update_pending(conn, id, body, due))),
+        )
     }
 
     fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
