@@ -441,6 +441,47 @@ async fn async_mode_stores_the_delivery_before_answering_202() {
     assert!(verify_cerebrium(&hits[0], SECRET));
 }
 
+#[tokio::test]
+async fn sync_mode_answers_only_once_the_delivery_is_stored() {
+    use axum::routing::post;
+    use tower::ServiceExt;
+    use tower_webhooks::forward::WebhookForwardLayer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::status(200).await;
+    let engine = builder().store(sqlite(&dir).await).build();
+    let app = axum::Router::new()
+        .route(
+            "/json",
+            post(|| async { axum::Json(serde_json::json!({"ok": 1})) }),
+        )
+        .route("/empty", post(|| async { http::StatusCode::NO_CONTENT }))
+        .layer(WebhookForwardLayer::new(engine.clone()));
+    let endpoint = receiver
+        .url("/hook")
+        .replace(':', "%3A")
+        .replace('/', "%2F");
+    for path in ["/json", "/empty"] {
+        let request = http::Request::post(format!("{path}?webhookEndpoint={endpoint}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let run_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        // The caller has the whole answer only once the delivery row is committed.
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            engine.conversation(&run_id).await.unwrap().is_some(),
+            "{path}: answered before the delivery was stored"
+        );
+    }
+    receiver.wait_hits(2, Duration::from_secs(10)).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metrics
 

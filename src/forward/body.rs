@@ -175,18 +175,27 @@ impl<B> ResponseBody<B> {
     where
         B: Body,
     {
-        // An empty body may never be polled: hand the delivery over now.
+        // An empty body may never be polled: hand the delivery over now (the response future
+        // waits for the store before the caller gets the response, `take_pending_store`).
+        let mut stored = None;
         if body.is_end_stream() {
             if let Some(capture) = capture.take() {
-                capture.finish(None);
+                stored = Some(capture.finish_acked(None));
             }
         }
         Self {
             kind: ResponseKind::Inner { body },
             capture,
-            held: None,
-            stored: None,
+            held: stored.as_ref().map(|_| None),
+            stored,
         }
+    }
+
+    /// For an empty body: the store's answer the response must wait for.
+    pub(crate) fn take_pending_store(&mut self) -> Option<oneshot::Receiver<()>> {
+        let stored = self.stored.take()?;
+        self.held = None;
+        Some(stored)
     }
 
     pub(crate) fn full(data: Bytes) -> Self {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 
 use super::body::ResponseBody;
 use super::job::{Job, RunResult};
@@ -38,6 +39,8 @@ pin_project! {
         Passthrough { #[pin] future: F, config: Option<Arc<Config>>, secret: Option<Secret> },
         Ready { response: Option<Response<ResponseBody<B>>> },
         Boxed { future: BoxResponseFuture<B, E> },
+        // An empty response waits until its delivery is stored.
+        Storing { response: Option<Response<ResponseBody<B>>>, stored: oneshot::Receiver<()> },
     }
 }
 
@@ -83,6 +86,7 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Ready { .. } => "ready",
             Kind::Boxed { .. } => "boxed",
+            Kind::Storing { .. } => "storing",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
@@ -98,13 +102,13 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = match self.as_mut().project().kind.project() {
             KindProj::Forward { future, job } => {
                 let result = ready!(future.poll(cx));
                 let job = job.take();
-                Poll::Ready(match result {
-                    Ok(response) => Ok(wrap_response(response, job)),
+                match result {
+                    Ok(response) => wrap_response(response, job),
                     Err(err) => {
                         if let Some(job) = job {
                             job.deliver_in_background(RunResult::failed(
@@ -112,27 +116,46 @@ where
                                 format!("the service failed: {err}"),
                             ));
                         }
-                        Err(err)
+                        return Poll::Ready(Err(err));
                     }
-                })
+                }
             }
             KindProj::Passthrough {
                 future,
                 config,
                 secret,
-            } => {
-                let result = ready!(future.poll(cx));
-                Poll::Ready(result.map(|response| {
+            } => match ready!(future.poll(cx)) {
+                Ok(response) => {
                     let job = config
                         .take()
                         .and_then(|config| response_trigger(&config, secret.take(), &response));
                     wrap_response(response, job)
-                }))
+                }
+                Err(err) => return Poll::Ready(Err(err)),
+            },
+            KindProj::Ready { response } => {
+                return Poll::Ready(Ok(response
+                    .take()
+                    .expect("ResponseFuture polled after completion")))
             }
-            KindProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Boxed { future } => future.as_mut().poll(cx),
+            KindProj::Boxed { future } => return future.as_mut().poll(cx),
+            KindProj::Storing { response, stored } => {
+                // The store's answer (an error, too) releases the response.
+                let _ = ready!(Pin::new(stored).poll(cx));
+                return Poll::Ready(Ok(response
+                    .take()
+                    .expect("ResponseFuture polled after completion")));
+            }
+        };
+        match response.body_mut().take_pending_store() {
+            Some(stored) => {
+                self.as_mut().project().kind.set(Kind::Storing {
+                    response: Some(response),
+                    stored,
+                });
+                self.poll(cx)
+            }
+            None => Poll::Ready(Ok(response)),
         }
     }
 }
