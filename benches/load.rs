@@ -43,7 +43,13 @@ async fn serve(app: Router) -> SocketAddr {
 }
 
 /// Drives `addr` with `connections` keep-alive clients for `duration`; returns requests/s.
-async fn drive(addr: SocketAddr, connections: u64, duration: Duration, body: Bytes, headers: HeaderMap) -> f64 {
+async fn drive(
+    addr: SocketAddr,
+    connections: u64,
+    duration: Duration,
+    body: Bytes,
+    headers: HeaderMap,
+) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
@@ -54,7 +60,9 @@ async fn drive(addr: SocketAddr, connections: u64, duration: Duration, body: Byt
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
             let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
             tokio::spawn(connection);
             for _ in 0..MAX_REQUESTS_PER_CONNECTION {
                 if Instant::now() >= deadline {
