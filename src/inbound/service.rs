@@ -122,7 +122,7 @@ where
         mark_sensitive(&mut parts.headers);
         let verifier = &self.verifier;
         let now = verifier.now();
-        let collect = match verifier.secrets.lookup(&parts) {
+        let collect = match verifier.shared.secrets.lookup(&parts) {
             SecretLookup::Borrowed(secrets) => verifier.start(&parts, secrets, now, body),
             SecretLookup::Owned(secrets) => verifier.start(&parts, &secrets, now, body),
             SecretLookup::NotFound => Err(verifier.no_secret()),
