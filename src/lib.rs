@@ -1,4 +1,47 @@
-//! Safe, reliable webhooks for axum and Tower services.
+//! Safe, reliable webhooks for [axum](https://docs.rs/axum) and
+//! [Tower](https://docs.rs/tower) services, in both directions.
+//!
+//! # Inbound
+//!
+//! A [`Scheme`] describes one vendor's signature format and both **signs** and **verifies**
+//! with it. The built-in ones live in [`scheme`]: Cerebrium, Nextmv, Valohai (the whole
+//! condition model), Standard Webhooks / Svix, Stripe, GitHub and Slack, each byte-exact with
+//! the vendor's published examples. [`scheme::BuiltinScheme`] chooses one at run time and
+//! deserialises from a TOML or JSON table (`{ type = "stripe" }`).
+//!
+//! Verification streams: the signed prefix (`{id}.{ts}.`, `{t}.`, `v0:{ts}:`) is known from
+//! the headers, so each body frame goes into the MAC and into one buffer in the same pass; the
+//! body need not be UTF-8; secrets are compared in constant time and redacted in `Debug`
+//! ([`Secret`]); several secrets verify at once during a rotation ([`SecretSet`]).
+//!
+//! # Signing
+//!
+//! ```
+//! use http::HeaderMap;
+//! use tower_webhooks::scheme::{Message, Scheme, Stripe};
+//! use tower_webhooks::SecretSet;
+//!
+//! let mut headers = HeaderMap::new();
+//! let body = br#"{"id":"evt_test","object":"event"}"#;
+//! Stripe::new()
+//!     .sign(&Message::new("evt_test", 1_492_774_577, body), &SecretSet::from("whsec_test_secret"), &mut headers)
+//!     .unwrap();
+//! assert_eq!(
+//!     headers["stripe-signature"],
+//!     "t=1492774577,v1=691252e266ce41cb94d709c84e9580d4172b117a510bbc81723f657d2cd5d215"
+//! );
+//! ```
+//!
+//! # Errors
+//!
+//! Every rejection is an `application/problem+json` body ([`Problem`]) with a stable `type`
+//! and the right 4xx status; none echoes a secret or an expected signature.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `jwt` | yes | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]

@@ -28,7 +28,10 @@ pub struct Problem {
     retry_after: Option<u64>,
 }
 
-fn status_code<S: serde::Serializer>(status: &StatusCode, serializer: S) -> Result<S::Ok, S::Error> {
+fn status_code<S: serde::Serializer>(
+    status: &StatusCode,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_u16(status.as_u16())
 }
 
@@ -122,11 +125,14 @@ mod tests {
 
     #[test]
     fn renders_problem_json() {
-        let response: Response<Bytes> =
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Rate limited")
-                .with_detail("try later")
-                .with_retry_after(5)
-                .into_response_with();
+        let response: Response<Bytes> = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Rate limited",
+        )
+        .with_detail("try later")
+        .with_retry_after(5)
+        .into_response_with();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");

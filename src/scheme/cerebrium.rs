@@ -2,13 +2,12 @@
 //! `X-Cerebrium-Webhook-Signature: v1,<hex>` over `{id}.{timestamp}.{body}`.
 
 use http::HeaderMap;
-use serde::{Deserialize, Serialize};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
-use super::timestamp::{check_window, optional_window};
+use super::timestamp::check_window;
 use super::{
-    header_str, insert_header, parse_unix_timestamp, Message, ReplayWindow, RequestHead, Scheme,
-    SignError, Verified, VerifyError,
+    header_str, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
+    Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
@@ -17,39 +16,14 @@ const LEGACY_ID: &str = "x-cerebrium-webhook-id";
 const TIMESTAMP: &str = "x-cerebrium-webhook-timestamp";
 const SIGNATURE: &str = "x-cerebrium-webhook-signature";
 
-/// The Cerebrium webhook format. The key is the raw UTF-8 secret the caller chose
-/// (`X-Webhook-Secret`); the MAC is HMAC-SHA256 in lowercase hex, prefixed `v1,`.
-///
-/// Verification also accepts the historical `X-Cerebrium-Webhook-Id` header when
-/// `X-Request-Id` is absent (decision 4), and a bare hex signature (as Cerebrium's own Python
-/// verifier does).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cerebrium {
-    /// The accepted timestamp window (`false` in configuration disables it).
-    #[serde(default = "optional_window::default", with = "optional_window")]
-    pub replay_window: Option<ReplayWindow>,
-}
-
-impl Default for Cerebrium {
-    fn default() -> Self {
-        Self {
-            replay_window: Some(ReplayWindow::default()),
-        }
-    }
-}
-
-impl Cerebrium {
-    /// The format with the default window (300 s back, 60 s ahead).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets (or with `None`, disables) the timestamp window.
-    pub fn replay_window(mut self, window: Option<ReplayWindow>) -> Self {
-        self.replay_window = window;
-        self
-    }
+windowed_scheme! {
+    /// The Cerebrium webhook format. The key is the raw UTF-8 secret the caller chose
+    /// (`X-Webhook-Secret`); the MAC is HMAC-SHA256 in lowercase hex, prefixed `v1,`.
+    ///
+    /// Verification also accepts the historical `X-Cerebrium-Webhook-Id` header when
+    /// `X-Request-Id` is absent (decision 4), and a bare hex signature (as Cerebrium's own
+    /// Python verifier does).
+    pub struct Cerebrium {}
 }
 
 impl Scheme for Cerebrium {
@@ -73,8 +47,8 @@ impl Scheme for Cerebrium {
             other => other?,
         };
         let timestamp_text = header_str(headers, TIMESTAMP)?;
-        let timestamp =
-            parse_unix_timestamp(timestamp_text).ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
+        let timestamp = parse_unix_timestamp(timestamp_text)
+            .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
         let signature = header_str(headers, SIGNATURE)?;
         let encoded = signature.strip_prefix("v1,").unwrap_or(signature);
         let candidate = Encoding::Hex
@@ -107,11 +81,21 @@ impl Scheme for Cerebrium {
         let mac = compute(
             Algorithm::Sha256,
             secret.expose(),
-            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", message.body],
+            &[
+                id.as_bytes(),
+                b".",
+                timestamp.as_bytes(),
+                b".",
+                message.body,
+            ],
         );
         insert_header(headers, ID, id);
         insert_header(headers, TIMESTAMP, &timestamp);
-        insert_header(headers, SIGNATURE, &format!("v1,{}", Encoding::Hex.encode(&mac)));
+        insert_header(
+            headers,
+            SIGNATURE,
+            &format!("v1,{}", Encoding::Hex.encode(&mac)),
+        );
         Ok(())
     }
 }
@@ -137,7 +121,11 @@ mod tests {
             .0
     }
 
-    fn verify(head: &RequestHead, secret: &str, body: &'static [u8]) -> Result<Verified, VerifyError> {
+    fn verify(
+        head: &RequestHead,
+        secret: &str,
+        body: &'static [u8],
+    ) -> Result<Verified, VerifyError> {
         let mut verification = Cerebrium::new().begin(head, &secret.into(), 1_731_381_205)?;
         verification.update(body);
         verification.finish(&Bytes::from_static(body))
@@ -147,15 +135,26 @@ mod tests {
     fn vector_and_tampering() {
         let body = br#"{"smile": "wave"}"#;
         let ok = verify(&head(VECTOR_SIG, ID), "my-webhook-secret", body).unwrap();
-        assert_eq!(ok.message_id.as_deref(), Some("21eb3b98-4b10-9ad6-8681-a47172828024"));
+        assert_eq!(
+            ok.message_id.as_deref(),
+            Some("21eb3b98-4b10-9ad6-8681-a47172828024")
+        );
         assert_eq!(ok.secret.unwrap().index, 0);
         verify(&head(VECTOR_SIG, LEGACY_ID), "my-webhook-secret", body).unwrap();
         verify(&head(&VECTOR_SIG[3..], ID), "my-webhook-secret", body).unwrap();
-        let err = verify(&head(VECTOR_SIG, ID), "my-webhook-secret", br#"{"smile": "wavE"}"#);
+        let err = verify(
+            &head(VECTOR_SIG, ID),
+            "my-webhook-secret",
+            br#"{"smile": "wavE"}"#,
+        );
         assert_eq!(err.unwrap_err().kind(), VerifyErrorKind::InvalidSignature);
         let err = verify(&head(VECTOR_SIG, ID), "other", body);
         assert_eq!(err.unwrap_err().kind(), VerifyErrorKind::InvalidSignature);
-        let err = verify(&head(&VECTOR_SIG.replace("v1,", "v2,"), ID), "my-webhook-secret", body);
+        let err = verify(
+            &head(&VECTOR_SIG.replace("v1,", "v2,"), ID),
+            "my-webhook-secret",
+            body,
+        );
         assert_eq!(err.unwrap_err().kind(), VerifyErrorKind::MalformedHeader);
     }
 

@@ -196,9 +196,9 @@ impl Verification for HmacVerification {
             }
             let computed = mac.finalize();
             // Compare against every candidate without an early exit on the first mismatch.
-            let matched = candidates
-                .iter()
-                .fold(false, |found, candidate| found | ct_eq(&computed, candidate));
+            let matched = candidates.iter().fold(false, |found, candidate| {
+                found | ct_eq(&computed, candidate)
+            });
             if matched {
                 if replay_from_mac {
                     verified.replay_key =

@@ -99,7 +99,17 @@ mod tests {
     #[test]
     fn digits_only() {
         assert_eq!(parse_unix_timestamp("1731381205"), Some(1_731_381_205));
-        for bad in ["", "-1", "+1", " 1", "1 ", "1e9", "0x10", "99999999999999999999", "١٢"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1e9",
+            "0x10",
+            "99999999999999999999",
+            "١٢",
+        ] {
             assert_eq!(parse_unix_timestamp(bad), None, "{bad:?}");
         }
         assert_eq!(parse_unix_timestamp("9223372036854775807"), Some(i64::MAX));
