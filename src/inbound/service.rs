@@ -61,6 +61,14 @@ impl<S, Sc: Scheme, K: SecretSource> WebhookSignature<S, Sc, K> {
 
 impl<Sc: Scheme> WebhookSignature<(), Sc> {
     /// A [`WebhookSignatureLayer`] for `scheme` and `secrets`.
+    ///
+    /// ```
+    /// use tower_webhooks::inbound::WebhookSignature;
+    /// use tower_webhooks::scheme::Cerebrium;
+    ///
+    /// let layer = WebhookSignature::layer(Cerebrium::new(), "secret");
+    /// # let _ = layer;
+    /// ```
     pub fn layer(scheme: Sc, secrets: impl Into<SecretSet>) -> WebhookSignatureLayer<Sc> {
         WebhookSignatureLayer::new(scheme, secrets)
     }
