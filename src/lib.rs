@@ -50,12 +50,15 @@
 pub mod delivery;
 #[cfg(feature = "forward")]
 pub mod forward;
+pub mod inbound;
 pub mod problem;
+pub mod replay;
 pub mod scheme;
 pub mod secret;
 #[cfg(feature = "forward")]
 pub mod store;
 
+pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
 pub use problem::Problem;
 pub use scheme::{Scheme, Verified};
 pub use secret::{Secret, SecretSet};

@@ -226,19 +226,38 @@ impl<'a> IntoIterator for &'a SecretSet {
     }
 }
 
-/// Accepts one string or a list of strings (`secret = "…"` or `secrets = ["new", "old"]`).
+/// Accepts one string or a list of strings (`secret = "…"` or `secrets = ["new", "old"]`),
+/// reporting which `{env:VAR}` is missing rather than a generic shape error.
 impl<'de> Deserialize<'de> for SecretSet {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(Secret),
-            Many(Vec<Secret>),
+        struct OneOrMany;
+
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = SecretSet;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret string or a list of secret strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, spec: &str) -> Result<SecretSet, E> {
+                Secret::resolve(spec)
+                    .map(SecretSet::from)
+                    .map_err(E::custom)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SecretSet, A::Error> {
+                let mut secrets = Vec::new();
+                while let Some(secret) = seq.next_element::<Secret>()? {
+                    secrets.push(secret);
+                }
+                Ok(secrets.into())
+            }
         }
-        Ok(match OneOrMany::deserialize(deserializer)? {
-            OneOrMany::One(secret) => secret.into(),
-            OneOrMany::Many(secrets) => secrets.into(),
-        })
+
+        deserializer.deserialize_any(OneOrMany)
     }
 }
 
@@ -294,6 +313,18 @@ mod tests {
         );
         assert_eq!(Secret::resolve("literal").unwrap().expose(), b"literal");
         assert_eq!(Secret::resolve("").unwrap_err(), SecretError::Empty);
+    }
+
+    #[test]
+    fn set_reports_the_missing_variable() {
+        let err =
+            serde_json::from_str::<SecretSet>(r#"["{env:TW_SECRET_TEST_ABSENT}"]"#).unwrap_err();
+        assert!(err.to_string().contains("TW_SECRET_TEST_ABSENT"), "{err}");
+        let err =
+            serde_json::from_str::<SecretSet>(r#""{env:TW_SECRET_TEST_ABSENT}""#).unwrap_err();
+        assert!(err.to_string().contains("TW_SECRET_TEST_ABSENT"), "{err}");
+        let set: SecretSet = serde_json::from_str(r#"["a", "b"]"#).unwrap();
+        assert_eq!(set.len(), 2);
     }
 
     #[test]

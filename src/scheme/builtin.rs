@@ -5,6 +5,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::mac::HmacVerification;
+use super::valohai::{Valohai, ValohaiVerification};
 use super::{
     Cerebrium, GitHub, Message, Nextmv, RequestHead, Scheme, SignError, Slack, StandardWebhooks,
     Stripe, SuccessResponse, Verification, Verified, VerifyError,
@@ -40,6 +41,8 @@ pub enum BuiltinScheme {
     GitHub(GitHub),
     /// [`Slack`].
     Slack(Slack),
+    /// [`Valohai`] webhook-trigger conditions.
+    Valohai(Valohai),
 }
 
 /// The verification state of a [`BuiltinScheme`].
@@ -48,6 +51,8 @@ pub enum BuiltinScheme {
 pub enum BuiltinVerification {
     /// Every HMAC-header format.
     Hmac(HmacVerification),
+    /// Valohai conditions.
+    Valohai(ValohaiVerification),
 }
 
 macro_rules! each_scheme {
@@ -59,6 +64,7 @@ macro_rules! each_scheme {
             BuiltinScheme::StandardWebhooks($scheme) => $body,
             BuiltinScheme::GitHub($scheme) => $body,
             BuiltinScheme::Slack($scheme) => $body,
+            BuiltinScheme::Valohai($scheme) => $body,
         }
     };
 }
@@ -76,7 +82,29 @@ impl Scheme for BuiltinScheme {
         secrets: &SecretSet,
         now: i64,
     ) -> Result<BuiltinVerification, VerifyError> {
-        each_scheme!(self, scheme => scheme.begin(head, secrets, now).map(BuiltinVerification::Hmac))
+        match self {
+            Self::Valohai(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Valohai),
+            Self::Cerebrium(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Hmac),
+            Self::Nextmv(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Hmac),
+            Self::Stripe(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Hmac),
+            Self::StandardWebhooks(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Hmac),
+            Self::GitHub(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Hmac),
+            Self::Slack(scheme) => scheme
+                .begin(head, secrets, now)
+                .map(BuiltinVerification::Hmac),
+        }
     }
 
     fn sign(
@@ -102,12 +130,14 @@ impl Verification for BuiltinVerification {
     fn update(&mut self, chunk: &[u8]) {
         match self {
             Self::Hmac(verification) => verification.update(chunk),
+            Self::Valohai(verification) => verification.update(chunk),
         }
     }
 
     fn finish(self, body: &Bytes) -> Result<Verified, VerifyError> {
         match self {
             Self::Hmac(verification) => verification.finish(body),
+            Self::Valohai(verification) => verification.finish(body),
         }
     }
 }
@@ -122,4 +152,12 @@ macro_rules! from_scheme {
     )*};
 }
 
-from_scheme!(Cerebrium, Nextmv, Stripe, StandardWebhooks, GitHub, Slack);
+from_scheme!(
+    Cerebrium,
+    Nextmv,
+    Stripe,
+    StandardWebhooks,
+    GitHub,
+    Slack,
+    Valohai
+);

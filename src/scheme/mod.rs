@@ -83,6 +83,7 @@ mod slack;
 mod standard;
 mod timestamp;
 mod timestamped;
+pub mod valohai;
 
 pub use builtin::{BuiltinScheme, BuiltinVerification};
 pub use cerebrium::Cerebrium;
@@ -93,6 +94,7 @@ pub use slack::Slack;
 pub use standard::StandardWebhooks;
 pub use timestamp::{parse_unix_timestamp, ReplayWindow};
 pub use timestamped::{Nextmv, Stripe};
+pub use valohai::Valohai;
 
 /// What a scheme can see of a request before its body: method, URI and headers.
 pub type RequestHead = http::request::Parts;

@@ -21,6 +21,7 @@ import sys
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -94,6 +95,25 @@ def sign_slack(secret, body: str, ts: int):
             "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=str(ts), body=body)}
 
 
+def valohai_requests(route, now):
+    """The seed's own launch snippets, for the condition set the route declares."""
+    conditions = route["scheme"].get("conditions", [])
+    auth = next(c for c in conditions if c["type"] == "web_authentication")
+    token = resolve(auth["secret"])
+    data = urllib.parse.urlencode({'hello': 'valohai', 'prompt': 'draw me a shark'}).encode()
+    if auth["auth_type"] == "static_token":
+        # "Launch a webhook using urllib": headers={'Authorization': os.getenv("WEBHOOK_TOKEN")}
+        return data, {auth["lookup_key"]: auth.get("value_prefix", "") + token}
+    # "Web Timestamp with HMAC authentication example"
+    timestamp = now
+    calculated_hmac = hmac.new(
+        key=token.encode(),
+        msg=f"prefix.{data.decode()}.{timestamp}".encode(),
+        digestmod='sha256',
+    ).hexdigest()
+    return data, {'Authorization': calculated_hmac, 'Request-Timestamp': str(timestamp)}
+
+
 SIGNERS = {"cerebrium": sign_cerebrium, "nextmv": sign_nextmv, "stripe": sign_stripe,
            "standard_webhooks": sign_standard, "svix": sign_svix, "github": sign_github,
            "slack": sign_slack}
@@ -115,7 +135,27 @@ def main():
     for route in config.get("routes", []):
         kind = route["scheme"]["type"]
         secrets = route.get("secrets")
-        if kind == "valohai" or kind not in SIGNERS or secrets is None:
+        if kind == "valohai":
+            url = base_url + route["path"]
+            form = "application/x-www-form-urlencoded"
+            now = int(time.time())
+            data, headers = valohai_requests(route, now)
+            status, response_headers, answer = post(url, data, headers, form)
+            check(f"valohai {route['path']} seed launch snippet", status, 200, answer)
+            check(f"valohai {route['path']} answers with its response action",
+                  bool(re.search(rb"[0-9a-f]{8}-[0-9a-f]{4}-", answer)), True, answer)
+            status, _, answer = post(url, data + b"&x=1", headers, form)
+            check(f"valohai {route['path']} tampered or unauthenticated: 400", status,
+                  200 if "Request-Timestamp" not in headers else 400, answer)
+            bad = {k: (v + "0" if k == "Authorization" else v) for k, v in headers.items()}
+            status, _, answer = post(url, data, bad, form)
+            check(f"valohai {route['path']} wrong token: 400", status, 400, answer)
+            if "Request-Timestamp" in headers:
+                data, stale = valohai_requests(route, now - 3600)
+                status, _, answer = post(url, data, stale, form)
+                check(f"valohai {route['path']} stale timestamp: 400", status, 400, answer)
+            continue
+        if kind not in SIGNERS or secrets is None:
             continue
         secret = resolve(secrets if isinstance(secrets, str) else secrets[0])
         url = base_url + route["path"]
@@ -133,7 +173,7 @@ def main():
             status, response_headers, answer = post(url, body.encode(), stale)
             check(f"{kind} stale timestamp", status, 401, answer)
             check(f"{kind} stale is problem+json", response_headers.get("Content-Type"), "application/problem+json")
-            check(f"{kind} stale problem type", json.loads(answer).get("type", "").endswith("timestamp-too-old"), True, answer)
+            check(f"{kind} stale problem type", json.loads(answer).get("type", "").endswith("stale-timestamp"), True, answer)
         if kind == "standard_webhooks":
             # The same route also takes Svix's own headers and library.
             headers = sign_svix(secret, body, now)

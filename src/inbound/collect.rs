@@ -1,0 +1,149 @@
+//! Buffering a body into one `BytesMut` while feeding each frame to the verification.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::scheme::{Verification, Verified, VerifyError};
+
+/// A boxed error, as bodies report them.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Frames handled in one `poll` before yielding, so a body that is always ready (or sends
+/// endless empty frames) cannot monopolise a worker thread.
+const FRAME_BUDGET: usize = 64;
+
+/// Why collecting failed.
+#[derive(Debug)]
+pub(crate) enum CollectError {
+    /// The verdict of the scheme.
+    Verify(VerifyError),
+    /// More than `limit` bytes (or a `LengthLimitError` from an inner limit).
+    TooLarge,
+    /// The body reported an error.
+    Body,
+}
+
+pin_project! {
+    /// Polls the body to its end (`poll_frame` returning `None`; `is_end_stream` is never
+    /// trusted), appends each data frame to one buffer and feeds it to the MACs in the same
+    /// pass, ignores trailers, then asks the verification for its verdict.
+    ///
+    /// Once over the limit, the rest of the body is read and discarded up to another `limit`
+    /// bytes before answering, so the client sees the `413` instead of a reset connection.
+    pub(crate) struct Collect<B, V> {
+        #[pin]
+        body: B,
+        buf: BytesMut,
+        verification: Option<V>,
+        limit: usize,
+        drained: Option<usize>,
+    }
+}
+
+impl<B, V> Collect<B, V> {
+    pub(crate) fn new(body: B, verification: V, limit: usize, capacity: usize) -> Self {
+        Self {
+            body,
+            buf: BytesMut::with_capacity(capacity.min(limit)),
+            verification: Some(verification),
+            limit,
+            drained: None,
+        }
+    }
+}
+
+impl<B, V> Future for Collect<B, V>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    V: Verification,
+{
+    type Output = Result<(Bytes, Verified), CollectError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        for _ in 0..FRAME_BUDGET {
+            let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
+                None => return Poll::Ready(finish(this.buf, this.verification, *this.drained)),
+                Some(Err(error)) => {
+                    let error = error.into();
+                    return Poll::Ready(Err(
+                        if this.drained.is_some() || is_length_limit(&*error) {
+                            CollectError::TooLarge
+                        } else {
+                            CollectError::Body
+                        },
+                    ));
+                }
+                Some(Ok(frame)) => frame,
+            };
+            // Trailers are not signed by any scheme: ignored.
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let len = data.remaining();
+            if let Some(drained) = this.drained {
+                *drained = drained.saturating_add(len);
+                if *drained > *this.limit {
+                    return Poll::Ready(Err(CollectError::TooLarge));
+                }
+                continue;
+            }
+            if this.buf.len().saturating_add(len) > *this.limit {
+                // Over the limit: free the buffer and the MACs, drain the rest.
+                *this.buf = BytesMut::new();
+                *this.verification = None;
+                *this.drained = Some(len);
+                continue;
+            }
+            let Some(verification) = this.verification.as_mut() else {
+                return Poll::Ready(Err(CollectError::Body));
+            };
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                let n = chunk.len();
+                verification.update(chunk);
+                this.buf.extend_from_slice(chunk);
+                data.advance(n);
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn finish<V: Verification>(
+    buf: &mut BytesMut,
+    verification: &mut Option<V>,
+    drained: Option<usize>,
+) -> Result<(Bytes, Verified), CollectError> {
+    if drained.is_some() {
+        return Err(CollectError::TooLarge);
+    }
+    // `None` only when polled again after completion.
+    let verification = verification.take().ok_or(CollectError::Body)?;
+    let bytes = mem::take(buf).freeze();
+    match verification.finish(&bytes) {
+        Ok(verified) => Ok((bytes, verified)),
+        Err(error) => Err(CollectError::Verify(error)),
+    }
+}
+
+/// Whether `error` (or one of its sources, through `axum::Error` wrappers) is an
+/// `http_body_util::LengthLimitError`.
+pub(crate) fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}

@@ -1,0 +1,388 @@
+//! [`ResponseFuture`]: lookup → collect + verify → replay check → inner call → record.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body::Body as HttpBody;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::collect::{BoxError, Collect};
+use super::key::SecretSource;
+use super::rejection::{render, Rejection, RejectionResponse};
+use super::verifier::{Clock, WebhookVerifier};
+use crate::replay::{Outcome, ReplayFuture, ReplayStore, Reservation};
+use crate::scheme::{RequestHead, Scheme, Verified};
+
+/// Marks a response the layer answered for a duplicate of an already processed delivery
+/// (inserted into the response extensions), with the duplicate's verification metadata.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Duplicate {
+    /// The duplicate request's verification metadata (its `replay_key` is the one seen
+    /// before).
+    pub verified: Verified,
+}
+
+pin_project! {
+    /// Response future of [`WebhookSignature`](super::WebhookSignature).
+    ///
+    /// A state machine: (secret lookup) → collect and verify the body → (replay reservation)
+    /// → inner service → (replay record). A rejection never reaches the inner service.
+    pub struct ResponseFuture<S, B, Sc, K, R>
+    where
+        S: Service<Request<Body>>,
+        Sc: Scheme,
+        K: SecretSource,
+    {
+        #[pin]
+        state: StateOf<S, B, Sc, K>,
+        inner: Option<S>,
+        parts: Option<RequestHead>,
+        verifier: WebhookVerifier<Sc, K>,
+        rejection: R,
+        now: i64,
+        guard: Option<ReplayGuard>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<B, V, L, F, T, E> {
+        Lookup { #[pin] lookup: L, body: Option<B> },
+        Collect { #[pin] collect: Collect<B, V> },
+        Reserve { reserve: ReplayFuture<Reservation>, request: Option<Request<Body>> },
+        Call { #[pin] future: F },
+        Record { record: ReplayFuture<()>, result: Option<Result<T, E>> },
+        Local { response: Option<axum::response::Response> },
+    }
+}
+
+type StateOf<S, B, Sc, K> = State<
+    B,
+    <Sc as Scheme>::Verification,
+    <K as SecretSource>::Future,
+    <S as Service<Request<Body>>>::Future,
+    <S as Service<Request<Body>>>::Response,
+    <S as Service<Request<Body>>>::Error,
+>;
+
+impl<S, B, Sc, K, R> fmt::Debug for ResponseFuture<S, B, Sc, K, R>
+where
+    S: Service<Request<Body>>,
+    Sc: Scheme,
+    K: SecretSource,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Lookup { .. } => "Lookup",
+            State::Collect { .. } => "Collect",
+            State::Reserve { .. } => "Reserve",
+            State::Call { .. } => "Call",
+            State::Record { .. } => "Record",
+            State::Local { .. } => "Local",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, Sc, K, R> ResponseFuture<S, B, Sc, K, R>
+where
+    S: Service<Request<Body>>,
+    Sc: Scheme,
+    K: SecretSource,
+    R: RejectionResponse,
+{
+    /// Waits for an asynchronous secret lookup first.
+    pub(crate) fn lookup(
+        lookup: K::Future,
+        body: B,
+        parts: RequestHead,
+        inner: S,
+        verifier: WebhookVerifier<Sc, K>,
+        rejection: R,
+        now: i64,
+    ) -> Self {
+        Self::new(
+            State::Lookup {
+                lookup,
+                body: Some(body),
+            },
+            parts,
+            inner,
+            verifier,
+            rejection,
+            now,
+        )
+    }
+
+    /// Starts by collecting the body (the secrets were available at once), or with a
+    /// rejection found before reading it.
+    pub(crate) fn collect(
+        collect: Result<Collect<B, Sc::Verification>, Rejection>,
+        parts: RequestHead,
+        inner: S,
+        verifier: WebhookVerifier<Sc, K>,
+        rejection: R,
+        now: i64,
+    ) -> Self {
+        let state = match collect {
+            Ok(collect) => State::Collect { collect },
+            Err(error) => State::Local {
+                response: Some(render(&rejection, error)),
+            },
+        };
+        Self::new(state, parts, inner, verifier, rejection, now)
+    }
+
+    fn new(
+        state: StateOf<S, B, Sc, K>,
+        parts: RequestHead,
+        inner: S,
+        verifier: WebhookVerifier<Sc, K>,
+        rejection: R,
+        now: i64,
+    ) -> Self {
+        Self {
+            state,
+            inner: Some(inner),
+            parts: Some(parts),
+            verifier,
+            rejection,
+            now,
+            guard: None,
+        }
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "`inbound::ResponseFuture` polled after completion";
+
+impl<S, B, Sc, K, R, ResBody> Future for ResponseFuture<S, B, Sc, K, R>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    B: HttpBody,
+    B::Error: Into<BoxError>,
+    Sc: Scheme,
+    K: SecretSource,
+    R: RejectionResponse,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Lookup { lookup, body } => {
+                    let secrets = ready!(lookup.poll(cx));
+                    let body = body.take().expect(POLLED_AFTER_COMPLETION);
+                    let parts = this.parts.as_ref().expect(POLLED_AFTER_COMPLETION);
+                    let collect = match secrets {
+                        Some(secrets) => this.verifier.start(parts, &secrets, *this.now, body),
+                        None => Err(this.verifier.no_secret()),
+                    };
+                    this.state.set(match collect {
+                        Ok(collect) => State::Collect { collect },
+                        Err(error) => State::Local {
+                            response: Some(render(this.rejection, error)),
+                        },
+                    });
+                }
+                StateProj::Collect { collect } => {
+                    let collected = ready!(collect.poll(cx));
+                    let (bytes, verified) = match collected {
+                        Ok(collected) => collected,
+                        Err(error) => {
+                            let error = this.verifier.collect_rejection(error);
+                            this.state.set(State::Local {
+                                response: Some(render(this.rejection, error)),
+                            });
+                            continue;
+                        }
+                    };
+                    let replay = match (&this.verifier.replay, &verified.replay_key) {
+                        (Some(replay), Some(key)) => Some((replay.store.clone(), key.clone())),
+                        _ => None,
+                    };
+                    let mut parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
+                    parts.extensions.insert(verified);
+                    let request = Request::from_parts(parts, Body::from(bytes));
+                    match replay {
+                        Some((store, key)) => {
+                            let reserve = store.reserve(&key, *this.now, this.verifier.replay_ttl);
+                            *this.guard = Some(ReplayGuard {
+                                store,
+                                key,
+                                ttl: this.verifier.replay_ttl,
+                                clock: this.verifier.clock.clone(),
+                                armed: false,
+                            });
+                            this.state.set(State::Reserve {
+                                reserve,
+                                request: Some(request),
+                            });
+                        }
+                        None => {
+                            let mut inner = this.inner.take().expect(POLLED_AFTER_COMPLETION);
+                            this.state.set(State::Call {
+                                future: inner.call(request),
+                            });
+                        }
+                    }
+                }
+                StateProj::Reserve { reserve, request } => {
+                    let reservation = ready!(reserve.as_mut().poll(cx));
+                    let request = request.take().expect(POLLED_AFTER_COMPLETION);
+                    match reservation {
+                        Ok(Reservation::Fresh) => {
+                            if let Some(guard) = this.guard.as_mut() {
+                                guard.armed = true;
+                            }
+                            let mut inner = this.inner.take().expect(POLLED_AFTER_COMPLETION);
+                            this.state.set(State::Call {
+                                future: inner.call(request),
+                            });
+                        }
+                        Ok(Reservation::InFlight) => {
+                            *this.guard = None;
+                            this.state.set(State::Local {
+                                response: Some(render(this.rejection, Rejection::in_flight())),
+                            });
+                        }
+                        Ok(Reservation::Done) => {
+                            *this.guard = None;
+                            let response = duplicate_response(this.verifier.scheme(), request);
+                            this.state.set(State::Local {
+                                response: Some(response),
+                            });
+                        }
+                        Err(error) => {
+                            *this.guard = None;
+                            tracing::warn!(
+                                target: "tower_webhooks::inbound",
+                                %error,
+                                "replay store unavailable"
+                            );
+                            this.state.set(State::Local {
+                                response: Some(render(
+                                    this.rejection,
+                                    Rejection::replay_store_unavailable(),
+                                )),
+                            });
+                        }
+                    }
+                }
+                StateProj::Call { future } => {
+                    let result = ready!(future.poll(cx));
+                    let Some(guard) = this.guard.take() else {
+                        return Poll::Ready(
+                            result.map(|response| response.map(ResponseBody::inner)),
+                        );
+                    };
+                    let outcome = match &result {
+                        Ok(response) if response.status().is_success() => Outcome::Processed,
+                        _ => Outcome::Failed,
+                    };
+                    this.state.set(State::Record {
+                        record: guard.finish(outcome),
+                        result: Some(result),
+                    });
+                }
+                StateProj::Record { record, result } => {
+                    if let Err(error) = ready!(record.as_mut().poll(cx)) {
+                        tracing::warn!(
+                            target: "tower_webhooks::inbound",
+                            %error,
+                            "failed to record a processed webhook in the replay store"
+                        );
+                    }
+                    let result = result.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
+                }
+                StateProj::Local { response } => {
+                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(Ok(response.map(ResponseBody::local)));
+                }
+            }
+        }
+    }
+}
+
+/// The `2xx` answer to a duplicate of a processed delivery: the scheme's own success
+/// response if it defines one (Valohai's `ok`), else `{"status":"duplicate"}`.
+fn duplicate_response<Sc: Scheme>(scheme: &Sc, request: Request<Body>) -> axum::response::Response {
+    let (mut parts, _body) = request.into_parts();
+    let verified = parts.extensions.remove::<Verified>();
+    let success = verified
+        .as_ref()
+        .and_then(|verified| scheme.success_response(&verified.run_id));
+    let mut response = match success {
+        Some(success) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(success.content_type),
+            )],
+            success.body,
+        )
+            .into_response(),
+        None => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Bytes::from_static(br#"{"status":"duplicate"}"#),
+        )
+            .into_response(),
+    };
+    if let Some(verified) = verified {
+        tracing::debug!(
+            target: "tower_webhooks::inbound",
+            scheme = %verified.scheme,
+            message_id = ?verified.message_id,
+            "duplicate webhook acknowledged without calling the handler"
+        );
+        response.extensions_mut().insert(Duplicate { verified });
+    }
+    response
+}
+
+/// Releases a reservation when the response future is dropped while the handler runs.
+pub(crate) struct ReplayGuard {
+    store: std::sync::Arc<dyn ReplayStore>,
+    key: String,
+    ttl: Duration,
+    clock: Clock,
+    armed: bool,
+}
+
+impl ReplayGuard {
+    fn finish(mut self, outcome: Outcome) -> ReplayFuture<()> {
+        self.armed = false;
+        self.store
+            .complete(&self.key, outcome, self.clock.now(), self.ttl)
+    }
+}
+
+impl Drop for ReplayGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let release = self
+            .store
+            .complete(&self.key, Outcome::Failed, self.clock.now(), self.ttl);
+        // The in-memory store has already done the work; a remote store needs its future run.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! [`WebhookVerifier`]: scheme + secrets + limit + clock + replay settings, shared by the
+//! layer and the standalone extractor.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Request};
+use http_body::Body;
+
+use super::collect::{BoxError, Collect, CollectError};
+use super::key::{SecretLookup, SecretSource};
+use super::rejection::Rejection;
+use crate::replay::ReplayStore;
+use crate::scheme::{RequestHead, Scheme, VerifyError, SIGNATURE_HEADERS};
+use crate::secret::SecretSet;
+
+/// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
+pub const DEFAULT_LIMIT: usize = 2_097_152;
+
+/// The default time a replay key is remembered: the default window's 300 s back plus 60 s
+/// ahead.
+pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(360);
+
+/// An injectable "now" in Unix seconds.
+#[derive(Clone, Default)]
+pub(crate) struct Clock(Option<Arc<dyn Fn() -> i64 + Send + Sync>>);
+
+impl Clock {
+    pub(crate) fn now(&self) -> i64 {
+        match &self.0 {
+            Some(clock) => clock(),
+            None => system_now(),
+        }
+    }
+}
+
+fn system_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+#[derive(Clone)]
+pub(crate) struct Replay {
+    pub(crate) store: Arc<dyn ReplayStore>,
+}
+
+/// Everything needed to verify a webhook request: the [`Scheme`], where the secrets come
+/// from ([`SecretSource`]), the body limit, the clock and the de-duplication settings.
+///
+/// Cheap to clone (shared with `Arc`). [`WebhookSignatureLayer`](super::WebhookSignatureLayer)
+/// holds one; put one in the router state to verify without the layer through
+/// [`Webhook<T, WebhookVerifier<Sc>>`](super::Webhook); call [`WebhookVerifier::verify`] from
+/// other middleware.
+#[must_use]
+pub struct WebhookVerifier<Sc, K = SecretSet> {
+    pub(crate) scheme: Arc<Sc>,
+    pub(crate) secrets: Arc<K>,
+    pub(crate) limit: usize,
+    pub(crate) clock: Clock,
+    pub(crate) replay: Option<Replay>,
+    pub(crate) replay_ttl: Duration,
+}
+
+impl<Sc, K> Clone for WebhookVerifier<Sc, K> {
+    fn clone(&self) -> Self {
+        Self {
+            scheme: Arc::clone(&self.scheme),
+            secrets: Arc::clone(&self.secrets),
+            limit: self.limit,
+            clock: self.clock.clone(),
+            replay: self.replay.clone(),
+            replay_ttl: self.replay_ttl,
+        }
+    }
+}
+
+impl<Sc: fmt::Debug, K> fmt::Debug for WebhookVerifier<Sc, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookVerifier")
+            .field("scheme", &self.scheme)
+            .field("secrets", &format_args!("[redacted]"))
+            .field("limit", &self.limit)
+            .field(
+                "clock",
+                &format_args!(
+                    "{}",
+                    if self.clock.0.is_some() {
+                        "<fn>"
+                    } else {
+                        "system"
+                    }
+                ),
+            )
+            .field("replay_store", &self.replay.is_some())
+            .field("replay_ttl", &self.replay_ttl)
+            .finish()
+    }
+}
+
+impl<Sc: Scheme> WebhookVerifier<Sc> {
+    /// A verifier for `scheme` with static `secrets` (several during a rotation).
+    pub fn new(scheme: Sc, secrets: impl Into<SecretSet>) -> Self {
+        Self::with_secret_source(scheme, secrets.into())
+    }
+}
+
+impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
+    /// A verifier for `scheme` whose secrets are looked up per request (multi-tenant
+    /// receivers); see [`SecretSource`].
+    pub fn with_secret_source(scheme: Sc, secrets: K) -> Self {
+        Self {
+            scheme: Arc::new(scheme),
+            secrets: Arc::new(secrets),
+            limit: DEFAULT_LIMIT,
+            clock: Clock::default(),
+            replay: None,
+            replay_ttl: DEFAULT_REPLAY_TTL,
+        }
+    }
+}
+
+impl<Sc, K> WebhookVerifier<Sc, K> {
+    /// The largest accepted body in bytes (default 2 MiB); larger ones are answered `413`.
+    ///
+    /// Standalone extraction also honours axum's `DefaultBodyLimit` (2 MiB unless changed).
+    pub fn limit(mut self, bytes: usize) -> Self {
+        self.limit = bytes;
+        self
+    }
+
+    /// Replaces the clock (Unix seconds) used for the timestamp window and the replay store;
+    /// the default reads the system time. For tests.
+    pub fn clock(mut self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Clock(Some(Arc::new(now)));
+        self
+    }
+
+    /// Turns de-duplication on with `store` (layer only; see [`crate::replay`]).
+    pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
+        self.replay = Some(Replay {
+            store: Arc::new(store),
+        });
+        self
+    }
+
+    /// How long a processed replay key is remembered (default 360 s). Keep it at least as
+    /// long as the scheme's replay window.
+    pub fn replay_ttl(mut self, ttl: Duration) -> Self {
+        self.replay_ttl = ttl;
+        self
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> &Sc {
+        &self.scheme
+    }
+
+    /// The body limit in bytes.
+    #[must_use]
+    pub fn body_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The current time of this verifier's clock, in Unix seconds.
+    #[must_use]
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
+    /// Verifies a whole request: looks the secrets up, checks the headers and timestamp,
+    /// buffers the body (within the limit) while streaming it into the MACs, and returns the
+    /// request with its body as one `Bytes` and the [`Verified`](crate::Verified) metadata in
+    /// its extensions.
+    ///
+    /// This does not consult the replay store: de-duplication needs to know whether the
+    /// handler succeeded, which only [`WebhookSignatureLayer`](super::WebhookSignatureLayer)
+    /// sees.
+    ///
+    /// # Errors
+    ///
+    /// The [`Rejection`] to answer with.
+    pub async fn verify<B>(&self, request: Request<B>) -> Result<Request<Bytes>, Rejection>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        mark_sensitive(&mut parts.headers);
+        let now = self.now();
+        let collect = match self.secrets.lookup(&parts) {
+            SecretLookup::Borrowed(secrets) => self.start(&parts, secrets, now, body),
+            SecretLookup::Owned(secrets) => self.start(&parts, &secrets, now, body),
+            SecretLookup::NotFound => Err(self.no_secret()),
+            SecretLookup::Pending(lookup) => match lookup.await {
+                Some(secrets) => self.start(&parts, &secrets, now, body),
+                None => Err(self.no_secret()),
+            },
+        }?;
+        let (bytes, verified) = collect
+            .await
+            .map_err(|error| self.collect_rejection(error))?;
+        parts.extensions.insert(verified);
+        Ok(Request::from_parts(parts, bytes))
+    }
+
+    /// Begins the verification and checks the declared length, before any body byte is read.
+    pub(crate) fn start<B>(
+        &self,
+        head: &RequestHead,
+        secrets: &SecretSet,
+        now: i64,
+        body: B,
+    ) -> Result<Collect<B, Sc::Verification>, Rejection>
+    where
+        B: Body,
+    {
+        let verification = self.scheme.begin(head, secrets, now).map_err(|error| {
+            Rejection::from_verify(error, self.scheme.uniform_rejection_status())
+        })?;
+        let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
+        let hint = body.size_hint();
+        let declared = content_length(&head.headers).or(hint.exact());
+        if declared.is_some_and(|length| length > limit) || hint.lower() > limit {
+            return Err(Rejection::body_too_large(self.limit));
+        }
+        let capacity = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX));
+        Ok(Collect::new(body, verification, self.limit, capacity))
+    }
+
+    pub(crate) fn no_secret(&self) -> Rejection {
+        Rejection::from_verify(
+            VerifyError::no_secret(),
+            self.scheme.uniform_rejection_status(),
+        )
+    }
+
+    pub(crate) fn collect_rejection(&self, error: CollectError) -> Rejection {
+        match error {
+            CollectError::Verify(error) => {
+                Rejection::from_verify(error, self.scheme.uniform_rejection_status())
+            }
+            CollectError::TooLarge => Rejection::body_too_large(self.limit),
+            CollectError::Body => Rejection::body_error(),
+        }
+    }
+}
+
+/// A well-formed `Content-Length`, if any.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Marks every signature header of the built-in schemes sensitive, so `TraceLayer` and
+/// other logging layers inside this one redact them.
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in SIGNATURE_HEADERS {
+        if let header::Entry::Occupied(mut entry) = headers.entry(*name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
