@@ -24,7 +24,7 @@ use crate::scheme::Message;
 use crate::store::{
     redacted_headers, Attempt, AttemptOutcome, AttemptResponse, Claim, Conversation,
     ConversationQuery, Decision, Delivery, DeliveryState, DeliveryStore, Lease, MemoryStore, Next,
-    Source, StoreError, StoreStats,
+    Signing, Source, StoreError, StoreStats,
 };
 
 /// The default number of deliveries accepted and not yet final.
@@ -128,6 +128,11 @@ struct Config {
     lease: Duration,
     busy_retry_after: Duration,
     user_agent: HeaderValue,
+    retain_delivered: Option<Duration>,
+    retain_failed: Option<Duration>,
+    retention_interval: Duration,
+    retention_batch: usize,
+    metrics_interval: Option<Duration>,
 }
 
 /// Configures a [`DeliveryEngine`].
@@ -183,6 +188,11 @@ impl EngineBuilder {
                     "tower-webhooks/",
                     env!("CARGO_PKG_VERSION")
                 )),
+                retain_delivered: None,
+                retain_failed: None,
+                retention_interval: Duration::from_secs(60),
+                retention_batch: 500,
+                metrics_interval: Some(Duration::from_secs(10)),
             },
             hook: None,
         }
@@ -276,9 +286,46 @@ impl EngineBuilder {
         self
     }
 
-    /// How long a claim is leased (durable stores let another worker take it over after).
+    /// How long a claim is leased (durable stores let another worker take it over after);
+    /// 60 s by default. A claim that waited for a free slot is renewed before its attempt
+    /// when less than half of it is left, so keep the lease above twice the
+    /// [attempt timeout](Self::attempt_timeout).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
+        self
+    }
+
+    /// Deletes [delivered](DeliveryState::Delivered) deliveries and their attempts once they
+    /// are `age` old (by default they are kept: a [`MemoryStore`] bounds them itself).
+    /// Retention runs every minute in batches of 500 rows, pausing between batches so the
+    /// workers are not blocked.
+    pub fn retain_delivered(mut self, age: Duration) -> Self {
+        self.config.retain_delivered = Some(age);
+        self
+    }
+
+    /// Deletes dead letters ([failed](DeliveryState::Failed) and
+    /// [refused](DeliveryState::Refused) deliveries) once they are `age` old (kept by
+    /// default, so they stay queryable and can be re-sent).
+    pub fn retain_failed(mut self, age: Duration) -> Self {
+        self.config.retain_failed = Some(age);
+        self
+    }
+
+    /// How often retention runs (every minute by default) and how many rows one batch
+    /// deletes (500).
+    pub fn retention_schedule(mut self, interval: Duration, batch: usize) -> Self {
+        self.config.retention_interval = interval.max(Duration::from_millis(10));
+        self.config.retention_batch = batch.max(1);
+        self
+    }
+
+    /// How often the queue gauges (`webhook_queue_depth`, `webhook_in_flight`,
+    /// `webhook_oldest_due_age_seconds`) are refreshed through the [`metrics`] facade;
+    /// every 10 s by default, `None` to never query the store for them. See
+    /// [`DeliveryEngine::stats`] for the same figures on demand.
+    pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.metrics_interval = interval.map(|i| i.max(Duration::from_millis(10)));
         self
     }
 
@@ -303,7 +350,9 @@ impl EngineBuilder {
         self
     }
 
-    /// Builds the engine. Its worker starts on first use, inside the Tokio runtime.
+    /// Builds the engine. Its workers start at once when built inside a Tokio runtime (so
+    /// deliveries left in a durable store resume), else on first use or
+    /// [`DeliveryEngine::start`].
     pub fn build(self) -> DeliveryEngine {
         let mut config = self.config;
         if config.max_claimed == 0 {
@@ -315,7 +364,7 @@ impl EngineBuilder {
                 .build()
         });
         let (stop, _) = watch::channel(false);
-        DeliveryEngine {
+        let engine = DeliveryEngine {
             shared: Arc::new(Shared {
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 client,
@@ -334,7 +383,9 @@ impl EngineBuilder {
                 stop,
                 hook: self.hook,
             }),
-        }
+        };
+        engine.ensure_started();
+        engine
     }
 }
 
@@ -552,6 +603,81 @@ impl DeliveryEngine {
         })
     }
 
+    /// Dead letters: [failed](DeliveryState::Failed) deliveries matching `query` (its state,
+    /// when set, wins: ask for [`Refused`](DeliveryState::Refused) ones that way), newest
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn dead_letters(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let mut query = query.clone();
+        query.state = Some(query.state.unwrap_or(DeliveryState::Failed));
+        self.shared.store.list(&query).await
+    }
+
+    /// Re-sends one final delivery (a dead letter, or a delivered one the receiver lost):
+    /// **one** attempt, due now, with the same id, signed afresh with the stored secret,
+    /// recorded as [manual](Attempt::manual) in the same conversation. It does not count
+    /// against the engine's capacity.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::NotFinal`] when the delivery is still pending
+    /// or in flight, or the store's error.
+    pub async fn resend(&self, id: &str) -> Result<(), StoreError> {
+        self.resend_inner(id, None).await
+    }
+
+    /// [`resend`](Self::resend) signed with `signing` (the endpoint's current secret) instead
+    /// of the stored one; the delivery keeps the new signing.
+    ///
+    /// # Errors
+    ///
+    /// As [`resend`](Self::resend).
+    pub async fn resend_signed(&self, id: &str, signing: Signing) -> Result<(), StoreError> {
+        self.resend_inner(id, Some(signing)).await
+    }
+
+    async fn resend_inner(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+        self.shared.store.resend(id, signing).await?;
+        self.ensure_started();
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Re-sends every final delivery matching `query`, one manual attempt each: by default
+    /// the [failed](DeliveryState::Failed) ones, typically to one endpoint since a time
+    /// (`ConversationQuery::new().endpoint(url).since(t)`); `signing`, when given, replaces
+    /// their stored signing. Returns how many were queued.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFinal`] when `query` asks for a state that is not final, or the
+    /// store's error.
+    pub async fn resend_failed(
+        &self,
+        query: &ConversationQuery,
+        signing: Option<Signing>,
+    ) -> Result<usize, StoreError> {
+        let queued = self.shared.store.resend_matching(query, signing).await?;
+        if queued > 0 {
+            self.ensure_started();
+            self.shared.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
+    /// Starts the workers now (they otherwise start when the engine is built inside a Tokio
+    /// runtime, or on first use), so deliveries left in a durable store resume. Does nothing
+    /// outside a Tokio runtime or when already started.
+    pub fn start(&self) {
+        self.ensure_started();
+    }
+
     /// Stops accepting deliveries, keeps delivering (retries included) until every accepted
     /// delivery is final or `deadline` has passed, then stops the workers; attempts still
     /// running are abandoned and their deliveries returned to the store.
@@ -593,7 +719,15 @@ impl DeliveryEngine {
         handle.spawn(dispatch(
             Arc::downgrade(&self.shared),
             self.shared.wake.clone(),
+            self.shared.store.clone(),
         ));
+        let config = &self.shared.config;
+        if config.retain_delivered.is_some() || config.retain_failed.is_some() {
+            handle.spawn(retention(Arc::downgrade(&self.shared)));
+        }
+        if let Some(interval) = config.metrics_interval {
+            handle.spawn(gauges(Arc::downgrade(&self.shared), interval));
+        }
     }
 }
 
@@ -604,7 +738,7 @@ impl Default for DeliveryEngine {
 }
 
 /// The dispatcher: claims due deliveries and spawns one task per delivery.
-async fn dispatch(shared: Weak<Shared>, wake: Arc<Notify>) {
+async fn dispatch(shared: Weak<Shared>, wake: Arc<Notify>, store: Arc<dyn DeliveryStore>) {
     let mut stop = match shared.upgrade() {
         Some(shared) => shared.stop.subscribe(),
         None => return,
@@ -614,11 +748,121 @@ async fn dispatch(shared: Weak<Shared>, wake: Arc<Notify>) {
             Some(shared) if !*shared.stop.borrow() => shared.dispatch_once().await,
             _ => return,
         };
-        let notified = tokio::time::timeout(wait, wake.notified());
+        // Woken by a local enqueue, by the store (another process enqueued), or the timer.
+        let local = pin!(wake.notified());
+        let remote = store.work_notified();
+        let notified = tokio::time::timeout(wait, select(local, remote));
         let stopped = stop.wait_for(|stopped| *stopped);
         if let Either::Right((_, _)) = select(pin!(notified), pin!(stopped)).await {
             return;
         }
+    }
+}
+
+/// Sleeps `period` unless the engine stops first; `false` when it stopped (or is gone).
+async fn idle(shared: &Weak<Shared>, period: Duration) -> bool {
+    let Some(mut stop) = shared.upgrade().map(|shared| shared.stop.subscribe()) else {
+        return false;
+    };
+    let stopped = pin!(stop.wait_for(|stopped| *stopped));
+    let sleep = pin!(tokio::time::sleep(period));
+    let slept = matches!(select(sleep, stopped).await, Either::Left(_));
+    slept
+}
+
+/// Retention: deletes old final deliveries in small batches, pausing between batches.
+async fn retention(shared: Weak<Shared>) {
+    let Some(interval) = shared
+        .upgrade()
+        .map(|shared| shared.config.retention_interval)
+    else {
+        return;
+    };
+    while idle(&shared, interval).await {
+        let Some(engine) = shared.upgrade() else {
+            return;
+        };
+        let config = &engine.config;
+        let rules = [
+            (DeliveryState::Delivered, config.retain_delivered),
+            (DeliveryState::Failed, config.retain_failed),
+            (DeliveryState::Refused, config.retain_failed),
+        ];
+        let store = engine.store.clone();
+        let batch = config.retention_batch;
+        drop(engine);
+        for (state, age) in rules {
+            let Some(age) = age else { continue };
+            let before = SystemTime::now() - age;
+            let mut total = 0;
+            loop {
+                match store.purge(state, before, batch).await {
+                    Ok(purged) => {
+                        total += purged;
+                        if purged < batch {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, state = %state, "webhook retention failed");
+                        break;
+                    }
+                }
+                // Let the workers have the store between batches.
+                if !idle(&shared, Duration::from_millis(20)).await {
+                    return;
+                }
+            }
+            if total > 0 {
+                metrics::counter!("webhook_deliveries_purged_total", "state" => state.as_str())
+                    .increment(total as u64);
+                tracing::debug!(state = %state, purged = total, "webhook retention");
+            }
+        }
+    }
+}
+
+/// Refreshes the queue gauges.
+async fn gauges(shared: Weak<Shared>, interval: Duration) {
+    loop {
+        let Some(engine) = shared.upgrade() else {
+            return;
+        };
+        let store = engine.store.clone();
+        let in_flight = engine.config.max_in_flight - engine.in_flight.available_permits();
+        drop(engine);
+        match store.stats().await {
+            Ok(stats) => {
+                metrics::gauge!("webhook_queue_depth").set(stats.pending as f64);
+                metrics::gauge!("webhook_in_flight").set(stats.in_flight as f64);
+                metrics::gauge!("webhook_attempts_running").set(in_flight as f64);
+                let age = stats
+                    .oldest_due_age(SystemTime::now())
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                metrics::gauge!("webhook_oldest_due_age_seconds").set(age);
+            }
+            Err(err) => tracing::warn!(error = %err, "webhook delivery store: stats failed"),
+        }
+        if !idle(&shared, interval).await {
+            return;
+        }
+    }
+}
+
+/// The `outcome` label of `webhook_attempts_total`.
+fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Status(100..=199) => "1xx",
+        AttemptOutcome::Status(200..=299) => "2xx",
+        AttemptOutcome::Status(300..=399) => "3xx",
+        AttemptOutcome::Status(400..=499) => "4xx",
+        AttemptOutcome::Status(_) => "5xx",
+        AttemptOutcome::Timeout => "timeout",
+        AttemptOutcome::Connect(_) => "connect",
+        AttemptOutcome::Network(_) => "network",
+        AttemptOutcome::Refused(_) => "refused",
+        AttemptOutcome::SignFailed(_) => "sign_failed",
     }
 }
 
@@ -702,16 +946,26 @@ impl Shared {
         let work = async {
             let _host = semaphore.clone().acquire_owned().await.ok();
             let _slot = self.in_flight.clone().acquire_owned().await.ok();
-            self.attempt(&delivery, number)
-                .instrument(tracing::debug_span!("webhook.attempt", number))
-                .await
+            if !self.keep_lease(&delivery.id, lease).await {
+                return None;
+            }
+            Some(
+                self.attempt(&delivery, number)
+                    .instrument(tracing::debug_span!("webhook.attempt", number))
+                    .await,
+            )
         };
         let stopped = stop.wait_for(|stopped| *stopped);
-        let result = match select(pin!(work), pin!(stopped)).await {
-            Either::Left((result, _)) => Some(result),
-            Either::Right(_) => None,
+        let (result, lease_lost) = match select(pin!(work), pin!(stopped)).await {
+            Either::Left((result, _)) => (result, true),
+            Either::Right(_) => (None, false),
         };
         self.forget_host(&host, semaphore);
+        if result.is_none() && lease_lost {
+            tracing::warn!("lease lost before the attempt: another worker has the delivery");
+            self.finish(&delivery.id);
+            return;
+        }
         let Some((mut attempt, retry_after)) = result else {
             tracing::info!("shutdown: delivery returned to the queue");
             if let Err(err) = self.store.release(&delivery.id, lease).await {
@@ -720,8 +974,11 @@ impl Shared {
             return;
         };
 
+        attempt.manual = delivery.manual;
         let (next, disable) = self.decide(&mut attempt, retry_after);
         let outcome = attempt.outcome.clone();
+        metrics::counter!("webhook_attempts_total", "outcome" => outcome_label(&outcome))
+            .increment(1);
         match &next {
             Next::Retry { at } => tracing::info!(
                 outcome = %outcome,
@@ -741,14 +998,32 @@ impl Shared {
                 "webhook delivery failed"
             ),
         }
-        if let Err(err) = self
+        match self
             .store
             .record_attempt(&delivery.id, lease, attempt, next.clone())
             .await
         {
-            tracing::error!(error = %err, "webhook delivery store: recording the attempt failed");
+            Ok(()) => {}
+            Err(StoreError::LeaseLost(_)) => {
+                // Fencing: the lease expired and another worker claimed the delivery; its
+                // outcome counts, this one is dropped.
+                tracing::warn!(outcome = %outcome, "lease lost: this attempt's outcome was not recorded");
+                self.finish(&delivery.id);
+                return;
+            }
+            Err(err) => {
+                // The claim stays leased in the store; it is attempted again once the lease
+                // expires (at least once).
+                tracing::error!(error = %err, "webhook delivery store: recording the attempt failed");
+                return;
+            }
+        }
+        if disable {
+            self.give_up_endpoint(&delivery.endpoint).await;
         }
         if let Next::Final { state, .. } = next {
+            metrics::counter!("webhook_deliveries_finished_total", "state" => state.as_str())
+                .increment(1);
             self.finish(&delivery.id);
             if let Some(hook) = &self.hook {
                 hook(&DeliveryReport {
@@ -765,8 +1040,56 @@ impl Shared {
         }
     }
 
+    /// Renews `lease` when less than half of it is left (the claim waited for a slot);
+    /// `false` when it is lost.
+    async fn keep_lease(&self, id: &str, lease: Lease) -> bool {
+        let now = SystemTime::now();
+        let left = lease.until.duration_since(now).unwrap_or_default();
+        if left >= self.config.lease / 2 {
+            return true;
+        }
+        match self.store.renew(id, lease, now + self.config.lease).await {
+            Ok(_) => true,
+            Err(StoreError::LeaseLost(_) | StoreError::NotFound(_)) => false,
+            Err(err) => {
+                tracing::debug!(error = %err, "webhook delivery store: lease not renewed");
+                true
+            }
+        }
+    }
+
+    /// `410 Gone`: gives up every other pending delivery to the endpoint (dead letters that
+    /// can be re-sent), in batches.
+    async fn give_up_endpoint(&self, endpoint: &str) {
+        const BATCH: usize = 500;
+        let reason = "the endpoint answered 410 Gone: not retried";
+        loop {
+            match self.store.fail_pending(endpoint, reason, BATCH).await {
+                Ok(ids) => {
+                    for id in &ids {
+                        self.finish(id);
+                    }
+                    if !ids.is_empty() {
+                        tracing::warn!(
+                            endpoint = %display_endpoint(endpoint),
+                            given_up = ids.len(),
+                            "410 Gone: pending deliveries to the endpoint given up"
+                        );
+                    }
+                    if ids.len() < BATCH {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "410 Gone: pending deliveries not given up");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Applies the policy: the attempt's decision, the delivery's next state, and whether to
-    /// disable the endpoint.
+    /// disable the endpoint. A manual attempt ([`Attempt::manual`]) is never retried.
     fn decide(&self, attempt: &mut Attempt, retry_after: Option<Duration>) -> (Next, bool) {
         let outcome = &attempt.outcome;
         let fail = |reason: String| Next::Final {
@@ -789,6 +1112,11 @@ impl Shared {
                         state: DeliveryState::Delivered,
                         reason: None,
                     },
+                    false,
+                ),
+                Verdict::Retry(_) if attempt.manual => (
+                    Decision::GaveUp,
+                    fail(format!("manual re-send failed: {outcome}")),
                     false,
                 ),
                 Verdict::Retry(delay) => {

@@ -1,11 +1,15 @@
 //! [`Signer`]: the object-safe signing half of a [`Scheme`], for choosing a format at run time.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::{Message, Scheme, SignError};
+use super::{
+    BuiltinScheme, Cerebrium, GitHub, Message, Nextmv, Scheme, SignError, Slack, StandardWebhooks,
+    Stripe, Valohai,
+};
 use crate::secret::SecretSet;
 
 /// The signing half of a [`Scheme`], object safe so that a delivery can carry any format as
@@ -42,6 +46,13 @@ pub trait Signer: Send + Sync + 'static {
         secrets: &SecretSet,
         headers: &mut HeaderMap,
     ) -> Result<(), SignError>;
+
+    /// The serialisable description of this signer when it is a built-in scheme (or a
+    /// [`BuiltinScheme`]), so that a durable store can persist a delivery's format and sign
+    /// it again after a restart. `None` for other signers (the default).
+    fn describe(&self) -> Option<BuiltinScheme> {
+        None
+    }
 }
 
 impl<S: Scheme> Signer for S {
@@ -57,6 +68,34 @@ impl<S: Scheme> Signer for S {
     ) -> Result<(), SignError> {
         Scheme::sign(self, message, secrets, headers)
     }
+
+    fn describe(&self) -> Option<BuiltinScheme> {
+        describe_any(self)
+    }
+}
+
+/// The [`BuiltinScheme`] a value is, found by its type.
+fn describe_any(scheme: &dyn Any) -> Option<BuiltinScheme> {
+    if let Some(builtin) = scheme.downcast_ref::<BuiltinScheme>() {
+        return Some(builtin.clone());
+    }
+    macro_rules! builtin {
+        ($($ty:ident),*) => {$(
+            if let Some(scheme) = scheme.downcast_ref::<$ty>() {
+                return Some(BuiltinScheme::from(scheme.clone()));
+            }
+        )*};
+    }
+    builtin!(
+        Cerebrium,
+        Nextmv,
+        Stripe,
+        StandardWebhooks,
+        GitHub,
+        Slack,
+        Valohai
+    );
+    None
 }
 
 /// A shared, dynamically chosen signer.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore, Lease,
-    Next, StoreError, StoreFuture, StoreStats,
+    Next, Signing, StoreError, StoreFuture, StoreStats,
 };
 
 /// The default number of final conversations kept.
@@ -184,6 +184,7 @@ impl MemoryStore {
         let now = SystemTime::now();
         entry.delivery.attempts = entry.delivery.attempts.max(attempt.number);
         entry.delivery.updated_at = now;
+        entry.delivery.manual = false;
         entry.lease = 0;
         entry.size += attempt.approx_size();
         entry.attempts.push(attempt);
@@ -239,6 +240,160 @@ impl MemoryStore {
         inner.due.insert((now, entry.seq));
         inner.in_flight -= 1;
         Ok(())
+    }
+
+    fn renew_now(&self, id: &str, lease: Lease, until: SystemTime) -> Result<Lease, StoreError> {
+        let mut inner = self.lock();
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
+            return Err(StoreError::LeaseLost(id.to_owned()));
+        }
+        entry.lease_until = until;
+        Ok(Lease {
+            token: lease.token,
+            until,
+        })
+    }
+
+    /// Moves one final entry back to the queue for a manual attempt.
+    fn resend_entry(
+        inner: &mut Inner,
+        id: &str,
+        signing: Option<Signing>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if !entry.delivery.state.is_final() {
+            return Err(StoreError::NotFinal(id.to_owned()));
+        }
+        let seq = entry.seq;
+        entry.delivery.state = DeliveryState::Pending;
+        entry.delivery.manual = true;
+        entry.delivery.next_attempt_at = now;
+        entry.delivery.updated_at = now;
+        entry.delivery.last_error = None;
+        if let Some(signing) = signing {
+            entry.delivery.signing = Some(signing);
+        }
+        let size = entry.size;
+        inner.due.insert((now, seq));
+        inner.unfinished += 1;
+        if let Some(at) = inner.finished.iter().position(|s| *s == seq) {
+            inner.finished.remove(at);
+            inner.finished_bytes = inner.finished_bytes.saturating_sub(size);
+        }
+        Ok(())
+    }
+
+    fn resend_now(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+        Self::resend_entry(&mut self.lock(), id, signing, SystemTime::now())
+    }
+
+    fn resend_matching_now(
+        &self,
+        query: &ConversationQuery,
+        signing: Option<Signing>,
+    ) -> Result<usize, StoreError> {
+        let state = query.state.unwrap_or(DeliveryState::Failed);
+        if !state.is_final() {
+            return Err(StoreError::NotFinal(format!("deliveries in state {state}")));
+        }
+        let query = ConversationQuery {
+            state: Some(state),
+            ..query.clone()
+        };
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner
+            .finished
+            .iter()
+            .filter_map(|seq| inner.order.get(seq))
+            .filter(|id| {
+                inner
+                    .entries
+                    .get(*id)
+                    .is_some_and(|entry| query.matches(&entry.delivery))
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        let now = SystemTime::now();
+        for id in &ids {
+            Self::resend_entry(&mut inner, id, signing.clone(), now)?;
+        }
+        Ok(ids.len())
+    }
+
+    fn fail_pending_now(&self, endpoint: &str, reason: &str, limit: usize) -> Vec<String> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let due: Vec<(SystemTime, u64, String)> = inner
+            .due
+            .iter()
+            .filter_map(|&(at, seq)| {
+                let id = inner.order.get(&seq)?;
+                let entry = inner.entries.get(id)?;
+                (entry.delivery.endpoint == endpoint).then(|| (at, seq, id.clone()))
+            })
+            .take(limit)
+            .collect();
+        let now = SystemTime::now();
+        let mut ids = Vec::with_capacity(due.len());
+        for (at, seq, id) in due {
+            inner.due.remove(&(at, seq));
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                entry.delivery.state = DeliveryState::Failed;
+                entry.delivery.last_error = Some(reason.to_owned());
+                entry.delivery.manual = false;
+                entry.delivery.updated_at = now;
+                inner.unfinished -= 1;
+                inner.finished.push_back(seq);
+                inner.finished_bytes += entry.size;
+            }
+            ids.push(id);
+        }
+        self.evict(inner);
+        ids
+    }
+
+    fn purge_now(&self, state: DeliveryState, before: SystemTime, limit: usize) -> usize {
+        if !state.is_final() {
+            return 0;
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut purged = 0;
+        let mut kept = VecDeque::with_capacity(inner.finished.len());
+        while let Some(seq) = inner.finished.pop_front() {
+            let old = purged < limit
+                && inner
+                    .order
+                    .get(&seq)
+                    .and_then(|id| inner.entries.get(id))
+                    .is_some_and(|e| e.delivery.state == state && e.delivery.updated_at < before);
+            if !old {
+                kept.push_back(seq);
+                continue;
+            }
+            if let Some(id) = inner.order.remove(&seq) {
+                if let Some(entry) = inner.entries.remove(&id) {
+                    inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
+                }
+            }
+            purged += 1;
+        }
+        inner.finished = kept;
+        purged
     }
 
     fn conversation(entry: &Entry) -> Conversation {
@@ -342,6 +497,42 @@ impl DeliveryStore for MemoryStore {
     fn stats(&self) -> StoreFuture<'_, StoreStats> {
         let stats = self.stats_now();
         Box::pin(std::future::ready(Ok(stats)))
+    }
+
+    fn renew<'a>(&'a self, id: &'a str, lease: Lease, until: SystemTime) -> StoreFuture<'a, Lease> {
+        Box::pin(std::future::ready(self.renew_now(id, lease, until)))
+    }
+
+    fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.resend_now(id, signing)))
+    }
+
+    fn resend_matching<'a>(
+        &'a self,
+        query: &'a ConversationQuery,
+        signing: Option<Signing>,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(std::future::ready(self.resend_matching_now(query, signing)))
+    }
+
+    fn fail_pending<'a>(
+        &'a self,
+        endpoint: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let ids = self.fail_pending_now(endpoint, reason, limit);
+        Box::pin(std::future::ready(Ok(ids)))
+    }
+
+    fn purge(
+        &self,
+        state: DeliveryState,
+        before: SystemTime,
+        limit: usize,
+    ) -> StoreFuture<'_, usize> {
+        let purged = self.purge_now(state, before, limit);
+        Box::pin(std::future::ready(Ok(purged)))
     }
 }
 

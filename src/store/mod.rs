@@ -12,9 +12,50 @@
 //! | [`release`](DeliveryStore::release) | gives a claimed delivery back to the queue without an attempt (shutdown) |
 //! | [`next_due`](DeliveryStore::next_due) | when the engine should look again |
 //! | [`get`](DeliveryStore::get) / [`list`](DeliveryStore::list) | the conversations, for users |
+//! | [`renew`](DeliveryStore::renew) | extends a held lease (same fencing token) |
+//! | [`resend`](DeliveryStore::resend) / [`resend_matching`](DeliveryStore::resend_matching) | one manual attempt of final deliveries (dead letters) |
+//! | [`fail_pending`](DeliveryStore::fail_pending) | gives up the pending deliveries to an endpoint that answered `410 Gone` |
+//! | [`purge`](DeliveryStore::purge) | retention: deletes old final deliveries in small batches |
+//! | [`work_notified`](DeliveryStore::work_notified) | wakes idle workers when another process enqueued |
 //!
-//! [`MemoryStore`] is the in-memory implementation, bounded by default. Durable backends
-//! implement the same trait; the engine never knows which one it has.
+//! The engine never knows which store it has.
+//!
+//! # Choosing a store
+//!
+//! | store | feature | durable | processes | use it for |
+//! |---|---|---|---|---|
+//! | [`MemoryStore`] | `forward` | no: a crash loses what was not delivered | one | tests, best-effort webhooks |
+//! | `SqliteStore` | `sqlite` | yes: committed before the caller's answer | one per file | single-instance services, the gateway example |
+//! | `PostgresStore` | `postgres` | yes: committed before the caller's answer | many replicas, one queue | several replicas of a service |
+//!
+//! Every store is both the queue and the conversation log: one row per delivery (its state,
+//! next attempt time and lease) with its attempts hanging off it. There is no second broker
+//! and no dual write.
+//!
+//! # Guarantees
+//!
+//! | | memory | SQLite | PostgreSQL |
+//! |---|---|---|---|
+//! | an accepted delivery survives a process crash (SIGKILL) | no | yes | yes |
+//! | … and a power loss | no | with `synchronous = FULL` (the default) | yes (`synchronous_commit = on`) |
+//! | delivery | at least once | at least once | at least once |
+//! | interrupted attempts resume | – | at start, at once | when the lease expires (another replica takes over) |
+//! | a stalled worker's stale outcome | refused (fencing token) | refused (fencing token) | refused (fencing token) |
+//! | memory for a large backlog | bounded by [`max_unfinished`](MemoryStore::max_unfinished) | bounded (claims in batches) | bounded (claims in batches) |
+//!
+//! The delivery id (`X-Request-Id`, and the signed message id such as Standard Webhooks'
+//! `webhook-id`) stays the same across attempts and re-sends: it is the idempotency key
+//! receivers de-duplicate on.
+//!
+//! # Secrets at rest
+//!
+//! A durable store keeps what it needs to sign every later attempt after a restart: the
+//! scheme's description ([`Signer::describe`](crate::scheme::Signer::describe)) and the
+//! **secrets as given** (for the forward layer, the caller's `X-Webhook-Secret`), plus the
+//! delivery's extra request headers. Protect the database like any credential store (disk
+//! encryption, file permissions, database roles). Secrets never appear in logs, `Debug`
+//! output or conversations: the request headers recorded with each attempt have signatures,
+//! secrets, cookies and `Authorization` redacted ([`redacted_headers`]).
 //!
 //! # Example
 //!
@@ -52,10 +93,20 @@ use crate::scheme::SharedSigner;
 use crate::secret::SecretSet;
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::{
     MemoryStore, DEFAULT_MAX_FINISHED, DEFAULT_MAX_FINISHED_BYTES, DEFAULT_MAX_UNFINISHED,
 };
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// The future every [`DeliveryStore`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -190,6 +241,9 @@ pub struct Delivery {
     pub source: Source,
     /// A short reason for the final state (`"410 Gone"`, `"3 attempts exhausted"`, …).
     pub last_error: Option<String>,
+    /// Whether the next attempt is a manual re-send ([`DeliveryStore::resend`]): exactly one
+    /// attempt, recorded with [`Attempt::manual`], whatever the policy says.
+    pub manual: bool,
 }
 
 impl Delivery {
@@ -210,6 +264,7 @@ impl Delivery {
             updated_at: now,
             source: Source::Forward,
             last_error: None,
+            manual: false,
         }
     }
 
@@ -531,6 +586,14 @@ pub struct StoreStats {
     pub oldest_due: Option<SystemTime>,
 }
 
+impl StoreStats {
+    /// How long the oldest due delivery has been waiting at `now` (`None` when nothing is
+    /// due yet): the figure that shows a stalled queue.
+    pub fn oldest_due_age(&self, now: SystemTime) -> Option<Duration> {
+        self.oldest_due.and_then(|at| now.duration_since(at).ok())
+    }
+}
+
 /// A store failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -543,6 +606,12 @@ pub enum StoreError {
     LeaseLost(String),
     /// The store is full.
     Full,
+    /// The delivery is not in a final state (a re-send needs a final one).
+    NotFinal(String),
+    /// The delivery cannot be stored as asked (for example its signer cannot be persisted).
+    Invalid(String),
+    /// The store does not implement this operation.
+    Unsupported(&'static str),
     /// The backend failed.
     Backend(String),
 }
@@ -554,6 +623,9 @@ impl fmt::Display for StoreError {
             Self::NotFound(id) => write!(f, "no delivery `{id}`"),
             Self::LeaseLost(id) => write!(f, "the lease on delivery `{id}` is no longer held"),
             Self::Full => f.write_str("the delivery store is full"),
+            Self::NotFinal(id) => write!(f, "delivery `{id}` is not final yet"),
+            Self::Invalid(why) => write!(f, "invalid delivery: {why}"),
+            Self::Unsupported(what) => write!(f, "the delivery store does not support {what}"),
             Self::Backend(why) => write!(f, "delivery store error: {why}"),
         }
     }
@@ -611,6 +683,75 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// Queue figures.
     fn stats(&self) -> StoreFuture<'_, StoreStats>;
+
+    /// Extends a held lease until `until`, keeping its token (the engine renews a claim that
+    /// waited for a free slot before it sends the attempt).
+    ///
+    /// [`StoreError::LeaseLost`] when `lease` is no longer current. The default answers
+    /// [`StoreError::Unsupported`] and the engine goes on with the lease it has.
+    fn renew<'a>(&'a self, id: &'a str, lease: Lease, until: SystemTime) -> StoreFuture<'a, Lease> {
+        let _ = (id, lease, until);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported("renew"))))
+    }
+
+    /// Makes a final delivery due now for one manual attempt ([`Delivery::manual`]), keeping
+    /// its id and history; `signing` replaces the stored signing (the endpoint's current
+    /// secret), `None` keeps it.
+    ///
+    /// [`StoreError::NotFound`], or [`StoreError::NotFinal`] when it is pending or in flight.
+    fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
+        let _ = (id, signing);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported("resend"))))
+    }
+
+    /// [`resend`](Self::resend) for every delivery matching `query` (its state, by default
+    /// [`Failed`](DeliveryState::Failed), must be final; `limit` 0 means all); returns how
+    /// many were queued.
+    fn resend_matching<'a>(
+        &'a self,
+        query: &'a ConversationQuery,
+        signing: Option<Signing>,
+    ) -> StoreFuture<'a, usize> {
+        let _ = (query, signing);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "resend_matching",
+        ))))
+    }
+
+    /// Gives up at most `limit` [`Pending`](DeliveryState::Pending) deliveries to exactly
+    /// `endpoint` (the endpoint answered `410 Gone`): they become
+    /// [`Failed`](DeliveryState::Failed) dead letters with `reason`. Returns their ids.
+    fn fail_pending<'a>(
+        &'a self,
+        endpoint: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let _ = (endpoint, reason, limit);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "fail_pending",
+        ))))
+    }
+
+    /// Deletes at most `limit` deliveries in the final `state` last updated before `before`,
+    /// with their attempts (retention); returns how many.
+    fn purge(
+        &self,
+        state: DeliveryState,
+        before: SystemTime,
+        limit: usize,
+    ) -> StoreFuture<'_, usize> {
+        let _ = (state, before, limit);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported("purge"))))
+    }
+
+    /// Resolves when work may have arrived from elsewhere (another process enqueued a
+    /// delivery: PostgreSQL's `LISTEN/NOTIFY`), so idle workers need not wait for the next
+    /// poll. The engine calls it again after each wake-up; it never calls into the engine.
+    /// The default never resolves.
+    fn work_notified(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Unix milliseconds of `time` (negative before 1970).
