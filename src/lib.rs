@@ -52,6 +52,8 @@ pub mod delivery;
 pub mod forward;
 pub mod inbound;
 pub mod problem;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod replay;
 pub mod scheme;
 pub mod secret;
@@ -67,3 +69,5 @@ pub use secret::{Secret, SecretSet};
 pub use delivery::DeliveryEngine;
 #[cfg(feature = "forward")]
 pub use forward::{ForwardTo, WebhookForward, WebhookForwardLayer};
+#[cfg(feature = "registry")]
+pub use registry::WebhookRegistry;
