@@ -41,7 +41,11 @@ fn start_gateway() -> Gateway {
         .unwrap()
         .port();
     let binary = example_binary("gateway");
-    assert!(binary.exists(), "{} is missing: run `cargo test` (it builds examples)", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test` (it builds examples)",
+        binary.display()
+    );
     let mut child = Command::new(binary)
         .env("PORT", port.to_string())
         .env("RUST_LOG", "warn")
@@ -61,13 +65,22 @@ fn start_gateway() -> Gateway {
             break;
         }
     }
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok(), "gateway did not start: {stdout:?}");
-    Gateway { child, port, stdout }
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "gateway did not start: {stdout:?}"
+    );
+    Gateway {
+        child,
+        port,
+        stdout,
+    }
 }
 
 fn raw_request(port: u16, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request).unwrap();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
@@ -77,14 +90,26 @@ fn raw_request(port: u16, request: &[u8]) -> String {
 #[test]
 fn printed_curl_lines_are_accepted() {
     let gateway = start_gateway();
-    let curls: Vec<&String> = gateway.stdout.iter().filter(|l| l.trim_start().starts_with("curl ")).collect();
-    assert!(curls.len() >= 6, "expected a curl line per HMAC route: {:?}", gateway.stdout);
+    let curls: Vec<&String> = gateway
+        .stdout
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl "))
+        .collect();
+    assert!(
+        curls.len() >= 6,
+        "expected a curl line per HMAC route: {:?}",
+        gateway.stdout
+    );
     if Command::new("curl").arg("--version").output().is_err() {
         eprintln!("curl is not installed: skipping the paste-the-curl-line check");
         return;
     }
     for line in curls {
-        let output = Command::new("sh").arg("-c").arg(line.trim()).output().unwrap();
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.starts_with("HTTP/1.1 200"), "{line}\n{text}");
     }
@@ -103,7 +128,11 @@ fn chunked_and_oversized_requests_over_tcp() {
     .into_bytes();
     request.extend_from_slice(&big);
     let response = raw_request(gateway.port, &request);
-    assert!(response.starts_with("HTTP/1.1 413"), "{}", &response[..response.len().min(300)]);
+    assert!(
+        response.starts_with("HTTP/1.1 413"),
+        "{}",
+        &response[..response.len().min(300)]
+    );
     assert!(response.contains("application/problem+json"));
     // An unsigned chunked request: 400 problem+json, not a hang.
     let response = raw_request(
@@ -139,6 +168,10 @@ fn vendor_libraries_against_the_gateway() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!stdout.contains("FAIL"));
 }
