@@ -252,12 +252,12 @@ pub mod rfc3339 {
             .map(SystemTime::from)
     }
 
-    /// serde: serialises as [`format`].
+    /// serde: serialises as [`format()`].
     pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(*time))
     }
 
-    /// serde: deserialises with [`parse`].
+    /// serde: deserialises with [`parse()`].
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 date-time"))
