@@ -42,6 +42,9 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
+//! | `forward` | yes | the outbound half: [`forward`] (`WebhookForwardLayer`), [`delivery`] (engine, retry policy, SSRF guard, hyper-util client), [`store`] |
+//! | `rustls` | yes | `https://` deliveries (rustls, `ring`, webpki roots) |
+//! | `http2` | no | HTTP/2 deliveries (ALPN over TLS) |
 //! | `registry` | yes | [`registry`]: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa` (needs `forward`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]

@@ -37,6 +37,7 @@ pub const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
 pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
 
 type FinishHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
+type RecordedHeaders = Vec<(String, String)>;
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -249,8 +250,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Deliveries claimed from the store and not yet recorded, at once (by default the
-    /// capacity). Durable stores hold a lease on each.
+    /// Deliveries claimed from the store and waiting for a global slot or being sent, at once
+    /// (by default 4 × [`max_in_flight`](Self::max_in_flight), at least 64). A delivery
+    /// whose endpoint is at its [`max_per_endpoint`](Self::max_per_endpoint) cap waits
+    /// outside this budget, so a slow endpoint never blocks claiming for the others. Durable
+    /// stores hold a lease on each claimed delivery.
     pub fn max_claimed(mut self, max: usize) -> Self {
         self.config.max_claimed = max.max(1);
         self
@@ -356,7 +360,7 @@ impl EngineBuilder {
     pub fn build(self) -> DeliveryEngine {
         let mut config = self.config;
         if config.max_claimed == 0 {
-            config.max_claimed = config.capacity.max(config.max_in_flight);
+            config.max_claimed = (4 * config.max_in_flight).max(64);
         }
         let client = self.client.unwrap_or_else(|| {
             super::ClientBuilder::new(self.guard.clone())
@@ -938,21 +942,40 @@ impl Shared {
     }
 
     /// Runs one claimed delivery's attempt and records it.
-    async fn run_claim(self: Arc<Self>, delivery: Delivery, lease: Lease) {
+    async fn run_claim(
+        self: Arc<Self>,
+        delivery: Delivery,
+        lease: Lease,
+        budget: OwnedSemaphorePermit,
+    ) {
         let number = delivery.attempts + 1;
         let host = host_key(&delivery.endpoint);
         let semaphore = self.host_semaphore(&host);
         let mut stop = self.stop.subscribe();
         let work = async {
-            let _host = semaphore.clone().acquire_owned().await.ok();
-            let _slot = self.in_flight.clone().acquire_owned().await.ok();
+            let slot = self.in_flight.clone().acquire_owned().await.ok();
+            let (_host, _slot) = match semaphore.clone().try_acquire_owned() {
+                Ok(host) => (Some(host), slot),
+                Err(_) => {
+                    // This endpoint is at its cap: wait for it without holding a global slot
+                    // or the claim budget, so other endpoints keep being claimed and sent.
+                    drop(slot);
+                    drop(budget);
+                    self.wake.notify_one();
+                    let host = semaphore.clone().acquire_owned().await.ok();
+                    (host, self.in_flight.clone().acquire_owned().await.ok())
+                }
+            };
             if !self.keep_lease(&delivery.id, lease).await {
                 return None;
             }
+            // Boxed: a task waiting for its permits stays small.
             Some(
-                self.attempt(&delivery, number)
-                    .instrument(tracing::debug_span!("webhook.attempt", number))
-                    .await,
+                Box::pin(
+                    self.attempt(&delivery, number)
+                        .instrument(tracing::debug_span!("webhook.attempt", number)),
+                )
+                .await,
             )
         };
         let stopped = stop.wait_for(|stopped| *stopped);
@@ -966,14 +989,26 @@ impl Shared {
             self.finish(&delivery.id);
             return;
         }
-        let Some((mut attempt, retry_after)) = result else {
+        let Some((attempt, retry_after)) = result else {
             tracing::info!("shutdown: delivery returned to the queue");
             if let Err(err) = self.store.release(&delivery.id, lease).await {
                 tracing::error!(error = %err, "webhook delivery store: release failed");
             }
             return;
         };
+        // Boxed too, so the task's own future stays small while it waits for permits.
+        Box::pin(self.conclude(delivery, lease, attempt, retry_after)).await;
+    }
 
+    /// Applies the policy to an attempt, records it, and finishes a final delivery.
+    async fn conclude(
+        &self,
+        delivery: Delivery,
+        lease: Lease,
+        mut attempt: Attempt,
+        retry_after: Option<Duration>,
+    ) {
+        let number = attempt.number;
         attempt.manual = delivery.manual;
         let (next, disable) = self.decide(&mut attempt, retry_after);
         let outcome = attempt.outcome.clone();
@@ -1197,12 +1232,11 @@ impl Shared {
     }
 
     /// The signed request, and its headers for the record (redacted).
-    #[allow(clippy::result_large_err)]
     fn build_request(
         &self,
         delivery: &Delivery,
         now: SystemTime,
-    ) -> Result<(Request<Full<Bytes>>, Vec<(String, String)>), AttemptOutcome> {
+    ) -> Result<(Request<Full<Bytes>>, RecordedHeaders), AttemptOutcome> {
         let uri = self
             .guard
             .check_url(&delivery.endpoint)
@@ -1240,7 +1274,7 @@ impl Shared {
 }
 
 /// A claimed delivery's task.
-async fn run(shared: Arc<Shared>, claim: Claim, _budget: OwnedSemaphorePermit) {
+async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
     let Claim { delivery, lease } = claim;
     let span = tracing::info_span!(
         "webhook.delivery",
@@ -1249,7 +1283,10 @@ async fn run(shared: Arc<Shared>, claim: Claim, _budget: OwnedSemaphorePermit) {
         attempt = delivery.attempts + 1,
     );
     let wake = shared.wake.clone();
-    shared.run_claim(delivery, lease).instrument(span).await;
+    shared
+        .run_claim(delivery, lease, budget)
+        .instrument(span)
+        .await;
     wake.notify_one();
 }
 

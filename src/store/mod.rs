@@ -57,6 +57,19 @@
 //! output or conversations: the request headers recorded with each attempt have signatures,
 //! secrets, cookies and `Authorization` redacted ([`redacted_headers`]).
 //!
+//! # For backend authors
+//!
+//! - One row per [`Delivery`] (id = run id, unique) carrying `state`, `attempts`,
+//!   `next_attempt_at` and the lease (`token`, `until`) is the queue; [`Attempt`] rows reference
+//!   it. `claim_due` is `… WHERE state = 'pending' AND next_attempt_at <= now OR (state =
+//!   'in_flight' AND lease_until < now) ORDER BY next_attempt_at LIMIT n FOR UPDATE SKIP LOCKED`,
+//!   bumping the token; `record_attempt`/`release` check the token (fencing).
+//! - [`Signing`] holds an `Arc<dyn Signer>`: persist [`Signer::name`](crate::scheme::Signer::name)
+//!   (and the scheme's configuration) plus the secrets, and rebuild the signer when loading.
+//!   Attempts are signed when sent, so a retry hours later carries a fresh timestamp.
+//! - The engine bounds what it claims ([`EngineBuilder::max_claimed`](crate::delivery::EngineBuilder::max_claimed))
+//!   and counts its capacity only for deliveries it accepted itself.
+//!
 //! # Example
 //!
 //! ```
