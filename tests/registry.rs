@@ -1664,3 +1664,100 @@ async fn openapi_document_matches_the_router() {
     assert_eq!(answer.problem(), "method-not-allowed");
     assert_eq!(answer.headers["allow"], "GET, PUT, DELETE");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The gateway example
+
+/// A minimal HTTP/1.1 exchange over a fresh connection: the status and the body.
+async fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// `examples/gateway` (built by `cargo test`) mounts the registry; a demo run publishes
+/// `run.status` as it goes queued → running → succeeded, verified with the Nextmv algorithm.
+#[tokio::test]
+async fn gateway_example_publishes_run_status() {
+    let mut binary = std::env::current_exe().unwrap();
+    binary.pop();
+    if binary.ends_with("deps") {
+        binary.pop();
+    }
+    let binary = binary.join("examples").join("gateway");
+    if !binary.exists() {
+        eprintln!(
+            "{} is missing (cargo test builds it): skipped",
+            binary.display()
+        );
+        return;
+    }
+    let config = std::env::temp_dir().join(format!("registry-gateway-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[registry]\nallow_loopback = true\nrun_step_secs = 0.05\n\
+         [registry.api_keys]\n\"test-key\" = \"tester\"\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("--config")
+        .arg(&config)
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receiver = Receiver::start().await;
+    let body = json!({"id": "mine", "endpoint_url": receiver.url("/webhookhandler"), "event_types": ["run.status"]});
+    let (status, _) = http(port, "POST", "/v1/webhooks", "test-key", &body.to_string()).await;
+    assert_eq!(status, 201);
+    let (status, _) = http(port, "POST", "/v1/webhooks", "wrong-key", &body.to_string()).await;
+    assert_eq!(status, 401);
+    let (_, secret) = http(port, "GET", "/v1/webhooks/mine/secret", "test-key", "").await;
+    let secret = secret["secret"].as_str().unwrap().to_owned();
+    let (status, run) = http(port, "POST", "/v1/runs", "test-key", "").await;
+    assert_eq!(status, 202);
+    let hits = receiver.wait_for(3).await;
+    let mut states = Vec::new();
+    for hit in &hits {
+        assert!(nextmv_verifies(
+            hit.headers["nextmv-signature"].to_str().unwrap(),
+            &hit.body,
+            &secret
+        ));
+        let event: Value = serde_json::from_slice(&hit.body).unwrap();
+        assert_eq!(event["data"]["run_id"], run["run_id"]);
+        states.push(event["data"]["status"].as_str().unwrap().to_owned());
+    }
+    states.sort();
+    assert_eq!(states, ["queued", "running", "succeeded"]);
+    let _ = child.kill().await;
+    let _ = std::fs::remove_file(config);
+}
