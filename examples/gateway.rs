@@ -404,10 +404,12 @@ mod registry_demo {
                 .map_or("<API key>", String::as_str);
             println!("\n  webhook registry at {base}/v1/webhooks (OpenAPI: {base}/v1/webhooks/openapi.json)");
             println!(
-                "  curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"id\":\"my-webhook\",\"endpoint_url\":\"http://127.0.0.1:8000/webhookhandler\",\"event_types\":[\"run.status\"]}}'"
+                "  register:   curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' \
+                 -H 'Content-Type: application/json' -d '{{\"id\":\"my-webhook\",\
+                 \"endpoint_url\":\"http://127.0.0.1:8000/webhookhandler\",\"event_types\":[\"run.status\"]}}'"
             );
-            println!("  curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
-            println!("  curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   # a demo run: queued, running, succeeded");
+            println!("  its secret: curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
+            println!("  a demo run: curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   (queued, running, succeeded)");
         }
     }
 }

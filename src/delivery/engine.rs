@@ -953,20 +953,34 @@ impl Shared {
         let semaphore = self.host_semaphore(&host);
         let mut stop = self.stop.subscribe();
         let work = async {
-            let slot = self.in_flight.clone().acquire_owned().await.ok();
-            let (_host, _slot) = match semaphore.clone().try_acquire_owned() {
-                Ok(host) => (Some(host), slot),
-                Err(_) => {
-                    // This endpoint is at its cap: wait for it without holding a global slot
-                    // or the claim budget, so other endpoints keep being claimed and sent.
-                    drop(slot);
-                    drop(budget);
-                    self.wake.notify_one();
-                    let host = semaphore.clone().acquire_owned().await.ok();
-                    (host, self.in_flight.clone().acquire_owned().await.ok())
+            // Waiting for a free slot may outlast the lease: keep renewing it meanwhile.
+            let permits = async {
+                let slot = self.in_flight.clone().acquire_owned().await.ok();
+                match semaphore.clone().try_acquire_owned() {
+                    Ok(host) => (Some(host), slot),
+                    Err(_) => {
+                        // This endpoint is at its cap: wait for it without holding a global
+                        // slot or the claim budget, so other endpoints keep being claimed and
+                        // sent.
+                        drop(slot);
+                        drop(budget);
+                        self.wake.notify_one();
+                        let host = semaphore.clone().acquire_owned().await.ok();
+                        (host, self.in_flight.clone().acquire_owned().await.ok())
+                    }
                 }
             };
-            if !self.keep_lease(&delivery.id, lease).await {
+            let mut permits = pin!(permits);
+            let mut current = lease;
+            let check = (self.config.lease / 3).max(Duration::from_millis(10));
+            let _permits = loop {
+                match tokio::time::timeout(check, permits.as_mut()).await {
+                    Ok(permits) => break permits,
+                    Err(_) if self.keep_lease(&delivery.id, &mut current).await => {}
+                    Err(_) => return None,
+                }
+            };
+            if !self.keep_lease(&delivery.id, &mut current).await {
                 return None;
             }
             // Boxed: a task waiting for its permits stays small.
@@ -1077,14 +1091,17 @@ impl Shared {
 
     /// Renews `lease` when less than half of it is left (the claim waited for a slot);
     /// `false` when it is lost.
-    async fn keep_lease(&self, id: &str, lease: Lease) -> bool {
+    async fn keep_lease(&self, id: &str, lease: &mut Lease) -> bool {
         let now = SystemTime::now();
         let left = lease.until.duration_since(now).unwrap_or_default();
         if left >= self.config.lease / 2 {
             return true;
         }
-        match self.store.renew(id, lease, now + self.config.lease).await {
-            Ok(_) => true,
+        match self.store.renew(id, *lease, now + self.config.lease).await {
+            Ok(renewed) => {
+                *lease = renewed;
+                true
+            }
             Err(StoreError::LeaseLost(_) | StoreError::NotFound(_)) => false,
             Err(err) => {
                 tracing::debug!(error = %err, "webhook delivery store: lease not renewed");
@@ -1164,7 +1181,9 @@ impl Shared {
                     true,
                 ),
                 _ => {
-                    let reason = if attempt.number >= self.policy.max_attempts()
+                    let reason = if attempt.manual {
+                        format!("manual re-send failed: {outcome}")
+                    } else if attempt.number >= self.policy.max_attempts()
                         && self.policy.classify(outcome) == super::Class::Retry
                     {
                         format!("{} attempts exhausted, last: {outcome}", attempt.number)

@@ -2,12 +2,14 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 
 use super::job::Capture;
 use crate::delivery::BoxError;
@@ -136,11 +138,15 @@ pin_project! {
     /// caller; or a body the layer wrote itself (an async-mode answer or a problem).
     ///
     /// The delivery is handed to the engine when the body ends (or is dropped), in the
-    /// background: it never delays the caller.
+    /// background; only the body's last frame waits until the store has the delivery, so
+    /// that with a durable store the caller's complete answer means "on disk".
     pub struct ResponseBody<B> {
         #[pin]
         kind: ResponseKind<B>,
         capture: Option<Box<Capture>>,
+        // The last frame, held until the delivery is stored.
+        held: Option<Option<Frame<Bytes>>>,
+        stored: Option<oneshot::Receiver<()>>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -178,6 +184,8 @@ impl<B> ResponseBody<B> {
         Self {
             kind: ResponseKind::Inner { body },
             capture,
+            held: None,
+            stored: None,
         }
     }
 
@@ -187,6 +195,8 @@ impl<B> ResponseBody<B> {
                 data: (!data.is_empty()).then_some(data),
             },
             capture: None,
+            held: None,
+            stored: None,
         }
     }
 }
@@ -228,6 +238,12 @@ where
                 Poll::Ready(data.take().map(|data| Ok(Frame::data(data))))
             }
             ResponseKindProj::Inner { mut body } => {
+                if let Some(stored) = this.stored.as_mut() {
+                    // The delivery's store answer (an error, too) releases the last frame.
+                    let _ = ready!(Pin::new(stored).poll(cx));
+                    *this.stored = None;
+                    return Poll::Ready(this.held.take().flatten().map(Ok));
+                }
                 let polled = ready!(body.as_mut().poll_frame(cx));
                 if let Some(capture) = this.capture.as_mut() {
                     match &polled {
@@ -237,7 +253,12 @@ where
                             }
                             if body.is_end_stream() {
                                 if let Some(capture) = this.capture.take() {
-                                    capture.finish(None);
+                                    let mut stored = capture.finish_acked(None);
+                                    if Pin::new(&mut stored).poll(cx).is_pending() {
+                                        *this.held = Some(polled.and_then(Result::ok));
+                                        *this.stored = Some(stored);
+                                        return Poll::Pending;
+                                    }
                                 }
                             }
                         }
@@ -249,7 +270,12 @@ where
                         }
                         None => {
                             if let Some(capture) = this.capture.take() {
-                                capture.finish(None);
+                                let mut stored = capture.finish_acked(None);
+                                if Pin::new(&mut stored).poll(cx).is_pending() {
+                                    *this.held = Some(None);
+                                    *this.stored = Some(stored);
+                                    return Poll::Pending;
+                                }
                             }
                         }
                     }
@@ -261,7 +287,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            ResponseKind::Inner { body } => body.is_end_stream(),
+            ResponseKind::Inner { body } => self.stored.is_none() && body.is_end_stream(),
             ResponseKind::Full { data } => data.is_none(),
         }
     }

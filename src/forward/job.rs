@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 use super::BodyMode;
 use crate::delivery::{display_endpoint, DeliveryEngine, Reservation};
@@ -130,17 +131,23 @@ impl Job {
         }
     }
 
-    /// [`deliver`](Self::deliver) in a background task (from a body's poll or drop).
-    pub(crate) fn deliver_in_background(self, result: RunResult) {
+    /// [`deliver`](Self::deliver) in a background task (from a body's poll or drop); the
+    /// receiver completes once the store has answered (a durable store: the row is committed).
+    pub(crate) fn deliver_in_background(self, result: RunResult) -> oneshot::Receiver<()> {
+        let (stored, ack) = oneshot::channel();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(self.deliver(result));
+                handle.spawn(async move {
+                    self.deliver(result).await;
+                    let _ = stored.send(());
+                });
             }
             Err(_) => tracing::error!(
                 run_id = %self.run_id,
                 "webhook delivery dropped: the response finished outside a Tokio runtime"
             ),
         }
+        ack
     }
 }
 
@@ -181,6 +188,11 @@ impl Capture {
 
     /// Hands the captured result to the engine; `note` says why it is incomplete.
     pub(crate) fn finish(self: Box<Self>, note: Option<String>) {
+        drop(self.finish_acked(note));
+    }
+
+    /// [`finish`](Self::finish); the receiver completes once the delivery is stored.
+    pub(crate) fn finish_acked(self: Box<Self>, note: Option<String>) -> oneshot::Receiver<()> {
         let Capture {
             job,
             status,
@@ -214,7 +226,7 @@ impl Capture {
             json,
             body,
             error,
-        });
+        })
     }
 }
 

@@ -21,7 +21,9 @@
 //!
 //! **Sync mode** never delays the caller: the response body streams to the caller while a copy
 //! (up to the [capture limit](WebhookForwardLayer::capture_limit)) is kept, and the delivery is
-//! queued when the body ends. **Async mode** answers at once, runs the inner service in a
+//! queued when the body ends; only the body's last frame waits for the store's answer, so with a
+//! durable store ([`SqliteStore`](crate::store)/`PostgresStore`) a complete answer means the
+//! delivery is on disk. **Async mode** answers at once, runs the inner service in a
 //! background task and delivers its result — also when it fails or panics (the delivery then
 //! carries status 500 and an `"error"`).
 //!

@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: the embedded, durable [`DeliveryStore`] (feature `sqlite`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -281,10 +282,43 @@ impl SqliteStore {
 
 type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 type JobFuture<'c> = Pin<Box<dyn Future<Output = (bool, Finish)> + Send + 'c>>;
-type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> JobFuture<'c> + Send>;
+type OpJob = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> JobFuture<'c> + Send>;
 type OpFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// One write. Enqueues and recorded attempts, the hot path, are written many rows per
+/// statement; everything else runs as its own operation in the same transaction.
+enum Job {
+    Enqueue(DeliveryRow, Reply),
+    Record(RecordRow, Reply),
+    Op(OpJob),
+}
+
+/// A recorded attempt waiting for the writer.
+struct RecordRow {
+    id: String,
+    token: i64,
+    attempt: AttemptRow,
+    next: NextRow,
+}
 
 impl Inner {
+    async fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Backend("the SQLite writer has stopped".into()))
+    }
+
+    /// Sends a bulk job and waits for its transaction to commit.
+    async fn write_row(&self, job: impl FnOnce(Reply) -> Job) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(job(reply)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the SQLite writer has stopped".into()))?
+    }
+
     /// Runs `op` on the writer connection, inside the next group transaction; answers once
     /// that transaction has committed.
     async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
@@ -293,31 +327,36 @@ impl Inner {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> OpFuture<'c, T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let job: OpJob = Box::new(move |conn| {
             Box::pin(async move {
                 let result = op(conn).await;
                 // A backend error may have left half an operation: the batch rolls back.
                 let poison = matches!(result, Err(StoreError::Backend(_)));
                 let finish: Finish = Box::new(move |failed| {
-                    let result = match (failed, result) {
-                        (_, Err(err)) => Err(err),
-                        (Some(err), Ok(_)) => Err(err.clone()),
-                        (None, ok) => ok,
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(settle(failed, result));
                 });
                 (poison, finish)
             })
         });
-        let closed = || StoreError::Backend("the SQLite writer has stopped".into());
-        self.jobs.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.send(Job::Op(job)).await?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the SQLite writer has stopped".into()))?
+    }
+}
+
+/// An operation's answer once its transaction is settled (`failed`: it rolled back).
+fn settle<T>(failed: Option<&StoreError>, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match (failed, result) {
+        (_, Err(err)) => Err(err),
+        (Some(err), Ok(_)) => Err(err.clone()),
+        (None, ok) => ok,
     }
 }
 
 async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
-    let mut finishes = Vec::with_capacity(max_batch);
+    let mut finishes: Vec<Finish> = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         if let Err(err) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
             // Dropping the jobs answers their callers with an error.
@@ -326,9 +365,45 @@ async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>, m
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let mut poisoned = false;
+        // Every job of a batch was submitted concurrently, so any order is a valid one:
+        // the enqueues first, then the recorded attempts, then the rest.
+        let mut enqueues = Vec::new();
+        let mut records = Vec::new();
+        let mut ops = Vec::new();
         for job in batch.drain(..) {
-            let (poison, finish) = job(&mut conn).await;
+            match job {
+                Job::Enqueue(row, reply) => enqueues.push((row, reply)),
+                Job::Record(row, reply) => records.push((row, reply)),
+                Job::Op(op) => ops.push(op),
+            }
+        }
+        let mut poisoned = false;
+        let mut bulk = |results: Result<Vec<Result<(), StoreError>>, StoreError>,
+                        replies: Vec<Reply>| {
+            let results = match results {
+                Ok(results) => results,
+                Err(err) => {
+                    poisoned = true;
+                    vec![Err(err); replies.len()]
+                }
+            };
+            for (result, reply) in results.into_iter().zip(replies) {
+                let finish: Finish = Box::new(move |failed| {
+                    let _ = reply.send(settle(failed, result));
+                });
+                finishes.push(finish);
+            }
+        };
+        if !enqueues.is_empty() {
+            let (rows, replies): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
+            bulk(enqueue_many(&mut conn, rows).await, replies);
+        }
+        if !records.is_empty() {
+            let (rows, replies): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+            bulk(record_many(&mut conn, rows).await, replies);
+        }
+        for op in ops {
+            let (poison, finish) = op(&mut conn).await;
             poisoned |= poison;
             finishes.push(finish);
         }
@@ -354,10 +429,168 @@ async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>, m
     let _ = conn.close().await;
 }
 
+/// Rows per multi-row statement (well under SQLite's 32 766 variables).
+const CHUNK: usize = 64;
+
+/// Inserts new deliveries, many per statement; a duplicate id fails alone.
+async fn enqueue_many(
+    conn: &mut SqliteConnection,
+    rows: Vec<DeliveryRow>,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut inserted = HashSet::new();
+    let mut in_batch = HashSet::new();
+    let mut fresh = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        if in_batch.insert(row.id.as_str()) {
+            fresh.push(i);
+        }
+    }
+    for chunk in fresh.chunks(CHUNK) {
+        let mut query = sqlx::QueryBuilder::new(
+            "INSERT INTO deliveries (id, endpoint, endpoint_id, source, scheme, secrets, headers, \
+             body, state, attempts, manual, next_attempt_at, due_at, lease_token, created_at, \
+             updated_at) ",
+        );
+        query.push_values(chunk, |mut values, &i| {
+            let row = &rows[i];
+            values
+                .push_bind(&row.id)
+                .push_bind(&row.endpoint)
+                .push_bind(&row.endpoint_id)
+                .push_bind(&row.source)
+                .push_bind(&row.scheme)
+                .push_bind(&row.secrets)
+                .push_bind(&row.headers)
+                .push_bind(&row.body[..])
+                .push("'pending', 0, 0")
+                .push_bind(row.next_attempt_at)
+                .push_bind(row.next_attempt_at)
+                .push("0")
+                .push_bind(row.created_at)
+                .push_bind(row.updated_at);
+        });
+        query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let ids = query
+            .build()
+            .persistent(chunk.len() == 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for row in &ids {
+            inserted.insert(row.text("id")?);
+        }
+    }
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            if fresh.binary_search(&i).is_ok() && inserted.contains(&row.id) {
+                Ok(())
+            } else {
+                Err(StoreError::Duplicate(row.id.clone()))
+            }
+        })
+        .collect())
+}
+
+/// Records attempts, many per statement: each applies only while its lease token is current.
+async fn record_many(
+    conn: &mut SqliteConnection,
+    rows: Vec<RecordRow>,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let now = unix_millis(SystemTime::now());
+    let mut applied: HashSet<(String, i64)> = HashSet::new();
+    for chunk in rows.chunks(CHUNK) {
+        let mut query = sqlx::QueryBuilder::new(
+            "UPDATE deliveries SET state = v.column3, attempts = MAX(deliveries.attempts, v.column4), \
+             next_attempt_at = COALESCE(v.column5, deliveries.next_attempt_at), due_at = v.column5, \
+             lease_owner = NULL, lease_expires_at = NULL, manual = 0, \
+             last_error = CASE WHEN v.column3 = 'pending' THEN deliveries.last_error \
+             ELSE v.column6 END, updated_at = ",
+        );
+        query.push_bind(now);
+        query.push(" FROM (");
+        query.push_values(chunk, |mut values, row| {
+            values
+                .push_bind(&row.id)
+                .push_bind(row.token)
+                .push_bind(row.next.state)
+                .push_bind(row.attempt.number)
+                .push_bind(row.next.due_at)
+                .push_bind(&row.next.last_error);
+        });
+        query.push(
+            ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 \
+             AND deliveries.state = 'in_flight' RETURNING deliveries.id, deliveries.lease_token",
+        );
+        let done = query
+            .build()
+            .persistent(chunk.len() == 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for row in &done {
+            applied.insert((row.text("id")?, row.int("lease_token")?));
+        }
+    }
+    let winners: Vec<&RecordRow> = rows
+        .iter()
+        .filter(|row| applied.contains(&(row.id.clone(), row.token)))
+        .collect();
+    for chunk in winners.chunks(CHUNK) {
+        let mut query =
+            sqlx::QueryBuilder::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
+        query.push_values(chunk, |mut values, row| {
+            let a = &row.attempt;
+            values
+                .push_bind(&row.id)
+                .push_bind(a.number)
+                .push_bind(a.manual)
+                .push_bind(a.started_at)
+                .push_bind(a.latency_us)
+                .push_bind(&a.request_headers)
+                .push_bind(a.body_size)
+                .push_bind(&a.body_sha256)
+                .push_bind(a.outcome)
+                .push_bind(&a.outcome_detail)
+                .push_bind(a.decision)
+                .push_bind(a.retry_at)
+                .push_bind(a.response_status)
+                .push_bind(&a.response_headers)
+                .push_bind(&a.response_body)
+                .push_bind(a.response_truncated);
+        });
+        query
+            .build()
+            .persistent(chunk.len() == 1)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    let mut results = Vec::with_capacity(rows.len());
+    for row in &rows {
+        results.push(if applied.contains(&(row.id.clone(), row.token)) {
+            Ok(())
+        } else {
+            Err(missing(conn, row.id.clone()).await)
+        });
+    }
+    Ok(results)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Write operations (run inside the writer's transaction).
 
 async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    let migrated =
+        sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    if migrated.is_none() {
+        // Not migrated yet: nothing can be in flight.
+        return Ok(0);
+    }
     let now = unix_millis(SystemTime::now());
     let done = sqlx::query(
         "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
@@ -369,34 +602,6 @@ async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     .await
     .map_err(backend)?;
     Ok(done.rows_affected())
-}
-
-async fn enqueue(conn: &mut SqliteConnection, row: DeliveryRow) -> Result<(), StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO deliveries (id, endpoint, endpoint_id, source, scheme, secrets, headers, \
-         body, state, attempts, manual, next_attempt_at, due_at, lease_token, created_at, \
-         updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, 0, $9, $9, 0, $10, $11) \
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&row.id)
-    .bind(&row.endpoint)
-    .bind(&row.endpoint_id)
-    .bind(&row.source)
-    .bind(&row.scheme)
-    .bind(&row.secrets)
-    .bind(&row.headers)
-    .bind(&row.body[..])
-    .bind(row.next_attempt_at)
-    .bind(row.created_at)
-    .bind(row.updated_at)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::Duplicate(row.id));
-    }
-    Ok(())
 }
 
 async fn claim(
@@ -433,60 +638,6 @@ async fn missing(conn: &mut SqliteConnection, id: String) -> StoreError {
         Ok(None) => StoreError::NotFound(id),
         Err(err) => backend(err),
     }
-}
-
-async fn record(
-    conn: &mut SqliteConnection,
-    id: String,
-    token: i64,
-    attempt: AttemptRow,
-    next: NextRow,
-) -> Result<(), StoreError> {
-    let now = unix_millis(SystemTime::now());
-    let done = sqlx::query(
-        "UPDATE deliveries SET state = $1, attempts = MAX(attempts, $2), \
-         next_attempt_at = COALESCE($3, next_attempt_at), due_at = $3, lease_owner = NULL, \
-         lease_expires_at = NULL, manual = 0, \
-         last_error = CASE WHEN $1 = 'pending' THEN last_error ELSE $4 END, updated_at = $5 \
-         WHERE id = $6 AND lease_token = $7 AND state = 'in_flight'",
-    )
-    .bind(next.state)
-    .bind(attempt.number)
-    .bind(next.due_at)
-    .bind(&next.last_error)
-    .bind(now)
-    .bind(&id)
-    .bind(token)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    if done.rows_affected() == 0 {
-        return Err(missing(conn, id).await);
-    }
-    sqlx::query(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-    ))
-    .bind(&id)
-    .bind(attempt.number)
-    .bind(attempt.manual)
-    .bind(attempt.started_at)
-    .bind(attempt.latency_us)
-    .bind(attempt.request_headers)
-    .bind(attempt.body_size)
-    .bind(attempt.body_sha256)
-    .bind(attempt.outcome)
-    .bind(attempt.outcome_detail)
-    .bind(attempt.decision)
-    .bind(attempt.retry_at)
-    .bind(attempt.response_status)
-    .bind(attempt.response_headers)
-    .bind(attempt.response_body)
-    .bind(attempt.response_truncated)
-    .execute(conn)
-    .await
-    .map_err(backend)?;
-    Ok(())
 }
 
 async fn release(conn: &mut SqliteConnection, id: String, token: i64) -> Result<(), StoreError> {
@@ -790,9 +941,7 @@ impl DeliveryStore for SqliteStore {
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let row = DeliveryRow::new(&delivery, &self.inner.signers)?;
-            self.inner
-                .write(move |conn| Box::pin(enqueue(conn, row)))
-                .await
+            self.inner.write_row(|reply| Job::Enqueue(row, reply)).await
         })
     }
 
@@ -831,12 +980,13 @@ impl DeliveryStore for SqliteStore {
         attempt: Attempt,
         next: Next,
     ) -> StoreFuture<'a, ()> {
-        let (id, token) = (id.to_owned(), token(lease));
-        let (attempt, next) = (AttemptRow::new(&attempt), NextRow::new(&next));
-        Box::pin(
-            self.inner
-                .write(move |conn| Box::pin(record(conn, id, token, attempt, next))),
-        )
+        let row = RecordRow {
+            id: id.to_owned(),
+            token: token(lease),
+            attempt: AttemptRow::new(&attempt),
+            next: NextRow::new(&next),
+        };
+        Box::pin(self.inner.write_row(|reply| Job::Record(row, reply)))
     }
 
     fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {
