@@ -1761,3 +1761,91 @@ async fn gateway_example_publishes_run_status() {
     let _ = child.kill().await;
     let _ = std::fs::remove_file(config);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A durable store under the registry
+
+/// The registry over the SQLite delivery store: deliveries, conversations listed per webhook,
+/// a re-send signed with the rotated secret, and a recovery, all through the durable store.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn registry_on_the_sqlite_store() {
+    use tower_webhooks::store::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(dir.path().join("webhooks.db"))
+        .await
+        .unwrap();
+    let Setup {
+        registry, router, ..
+    } = setup_with(|builder| builder.engine(engine().store(store)));
+    let receiver = Receiver::start().await;
+    create_ok(&router, ACME, "durable", &receiver.url("/hook")).await;
+    receiver.answer(500);
+    let report = registry
+        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .await
+        .unwrap();
+    let delivery = report.deliveries[0].delivery_id.clone();
+    let failed = wait_conversation(&router, ACME, "durable", &delivery, "failed").await;
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 2);
+    let listed = call(
+        &router,
+        Method::GET,
+        "/v1/webhooks/durable/conversations",
+        ACME,
+        None,
+    )
+    .await;
+    assert_eq!(listed.json["data"][0]["delivery_id"], delivery.as_str());
+
+    receiver.answer(200);
+    let rotated = call(
+        &router,
+        Method::POST,
+        "/v1/webhooks/durable/secret/rotate",
+        ACME,
+        Some(json!({"grace_period_seconds": 0})),
+    )
+    .await;
+    let new_secret = rotated.json["secret"].as_str().unwrap().to_owned();
+    let resent = call(
+        &router,
+        Method::POST,
+        &format!("/v1/webhooks/durable/conversations/{delivery}/resend"),
+        ACME,
+        None,
+    )
+    .await;
+    assert_eq!(resent.status, StatusCode::ACCEPTED, "{:?}", resent.json);
+    wait_conversation(&router, ACME, "durable", &delivery, "delivered").await;
+    let hit = receiver.hits().pop().unwrap();
+    assert_eq!(hit.headers["x-request-id"], delivery.as_str());
+    assert!(
+        nextmv_verifies(
+            hit.headers["nextmv-signature"].to_str().unwrap(),
+            &hit.body,
+            &new_secret
+        ),
+        "a re-send is signed with the current secret"
+    );
+
+    receiver.answer(500);
+    let report = registry
+        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .await
+        .unwrap();
+    let second = report.deliveries[0].delivery_id.clone();
+    wait_conversation(&router, ACME, "durable", &second, "failed").await;
+    receiver.answer(200);
+    let recovered = call(
+        &router,
+        Method::POST,
+        "/v1/webhooks/durable/recover",
+        ACME,
+        Some(json!({"since": "2000-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(recovered.json["queued"], 1);
+    wait_conversation(&router, ACME, "durable", &second, "delivered").await;
+}

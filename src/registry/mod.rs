@@ -352,7 +352,31 @@ impl RegistryBuilder {
 
     /// Uses an engine built elsewhere (shared with a [`WebhookForwardLayer`](crate::WebhookForwardLayer)).
     /// Its `on_finished` hook must call [`WebhookRegistry::observe`] for the health rule to
-    /// see outcomes.
+    /// see outcomes:
+    ///
+    /// ```
+    /// use std::sync::{Arc, OnceLock};
+    /// use tower_webhooks::delivery::DeliveryEngine;
+    /// use tower_webhooks::registry::{EventType, WebhookRegistry};
+    ///
+    /// let registry_slot: Arc<OnceLock<WebhookRegistry>> = Arc::new(OnceLock::new());
+    /// let engine = DeliveryEngine::builder()
+    ///     .on_finished({
+    ///         let slot = registry_slot.clone();
+    ///         move |report| {
+    ///             if let Some(registry) = slot.get() {
+    ///                 registry.observe(report);
+    ///             }
+    ///         }
+    ///     })
+    ///     .build();
+    /// let registry = WebhookRegistry::builder()
+    ///     .shared_engine(engine.clone())
+    ///     .event_type(EventType::run_status())
+    ///     .build();
+    /// let _ = registry_slot.set(registry.clone());
+    /// // `engine` also serves a `WebhookForwardLayer`.
+    /// ```
     pub fn shared_engine(mut self, engine: DeliveryEngine) -> Self {
         self.engine = EngineSource::Shared(engine);
         self
@@ -653,7 +677,18 @@ impl WebhookRegistry {
     /// [shared engine](RegistryBuilder::shared_engine). Reports of deliveries the registry
     /// did not create are ignored. Needs a Tokio runtime (it spawns the update).
     pub fn observe(&self, report: &DeliveryReport) {
-        if !matches!(report.source, Source::Event(_)) || report.endpoint_id.is_none() {
+        let Some(key) = report.endpoint_id.as_deref() else {
+            return;
+        };
+        if !matches!(report.source, Source::Event(_)) {
+            return;
+        }
+        if report.state == DeliveryState::Delivered {
+            // The common case, handled here: a success forgets the endpoint's failures.
+            let mut failures = lock(&self.inner.failures);
+            if !failures.is_empty() {
+                failures.remove(key);
+            }
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
