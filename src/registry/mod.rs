@@ -382,7 +382,11 @@ impl RegistryBuilder {
         self
     }
 
-    /// Declares an event type webhooks can subscribe to.
+    /// Declares an event type webhooks can subscribe to (declaring a name again replaces it).
+    ///
+    /// # Panics
+    ///
+    /// If the name is not 1 to 64 letters, digits, `.`, `_` or `-`.
     pub fn event_type(mut self, event_type: EventType) -> Self {
         assert!(
             EventType::valid_name(&event_type.name),
