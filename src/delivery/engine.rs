@@ -873,6 +873,7 @@ fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
 impl Shared {
     /// Claims and starts every due delivery the budget allows; returns how long to sleep.
     async fn dispatch_once(self: &Arc<Self>) -> Duration {
+        let mut claimed_any = false;
         loop {
             let available = self.claim_budget.available_permits();
             if available == 0 {
@@ -892,6 +893,7 @@ impl Shared {
                 }
             };
             let claimed = claims.len();
+            claimed_any |= claimed > 0;
             for claim in claims {
                 match self.claim_budget.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -905,6 +907,11 @@ impl Shared {
             if claimed < limit {
                 break;
             }
+        }
+        if claimed_any {
+            // Each claimed delivery's task wakes the dispatcher when it finishes, so the
+            // store need not be asked when the next one is due.
+            return self.config.poll_interval;
         }
         match self.store.next_due().await {
             Ok(Some(at)) => at

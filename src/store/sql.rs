@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -94,23 +94,84 @@ pub(crate) async fn migrator(source: Embedded) -> Migrator {
 
 /// Custom (non built-in) signers a durable store finds again by [name](Signer::name) after a
 /// restart.
+///
+/// Also caches the last few scheme descriptions both ways: every delivery of a forward layer
+/// shares one signer, so its description is encoded (and decoded) once, not per row.
 #[derive(Clone, Default)]
-pub(crate) struct Signers(Arc<HashMap<String, SharedSigner>>);
+pub(crate) struct Signers {
+    custom: Arc<HashMap<String, SharedSigner>>,
+    cache: Arc<Mutex<SchemeCache>>,
+}
+
+#[derive(Default)]
+struct SchemeCache {
+    /// Signer (kept alive, so its address stays unique) → its `scheme` column.
+    encoded: Vec<(SharedSigner, String)>,
+    /// `scheme` column → the signer it describes.
+    decoded: HashMap<String, SharedSigner>,
+}
+
+const CACHED_SCHEMES: usize = 32;
 
 impl Signers {
     pub(crate) fn add(&mut self, signer: SharedSigner) {
-        Arc::make_mut(&mut self.0).insert(signer.name().to_owned(), signer);
+        Arc::make_mut(&mut self.custom).insert(signer.name().to_owned(), signer);
     }
 
     fn get(&self, name: &str) -> Option<&SharedSigner> {
-        self.0.get(name)
+        self.custom.get(name)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, SchemeCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl fmt::Debug for Signers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
+        f.debug_list().entries(self.custom.keys()).finish()
     }
+}
+
+/// The `scheme` column of a signer, cached per signer.
+fn scheme_column(signer: &SharedSigner, signers: &Signers) -> Result<String, StoreError> {
+    if let Some((_, column)) = signers
+        .cache()
+        .encoded
+        .iter()
+        .find(|(cached, _)| Arc::ptr_eq(cached, signer))
+    {
+        return Ok(column.clone());
+    }
+    let described = signer.describe().and_then(|builtin| {
+        // Only a description that reads back as the same scheme is kept (a scheme whose
+        // serialised form redacts a secret is not).
+        let value = serde_json::to_value(&builtin).ok()?;
+        let back: BuiltinScheme = serde_json::from_value(value.clone()).ok()?;
+        (back == builtin).then_some(value)
+    });
+    let scheme = match described {
+        Some(value) => SchemeColumn::Builtin(value),
+        None => {
+            let name = signer.name();
+            if signers.get(name).is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "the signer `{name}` cannot be persisted: register it with the store's \
+                     `custom_signer`"
+                )));
+            }
+            SchemeColumn::Custom(name.to_owned())
+        }
+    };
+    let column = serde_json::to_string(&scheme).map_err(backend)?;
+    let mut cache = signers.cache();
+    if cache.encoded.len() >= CACHED_SCHEMES {
+        cache.encoded.remove(0);
+    }
+    cache.encoded.push((signer.clone(), column.clone()));
+    Ok(column)
 }
 
 /// The `scheme` column.
@@ -150,26 +211,7 @@ pub(crate) fn encode_signing(
     signing: &Signing,
     signers: &Signers,
 ) -> Result<(String, String), StoreError> {
-    let described = signing.signer.describe().and_then(|builtin| {
-        // Only a description that reads back as the same scheme is kept (a scheme whose
-        // serialised form redacts a secret is not).
-        let value = serde_json::to_value(&builtin).ok()?;
-        let back: BuiltinScheme = serde_json::from_value(value.clone()).ok()?;
-        (back == builtin).then_some(value)
-    });
-    let scheme = match described {
-        Some(value) => SchemeColumn::Builtin(value),
-        None => {
-            let name = signing.signer.name();
-            if signers.get(name).is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "the signer `{name}` cannot be persisted: register it with the store's \
-                     `custom_signer`"
-                )));
-            }
-            SchemeColumn::Custom(name.to_owned())
-        }
-    };
+    let scheme = scheme_column(&signing.signer, signers)?;
     let secrets: Vec<SecretColumn> = signing
         .secrets
         .iter()
@@ -178,10 +220,7 @@ pub(crate) fn encode_signing(
             id: secret.id().map(str::to_owned),
         })
         .collect();
-    Ok((
-        serde_json::to_string(&scheme).map_err(backend)?,
-        serde_json::to_string(&secrets).map_err(backend)?,
-    ))
+    Ok((scheme, serde_json::to_string(&secrets).map_err(backend)?))
 }
 
 /// A signing from its columns.
@@ -191,15 +230,35 @@ pub(crate) fn decode_signing(
     signers: &Signers,
 ) -> Result<Signing, StoreError> {
     let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
-    let signer: SharedSigner = match serde_json::from_str(scheme).map_err(|_| corrupt("scheme"))? {
-        SchemeColumn::Builtin(value) => {
-            Arc::new(serde_json::from_value::<BuiltinScheme>(value).map_err(|_| corrupt("scheme"))?)
+    let cached = signers.cache().decoded.get(scheme).cloned();
+    let signer: SharedSigner = match cached {
+        Some(signer) => signer,
+        None => {
+            let signer: SharedSigner =
+                match serde_json::from_str(scheme).map_err(|_| corrupt("scheme"))? {
+                    SchemeColumn::Builtin(value) => Arc::new(
+                        serde_json::from_value::<BuiltinScheme>(value)
+                            .map_err(|_| corrupt("scheme"))?,
+                    ),
+                    SchemeColumn::Custom(name) => match signers.get(&name) {
+                        Some(signer) => signer.clone(),
+                        // Not cached: registering it later (a restart) must take effect.
+                        None => return decode_secrets(Arc::new(MissingSigner(name)), secrets),
+                    },
+                };
+            let mut cache = signers.cache();
+            if cache.decoded.len() >= CACHED_SCHEMES {
+                cache.decoded.clear();
+            }
+            cache.decoded.insert(scheme.to_owned(), signer.clone());
+            signer
         }
-        SchemeColumn::Custom(name) => match signers.get(&name) {
-            Some(signer) => signer.clone(),
-            None => Arc::new(MissingSigner(name)),
-        },
     };
+    decode_secrets(signer, secrets)
+}
+
+fn decode_secrets(signer: SharedSigner, secrets: &str) -> Result<Signing, StoreError> {
+    let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
     let columns: Vec<SecretColumn> =
         serde_json::from_str(secrets).map_err(|_| corrupt("secrets"))?;
     let mut set = SecretSet::new();
