@@ -228,8 +228,6 @@ async fn main() -> ExitCode {
 /// `[registry]`: the subscription API and demo runs that publish `run.status`.
 mod registry_demo {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
-    use std::time::Duration;
 
     use serde::Deserialize;
 
@@ -258,6 +256,9 @@ mod registry_demo {
 
     #[cfg(feature = "registry")]
     mod enabled {
+        use std::sync::Arc;
+        use std::time::Duration;
+
         use super::*;
         use axum::body::Bytes;
         use axum::http::{HeaderMap, StatusCode};
