@@ -9,6 +9,11 @@
 //! At start-up it prints one `curl` line per route that sends a correctly signed request
 //! (valid for the scheme's replay window: five minutes by default). The configuration format
 //! is documented in `examples/gateway.toml`.
+//!
+//! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
+//! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
+//! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
+//! webhooks.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -37,6 +42,8 @@ struct Config {
     listen: SocketAddr,
     #[serde(default)]
     routes: Vec<RouteConfig>,
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    registry: Option<registry_demo::RegistryConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +172,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let app = inbound_routes(&config.routes)
+    #[allow(unused_mut)]
+    let mut app = inbound_routes(&config.routes);
+    #[cfg(feature = "registry")]
+    if let Some(registry) = &config.registry {
+        app = app.merge(registry_demo::routes(registry));
+    }
+    let app = app
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -194,6 +207,10 @@ async fn main() -> ExitCode {
             None => println!("  (this scheme's senders cannot be simulated with curl)"),
         }
     }
+    #[cfg(feature = "registry")]
+    if let Some(registry) = &config.registry {
+        registry_demo::banner(&base, registry);
+    }
     println!("\n(the signed lines stay valid for the replay window: 5 minutes by default)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -206,4 +223,194 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// `[registry]`: the subscription API and demo runs that publish `run.status`.
+mod registry_demo {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    /// The `[registry]` table.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    pub(crate) struct RegistryConfig {
+        /// API key (`Authorization: Bearer <key>`) to owner (tenant).
+        #[serde(default)]
+        pub(crate) api_keys: BTreeMap<String, String>,
+        /// Lets webhooks point at loopback addresses (development only).
+        #[serde(default)]
+        pub(crate) allow_loopback: bool,
+        /// Seconds a demo run stays queued, then running.
+        #[serde(default = "default_step")]
+        pub(crate) run_step_secs: f64,
+    }
+
+    fn default_step() -> f64 {
+        1.0
+    }
+
+    #[cfg(feature = "registry")]
+    pub(crate) use enabled::{banner, routes};
+
+    #[cfg(feature = "registry")]
+    mod enabled {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use super::*;
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::post;
+        use axum::{Json, Router};
+        use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
+        use tower_webhooks::registry::{
+            bearer_token, BearerTokens, EventType, Owner, RunState, RunStatus, WebhookRegistry,
+        };
+        use tower_webhooks::{Problem, Secret};
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RunRequest {
+            #[serde(default)]
+            application_id: Option<String>,
+            /// End the run as `failed`.
+            #[serde(default)]
+            fail: bool,
+        }
+
+        /// The registry router plus `POST /v1/runs`.
+        pub(crate) fn routes(config: &RegistryConfig) -> Router {
+            let mut guard = SsrfGuard::new();
+            if config.allow_loopback {
+                guard = guard.allow_loopback();
+            }
+            let mut tokens = BearerTokens::new();
+            let mut keys = BTreeMap::new();
+            for (key, owner) in &config.api_keys {
+                // `{env:VAR}` keys read the environment, like the routes' secrets.
+                let Ok(key) = Secret::resolve(key) else {
+                    eprintln!("gateway: registry api key `{key}` cannot be resolved; skipped");
+                    continue;
+                };
+                let key = String::from_utf8_lossy(key.expose()).into_owned();
+                tokens = tokens.token(key.clone(), owner.as_str());
+                keys.insert(key, Owner::new(owner.as_str()));
+            }
+            let registry = WebhookRegistry::builder()
+                .engine(EngineBuilder::new().guard(guard).policy(Policy::standard()))
+                .event_type(EventType::run_status())
+                .event_type(EventType::endpoint_disabled())
+                .auth(tokens)
+                .on_disabled(|notice| {
+                    tracing::warn!(owner = %notice.owner, webhook = %notice.webhook_id, reason = %notice.reason, "webhook disabled");
+                })
+                .build();
+            let keys = Arc::new(keys);
+            let step = Duration::from_secs_f64(config.run_step_secs.clamp(0.0, 60.0));
+            let runs = Router::new().route(
+                "/v1/runs",
+                post({
+                    let registry = registry.clone();
+                    move |headers: HeaderMap, body: Bytes| {
+                        start_run(registry.clone(), keys.clone(), step, headers, body)
+                    }
+                }),
+            );
+            registry.router().merge(runs)
+        }
+
+        /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the
+        /// caller's webhooks as it goes queued → running → succeeded (or failed).
+        async fn start_run(
+            registry: WebhookRegistry,
+            keys: Arc<BTreeMap<String, Owner>>,
+            step: Duration,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            let Some(owner) = bearer_token(&headers).and_then(|t| keys.get(t)).cloned() else {
+                return Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Missing or invalid credentials",
+                )
+                .into_response();
+            };
+            let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+                RunRequest::default()
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(request) => request,
+                    Err(err) => {
+                        return Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid-json",
+                            "Invalid run request",
+                        )
+                        .with_detail(err.to_string())
+                        .into_response()
+                    }
+                }
+            };
+            let run_id = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let application_id = request
+                .application_id
+                .unwrap_or_else(|| "demo-app".to_owned());
+            let created = std::time::SystemTime::now();
+            let states = [
+                RunState::Queued,
+                RunState::Running,
+                if request.fail {
+                    RunState::Failed
+                } else {
+                    RunState::Succeeded
+                },
+            ];
+            tokio::spawn({
+                let run_id = run_id.clone();
+                async move {
+                    for (i, state) in states.into_iter().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(step).await;
+                        }
+                        let status = RunStatus::new(&run_id, &application_id, state, created)
+                            .updated_at(std::time::SystemTime::now());
+                        match registry.publish_for(&owner, RunStatus::TYPE, &status).await {
+                            Ok(report) => {
+                                tracing::info!(run = %run_id, status = state.as_str(), deliveries = report.deliveries.len(), "run.status published")
+                            }
+                            Err(err) => {
+                                tracing::warn!(run = %run_id, error = %err, "run.status not published")
+                            }
+                        }
+                    }
+                }
+            });
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({"run_id": run_id})),
+            )
+                .into_response()
+        }
+
+        /// The registry's lines of the start-up banner.
+        pub(crate) fn banner(base: &str, config: &RegistryConfig) {
+            let key = config
+                .api_keys
+                .keys()
+                .next()
+                .map_or("<API key>", String::as_str);
+            println!("\n  webhook registry at {base}/v1/webhooks (OpenAPI: {base}/v1/webhooks/openapi.json)");
+            println!(
+                "  register:   curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' \
+                 -H 'Content-Type: application/json' -d '{{\"id\":\"my-webhook\",\
+                 \"endpoint_url\":\"http://127.0.0.1:8000/webhookhandler\",\"event_types\":[\"run.status\"]}}'"
+            );
+            println!("  its secret: curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
+            println!("  a demo run: curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   (queued, running, succeeded)");
+        }
+    }
 }

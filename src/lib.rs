@@ -42,17 +42,38 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
+//! | `forward` | yes | the outbound half: [`forward`] (`WebhookForwardLayer`), [`delivery`] (engine, retry policy, SSRF guard, hyper-util client), [`store`] |
+//! | `rustls` | yes | `https://` deliveries (rustls, `ring`, webpki roots) |
+//! | `http2` | no | HTTP/2 deliveries (ALPN over TLS) |
+//! | `sqlite` | no | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`) |
+//! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`) |
+//! | `registry` | yes | [`registry`]: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa` (needs `forward`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]
 
+#[cfg(feature = "forward")]
+pub mod delivery;
+#[cfg(feature = "forward")]
+pub mod forward;
 pub mod inbound;
 pub mod problem;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod replay;
 pub mod scheme;
 pub mod secret;
+#[cfg(feature = "forward")]
+pub mod store;
 
 pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
 pub use problem::Problem;
 pub use scheme::{Scheme, Verified};
 pub use secret::{Secret, SecretSet};
+
+#[cfg(feature = "forward")]
+pub use delivery::DeliveryEngine;
+#[cfg(feature = "forward")]
+pub use forward::{ForwardTo, WebhookForward, WebhookForwardLayer};
+#[cfg(feature = "registry")]
+pub use registry::WebhookRegistry;

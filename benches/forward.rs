@@ -1,0 +1,352 @@
+//! Deliveries per second from `WebhookForwardLayer` to a local receiver, and the delay from the
+//! inner response to the first delivery attempt, next to a bare loop that POSTs the same bodies
+//! with the same client (the physical reference).
+//!
+//! Run with `cargo bench --bench forward` (`FORWARD_BENCH_N` deliveries per round, default
+//! 20 000; `FORWARD_BENCH_CONCURRENCY` callers, default 64).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::Request;
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use tokio::sync::Notify;
+use tower::{Service, ServiceExt};
+use tower_webhooks::delivery::{ClientBuilder, DeliveryClient, DeliveryEngine, SsrfGuard};
+use tower_webhooks::forward::{RunId, WebhookForwardLayer};
+
+#[derive(Default)]
+struct Arrivals {
+    at: Mutex<HashMap<String, Instant>>,
+    count: AtomicUsize,
+    notify: Notify,
+}
+
+impl Arrivals {
+    fn reset(&self) {
+        self.at.lock().unwrap().clear();
+        self.count.store(0, Ordering::SeqCst);
+    }
+
+    async fn wait(&self, n: usize) {
+        while self.count.load(Ordering::SeqCst) < n {
+            let notified = self.notify.notified();
+            if self.count.load(Ordering::SeqCst) >= n {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+}
+
+async fn start_receiver(arrivals: Arc<Arrivals>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(move |request: Request| {
+        let arrivals = arrivals.clone();
+        async move {
+            let now = Instant::now();
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let _ = to_bytes(request.into_body(), usize::MAX).await;
+            arrivals.at.lock().unwrap().entry(id).or_insert(now);
+            if arrivals.count.fetch_add(1, Ordering::SeqCst) % 64 == 63 {
+                arrivals.notify.notify_waiters();
+            }
+            arrivals.notify.notify_waiters();
+            StatusCode::OK
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// The layer: `n` forwarded calls from `concurrency` callers; returns deliveries/s and the
+/// sorted inner-response → first-attempt delays.
+async fn run_layer(
+    app: &Router,
+    responded: &Arc<Mutex<HashMap<String, Instant>>>,
+    arrivals: &Arc<Arrivals>,
+    uri: &str,
+    n: usize,
+    concurrency: usize,
+) -> (f64, Vec<Duration>) {
+    arrivals.reset();
+    responded.lock().unwrap().clear();
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..concurrency {
+        let (app, next, uri) = (app.clone(), next.clone(), uri.to_owned());
+        callers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let request = http::Request::post(&uri)
+                    .header("content-type", "application/json")
+                    .header("x-webhook-secret", "bench-secret")
+                    .body(Body::from(r#"{"param":"hello world"}"#))
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    arrivals.wait(n).await;
+    let elapsed = started.elapsed();
+    let responded = responded.lock().unwrap();
+    let arrived = arrivals.at.lock().unwrap();
+    let mut delays: Vec<Duration> = responded
+        .iter()
+        .filter_map(|(id, at)| {
+            arrived
+                .get(id)
+                .map(|arrival| arrival.saturating_duration_since(*at))
+        })
+        .collect();
+    delays.sort();
+    (n as f64 / elapsed.as_secs_f64(), delays)
+}
+
+/// An open loop: one forwarded call every `1/rate` s for `duration`.
+async fn run_paced(
+    app: &Router,
+    responded: &Arc<Mutex<HashMap<String, Instant>>>,
+    arrivals: &Arc<Arrivals>,
+    uri: &str,
+    rate: u64,
+    duration: Duration,
+) -> (f64, Vec<Duration>) {
+    arrivals.reset();
+    responded.lock().unwrap().clear();
+    let n = (rate as f64 * duration.as_secs_f64()) as usize;
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut calls = Vec::with_capacity(n);
+    for _ in 0..n {
+        ticks.tick().await;
+        let (app, uri) = (app.clone(), uri.to_owned());
+        calls.push(tokio::spawn(async move {
+            let request = http::Request::post(&uri)
+                .header("content-type", "application/json")
+                .header("x-webhook-secret", "bench-secret")
+                .body(Body::from(r#"{"param":"hello world"}"#))
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    arrivals.wait(n).await;
+    let elapsed = started.elapsed();
+    let responded = responded.lock().unwrap();
+    let arrived = arrivals.at.lock().unwrap();
+    let mut delays: Vec<Duration> = responded
+        .iter()
+        .filter_map(|(id, at)| {
+            arrived
+                .get(id)
+                .map(|arrival| arrival.saturating_duration_since(*at))
+        })
+        .collect();
+    delays.sort();
+    (n as f64 / elapsed.as_secs_f64(), delays)
+}
+
+/// The reference: the same bodies POSTed by the same client, `concurrency` loops.
+async fn run_bare<C>(
+    client: &C,
+    arrivals: &Arc<Arrivals>,
+    url: &str,
+    body: Bytes,
+    n: usize,
+    concurrency: usize,
+) -> f64
+where
+    C: Service<http::Request<Full<Bytes>>, Response = http::Response<hyper::body::Incoming>>
+        + Clone
+        + Send
+        + 'static,
+    C::Future: Send,
+    C::Error: std::fmt::Debug,
+{
+    arrivals.reset();
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut loops = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url, body) =
+            (client.clone(), next.clone(), url.to_owned(), body.clone());
+        loops.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let request = http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-request-id", format!("bare-{i}"))
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let response = client.clone().oneshot(request).await.unwrap();
+                let _ = response.into_body().collect().await;
+            }
+        }));
+    }
+    for task in loops {
+        task.await.unwrap();
+    }
+    arrivals.wait(n).await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let n: usize = std::env::var("FORWARD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let concurrency: usize = std::env::var("FORWARD_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let arrivals = Arc::new(Arrivals::default());
+        let addr = start_receiver(arrivals.clone()).await;
+        let guard = SsrfGuard::new().allow_loopback();
+        let client = ClientBuilder::new(guard.clone()).build_service();
+        let engine = DeliveryEngine::builder()
+            .guard(guard)
+            .client(DeliveryClient::from_service(client.clone()))
+            .capacity(n * 2)
+            // The same parallelism towards the receiver as the bare loop.
+            .max_in_flight(concurrency)
+            .max_per_endpoint(concurrency)
+            .build();
+
+        let responded: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let marks = responded.clone();
+        let app = Router::new()
+            .route(
+                "/v4/{project}/{app}/{function}",
+                post(move |request: Request| {
+                    let marks = marks.clone();
+                    async move {
+                        let run_id = request.extensions().get::<RunId>().map(|r| r.0.clone());
+                        let result = Json(json!({"smile": "wave", "run_id": run_id, "items": [1, 2, 3, 4, 5, 6, 7, 8]}));
+                        if let Some(id) = run_id {
+                            marks.lock().unwrap().insert(id, Instant::now());
+                        }
+                        result
+                    }
+                }),
+            )
+            .layer(WebhookForwardLayer::new(engine.clone()));
+        let receiver = format!("http://{addr}/hook");
+        let uri = format!(
+            "/v4/p-bench/app/run?webhookEndpoint={}",
+            receiver.replace(':', "%3A").replace('/', "%2F")
+        );
+
+        // A delivered body of the same shape, for the bare loop.
+        let (_, _) = run_layer(&app, &responded, &arrivals, &uri, 1, 1).await;
+        let id = responded.lock().unwrap().keys().next().cloned().unwrap();
+        let sample = engine.conversation(&id).await.unwrap().unwrap().delivery.body;
+
+        if std::env::var("FORWARD_BENCH_CALLER_ONLY").is_ok() {
+            let plain = uri.split('?').next().unwrap().to_owned();
+            let started = Instant::now();
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut callers = Vec::new();
+            for _ in 0..concurrency {
+                let (app, next, plain) = (app.clone(), next.clone(), plain.clone());
+                callers.push(tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let request = http::Request::post(&plain)
+                            .header("content-type", "application/json")
+                            .body(Body::from(r#"{"param":"hello world"}"#))
+                            .unwrap();
+                        let response = app.clone().oneshot(request).await.unwrap();
+                        let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+                    }
+                }));
+            }
+            for caller in callers {
+                caller.await.unwrap();
+            }
+            println!("caller side only (no trigger): {:.0} calls/s", n as f64 / started.elapsed().as_secs_f64());
+        }
+        println!("forward bench: {n} deliveries per round, {concurrency} concurrent callers, 2 worker threads");
+        println!("delivered body: {} bytes, Cerebrium-signed", sample.len());
+        // Warm-up.
+        run_layer(&app, &responded, &arrivals, &uri, 2_000.min(n), concurrency).await;
+        run_bare(&client, &arrivals, &receiver, sample.clone(), 2_000.min(n), concurrency).await;
+
+        let mut best_bare = 0f64;
+        let mut best_layer = 0f64;
+        let mut best_delays = Vec::new();
+        for round in 1..=2 {
+            let bare = run_bare(&client, &arrivals, &receiver, sample.clone(), n, concurrency).await;
+            let (layer, delays) = run_layer(&app, &responded, &arrivals, &uri, n, concurrency).await;
+            println!(
+                "round {round}: bare {bare:>9.0} req/s | layer {layer:>9.0} deliveries/s | delay p50 {:>8.2?} p99 {:>8.2?} ({} measured)",
+                percentile(&delays, 0.5),
+                percentile(&delays, 0.99),
+                delays.len()
+            );
+            best_bare = best_bare.max(bare);
+            if layer > best_layer {
+                best_layer = layer;
+                best_delays = delays;
+            }
+        }
+        println!();
+        println!("bare loop (same client, same bodies): {best_bare:.0} POST/s");
+        println!("WebhookForwardLayer end to end:       {best_layer:.0} deliveries/s");
+        println!("ratio layer / bare:                   {:.2}", best_layer / best_bare);
+        println!(
+            "saturated, inner response -> first attempt: p50 {:.2?}, p99 {:.2?}",
+            percentile(&best_delays, 0.5),
+            percentile(&best_delays, 0.99)
+        );
+        // Latency below saturation: an open loop at a fixed rate, so no queue builds up.
+        for rate in [1_000u64, 5_000] {
+            let (achieved, delays) = run_paced(&app, &responded, &arrivals, &uri, rate, Duration::from_secs(2)).await;
+            println!(
+                "paced at {rate}/s ({achieved:.0} deliveries/s): inner response -> first attempt p50 {:.2?}, p99 {:.2?}",
+                percentile(&delays, 0.5),
+                percentile(&delays, 0.99)
+            );
+        }
+        let report = engine.shutdown(Duration::from_secs(10)).await;
+        assert!(report.drained);
+    });
+}

@@ -1,0 +1,80 @@
+//! The delivery engine: the outbound queue, its workers, retries, the SSRF guard and the
+//! conversation log.
+//!
+//! Every source of webhooks (a [forwarded response](crate::forward), a published event)
+//! becomes the same [`Delivery`](crate::store::Delivery) record. The engine:
+//!
+//! 1. accepts it into its [store](crate::store) within a bounded **capacity** (reserve a slot
+//!    with [`DeliveryEngine::try_reserve`] before doing the work, so a full engine can answer
+//!    `503` instead of dropping results);
+//! 2. claims due deliveries in batches and runs **one task per delivery**, at most
+//!    [`max_in_flight`](EngineBuilder::max_in_flight) attempts at once and at most
+//!    [`max_per_endpoint`](EngineBuilder::max_per_endpoint) per endpoint host, so one slow
+//!    endpoint cannot stall the others;
+//! 3. sends each attempt through a [`DeliveryClient`] (hyper-util, rustls, pooled, no
+//!    redirects; a tower `Service` you can wrap), **signed afresh** with the delivery's
+//!    [`Signing`](crate::store::Signing) (so the timestamp is the send time), with
+//!    `X-Request-Id` = the delivery id, under a connect and a total timeout, refused by the
+//!    [`SsrfGuard`] when the endpoint is internal;
+//! 4. classifies the outcome with the [`Policy`] (retry at a time, give up, disable the
+//!    endpoint) and records the [`Attempt`](crate::store::Attempt) (redacted headers, body
+//!    digest, status, truncated response, latency) in the delivery's conversation;
+//! 5. drains on [`shutdown`](DeliveryEngine::shutdown) within a deadline.
+//!
+//! Each delivery runs in a `webhook.delivery` tracing span (id, endpoint without query,
+//! attempt) with a `webhook.attempt` span per attempt. Secrets and signatures are never logged.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower_webhooks::delivery::{DeliveryClient, DeliveryEngine, Policy};
+//! use tower_webhooks::scheme::Cerebrium;
+//! use tower_webhooks::store::{Delivery, DeliveryState, Signing};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // A stand-in for the network: any tower service can be the client.
+//! let client = DeliveryClient::from_service(tower::service_fn(|request: http::Request<Full<Bytes>>| async move {
+//!     assert!(request.headers().contains_key("x-cerebrium-webhook-signature"));
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+//! }));
+//! let engine = DeliveryEngine::builder()
+//!     .client(client)
+//!     .policy(Policy::cerebrium().with_delays([Duration::from_millis(10); 2]))
+//!     .build();
+//!
+//! let delivery = Delivery::new("run-1", "https://example.com/hook", r#"{"smile":"wave"}"#)
+//!     .with_signing(Signing::new(Arc::new(Cerebrium::new()), "my-secret"));
+//! engine.submit(delivery).await.unwrap();
+//!
+//! let report = engine.shutdown(Duration::from_secs(5)).await;
+//! assert!(report.drained);
+//! let conversation = engine.conversation("run-1").await.unwrap().unwrap();
+//! assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
+//! assert_eq!(conversation.attempts[0].response.as_ref().unwrap().status, 200);
+//! # }
+//! ```
+
+mod client;
+mod engine;
+pub mod policy;
+pub mod ssrf;
+
+pub use client::{
+    ClientBody, ClientBuilder, Connector, DeliveryClient, GuardedHttpConnector, HyperClient,
+};
+pub(crate) use engine::display_endpoint;
+pub use engine::{
+    DeliveryEngine, DeliveryReport, EngineBuilder, EngineStats, EnqueueError, Reservation,
+    ShutdownReport, DEFAULT_CAPACITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PER_ENDPOINT,
+    DEFAULT_RESPONSE_BODY_LIMIT,
+};
+pub use policy::{Class, Classifier, Policy, Verdict};
+pub use ssrf::{Cidr, GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
+
+/// A boxed error, as tower and hyper use.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,236 @@
+//! One forwarded run: what the layer knows about it, how its result becomes a delivery body.
+
+use std::borrow::Cow;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use super::BodyMode;
+use crate::delivery::{display_endpoint, DeliveryEngine, Reservation};
+use crate::store::{Delivery, Signing, Source};
+
+/// A run whose result will be delivered.
+pub(crate) struct Job {
+    pub(crate) engine: DeliveryEngine,
+    pub(crate) reservation: Reservation,
+    pub(crate) run_id: String,
+    pub(crate) endpoint: String,
+    pub(crate) signing: Option<Signing>,
+    pub(crate) source: Source,
+    pub(crate) body_mode: BodyMode,
+    pub(crate) capture_limit: usize,
+    pub(crate) started: Instant,
+}
+
+/// The inner service's result, as captured.
+pub(crate) struct RunResult {
+    pub(crate) status: StatusCode,
+    pub(crate) json: bool,
+    pub(crate) body: Bytes,
+    /// Why the body is missing or incomplete (a panic, an error, the capture limit, …).
+    pub(crate) error: Option<String>,
+}
+
+impl RunResult {
+    pub(crate) fn failed(status: StatusCode, error: String) -> Self {
+        Self {
+            status,
+            json: false,
+            body: Bytes::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// Whether a response's content type is JSON (or absent, when the body may still be JSON).
+pub(crate) fn may_be_json(headers: &HeaderMap) -> bool {
+    match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => true,
+        Some(value) => {
+            let essence = value.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence
+                    .rsplit_once('+')
+                    .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    run_id: &'a str,
+    run_time_ms: f64,
+    status_code: u16,
+    timestamp: i64,
+    result: EnvelopeResult<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EnvelopeResult<'a> {
+    Json(&'a RawValue),
+    Text(Cow<'a, str>),
+    Null(Option<()>),
+}
+
+impl Job {
+    /// The delivery body for `result` (decision 3: envelope by default, raw as an option).
+    pub(crate) fn body(&self, result: &RunResult) -> Bytes {
+        if self.body_mode == BodyMode::Raw && result.error.is_none() {
+            return result.body.clone();
+        }
+        let elapsed = self.started.elapsed().as_secs_f64() * 1000.0;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let raw = if result.json && result.error.is_none() {
+            serde_json::from_slice::<&RawValue>(&result.body).ok()
+        } else {
+            None
+        };
+        let value = match raw {
+            Some(raw) => EnvelopeResult::Json(raw),
+            None if result.error.is_some() && result.body.is_empty() => EnvelopeResult::Null(None),
+            None => EnvelopeResult::Text(String::from_utf8_lossy(&result.body)),
+        };
+        let envelope = Envelope {
+            run_id: &self.run_id,
+            run_time_ms: (elapsed * 100.0).round() / 100.0,
+            status_code: result.status.as_u16(),
+            timestamp,
+            result: value,
+            error: result.error.as_deref(),
+        };
+        // A struct of strings, numbers and already-valid JSON always serialises.
+        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+    }
+
+    /// Turns the result into a delivery and hands it to the engine (awaits the store).
+    pub(crate) async fn deliver(self, result: RunResult) {
+        if let Some(error) = &result.error {
+            tracing::warn!(run_id = %self.run_id, error = %error, "forwarded run failed; delivering the error");
+        }
+        let body = self.body(&result);
+        let mut delivery = Delivery::new(self.run_id, self.endpoint, body).with_source(self.source);
+        if let Some(signing) = self.signing {
+            delivery = delivery.with_signing(signing);
+        }
+        let id = delivery.id.clone();
+        let endpoint = display_endpoint(&delivery.endpoint).to_owned();
+        if let Err(err) = self.engine.enqueue(self.reservation, delivery).await {
+            tracing::error!(run_id = %id, endpoint = %endpoint, error = %err, "webhook delivery could not be queued");
+        }
+    }
+
+    /// [`deliver`](Self::deliver) in a background task (from a body's poll or drop); the
+    /// receiver completes once the store has answered (a durable store: the row is committed).
+    pub(crate) fn deliver_in_background(self, result: RunResult) -> oneshot::Receiver<()> {
+        let (stored, ack) = oneshot::channel();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    self.deliver(result).await;
+                    let _ = stored.send(());
+                });
+            }
+            Err(_) => tracing::error!(
+                run_id = %self.run_id,
+                "webhook delivery dropped: the response finished outside a Tokio runtime"
+            ),
+        }
+        ack
+    }
+}
+
+/// The copy of a sync-mode response body made while it streams to the caller.
+pub(crate) struct Capture {
+    job: Job,
+    status: StatusCode,
+    json: bool,
+    chunks: Vec<Bytes>,
+    size: usize,
+    overflow: bool,
+}
+
+impl Capture {
+    pub(crate) fn new(job: Job, status: StatusCode, headers: &HeaderMap) -> Self {
+        Self {
+            status,
+            json: may_be_json(headers),
+            chunks: Vec::new(),
+            size: 0,
+            overflow: false,
+            job,
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: &Bytes) {
+        if self.overflow {
+            return;
+        }
+        if self.size + data.len() > self.job.capture_limit {
+            self.overflow = true;
+            self.chunks = Vec::new();
+            return;
+        }
+        self.size += data.len();
+        self.chunks.push(data.clone());
+    }
+
+    /// Hands the captured result to the engine; `note` says why it is incomplete.
+    pub(crate) fn finish(self: Box<Self>, note: Option<String>) {
+        drop(self.finish_acked(note));
+    }
+
+    /// [`finish`](Self::finish); the receiver completes once the delivery is stored.
+    pub(crate) fn finish_acked(self: Box<Self>, note: Option<String>) -> oneshot::Receiver<()> {
+        let Capture {
+            job,
+            status,
+            json,
+            chunks,
+            size,
+            overflow,
+        } = *self;
+        let error = if overflow {
+            Some(format!(
+                "the response body is larger than the capture limit of {} bytes",
+                job.capture_limit
+            ))
+        } else {
+            note
+        };
+        let body = match chunks.len() {
+            _ if error.is_some() => Bytes::new(),
+            0 => Bytes::new(),
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(size);
+                for chunk in chunks {
+                    buf.extend_from_slice(&chunk);
+                }
+                buf.freeze()
+            }
+        };
+        job.deliver_in_background(RunResult {
+            status,
+            json,
+            body,
+            error,
+        })
+    }
+}
+
+/// An `X-Request-Id` header value for a run id (uuids always fit).
+pub(crate) fn request_id_value(run_id: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(run_id).ok()
+}

@@ -1,0 +1,667 @@
+//! [`MemoryStore`]: the in-memory, bounded [`DeliveryStore`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use super::{
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore, Lease,
+    Next, Signing, StoreError, StoreFuture, StoreStats,
+};
+
+/// The default number of final conversations kept.
+pub const DEFAULT_MAX_FINISHED: usize = 10_000;
+/// The default byte budget of final conversations kept (64 MiB).
+pub const DEFAULT_MAX_FINISHED_BYTES: usize = 64 * 1024 * 1024;
+/// The default bound on deliveries not yet final (pending or in flight).
+pub const DEFAULT_MAX_UNFINISHED: usize = 100_000;
+
+/// An in-memory [`DeliveryStore`]: the queue and the conversation log in one map.
+///
+/// Memory is bounded: at most [`max_unfinished`](Self::max_unfinished) deliveries wait or
+/// run (beyond that [`enqueue`](DeliveryStore::enqueue) answers [`StoreError::Full`]; the
+/// engine's own capacity is normally far lower), and the conversations of final deliveries are
+/// evicted oldest first beyond [`max_finished`](Self::max_finished) conversations or
+/// [`max_finished_bytes`](Self::max_finished_bytes) bytes.
+///
+/// Everything is lost when the process exits: use a durable store where that matters.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    max_finished: usize,
+    max_finished_bytes: usize,
+    max_unfinished: usize,
+}
+
+struct Entry {
+    delivery: Delivery,
+    attempts: Vec<Attempt>,
+    /// Insertion sequence (the `order` key).
+    seq: u64,
+    /// The current lease token (0 when not claimed).
+    lease: u64,
+    lease_until: SystemTime,
+    size: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// Pending deliveries by due time.
+    due: BTreeSet<(SystemTime, u64)>,
+    /// Every entry by insertion sequence.
+    order: BTreeMap<u64, String>,
+    /// Final entries, oldest first (eviction order).
+    finished: VecDeque<u64>,
+    finished_bytes: usize,
+    unfinished: usize,
+    in_flight: usize,
+    seq: u64,
+    token: u64,
+}
+
+impl MemoryStore {
+    /// A store with the default bounds.
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            max_finished: DEFAULT_MAX_FINISHED,
+            max_finished_bytes: DEFAULT_MAX_FINISHED_BYTES,
+            max_unfinished: DEFAULT_MAX_UNFINISHED,
+        }
+    }
+
+    /// Keeps at most `max` conversations of final deliveries.
+    pub fn max_finished(mut self, max: usize) -> Self {
+        self.max_finished = max;
+        self
+    }
+
+    /// Keeps at most about `bytes` bytes of conversations of final deliveries.
+    pub fn max_finished_bytes(mut self, bytes: usize) -> Self {
+        self.max_finished_bytes = bytes;
+        self
+    }
+
+    /// Accepts at most `max` deliveries that are not final yet.
+    pub fn max_unfinished(mut self, max: usize) -> Self {
+        self.max_unfinished = max;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is applied
+        // before anything that can panic), so a poisoned lock is still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn enqueue_now(&self, mut delivery: Delivery) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.entries.contains_key(&delivery.id) {
+            return Err(StoreError::Duplicate(delivery.id));
+        }
+        if inner.unfinished >= self.max_unfinished {
+            return Err(StoreError::Full);
+        }
+        inner.seq += 1;
+        let seq = inner.seq;
+        delivery.state = DeliveryState::Pending;
+        delivery.updated_at = SystemTime::now();
+        inner.due.insert((delivery.next_attempt_at, seq));
+        inner.order.insert(seq, delivery.id.clone());
+        inner.unfinished += 1;
+        let size = delivery.approx_size();
+        inner.entries.insert(
+            delivery.id.clone(),
+            Entry {
+                delivery,
+                attempts: Vec::new(),
+                seq,
+                lease: 0,
+                lease_until: SystemTime::UNIX_EPOCH,
+                size,
+            },
+        );
+        Ok(())
+    }
+
+    fn claim_now(&self, now: SystemTime, limit: usize, lease_for: Duration) -> Vec<Claim> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut claims = Vec::new();
+        while claims.len() < limit {
+            let Some(&(at, seq)) = inner.due.first() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            inner.due.pop_first();
+            let Some(entry) = inner
+                .order
+                .get(&seq)
+                .and_then(|id| inner.entries.get_mut(id))
+            else {
+                continue;
+            };
+            inner.token += 1;
+            entry.lease = inner.token;
+            entry.lease_until = now + lease_for;
+            entry.delivery.state = DeliveryState::InFlight;
+            entry.delivery.updated_at = now;
+            inner.in_flight += 1;
+            claims.push(Claim {
+                delivery: entry.delivery.clone(),
+                lease: Lease {
+                    token: entry.lease,
+                    until: entry.lease_until,
+                },
+            });
+        }
+        // The memory store lives and dies with its engine, so an expired lease means a worker
+        // that is merely slow: it keeps the delivery (no takeover needed in one process).
+        claims
+    }
+
+    fn record_now(
+        &self,
+        id: &str,
+        lease: Lease,
+        attempt: Attempt,
+        next: Next,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
+            return Err(StoreError::LeaseLost(id.to_owned()));
+        }
+        let now = SystemTime::now();
+        entry.delivery.attempts = entry.delivery.attempts.max(attempt.number);
+        entry.delivery.updated_at = now;
+        entry.delivery.manual = false;
+        entry.lease = 0;
+        entry.size += attempt.approx_size();
+        entry.attempts.push(attempt);
+        inner.in_flight -= 1;
+        match next {
+            Next::Retry { at } => {
+                entry.delivery.state = DeliveryState::Pending;
+                entry.delivery.next_attempt_at = at;
+                inner.due.insert((at, entry.seq));
+            }
+            Next::Final { state, reason } => {
+                entry.delivery.state = state;
+                entry.delivery.last_error = reason;
+                inner.unfinished -= 1;
+                inner.finished.push_back(entry.seq);
+                inner.finished_bytes += entry.size;
+                self.evict(inner);
+            }
+        }
+        Ok(())
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        while inner.finished.len() > self.max_finished
+            || (inner.finished_bytes > self.max_finished_bytes && !inner.finished.is_empty())
+        {
+            let Some(seq) = inner.finished.pop_front() else {
+                break;
+            };
+            if let Some(id) = inner.order.remove(&seq) {
+                if let Some(entry) = inner.entries.remove(&id) {
+                    inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
+                }
+            }
+        }
+    }
+
+    fn release_now(&self, id: &str, lease: Lease) -> Result<(), StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
+            return Err(StoreError::LeaseLost(id.to_owned()));
+        }
+        let now = SystemTime::now();
+        entry.lease = 0;
+        entry.delivery.state = DeliveryState::Pending;
+        entry.delivery.next_attempt_at = now;
+        entry.delivery.updated_at = now;
+        inner.due.insert((now, entry.seq));
+        inner.in_flight -= 1;
+        Ok(())
+    }
+
+    fn renew_now(&self, id: &str, lease: Lease, until: SystemTime) -> Result<Lease, StoreError> {
+        let mut inner = self.lock();
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
+            return Err(StoreError::LeaseLost(id.to_owned()));
+        }
+        entry.lease_until = until;
+        Ok(Lease {
+            token: lease.token,
+            until,
+        })
+    }
+
+    /// Moves one final entry back to the queue for a manual attempt.
+    fn resend_entry(
+        inner: &mut Inner,
+        id: &str,
+        signing: Option<Signing>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let entry = inner
+            .entries
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        if !entry.delivery.state.is_final() {
+            return Err(StoreError::NotFinal(id.to_owned()));
+        }
+        let seq = entry.seq;
+        entry.delivery.state = DeliveryState::Pending;
+        entry.delivery.manual = true;
+        entry.delivery.next_attempt_at = now;
+        entry.delivery.updated_at = now;
+        entry.delivery.last_error = None;
+        if let Some(signing) = signing {
+            entry.delivery.signing = Some(signing);
+        }
+        let size = entry.size;
+        inner.due.insert((now, seq));
+        inner.unfinished += 1;
+        if let Some(at) = inner.finished.iter().position(|s| *s == seq) {
+            inner.finished.remove(at);
+            inner.finished_bytes = inner.finished_bytes.saturating_sub(size);
+        }
+        Ok(())
+    }
+
+    fn resend_now(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+        Self::resend_entry(&mut self.lock(), id, signing, SystemTime::now())
+    }
+
+    fn resend_matching_now(
+        &self,
+        query: &ConversationQuery,
+        signing: Option<Signing>,
+    ) -> Result<usize, StoreError> {
+        let state = query.state.unwrap_or(DeliveryState::Failed);
+        if !state.is_final() {
+            return Err(StoreError::NotFinal(format!("deliveries in state {state}")));
+        }
+        let query = ConversationQuery {
+            state: Some(state),
+            ..query.clone()
+        };
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
+        let mut inner = self.lock();
+        let ids: Vec<String> = inner
+            .finished
+            .iter()
+            .filter_map(|seq| inner.order.get(seq))
+            .filter(|id| {
+                inner
+                    .entries
+                    .get(*id)
+                    .is_some_and(|entry| query.matches(&entry.delivery))
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        let now = SystemTime::now();
+        for id in &ids {
+            Self::resend_entry(&mut inner, id, signing.clone(), now)?;
+        }
+        Ok(ids.len())
+    }
+
+    fn fail_pending_now(&self, endpoint: &str, reason: &str, limit: usize) -> Vec<String> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let due: Vec<(SystemTime, u64, String)> = inner
+            .due
+            .iter()
+            .filter_map(|&(at, seq)| {
+                let id = inner.order.get(&seq)?;
+                let entry = inner.entries.get(id)?;
+                (entry.delivery.endpoint == endpoint).then(|| (at, seq, id.clone()))
+            })
+            .take(limit)
+            .collect();
+        let now = SystemTime::now();
+        let mut ids = Vec::with_capacity(due.len());
+        for (at, seq, id) in due {
+            inner.due.remove(&(at, seq));
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                entry.delivery.state = DeliveryState::Failed;
+                entry.delivery.last_error = Some(reason.to_owned());
+                entry.delivery.manual = false;
+                entry.delivery.updated_at = now;
+                inner.unfinished -= 1;
+                inner.finished.push_back(seq);
+                inner.finished_bytes += entry.size;
+            }
+            ids.push(id);
+        }
+        self.evict(inner);
+        ids
+    }
+
+    fn purge_now(&self, state: DeliveryState, before: SystemTime, limit: usize) -> usize {
+        if !state.is_final() {
+            return 0;
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut purged = 0;
+        let mut kept = VecDeque::with_capacity(inner.finished.len());
+        while let Some(seq) = inner.finished.pop_front() {
+            let old = purged < limit
+                && inner
+                    .order
+                    .get(&seq)
+                    .and_then(|id| inner.entries.get(id))
+                    .is_some_and(|e| e.delivery.state == state && e.delivery.updated_at < before);
+            if !old {
+                kept.push_back(seq);
+                continue;
+            }
+            if let Some(id) = inner.order.remove(&seq) {
+                if let Some(entry) = inner.entries.remove(&id) {
+                    inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
+                }
+            }
+            purged += 1;
+        }
+        inner.finished = kept;
+        purged
+    }
+
+    fn conversation(entry: &Entry) -> Conversation {
+        Conversation {
+            delivery: entry.delivery.clone(),
+            attempts: entry.attempts.clone(),
+        }
+    }
+
+    fn list_now(&self, query: &ConversationQuery) -> Vec<Conversation> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let inner = self.lock();
+        inner
+            .order
+            .values()
+            .rev()
+            .filter_map(|id| inner.entries.get(id))
+            .filter(|entry| query.matches(&entry.delivery))
+            .take(limit)
+            .map(Self::conversation)
+            .collect()
+    }
+
+    fn stats_now(&self) -> StoreStats {
+        let inner = self.lock();
+        StoreStats {
+            pending: inner.due.len(),
+            in_flight: inner.in_flight,
+            finished: inner.finished.len(),
+            oldest_due: inner.due.first().map(|&(at, _)| at),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = self.stats_now();
+        f.debug_struct("MemoryStore")
+            .field("pending", &stats.pending)
+            .field("in_flight", &stats.in_flight)
+            .field("finished", &stats.finished)
+            .field("max_finished", &self.max_finished)
+            .field("max_finished_bytes", &self.max_finished_bytes)
+            .finish()
+    }
+}
+
+impl DeliveryStore for MemoryStore {
+    fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
+        let result = self.enqueue_now(delivery);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn claim_due(
+        &self,
+        now: SystemTime,
+        limit: usize,
+        lease_for: Duration,
+    ) -> StoreFuture<'_, Vec<Claim>> {
+        let claims = self.claim_now(now, limit, lease_for);
+        Box::pin(std::future::ready(Ok(claims)))
+    }
+
+    fn record_attempt<'a>(
+        &'a self,
+        id: &'a str,
+        lease: Lease,
+        attempt: Attempt,
+        next: Next,
+    ) -> StoreFuture<'a, ()> {
+        let result = self.record_now(id, lease, attempt, next);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {
+        let result = self.release_now(id, lease);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>> {
+        let next = self.lock().due.first().map(|&(at, _)| at);
+        Box::pin(std::future::ready(Ok(next)))
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Conversation>> {
+        let found = self.lock().entries.get(id).map(Self::conversation);
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn list<'a>(&'a self, query: &'a ConversationQuery) -> StoreFuture<'a, Vec<Conversation>> {
+        let found = self.list_now(query);
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn stats(&self) -> StoreFuture<'_, StoreStats> {
+        let stats = self.stats_now();
+        Box::pin(std::future::ready(Ok(stats)))
+    }
+
+    fn renew<'a>(&'a self, id: &'a str, lease: Lease, until: SystemTime) -> StoreFuture<'a, Lease> {
+        Box::pin(std::future::ready(self.renew_now(id, lease, until)))
+    }
+
+    fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.resend_now(id, signing)))
+    }
+
+    fn resend_matching<'a>(
+        &'a self,
+        query: &'a ConversationQuery,
+        signing: Option<Signing>,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(std::future::ready(self.resend_matching_now(query, signing)))
+    }
+
+    fn fail_pending<'a>(
+        &'a self,
+        endpoint: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let ids = self.fail_pending_now(endpoint, reason, limit);
+        Box::pin(std::future::ready(Ok(ids)))
+    }
+
+    fn purge(
+        &self,
+        state: DeliveryState,
+        before: SystemTime,
+        limit: usize,
+    ) -> StoreFuture<'_, usize> {
+        let purged = self.purge_now(state, before, limit);
+        Box::pin(std::future::ready(Ok(purged)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AttemptOutcome, Decision};
+
+    fn attempt(number: u32, status: u16) -> Attempt {
+        let mut attempt = Attempt::new(number, SystemTime::now(), AttemptOutcome::Status(status));
+        attempt.decision = Decision::Delivered;
+        attempt
+    }
+
+    fn block<T>(future: StoreFuture<'_, T>) -> Result<T, StoreError> {
+        futures_util::FutureExt::now_or_never(future).expect("memory store is synchronous")
+    }
+
+    #[test]
+    fn queue_then_conversation() {
+        let store = MemoryStore::new();
+        let now = SystemTime::now();
+        block(store.enqueue(Delivery::new("a", "http://x/", "1"))).unwrap();
+        block(store.enqueue(
+            Delivery::new("b", "http://x/", "2").not_before(now + Duration::from_secs(60)),
+        ))
+        .unwrap();
+        assert_eq!(
+            block(store.enqueue(Delivery::new("a", "http://x/", "1"))).unwrap_err(),
+            StoreError::Duplicate("a".into())
+        );
+        let claims =
+            block(store.claim_due(now + Duration::from_millis(1), 10, Duration::from_secs(5)))
+                .unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].delivery.id, "a");
+        let lease = claims[0].lease;
+        let stale = Lease {
+            token: lease.token + 7,
+            ..lease
+        };
+        assert!(matches!(
+            block(store.record_attempt("a", stale, attempt(1, 200), Next::Retry { at: now })),
+            Err(StoreError::LeaseLost(_))
+        ));
+        block(store.record_attempt("a", lease, attempt(1, 404), Next::Retry { at: now })).unwrap();
+        let claims =
+            block(store.claim_due(now + Duration::from_millis(1), 10, Duration::from_secs(5)))
+                .unwrap();
+        assert_eq!(claims.len(), 1);
+        assert!(claims[0].lease.token > lease.token);
+        block(store.record_attempt(
+            "a",
+            claims[0].lease,
+            attempt(2, 200),
+            Next::Final {
+                state: DeliveryState::Delivered,
+                reason: None,
+            },
+        ))
+        .unwrap();
+        let conversation = block(store.get("a")).unwrap().unwrap();
+        assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
+        assert_eq!(conversation.delivery.attempts, 2);
+        assert_eq!(conversation.attempts.len(), 2);
+        let stats = block(store.stats()).unwrap();
+        assert_eq!((stats.pending, stats.in_flight, stats.finished), (1, 0, 1));
+        let listed =
+            block(store.list(&ConversationQuery::new().state(DeliveryState::Pending))).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].delivery.id, "b");
+        assert_eq!(
+            block(store.list(&ConversationQuery::new())).unwrap()[0]
+                .delivery
+                .id,
+            "b"
+        );
+    }
+
+    #[test]
+    fn release_returns_to_queue() {
+        let store = MemoryStore::new();
+        block(store.enqueue(Delivery::new("a", "http://x/", "1"))).unwrap();
+        let later = SystemTime::now() + Duration::from_millis(5);
+        let claim = block(store.claim_due(later, 1, Duration::from_secs(5)))
+            .unwrap()
+            .remove(0);
+        block(store.release("a", claim.lease)).unwrap();
+        let again = block(store.claim_due(
+            SystemTime::now() + Duration::from_millis(5),
+            1,
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn finished_conversations_are_bounded() {
+        let store = MemoryStore::new().max_finished(3);
+        for i in 0..10 {
+            let id = format!("d{i}");
+            block(store.enqueue(Delivery::new(id.clone(), "http://x/", "body"))).unwrap();
+            let claim = block(store.claim_due(
+                SystemTime::now() + Duration::from_secs(1),
+                1,
+                Duration::from_secs(5),
+            ))
+            .unwrap()
+            .remove(0);
+            block(store.record_attempt(
+                &id,
+                claim.lease,
+                attempt(1, 200),
+                Next::Final {
+                    state: DeliveryState::Delivered,
+                    reason: None,
+                },
+            ))
+            .unwrap();
+        }
+        let all = block(store.list(&ConversationQuery::new())).unwrap();
+        let ids: Vec<_> = all.iter().map(|c| c.delivery.id.as_str()).collect();
+        assert_eq!(ids, ["d9", "d8", "d7"]);
+        let store = MemoryStore::new().max_unfinished(1);
+        block(store.enqueue(Delivery::new("a", "http://x/", "1"))).unwrap();
+        assert_eq!(
+            block(store.enqueue(Delivery::new("b", "http://x/", "1"))).unwrap_err(),
+            StoreError::Full
+        );
+    }
+}

@@ -1,0 +1,768 @@
+//! What the SQL stores share: how a delivery, its signing and its attempts become columns, and
+//! the migrations embedded in the crate.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{
+    is_sensitive_header, unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery,
+    DeliveryState, Lease, Next, Signing, Source, StoreError,
+};
+use crate::scheme::{BuiltinScheme, Message, SharedSigner, SignError, Signer};
+use crate::secret::{Secret, SecretSet};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The columns every delivery query returns, in this order.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint, endpoint_id, source, scheme, secrets, \
+     headers, body, state, attempts, manual, next_attempt_at, lease_token, lease_expires_at, \
+     created_at, updated_at, last_error";
+
+/// The columns every attempt query returns, in this order.
+pub(crate) const ATTEMPT_COLUMNS: &str = "delivery_id, number, manual, started_at, latency_us, \
+     request_headers, body_size, body_sha256, outcome, outcome_detail, decision, retry_at, \
+     response_status, response_headers, response_body, response_truncated";
+
+/// A backend error as a [`StoreError`] (bind values, hence secrets, never appear in sqlx's
+/// messages).
+pub(crate) fn backend(err: impl fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+/// Unix milliseconds back to a time.
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrations
+
+/// Migrations embedded from `migrations/<backend>/`, in the `sqlx` layout (`<version>_<name>.sql`),
+/// so `sqlx-cli` can apply the same files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Embedded(pub(crate) &'static [(i64, &'static str, &'static str)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The migrator for `source`.
+pub(crate) async fn migrator(source: Embedded) -> Migrator {
+    // Resolving embedded migrations cannot fail.
+    match Migrator::new(source).await {
+        Ok(migrator) => migrator,
+        Err(_) => unreachable!("embedded migrations always resolve"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing
+
+/// Custom (non built-in) signers a durable store finds again by [name](Signer::name) after a
+/// restart.
+///
+/// Also caches the last few scheme descriptions both ways: every delivery of a forward layer
+/// shares one signer, so its description is encoded (and decoded) once, not per row.
+#[derive(Clone, Default)]
+pub(crate) struct Signers {
+    custom: Arc<HashMap<String, SharedSigner>>,
+    cache: Arc<Mutex<SchemeCache>>,
+}
+
+#[derive(Default)]
+struct SchemeCache {
+    /// Signer (kept alive, so its address stays unique) → its `scheme` column.
+    encoded: Vec<(SharedSigner, String)>,
+    /// `scheme` column → the signer it describes.
+    decoded: HashMap<String, SharedSigner>,
+}
+
+const CACHED_SCHEMES: usize = 32;
+
+impl Signers {
+    pub(crate) fn add(&mut self, signer: SharedSigner) {
+        Arc::make_mut(&mut self.custom).insert(signer.name().to_owned(), signer);
+    }
+
+    fn get(&self, name: &str) -> Option<&SharedSigner> {
+        self.custom.get(name)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, SchemeCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl fmt::Debug for Signers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.custom.keys()).finish()
+    }
+}
+
+/// The `scheme` column of a signer, cached per signer.
+fn scheme_column(signer: &SharedSigner, signers: &Signers) -> Result<String, StoreError> {
+    if let Some((_, column)) = signers
+        .cache()
+        .encoded
+        .iter()
+        .find(|(cached, _)| Arc::ptr_eq(cached, signer))
+    {
+        return Ok(column.clone());
+    }
+    let described = signer.describe().and_then(|builtin| {
+        // Only a description that reads back as the same scheme is kept (a scheme whose
+        // serialised form redacts a secret is not).
+        let value = serde_json::to_value(&builtin).ok()?;
+        let back: BuiltinScheme = serde_json::from_value(value.clone()).ok()?;
+        (back == builtin).then_some(value)
+    });
+    let scheme = match described {
+        Some(value) => SchemeColumn::Builtin(value),
+        None => {
+            let name = signer.name();
+            if signers.get(name).is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "the signer `{name}` cannot be persisted: register it with the store's \
+                     `custom_signer`"
+                )));
+            }
+            SchemeColumn::Custom(name.to_owned())
+        }
+    };
+    let column = serde_json::to_string(&scheme).map_err(backend)?;
+    let mut cache = signers.cache();
+    if cache.encoded.len() >= CACHED_SCHEMES {
+        cache.encoded.remove(0);
+    }
+    cache.encoded.push((signer.clone(), column.clone()));
+    Ok(column)
+}
+
+/// The `scheme` column.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SchemeColumn {
+    Builtin(serde_json::Value),
+    Custom(String),
+}
+
+/// One entry of the `secrets` column. The value is stored as given (base64 of its bytes).
+#[derive(Serialize, Deserialize)]
+struct SecretColumn {
+    value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+/// A signer named in the store that this process does not know: every attempt fails to sign
+/// (and the delivery becomes a dead letter with that reason) rather than going out unsigned.
+struct MissingSigner(String);
+
+impl Signer for MissingSigner {
+    fn name(&self) -> &str {
+        &self.0
+    }
+
+    fn sign(&self, _: &Message<'_>, _: &SecretSet, _: &mut HeaderMap) -> Result<(), SignError> {
+        Err(SignError::Unsupported(
+            "the delivery's signer is not registered with the store (custom_signer)",
+        ))
+    }
+}
+
+/// The `(scheme, secrets)` columns of a signing.
+pub(crate) fn encode_signing(
+    signing: &Signing,
+    signers: &Signers,
+) -> Result<(String, String), StoreError> {
+    let scheme = scheme_column(&signing.signer, signers)?;
+    let secrets: Vec<SecretColumn> = signing
+        .secrets
+        .iter()
+        .map(|secret| SecretColumn {
+            value: B64.encode(secret.expose()),
+            id: secret.id().map(str::to_owned),
+        })
+        .collect();
+    Ok((scheme, serde_json::to_string(&secrets).map_err(backend)?))
+}
+
+/// A signing from its columns.
+pub(crate) fn decode_signing(
+    scheme: &str,
+    secrets: &str,
+    signers: &Signers,
+) -> Result<Signing, StoreError> {
+    let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
+    let cached = signers.cache().decoded.get(scheme).cloned();
+    let signer: SharedSigner = match cached {
+        Some(signer) => signer,
+        None => {
+            let signer: SharedSigner =
+                match serde_json::from_str(scheme).map_err(|_| corrupt("scheme"))? {
+                    SchemeColumn::Builtin(value) => Arc::new(
+                        serde_json::from_value::<BuiltinScheme>(value)
+                            .map_err(|_| corrupt("scheme"))?,
+                    ),
+                    SchemeColumn::Custom(name) => match signers.get(&name) {
+                        Some(signer) => signer.clone(),
+                        // Not cached: registering it later (a restart) must take effect.
+                        None => return decode_secrets(Arc::new(MissingSigner(name)), secrets),
+                    },
+                };
+            let mut cache = signers.cache();
+            if cache.decoded.len() >= CACHED_SCHEMES {
+                cache.decoded.clear();
+            }
+            cache.decoded.insert(scheme.to_owned(), signer.clone());
+            signer
+        }
+    };
+    decode_secrets(signer, secrets)
+}
+
+fn decode_secrets(signer: SharedSigner, secrets: &str) -> Result<Signing, StoreError> {
+    let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
+    let columns: Vec<SecretColumn> =
+        serde_json::from_str(secrets).map_err(|_| corrupt("secrets"))?;
+    let mut set = SecretSet::new();
+    for column in columns {
+        let bytes = B64.decode(column.value).map_err(|_| corrupt("secrets"))?;
+        let mut secret = Secret::new(bytes);
+        if let Some(id) = column.id {
+            secret = secret.with_id(id);
+        }
+        set.push(secret);
+    }
+    Ok(Signing::new(signer, set))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers, sources, outcomes
+
+#[derive(Serialize, Deserialize)]
+struct HeaderColumn {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    /// Base64 of a value that is not visible ASCII.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<String>,
+}
+
+/// The `headers` column: the delivery's extra request headers, sent on every attempt (stored
+/// as given: they may carry an endpoint's credentials).
+pub(crate) fn encode_headers(headers: &HeaderMap) -> String {
+    let columns: Vec<HeaderColumn> = headers
+        .iter()
+        .map(|(name, value)| match value.to_str() {
+            Ok(text) => HeaderColumn {
+                name: name.as_str().to_owned(),
+                value: Some(text.to_owned()),
+                bytes: None,
+            },
+            Err(_) => HeaderColumn {
+                name: name.as_str().to_owned(),
+                value: None,
+                bytes: Some(B64.encode(value.as_bytes())),
+            },
+        })
+        .collect();
+    serde_json::to_string(&columns).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn decode_headers(text: &str) -> Result<HeaderMap, StoreError> {
+    let corrupt = || StoreError::Backend("unreadable headers column".into());
+    let columns: Vec<HeaderColumn> = serde_json::from_str(text).map_err(|_| corrupt())?;
+    let mut headers = HeaderMap::with_capacity(columns.len());
+    for column in columns {
+        let name = HeaderName::from_bytes(column.name.as_bytes()).map_err(|_| corrupt())?;
+        let value = match (column.value, column.bytes) {
+            (Some(text), _) => HeaderValue::from_str(&text).map_err(|_| corrupt())?,
+            (None, Some(bytes)) => {
+                HeaderValue::from_bytes(&B64.decode(bytes).map_err(|_| corrupt())?)
+                    .map_err(|_| corrupt())?
+            }
+            (None, None) => return Err(corrupt()),
+        };
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Recorded (already redacted) header pairs, redacted again on the way in.
+pub(crate) fn encode_pairs(pairs: &[(String, String)]) -> String {
+    let redacted: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(name, value)| {
+            let value = if is_sensitive_header(name) {
+                "[redacted]"
+            } else {
+                value.as_str()
+            };
+            (name.as_str(), value)
+        })
+        .collect();
+    serde_json::to_string(&redacted).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn decode_pairs(text: &str) -> Result<Vec<(String, String)>, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|_| StoreError::Backend("unreadable recorded headers column".into()))
+}
+
+/// The `source` column.
+pub(crate) fn encode_source(source: &Source) -> String {
+    match source {
+        Source::Forward => "forward".to_owned(),
+        Source::ForwardAsync => "forward_async".to_owned(),
+        Source::ForwardLegacy => "forward_legacy".to_owned(),
+        Source::Resend => "resend".to_owned(),
+        Source::Event(kind) => format!("event:{kind}"),
+        Source::Other(name) => format!("other:{name}"),
+    }
+}
+
+fn decode_source(text: &str) -> Source {
+    match text {
+        "forward" => Source::Forward,
+        "forward_async" => Source::ForwardAsync,
+        "forward_legacy" => Source::ForwardLegacy,
+        "resend" => Source::Resend,
+        _ => match text.split_once(':') {
+            Some(("event", kind)) => Source::Event(kind.to_owned()),
+            Some(("other", name)) => Source::Other(name.to_owned()),
+            _ => Source::Other(text.to_owned()),
+        },
+    }
+}
+
+/// The `state` column back to a state.
+pub(crate) fn decode_state(text: &str) -> Result<DeliveryState, StoreError> {
+    Ok(match text {
+        "pending" => DeliveryState::Pending,
+        "in_flight" => DeliveryState::InFlight,
+        "delivered" => DeliveryState::Delivered,
+        "failed" => DeliveryState::Failed,
+        "refused" => DeliveryState::Refused,
+        other => return Err(StoreError::Backend(format!("unknown state `{other}`"))),
+    })
+}
+
+fn encode_outcome(outcome: &AttemptOutcome) -> (&'static str, Option<String>) {
+    match outcome {
+        AttemptOutcome::Status(status) => ("status", Some(status.to_string())),
+        AttemptOutcome::Timeout => ("timeout", None),
+        AttemptOutcome::Connect(why) => ("connect", Some(why.clone())),
+        AttemptOutcome::Network(why) => ("network", Some(why.clone())),
+        AttemptOutcome::Refused(why) => ("refused", Some(why.clone())),
+        AttemptOutcome::SignFailed(why) => ("sign_failed", Some(why.clone())),
+    }
+}
+
+fn decode_outcome(kind: &str, detail: Option<String>) -> AttemptOutcome {
+    let detail_text = detail.clone().unwrap_or_default();
+    match kind {
+        "status" => AttemptOutcome::Status(detail_text.parse().unwrap_or(0)),
+        "timeout" => AttemptOutcome::Timeout,
+        "connect" => AttemptOutcome::Connect(detail_text),
+        "refused" => AttemptOutcome::Refused(detail_text),
+        "sign_failed" => AttemptOutcome::SignFailed(detail_text),
+        _ => AttemptOutcome::Network(detail_text),
+    }
+}
+
+fn encode_decision(decision: &Decision) -> (&'static str, Option<i64>) {
+    match decision {
+        Decision::Delivered => ("delivered", None),
+        Decision::RetryAt(at) => ("retry", Some(unix_millis(*at))),
+        Decision::GaveUp => ("gave_up", None),
+        Decision::DisableEndpoint => ("disable_endpoint", None),
+        Decision::Refused => ("refused", None),
+    }
+}
+
+fn decode_decision(kind: &str, at: Option<i64>) -> Decision {
+    match kind {
+        "delivered" => Decision::Delivered,
+        "retry" => Decision::RetryAt(from_millis(at.unwrap_or(0))),
+        "disable_endpoint" => Decision::DisableEndpoint,
+        "refused" => Decision::Refused,
+        _ => Decision::GaveUp,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+/// A delivery as bind values.
+pub(crate) struct DeliveryRow {
+    pub(crate) id: String,
+    pub(crate) endpoint: String,
+    pub(crate) endpoint_id: Option<String>,
+    pub(crate) source: String,
+    pub(crate) scheme: Option<String>,
+    pub(crate) secrets: Option<String>,
+    pub(crate) headers: String,
+    pub(crate) body: Bytes,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+impl DeliveryRow {
+    /// Encodes a new delivery (the signing must be persistable).
+    pub(crate) fn new(delivery: &Delivery, signers: &Signers) -> Result<Self, StoreError> {
+        let (scheme, secrets) = match &delivery.signing {
+            Some(signing) => {
+                let (scheme, secrets) = encode_signing(signing, signers)?;
+                (Some(scheme), Some(secrets))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            id: delivery.id.clone(),
+            endpoint: delivery.endpoint.clone(),
+            endpoint_id: delivery.endpoint_id.clone(),
+            source: encode_source(&delivery.source),
+            scheme,
+            secrets,
+            headers: encode_headers(&delivery.headers),
+            body: delivery.body.clone(),
+            next_attempt_at: unix_millis(delivery.next_attempt_at),
+            created_at: unix_millis(delivery.created_at),
+            updated_at: unix_millis(SystemTime::now()),
+        })
+    }
+}
+
+/// An attempt as bind values.
+pub(crate) struct AttemptRow {
+    pub(crate) number: i64,
+    pub(crate) manual: bool,
+    pub(crate) started_at: i64,
+    pub(crate) latency_us: i64,
+    pub(crate) request_headers: String,
+    pub(crate) body_size: i64,
+    pub(crate) body_sha256: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) outcome_detail: Option<String>,
+    pub(crate) decision: &'static str,
+    pub(crate) retry_at: Option<i64>,
+    pub(crate) response_status: Option<i64>,
+    pub(crate) response_headers: Option<String>,
+    pub(crate) response_body: Option<Vec<u8>>,
+    pub(crate) response_truncated: Option<bool>,
+}
+
+impl AttemptRow {
+    pub(crate) fn new(attempt: &Attempt) -> Self {
+        let (outcome, outcome_detail) = encode_outcome(&attempt.outcome);
+        let (decision, retry_at) = encode_decision(&attempt.decision);
+        let response = attempt.response.as_ref();
+        Self {
+            number: i64::from(attempt.number),
+            manual: attempt.manual,
+            started_at: unix_millis(attempt.started_at),
+            latency_us: i64::try_from(attempt.latency.as_micros()).unwrap_or(i64::MAX),
+            request_headers: encode_pairs(&attempt.request_headers),
+            body_size: i64::try_from(attempt.body_size).unwrap_or(i64::MAX),
+            body_sha256: attempt.body_sha256.clone(),
+            outcome,
+            outcome_detail,
+            decision,
+            retry_at,
+            response_status: response.map(|r| i64::from(r.status)),
+            response_headers: response.map(|r| encode_pairs(&r.headers)),
+            response_body: response.map(|r| r.body.to_vec()),
+            response_truncated: response.map(|r| r.body_truncated),
+        }
+    }
+}
+
+/// What [`DeliveryStore::record_attempt`](super::DeliveryStore::record_attempt) writes to the
+/// delivery row.
+pub(crate) struct NextRow {
+    pub(crate) state: &'static str,
+    /// The next due time (`None` for a final state).
+    pub(crate) due_at: Option<i64>,
+    pub(crate) last_error: Option<String>,
+}
+
+impl NextRow {
+    pub(crate) fn new(next: &Next) -> Self {
+        match next {
+            Next::Retry { at } => Self {
+                state: DeliveryState::Pending.as_str(),
+                due_at: Some(unix_millis(*at)),
+                last_error: None,
+            },
+            Next::Final { state, reason } => Self {
+                state: state.as_str(),
+                due_at: None,
+                last_error: reason.clone(),
+            },
+        }
+    }
+}
+
+/// Typed column access shared by the SQLite and PostgreSQL rows.
+pub(crate) trait RowExt {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+    fn opt_blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn flag(&self, column: &str) -> Result<bool, StoreError>;
+    fn opt_flag(&self, column: &str) -> Result<Option<bool>, StoreError>;
+}
+
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl $crate::store::sql::RowExt for $row {
+            fn text(&self, column: &str) -> Result<String, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn int(&self, column: &str) -> Result<i64, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn opt_blob(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn flag(&self, column: &str) -> Result<bool, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+            fn opt_flag(&self, column: &str) -> Result<Option<bool>, StoreError> {
+                sqlx::Row::try_get(self, column).map_err($crate::store::sql::backend)
+            }
+        }
+    };
+}
+pub(crate) use impl_row_ext;
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+/// A delivery from a row of [`DELIVERY_COLUMNS`].
+pub(crate) fn delivery_from_row(
+    row: &impl RowExt,
+    signers: &Signers,
+) -> Result<Delivery, StoreError> {
+    let signing = match (row.opt_text("scheme")?, row.opt_text("secrets")?) {
+        (Some(scheme), Some(secrets)) => Some(decode_signing(&scheme, &secrets, signers)?),
+        _ => None,
+    };
+    let mut delivery = Delivery::new(row.text("id")?, row.text("endpoint")?, row.blob("body")?);
+    delivery.endpoint_id = row.opt_text("endpoint_id")?;
+    delivery.signing = signing;
+    delivery.headers = decode_headers(&row.text("headers")?)?;
+    delivery.attempts = to_u32(row.int("attempts")?);
+    delivery.next_attempt_at = from_millis(row.int("next_attempt_at")?);
+    delivery.state = decode_state(&row.text("state")?)?;
+    delivery.created_at = from_millis(row.int("created_at")?);
+    delivery.updated_at = from_millis(row.int("updated_at")?);
+    delivery.source = decode_source(&row.text("source")?);
+    delivery.last_error = row.opt_text("last_error")?;
+    delivery.manual = row.flag("manual")?;
+    Ok(delivery)
+}
+
+/// The lease of a claimed row of [`DELIVERY_COLUMNS`].
+pub(crate) fn lease_from_row(row: &impl RowExt) -> Result<Lease, StoreError> {
+    Ok(Lease {
+        token: u64::try_from(row.int("lease_token")?).unwrap_or(0),
+        until: from_millis(row.opt_int("lease_expires_at")?.unwrap_or(0)),
+    })
+}
+
+/// An attempt (and its delivery id) from a row of [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt_from_row(row: &impl RowExt) -> Result<(String, Attempt), StoreError> {
+    let outcome = decode_outcome(&row.text("outcome")?, row.opt_text("outcome_detail")?);
+    let mut attempt = Attempt::new(
+        to_u32(row.int("number")?),
+        from_millis(row.int("started_at")?),
+        outcome,
+    );
+    attempt.manual = row.flag("manual")?;
+    attempt.latency = Duration::from_micros(row.int("latency_us")?.max(0).unsigned_abs());
+    attempt.request_headers = decode_pairs(&row.text("request_headers")?)?;
+    attempt.body_size = usize::try_from(row.int("body_size")?).unwrap_or(0);
+    attempt.body_sha256 = row.text("body_sha256")?;
+    attempt.decision = decode_decision(&row.text("decision")?, row.opt_int("retry_at")?);
+    if let Some(status) = row.opt_int("response_status")? {
+        attempt.response = Some(AttemptResponse::new(
+            u16::try_from(status).unwrap_or(0),
+            decode_pairs(&row.opt_text("response_headers")?.unwrap_or_default())
+                .unwrap_or_default(),
+            Bytes::from(row.opt_blob("response_body")?.unwrap_or_default()),
+            row.opt_flag("response_truncated")?.unwrap_or(false),
+        ));
+    }
+    Ok((row.text("delivery_id")?, attempt))
+}
+
+/// Groups attempts (ordered by delivery) under their deliveries, keeping the deliveries' order.
+pub(crate) fn conversations(
+    deliveries: Vec<Delivery>,
+    attempts: Vec<(String, Attempt)>,
+) -> Vec<super::Conversation> {
+    let mut by_id: HashMap<String, Vec<Attempt>> = HashMap::new();
+    for (id, attempt) in attempts {
+        by_id.entry(id).or_default().push(attempt);
+    }
+    deliveries
+        .into_iter()
+        .map(|delivery| {
+            let mut attempts = by_id.remove(&delivery.id).unwrap_or_default();
+            attempts.sort_by_key(|a| (a.number, a.started_at));
+            super::Conversation { delivery, attempts }
+        })
+        .collect()
+}
+
+/// A fresh lease owner name: process id and a random suffix.
+pub(crate) fn owner_name() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("pid{}-{}", std::process::id(), &random[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::{Cerebrium, StandardWebhooks};
+
+    #[test]
+    fn signing_round_trips_and_custom_signers_must_be_registered() {
+        let signing = Signing::new(
+            Arc::new(StandardWebhooks::new()),
+            SecretSet::from(vec![
+                Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").with_id("new"),
+                Secret::new([0u8, 159, 255]),
+            ]),
+        );
+        let signers = Signers::default();
+        let (scheme, secrets) = encode_signing(&signing, &signers).unwrap();
+        assert!(scheme.contains("standard_webhooks"), "{scheme}");
+        let back = decode_signing(&scheme, &secrets, &signers).unwrap();
+        assert_eq!(back.signer.name(), signing.signer.name());
+        assert_eq!(back.secrets, signing.secrets);
+
+        struct Custom;
+        impl Signer for Custom {
+            fn name(&self) -> &str {
+                "custom-hmac"
+            }
+            fn sign(
+                &self,
+                _: &Message<'_>,
+                _: &SecretSet,
+                _: &mut HeaderMap,
+            ) -> Result<(), SignError> {
+                Ok(())
+            }
+        }
+        let custom = Signing::new(Arc::new(Custom), "s");
+        assert!(matches!(
+            encode_signing(&custom, &signers),
+            Err(StoreError::Invalid(_))
+        ));
+        let mut registered = Signers::default();
+        registered.add(Arc::new(Custom));
+        let (scheme, secrets) = encode_signing(&custom, &registered).unwrap();
+        assert_eq!(
+            decode_signing(&scheme, &secrets, &registered)
+                .unwrap()
+                .signer
+                .name(),
+            "custom-hmac"
+        );
+        // Restarted without the custom signer: signing fails rather than sending unsigned.
+        let missing = decode_signing(&scheme, &secrets, &signers).unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(missing
+            .signer
+            .sign(
+                &Message::new("id", 1, b"{}"),
+                &missing.secrets,
+                &mut headers
+            )
+            .is_err());
+        let _ = Cerebrium::new();
+    }
+
+    #[test]
+    fn headers_sources_and_recorded_pairs() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("acme"));
+        headers.append("x-raw", HeaderValue::from_bytes(&[0xfe, b'a']).unwrap());
+        assert_eq!(decode_headers(&encode_headers(&headers)).unwrap(), headers);
+        for source in [
+            Source::Forward,
+            Source::ForwardAsync,
+            Source::ForwardLegacy,
+            Source::Resend,
+            Source::Event("run.status".into()),
+            Source::Other("app".into()),
+        ] {
+            assert_eq!(decode_source(&encode_source(&source)), source);
+        }
+        let pairs = vec![
+            ("authorization".to_owned(), "Bearer t0ken".to_owned()),
+            ("x-webhook-secret".to_owned(), "s3cret".to_owned()),
+            ("x-request-id".to_owned(), "run-1".to_owned()),
+        ];
+        let stored = encode_pairs(&pairs);
+        assert!(
+            !stored.contains("t0ken") && !stored.contains("s3cret"),
+            "{stored}"
+        );
+        assert_eq!(decode_pairs(&stored).unwrap()[2].1, "run-1");
+    }
+}

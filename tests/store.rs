@@ -1,0 +1,520 @@
+//! The `DeliveryStore` contract, run against every store: memory, SQLite (temp files) and
+//! PostgreSQL (when `TOWER_WEBHOOKS_POSTGRES_URL` is set; one schema per test, dropped after).
+#![cfg(feature = "forward")]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
+use tower_webhooks::store::{
+    Attempt, AttemptOutcome, AttemptResponse, ConversationQuery, Decision, Delivery, DeliveryState,
+    DeliveryStore, MemoryStore, Next, Signing, Source, StoreError,
+};
+use tower_webhooks::{Secret, SecretSet};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn later(ms: u64) -> SystemTime {
+    SystemTime::now() + Duration::from_millis(ms)
+}
+
+fn attempt(number: u32, outcome: AttemptOutcome, decision: Decision) -> Attempt {
+    let mut attempt = Attempt::new(number, SystemTime::now(), outcome);
+    attempt.decision = decision;
+    attempt.latency = Duration::from_micros(1234);
+    attempt.body_size = 2;
+    attempt.body_sha256 = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".into();
+    attempt.request_headers = vec![
+        ("x-request-id".into(), "a".into()),
+        ("authorization".into(), "Bearer leaked".into()),
+    ];
+    attempt
+}
+
+fn delivered() -> Next {
+    Next::Final {
+        state: DeliveryState::Delivered,
+        reason: None,
+    }
+}
+
+fn failed(reason: &str) -> Next {
+    Next::Final {
+        state: DeliveryState::Failed,
+        reason: Some(reason.into()),
+    }
+}
+
+/// The contract. `durable_takeover`: an expired lease is claimable again (the SQL stores;
+/// the memory store keeps a slow worker's claim).
+async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
+    // Enqueue, duplicates, signing and headers survive the round trip.
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-tenant", "acme".parse().unwrap());
+    let signing = Signing::new(
+        Arc::new(StandardWebhooks::new()),
+        SecretSet::from(vec![
+            Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").with_id("v2"),
+            Secret::new("whsec_dGVzdA=="),
+        ]),
+    );
+    store
+        .enqueue(
+            Delivery::new("a", "http://x.test/hook", r#"{"n":1}"#)
+                .with_signing(signing.clone())
+                .with_headers(headers.clone())
+                .with_endpoint_id("ep-1")
+                .with_source(Source::Event("run.status".into())),
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue(Delivery::new("b", "http://x.test/hook", "2").not_before(later(60_000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .enqueue(Delivery::new("a", "http://y.test/", "1"))
+            .await
+            .unwrap_err(),
+        StoreError::Duplicate("a".into())
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight, stats.finished), (2, 0, 0));
+    assert!(stats.oldest_due.is_some());
+    assert!(store.next_due().await.unwrap().unwrap() <= later(10));
+
+    // Claim: only what is due, under a lease.
+    let claims = store.claim_due(later(5), 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1, "only `a` is due");
+    let claim = &claims[0];
+    assert_eq!(claim.delivery.id, "a");
+    assert_eq!(claim.delivery.state, DeliveryState::InFlight);
+    assert_eq!(claim.delivery.headers, headers);
+    assert_eq!(claim.delivery.endpoint_id.as_deref(), Some("ep-1"));
+    assert_eq!(claim.delivery.source, Source::Event("run.status".into()));
+    let restored = claim.delivery.signing.as_ref().expect("signing restored");
+    assert_eq!(restored.signer.name(), "standard_webhooks");
+    assert_eq!(restored.secrets, signing.secrets);
+    assert!(store
+        .claim_due(later(5), 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    let lease = claim.lease;
+
+    // Fencing: a stale token is refused, the current one renews and records.
+    let stale = tower_webhooks::store::Lease {
+        token: lease.token.wrapping_add(1000),
+        ..lease
+    };
+    assert!(matches!(
+        store
+            .record_attempt(
+                "a",
+                stale,
+                attempt(1, AttemptOutcome::Status(500), Decision::GaveUp),
+                delivered()
+            )
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.renew("a", stale, later(60_000)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let lease = store.renew("a", lease, later(60_000)).await.unwrap();
+    let retry_at = later(1);
+    store
+        .record_attempt(
+            "a",
+            lease,
+            attempt(
+                1,
+                AttemptOutcome::Connect("refused".into()),
+                Decision::RetryAt(retry_at),
+            ),
+            Next::Retry { at: retry_at },
+        )
+        .await
+        .unwrap();
+    // The old lease is spent.
+    assert!(matches!(
+        store.release("a", lease).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.release("nope", lease).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Claimed again with a larger token; released (shutdown) and claimed once more.
+    let again = store.claim_due(later(10), 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].lease.token > lease.token);
+    assert_eq!(again[0].delivery.attempts, 1);
+    store.release("a", again[0].lease).await.unwrap();
+    let third = store
+        .claim_due(later(10), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+
+    if durable_takeover {
+        // Takeover: another worker claims once the lease has expired; the first one's
+        // outcome is then refused.
+        let taken = store
+            .claim_due(third.lease.until + Duration::from_millis(1), 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1, "an expired lease is due again");
+        assert!(taken[0].lease.token > third.lease.token);
+        assert!(matches!(
+            store
+                .record_attempt(
+                    "a",
+                    third.lease,
+                    attempt(2, AttemptOutcome::Status(200), Decision::Delivered),
+                    delivered()
+                )
+                .await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        store.release("a", taken[0].lease).await.unwrap();
+    } else {
+        store.release("a", third.lease).await.unwrap();
+    }
+    let claim = store
+        .claim_due(later(10), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut answer = attempt(2, AttemptOutcome::Status(200), Decision::Delivered);
+    answer.response = Some(AttemptResponse::new(
+        200,
+        vec![("content-type".into(), "text/plain".into())],
+        bytes::Bytes::from_static(b"thanks"),
+        false,
+    ));
+    store
+        .record_attempt("a", claim.lease, answer, delivered())
+        .await
+        .unwrap();
+
+    // The conversation: every attempt, redacted headers, the response.
+    let conversation = store.get("a").await.unwrap().unwrap();
+    assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
+    assert_eq!(conversation.delivery.attempts, 2);
+    assert_eq!(conversation.attempts.len(), 2);
+    assert_eq!(
+        conversation.attempts[0].outcome,
+        AttemptOutcome::Connect("refused".into())
+    );
+    assert!(matches!(
+        conversation.attempts[0].decision,
+        Decision::RetryAt(_)
+    ));
+    assert_eq!(
+        conversation.attempts[0].latency,
+        Duration::from_micros(1234)
+    );
+    let response = conversation.attempts[1].response.as_ref().unwrap();
+    assert_eq!((response.status, &response.body[..]), (200, &b"thanks"[..]));
+    if durable_takeover {
+        // The SQL stores redact again on the way in.
+        assert!(!format!("{:?}", conversation.attempts[0].request_headers).contains("leaked"));
+    }
+    assert!(store.get("nope").await.unwrap().is_none());
+
+    // Re-send: only final deliveries; one manual attempt, optionally with a new secret.
+    assert!(matches!(
+        store.resend("b", None).await,
+        Err(StoreError::NotFinal(_))
+    ));
+    assert!(matches!(
+        store.resend("nope", None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let rotated = Signing::new(Arc::new(Cerebrium::new()), "rotated");
+    store.resend("a", Some(rotated)).await.unwrap();
+    let manual = store
+        .claim_due(later(10), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(manual.delivery.manual);
+    assert_eq!(
+        manual.delivery.signing.as_ref().unwrap().signer.name(),
+        "cerebrium"
+    );
+    let mut one = attempt(3, AttemptOutcome::Status(500), Decision::GaveUp);
+    one.manual = true;
+    store
+        .record_attempt("a", manual.lease, one, failed("manual re-send failed"))
+        .await
+        .unwrap();
+    let conversation = store.get("a").await.unwrap().unwrap();
+    assert_eq!(conversation.delivery.state, DeliveryState::Failed);
+    assert!(!conversation.delivery.manual);
+    assert!(conversation.attempts[2].manual);
+
+    // Dead letters by endpoint since a time, re-sent in bulk.
+    let since = SystemTime::now() - Duration::from_secs(3600);
+    let dead = store
+        .list(
+            &ConversationQuery::new()
+                .state(DeliveryState::Failed)
+                .endpoint("http://x.test/hook")
+                .since(since),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let queued = store
+        .resend_matching(
+            &ConversationQuery::new()
+                .endpoint("http://x.test/hook")
+                .since(since),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    assert!(matches!(
+        store
+            .resend_matching(
+                &ConversationQuery::new().state(DeliveryState::Pending),
+                None
+            )
+            .await,
+        Err(StoreError::NotFinal(_))
+    ));
+
+    // 410: the pending deliveries to the endpoint are given up.
+    let mut ids = store
+        .fail_pending("http://x.test/hook", "410 Gone", 100)
+        .await
+        .unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    let b = store.get("b").await.unwrap().unwrap();
+    assert_eq!(b.delivery.state, DeliveryState::Failed);
+    assert_eq!(b.delivery.last_error.as_deref(), Some("410 Gone"));
+    assert!(store
+        .claim_due(later(120_000), 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Listing: newest first, filters, limits.
+    for i in 0..5 {
+        store
+            .enqueue(Delivery::new(format!("c{i}"), "http://z.test/", "c"))
+            .await
+            .unwrap();
+    }
+    let listed = store
+        .list(&ConversationQuery::new().limit(3))
+        .await
+        .unwrap();
+    let listed: Vec<_> = listed.iter().map(|c| c.delivery.id.as_str()).collect();
+    assert_eq!(listed, ["c4", "c3", "c2"]);
+    let by_id = store
+        .list(&ConversationQuery::new().endpoint_id("ep-1"))
+        .await
+        .unwrap();
+    assert_eq!(by_id.len(), 1);
+
+    // Retention: only old final rows of the given state, in batches.
+    for i in 0..5 {
+        let claim = store
+            .claim_due(later(10), 1, LEASE)
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .record_attempt(
+                &claim.delivery.id,
+                claim.lease,
+                attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
+                delivered(),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("c{i}: {err}"));
+    }
+    assert_eq!(
+        store
+            .purge(
+                DeliveryState::Delivered,
+                SystemTime::now() - Duration::from_secs(60),
+                10
+            )
+            .await
+            .unwrap(),
+        0,
+        "nothing old enough"
+    );
+    assert_eq!(
+        store
+            .purge(DeliveryState::Delivered, later(1000), 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .purge(DeliveryState::Delivered, later(1000), 10)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .purge(DeliveryState::Pending, later(1000), 10)
+            .await
+            .unwrap(),
+        0
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight, stats.finished), (0, 0, 2));
+    assert!(store.get("c0").await.unwrap().is_none());
+    assert!(
+        store.get("a").await.unwrap().is_some(),
+        "dead letters are kept"
+    );
+
+    // Concurrent writes share batches: a duplicate fails alone, and of two recorded outcomes
+    // for one delivery only the current lease's applies.
+    let (first, second, other) = tokio::join!(
+        store.enqueue(Delivery::new("z", "http://z.test/", "1")),
+        store.enqueue(Delivery::new("z", "http://z.test/", "2")),
+        store.enqueue(Delivery::new("y", "http://z.test/", "3")),
+    );
+    assert!(first.is_ok() ^ second.is_ok(), "{first:?} {second:?}");
+    other.unwrap();
+    let claims = store.claim_due(later(10), 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 2);
+    let z = claims.iter().find(|c| c.delivery.id == "z").unwrap();
+    let y = claims.iter().find(|c| c.delivery.id == "y").unwrap();
+    let stale = tower_webhooks::store::Lease {
+        token: z.lease.token.wrapping_sub(1),
+        ..z.lease
+    };
+    let ok = || attempt(1, AttemptOutcome::Status(200), Decision::Delivered);
+    let (current, old, y_done) = tokio::join!(
+        store.record_attempt("z", z.lease, ok(), delivered()),
+        store.record_attempt("z", stale, ok(), delivered()),
+        store.record_attempt("y", y.lease, ok(), delivered()),
+    );
+    current.unwrap();
+    y_done.unwrap();
+    assert!(matches!(old, Err(StoreError::LeaseLost(_))), "{old:?}");
+    assert_eq!(store.get("z").await.unwrap().unwrap().attempts.len(), 1);
+}
+
+#[tokio::test]
+async fn memory_store_contract() {
+    contract(&MemoryStore::new(), false).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tower_webhooks::store::SqliteStore::connect(dir.path().join("contract.db"))
+        .await
+        .unwrap();
+    contract(&store, true).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_recovers_in_flight_deliveries_at_open_and_migrates_on_request() {
+    use tower_webhooks::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recover.db");
+    {
+        let store = SqliteStore::builder(&path).migrate(false).connect().await;
+        // Without migrations there is no table yet.
+        let store = match store {
+            Ok(store) => store,
+            Err(err) => panic!("{err}"),
+        };
+        assert!(store.stats().await.is_err());
+        store.migrate().await.unwrap();
+        store
+            .enqueue(Delivery::new("x", "http://x.test/", "1"))
+            .await
+            .unwrap();
+        let claims = store.claim_due(later(5), 10, LEASE).await.unwrap();
+        assert_eq!(claims.len(), 1);
+        // The process "dies" with the delivery in flight.
+    }
+    let store = SqliteStore::connect(&path).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight), (1, 0));
+    let claim = store
+        .claim_due(later(5), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(claim.delivery.id, "x");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_group_commit_keeps_every_concurrent_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        tower_webhooks::store::SqliteStore::builder(dir.path().join("group.db"))
+            .max_batch(32)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enqueue(Delivery::new(format!("g{i}"), "http://x.test/", "1"))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // A duplicate in a batch fails alone.
+    let (dup, fresh) = tokio::join!(
+        store.enqueue(Delivery::new("g1", "http://x.test/", "1")),
+        store.enqueue(Delivery::new("g400", "http://x.test/", "1")),
+    );
+    assert_eq!(dup.unwrap_err(), StoreError::Duplicate("g1".into()));
+    fresh.unwrap();
+    assert_eq!(store.stats().await.unwrap().pending, 401);
+    // Claims are batches, never the whole queue.
+    assert_eq!(
+        store.claim_due(later(5), 64, LEASE).await.unwrap().len(),
+        64
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_contract() {
+    let Some(url) = support::postgres_url("postgres_store_contract") else {
+        return;
+    };
+    let schema = support::unique_schema("contract");
+    let store = tower_webhooks::store::PostgresStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
+    contract(&store, true).await;
+    drop(store);
+    support::drop_schema(&url, &schema).await;
+}
