@@ -9,6 +9,11 @@
 //! At start-up it prints one `curl` line per route that sends a correctly signed request
 //! (valid for the scheme's replay window: five minutes by default). The configuration format
 //! is documented in `examples/gateway.toml`.
+//!
+//! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
+//! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
+//! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
+//! webhooks.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -37,6 +42,9 @@ struct Config {
     listen: SocketAddr,
     #[serde(default)]
     routes: Vec<RouteConfig>,
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    registry: Option<registry_demo::RegistryConfig>,
+    forward: Option<forward_demo::ForwardConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +173,26 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let app = inbound_routes(&config.routes)
+    #[allow(unused_mut)]
+    let mut app = inbound_routes(&config.routes);
+    let mut engine = None;
+    if let Some(forward) = &config.forward {
+        match forward_demo::routes(forward).await {
+            Ok((routes, forward_engine)) => {
+                app = app.merge(routes);
+                engine = Some(forward_engine);
+            }
+            Err(message) => {
+                eprintln!("gateway: [forward]: {message}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    #[cfg(feature = "registry")]
+    if let Some(registry) = &config.registry {
+        app = app.merge(registry_demo::routes(registry));
+    }
+    let app = app
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -194,6 +221,13 @@ async fn main() -> ExitCode {
             None => println!("  (this scheme's senders cannot be simulated with curl)"),
         }
     }
+    #[cfg(feature = "registry")]
+    if let Some(registry) = &config.registry {
+        registry_demo::banner(&base, registry);
+    }
+    if let Some(forward) = &config.forward {
+        forward_demo::banner(&base, forward);
+    }
     println!("\n(the signed lines stay valid for the replay window: 5 minutes by default)");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -205,5 +239,412 @@ async fn main() -> ExitCode {
         eprintln!("gateway: {err}");
         return ExitCode::FAILURE;
     }
+    if let Some(engine) = engine {
+        // Claimed-but-unsent deliveries go back to the store; durable stores resume them.
+        let report = engine.shutdown(std::time::Duration::from_secs(10)).await;
+        println!(
+            "deliveries drained: {} ({} left for the next start)",
+            report.drained, report.unfinished
+        );
+    }
     ExitCode::SUCCESS
+}
+
+/// `[forward]`: Cerebrium-style forwarding — `POST /v4/{project}/{app}/{function}` runs a demo
+/// function and delivers its result, signed, to `?webhookEndpoint=` (or the legacy
+/// `webhook_endpoint` body field), with `?async=true`; a durable store keeps accepted
+/// deliveries across restarts; `/metrics` shows the queue.
+mod forward_demo {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use axum::extract::{Path, Request, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde::Deserialize;
+    use serde_json::{json, Value};
+    use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
+    use tower_webhooks::forward::{RunId, WebhookForwardLayer};
+    use tower_webhooks::store::DeliveryStore;
+    use tower_webhooks::Problem;
+
+    /// The `[forward]` table.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct ForwardConfig {
+        /// CIDRs and host names the SSRF guard lets through (development: loopback).
+        #[serde(default)]
+        allow: Vec<String>,
+        /// `memory`, `sqlite:PATH` (feature `sqlite`) or `postgres://…` (feature `postgres`);
+        /// the `STORE` environment variable overrides it.
+        #[serde(default = "memory")]
+        store: String,
+        /// Signs deliveries when the caller sends no `X-Webhook-Secret`.
+        default_secret: Option<tower_webhooks::Secret>,
+    }
+
+    fn memory() -> String {
+        "memory".into()
+    }
+
+    async fn store(spec: &str) -> Result<Option<Arc<dyn DeliveryStore>>, String> {
+        if spec == "memory" {
+            return Ok(None);
+        }
+        if let Some(path) = spec.strip_prefix("sqlite:") {
+            #[cfg(feature = "sqlite")]
+            return tower_webhooks::store::SqliteStore::connect(path)
+                .await
+                .map(|s| Some(Arc::new(s) as Arc<dyn DeliveryStore>))
+                .map_err(|e| format!("sqlite:{path}: {e}"));
+            #[cfg(not(feature = "sqlite"))]
+            {
+                eprintln!("gateway: store `sqlite:{path}` needs `--features sqlite`; deliveries stay in memory");
+                return Ok(None);
+            }
+        }
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return tower_webhooks::store::PostgresStore::builder(spec.to_owned())
+                .connect()
+                .await
+                .map(|s| Some(Arc::new(s) as Arc<dyn DeliveryStore>))
+                .map_err(|e| format!("postgres: {e}"));
+            #[cfg(not(feature = "postgres"))]
+            return Err("a postgres store needs `--features postgres`".into());
+        }
+        Err(format!(
+            "unknown store `{spec}` (memory | sqlite:PATH | postgres://…)"
+        ))
+    }
+
+    pub(crate) async fn routes(config: &ForwardConfig) -> Result<(Router, DeliveryEngine), String> {
+        let mut guard = SsrfGuard::new();
+        for entry in &config.allow {
+            guard = match guard.clone().allow_cidr(entry) {
+                Ok(guard) => guard,
+                Err(_) => guard.allow_host(entry),
+            };
+        }
+        let spec = std::env::var("STORE").unwrap_or_else(|_| config.store.clone());
+        let mut builder = DeliveryEngine::builder().guard(guard);
+        if let Some(store) = store(&spec).await? {
+            builder = builder.shared_store(store);
+        }
+        let engine = builder.build();
+        let mut layer = WebhookForwardLayer::new(engine.clone());
+        if let Some(secret) = &config.default_secret {
+            layer = layer.default_secret(secret.clone());
+        }
+        let forwarded = Router::new()
+            .route("/v4/{project}/{app}/{function}", post(function))
+            .layer(layer);
+        let router = Router::new()
+            .route("/demo/receiver", post(receiver))
+            .route("/v4/runs/{run_id}/conversation", get(conversation))
+            .route("/metrics", get(metrics))
+            .with_state(engine.clone())
+            .merge(forwarded);
+        Ok((router, engine))
+    }
+
+    pub(crate) fn banner(base: &str, config: &ForwardConfig) {
+        let endpoint = format!("{base}/demo/receiver")
+            .replace(':', "%3A")
+            .replace('/', "%2F");
+        println!(
+            "\n  forwarding (store: {}, SSRF allow-list: {:?})",
+            std::env::var("STORE").unwrap_or_else(|_| config.store.clone()),
+            config.allow
+        );
+        println!("  sync run:   curl -sS -i -X POST '{base}/v4/p-demo/app/run?webhookEndpoint={endpoint}' -H 'Content-Type: application/json' -H 'X-Webhook-Secret: my-secret' --data '{{\"param\": \"hello world\"}}'");
+        println!("  async run:  curl -sS -i -X POST '{base}/v4/p-demo/app/run?async=true&webhookEndpoint={endpoint}' -H 'Content-Type: application/json' --data '{{\"sleep_ms\": 2000}}'");
+        println!("  queue:      curl -sS {base}/metrics   |   curl -sS {base}/v4/runs/<run_id>/conversation");
+    }
+
+    /// The demo function: echoes its input; `sleep_ms` makes it slow, `status_code` sets the status.
+    async fn function(
+        Path((project, app, function)): Path<(String, String, String)>,
+        request: Request,
+    ) -> impl IntoResponse {
+        let run_id = request.extensions().get::<RunId>().map(|id| id.0.clone());
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if let Some(ms) = input.get("sleep_ms").and_then(Value::as_u64) {
+            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        }
+        let status = input
+            .get("status_code")
+            .and_then(Value::as_u64)
+            .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+            .unwrap_or(StatusCode::OK);
+        (
+            status,
+            Json(
+                json!({"project": project, "app": app, "function": function, "run_id": run_id, "input": input}),
+            ),
+        )
+    }
+
+    /// A receiver on the gateway itself, so the demo needs nothing else running.
+    async fn receiver(headers: HeaderMap, body: String) -> StatusCode {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        tracing::info!(run_id = %header("x-request-id"), signature = %header("x-cerebrium-webhook-signature"), %body, "demo receiver got a delivery");
+        StatusCode::OK
+    }
+
+    async fn conversation(
+        State(engine): State<DeliveryEngine>,
+        Path(id): Path<String>,
+    ) -> axum::response::Response {
+        match engine.conversation(&id).await {
+            Ok(Some(conversation)) => Json(conversation).into_response(),
+            Ok(None) => {
+                Problem::new(StatusCode::NOT_FOUND, "not-found", "No such run").into_response()
+            }
+            Err(err) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "The delivery store is unavailable",
+            )
+            .with_detail(err.to_string())
+            .with_retry_after(5)
+            .into_response(),
+        }
+    }
+
+    /// Queue depth, age of the oldest due delivery, in-flight and finished counts, in the
+    /// Prometheus text format (attempts by outcome also go to the `metrics` facade).
+    async fn metrics(State(engine): State<DeliveryEngine>) -> axum::response::Response {
+        match engine.stats().await {
+            Ok(stats) => {
+                let age = stats
+                    .store
+                    .oldest_due_age(SystemTime::now())
+                    .unwrap_or_default();
+                format!(
+                    "# TYPE webhook_queue_depth gauge\nwebhook_queue_depth {}\n\
+                     # TYPE webhook_in_flight gauge\nwebhook_in_flight {}\n\
+                     # TYPE webhook_finished gauge\nwebhook_finished {}\n\
+                     # TYPE webhook_oldest_due_age_seconds gauge\nwebhook_oldest_due_age_seconds {:.3}\n\
+                     # TYPE webhook_outstanding gauge\nwebhook_outstanding {}\n\
+                     # TYPE webhook_capacity gauge\nwebhook_capacity {}\n",
+                    stats.store.pending,
+                    stats.in_flight,
+                    stats.store.finished,
+                    age.as_secs_f64(),
+                    stats.outstanding,
+                    stats.capacity,
+                )
+                .into_response()
+            }
+            Err(err) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "The delivery store is unavailable",
+            )
+            .with_detail(err.to_string())
+            .into_response(),
+        }
+    }
+}
+
+/// `[registry]`: the subscription API and demo runs that publish `run.status`.
+mod registry_demo {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    /// The `[registry]` table.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
+    pub(crate) struct RegistryConfig {
+        /// API key (`Authorization: Bearer <key>`) to owner (tenant).
+        #[serde(default)]
+        pub(crate) api_keys: BTreeMap<String, String>,
+        /// Lets webhooks point at loopback addresses (development only).
+        #[serde(default)]
+        pub(crate) allow_loopback: bool,
+        /// Seconds a demo run stays queued, then running.
+        #[serde(default = "default_step")]
+        pub(crate) run_step_secs: f64,
+    }
+
+    fn default_step() -> f64 {
+        1.0
+    }
+
+    #[cfg(feature = "registry")]
+    pub(crate) use enabled::{banner, routes};
+
+    #[cfg(feature = "registry")]
+    mod enabled {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use super::*;
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::post;
+        use axum::{Json, Router};
+        use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
+        use tower_webhooks::registry::{
+            bearer_token, BearerTokens, EventType, Owner, RunState, RunStatus, WebhookRegistry,
+        };
+        use tower_webhooks::{Problem, Secret};
+
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RunRequest {
+            #[serde(default)]
+            application_id: Option<String>,
+            /// End the run as `failed`.
+            #[serde(default)]
+            fail: bool,
+        }
+
+        /// The registry router plus `POST /v1/runs`.
+        pub(crate) fn routes(config: &RegistryConfig) -> Router {
+            let mut guard = SsrfGuard::new();
+            if config.allow_loopback {
+                guard = guard.allow_loopback();
+            }
+            let mut tokens = BearerTokens::new();
+            let mut keys = BTreeMap::new();
+            for (key, owner) in &config.api_keys {
+                // `{env:VAR}` keys read the environment, like the routes' secrets.
+                let Ok(key) = Secret::resolve(key) else {
+                    eprintln!("gateway: registry api key `{key}` cannot be resolved; skipped");
+                    continue;
+                };
+                let key = String::from_utf8_lossy(key.expose()).into_owned();
+                tokens = tokens.token(key.clone(), owner.as_str());
+                keys.insert(key, Owner::new(owner.as_str()));
+            }
+            let registry = WebhookRegistry::builder()
+                .engine(EngineBuilder::new().guard(guard).policy(Policy::standard()))
+                .event_type(EventType::run_status())
+                .event_type(EventType::endpoint_disabled())
+                .auth(tokens)
+                .on_disabled(|notice| {
+                    tracing::warn!(owner = %notice.owner, webhook = %notice.webhook_id, reason = %notice.reason, "webhook disabled");
+                })
+                .build();
+            let keys = Arc::new(keys);
+            let step = Duration::from_secs_f64(config.run_step_secs.clamp(0.0, 60.0));
+            let runs = Router::new().route(
+                "/v1/runs",
+                post({
+                    let registry = registry.clone();
+                    move |headers: HeaderMap, body: Bytes| {
+                        start_run(registry.clone(), keys.clone(), step, headers, body)
+                    }
+                }),
+            );
+            registry.router().merge(runs)
+        }
+
+        /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the
+        /// caller's webhooks as it goes queued → running → succeeded (or failed).
+        async fn start_run(
+            registry: WebhookRegistry,
+            keys: Arc<BTreeMap<String, Owner>>,
+            step: Duration,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            let Some(owner) = bearer_token(&headers).and_then(|t| keys.get(t)).cloned() else {
+                return Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Missing or invalid credentials",
+                )
+                .into_response();
+            };
+            let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+                RunRequest::default()
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(request) => request,
+                    Err(err) => {
+                        return Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid-json",
+                            "Invalid run request",
+                        )
+                        .with_detail(err.to_string())
+                        .into_response()
+                    }
+                }
+            };
+            let run_id = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let application_id = request
+                .application_id
+                .unwrap_or_else(|| "demo-app".to_owned());
+            let created = std::time::SystemTime::now();
+            let states = [
+                RunState::Queued,
+                RunState::Running,
+                if request.fail {
+                    RunState::Failed
+                } else {
+                    RunState::Succeeded
+                },
+            ];
+            tokio::spawn({
+                let run_id = run_id.clone();
+                async move {
+                    for (i, state) in states.into_iter().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(step).await;
+                        }
+                        let status = RunStatus::new(&run_id, &application_id, state, created)
+                            .updated_at(std::time::SystemTime::now());
+                        match registry.publish_for(&owner, RunStatus::TYPE, &status).await {
+                            Ok(report) => {
+                                tracing::info!(run = %run_id, status = state.as_str(), deliveries = report.deliveries.len(), "run.status published")
+                            }
+                            Err(err) => {
+                                tracing::warn!(run = %run_id, error = %err, "run.status not published")
+                            }
+                        }
+                    }
+                }
+            });
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({"run_id": run_id})),
+            )
+                .into_response()
+        }
+
+        /// The registry's lines of the start-up banner.
+        pub(crate) fn banner(base: &str, config: &RegistryConfig) {
+            let key = config
+                .api_keys
+                .keys()
+                .next()
+                .map_or("<API key>", String::as_str);
+            println!("\n  webhook registry at {base}/v1/webhooks (OpenAPI: {base}/v1/webhooks/openapi.json)");
+            println!(
+                "  register:   curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' \
+                 -H 'Content-Type: application/json' -d '{{\"id\":\"my-webhook\",\
+                 \"endpoint_url\":\"http://127.0.0.1:8000/webhookhandler\",\"event_types\":[\"run.status\"]}}'"
+            );
+            println!("  its secret: curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
+            println!("  a demo run: curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   (queued, running, succeeded)");
+        }
+    }
 }

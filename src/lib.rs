@@ -47,6 +47,7 @@
 //! | `http2` | no | HTTP/2 deliveries (ALPN over TLS) |
 //! | `sqlite` | no | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`) |
 //! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`) |
+//! | `registry` | yes | [`registry`]: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa` (needs `forward`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]
@@ -57,6 +58,8 @@ pub mod delivery;
 pub mod forward;
 pub mod inbound;
 pub mod problem;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod replay;
 pub mod scheme;
 pub mod secret;
@@ -72,3 +75,5 @@ pub use secret::{Secret, SecretSet};
 pub use delivery::DeliveryEngine;
 #[cfg(feature = "forward")]
 pub use forward::{ForwardTo, WebhookForward, WebhookForwardLayer};
+#[cfg(feature = "registry")]
+pub use registry::WebhookRegistry;

@@ -35,6 +35,10 @@ impl Drop for Gateway {
 }
 
 fn start_gateway() -> Gateway {
+    start_gateway_with("memory")
+}
+
+fn start_gateway_with(store: &str) -> Gateway {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -49,6 +53,7 @@ fn start_gateway() -> Gateway {
     let mut child = Command::new(binary)
         .env("PORT", port.to_string())
         .env("RUST_LOG", "warn")
+        .env("STORE", store)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -174,4 +179,126 @@ fn vendor_libraries_against_the_gateway() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!stdout.contains("FAIL"));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn post(port: u16, path: &str, headers: &str, body: &str) -> String {
+    raw_request(
+        port,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+/// Forwarding through the gateway to a receiver built from Cerebrium's documented Python
+/// verification code: sync, async and the legacy body field all arrive signed and verified.
+#[test]
+fn forwarded_results_verify_with_cerebriums_own_code() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is needed for the Cerebrium receiver");
+        return;
+    }
+    let gateway = start_gateway();
+    let receiver_port = free_port();
+    let out = std::env::temp_dir().join(format!("tw-receiver-{receiver_port}.jsonl"));
+    let _ = std::fs::remove_file(&out);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut receiver = Command::new("python3")
+        .arg(format!("{root}/tests/clients/cerebrium_receiver.py"))
+        .arg(receiver_port.to_string())
+        .arg("my-secret")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", receiver_port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let endpoint = format!("http%3A%2F%2F127.0.0.1%3A{receiver_port}%2Fhook");
+    let secret = "X-Webhook-Secret: my-secret\r\n";
+    let sync = post(
+        gateway.port,
+        &format!("/v4/p-demo/app/run?webhookEndpoint={endpoint}"),
+        secret,
+        r#"{"param":"sync"}"#,
+    );
+    assert!(sync.starts_with("HTTP/1.1 200"), "{sync}");
+    let run_id = sync
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("X-Request-Id on the sync answer")
+        .trim()
+        .to_owned();
+    let asynchronous = post(
+        gateway.port,
+        &format!("/v4/p-demo/app/run?async=true&webhookEndpoint={endpoint}"),
+        secret,
+        r#"{"param":"async"}"#,
+    );
+    assert!(asynchronous.starts_with("HTTP/1.1 202"), "{asynchronous}");
+    assert!(asynchronous.contains("run_id"));
+    let legacy_body = format!(
+        r#"{{"param":"legacy","webhook_endpoint":"http://127.0.0.1:{receiver_port}/hook"}}"#
+    );
+    let legacy = post(gateway.port, "/v4/p-demo/app/run", secret, &legacy_body);
+    assert!(
+        legacy.starts_with("HTTP/1.1 200") && legacy.contains("webhook_endpoint"),
+        "{legacy}"
+    );
+    let refused = post(
+        gateway.port,
+        "/v4/p-demo/app/run?async=true&webhookEndpoint=http%3A%2F%2F169.254.169.254%2F",
+        "",
+        "{}",
+    );
+    assert!(
+        refused.starts_with("HTTP/1.1 400") && refused.contains("application/problem+json"),
+        "{refused}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        lines = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert_eq!(lines.len(), 3, "three deliveries expected: {lines:?}");
+    let deliveries: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for delivery in &deliveries {
+        assert_eq!(
+            delivery["verified"], true,
+            "Cerebrium's verifier refused: {delivery}"
+        );
+        let envelope: serde_json::Value =
+            serde_json::from_str(delivery["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            envelope["run_id"], delivery["run_id"],
+            "X-Request-Id is the run id"
+        );
+        assert_eq!(envelope["status_code"], 200);
+    }
+    assert!(deliveries.iter().any(|d| d["run_id"] == run_id.as_str()));
 }

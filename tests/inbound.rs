@@ -135,10 +135,13 @@ async fn three_mib_chunked_body_gets_a_complete_413_without_reset() {
     let request = chunked_request("big", &body, 64 * 1024);
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
-    // Write and read concurrently, as a real client does.
+    // Write and read concurrently, as a real client does. The task hands the write half
+    // back instead of dropping it: dropping would half-close the connection, which hyper
+    // (without `half_close`) treats as the client going away.
     let write = tokio::spawn(async move {
         writer.write_all(&request).await?;
-        writer.flush().await
+        writer.flush().await?;
+        Ok::<_, std::io::Error>(writer)
     });
     let (status, headers, response) =
         tokio::time::timeout(Duration::from_secs(20), read_response(&mut reader))
@@ -152,7 +155,7 @@ async fn three_mib_chunked_body_gets_a_complete_413_without_reset() {
     assert_eq!(problem["type"], "tag:tower-webhooks,2026:body-too-large");
     // The server drained the rest of the body: the client's write completed, and the
     // connection ends with a clean EOF rather than a reset.
-    write.await.unwrap().expect("the whole request was written");
+    let _writer = write.await.unwrap().expect("the whole request was written");
     let mut rest = [0u8; 64];
     let end = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut rest))
         .await

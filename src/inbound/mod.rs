@@ -154,7 +154,22 @@
 //! ([`SIGNATURE_HEADERS`](crate::scheme::SIGNATURE_HEADERS)) sensitive, so `TraceLayer` and
 //! other layers *inside* it redact them. A `TraceLayer` *outside* sees the request first: put
 //! `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer` with
-//! [`sensitive_headers()`] before it.
+//! [`sensitive_headers()`] before it:
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use tower::ServiceBuilder;
+//! use tower_http::{sensitive_headers::SetSensitiveRequestHeadersLayer, trace::TraceLayer};
+//! use tower_webhooks::inbound::{sensitive_headers, WebhookSignatureLayer};
+//! use tower_webhooks::scheme::Cerebrium;
+//!
+//! let app: Router = Router::new().route("/hook", post(|| async { "ok" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
+//!         .layer(TraceLayer::new_for_http())
+//!         .layer(WebhookSignatureLayer::new(Cerebrium::new(), "secret")),
+//! );
+//! ```
 //!
 //! # Body limit
 //!

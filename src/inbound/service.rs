@@ -61,6 +61,14 @@ impl<S, Sc: Scheme, K: SecretSource> WebhookSignature<S, Sc, K> {
 
 impl<Sc: Scheme> WebhookSignature<(), Sc> {
     /// A [`WebhookSignatureLayer`] for `scheme` and `secrets`.
+    ///
+    /// ```
+    /// use tower_webhooks::inbound::WebhookSignature;
+    /// use tower_webhooks::scheme::Cerebrium;
+    ///
+    /// let layer = WebhookSignature::layer(Cerebrium::new(), "secret");
+    /// # let _ = layer;
+    /// ```
     pub fn layer(scheme: Sc, secrets: impl Into<SecretSet>) -> WebhookSignatureLayer<Sc> {
         WebhookSignatureLayer::new(scheme, secrets)
     }
@@ -122,7 +130,7 @@ where
         mark_sensitive(&mut parts.headers);
         let verifier = &self.verifier;
         let now = verifier.now();
-        let collect = match verifier.secrets.lookup(&parts) {
+        let collect = match verifier.shared.secrets.lookup(&parts) {
             SecretLookup::Borrowed(secrets) => verifier.start(&parts, secrets, now, body),
             SecretLookup::Owned(secrets) => verifier.start(&parts, &secrets, now, body),
             SecretLookup::NotFound => Err(verifier.no_secret()),

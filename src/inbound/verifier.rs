@@ -44,6 +44,11 @@ fn system_now() -> i64 {
         })
 }
 
+pub(crate) struct Shared<Sc, K> {
+    pub(crate) scheme: Sc,
+    pub(crate) secrets: K,
+}
+
 #[derive(Clone)]
 pub(crate) struct Replay {
     pub(crate) store: Arc<dyn ReplayStore>,
@@ -58,8 +63,8 @@ pub(crate) struct Replay {
 /// other middleware.
 #[must_use]
 pub struct WebhookVerifier<Sc, K = SecretSet> {
-    pub(crate) scheme: Arc<Sc>,
-    pub(crate) secrets: Arc<K>,
+    /// Scheme and secret source behind one `Arc`: one reference count per request.
+    pub(crate) shared: Arc<Shared<Sc, K>>,
     pub(crate) limit: usize,
     pub(crate) clock: Clock,
     pub(crate) replay: Option<Replay>,
@@ -69,8 +74,7 @@ pub struct WebhookVerifier<Sc, K = SecretSet> {
 impl<Sc, K> Clone for WebhookVerifier<Sc, K> {
     fn clone(&self) -> Self {
         Self {
-            scheme: Arc::clone(&self.scheme),
-            secrets: Arc::clone(&self.secrets),
+            shared: Arc::clone(&self.shared),
             limit: self.limit,
             clock: self.clock.clone(),
             replay: self.replay.clone(),
@@ -82,7 +86,7 @@ impl<Sc, K> Clone for WebhookVerifier<Sc, K> {
 impl<Sc: fmt::Debug, K> fmt::Debug for WebhookVerifier<Sc, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookVerifier")
-            .field("scheme", &self.scheme)
+            .field("scheme", &self.shared.scheme)
             .field("secrets", &format_args!("[redacted]"))
             .field("limit", &self.limit)
             .field(
@@ -114,8 +118,7 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     /// receivers); see [`SecretSource`].
     pub fn with_secret_source(scheme: Sc, secrets: K) -> Self {
         Self {
-            scheme: Arc::new(scheme),
-            secrets: Arc::new(secrets),
+            shared: Arc::new(Shared { scheme, secrets }),
             limit: DEFAULT_LIMIT,
             clock: Clock::default(),
             replay: None,
@@ -157,7 +160,7 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
 
     /// The scheme.
     pub fn scheme(&self) -> &Sc {
-        &self.scheme
+        &self.shared.scheme
     }
 
     /// The body limit in bytes.
@@ -194,7 +197,7 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         let (mut parts, body) = request.into_parts();
         mark_sensitive(&mut parts.headers);
         let now = self.now();
-        let collect = match self.secrets.lookup(&parts) {
+        let collect = match self.shared.secrets.lookup(&parts) {
             SecretLookup::Borrowed(secrets) => self.start(&parts, secrets, now, body),
             SecretLookup::Owned(secrets) => self.start(&parts, &secrets, now, body),
             SecretLookup::NotFound => Err(self.no_secret()),
@@ -221,9 +224,13 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     where
         B: Body,
     {
-        let verification = self.scheme.begin(head, secrets, now).map_err(|error| {
-            Rejection::from_verify(error, self.scheme.uniform_rejection_status())
-        })?;
+        let verification = self
+            .shared
+            .scheme
+            .begin(head, secrets, now)
+            .map_err(|error| {
+                Rejection::from_verify(error, self.shared.scheme.uniform_rejection_status())
+            })?;
         let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
         let hint = body.size_hint();
         let declared = content_length(&head.headers).or(hint.exact());
@@ -237,14 +244,14 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     pub(crate) fn no_secret(&self) -> Rejection {
         Rejection::from_verify(
             VerifyError::no_secret(),
-            self.scheme.uniform_rejection_status(),
+            self.shared.scheme.uniform_rejection_status(),
         )
     }
 
     pub(crate) fn collect_rejection(&self, error: CollectError) -> Rejection {
         match error {
             CollectError::Verify(error) => {
-                Rejection::from_verify(error, self.scheme.uniform_rejection_status())
+                Rejection::from_verify(error, self.shared.scheme.uniform_rejection_status())
             }
             CollectError::TooLarge => Rejection::body_too_large(self.limit),
             CollectError::Body => Rejection::body_error(),
@@ -264,12 +271,40 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Marks every signature header of the built-in schemes sensitive, so `TraceLayer` and
 /// other logging layers inside this one redact them.
+///
+/// One pass over the request's headers (no hashing and parsing of the ten names).
 pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
-    for name in SIGNATURE_HEADERS {
-        if let header::Entry::Occupied(mut entry) = headers.entry(*name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
-            }
+    for (name, value) in headers.iter_mut() {
+        if is_signature_header(name.as_str()) {
+            value.set_sensitive(true);
         }
+    }
+}
+
+fn is_signature_header(name: &str) -> bool {
+    // Header names are lowercase; most comparisons stop at the length.
+    SIGNATURE_HEADERS.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signature_header_is_marked() {
+        let mut headers = HeaderMap::new();
+        for name in SIGNATURE_HEADERS {
+            headers.append(*name, http::HeaderValue::from_static("a"));
+            headers.append(*name, http::HeaderValue::from_static("b"));
+        }
+        headers.insert("x-request-id", http::HeaderValue::from_static("id"));
+        mark_sensitive(&mut headers);
+        for name in SIGNATURE_HEADERS {
+            assert!(
+                headers.get_all(*name).iter().all(|v| v.is_sensitive()),
+                "{name}"
+            );
+        }
+        assert!(!headers["x-request-id"].is_sensitive());
     }
 }

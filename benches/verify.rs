@@ -1,0 +1,210 @@
+//! Cost of verifying a 1 KiB body through `WebhookSignatureLayer` (a `tower::Service` call
+//! with a prebuilt signed request in one `Full<Bytes>` frame, inner = a trivial
+//! `service_fn`) against bare HMAC-SHA256 of the same signed bytes. Prints the ratio.
+//!
+//! Run with `cargo bench --bench verify`.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::FutureExt;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{Empty, Full};
+use sha2::Sha256;
+use tower::{service_fn, Layer, Service};
+use tower_webhooks::inbound::WebhookSignatureLayer;
+use tower_webhooks::scheme::{Cerebrium, Message, Scheme, Verification};
+use tower_webhooks::SecretSet;
+
+const SECRET: &str = "my-webhook-secret";
+const ID: &str = "21eb3b98-4b10-9ad6-8681-a47172828024";
+const TIMESTAMP: i64 = 1_731_381_205;
+/// Requests built (untimed) per timed batch.
+const BATCH: u64 = 1024;
+
+#[derive(Default)]
+struct Mean {
+    iterations: Cell<u64>,
+    elapsed: Cell<Duration>,
+}
+
+impl Mean {
+    fn record(&self, iterations: u64, elapsed: Duration) {
+        self.iterations.set(self.iterations.get() + iterations);
+        self.elapsed.set(self.elapsed.get() + elapsed);
+    }
+
+    fn nanos(&self) -> f64 {
+        self.elapsed.get().as_nanos() as f64 / self.iterations.get().max(1) as f64
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let body = Bytes::from(
+        (0..1024)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz012345"[i % 32])
+            .collect::<Vec<u8>>(),
+    );
+    let secrets = SecretSet::from(SECRET);
+    let mut headers = HeaderMap::new();
+    Cerebrium::new()
+        .sign(&Message::new(ID, TIMESTAMP, &body), &secrets, &mut headers)
+        .unwrap();
+    let headers: HeaderMap = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.clone(),
+                http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            )
+        })
+        .collect();
+    let build = || {
+        let mut request = Request::post("/hook")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        *request.headers_mut() = headers.clone();
+        request
+    };
+
+    let mut service = WebhookSignatureLayer::new(Cerebrium::new(), secrets)
+        .clock(|| TIMESTAMP)
+        .layer(service_fn(|_request: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        }));
+    // Sanity: the prebuilt request verifies.
+    let response = service.call(build()).now_or_never().unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+
+    let layer_mean = Mean::default();
+    let bare_mean = Mean::default();
+    let mut group = c.benchmark_group("verify_1KiB");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+        .throughput(criterion::Throughput::Bytes(body.len() as u64));
+
+    group.bench_function("layer", |b| {
+        b.iter_custom(|iterations| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iterations;
+            while left > 0 {
+                let n = left.min(BATCH);
+                let requests: Vec<_> = (0..n).map(|_| build()).collect();
+                let start = Instant::now();
+                for request in requests {
+                    let response = service.call(request).now_or_never();
+                    std::hint::black_box(response);
+                }
+                elapsed += start.elapsed();
+                left -= n;
+            }
+            layer_mean.record(iterations, elapsed);
+            elapsed
+        })
+    });
+
+    // The scheme alone (no layer): begin + update + finish on the same head and bytes.
+    let scheme_mean = Mean::default();
+    let scheme = Cerebrium::new();
+    let (head, _) = build().into_parts();
+    let secrets = SecretSet::from(SECRET);
+    group.bench_function("scheme_only", |b| {
+        b.iter_custom(|iterations| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                let mut verification = scheme.begin(&head, &secrets, TIMESTAMP).unwrap();
+                verification.update(std::hint::black_box(&body));
+                std::hint::black_box(verification.finish(&body).unwrap());
+            }
+            let elapsed = start.elapsed();
+            scheme_mean.record(iterations, elapsed);
+            elapsed
+        })
+    });
+
+    let prefix = format!("{ID}.{TIMESTAMP}.");
+    group.bench_function("bare_hmac_sha256", |b| {
+        b.iter_custom(|iterations| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+                mac.update(prefix.as_bytes());
+                mac.update(std::hint::black_box(&body));
+                std::hint::black_box(mac.finalize().into_bytes());
+            }
+            let elapsed = start.elapsed();
+            bare_mean.record(iterations, elapsed);
+            elapsed
+        })
+    });
+    group.finish();
+
+    let (layer, bare) = (layer_mean.nanos(), bare_mean.nanos());
+    println!();
+    println!("criterion means:");
+    println!("  verify 1 KiB through WebhookSignatureLayer: {layer:>8.0} ns/request");
+    println!(
+        "  the Cerebrium scheme alone:                 {:>8.0} ns/request",
+        scheme_mean.nanos()
+    );
+    println!("  bare HMAC-SHA256 of the same bytes:         {bare:>8.0} ns/request");
+    println!("  ratio layer / bare HMAC: {:.2}x", layer / bare);
+
+    // The same three, interleaved in short rounds so that a machine shared with other work
+    // slows them alike; the medians are the robust figures.
+    const ROUNDS: usize = 200;
+    const PER_ROUND: usize = 500;
+    let mut rounds = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        let requests: Vec<_> = (0..PER_ROUND).map(|_| build()).collect();
+        let start = Instant::now();
+        for request in requests {
+            std::hint::black_box(service.call(request).now_or_never());
+        }
+        rounds[0].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        let start = Instant::now();
+        for _ in 0..PER_ROUND {
+            let mut verification = scheme.begin(&head, &secrets, TIMESTAMP).unwrap();
+            verification.update(std::hint::black_box(&body));
+            std::hint::black_box(verification.finish(&body).unwrap());
+        }
+        rounds[1].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        let start = Instant::now();
+        for _ in 0..PER_ROUND {
+            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+            mac.update(prefix.as_bytes());
+            mac.update(std::hint::black_box(&body));
+            std::hint::black_box(mac.finalize().into_bytes());
+        }
+        rounds[2].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+    }
+    let mut ratios: Vec<f64> = rounds[0]
+        .iter()
+        .zip(&rounds[2])
+        .map(|(l, b)| l / b)
+        .collect();
+    let [layer, scheme, bare] = rounds.map(median);
+    println!("interleaved medians ({ROUNDS} rounds of {PER_ROUND}):");
+    println!("  verify 1 KiB through WebhookSignatureLayer: {layer:>8.0} ns/request");
+    println!("  the Cerebrium scheme alone:                 {scheme:>8.0} ns/request");
+    println!("  bare HMAC-SHA256 of the same bytes:         {bare:>8.0} ns/request");
+    println!(
+        "ratio layer / bare HMAC: {:.2}x (median of per-round ratios; target <= 1.5x)",
+        median(std::mem::take(&mut ratios))
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,932 @@
+//! The subscription registry: a complete webhook API for an application's users, mounted as
+//! one [`axum::Router`], and [`publish`](WebhookRegistry::publish) to fan events out to them.
+//!
+//! Users register endpoints for the event types the application declares (the
+//! [Nextmv](https://docs.nextmv.io/docs/platform/run-app-remotely/webhooks) model: caller-chosen
+//! ids, a signing secret per webhook, `Nextmv-Signature: t=..,v1=..` by default); the
+//! application calls `publish("run.status", payload)`; each subscribed webhook gets its own
+//! signed [`Delivery`] through the same
+//! [`DeliveryEngine`] as the forward layer — retries, SSRF guard, conversations, and the
+//! durability of whichever [store](crate::store) the engine has.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use tower_webhooks::registry::{BearerTokens, EventType, RunState, RunStatus, WebhookRegistry};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = WebhookRegistry::builder()
+//!     .event_type(EventType::run_status())
+//!     .auth(BearerTokens::new().token("api-key-of-acme", "acme"))
+//!     .build();
+//!
+//! let app = axum::Router::new().merge(registry.router());
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//!
+//! // Whenever a run changes state:
+//! let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
+//! let report = registry.publish(RunStatus::TYPE, &status).await?;
+//! println!("{} deliveries queued", report.deliveries.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Routes
+//!
+//! All under `/v1/webhooks`, JSON in and out, `Authorization: Bearer <key>` checked by the
+//! application's [`Authenticate`]; every error is `application/problem+json` with a stable
+//! `type` ([`Problem`](crate::Problem)). A tenant asking for another tenant's webhook gets
+//! `404`, never `403`.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/webhooks` | `201` the webhook (`409` for a duplicate id) |
+//! | `GET /v1/webhooks?limit=&cursor=` | `200` a page of webhooks, ordered by id |
+//! | `GET /v1/webhooks/{id}` | `200` the webhook |
+//! | `PUT /v1/webhooks/{id}` | `200` all fields replaced |
+//! | `DELETE /v1/webhooks/{id}` | `204` |
+//! | `GET /v1/webhooks/{id}/secret` | `200` `{"secret": …}` (the only place a secret appears) |
+//! | `POST /v1/webhooks/{id}/secret/rotate` | `200` the new secret; the old one keeps signing for the grace period (24 h) |
+//! | `PUT /v1/webhooks/{id}/headers` | `200` custom headers set |
+//! | `POST /v1/webhooks/{id}/disable`, `/enable` | `200` |
+//! | `GET /v1/webhooks/{id}/conversations?limit=&offset=&state=` | `200` deliveries with every attempt, newest first |
+//! | `GET /v1/webhooks/{id}/conversations/{delivery_id}` | `200` one conversation |
+//! | `POST /v1/webhooks/{id}/trigger` | `202` a test event queued |
+//! | `POST /v1/webhooks/{id}/conversations/{delivery_id}/resend` | `202` one manual attempt queued |
+//! | `POST /v1/webhooks/{id}/recover` `{"since": "<RFC 3339>"}` | `202` every failed delivery since then re-sent |
+//! | `GET /v1/webhooks/openapi.json` | `200` the [OpenAPI document](WebhookRegistry::openapi) (no authentication) |
+//!
+//! # Delivered events
+//!
+//! Each delivery's body is an [`Event`]:
+//! `{"id": "evt_…", "type": "run.status", "created_at": "<RFC 3339>", "data": {…}}`, POSTed
+//! with `Content-Type: application/json`, `X-Request-Id: dlv_…` (the delivery id: the same on
+//! every retry and re-send, what receivers de-duplicate on), the webhook's custom headers and
+//! its signature header. With the default Nextmv scheme a receiver verifies exactly as in
+//! Nextmv's handler: HMAC-SHA256 over `{t}.{body}` with the secret from the secret route,
+//! lowercase hex, compared with the `v1` value.
+//!
+//! # Secret rotation
+//!
+//! `POST /v1/webhooks/{id}/secret/rotate` makes a new current secret; the previous one keeps
+//! signing until the grace period ends ([`RegistryBuilder::rotation_grace`], 24 h by default,
+//! or `{"grace_period_seconds": n}` in the request). Nextmv, Stripe and Standard Webhooks
+//! carry one signature per secret (`t=..,v1=<new>,v1=<old>` / `v1,<new> v1,<old>`), so
+//! receivers that still hold the old secret keep verifying. A receiver must accept several
+//! `v1` entries for this (split on `,`, keep every `v1=`): Nextmv's sample handler unpacks
+//! exactly two comma-separated parts and rejects the header during a rotation. Cerebrium,
+//! GitHub and Slack carry one signature: the new secret signs at once.
+//!
+//! # Endpoint health
+//!
+//! An endpoint whose deliveries keep failing is disabled by the [`HealthRule`]: by default
+//! after 10 deliveries that **exhausted their attempts** (or were refused) within 24 h, with no
+//! successful delivery in between, and at once when it answers `410 Gone`. The application
+//! hears of it through [`RegistryBuilder::on_disabled`] and, when it declares
+//! [`EventType::endpoint_disabled`], an `endpoint.disabled` event to the owner's webhooks.
+//! `POST /v1/webhooks/{id}/enable` brings it back.
+//!
+//! The registry learns outcomes from the engine's
+//! [`on_finished`](crate::delivery::EngineBuilder::on_finished) hook, which it installs on the
+//! engine it builds ([`RegistryBuilder::engine`]). An engine shared with other sources
+//! ([`RegistryBuilder::shared_engine`]) must pass its reports to
+//! [`WebhookRegistry::observe`].
+//!
+//! # Rate limits
+//!
+//! A webhook may carry a [`RateLimit`]; the registry then spaces the first attempts of its
+//! deliveries (a token bucket that sets each delivery's due time), so bursts wait in the
+//! queue rather than being dropped. Retries follow the engine's policy; the engine also caps
+//! concurrent attempts per endpoint host
+//! ([`max_per_endpoint`](crate::delivery::EngineBuilder::max_per_endpoint)).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, EnqueueError, Policy};
+use crate::store::{Delivery, DeliveryState, Source, StoreError};
+
+pub mod api;
+mod auth;
+mod event;
+mod model;
+mod subscriptions;
+
+pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens};
+pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus};
+pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
+pub use subscriptions::{
+    MemorySubscriptions, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+};
+
+use model::split_endpoint_key;
+
+/// The default grace period of a rotated-out secret.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// The registry's source of time: secrets' grace periods, health windows, record timestamps.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+type DisabledHook = Arc<dyn Fn(&DisabledNotice) + Send + Sync>;
+type FinishedHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
+
+/// When an endpoint is disabled automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthRule {
+    /// Failed deliveries (attempts exhausted, given up, or refused by the SSRF guard) that
+    /// disable the endpoint; `0` never disables on a count.
+    pub failures: u32,
+    /// The period they must fall within (a successful delivery starts it afresh).
+    pub within: Duration,
+    /// Whether a `410 Gone` answer disables the endpoint at once.
+    pub disable_on_gone: bool,
+}
+
+impl Default for HealthRule {
+    fn default() -> Self {
+        Self::new(10, Duration::from_secs(24 * 3600))
+    }
+}
+
+impl HealthRule {
+    /// `failures` failed deliveries within `within` disable the endpoint; so does `410 Gone`.
+    pub fn new(failures: u32, within: Duration) -> Self {
+        Self {
+            failures,
+            within,
+            disable_on_gone: true,
+        }
+    }
+
+    /// Never disables anything automatically.
+    pub fn never() -> Self {
+        Self {
+            failures: 0,
+            within: Duration::ZERO,
+            disable_on_gone: false,
+        }
+    }
+
+    /// Whether `410 Gone` disables at once.
+    pub fn disable_on_gone(mut self, on: bool) -> Self {
+        self.disable_on_gone = on;
+        self
+    }
+}
+
+/// A webhook the [`HealthRule`] disabled, as passed to [`RegistryBuilder::on_disabled`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DisabledNotice {
+    /// Its owner.
+    pub owner: Owner,
+    /// Its id.
+    pub webhook_id: String,
+    /// Its endpoint.
+    pub endpoint_url: String,
+    /// Why (`"the endpoint answered 410 Gone"`, `"10 failed deliveries within 86400 s"`).
+    pub reason: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Why [`WebhookRegistry::publish`] published nothing.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event type was not declared on the [`RegistryBuilder`].
+    UnknownEventType(String),
+    /// The payload does not serialise to JSON.
+    Payload(serde_json::Error),
+    /// The subscription store failed.
+    Subscriptions(SubscriptionError),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownEventType(name) => write!(f, "unknown event type `{name}`"),
+            Self::Payload(err) => write!(f, "the event payload does not serialise: {err}"),
+            Self::Subscriptions(err) => fmt::Display::fmt(err, f),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Payload(err) => Some(err),
+            Self::Subscriptions(err) => Some(err),
+            Self::UnknownEventType(_) => None,
+        }
+    }
+}
+
+impl From<SubscriptionError> for PublishError {
+    fn from(err: SubscriptionError) -> Self {
+        Self::Subscriptions(err)
+    }
+}
+
+/// One delivery queued by [`WebhookRegistry::publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishedDelivery {
+    /// The webhook's owner.
+    pub owner: Owner,
+    /// The webhook.
+    pub webhook_id: String,
+    /// The delivery (its conversation id and `X-Request-Id`).
+    pub delivery_id: String,
+    /// When its first attempt is due, when a [`RateLimit`] delayed it.
+    pub not_before: Option<SystemTime>,
+}
+
+/// A webhook the event could not be queued for (the engine was full or shutting down, or
+/// its store failed). The application may publish again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RejectedDelivery {
+    /// The webhook's owner.
+    pub owner: Owner,
+    /// The webhook.
+    pub webhook_id: String,
+    /// Why.
+    pub error: EnqueueError,
+}
+
+/// What [`WebhookRegistry::publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishReport {
+    /// The event's id (the body's `id`).
+    pub event_id: String,
+    /// One delivery per enabled subscribed webhook.
+    pub deliveries: Vec<PublishedDelivery>,
+    /// The webhooks it could not be queued for.
+    pub rejected: Vec<RejectedDelivery>,
+}
+
+enum EngineSource {
+    Build(Box<EngineBuilder>),
+    Shared(DeliveryEngine),
+}
+
+/// Configures a [`WebhookRegistry`].
+#[must_use]
+pub struct RegistryBuilder {
+    subscriptions: Option<Arc<dyn SubscriptionStore>>,
+    engine: EngineSource,
+    events: Vec<EventType>,
+    auth: Option<Arc<dyn Authenticate>>,
+    clock: Option<Clock>,
+    grace: Duration,
+    health: HealthRule,
+    on_disabled: Option<DisabledHook>,
+    on_finished: Option<FinishedHook>,
+}
+
+impl fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field(
+                "events",
+                &self.events.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            )
+            .field("grace", &self.grace)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RegistryBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RegistryBuilder {
+    /// Defaults: [`MemorySubscriptions`], an engine with [`Policy::standard`] retries and the
+    /// SSRF guard on, no event types, **every request refused** until [`auth`](Self::auth),
+    /// a 24 h rotation grace, [`HealthRule::default`], the system clock.
+    pub fn new() -> Self {
+        Self {
+            subscriptions: None,
+            engine: EngineSource::Build(Box::new(EngineBuilder::new().policy(Policy::standard()))),
+            events: Vec::new(),
+            auth: None,
+            clock: None,
+            grace: DEFAULT_ROTATION_GRACE,
+            health: HealthRule::default(),
+            on_disabled: None,
+            on_finished: None,
+        }
+    }
+
+    /// The subscription store.
+    pub fn subscriptions(self, store: impl SubscriptionStore) -> Self {
+        self.shared_subscriptions(Arc::new(store))
+    }
+
+    /// A shared subscription store.
+    pub fn shared_subscriptions(mut self, store: Arc<dyn SubscriptionStore>) -> Self {
+        self.subscriptions = Some(store);
+        self
+    }
+
+    /// Builds the delivery engine from `engine` (its store, client, guard, policy, capacity).
+    /// The registry installs its own [`on_finished`](EngineBuilder::on_finished) hook, which
+    /// replaces one set on `engine`; use [`on_finished`](Self::on_finished) here instead.
+    pub fn engine(mut self, engine: EngineBuilder) -> Self {
+        self.engine = EngineSource::Build(Box::new(engine));
+        self
+    }
+
+    /// Uses an engine built elsewhere (shared with a [`WebhookForwardLayer`](crate::WebhookForwardLayer)).
+    /// Its `on_finished` hook must call [`WebhookRegistry::observe`] for the health rule to
+    /// see outcomes:
+    ///
+    /// ```
+    /// use std::sync::{Arc, OnceLock};
+    /// use tower_webhooks::delivery::DeliveryEngine;
+    /// use tower_webhooks::registry::{EventType, WebhookRegistry};
+    ///
+    /// let registry_slot: Arc<OnceLock<WebhookRegistry>> = Arc::new(OnceLock::new());
+    /// let engine = DeliveryEngine::builder()
+    ///     .on_finished({
+    ///         let slot = registry_slot.clone();
+    ///         move |report| {
+    ///             if let Some(registry) = slot.get() {
+    ///                 registry.observe(report);
+    ///             }
+    ///         }
+    ///     })
+    ///     .build();
+    /// let registry = WebhookRegistry::builder()
+    ///     .shared_engine(engine.clone())
+    ///     .event_type(EventType::run_status())
+    ///     .build();
+    /// let _ = registry_slot.set(registry.clone());
+    /// // `engine` also serves a `WebhookForwardLayer`.
+    /// ```
+    pub fn shared_engine(mut self, engine: DeliveryEngine) -> Self {
+        self.engine = EngineSource::Shared(engine);
+        self
+    }
+
+    /// Declares an event type webhooks can subscribe to (declaring a name again replaces it).
+    ///
+    /// # Panics
+    ///
+    /// If the name is not 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub fn event_type(mut self, event_type: EventType) -> Self {
+        assert!(
+            EventType::valid_name(&event_type.name),
+            "invalid event type name `{}`",
+            event_type.name
+        );
+        self.events.retain(|e| e.name != event_type.name);
+        self.events.push(event_type);
+        self
+    }
+
+    /// The authentication of management requests (see [`Authenticate`]).
+    pub fn auth(mut self, auth: impl Authenticate) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The clock (tests move it to end a grace period).
+    pub fn clock<F>(mut self, clock: F) -> Self
+    where
+        F: Fn() -> SystemTime + Send + Sync + 'static,
+    {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// How long a rotated-out secret keeps signing (24 h by default).
+    pub fn rotation_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// When endpoints are disabled automatically.
+    pub fn health(mut self, rule: HealthRule) -> Self {
+        self.health = rule;
+        self
+    }
+
+    /// Calls `hook` when the [`HealthRule`] disables a webhook.
+    pub fn on_disabled<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&DisabledNotice) + Send + Sync + 'static,
+    {
+        self.on_disabled = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` for every delivery that reaches a final state (the engine's
+    /// [`on_finished`](EngineBuilder::on_finished), which the registry takes for itself when it
+    /// builds the engine).
+    pub fn on_finished<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&DeliveryReport) + Send + Sync + 'static,
+    {
+        self.on_finished = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the registry (and its engine, whose workers start inside a Tokio runtime).
+    pub fn build(self) -> WebhookRegistry {
+        let link: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());
+        let engine = match self.engine {
+            EngineSource::Shared(engine) => engine,
+            EngineSource::Build(builder) => {
+                let link = link.clone();
+                let user = self.on_finished.clone();
+                builder
+                    .on_finished(move |report| {
+                        if let Some(inner) = link.get().and_then(Weak::upgrade) {
+                            WebhookRegistry { inner }.observe(report);
+                        }
+                        if let Some(user) = &user {
+                            user(report);
+                        }
+                    })
+                    .build()
+            }
+        };
+        let inner = Arc::new(Inner {
+            subscriptions: self
+                .subscriptions
+                .unwrap_or_else(|| Arc::new(MemorySubscriptions::new())),
+            engine,
+            events: self
+                .events
+                .into_iter()
+                .map(|e| (e.name.to_string(), e))
+                .collect(),
+            auth: self
+                .auth
+                .unwrap_or_else(|| Arc::new(|_: &http::HeaderMap| None)),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            grace: self.grace,
+            health: self.health,
+            on_disabled: self.on_disabled,
+            failures: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+        });
+        let _ = link.set(Arc::downgrade(&inner));
+        WebhookRegistry { inner }
+    }
+}
+
+/// The subscription registry: webhooks, their management API ([`router`](Self::router)),
+/// and [`publish`](Self::publish). Cheap to clone; every clone is the same registry.
+///
+/// See the [module docs](self).
+#[derive(Clone)]
+pub struct WebhookRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    subscriptions: Arc<dyn SubscriptionStore>,
+    engine: DeliveryEngine,
+    events: BTreeMap<String, EventType>,
+    auth: Arc<dyn Authenticate>,
+    clock: Clock,
+    grace: Duration,
+    health: HealthRule,
+    on_disabled: Option<DisabledHook>,
+    /// Recent failed deliveries per endpoint key, for the health rule.
+    failures: Mutex<HashMap<String, VecDeque<SystemTime>>>,
+    /// The rate limiter's theoretical arrival time per endpoint key.
+    buckets: Mutex<HashMap<String, SystemTime>>,
+}
+
+impl fmt::Debug for WebhookRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookRegistry")
+            .field("events", &self.inner.events.keys().collect::<Vec<_>>())
+            .field("engine", &self.inner.engine)
+            .field("grace", &self.inner.grace)
+            .field("health", &self.inner.health)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WebhookRegistry {
+    /// Configures a registry.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::new()
+    }
+
+    /// The delivery engine (conversations, stats, shutdown).
+    pub fn engine(&self) -> &DeliveryEngine {
+        &self.inner.engine
+    }
+
+    /// The subscription store.
+    pub fn subscriptions(&self) -> &Arc<dyn SubscriptionStore> {
+        &self.inner.subscriptions
+    }
+
+    /// The declared event types.
+    pub fn event_types(&self) -> impl Iterator<Item = &EventType> {
+        self.inner.events.values()
+    }
+
+    /// The registry's clock.
+    pub fn now(&self) -> SystemTime {
+        (self.inner.clock)()
+    }
+
+    /// The default grace period of a rotation.
+    pub fn rotation_grace(&self) -> Duration {
+        self.inner.grace
+    }
+
+    /// Publishes an event of `event_type` with `payload` as its `data` to every enabled
+    /// webhook subscribed to it, of every owner.
+    ///
+    /// The body is serialised once ([`Event`]); each webhook gets its own delivery, signed
+    /// with its own secrets in its own scheme, with its custom headers, recorded under its
+    /// key so that its conversations list it.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`] when nothing could be published; webhooks the engine could not take
+    /// are in [`PublishReport::rejected`].
+    pub async fn publish<T>(
+        &self,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        self.publish_inner(None, event_type, payload).await
+    }
+
+    /// [`publish`](Self::publish) to `owner`'s webhooks only.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn publish_for<T>(
+        &self,
+        owner: &Owner,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        self.publish_inner(Some(owner), event_type, payload).await
+    }
+
+    async fn publish_inner<T>(
+        &self,
+        owner: Option<&Owner>,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        if !self.inner.events.contains_key(event_type) {
+            return Err(PublishError::UnknownEventType(event_type.to_owned()));
+        }
+        let webhooks = self
+            .inner
+            .subscriptions
+            .subscribed(event_type, owner)
+            .await?;
+        let now = self.now();
+        let event_id = event::new_id("evt_");
+        let body = envelope(&event_id, event_type, now, payload).map_err(PublishError::Payload)?;
+        let sends = webhooks
+            .iter()
+            .map(|webhook| self.deliver(webhook, event_type, body.clone(), now));
+        let results = futures_util::future::join_all(sends).await;
+        let mut report = PublishReport {
+            event_id,
+            deliveries: Vec::with_capacity(webhooks.len()),
+            rejected: Vec::new(),
+        };
+        for (webhook, result) in webhooks.into_iter().zip(results) {
+            match result {
+                Ok(delivery) => report.deliveries.push(delivery),
+                Err(error) => {
+                    tracing::warn!(webhook = %webhook.id, error = %error, "event not queued for a webhook");
+                    report.rejected.push(RejectedDelivery {
+                        owner: webhook.owner,
+                        webhook_id: webhook.id,
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Queues one delivery of `body` to `webhook`.
+    pub(crate) async fn deliver(
+        &self,
+        webhook: &Webhook,
+        event_type: &str,
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<PublishedDelivery, EnqueueError> {
+        let delivery_id = event::new_id("dlv_");
+        let key = webhook.key();
+        let mut delivery = Delivery::new(delivery_id.clone(), webhook.endpoint_url.clone(), body)
+            .with_signing(webhook.signing(now))
+            .with_source(Source::Event(event_type.to_owned()))
+            .with_headers(webhook.header_map());
+        let not_before = webhook
+            .rate_limit
+            .and_then(|limit| self.inner.schedule(&key, limit.normalised()));
+        if let Some(at) = not_before {
+            delivery = delivery.not_before(at);
+        }
+        self.inner
+            .engine
+            .submit(delivery.with_endpoint_id(key))
+            .await?;
+        Ok(PublishedDelivery {
+            owner: webhook.owner.clone(),
+            webhook_id: webhook.id.clone(),
+            delivery_id,
+            not_before,
+        })
+    }
+
+    /// Feeds a finished delivery to the [`HealthRule`]. The registry calls it itself for the
+    /// engine it builds; call it from the `on_finished` hook of a
+    /// [shared engine](RegistryBuilder::shared_engine). Reports of deliveries the registry
+    /// did not create are ignored. Needs a Tokio runtime (it spawns the update).
+    pub fn observe(&self, report: &DeliveryReport) {
+        let Some(key) = report.endpoint_id.as_deref() else {
+            return;
+        };
+        if !matches!(report.source, Source::Event(_)) {
+            return;
+        }
+        if report.state == DeliveryState::Delivered {
+            // The common case, handled here: a success forgets the endpoint's failures.
+            let mut failures = lock(&self.inner.failures);
+            if !failures.is_empty() {
+                failures.remove(key);
+            }
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let registry = self.clone();
+        let report = report.clone();
+        handle.spawn(async move { registry.on_report(report).await });
+    }
+
+    async fn on_report(&self, report: DeliveryReport) {
+        let Some(key) = report.endpoint_id.as_deref() else {
+            return;
+        };
+        let Some((owner, id)) = split_endpoint_key(key) else {
+            return;
+        };
+        let rule = self.inner.health;
+        let now = self.now();
+        let reason = match report.state {
+            DeliveryState::Delivered => {
+                lock(&self.inner.failures).remove(key);
+                return;
+            }
+            DeliveryState::Failed | DeliveryState::Refused => {
+                let gone = report.outcome.status() == Some(410) || report.disable_endpoint;
+                if gone && rule.disable_on_gone {
+                    "the endpoint answered 410 Gone".to_owned()
+                } else if rule.failures == 0 {
+                    return;
+                } else {
+                    let mut failures = lock(&self.inner.failures);
+                    let window = failures.entry(key.to_owned()).or_default();
+                    window.push_back(now);
+                    while window
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t).unwrap_or_default() > rule.within)
+                    {
+                        window.pop_front();
+                    }
+                    if window.len() < rule.failures as usize {
+                        return;
+                    }
+                    format!(
+                        "{} failed deliveries within {} s (last: {})",
+                        window.len(),
+                        rule.within.as_secs(),
+                        report.outcome
+                    )
+                }
+            }
+            _ => return,
+        };
+        match self
+            .set_enabled(&owner, id, false, Some(reason.clone()))
+            .await
+        {
+            Ok(Some((webhook, true))) => {
+                tracing::warn!(webhook = %id, reason = %reason, "webhook disabled by the health rule");
+                let notice = DisabledNotice {
+                    owner: owner.clone(),
+                    webhook_id: id.to_owned(),
+                    endpoint_url: webhook.endpoint_url.clone(),
+                    reason: reason.clone(),
+                    at: now,
+                };
+                if let Some(hook) = &self.inner.on_disabled {
+                    hook(&notice);
+                }
+                if self.inner.events.contains_key(EndpointDisabled::TYPE) {
+                    let payload = EndpointDisabled {
+                        webhook_id: notice.webhook_id,
+                        endpoint_url: notice.endpoint_url,
+                        reason,
+                        disabled_at: now,
+                    };
+                    if let Err(err) = self
+                        .publish_for(&owner, EndpointDisabled::TYPE, &payload)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "endpoint.disabled not published");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "webhook not disabled"),
+        }
+    }
+
+    /// Enables or disables `owner`'s webhook `id`; returns it and whether it changed
+    /// (`None` when there is no such webhook). Enabling forgets its recent failures.
+    ///
+    /// # Errors
+    ///
+    /// The subscription store's error.
+    pub async fn set_enabled(
+        &self,
+        owner: &Owner,
+        id: &str,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<Option<(Webhook, bool)>, SubscriptionError> {
+        let now = self.now();
+        let mut changed = false;
+        let webhook = self
+            .inner
+            .subscriptions
+            .modify(
+                owner,
+                id,
+                Box::new(|webhook| {
+                    changed = webhook.enabled != enabled;
+                    if changed {
+                        webhook.enabled = enabled;
+                        webhook.disabled_reason = if enabled { None } else { reason };
+                        webhook.updated_at = now;
+                    }
+                }),
+            )
+            .await?;
+        if webhook.is_some() {
+            lock(&self.inner.failures).remove(&model::endpoint_key(owner, id));
+        }
+        Ok(webhook.map(|w| (w, changed)))
+    }
+
+    /// Re-sends one final delivery of `webhook` now: one manual attempt with the same id,
+    /// signed with the webhook's current secrets.
+    pub(crate) async fn resend(
+        &self,
+        webhook: &Webhook,
+        delivery_id: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .engine
+            .resend_signed(delivery_id, webhook.signing(self.now()))
+            .await
+    }
+
+    /// Re-sends every failed delivery of `webhook` created at or after `since`; how many.
+    pub(crate) async fn recover(
+        &self,
+        webhook: &Webhook,
+        since: SystemTime,
+    ) -> Result<usize, StoreError> {
+        let query = crate::store::ConversationQuery::new()
+            .endpoint_id(webhook.key())
+            .since(since);
+        self.inner
+            .engine
+            .resend_failed(&query, Some(webhook.signing(self.now())))
+            .await
+    }
+
+    pub(crate) fn event_type(&self, name: &str) -> Option<&EventType> {
+        self.inner.events.get(name)
+    }
+
+    pub(crate) async fn authenticate(&self, headers: &http::HeaderMap) -> Option<Owner> {
+        self.inner.auth.authenticate(headers).await
+    }
+
+    pub(crate) fn body(
+        &self,
+        event_type: &str,
+        data: &serde_json::Value,
+        now: SystemTime,
+    ) -> (String, Bytes) {
+        let id = event::new_id("evt_");
+        // A `Value` always serialises.
+        let body = envelope(&id, event_type, now, data).unwrap_or_default();
+        (id, body)
+    }
+}
+
+impl Inner {
+    /// The token bucket (GCRA): when the next delivery to `key` may go, `None` for now.
+    fn schedule(&self, key: &str, limit: RateLimit) -> Option<SystemTime> {
+        let now = SystemTime::now();
+        let interval = limit.interval();
+        let tolerance = interval * limit.burst.saturating_sub(1);
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() > 4096 {
+            buckets.retain(|_, tat| *tat > now);
+        }
+        let tat = buckets.get(key).copied().unwrap_or(now).max(now);
+        let earliest = tat.checked_sub(tolerance).map_or(now, |t| t.max(now));
+        buckets.insert(key.to_owned(), tat + interval);
+        (earliest > now).then_some(earliest)
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: ?Sized> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    created_at: String,
+    data: &'a T,
+}
+
+fn envelope<T: Serialize + ?Sized>(
+    id: &str,
+    event_type: &str,
+    created_at: SystemTime,
+    data: &T,
+) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(&Envelope {
+        id,
+        event_type,
+        created_at: rfc3339::format(created_at),
+        data,
+    })
+    .map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_spaces_deliveries() {
+        let registry = WebhookRegistry::builder().build();
+        let limit = RateLimit::per_second(10).with_burst(2);
+        let inner = &registry.inner;
+        assert_eq!(inner.schedule("k", limit), None);
+        assert_eq!(inner.schedule("k", limit), None);
+        let third = inner.schedule("k", limit).expect("delayed");
+        let fourth = inner.schedule("k", limit).expect("delayed");
+        let gap = fourth.duration_since(third).unwrap();
+        assert!(
+            gap >= Duration::from_millis(99) && gap <= Duration::from_millis(101),
+            "{gap:?}"
+        );
+        assert_eq!(inner.schedule("other", limit), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! [`SubscriptionStore`]: where webhooks are kept, and its in-memory implementation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::model::{Owner, Webhook};
+
+/// The future every [`SubscriptionStore`] method returns.
+pub type SubscriptionFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, SubscriptionError>> + Send + 'a>>;
+
+/// A change applied to one stored webhook by [`SubscriptionStore::modify`].
+pub type Modification<'a> = Box<dyn FnOnce(&mut Webhook) + Send + 'a>;
+
+/// A subscription store failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscriptionError {
+    /// The owner already has a webhook with this id.
+    Duplicate(String),
+    /// The backend failed.
+    Backend(String),
+}
+
+impl fmt::Display for SubscriptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Duplicate(id) => write!(f, "a webhook `{id}` already exists"),
+            Self::Backend(why) => write!(f, "subscription store error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SubscriptionError {}
+
+/// Where the registry keeps its [`Webhook`]s. Every read and write is scoped by [`Owner`],
+/// and `(owner, id)` is the key.
+///
+/// Six calls, each one statement or one short transaction in SQL:
+///
+/// | call | SQL sketch |
+/// |---|---|
+/// | [`insert`](Self::insert) | `INSERT` (unique `(owner, id)` → [`SubscriptionError::Duplicate`]) |
+/// | [`get`](Self::get) | `SELECT … WHERE owner = $1 AND id = $2` |
+/// | [`list`](Self::list) | `SELECT … WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3` (keyset pagination) |
+/// | [`modify`](Self::modify) | `SELECT … FOR UPDATE`, apply the closure, `UPDATE`, in one transaction |
+/// | [`delete`](Self::delete) | `DELETE … WHERE owner = $1 AND id = $2` |
+/// | [`subscribed`](Self::subscribed) | `SELECT … WHERE enabled AND $1 = ANY(event_types) [AND owner = $2]` |
+///
+/// A [`Webhook`] holds its secrets: a durable implementation stores them like any other
+/// credential (encrypted at rest where the database allows).
+pub trait SubscriptionStore: Send + Sync + 'static {
+    /// Stores a new webhook.
+    fn insert(&self, webhook: Webhook) -> SubscriptionFuture<'_, ()>;
+
+    /// One webhook of `owner`.
+    fn get<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, Option<Webhook>>;
+
+    /// At most `limit` webhooks of `owner` ordered by id, those after `after` only.
+    fn list<'a>(
+        &'a self,
+        owner: &'a Owner,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> SubscriptionFuture<'a, Vec<Webhook>>;
+
+    /// Applies `change` to one webhook atomically and returns the result (`None` when there is
+    /// no such webhook). The change must not alter the owner or the id.
+    fn modify<'a>(
+        &'a self,
+        owner: &'a Owner,
+        id: &'a str,
+        change: Modification<'a>,
+    ) -> SubscriptionFuture<'a, Option<Webhook>>;
+
+    /// Removes one webhook; whether it existed.
+    fn delete<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, bool>;
+
+    /// The **enabled** webhooks subscribed to `event_type`, of `owner` only when given.
+    fn subscribed<'a>(
+        &'a self,
+        event_type: &'a str,
+        owner: Option<&'a Owner>,
+    ) -> SubscriptionFuture<'a, Vec<Webhook>>;
+}
+
+/// The in-memory [`SubscriptionStore`]: a sorted map behind a lock. Lost on restart.
+#[derive(Default)]
+pub struct MemorySubscriptions {
+    webhooks: RwLock<BTreeMap<(Owner, String), Webhook>>,
+}
+
+impl fmt::Debug for MemorySubscriptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemorySubscriptions")
+            .field("webhooks", &self.read().len())
+            .finish()
+    }
+}
+
+impl MemorySubscriptions {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<(Owner, String), Webhook>> {
+        self.webhooks.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<(Owner, String), Webhook>> {
+        self.webhooks.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: Result<T, SubscriptionError>) -> SubscriptionFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl SubscriptionStore for MemorySubscriptions {
+    fn insert(&self, webhook: Webhook) -> SubscriptionFuture<'_, ()> {
+        let mut map = self.write();
+        let key = (webhook.owner.clone(), webhook.id.clone());
+        if map.contains_key(&key) {
+            return ready(Err(SubscriptionError::Duplicate(webhook.id)));
+        }
+        map.insert(key, webhook);
+        ready(Ok(()))
+    }
+
+    fn get<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, Option<Webhook>> {
+        let found = self.read().get(&(owner.clone(), id.to_owned())).cloned();
+        ready(Ok(found))
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: &'a Owner,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> SubscriptionFuture<'a, Vec<Webhook>> {
+        use std::ops::Bound;
+        let map = self.read();
+        let start = match after {
+            Some(after) => Bound::Excluded((owner.clone(), after.to_owned())),
+            None => Bound::Included((owner.clone(), String::new())),
+        };
+        let page = map
+            .range((start, Bound::Unbounded))
+            .take_while(|((o, _), _)| o == owner)
+            .take(limit)
+            .map(|(_, webhook)| webhook.clone())
+            .collect();
+        ready(Ok(page))
+    }
+
+    fn modify<'a>(
+        &'a self,
+        owner: &'a Owner,
+        id: &'a str,
+        change: Modification<'a>,
+    ) -> SubscriptionFuture<'a, Option<Webhook>> {
+        let mut map = self.write();
+        let updated = map.get_mut(&(owner.clone(), id.to_owned())).map(|webhook| {
+            change(webhook);
+            webhook.owner = owner.clone();
+            webhook.id = id.to_owned();
+            webhook.clone()
+        });
+        ready(Ok(updated))
+    }
+
+    fn delete<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, bool> {
+        let removed = self
+            .write()
+            .remove(&(owner.clone(), id.to_owned()))
+            .is_some();
+        ready(Ok(removed))
+    }
+
+    fn subscribed<'a>(
+        &'a self,
+        event_type: &'a str,
+        owner: Option<&'a Owner>,
+    ) -> SubscriptionFuture<'a, Vec<Webhook>> {
+        let map = self.read();
+        let matches = |webhook: &&Webhook| webhook.enabled && webhook.subscribes_to(event_type);
+        let found = match owner {
+            Some(owner) => map
+                .range((owner.clone(), String::new())..)
+                .take_while(|((o, _), _)| o == owner)
+                .map(|(_, w)| w)
+                .filter(matches)
+                .cloned()
+                .collect(),
+            None => map.values().filter(matches).cloned().collect(),
+        };
+        ready(Ok(found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::registry::SigningScheme;
+
+    fn hook(owner: &str, id: &str, types: &[&str]) -> Webhook {
+        Webhook::new(
+            Owner::new(owner),
+            id,
+            "https://example.com/hook",
+            types.iter().map(|t| (*t).to_owned()).collect(),
+            SigningScheme::Nextmv,
+            SystemTime::now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn scoped_by_owner() {
+        let store = MemorySubscriptions::new();
+        store.insert(hook("a", "x", &["run.status"])).await.unwrap();
+        store.insert(hook("b", "x", &["run.status"])).await.unwrap();
+        store.insert(hook("a", "y", &["other"])).await.unwrap();
+        assert_eq!(
+            store.insert(hook("a", "x", &[])).await,
+            Err(SubscriptionError::Duplicate("x".into()))
+        );
+        let a = Owner::new("a");
+        let page = store.list(&a, None, 10).await.unwrap();
+        assert_eq!(
+            page.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+            ["x", "y"]
+        );
+        let page = store.list(&a, Some("x"), 10).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(store.subscribed("run.status", None).await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .subscribed("run.status", Some(&a))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let changed = store
+            .modify(&a, "x", Box::new(|w| w.enabled = false))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!changed.enabled);
+        assert_eq!(
+            store
+                .subscribed("run.status", Some(&a))
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(store.delete(&a, "x").await.unwrap());
+        assert!(!store.delete(&a, "x").await.unwrap());
+        assert!(store.get(&Owner::new("b"), "x").await.unwrap().is_some());
+    }
+}
