@@ -26,11 +26,18 @@ use crate::scheme::SharedSigner;
 sql::impl_row_ext!(PgRow);
 
 /// The PostgreSQL migrations shipped in `migrations/postgres/`.
-const MIGRATIONS: Embedded = Embedded(&[(
-    1,
-    "deliveries",
-    include_str!("../../migrations/postgres/0001_deliveries.sql"),
-)]);
+const MIGRATIONS: Embedded = Embedded(&[
+    (
+        1,
+        "deliveries",
+        include_str!("../../migrations/postgres/0001_deliveries.sql"),
+    ),
+    (
+        2,
+        "finished index",
+        include_str!("../../migrations/postgres/0002_finished_index.sql"),
+    ),
+]);
 
 /// How long a store operation keeps retrying through a lost connection or a database
 /// restart before it reports the error.
@@ -616,7 +623,7 @@ impl Inner {
                 Box::pin(
                     sqlx::query_scalar::<_, i64>(
                         "WITH gone AS (DELETE FROM deliveries WHERE seq IN \
-                           (SELECT seq FROM deliveries WHERE state = $1 AND updated_at < $2 \
+                           (SELECT seq FROM deliveries WHERE due_at IS NULL AND state = $1 AND updated_at < $2 \
                             ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id), \
                          attempts_gone AS (DELETE FROM attempts \
                            WHERE delivery_id IN (SELECT id FROM gone)) \
@@ -687,7 +694,10 @@ impl Inner {
             .retry("stats", |pool| {
                 Box::pin(
                     sqlx::query(
-                        "SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state \
+                        "SELECT state, COUNT(*) AS n FROM deliveries WHERE due_at IS NOT NULL \
+                         GROUP BY state \
+                         UNION ALL SELECT 'finished', COUNT(*) FROM deliveries \
+                         WHERE due_at IS NULL \
                          UNION ALL \
                          SELECT 'oldest_due', (SELECT due_at FROM deliveries \
                            WHERE due_at IS NOT NULL AND state = 'pending' \
@@ -706,6 +716,10 @@ impl Inner {
                 continue;
             }
             let n = usize::try_from(n.unwrap_or(0)).unwrap_or(0);
+            if state == "finished" {
+                stats.finished += n;
+                continue;
+            }
             match sql::decode_state(&state)? {
                 DeliveryState::Pending => stats.pending += n,
                 DeliveryState::InFlight => stats.in_flight += n,

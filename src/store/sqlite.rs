@@ -29,11 +29,18 @@ use crate::scheme::SharedSigner;
 sql::impl_row_ext!(SqliteRow);
 
 /// The SQLite migrations shipped in `migrations/sqlite/`.
-const MIGRATIONS: Embedded = Embedded(&[(
-    1,
-    "deliveries",
-    include_str!("../../migrations/sqlite/0001_deliveries.sql"),
-)]);
+const MIGRATIONS: Embedded = Embedded(&[
+    (
+        1,
+        "deliveries",
+        include_str!("../../migrations/sqlite/0001_deliveries.sql"),
+    ),
+    (
+        2,
+        "finished index",
+        include_str!("../../migrations/sqlite/0002_finished_index.sql"),
+    ),
+]);
 
 /// How hard SQLite pushes each commit to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -822,7 +829,7 @@ async fn purge(
 ) -> Result<usize, StoreError> {
     let rows = sqlx::query(
         "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
-         WHERE state = $1 AND updated_at < $2 ORDER BY updated_at LIMIT $3) RETURNING id",
+         WHERE due_at IS NULL AND state = $1 AND updated_at < $2 ORDER BY updated_at LIMIT $3) RETURNING id",
     )
     .bind(state)
     .bind(before)
@@ -913,14 +920,23 @@ impl Inner {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(backend)?;
+        // The queue through the due index, the finished rows through theirs.
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM deliveries WHERE due_at IS NOT NULL GROUP BY state \
+             UNION ALL SELECT 'finished', COUNT(*) FROM deliveries WHERE due_at IS NULL",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
         let mut stats = StoreStats::default();
         for row in &rows {
             let n = usize::try_from(row.int("n")?).unwrap_or(0);
-            match sql::decode_state(&row.text("state")?)? {
+            let state = row.text("state")?;
+            if state == "finished" {
+                stats.finished += n;
+                continue;
+            }
+            match sql::decode_state(&state)? {
                 DeliveryState::Pending => stats.pending += n,
                 DeliveryState::InFlight => stats.in_flight += n,
                 _ => stats.finished += n,
