@@ -164,9 +164,17 @@ impl SqliteOptions {
         if self.migrate {
             run_migrations(&readers).await?;
         }
-        let writer = options.connect().await.map_err(backend)?;
+        // The writer never checkpoints: a background task does, on a reader connection, so
+        // copying the WAL back into the database runs beside the writes, not between them.
+        let writer = options
+            .clone()
+            .pragma("wal_autocheckpoint", "0")
+            .connect()
+            .await
+            .map_err(backend)?;
         let (jobs, receiver) = mpsc::channel(self.max_batch.max(64) * 4);
         tokio::spawn(write_loop(writer, receiver, self.max_batch));
+        tokio::spawn(checkpoint_loop(readers.clone(), jobs.downgrade()));
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 jobs,
@@ -186,6 +194,24 @@ impl SqliteOptions {
             }
         }
         Ok(store)
+    }
+}
+
+/// Checkpoints the WAL every 100 ms while the store is open.
+async fn checkpoint_loop(readers: SqlitePool, alive: mpsc::WeakSender<Job>) {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&readers)
+            .await
+        {
+            tracing::debug!(error = %err, "webhook delivery store (SQLite): checkpoint failed");
+        }
     }
 }
 
