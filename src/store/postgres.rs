@@ -753,7 +753,7 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 /// Rows per multi-row statement.
 const CHUNK: usize = 64;
 /// Batches executed at once (each on its own connection).
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 2;
 
 fn stopped() -> StoreError {
     StoreError::Backend("the PostgreSQL store has stopped".into())

@@ -48,11 +48,15 @@ const MIGRATIONS: Embedded = Embedded(&[
 pub enum Synchronous {
     /// `synchronous = FULL` (the default): every commit is on the disk (fsync) before it
     /// returns, so an accepted delivery also survives a power loss or an OS crash. Concurrent
-    /// writes share one commit (group commit), so this costs one fsync per batch.
+    /// writes share one commit (group commit), so this costs one fsync per batch: in the
+    /// `durability` benchmark on 2 cores, about 15–25 % fewer deliveries per second than
+    /// [`Normal`](Self::Normal).
     #[default]
     Full,
-    /// `synchronous = NORMAL`: a commit survives the process being killed, but the last
-    /// commits may be lost on a power loss or an OS crash (WAL mode stays consistent).
+    /// `synchronous = NORMAL`: a commit survives the process being killed (SIGKILL, OOM,
+    /// a crash), but the last commits may be lost on a power loss or an OS crash (WAL mode
+    /// stays consistent). The usual choice when the host's disk is not the last line of
+    /// defence.
     Normal,
 }
 
@@ -231,7 +235,8 @@ async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
 ///   means "on disk".
 /// - **One writer**: every write goes through one connection, and writes that arrive while
 ///   a commit is under way are committed together (group commit: one fsync for many
-///   deliveries). Reads use a small pool.
+///   deliveries; concurrent enqueues and recorded attempts become multi-row statements).
+///   Reads use a small pool, which also checkpoints the WAL in the background.
 /// - **Resume**: on [`connect`](SqliteOptions::connect), deliveries left in flight by a
 ///   crash return to the queue; pending ones keep their schedule, attempt count and history.
 /// - **Bounded memory**: the engine claims due rows in batches; the queue is never loaded.
