@@ -115,7 +115,7 @@ impl MacBytes {
     /// Decodes hex of at most 128 characters inline; `None` when it is not hex or longer.
     fn from_hex(text: &str) -> Option<Self> {
         let len = text.len() / 2;
-        if text.len() % 2 != 0 || len > MAX_MAC {
+        if !text.len().is_multiple_of(2) || len > MAX_MAC {
             return None;
         }
         let mut out = Self {
