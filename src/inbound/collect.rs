@@ -39,7 +39,11 @@ pin_project! {
     pub(crate) struct Collect<B, V> {
         #[pin]
         body: B,
+        // The first data frame, kept as is (zero-copy for a `Bytes`-backed body); copied
+        // into `buf` only when a second frame arrives.
+        first: Option<Bytes>,
         buf: BytesMut,
+        capacity: usize,
         verification: Option<V>,
         limit: usize,
         drained: Option<usize>,
@@ -50,7 +54,9 @@ impl<B, V> Collect<B, V> {
     pub(crate) fn new(body: B, verification: V, limit: usize, capacity: usize) -> Self {
         Self {
             body,
-            buf: BytesMut::with_capacity(capacity.min(limit)),
+            first: None,
+            buf: BytesMut::new(),
+            capacity: capacity.min(limit),
             verification: Some(verification),
             limit,
             drained: None,
@@ -70,7 +76,14 @@ where
         let mut this = self.project();
         for _ in 0..FRAME_BUDGET {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
-                None => return Poll::Ready(finish(this.buf, this.verification, *this.drained)),
+                None => {
+                    return Poll::Ready(finish(
+                        this.first,
+                        this.buf,
+                        this.verification,
+                        *this.drained,
+                    ))
+                }
                 Some(Err(error)) => {
                     let error = error.into();
                     return Poll::Ready(Err(
@@ -95,8 +108,10 @@ where
                 }
                 continue;
             }
-            if this.buf.len().saturating_add(len) > *this.limit {
+            let held = this.first.as_ref().map_or(0, Bytes::len) + this.buf.len();
+            if held.saturating_add(len) > *this.limit {
                 // Over the limit: free the buffer and the MACs, drain the rest.
+                *this.first = None;
                 *this.buf = BytesMut::new();
                 *this.verification = None;
                 *this.drained = Some(len);
@@ -105,6 +120,22 @@ where
             let Some(verification) = this.verification.as_mut() else {
                 return Poll::Ready(Err(CollectError::Body));
             };
+            if len == 0 {
+                continue;
+            }
+            if held == 0 {
+                // The first non-empty frame: keep it without copying (`Bytes` hands itself
+                // over; other buffers are copied once, as before).
+                let bytes = data.copy_to_bytes(len);
+                verification.update(&bytes);
+                *this.first = Some(bytes);
+                continue;
+            }
+            if let Some(first) = this.first.take() {
+                this.buf
+                    .reserve((*this.capacity).max(first.len().saturating_add(len)));
+                this.buf.extend_from_slice(&first);
+            }
             while data.has_remaining() {
                 let chunk = data.chunk();
                 let n = chunk.len();
@@ -119,6 +150,7 @@ where
 }
 
 fn finish<V: Verification>(
+    first: &mut Option<Bytes>,
     buf: &mut BytesMut,
     verification: &mut Option<V>,
     drained: Option<usize>,
@@ -128,7 +160,10 @@ fn finish<V: Verification>(
     }
     // `None` only when polled again after completion.
     let verification = verification.take().ok_or(CollectError::Body)?;
-    let bytes = mem::take(buf).freeze();
+    let bytes = match first.take() {
+        Some(first) => first,
+        None => mem::take(buf).freeze(),
+    };
     match verification.finish(&bytes) {
         Ok(verified) => Ok((bytes, verified)),
         Err(error) => Err(CollectError::Verify(error)),

@@ -1,12 +1,12 @@
 //! Cerebrium: `X-Request-Id` / `X-Cerebrium-Webhook-Timestamp` /
 //! `X-Cerebrium-Webhook-Signature: v1,<hex>` over `{id}.{timestamp}.{body}`.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
-use super::mac::{compute, Algorithm, Encoding, HmacVerification};
+use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    header_str, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
+    header_str_named, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
     Verified, VerifyError,
 };
 use crate::secret::SecretSet;
@@ -15,6 +15,12 @@ const ID: &str = "x-request-id";
 const LEGACY_ID: &str = "x-cerebrium-webhook-id";
 const TIMESTAMP: &str = "x-cerebrium-webhook-timestamp";
 const SIGNATURE: &str = "x-cerebrium-webhook-signature";
+
+/// The same names, parsed once.
+const ID_NAME: HeaderName = HeaderName::from_static(ID);
+const LEGACY_ID_NAME: HeaderName = HeaderName::from_static(LEGACY_ID);
+const TIMESTAMP_NAME: HeaderName = HeaderName::from_static(TIMESTAMP);
+const SIGNATURE_NAME: HeaderName = HeaderName::from_static(SIGNATURE);
 
 windowed_scheme! {
     /// The Cerebrium webhook format. The key is the raw UTF-8 secret the caller chose
@@ -40,32 +46,31 @@ impl Scheme for Cerebrium {
         now: i64,
     ) -> Result<HmacVerification, VerifyError> {
         let headers = &head.headers;
-        let id = match header_str(headers, ID) {
-            Err(err) if headers.get(ID).is_none() => {
-                header_str(headers, LEGACY_ID).map_err(|_| err)?
+        let id = match headers.get(&ID_NAME) {
+            Some(value) => value.to_str().map_err(|_| VerifyError::malformed(ID))?,
+            None => {
+                header_str_named(headers, &LEGACY_ID_NAME).map_err(|_| VerifyError::missing(ID))?
             }
-            other => other?,
         };
-        let timestamp_text = header_str(headers, TIMESTAMP)?;
+        let timestamp_text = header_str_named(headers, &TIMESTAMP_NAME)?;
         let timestamp = parse_unix_timestamp(timestamp_text)
             .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
-        let signature = header_str(headers, SIGNATURE)?;
+        let signature = header_str_named(headers, &SIGNATURE_NAME)?;
         let encoded = signature.strip_prefix("v1,").unwrap_or(signature);
-        let candidate = Encoding::Hex
-            .decode(encoded)
+        let candidate = Candidates::decode(Encoding::Hex, encoded)
             .ok_or_else(|| VerifyError::malformed(SIGNATURE))?;
         check_window(self.replay_window.as_ref(), timestamp, now)?;
 
         let mut verified = Verified::new("cerebrium");
         verified.message_id = Some(id.to_owned());
         verified.timestamp = Some(timestamp);
-        HmacVerification::start(
+        HmacVerification::start_with(
             verified,
             Algorithm::Sha256,
             secrets,
             |secret| Some(secret.expose().into()),
             &[id.as_bytes(), b".", timestamp_text.as_bytes(), b"."],
-            vec![candidate],
+            candidate,
         )
     }
 

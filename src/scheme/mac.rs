@@ -81,11 +81,108 @@ impl MacState {
         }
     }
 
-    pub(crate) fn finalize(self) -> Vec<u8> {
+    /// The MAC, inline (no allocation).
+    pub(crate) fn finalize(self) -> MacBytes {
         match self {
-            Self::Sha1(mac) => mac.finalize().into_bytes().to_vec(),
-            Self::Sha256(mac) => mac.finalize().into_bytes().to_vec(),
-            Self::Sha512(mac) => mac.finalize().into_bytes().to_vec(),
+            Self::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+        }
+    }
+}
+
+/// The longest MAC (HMAC-SHA512) in bytes.
+const MAX_MAC: usize = 64;
+
+/// A MAC (or a decoded candidate signature) of at most 64 bytes, stored inline.
+#[derive(Clone, Copy)]
+pub(crate) struct MacBytes {
+    bytes: [u8; MAX_MAC],
+    len: u8,
+}
+
+impl MacBytes {
+    /// Copies `bytes`; callers guarantee `bytes.len() <= 64`.
+    fn from_slice(bytes: &[u8]) -> Self {
+        let mut out = Self {
+            bytes: [0; MAX_MAC],
+            len: bytes.len() as u8,
+        };
+        out.bytes[..bytes.len()].copy_from_slice(bytes);
+        out
+    }
+
+    /// Decodes hex of at most 128 characters inline; `None` when it is not hex or longer.
+    fn from_hex(text: &str) -> Option<Self> {
+        let len = text.len() / 2;
+        if !text.len().is_multiple_of(2) || len > MAX_MAC {
+            return None;
+        }
+        let mut out = Self {
+            bytes: [0; MAX_MAC],
+            len: len as u8,
+        };
+        hex::decode_to_slice(text, &mut out.bytes[..len]).ok()?;
+        Some(out)
+    }
+}
+
+impl std::ops::Deref for MacBytes {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl AsRef<[u8]> for MacBytes {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// The candidate signatures of a request: one decoded inline (the common case), or a list.
+pub(crate) enum Candidates {
+    One(MacBytes),
+    Many(Vec<Vec<u8>>),
+}
+
+impl Candidates {
+    /// One signature in `encoding`; `None` when `text` is not in that encoding. Hex MACs of
+    /// up to 64 bytes decode without allocating.
+    pub(crate) fn decode(encoding: Encoding, text: &str) -> Option<Self> {
+        if encoding == Encoding::Hex && text.len() <= 2 * MAX_MAC {
+            return MacBytes::from_hex(text).map(Self::One);
+        }
+        encoding
+            .decode(text)
+            .map(|candidate| Self::Many(vec![candidate]))
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::One(_) => false,
+            Self::Many(candidates) => candidates.is_empty(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(candidates) => candidates.len(),
+        }
+    }
+
+    /// Whether `computed` equals any candidate, comparing against every one in constant time
+    /// (no early exit on the first mismatch).
+    fn matches(&self, computed: &[u8]) -> bool {
+        match self {
+            Self::One(candidate) => ct_eq(computed, candidate),
+            Self::Many(candidates) => candidates
+                .iter()
+                .fold(false, |found, candidate| found | ct_eq(computed, candidate)),
         }
     }
 }
@@ -96,7 +193,7 @@ pub(crate) fn compute(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<
     for part in parts {
         mac.update(part);
     }
-    mac.finalize()
+    mac.finalize().to_vec()
 }
 
 /// A streaming HMAC verification: one MAC per candidate secret, fed the signed prefix at
@@ -104,7 +201,7 @@ pub(crate) fn compute(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<
 /// MAC is compared in constant time against every candidate signature from the header.
 pub struct HmacVerification {
     macs: Vec<(SecretMatch, MacState)>,
-    candidates: Vec<Vec<u8>>,
+    candidates: Candidates,
     suffix: Option<Bytes>,
     verified: Verified,
     replay_from_mac: bool,
@@ -129,12 +226,31 @@ impl HmacVerification {
     /// [`VerifyErrorKind::NoSecret`](super::VerifyErrorKind::NoSecret) when no secret yields a
     /// key, and `InvalidSignature` when there is no candidate to compare against.
     pub fn start<'k>(
-        mut verified: Verified,
+        verified: Verified,
         algorithm: Algorithm,
         secrets: &'k SecretSet,
         key: impl Fn(&'k Secret) -> Option<Cow<'k, [u8]>>,
         prefix: &[&[u8]],
         candidates: Vec<Vec<u8>>,
+    ) -> Result<Self, VerifyError> {
+        Self::start_with(
+            verified,
+            algorithm,
+            secrets,
+            key,
+            prefix,
+            Candidates::Many(candidates),
+        )
+    }
+
+    /// [`start`](Self::start) with candidates that may be stored inline.
+    pub(crate) fn start_with<'k>(
+        mut verified: Verified,
+        algorithm: Algorithm,
+        secrets: &'k SecretSet,
+        key: impl Fn(&'k Secret) -> Option<Cow<'k, [u8]>>,
+        prefix: &[&[u8]],
+        candidates: Candidates,
     ) -> Result<Self, VerifyError> {
         if candidates.is_empty() {
             return Err(VerifyError::invalid_signature());
@@ -154,7 +270,7 @@ impl HmacVerification {
         // A signed message id is the natural de-duplication key; without one, the MAC is.
         let replay_from_mac = verified.message_id.is_none();
         if let Some(id) = &verified.message_id {
-            verified.replay_key = Some(format!("{}:{id}", verified.scheme));
+            verified.replay_key = Some(replay_key(&verified.scheme, id));
         }
         Ok(Self {
             macs,
@@ -195,14 +311,13 @@ impl Verification for HmacVerification {
                 mac.update(suffix);
             }
             let computed = mac.finalize();
-            // Compare against every candidate without an early exit on the first mismatch.
-            let matched = candidates.iter().fold(false, |found, candidate| {
-                found | ct_eq(&computed, candidate)
-            });
-            if matched {
+            if candidates.matches(&computed) {
                 if replay_from_mac {
-                    verified.replay_key =
-                        Some(format!("{}:{}", verified.scheme, hex::encode(&computed)));
+                    let mut hex = [0u8; 2 * MAX_MAC];
+                    let hex = &mut hex[..2 * computed.len()];
+                    hex::encode_to_slice(&*computed, hex).expect("twice the MAC length");
+                    let hex = std::str::from_utf8(hex).expect("hex is ASCII");
+                    verified.replay_key = Some(replay_key(&verified.scheme, hex));
                 }
                 verified.secret = Some(secret);
                 return Ok(verified);
@@ -210,6 +325,15 @@ impl Verification for HmacVerification {
         }
         Err(VerifyError::invalid_signature())
     }
+}
+
+/// `{scheme}:{key}` in one exactly sized allocation.
+fn replay_key(scheme: &str, key: &str) -> String {
+    let mut out = String::with_capacity(scheme.len() + 1 + key.len());
+    out.push_str(scheme);
+    out.push(':');
+    out.push_str(key);
+    out
 }
 
 #[cfg(test)]

@@ -227,9 +227,13 @@ fn fresh_run_id() -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
+    // Encoded into a stack buffer, then one exactly sized allocation (no `fmt` machinery).
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// Which secret of a [`SecretSet`] verified the request.
@@ -382,6 +386,19 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a s
         .get(name)
         .ok_or_else(|| VerifyError::missing(name))?;
     value.to_str().map_err(|_| VerifyError::malformed(name))
+}
+
+/// [`header_str`] with a pre-parsed header name (no per-request name parsing).
+pub(crate) fn header_str_named<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<&'a str, VerifyError> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| VerifyError::missing(name.as_str()))?;
+    value
+        .to_str()
+        .map_err(|_| VerifyError::malformed(name.as_str()))
 }
 
 /// Builds a header value from text produced by a signer (always visible ASCII).
