@@ -703,22 +703,16 @@ async fn update_pending(
 }
 
 async fn release(conn: &mut SqliteConnection, id: String, token: i64) -> Result<(), StoreError> {
-    let now = unix_millis(SystemTime::now());
-    let done = sqlx::query(
+    fenced_update(
+        conn,
         "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
          lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
          WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+        unix_millis(SystemTime::now()),
+        id,
+        token,
     )
-    .bind(now)
-    .bind(&id)
-    .bind(token)
-    .execute(&mut *conn)
     .await
-    .map_err(backend)?;
-    if done.rows_affected() == 0 {
-        return Err(missing(conn, id).await);
-    }
-    Ok(())
 }
 
 async fn renew(
@@ -727,16 +721,34 @@ async fn renew(
     token: i64,
     until: i64,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(
+    fenced_update(
+        conn,
         "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
          WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+        until,
+        id,
+        token,
     )
-    .bind(until)
-    .bind(&id)
-    .bind(token)
-    .execute(&mut *conn)
     .await
-    .map_err(backend)?;
+}
+
+/// Runs an update of an in-flight row that only applies while the caller's lease token is the
+/// current one (`$1` = a time, `$2` = id, `$3` = token); no row changed means the lease is lost
+/// or the delivery is gone, which `missing` tells apart.
+async fn fenced_update(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    at: i64,
+    id: String,
+    token: i64,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(sql)
+        .bind(at)
+        .bind(&id)
+        .bind(token)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
     if done.rows_affected() == 0 {
         return Err(missing(conn, id).await);
     }
