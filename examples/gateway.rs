@@ -100,7 +100,7 @@ fn load_config() -> Result<(Config, String), String> {
 /// (Valohai), else a JSON summary of what was verified.
 async fn accept(scheme: BuiltinScheme, verified: Verified, body: Bytes) -> Response {
     tracing::info!(scheme = %verified.scheme, message_id = ?verified.message_id, bytes = body.len(), "webhook accepted");
-    if let Some(success) = scheme.success_response(&verified.run_id) {
+    if let Some(success) = scheme.success_response(&verified.run_id.to_string()) {
         return ([(header::CONTENT_TYPE, success.content_type)], success.body).into_response();
     }
     let payload = serde_json::from_slice::<serde_json::Value>(&body).ok();

@@ -51,6 +51,7 @@ pin_project! {
 }
 
 impl<B, V> Collect<B, V> {
+    #[inline]
     pub(crate) fn new(body: B, verification: V, limit: usize, capacity: usize) -> Self {
         Self {
             body,

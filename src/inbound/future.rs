@@ -128,6 +128,7 @@ where
 
     /// Starts by collecting the body (the secrets were available at once), or with a
     /// rejection found before reading it.
+    #[inline]
     pub(crate) fn collect(
         collect: Result<Collect<B, Sc::Verification>, Rejection>,
         parts: RequestHead,
@@ -145,6 +146,7 @@ where
         Self::new(state, parts, inner, verifier, rejection, now)
     }
 
+    #[inline]
     fn new(
         state: StateOf<S, B, Sc, K>,
         parts: RequestHead,
@@ -209,10 +211,10 @@ where
                             continue;
                         }
                     };
-                    let replay = match (&this.verifier.replay, &verified.replay_key) {
-                        (Some(replay), Some(key)) => Some((replay.store.clone(), key.clone())),
-                        _ => None,
-                    };
+                    let replay =
+                        this.verifier.replay.as_ref().and_then(|replay| {
+                            Some((replay.store.clone(), verified.replay_key()?))
+                        });
                     let mut parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
                     parts.extensions.insert(verified);
                     let request = Request::from_parts(parts, Body::from(bytes));
@@ -322,9 +324,10 @@ where
 fn duplicate_response<Sc: Scheme>(scheme: &Sc, request: Request<Body>) -> axum::response::Response {
     let (mut parts, _body) = request.into_parts();
     let verified = parts.extensions.remove::<Verified>();
-    let success = verified
-        .as_ref()
-        .and_then(|verified| scheme.success_response(&verified.run_id));
+    let success = verified.as_ref().and_then(|verified| {
+        let mut run_id = uuid::Uuid::encode_buffer();
+        scheme.success_response(verified.run_id.hyphenated().encode_lower(&mut run_id))
+    });
     let mut response = match success {
         Some(success) => (
             [(

@@ -159,8 +159,8 @@ async fn accepted_request_reaches_inner_with_same_bytes_and_metadata() {
     assert_eq!(verified.scheme, "cerebrium");
     assert_eq!(verified.message_id.as_deref(), Some("msg-1"));
     assert_eq!(verified.timestamp, Some(NOW));
-    assert_eq!(verified.secret.unwrap().index, 0);
-    assert_eq!(verified.replay_key.as_deref(), Some("cerebrium:msg-1"));
+    assert_eq!(verified.secret.as_ref().unwrap().index, 0);
+    assert_eq!(verified.replay_key().as_deref(), Some("cerebrium:msg-1"));
     // The signature header is marked sensitive for layers inside this one.
     assert!(headers[SIGNATURE].is_sensitive());
     assert!(!headers["x-request-id"].is_sensitive());

@@ -214,6 +214,7 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     }
 
     /// Begins the verification and checks the declared length, before any body byte is read.
+    #[inline]
     pub(crate) fn start<B>(
         &self,
         head: &RequestHead,

@@ -6,9 +6,10 @@ use http::{HeaderMap, HeaderName};
 use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    header_str_named, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
-    Verified, VerifyError,
+    find_headers, insert_header, parse_unix_timestamp, required_str, Message, MessageId,
+    RequestHead, Scheme, SignError, Verified, VerifyError,
 };
+use crate::secret::KeyDerivation;
 use crate::secret::SecretSet;
 
 const ID: &str = "x-request-id";
@@ -45,30 +46,34 @@ impl Scheme for Cerebrium {
         secrets: &SecretSet,
         now: i64,
     ) -> Result<HmacVerification, VerifyError> {
-        let headers = &head.headers;
-        let id = match headers.get(&ID_NAME) {
-            Some(value) => value.to_str().map_err(|_| VerifyError::malformed(ID))?,
-            None => {
-                header_str_named(headers, &LEGACY_ID_NAME).map_err(|_| VerifyError::missing(ID))?
+        let [id, legacy_id, timestamp_text, signature] = find_headers(
+            &head.headers,
+            [&ID_NAME, &LEGACY_ID_NAME, &TIMESTAMP_NAME, &SIGNATURE_NAME],
+        );
+        let id = match id {
+            Some(value) => {
+                MessageId::from_header(value).ok_or_else(|| VerifyError::malformed(ID))?
             }
+            None => legacy_id
+                .and_then(MessageId::from_header)
+                .ok_or_else(|| VerifyError::missing(ID))?,
         };
-        let timestamp_text = header_str_named(headers, &TIMESTAMP_NAME)?;
+        let timestamp_text = required_str(timestamp_text, &TIMESTAMP_NAME)?;
         let timestamp = parse_unix_timestamp(timestamp_text)
             .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
-        let signature = header_str_named(headers, &SIGNATURE_NAME)?;
+        let signature = required_str(signature, &SIGNATURE_NAME)?;
         let encoded = signature.strip_prefix("v1,").unwrap_or(signature);
         let candidate = Candidates::decode(Encoding::Hex, encoded)
             .ok_or_else(|| VerifyError::malformed(SIGNATURE))?;
         check_window(self.replay_window.as_ref(), timestamp, now)?;
 
         let mut verified = Verified::new("cerebrium");
-        verified.message_id = Some(id.to_owned());
+        verified.message_id = Some(id.clone());
         verified.timestamp = Some(timestamp);
-        HmacVerification::start_with(
+        HmacVerification::start_sha256(
             verified,
-            Algorithm::Sha256,
+            KeyDerivation::Raw,
             secrets,
-            |secret| Some(secret.expose().into()),
             &[id.as_bytes(), b".", timestamp_text.as_bytes(), b"."],
             candidate,
         )

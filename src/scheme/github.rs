@@ -1,5 +1,7 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>` over the raw body.
 
+use super::mac::Candidates;
+use crate::secret::KeyDerivation;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -59,16 +61,26 @@ impl Scheme for GitHub {
         };
         let candidate = header_str(headers, name)?
             .strip_prefix(prefix)
-            .and_then(|encoded| Encoding::Hex.decode(encoded))
+            .and_then(|encoded| Candidates::decode(Encoding::Hex, encoded))
             .ok_or_else(|| VerifyError::malformed(name))?;
-        HmacVerification::start(
-            Verified::new("github"),
-            algorithm,
-            secrets,
-            |secret| Some(secret.expose().into()),
-            &[],
-            vec![candidate],
-        )
+        let verified = Verified::new("github");
+        match algorithm {
+            Algorithm::Sha256 => HmacVerification::start_sha256(
+                verified,
+                KeyDerivation::Raw,
+                secrets,
+                &[],
+                candidate,
+            ),
+            _ => HmacVerification::start_with(
+                verified,
+                algorithm,
+                secrets,
+                |secret| Some(secret.expose().into()),
+                &[],
+                candidate,
+            ),
+        }
     }
 
     fn sign(

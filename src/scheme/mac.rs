@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 
 use super::{SecretMatch, Verification, Verified, VerifyError};
-use crate::secret::{ct_eq, Secret, SecretSet};
+use crate::secret::{ct_eq, KeyDerivation, Secret, SecretSet};
 
 /// The HMAC digest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,12 +55,13 @@ impl Encoding {
     }
 }
 
-/// One keyed MAC in progress.
+/// One keyed MAC in progress. SHA-512's state is boxed so that the common SHA-256 state
+/// (moved through the layer's future several times) stays half the size.
 #[derive(Clone)]
 pub(crate) enum MacState {
     Sha1(Hmac<sha1::Sha1>),
     Sha256(Hmac<sha2::Sha256>),
-    Sha512(Hmac<sha2::Sha512>),
+    Sha512(Box<Hmac<sha2::Sha512>>),
 }
 
 impl MacState {
@@ -69,7 +70,9 @@ impl MacState {
         match algorithm {
             Algorithm::Sha1 => Self::Sha1(Hmac::new_from_slice(key).expect("any key length")),
             Algorithm::Sha256 => Self::Sha256(Hmac::new_from_slice(key).expect("any key length")),
-            Algorithm::Sha512 => Self::Sha512(Hmac::new_from_slice(key).expect("any key length")),
+            Algorithm::Sha512 => {
+                Self::Sha512(Box::new(Hmac::new_from_slice(key).expect("any key length")))
+            }
         }
     }
 
@@ -86,7 +89,7 @@ impl MacState {
         match self {
             Self::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
             Self::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
-            Self::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha512(mac) => MacBytes::from_slice(&(*mac).finalize().into_bytes()),
         }
     }
 }
@@ -95,7 +98,7 @@ impl MacState {
 const MAX_MAC: usize = 64;
 
 /// A MAC (or a decoded candidate signature) of at most 64 bytes, stored inline.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MacBytes {
     bytes: [u8; MAX_MAC],
     len: u8,
@@ -122,7 +125,58 @@ impl MacBytes {
             bytes: [0; MAX_MAC],
             len: len as u8,
         };
-        hex::decode_to_slice(text, &mut out.bytes[..len]).ok()?;
+        // A table lookup per digit, checked once at the end: a fifth of the `hex` crate's
+        // per-digit cost on the hot path.
+        let mut invalid = 0u8;
+        for (byte, pair) in out.bytes[..len]
+            .iter_mut()
+            .zip(text.as_bytes().chunks_exact(2))
+        {
+            let (high, low) = (
+                HEX_DIGIT[usize::from(pair[0])],
+                HEX_DIGIT[usize::from(pair[1])],
+            );
+            invalid |= high | low;
+            *byte = (high << 4) | (low & 0x0f);
+        }
+        (invalid & INVALID_DIGIT == 0).then_some(out)
+    }
+}
+
+/// Marks a byte that is not a hex digit in [`HEX_DIGIT`].
+const INVALID_DIGIT: u8 = 0x80;
+
+/// The value of each ASCII hex digit (either case), [`INVALID_DIGIT`] for any other byte.
+static HEX_DIGIT: [u8; 256] = {
+    let mut table = [INVALID_DIGIT; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+impl MacBytes {
+    /// Decodes standard base64 (padded or not) into the inline buffer; `None` when it is
+    /// not base64 or decodes to more than 64 bytes.
+    fn from_base64(text: &str) -> Option<Self> {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let mut out = Self {
+            bytes: [0; MAX_MAC],
+            len: 0,
+        };
+        let len = STANDARD
+            .decode_slice(text, &mut out.bytes)
+            .or_else(|_| STANDARD_NO_PAD.decode_slice(text, &mut out.bytes))
+            .ok()?;
+        out.len = len as u8;
         Some(out)
     }
 }
@@ -143,47 +197,90 @@ impl AsRef<[u8]> for MacBytes {
     }
 }
 
-/// The candidate signatures of a request: one decoded inline (the common case), or a list.
-pub(crate) enum Candidates {
-    One(MacBytes),
-    Many(Vec<Vec<u8>>),
+/// The candidate signatures of a request, decoded inline: no allocation unless a header
+/// carries more than one.
+#[derive(Default)]
+pub(crate) struct Candidates {
+    first: Option<MacBytes>,
+    rest: Vec<MacBytes>,
+    /// A well-encoded signature longer than any MAC: it counts (the header is not malformed)
+    /// but can match nothing.
+    overlong: bool,
 }
 
 impl Candidates {
-    /// One signature in `encoding`; `None` when `text` is not in that encoding. Hex MACs of
-    /// up to 64 bytes decode without allocating.
+    /// One signature in `encoding`; `None` when `text` is not in that encoding.
     pub(crate) fn decode(encoding: Encoding, text: &str) -> Option<Self> {
-        if encoding == Encoding::Hex && text.len() <= 2 * MAX_MAC {
-            return MacBytes::from_hex(text).map(Self::One);
-        }
-        encoding
-            .decode(text)
-            .map(|candidate| Self::Many(vec![candidate]))
+        let mut candidates = Self::default();
+        candidates.push(encoding, text).then_some(candidates)
     }
 
-    fn is_empty(&self) -> bool {
-        match self {
-            Self::One(_) => false,
-            Self::Many(candidates) => candidates.is_empty(),
+    /// Adds one signature in `encoding`; `false` when `text` is not in that encoding.
+    pub(crate) fn push(&mut self, encoding: Encoding, text: &str) -> bool {
+        // Inline first; the allocating decoder only for what does not fit (or, for base64,
+        // what the inline decoder's length estimate refused).
+        let inline = match encoding {
+            Encoding::Hex if text.len() <= 2 * MAX_MAC => {
+                return self.push_inline(MacBytes::from_hex(text))
+            }
+            Encoding::Hex => None,
+            Encoding::Base64 => MacBytes::from_base64(text),
+        };
+        let decoded = match inline {
+            Some(mac) => Some(Some(mac)),
+            None => encoding
+                .decode(text)
+                .map(|mac| (mac.len() <= MAX_MAC).then(|| MacBytes::from_slice(&mac))),
+        };
+        match decoded {
+            Some(Some(mac)) => self.push_mac(mac),
+            Some(None) => self.overlong = true,
+            None => return false,
         }
+        true
+    }
+
+    fn push_inline(&mut self, mac: Option<MacBytes>) -> bool {
+        mac.map(|mac| self.push_mac(mac)).is_some()
+    }
+
+    fn push_mac(&mut self, mac: MacBytes) {
+        if self.first.is_none() {
+            self.first = Some(mac);
+        } else {
+            self.rest.push(mac);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none() && !self.overlong
     }
 
     fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Many(candidates) => candidates.len(),
-        }
+        usize::from(self.first.is_some()) + self.rest.len() + usize::from(self.overlong)
     }
 
     /// Whether `computed` equals any candidate, comparing against every one in constant time
     /// (no early exit on the first mismatch).
     fn matches(&self, computed: &[u8]) -> bool {
-        match self {
-            Self::One(candidate) => ct_eq(computed, candidate),
-            Self::Many(candidates) => candidates
-                .iter()
-                .fold(false, |found, candidate| found | ct_eq(computed, candidate)),
+        self.first
+            .iter()
+            .chain(&self.rest)
+            .fold(false, |found, candidate| found | ct_eq(computed, candidate))
+    }
+}
+
+impl From<Vec<Vec<u8>>> for Candidates {
+    fn from(macs: Vec<Vec<u8>>) -> Self {
+        let mut candidates = Self::default();
+        for mac in macs {
+            if mac.len() <= MAX_MAC {
+                candidates.push_mac(MacBytes::from_slice(&mac));
+            } else {
+                candidates.overlong = true;
+            }
         }
+        candidates
     }
 }
 
@@ -200,11 +297,45 @@ pub(crate) fn compute(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<
 /// [`begin`](super::Scheme::begin), every body frame, then an optional suffix; at the end each
 /// MAC is compared in constant time against every candidate signature from the header.
 pub struct HmacVerification {
-    macs: Vec<(SecretMatch, MacState)>,
+    macs: Macs,
     candidates: Candidates,
     suffix: Option<Bytes>,
     verified: Verified,
-    replay_from_mac: bool,
+}
+
+/// The MACs in progress: one inline (a single secret, the common case), or a list during a
+/// rotation.
+enum Macs {
+    One((SecretMatch, MacState)),
+    Many(Vec<(SecretMatch, MacState)>),
+}
+
+impl Macs {
+    /// Collects `macs`, allocating only for a second one; `None` when there is none.
+    #[inline]
+    fn collect(mut macs: impl Iterator<Item = (SecretMatch, MacState)>) -> Option<Self> {
+        let first = macs.next()?;
+        let Some(second) = macs.next() else {
+            return Some(Self::One(first));
+        };
+        let mut all = vec![first, second];
+        all.extend(macs);
+        Some(Self::Many(all))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(macs) => macs.len(),
+        }
+    }
+
+    fn states_mut(&mut self) -> &mut [(SecretMatch, MacState)] {
+        match self {
+            Self::One(pair) => std::slice::from_mut(pair),
+            Self::Many(macs) => macs,
+        }
+    }
 }
 
 impl std::fmt::Debug for HmacVerification {
@@ -233,51 +364,68 @@ impl HmacVerification {
         prefix: &[&[u8]],
         candidates: Vec<Vec<u8>>,
     ) -> Result<Self, VerifyError> {
-        Self::start_with(
-            verified,
-            algorithm,
-            secrets,
-            key,
-            prefix,
-            Candidates::Many(candidates),
-        )
+        Self::start_with(verified, algorithm, secrets, key, prefix, candidates.into())
     }
 
-    /// [`start`](Self::start) with candidates that may be stored inline.
+    /// [`start`](Self::start) with candidates decoded inline.
     pub(crate) fn start_with<'k>(
-        mut verified: Verified,
+        verified: Verified,
         algorithm: Algorithm,
         secrets: &'k SecretSet,
         key: impl Fn(&'k Secret) -> Option<Cow<'k, [u8]>>,
         prefix: &[&[u8]],
         candidates: Candidates,
     ) -> Result<Self, VerifyError> {
+        let macs = secrets.iter().enumerate().filter_map(|(index, secret)| {
+            let mac = MacState::new(algorithm, &key(secret)?);
+            Some((SecretMatch::new(index, secret), mac))
+        });
+        Self::from_macs(verified, macs, prefix, candidates)
+    }
+
+    /// HMAC-SHA256 with each secret read as `derivation` says, starting from the secret's
+    /// cached keyed state.
+    #[inline]
+    pub(crate) fn start_sha256(
+        verified: Verified,
+        derivation: KeyDerivation,
+        secrets: &SecretSet,
+        prefix: &[&[u8]],
+        candidates: Candidates,
+    ) -> Result<Self, VerifyError> {
+        let macs = secrets.iter().enumerate().filter_map(|(index, secret)| {
+            let mac = MacState::Sha256(secret.keyed_sha256(derivation)?.clone());
+            Some((SecretMatch::new(index, secret), mac))
+        });
+        Self::from_macs(verified, macs, prefix, candidates)
+    }
+
+    #[inline]
+    fn from_macs(
+        mut verified: Verified,
+        macs: impl Iterator<Item = (SecretMatch, MacState)>,
+        prefix: &[&[u8]],
+        candidates: Candidates,
+    ) -> Result<Self, VerifyError> {
         if candidates.is_empty() {
             return Err(VerifyError::invalid_signature());
         }
-        let mut macs = Vec::with_capacity(secrets.len());
-        for (index, secret) in secrets.iter().enumerate() {
-            let Some(key) = key(secret) else { continue };
-            let mut mac = MacState::new(algorithm, &key);
+        let mut macs = Macs::collect(macs).ok_or_else(VerifyError::no_secret)?;
+        for (_, mac) in macs.states_mut() {
             for part in prefix {
                 mac.update(part);
             }
-            macs.push((SecretMatch::new(index, secret), mac));
         }
-        if macs.is_empty() {
-            return Err(VerifyError::no_secret());
-        }
-        // A signed message id is the natural de-duplication key; without one, the MAC is.
-        let replay_from_mac = verified.message_id.is_none();
-        if let Some(id) = &verified.message_id {
-            verified.replay_key = Some(replay_key(&verified.scheme, id));
+        // A signed message id is the natural de-duplication key; without one, the MAC is
+        // (set in `finish`).
+        if verified.message_id.is_some() && !verified.has_replay_basis() {
+            verified.replay_from_message_id();
         }
         Ok(Self {
             macs,
             candidates,
             suffix: None,
             verified,
-            replay_from_mac,
         })
     }
 
@@ -293,8 +441,13 @@ impl HmacVerification {
 impl Verification for HmacVerification {
     #[inline]
     fn update(&mut self, chunk: &[u8]) {
-        for (_, mac) in &mut self.macs {
-            mac.update(chunk);
+        match &mut self.macs {
+            Macs::One((_, mac)) => mac.update(chunk),
+            Macs::Many(macs) => {
+                for (_, mac) in macs {
+                    mac.update(chunk);
+                }
+            }
         }
     }
 
@@ -304,36 +457,27 @@ impl Verification for HmacVerification {
             candidates,
             suffix,
             mut verified,
-            replay_from_mac,
         } = self;
-        for (secret, mut mac) in macs {
+        let check = |secret: SecretMatch, mut mac: MacState| {
             if let Some(suffix) = &suffix {
                 mac.update(suffix);
             }
             let computed = mac.finalize();
-            if candidates.matches(&computed) {
-                if replay_from_mac {
-                    let mut hex = [0u8; 2 * MAX_MAC];
-                    let hex = &mut hex[..2 * computed.len()];
-                    hex::encode_to_slice(&*computed, hex).expect("twice the MAC length");
-                    let hex = std::str::from_utf8(hex).expect("hex is ASCII");
-                    verified.replay_key = Some(replay_key(&verified.scheme, hex));
-                }
-                verified.secret = Some(secret);
-                return Ok(verified);
-            }
+            candidates.matches(&computed).then_some((secret, computed))
+        };
+        let matched = match macs {
+            Macs::One((secret, mac)) => check(secret, mac),
+            Macs::Many(macs) => macs
+                .into_iter()
+                .find_map(|(secret, mac)| check(secret, mac)),
+        };
+        let (secret, computed) = matched.ok_or_else(VerifyError::invalid_signature)?;
+        if !verified.has_replay_basis() {
+            verified.replay_from_mac(computed);
         }
-        Err(VerifyError::invalid_signature())
+        verified.secret = Some(secret);
+        Ok(verified)
     }
-}
-
-/// `{scheme}:{key}` in one exactly sized allocation.
-fn replay_key(scheme: &str, key: &str) -> String {
-    let mut out = String::with_capacity(scheme.len() + 1 + key.len());
-    out.push_str(scheme);
-    out.push(':');
-    out.push_str(key);
-    out
 }
 
 #[cfg(test)]

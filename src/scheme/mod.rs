@@ -89,6 +89,7 @@ pub use builtin::{BuiltinScheme, BuiltinVerification};
 pub use cerebrium::Cerebrium;
 pub use github::GitHub;
 pub use mac::{Algorithm, Encoding, HmacVerification};
+
 pub use signer::{SharedSigner, Signer};
 pub use slack::Slack;
 pub use standard::StandardWebhooks;
@@ -190,21 +191,49 @@ impl<'a> Message<'a> {
 }
 
 /// The verification metadata a handler sees next to the payload.
+///
+/// Building it costs no allocation on the common path: the message id shares the request
+/// header's bytes, the run id is a [`Uuid`](uuid::Uuid), and the de-duplication key is only
+/// rendered when a replay store asks for it ([`Verified::replay_key`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Verified {
     /// The scheme's [`Scheme::name`].
     pub scheme: Cow<'static, str>,
     /// The signed message id, when the format carries one.
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
     /// The signed timestamp (Unix seconds, normalised from milliseconds where needed).
     pub timestamp: Option<i64>,
     /// Which secret matched (its position in the [`SecretSet`] and its label).
     pub secret: Option<SecretMatch>,
-    /// A de-duplication key derived from signed material only (the signed id, or the MAC).
-    pub replay_key: Option<String>,
-    /// A fresh id for this accepted request (Valohai's `{run_id}`).
-    pub run_id: String,
+    /// A fresh id for this accepted request (Valohai's `{run_id}`); `Display` writes the
+    /// hyphenated lowercase form.
+    pub run_id: uuid::Uuid,
+    replay: ReplayBasis,
+}
+
+/// What the de-duplication key is made of; rendered lazily by [`Verified::replay_key`].
+#[derive(Clone, PartialEq, Eq)]
+enum ReplayBasis {
+    /// Nothing signed identifies the message (a static token): no de-duplication.
+    None,
+    /// The signed [`Verified::message_id`].
+    MessageId,
+    /// The matching MAC, for formats without a signed id (GitHub, Slack, Stripe, Nextmv).
+    Mac(mac::MacBytes),
+    /// A key the scheme computed itself (Valohai's JWT digest).
+    Key(String),
+}
+
+impl fmt::Debug for ReplayBasis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "None",
+            Self::MessageId => "MessageId",
+            Self::Mac(_) => "Mac",
+            Self::Key(_) => "Key",
+        })
+    }
 }
 
 impl Verified {
@@ -215,25 +244,126 @@ impl Verified {
             message_id: None,
             timestamp: None,
             secret: None,
-            replay_key: None,
             run_id: fresh_run_id(),
+            replay: ReplayBasis::None,
         }
+    }
+
+    /// A de-duplication key derived from signed material only: `{scheme}:{message id}`, or
+    /// `{scheme}:{hex MAC}` for formats without a signed id; `None` when nothing signed
+    /// identifies the message.
+    pub fn replay_key(&self) -> Option<String> {
+        let key: Cow<'_, str> = match &self.replay {
+            ReplayBasis::None => return None,
+            ReplayBasis::Key(key) => return Some(key.clone()),
+            ReplayBasis::MessageId => Cow::Borrowed(self.message_id.as_deref()?),
+            ReplayBasis::Mac(mac) => Cow::Owned(hex::encode(&**mac)),
+        };
+        let mut out = String::with_capacity(self.scheme.len() + 1 + key.len());
+        out.push_str(&self.scheme);
+        out.push(':');
+        out.push_str(&key);
+        Some(out)
+    }
+
+    /// Sets the de-duplication key (for custom schemes); it must come from signed material.
+    pub fn set_replay_key(&mut self, key: impl Into<String>) {
+        self.replay = ReplayBasis::Key(key.into());
+    }
+
+    pub(crate) fn replay_from_message_id(&mut self) {
+        self.replay = ReplayBasis::MessageId;
+    }
+
+    pub(crate) fn replay_from_mac(&mut self, mac: mac::MacBytes) {
+        self.replay = ReplayBasis::Mac(mac);
+    }
+
+    pub(crate) fn has_replay_basis(&self) -> bool {
+        self.replay != ReplayBasis::None
     }
 }
 
 /// A random (v4) UUID from the thread-local CSPRNG: `Uuid::new_v4` makes a `getrandom`
 /// system call per request, a measurable share of a 1 KiB verification.
-fn fresh_run_id() -> String {
+fn fresh_run_id() -> uuid::Uuid {
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    // Encoded into a stack buffer, then one exactly sized allocation (no `fmt` machinery).
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// A signed message id as the sender wrote it (visible ASCII). Cloning shares the header's
+/// bytes instead of copying them; it reads as a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(HeaderValue);
+
+impl MessageId {
+    /// The id of a header value, or `None` when it is not visible ASCII.
+    pub fn from_header(value: &HeaderValue) -> Option<Self> {
+        value.to_str().ok()?;
+        Some(Self(value.clone()))
+    }
+
+    /// An id from text, or `None` when it is not visible ASCII.
+    pub fn new(id: &str) -> Option<Self> {
+        Self::from_header(&HeaderValue::from_str(id).ok()?)
+    }
+
+    /// The id's bytes (no UTF-8 check: the id is ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only visible-ASCII values are admitted (`from_header`, `new`).
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for MessageId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for MessageId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for MessageId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for MessageId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// Which secret of a [`SecretSet`] verified the request.
@@ -242,14 +372,14 @@ pub struct SecretMatch {
     /// Position in the set (0 = primary).
     pub index: usize,
     /// The secret's label, if it has one ([`Secret::with_id`]).
-    pub id: Option<String>,
+    pub id: Option<std::sync::Arc<str>>,
 }
 
 impl SecretMatch {
     pub(crate) fn new(index: usize, secret: &Secret) -> Self {
         Self {
             index,
-            id: secret.id().map(str::to_owned),
+            id: secret.label().cloned(),
         }
     }
 }
@@ -388,15 +518,36 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a s
     value.to_str().map_err(|_| VerifyError::malformed(name))
 }
 
-/// [`header_str`] with a pre-parsed header name (no per-request name parsing).
-pub(crate) fn header_str_named<'a>(
-    headers: &'a HeaderMap,
+/// The first value of each of `names`, found in one pass over the headers. A webhook carries a
+/// handful of headers, so comparing names (most differ in kind or length) is a third of the
+/// cost of one hashed lookup per name.
+pub(crate) fn find_headers<'h, const N: usize>(
+    headers: &'h HeaderMap,
+    names: [&HeaderName; N],
+) -> [Option<&'h HeaderValue>; N] {
+    let mut found = [None; N];
+    let mut missing = N;
+    for (name, value) in headers {
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            if slot.is_none() && name == wanted {
+                *slot = Some(value);
+                missing -= 1;
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+    }
+    found
+}
+
+/// A found header's text: `MissingHeader` when absent, `MalformedHeader` when not visible ASCII.
+pub(crate) fn required_str<'h>(
+    value: Option<&'h HeaderValue>,
     name: &HeaderName,
-) -> Result<&'a str, VerifyError> {
-    let value = headers
-        .get(name)
-        .ok_or_else(|| VerifyError::missing(name.as_str()))?;
+) -> Result<&'h str, VerifyError> {
     value
+        .ok_or_else(|| VerifyError::missing(name.as_str()))?
         .to_str()
         .map_err(|_| VerifyError::malformed(name.as_str()))
 }

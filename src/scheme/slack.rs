@@ -1,5 +1,7 @@
 //! Slack: `X-Slack-Request-Timestamp` and `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
 
+use super::mac::Candidates;
+use crate::secret::KeyDerivation;
 use http::HeaderMap;
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
@@ -37,18 +39,17 @@ impl Scheme for Slack {
             .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
         let candidate = header_str(headers, SIGNATURE)?
             .strip_prefix("v0=")
-            .and_then(|encoded| Encoding::Hex.decode(encoded))
+            .and_then(|encoded| Candidates::decode(Encoding::Hex, encoded))
             .ok_or_else(|| VerifyError::malformed(SIGNATURE))?;
         check_window(self.replay_window.as_ref(), timestamp, now)?;
         let mut verified = Verified::new("slack");
         verified.timestamp = Some(timestamp);
-        HmacVerification::start(
+        HmacVerification::start_sha256(
             verified,
-            Algorithm::Sha256,
+            KeyDerivation::Raw,
             secrets,
-            |secret| Some(secret.expose().into()),
             &[b"v0:", timestamp_text.as_bytes(), b":"],
-            vec![candidate],
+            candidate,
         )
     }
 

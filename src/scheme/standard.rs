@@ -1,9 +1,9 @@
 //! Standard Webhooks (and Svix): `webhook-id` / `webhook-timestamp` /
 //! `webhook-signature: v1,<base64> [v1,<base64> …]` over `{id}.{timestamp}.{body}`.
 
-use std::borrow::Cow;
-
-use base64::Engine as _;
+use super::mac::Candidates;
+use super::MessageId;
+use crate::secret::KeyDerivation;
 use http::HeaderMap;
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
@@ -12,7 +12,7 @@ use super::{
     header_str, header_value, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme,
     SignError, Verified, VerifyError,
 };
-use crate::secret::{Secret, SecretSet};
+use crate::secret::SecretSet;
 
 windowed_scheme! {
     /// The Standard Webhooks format, which Svix also speaks with `svix-` header names.
@@ -29,16 +29,6 @@ windowed_scheme! {
 }
 
 /// Derives the HMAC key: base64-decode the secret without its `whsec_` prefix.
-pub(crate) fn decode_key(secret: &Secret) -> Option<Vec<u8>> {
-    let text = secret.expose_str()?;
-    let encoded = text.strip_prefix("whsec_").unwrap_or(text);
-    let engine = &base64::engine::general_purpose::STANDARD;
-    engine
-        .decode(encoded)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded))
-        .ok()
-        .filter(|key| !key.is_empty())
-}
 
 impl StandardWebhooks {
     /// Signs with `svix-*` header names.
@@ -72,28 +62,33 @@ impl Scheme for StandardWebhooks {
         let headers = &head.headers;
         let svix = !headers.contains_key("webhook-id") && headers.contains_key("svix-id");
         let [id_name, timestamp_name, signature_name] = Self::names(svix);
-        let id = header_str(headers, id_name)?;
+        let id = headers
+            .get(id_name)
+            .ok_or_else(|| VerifyError::missing(id_name))?;
+        let id = MessageId::from_header(id).ok_or_else(|| VerifyError::malformed(id_name))?;
         let timestamp_text = header_str(headers, timestamp_name)?;
         let timestamp = parse_unix_timestamp(timestamp_text)
             .ok_or_else(|| VerifyError::malformed(timestamp_name))?;
-        let candidates: Vec<Vec<u8>> = header_str(headers, signature_name)?
+        let mut candidates = Candidates::default();
+        for encoded in header_str(headers, signature_name)?
             .split(' ')
             .filter_map(|entry| entry.strip_prefix("v1,"))
-            .filter_map(|encoded| Encoding::Base64.decode(encoded))
-            .collect();
+        {
+            // Entries that are not base64 are skipped, as the reference libraries do.
+            candidates.push(Encoding::Base64, encoded);
+        }
         if candidates.is_empty() {
             return Err(VerifyError::malformed(signature_name));
         }
         check_window(self.replay_window.as_ref(), timestamp, now)?;
 
         let mut verified = Verified::new("standard_webhooks");
-        verified.message_id = Some(id.to_owned());
+        verified.message_id = Some(id.clone());
         verified.timestamp = Some(timestamp);
-        HmacVerification::start(
+        HmacVerification::start_sha256(
             verified,
-            Algorithm::Sha256,
+            KeyDerivation::StandardWebhooks,
             secrets,
-            |secret| decode_key(secret).map(Cow::Owned),
             &[id.as_bytes(), b".", timestamp_text.as_bytes(), b"."],
             candidates,
         )
@@ -112,7 +107,9 @@ impl Scheme for StandardWebhooks {
         let timestamp = message.timestamp.to_string();
         let mut signatures = Vec::with_capacity(secrets.len());
         for secret in secrets {
-            let key = decode_key(secret).ok_or(SignError::BadSecret("not whsec_<base64>"))?;
+            let key = KeyDerivation::StandardWebhooks
+                .derive(secret)
+                .ok_or(SignError::BadSecret("not whsec_<base64>"))?;
             let mac = compute(
                 Algorithm::Sha256,
                 &key,

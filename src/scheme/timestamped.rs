@@ -1,5 +1,7 @@
 //! Stripe and Nextmv: the `t=<ts>,v1=<hex>[,v1=<hex>…]` grammar over `{t}.{body}`.
 
+use super::mac::Candidates;
+use crate::secret::KeyDerivation;
 use http::HeaderMap;
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
@@ -29,7 +31,7 @@ impl TimestampedHex {
     ) -> Result<HmacVerification, VerifyError> {
         let text = header_str(&head.headers, self.header)?;
         let mut timestamp_text = None;
-        let mut candidates = Vec::new();
+        let mut candidates = Candidates::default();
         for item in text.split(',') {
             let (key, value) = item
                 .trim()
@@ -40,9 +42,8 @@ impl TimestampedHex {
                 "t" => return Err(VerifyError::malformed(self.header)),
                 // Only `v1` counts: ignoring other schemes prevents downgrade attacks.
                 "v1" => {
-                    if let Some(mac) = Encoding::Hex.decode(value) {
-                        candidates.push(mac);
-                    }
+                    // Entries that are not hex are skipped, as the vendors' libraries do.
+                    candidates.push(Encoding::Hex, value);
                 }
                 _ => {}
             }
@@ -59,11 +60,10 @@ impl TimestampedHex {
         check_window(window, timestamp, now)?;
         let mut verified = Verified::new(self.name);
         verified.timestamp = Some(timestamp);
-        HmacVerification::start(
+        HmacVerification::start_sha256(
             verified,
-            Algorithm::Sha256,
+            KeyDerivation::Raw,
             secrets,
-            |secret| Some(secret.expose().into()),
             &[timestamp_text.as_bytes(), b"."],
             candidates,
         )

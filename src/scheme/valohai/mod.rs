@@ -497,7 +497,7 @@ impl ValohaiVerification {
                 .is_none_or(|(was_hmac, from)| rank < (!was_hmac, from))
             {
                 self.replay_from = Some((is_hmac, index));
-                self.verified.replay_key = Some(key);
+                self.verified.set_replay_key(key);
             }
         }
     }
