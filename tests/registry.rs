@@ -5,6 +5,8 @@
 //! document against the router.
 #![cfg(feature = "registry")]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -1848,4 +1850,148 @@ async fn registry_on_the_sqlite_store() {
     .await;
     assert_eq!(recovered.json["queued"], 1);
     wait_conversation(&router, ACME, "durable", &second, "delivered").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transactional outbox (PostgreSQL)
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn publish_in_transaction_commits_or_rolls_back_with_the_application() {
+    use sqlx::Connection;
+    use tower_webhooks::store::PostgresStore;
+
+    let Some(url) = support::postgres_url("publish_in_transaction") else {
+        return;
+    };
+    let schema = support::unique_schema("outbox");
+    let store = PostgresStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
+    let Setup {
+        registry, router, ..
+    } = setup_with(|builder| {
+        builder
+            .engine(engine().store(store.clone()))
+            .outbox(store.clone())
+    });
+    let receiver = Receiver::start().await;
+    create_ok(&router, ACME, "orders", &receiver.url("/hook")).await;
+    let secret = secret(&router, ACME, "orders").await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The application's own connection: its default search path, not the store's schema.
+    let mut app = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE \"{schema}\".orders (id TEXT PRIMARY KEY, status TEXT NOT NULL)"
+    ))
+    .execute(&mut app)
+    .await
+    .unwrap();
+    let count = |sql: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Rolled back: no row, nothing sent.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".orders VALUES ('o-1', 'failed')"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let report = registry
+        .publish_in_transaction(&mut *tx, RunStatus::TYPE, &run_status(RunState::Failed))
+        .await
+        .unwrap();
+    assert_eq!(report.deliveries.len(), 1);
+    assert!(report.rejected.is_empty());
+    let rolled_back = report.deliveries[0].delivery_id.clone();
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.hits().is_empty());
+    assert_eq!(count("SELECT COUNT(*) FROM deliveries".into()).await, 0);
+    assert!(registry
+        .engine()
+        .conversation(&rolled_back)
+        .await
+        .unwrap()
+        .is_none());
+    let missing = call(
+        &router,
+        Method::GET,
+        &format!("/v1/webhooks/orders/conversations/{rolled_back}"),
+        ACME,
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Committed: invisible until the commit, then delivered, signed, and queryable.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".orders VALUES ('o-2', 'succeeded')"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let report = registry
+        .publish_in_transaction(&mut *tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .await
+        .unwrap();
+    let delivery = report.deliveries[0].delivery_id.clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count("SELECT COUNT(*) FROM deliveries".into()).await, 0);
+    assert!(
+        receiver.hits().is_empty(),
+        "nothing goes out before the commit"
+    );
+    tx.commit().await.unwrap();
+
+    let hit = receiver.wait_for(1).await.remove(0);
+    assert_eq!(hit.headers["x-request-id"], delivery.as_str());
+    assert!(nextmv_verifies(
+        hit.headers["nextmv-signature"].to_str().unwrap(),
+        &hit.body,
+        &secret
+    ));
+    let body: Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(body["id"], report.event_id.as_str());
+    assert_eq!(body["type"], "run.status");
+    assert_eq!(body["data"]["status"], "succeeded");
+    let conversation = wait_conversation(&router, ACME, "orders", &delivery, "delivered").await;
+    assert_eq!(conversation["event_type"], "run.status");
+    assert_eq!(conversation["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        count(format!(
+            "SELECT COUNT(*) FROM \"{schema}\".orders WHERE id = 'o-2'"
+        ))
+        .await,
+        1
+    );
+
+    // Without an outbox the call is refused.
+    let plain = setup_with(|builder| builder.engine(engine())).registry;
+    let mut tx = app.begin().await.unwrap();
+    assert!(matches!(
+        plain
+            .publish_in_transaction(&mut *tx, RunStatus::TYPE, &run_status(RunState::Failed))
+            .await,
+        Err(PublishError::NoOutbox)
+    ));
+    tx.rollback().await.unwrap();
+
+    drop(app);
+    registry.engine().shutdown(Duration::from_secs(1)).await;
+    support::drop_schema(&url, &schema).await;
 }
