@@ -122,6 +122,10 @@ mod subscriptions;
 pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens};
 pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus};
 pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
+#[cfg(feature = "postgres")]
+pub use subscriptions::PostgresSubscriptions;
+#[cfg(feature = "sqlite")]
+pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
     MemorySubscriptions, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
 };

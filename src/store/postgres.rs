@@ -37,6 +37,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "finished index",
         include_str!("../../migrations/postgres/0002_finished_index.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/postgres/0003_webhooks.sql"),
+    ),
 ]);
 
 /// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].

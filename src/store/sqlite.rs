@@ -40,6 +40,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "finished index",
         include_str!("../../migrations/sqlite/0002_finished_index.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0003_webhooks.sql"),
+    ),
 ]);
 
 /// How hard SQLite pushes each commit to the disk.
