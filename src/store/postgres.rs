@@ -750,11 +750,20 @@ impl Inner {
     async fn list(&self, query: &ConversationQuery) -> Result<Vec<Conversation>, StoreError> {
         let filter = Filter::new(query, 100);
         let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} ORDER BY seq DESC LIMIT $5"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} AND {AFTER} \
+             ORDER BY seq DESC LIMIT $5"
         );
+        let after_id = query.after.as_ref().map(|p| p.id.as_str());
+        let after_created = query.after.as_ref().map(|p| unix_millis(p.created_at));
         let (rows, _) = self
             .retry("list", |pool| {
-                Box::pin(filter.bind(sqlx::query(&sql)).fetch_all(pool))
+                Box::pin(
+                    filter
+                        .bind(sqlx::query(&sql))
+                        .bind(after_id)
+                        .bind(after_created)
+                        .fetch_all(pool),
+                )
             })
             .await?;
         let deliveries: Vec<Delivery> = rows
@@ -1182,6 +1191,11 @@ struct Filter {
 const FILTER: &str = "($1::text IS NULL OR endpoint = $1) \
      AND ($2::text IS NULL OR endpoint_id = $2) AND ($3::text IS NULL OR state = $3) \
      AND ($4::bigint IS NULL OR created_at >= $4)";
+
+/// The keyset of [`ConversationQuery::after`], its binds at `$6` (the id) and `$7` (its
+/// creation time): the rows stored before that delivery, or created before it once purged.
+const AFTER: &str = "($6::text IS NULL OR COALESCE(\
+     seq < (SELECT a.seq FROM deliveries AS a WHERE a.id = $6), created_at < $7::bigint))";
 
 impl Filter {
     fn new(query: &ConversationQuery, default_limit: usize) -> Self {
