@@ -834,6 +834,17 @@ pub fn unix_millis(time: SystemTime) -> i64 {
     }
 }
 
+/// The inverse of [`unix_millis`] (saturating at the epoch for unrepresentable times).
+pub(crate) fn from_unix_millis(ms: i64) -> SystemTime {
+    let span = Duration::from_millis(ms.unsigned_abs());
+    let time = if ms >= 0 {
+        UNIX_EPOCH.checked_add(span)
+    } else {
+        UNIX_EPOCH.checked_sub(span)
+    };
+    time.unwrap_or(UNIX_EPOCH)
+}
+
 fn ser_time<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_i64(unix_millis(*time))
 }
