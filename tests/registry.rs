@@ -2041,7 +2041,7 @@ async fn publish_in_transaction_commits_or_rolls_back_with_the_application() {
     .await
     .unwrap();
     let report = registry
-        .publish_in_transaction(&mut *tx, RunStatus::TYPE, &run_status(RunState::Failed))
+        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -2076,7 +2076,7 @@ async fn publish_in_transaction_commits_or_rolls_back_with_the_application() {
     .await
     .unwrap();
     let report = registry
-        .publish_in_transaction(&mut *tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     let delivery = report.deliveries[0].delivery_id.clone();
@@ -2115,7 +2115,7 @@ async fn publish_in_transaction_commits_or_rolls_back_with_the_application() {
     let mut tx = app.begin().await.unwrap();
     assert!(matches!(
         plain
-            .publish_in_transaction(&mut *tx, RunStatus::TYPE, &run_status(RunState::Failed))
+            .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
             .await,
         Err(PublishError::NoOutbox)
     ));

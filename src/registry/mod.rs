@@ -51,12 +51,32 @@
 //! | `POST /v1/webhooks/{id}/secret/rotate` | `200` the new secret; the old one keeps signing for the grace period (24 h) |
 //! | `PUT /v1/webhooks/{id}/headers` | `200` custom headers set |
 //! | `POST /v1/webhooks/{id}/disable`, `/enable` | `200` |
-//! | `GET /v1/webhooks/{id}/conversations?limit=&offset=&state=` | `200` deliveries with every attempt, newest first |
+//! | `GET /v1/webhooks/{id}/conversations?limit=&cursor=&state=` | `200` deliveries with every attempt, newest first (`offset=` still accepted) |
 //! | `GET /v1/webhooks/{id}/conversations/{delivery_id}` | `200` one conversation |
 //! | `POST /v1/webhooks/{id}/trigger` | `202` a test event queued |
 //! | `POST /v1/webhooks/{id}/conversations/{delivery_id}/resend` | `202` one manual attempt queued |
 //! | `POST /v1/webhooks/{id}/recover` `{"since": "<RFC 3339>"}` | `202` every failed delivery since then re-sent |
 //! | `GET /v1/webhooks/openapi.json` | `200` the [OpenAPI document](WebhookRegistry::openapi) (no authentication) |
+//!
+//! List routes page by an opaque `cursor` (the `next_cursor` of the previous page, `null` on
+//! the last one): keyset pagination, stable while new records arrive. A bad cursor is a `400`
+//! `invalid-pagination` problem.
+//!
+//! # Durable subscriptions
+//!
+//! [`MemorySubscriptions`] (the default) loses every webhook on restart. With feature
+//! `sqlite`, `SqliteSubscriptions` keeps them in a SQLite file (the delivery store's file
+//! is fine); with feature `postgres`, `PostgresSubscriptions` keeps them in a
+//! [`PostgresStore`](crate::store::PostgresStore)'s database and schema. Both keep every
+//! field of a [`Webhook`], secrets included: **their database is as sensitive as the
+//! secrets** (restrict access to it; secrets never appear in `Debug` or logs).
+//!
+//! # Transactional outbox (PostgreSQL)
+//!
+//! With feature `postgres`, `WebhookRegistry::publish_in_transaction` writes the deliveries
+//! through the application's own `sqlx` transaction, into the tables of the store given to
+//! `RegistryBuilder::outbox`: the event is recorded if and only if the application's change
+//! commits, and workers are woken by a `NOTIFY` that PostgreSQL delivers on commit only.
 //!
 //! # Delivered events
 //!
@@ -717,7 +737,7 @@ impl WebhookRegistry {
     /// change commits.
     ///
     /// Fans out exactly as `publish` (same body, signing, headers, keys, rate limits), but
-    /// writes every delivery row through `conn` — pass `&mut *tx` for a
+    /// writes every delivery row through `conn` — pass `&mut tx` for a
     /// `sqlx::Transaction<'_, Postgres>` — into the tables of the registry's
     /// [outbox](RegistryBuilder::outbox) store. The `NOTIFY` that wakes the workers is part
     /// of the transaction, so nothing is sent before the commit; after a rollback there is no
@@ -747,7 +767,7 @@ impl WebhookRegistry {
     ///     .execute(&mut *tx)
     ///     .await?;
     /// let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
-    /// registry.publish_in_transaction(&mut *tx, RunStatus::TYPE, &status).await?;
+    /// registry.publish_in_transaction(&mut tx, RunStatus::TYPE, &status).await?;
     /// tx.commit().await?; // the deliveries exist (and go out) from here on
     /// # Ok(())
     /// # }

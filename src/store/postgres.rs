@@ -372,7 +372,7 @@ impl PostgresStore {
     }
 
     /// Enqueues `deliveries` through the caller's connection — typically the application's
-    /// own transaction (`&mut *tx`) — instead of the store's pool: the **transactional
+    /// own transaction (`&mut tx`) — instead of the store's pool: the **transactional
     /// outbox**. The rows are written by the same statement as [`enqueue`](DeliveryStore::enqueue),
     /// and the `NOTIFY` that wakes the workers is sent inside the transaction, so PostgreSQL
     /// delivers it on commit only: if the transaction rolls back, there is no delivery and
