@@ -67,7 +67,7 @@
 //! [`MemorySubscriptions`] (the default) loses every webhook on restart. With feature
 //! `sqlite`, `SqliteSubscriptions` keeps them in a SQLite file (the delivery store's file
 //! is fine); with feature `postgres`, `PostgresSubscriptions` keeps them in a
-//! [`PostgresStore`](crate::store::PostgresStore)'s database and schema. Both keep every
+//! `PostgresStore`'s database and schema. Both keep every
 //! field of a [`Webhook`], secrets included: **their database is as sensitive as the
 //! secrets** (restrict access to it; secrets never appear in `Debug` or logs).
 //!
@@ -232,8 +232,8 @@ pub enum PublishError {
     Payload(serde_json::Error),
     /// The subscription store failed.
     Subscriptions(SubscriptionError),
-    /// [`publish_in_transaction`](WebhookRegistry::publish_in_transaction) was called on a
-    /// registry without an [outbox](RegistryBuilder::outbox).
+    /// `publish_in_transaction` (feature `postgres`) was called on a registry without an
+    /// outbox (`RegistryBuilder::outbox`).
     NoOutbox,
     /// The delivery rows could not be written through the caller's transaction (the
     /// transaction is then aborted: roll it back).
