@@ -190,7 +190,18 @@ async fn main() -> ExitCode {
     }
     #[cfg(feature = "registry")]
     if let Some(registry) = &config.registry {
-        app = app.merge(registry_demo::routes(registry));
+        // Webhooks are kept where the forwarded deliveries are, when that is a SQLite file.
+        let forward_store = config
+            .forward
+            .as_ref()
+            .map(|forward| std::env::var("STORE").unwrap_or_else(|_| forward.store.clone()));
+        match registry_demo::routes(registry, forward_store.as_deref()).await {
+            Ok(routes) => app = app.merge(routes),
+            Err(message) => {
+                eprintln!("gateway: [registry]: {message}");
+                return ExitCode::from(2);
+            }
+        }
     }
     let app = app
         .fallback(|| async {
@@ -280,7 +291,7 @@ mod forward_demo {
         /// `memory`, `sqlite:PATH` (feature `sqlite`) or `postgres://…` (feature `postgres`);
         /// the `STORE` environment variable overrides it.
         #[serde(default = "memory")]
-        store: String,
+        pub(crate) store: String,
         /// Signs deliveries when the caller sends no `X-Webhook-Secret`.
         default_secret: Option<tower_webhooks::Secret>,
     }
@@ -479,6 +490,10 @@ mod registry_demo {
         /// Seconds a demo run stays queued, then running.
         #[serde(default = "default_step")]
         pub(crate) run_step_secs: f64,
+        /// Where webhooks are kept: `memory` or `sqlite:PATH`; by default the `[forward]`
+        /// store when it is a SQLite file, memory otherwise.
+        #[serde(default)]
+        pub(crate) store: Option<String>,
     }
 
     fn default_step() -> f64 {
@@ -501,7 +516,8 @@ mod registry_demo {
         use axum::{Json, Router};
         use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
-            bearer_token, BearerTokens, EventType, Owner, RunState, RunStatus, WebhookRegistry,
+            bearer_token, BearerTokens, EventType, MemorySubscriptions, Owner, RunState, RunStatus,
+            SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
 
@@ -515,8 +531,44 @@ mod registry_demo {
             fail: bool,
         }
 
-        /// The registry router plus `POST /v1/runs`.
-        pub(crate) fn routes(config: &RegistryConfig) -> Router {
+        /// The subscription store named by `spec` (`memory` or `sqlite:PATH`).
+        async fn subscriptions(spec: &str) -> Result<Arc<dyn SubscriptionStore>, String> {
+            if spec == "memory" {
+                return Ok(Arc::new(MemorySubscriptions::new()));
+            }
+            if let Some(path) = spec.strip_prefix("sqlite:") {
+                #[cfg(feature = "sqlite")]
+                return tower_webhooks::registry::SqliteSubscriptions::connect(path)
+                    .await
+                    .map(|store| Arc::new(store) as Arc<dyn SubscriptionStore>)
+                    .map_err(|e| format!("sqlite:{path}: {e}"));
+                #[cfg(not(feature = "sqlite"))]
+                return Err(format!("store `sqlite:{path}` needs `--features sqlite`"));
+            }
+            Err(format!(
+                "unknown registry store `{spec}` (memory | sqlite:PATH)"
+            ))
+        }
+
+        /// The registry router plus `POST /v1/runs`. `forward_store` is the `[forward]`
+        /// delivery store's spec, the default of `store`.
+        pub(crate) async fn routes(
+            config: &RegistryConfig,
+            forward_store: Option<&str>,
+        ) -> Result<Router, String> {
+            let spec = match (&config.store, forward_store) {
+                (Some(spec), _) => spec.as_str(),
+                // Without the `sqlite` feature the forward store falls back to memory: so do
+                // the webhooks.
+                (None, Some(forward))
+                    if cfg!(feature = "sqlite") && forward.starts_with("sqlite:") =>
+                {
+                    forward
+                }
+                _ => "memory",
+            };
+            tracing::info!(store = spec, "webhook registry: subscription store");
+            let subscriptions = subscriptions(spec).await?;
             let mut guard = SsrfGuard::new();
             if config.allow_loopback {
                 guard = guard.allow_loopback();
@@ -534,6 +586,7 @@ mod registry_demo {
                 keys.insert(key, Owner::new(owner.as_str()));
             }
             let registry = WebhookRegistry::builder()
+                .shared_subscriptions(subscriptions)
                 .engine(EngineBuilder::new().guard(guard).policy(Policy::standard()))
                 .event_type(EventType::run_status())
                 .event_type(EventType::endpoint_disabled())
@@ -553,7 +606,7 @@ mod registry_demo {
                     }
                 }),
             );
-            registry.router().merge(runs)
+            Ok(registry.router().merge(runs))
         }
 
         /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the

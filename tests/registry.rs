@@ -5,6 +5,8 @@
 //! document against the router.
 #![cfg(feature = "registry")]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -599,7 +601,23 @@ async fn create_get_list_with_pagination() {
     let page = call(&router, Method::GET, "/v1/webhooks?limit=2", ACME, None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.json["data"].as_array().unwrap().len(), 2);
-    assert_eq!(page.json["next_cursor"], "a-2");
+    // An opaque cursor, not the id.
+    let cursor = page.json["next_cursor"].as_str().unwrap().to_owned();
+    assert_ne!(cursor, "a-2");
+    assert!(cursor.starts_with("v1."), "{cursor}");
+    let page = call(
+        &router,
+        Method::GET,
+        &format!("/v1/webhooks?limit=2&cursor={cursor}"),
+        ACME,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.json);
+    assert_eq!(page.json["data"][0]["id"], "a-3");
+    assert_eq!(page.json["data"].as_array().unwrap().len(), 1);
+    assert!(page.json["next_cursor"].is_null());
+    // Older clients' cursor, the last id, still works.
     let page = call(
         &router,
         Method::GET,
@@ -609,7 +627,17 @@ async fn create_get_list_with_pagination() {
     )
     .await;
     assert_eq!(page.json["data"][0]["id"], "a-3");
-    assert!(page.json["next_cursor"].is_null());
+    // A cursor is scoped by the owner like everything else: globex sees none of acme's.
+    let other = call(
+        &router,
+        Method::GET,
+        &format!("/v1/webhooks?cursor={cursor}"),
+        GLOBEX,
+        None,
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert!(other.json["data"].as_array().unwrap().is_empty());
     let all = call(&router, Method::GET, "/v1/webhooks", ACME, None).await;
     assert_eq!(all.json["data"].as_array().unwrap().len(), 3);
 
@@ -619,6 +647,11 @@ async fn create_get_list_with_pagination() {
         "limit=abc",
         "limit=-1",
         "cursor=a%20b",
+        "cursor=v1.",
+        "cursor=v1.%%%",
+        "cursor=v1.Yy0xOmRsdl94",
+        "cursor=v1.d2EgYg",
+        "offset=2",
         "limit=1&limit=2",
     ] {
         let answer = call(
@@ -1274,6 +1307,79 @@ async fn trigger_conversations_resend_and_recover() {
     .await;
     assert_eq!(rest.json["data"].as_array().unwrap().len(), 2);
     assert_eq!(rest.json["next_offset"], Value::Null);
+    assert_eq!(rest.json["next_cursor"], Value::Null);
+
+    // Cursor pages: the same five, newest first.
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            None => "/v1/webhooks/t/conversations?limit=2".to_owned(),
+            Some(cursor) => format!("/v1/webhooks/t/conversations?limit=2&cursor={cursor}"),
+        };
+        let page = call(&router, Method::GET, &path, ACME, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.json);
+        if cursor.is_some() {
+            assert_eq!(page.json["next_offset"], Value::Null, "cursor mode");
+        }
+        for conversation in page.json["data"].as_array().unwrap() {
+            listed.push(conversation["delivery_id"].as_str().unwrap().to_owned());
+        }
+        pages += 1;
+        match page.json["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(listed.len(), 5);
+    assert_eq!(
+        listed[..3],
+        [failed[2].clone(), failed[1].clone(), failed[0].clone()]
+    );
+    let unique: BTreeSet<_> = listed.iter().collect();
+    assert_eq!(unique.len(), 5);
+    // Filtered by state, with a cursor.
+    let first = call(
+        &router,
+        Method::GET,
+        "/v1/webhooks/t/conversations?state=failed&limit=1",
+        ACME,
+        None,
+    )
+    .await;
+    let next = first.json["next_cursor"].as_str().unwrap();
+    let second = call(
+        &router,
+        Method::GET,
+        &format!("/v1/webhooks/t/conversations?state=failed&limit=5&cursor={next}"),
+        ACME,
+        None,
+    )
+    .await;
+    assert!(second.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["state"] == "failed"));
+    // A webhook cursor is not a conversation cursor.
+    let webhook_cursor = call(&router, Method::GET, "/v1/webhooks?limit=1", ACME, None)
+        .await
+        .json["next_cursor"]
+        .clone();
+    if let Some(webhook_cursor) = webhook_cursor.as_str() {
+        let answer = call(
+            &router,
+            Method::GET,
+            &format!("/v1/webhooks/t/conversations?cursor={webhook_cursor}"),
+            ACME,
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.problem(), "invalid-pagination");
+    }
     let only_failed = call(
         &router,
         Method::GET,
@@ -1289,6 +1395,13 @@ async fn trigger_conversations_resend_and_recover() {
         "offset=-1",
         "offset=10001",
         "state=lost",
+        "cursor=",
+        "cursor=dlv_x",
+        "cursor=v1.not-base64!",
+        "cursor=v1.YzotMTpkbHY",
+        "cursor=v1.Yzp4OmRsdg",
+        "cursor=v1.YzE6",
+        "cursor=v1.YzE6ZGx2&offset=2",
     ] {
         let answer = call(
             &router,
@@ -1658,6 +1771,25 @@ async fn openapi_document_matches_the_router() {
             "{method} {path}: {content_type}"
         );
     }
+    // Pagination parameters and cursors are documented.
+    let params = |path: &str| -> Vec<String> {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(params("/v1/webhooks"), ["limit", "cursor"]);
+    assert_eq!(
+        params("/v1/webhooks/{id}/conversations"),
+        ["id", "limit", "cursor", "offset", "state"]
+    );
+    let schemas = &document["components"]["schemas"];
+    assert!(schemas["WebhookList"]["properties"]["next_cursor"].is_object());
+    assert!(schemas["ConversationList"]["properties"]["next_cursor"].is_object());
+    assert!(schemas["ConversationList"]["properties"]["next_offset"].is_object());
+
     // A known path with another method: 405 as a problem, with `Allow`.
     let answer = call(&router, Method::PATCH, "/v1/webhooks/x", ACME, None).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -1848,4 +1980,199 @@ async fn registry_on_the_sqlite_store() {
     .await;
     assert_eq!(recovered.json["queued"], 1);
     wait_conversation(&router, ACME, "durable", &second, "delivered").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transactional outbox (PostgreSQL)
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn publish_in_transaction_commits_or_rolls_back_with_the_application() {
+    use sqlx::Connection;
+    use tower_webhooks::store::PostgresStore;
+
+    let Some(url) = support::postgres_url("publish_in_transaction") else {
+        return;
+    };
+    let schema = support::unique_schema("outbox");
+    let store = PostgresStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
+    let Setup {
+        registry, router, ..
+    } = setup_with(|builder| {
+        builder
+            .engine(engine().store(store.clone()))
+            .outbox(store.clone())
+    });
+    let receiver = Receiver::start().await;
+    create_ok(&router, ACME, "orders", &receiver.url("/hook")).await;
+    let secret = secret(&router, ACME, "orders").await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The application's own connection: its default search path, not the store's schema.
+    let mut app = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE \"{schema}\".orders (id TEXT PRIMARY KEY, status TEXT NOT NULL)"
+    ))
+    .execute(&mut app)
+    .await
+    .unwrap();
+    let count = |sql: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Rolled back: no row, nothing sent.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".orders VALUES ('o-1', 'failed')"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let report = registry
+        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
+        .await
+        .unwrap();
+    assert_eq!(report.deliveries.len(), 1);
+    assert!(report.rejected.is_empty());
+    let rolled_back = report.deliveries[0].delivery_id.clone();
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.hits().is_empty());
+    assert_eq!(count("SELECT COUNT(*) FROM deliveries".into()).await, 0);
+    assert!(registry
+        .engine()
+        .conversation(&rolled_back)
+        .await
+        .unwrap()
+        .is_none());
+    let missing = call(
+        &router,
+        Method::GET,
+        &format!("/v1/webhooks/orders/conversations/{rolled_back}"),
+        ACME,
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Committed: invisible until the commit, then delivered, signed, and queryable.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".orders VALUES ('o-2', 'succeeded')"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let report = registry
+        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .await
+        .unwrap();
+    let delivery = report.deliveries[0].delivery_id.clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count("SELECT COUNT(*) FROM deliveries".into()).await, 0);
+    assert!(
+        receiver.hits().is_empty(),
+        "nothing goes out before the commit"
+    );
+    tx.commit().await.unwrap();
+
+    let hit = receiver.wait_for(1).await.remove(0);
+    assert_eq!(hit.headers["x-request-id"], delivery.as_str());
+    assert!(nextmv_verifies(
+        hit.headers["nextmv-signature"].to_str().unwrap(),
+        &hit.body,
+        &secret
+    ));
+    let body: Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(body["id"], report.event_id.as_str());
+    assert_eq!(body["type"], "run.status");
+    assert_eq!(body["data"]["status"], "succeeded");
+    let conversation = wait_conversation(&router, ACME, "orders", &delivery, "delivered").await;
+    assert_eq!(conversation["event_type"], "run.status");
+    assert_eq!(conversation["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        count(format!(
+            "SELECT COUNT(*) FROM \"{schema}\".orders WHERE id = 'o-2'"
+        ))
+        .await,
+        1
+    );
+
+    // Without an outbox the call is refused.
+    let plain = setup_with(|builder| builder.engine(engine())).registry;
+    let mut tx = app.begin().await.unwrap();
+    assert!(matches!(
+        plain
+            .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
+            .await,
+        Err(PublishError::NoOutbox)
+    ));
+    tx.rollback().await.unwrap();
+
+    drop(app);
+    registry.engine().shutdown(Duration::from_secs(1)).await;
+    support::drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn conversation_cursors_are_stable_while_deliveries_arrive() {
+    let Setup {
+        registry, router, ..
+    } = setup();
+    let receiver = Receiver::start().await;
+    create_ok(&router, ACME, "busy", &receiver.url("/hook")).await;
+    let mut published = Vec::new();
+    let publish = || async {
+        registry
+            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .await
+            .unwrap()
+            .deliveries[0]
+            .delivery_id
+            .clone()
+    };
+    for _ in 0..5 {
+        published.push(publish().await);
+    }
+    let page = |cursor: Option<String>| {
+        let router = router.clone();
+        async move {
+            let path = match cursor {
+                None => "/v1/webhooks/busy/conversations?limit=2".to_owned(),
+                Some(c) => format!("/v1/webhooks/busy/conversations?limit=2&cursor={c}"),
+            };
+            let answer = call(&router, Method::GET, &path, ACME, None).await;
+            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+            let ids: Vec<String> = answer.json["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["delivery_id"].as_str().unwrap().to_owned())
+                .collect();
+            (ids, answer.json["next_cursor"].as_str().map(str::to_owned))
+        }
+    };
+    let (first, next) = page(None).await;
+    assert_eq!(first, [published[4].clone(), published[3].clone()]);
+    // Two new deliveries: an offset would now repeat the first page's; the cursor does not.
+    let newer = [publish().await, publish().await];
+    let (second, next) = page(next).await;
+    assert_eq!(second, [published[2].clone(), published[1].clone()]);
+    let (third, next) = page(next).await;
+    assert_eq!(third, [published[0].clone()]);
+    assert!(next.is_none());
+    let (fresh, _) = page(None).await;
+    assert_eq!(fresh, [newer[1].clone(), newer[0].clone()]);
 }

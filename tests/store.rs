@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
 use tower_webhooks::store::{
-    Attempt, AttemptOutcome, AttemptResponse, ConversationQuery, Decision, Delivery, DeliveryState,
-    DeliveryStore, MemoryStore, Next, Signing, Source, StoreError,
+    Attempt, AttemptOutcome, AttemptResponse, ConversationPosition, ConversationQuery, Decision,
+    Delivery, DeliveryState, DeliveryStore, MemoryStore, Next, Signing, Source, StoreError,
 };
 use tower_webhooks::{Secret, SecretSet};
 
@@ -326,6 +326,33 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         .await
         .unwrap();
     assert_eq!(by_id.len(), 1);
+
+    // Keyset pages: after the last conversation of a page come the ones stored before it.
+    let z = || ConversationQuery::new().endpoint("http://z.test/").limit(2);
+    let names = |page: &[tower_webhooks::store::Conversation]| -> Vec<String> {
+        page.iter().map(|c| c.delivery.id.clone()).collect()
+    };
+    let mut pages = Vec::new();
+    let mut query = z();
+    loop {
+        let page = store.list(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        query = z().after(ConversationPosition::of(&last.delivery));
+        pages.push(names(&page));
+    }
+    assert_eq!(pages, [vec!["c4", "c3"], vec!["c2", "c1"], vec!["c0"]]);
+    // An anchor that was purged meanwhile: its creation time decides.
+    let gone = |at: SystemTime| {
+        ConversationQuery::new()
+            .endpoint("http://z.test/")
+            .after(ConversationPosition::new("purged", at))
+    };
+    assert_eq!(store.list(&gone(later(60_000))).await.unwrap().len(), 5);
+    assert!(store
+        .list(&gone(SystemTime::UNIX_EPOCH))
+        .await
+        .unwrap()
+        .is_empty());
 
     // Retention: only old final rows of the given state, in batches.
     for i in 0..5 {

@@ -25,7 +25,8 @@ use super::{SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::problem::Problem;
 use crate::store::{
-    is_sensitive_header, Attempt, Conversation, ConversationQuery, DeliveryState, StoreError,
+    is_sensitive_header, Attempt, Conversation, ConversationPosition, ConversationQuery,
+    DeliveryState, StoreError,
 };
 
 /// The path every route lives under.
@@ -160,7 +161,7 @@ impl WebhookView {
 pub struct WebhookList {
     /// The webhooks, ordered by id.
     pub data: Vec<WebhookView>,
-    /// Pass as `cursor` for the next page; `null` on the last one.
+    /// An opaque cursor: pass it as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 
@@ -322,7 +323,11 @@ pub struct ResponseView {
 pub struct ConversationList {
     /// Newest first.
     pub data: Vec<ConversationView>,
-    /// Pass as `offset` for the next page; `null` on the last one.
+    /// An opaque cursor: pass it as `cursor` for the next page (keyset pagination: stable
+    /// while new deliveries arrive, no depth limit); `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// The older offset pagination: pass it as `offset` for the next page; `null` on the last
+    /// one, when paging by `cursor`, or beyond the offset limit (10000).
     pub next_offset: Option<usize>,
 }
 
@@ -897,6 +902,62 @@ fn parse_limit(limit: Option<&str>) -> ApiResult<usize> {
     }
 }
 
+/// Opaque page cursors: `v1.` and the URL-safe base64 of the position, `w<id>` for a
+/// webhook (the list is ordered by id) and `c<created_at ms>:<delivery id>` for a
+/// conversation. The `.` keeps them apart from webhook ids, which older clients passed as
+/// `cursor` and which are still accepted.
+mod cursor {
+    use std::time::SystemTime;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    use crate::store::{from_unix_millis, ConversationPosition};
+
+    const PREFIX: &str = "v1.";
+
+    fn encode(position: &str) -> String {
+        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(position))
+    }
+
+    /// The position inside `cursor`, when it is one of ours.
+    fn decode(cursor: &str) -> Option<String> {
+        let bytes = URL_SAFE_NO_PAD.decode(cursor.strip_prefix(PREFIX)?).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+
+    /// Whether `cursor` looks like an opaque cursor (rather than a plain webhook id).
+    pub(super) fn is_opaque(cursor: &str) -> bool {
+        cursor.starts_with(PREFIX)
+    }
+
+    pub(super) fn webhook(id: &str) -> String {
+        encode(&format!("w{id}"))
+    }
+
+    pub(super) fn parse_webhook(cursor: &str) -> Option<String> {
+        decode(cursor)?.strip_prefix('w').map(str::to_owned)
+    }
+
+    pub(super) fn conversation(id: &str, created_at: SystemTime) -> String {
+        encode(&format!("c{}:{id}", crate::store::unix_millis(created_at)))
+    }
+
+    pub(super) fn parse_conversation(cursor: &str) -> Option<ConversationPosition> {
+        let position = decode(cursor)?;
+        let (ms, id) = position.strip_prefix('c')?.split_once(':')?;
+        let ms: i64 = ms.parse().ok().filter(|ms| *ms >= 0)?;
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            return None;
+        }
+        Some(ConversationPosition::new(id, from_unix_millis(ms)))
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::pagination("`cursor` is not a `next_cursor` of this list")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handlers.
 
@@ -992,7 +1053,7 @@ async fn create_webhook(
     summary = "Get a list of webhooks.",
     params(
         ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (20)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, description = "The opaque `next_cursor` of the previous page (a webhook id is accepted too)"),
     ),
     responses(
         (status = 200, description = "A page of webhooks", body = WebhookList),
@@ -1007,19 +1068,36 @@ async fn list_webhooks(
 ) -> ApiResult<Response> {
     let query = parse_query(query)?;
     let limit = parse_limit(query.limit.as_deref())?;
-    if let Some(cursor) = &query.cursor {
-        validate_id(cursor).map_err(|_| ApiError::pagination("`cursor` is not a webhook id"))?;
+    if query.offset.is_some() {
+        return Err(ApiError::pagination(
+            "the webhook list pages by `cursor`, not `offset`",
+        ));
     }
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) if cursor::is_opaque(cursor) => {
+            let id = cursor::parse_webhook(cursor).ok_or_else(bad_cursor)?;
+            validate_id(&id).map_err(|_| bad_cursor())?;
+            Some(id)
+        }
+        // Older clients pass the last webhook id of the previous page.
+        Some(id) => {
+            validate_id(id).map_err(|_| bad_cursor())?;
+            Some(id.to_owned())
+        }
+    };
     let mut page = registry
         .subscriptions()
-        .list(&owner, query.cursor.as_deref(), limit + 1)
+        .list(&owner, after.as_deref(), limit + 1)
         .await
         .map_err(ApiError::subscriptions)?;
     let more = page.len() > limit;
     page.truncate(limit);
     let now = registry.now();
     Ok(ok_json(WebhookList {
-        next_cursor: more.then(|| page.last().map(|w| w.id.clone())).flatten(),
+        next_cursor: more
+            .then(|| page.last().map(|w| cursor::webhook(&w.id)))
+            .flatten(),
         data: page.iter().map(|w| WebhookView::new(w, now)).collect(),
     }))
 }
@@ -1277,12 +1355,13 @@ async fn enable_webhook(
     params(
         ("id" = String, Path, description = "The webhook id"),
         ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (20)"),
-        ("offset" = Option<usize>, Query, description = "The `next_offset` of the previous page (at most 10000)"),
+        ("cursor" = Option<String>, Query, description = "The opaque `next_cursor` of the previous page (keyset pagination; not with `offset`)"),
+        ("offset" = Option<usize>, Query, description = "The `next_offset` of the previous page (at most 10000; prefer `cursor`)"),
         ("state" = Option<String>, Query, description = "Only `pending`, `in_flight`, `delivered`, `failed` or `refused` deliveries"),
     ),
     responses(
         (status = 200, description = "A page of conversations, newest first", body = ConversationList),
-        (status = 400, description = "Invalid pagination", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid pagination (a bad `cursor`, `offset` or `state`, or both `cursor` and `offset`)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -1306,6 +1385,15 @@ async fn list_conversations(
             }
         },
     };
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(_) if query.offset.is_some() => {
+            return Err(ApiError::pagination(
+                "pass either `cursor` or `offset`, not both",
+            ))
+        }
+        Some(cursor) => Some(cursor::parse_conversation(cursor).ok_or_else(bad_cursor)?),
+    };
     let state = match query.state.as_deref() {
         None => None,
         Some(text) => Some(parse_state(text).ok_or_else(|| {
@@ -1313,28 +1401,32 @@ async fn list_conversations(
         })?),
     };
     let webhook = load(&registry, &owner, &id).await?;
-    let page = conversation_page(&registry, &webhook, state, offset, limit + 1)
+    let keyset = after.is_some();
+    let mut page = conversation_page(&registry, &webhook, state, after, offset, limit + 1)
         .await
         .map_err(|err| ApiError::store(err, ""))?;
     let more = page.len() > limit;
+    page.truncate(limit);
     Ok(ok_json(ConversationList {
-        data: page
-            .into_iter()
-            .take(limit)
-            .map(ConversationView::new)
-            .collect(),
-        next_offset: more.then_some(offset + limit),
+        next_cursor: more
+            .then(|| {
+                page.last()
+                    .map(|c| cursor::conversation(&c.delivery.id, c.delivery.created_at))
+            })
+            .flatten(),
+        next_offset: (more && !keyset && offset + limit <= MAX_OFFSET).then_some(offset + limit),
+        data: page.into_iter().map(ConversationView::new).collect(),
     }))
 }
 
-/// One page of a webhook's conversations, newest first.
-///
-/// The delivery store's query has a limit but no offset or cursor yet, so this asks for
-/// `offset + limit` and skips: fine for the first pages the API allows (offset ≤ 10 000).
+/// One page of a webhook's conversations, newest first: after a cursor's position (keyset),
+/// or skipping `offset` (the store has no offset, so this asks for `offset + limit` and
+/// skips: fine for the first pages the API allows, offset ≤ 10 000).
 async fn conversation_page(
     registry: &WebhookRegistry,
     webhook: &Webhook,
     state: Option<DeliveryState>,
+    after: Option<ConversationPosition>,
     offset: usize,
     limit: usize,
 ) -> Result<Vec<Conversation>, StoreError> {
@@ -1343,6 +1435,9 @@ async fn conversation_page(
         .limit(offset + limit);
     if let Some(state) = state {
         query = query.state(state);
+    }
+    if let Some(after) = after {
+        query = query.after(after);
     }
     let all = registry.engine().conversations(&query).await?;
     Ok(all.into_iter().skip(offset).take(limit).collect())

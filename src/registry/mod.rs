@@ -51,12 +51,32 @@
 //! | `POST /v1/webhooks/{id}/secret/rotate` | `200` the new secret; the old one keeps signing for the grace period (24 h) |
 //! | `PUT /v1/webhooks/{id}/headers` | `200` custom headers set |
 //! | `POST /v1/webhooks/{id}/disable`, `/enable` | `200` |
-//! | `GET /v1/webhooks/{id}/conversations?limit=&offset=&state=` | `200` deliveries with every attempt, newest first |
+//! | `GET /v1/webhooks/{id}/conversations?limit=&cursor=&state=` | `200` deliveries with every attempt, newest first (`offset=` still accepted) |
 //! | `GET /v1/webhooks/{id}/conversations/{delivery_id}` | `200` one conversation |
 //! | `POST /v1/webhooks/{id}/trigger` | `202` a test event queued |
 //! | `POST /v1/webhooks/{id}/conversations/{delivery_id}/resend` | `202` one manual attempt queued |
 //! | `POST /v1/webhooks/{id}/recover` `{"since": "<RFC 3339>"}` | `202` every failed delivery since then re-sent |
 //! | `GET /v1/webhooks/openapi.json` | `200` the [OpenAPI document](WebhookRegistry::openapi) (no authentication) |
+//!
+//! List routes page by an opaque `cursor` (the `next_cursor` of the previous page, `null` on
+//! the last one): keyset pagination, stable while new records arrive. A bad cursor is a `400`
+//! `invalid-pagination` problem.
+//!
+//! # Durable subscriptions
+//!
+//! [`MemorySubscriptions`] (the default) loses every webhook on restart. With feature
+//! `sqlite`, `SqliteSubscriptions` keeps them in a SQLite file (the delivery store's file
+//! is fine); with feature `postgres`, `PostgresSubscriptions` keeps them in a
+//! `PostgresStore`'s database and schema. Both keep every
+//! field of a [`Webhook`], secrets included: **their database is as sensitive as the
+//! secrets** (restrict access to it; secrets never appear in `Debug` or logs).
+//!
+//! # Transactional outbox (PostgreSQL)
+//!
+//! With feature `postgres`, `WebhookRegistry::publish_in_transaction` writes the deliveries
+//! through the application's own `sqlx` transaction, into the tables of the store given to
+//! `RegistryBuilder::outbox`: the event is recorded if and only if the application's change
+//! commits, and workers are woken by a `NOTIFY` that PostgreSQL delivers on commit only.
 //!
 //! # Delivered events
 //!
@@ -122,6 +142,10 @@ mod subscriptions;
 pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens};
 pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus};
 pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
+#[cfg(feature = "postgres")]
+pub use subscriptions::PostgresSubscriptions;
+#[cfg(feature = "sqlite")]
+pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
     MemorySubscriptions, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
 };
@@ -208,6 +232,12 @@ pub enum PublishError {
     Payload(serde_json::Error),
     /// The subscription store failed.
     Subscriptions(SubscriptionError),
+    /// `publish_in_transaction` (feature `postgres`) was called on a registry without an
+    /// outbox (`RegistryBuilder::outbox`).
+    NoOutbox,
+    /// The delivery rows could not be written through the caller's transaction (the
+    /// transaction is then aborted: roll it back).
+    Store(StoreError),
 }
 
 impl fmt::Display for PublishError {
@@ -216,6 +246,11 @@ impl fmt::Display for PublishError {
             Self::UnknownEventType(name) => write!(f, "unknown event type `{name}`"),
             Self::Payload(err) => write!(f, "the event payload does not serialise: {err}"),
             Self::Subscriptions(err) => fmt::Display::fmt(err, f),
+            Self::NoOutbox => f.write_str(
+                "publishing in a transaction needs the registry's PostgreSQL outbox \
+                 (RegistryBuilder::outbox)",
+            ),
+            Self::Store(err) => write!(f, "the event was not recorded: {err}"),
         }
     }
 }
@@ -225,7 +260,8 @@ impl std::error::Error for PublishError {
         match self {
             Self::Payload(err) => Some(err),
             Self::Subscriptions(err) => Some(err),
-            Self::UnknownEventType(_) => None,
+            Self::Store(err) => Some(err),
+            Self::UnknownEventType(_) | Self::NoOutbox => None,
         }
     }
 }
@@ -292,6 +328,8 @@ pub struct RegistryBuilder {
     health: HealthRule,
     on_disabled: Option<DisabledHook>,
     on_finished: Option<FinishedHook>,
+    #[cfg(feature = "postgres")]
+    outbox: Option<crate::store::PostgresStore>,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -328,6 +366,8 @@ impl RegistryBuilder {
             health: HealthRule::default(),
             on_disabled: None,
             on_finished: None,
+            #[cfg(feature = "postgres")]
+            outbox: None,
         }
     }
 
@@ -445,6 +485,34 @@ impl RegistryBuilder {
         self
     }
 
+    /// The PostgreSQL store that [`publish_in_transaction`](WebhookRegistry::publish_in_transaction)
+    /// writes delivery rows through: **the same store (same database and schema) as the
+    /// engine's**, given to [`EngineBuilder::store`] as well, so that the engine's workers
+    /// claim what the application's transactions commit.
+    ///
+    /// ```no_run
+    /// use tower_webhooks::delivery::EngineBuilder;
+    /// use tower_webhooks::registry::{EventType, WebhookRegistry};
+    /// use tower_webhooks::store::PostgresStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+    /// let registry = WebhookRegistry::builder()
+    ///     .engine(EngineBuilder::new().store(store.clone()))
+    ///     .outbox(store)
+    ///     .event_type(EventType::run_status())
+    ///     .build();
+    /// # let _ = registry;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn outbox(mut self, store: crate::store::PostgresStore) -> Self {
+        self.outbox = Some(store);
+        self
+    }
+
     /// Builds the registry (and its engine, whose workers start inside a Tokio runtime).
     pub fn build(self) -> WebhookRegistry {
         let link: Arc<OnceLock<Weak<Inner>>> = Arc::new(OnceLock::new());
@@ -484,6 +552,8 @@ impl RegistryBuilder {
             on_disabled: self.on_disabled,
             failures: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            #[cfg(feature = "postgres")]
+            outbox: self.outbox,
         });
         let _ = link.set(Arc::downgrade(&inner));
         WebhookRegistry { inner }
@@ -512,6 +582,9 @@ struct Inner {
     failures: Mutex<HashMap<String, VecDeque<SystemTime>>>,
     /// The rate limiter's theoretical arrival time per endpoint key.
     buckets: Mutex<HashMap<String, SystemTime>>,
+    /// Where `publish_in_transaction` writes.
+    #[cfg(feature = "postgres")]
+    outbox: Option<crate::store::PostgresStore>,
 }
 
 impl fmt::Debug for WebhookRegistry {
@@ -599,12 +672,14 @@ impl WebhookRegistry {
         self.publish_inner(Some(owner), event_type, payload).await
     }
 
-    async fn publish_inner<T>(
+    /// The webhooks `event_type` goes to, the event's id and its body.
+    async fn prepare<T>(
         &self,
         owner: Option<&Owner>,
         event_type: &str,
         payload: &T,
-    ) -> Result<PublishReport, PublishError>
+        now: SystemTime,
+    ) -> Result<(Vec<Webhook>, String, Bytes), PublishError>
     where
         T: Serialize + ?Sized,
     {
@@ -616,9 +691,22 @@ impl WebhookRegistry {
             .subscriptions
             .subscribed(event_type, owner)
             .await?;
-        let now = self.now();
         let event_id = event::new_id("evt_");
         let body = envelope(&event_id, event_type, now, payload).map_err(PublishError::Payload)?;
+        Ok((webhooks, event_id, body))
+    }
+
+    async fn publish_inner<T>(
+        &self,
+        owner: Option<&Owner>,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        let now = self.now();
+        let (webhooks, event_id, body) = self.prepare(owner, event_type, payload, now).await?;
         let sends = webhooks
             .iter()
             .map(|webhook| self.deliver(webhook, event_type, body.clone(), now));
@@ -644,14 +732,126 @@ impl WebhookRegistry {
         Ok(report)
     }
 
-    /// Queues one delivery of `body` to `webhook`.
-    pub(crate) async fn deliver(
+    /// [`publish`](Self::publish) through the application's own PostgreSQL transaction: the
+    /// **transactional outbox**. The event is recorded if and only if the application's
+    /// change commits.
+    ///
+    /// Fans out exactly as `publish` (same body, signing, headers, keys, rate limits), but
+    /// writes every delivery row through `conn` — pass `&mut tx` for a
+    /// `sqlx::Transaction<'_, Postgres>` — into the tables of the registry's
+    /// [outbox](RegistryBuilder::outbox) store. The `NOTIFY` that wakes the workers is part
+    /// of the transaction, so nothing is sent before the commit; after a rollback there is no
+    /// delivery, no conversation, and nothing is sent. Once committed, the deliveries are
+    /// ordinary rows of the engine's queue (retries, conversations, resend).
+    ///
+    /// The webhooks are read from the [subscription store](RegistryBuilder::subscriptions)
+    /// (not through `conn`). An empty report (no subscribed webhook) writes nothing.
+    ///
+    /// ```no_run
+    /// use tower_webhooks::delivery::EngineBuilder;
+    /// use tower_webhooks::registry::{EventType, RunState, RunStatus, WebhookRegistry};
+    /// use tower_webhooks::store::PostgresStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+    /// let registry = WebhookRegistry::builder()
+    ///     .engine(EngineBuilder::new().store(store.clone()))
+    ///     .outbox(store.clone())
+    ///     .event_type(EventType::run_status())
+    ///     .build();
+    ///
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("UPDATE runs SET status = 'succeeded' WHERE id = $1")
+    ///     .bind("run-1")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
+    /// registry.publish_in_transaction(&mut tx, RunStatus::TYPE, &status).await?;
+    /// tx.commit().await?; // the deliveries exist (and go out) from here on
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::NoOutbox`] without an outbox store, [`PublishError::Store`] when the
+    /// rows could not be written (PostgreSQL has then aborted the transaction: roll back),
+    /// and as [`publish`](Self::publish). Nothing is reported as rejected: the engine's
+    /// capacity does not apply (see [`PostgresStore::enqueue_in_transaction`](crate::store::PostgresStore::enqueue_in_transaction)).
+    #[cfg(feature = "postgres")]
+    pub async fn publish_in_transaction<T>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        self.publish_in_transaction_inner(conn, None, event_type, payload)
+            .await
+    }
+
+    /// [`publish_in_transaction`](Self::publish_in_transaction) to `owner`'s webhooks only.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish_in_transaction`](Self::publish_in_transaction).
+    #[cfg(feature = "postgres")]
+    pub async fn publish_for_in_transaction<T>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        owner: &Owner,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        self.publish_in_transaction_inner(conn, Some(owner), event_type, payload)
+            .await
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn publish_in_transaction_inner<T>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        owner: Option<&Owner>,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        let outbox = self.inner.outbox.as_ref().ok_or(PublishError::NoOutbox)?;
+        let now = self.now();
+        let (webhooks, event_id, body) = self.prepare(owner, event_type, payload, now).await?;
+        let (deliveries, published): (Vec<Delivery>, Vec<PublishedDelivery>) = webhooks
+            .iter()
+            .map(|webhook| self.delivery(webhook, event_type, body.clone(), now))
+            .unzip();
+        outbox
+            .enqueue_in_transaction(conn, &deliveries)
+            .await
+            .map_err(PublishError::Store)?;
+        // The workers must be running to hear the commit's NOTIFY.
+        self.inner.engine.start();
+        Ok(PublishReport {
+            event_id,
+            deliveries: published,
+            rejected: Vec::new(),
+        })
+    }
+
+    /// The delivery of `body` to `webhook` (its rate limit applied).
+    fn delivery(
         &self,
         webhook: &Webhook,
         event_type: &str,
         body: Bytes,
         now: SystemTime,
-    ) -> Result<PublishedDelivery, EnqueueError> {
+    ) -> (Delivery, PublishedDelivery) {
         let delivery_id = event::new_id("dlv_");
         let key = webhook.key();
         let mut delivery = Delivery::new(delivery_id.clone(), webhook.endpoint_url.clone(), body)
@@ -664,16 +864,26 @@ impl WebhookRegistry {
         if let Some(at) = not_before {
             delivery = delivery.not_before(at);
         }
-        self.inner
-            .engine
-            .submit(delivery.with_endpoint_id(key))
-            .await?;
-        Ok(PublishedDelivery {
+        let published = PublishedDelivery {
             owner: webhook.owner.clone(),
             webhook_id: webhook.id.clone(),
             delivery_id,
             not_before,
-        })
+        };
+        (delivery.with_endpoint_id(key), published)
+    }
+
+    /// Queues one delivery of `body` to `webhook`.
+    pub(crate) async fn deliver(
+        &self,
+        webhook: &Webhook,
+        event_type: &str,
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<PublishedDelivery, EnqueueError> {
+        let (delivery, published) = self.delivery(webhook, event_type, body, now);
+        self.inner.engine.submit(delivery).await?;
+        Ok(published)
     }
 
     /// Feeds a finished delivery to the [`HealthRule`]. The registry calls it itself for the

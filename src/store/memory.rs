@@ -436,11 +436,21 @@ impl MemoryStore {
     fn list_now(&self, query: &ConversationQuery) -> Vec<Conversation> {
         let limit = if query.limit == 0 { 100 } else { query.limit };
         let inner = self.lock();
+        // Keyset: the entries inserted before the position's delivery, or (purged) those
+        // created before it.
+        let (before, created_before) = match &query.after {
+            None => (u64::MAX, None),
+            Some(position) => match inner.entries.get(&position.id) {
+                Some(entry) => (entry.seq, None),
+                None => (u64::MAX, Some(position.created_at)),
+            },
+        };
         inner
             .order
-            .values()
+            .range(..before)
             .rev()
-            .filter_map(|id| inner.entries.get(id))
+            .filter_map(|(_, id)| inner.entries.get(id))
+            .filter(|entry| created_before.is_none_or(|at| entry.delivery.created_at < at))
             .filter(|entry| query.matches(&entry.delivery))
             .take(limit)
             .map(Self::conversation)

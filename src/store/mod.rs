@@ -109,7 +109,7 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -533,6 +533,39 @@ pub struct ConversationQuery {
     pub since: Option<SystemTime>,
     /// At most this many (0 means the store's default page, 100).
     pub limit: usize,
+    /// Only conversations after this one in the newest-first order (keyset pagination of
+    /// [`DeliveryStore::list`]; the bulk operations ignore it).
+    pub after: Option<ConversationPosition>,
+}
+
+/// Where a page of [`ConversationQuery`] results ended: the last conversation of the
+/// previous page, for keyset pagination ([`ConversationQuery::after`]).
+///
+/// The next page holds the deliveries stored before that one. When that delivery has been
+/// purged meanwhile (retention), the stores fall back to its creation time: the deliveries
+/// created strictly before it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ConversationPosition {
+    /// The delivery id.
+    pub id: String,
+    /// Its creation time.
+    pub created_at: SystemTime,
+}
+
+impl ConversationPosition {
+    /// The position of delivery `id`, created at `created_at`.
+    pub fn new(id: impl Into<String>, created_at: SystemTime) -> Self {
+        Self {
+            id: id.into(),
+            created_at,
+        }
+    }
+
+    /// The position of `delivery`.
+    pub fn of(delivery: &Delivery) -> Self {
+        Self::new(delivery.id.clone(), delivery.created_at)
+    }
 }
 
 impl ConversationQuery {
@@ -568,6 +601,13 @@ impl ConversationQuery {
     /// At most `limit` conversations.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
+        self
+    }
+
+    /// Only the conversations after `position` (the last one of the previous page) in the
+    /// newest-first order.
+    pub fn after(mut self, position: ConversationPosition) -> Self {
+        self.after = Some(position);
         self
     }
 
@@ -792,6 +832,17 @@ pub fn unix_millis(time: SystemTime) -> i64 {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
+}
+
+/// The inverse of [`unix_millis`] (saturating at the epoch for unrepresentable times).
+pub(crate) fn from_unix_millis(ms: i64) -> SystemTime {
+    let span = Duration::from_millis(ms.unsigned_abs());
+    let time = if ms >= 0 {
+        UNIX_EPOCH.checked_add(span)
+    } else {
+        UNIX_EPOCH.checked_sub(span)
+    };
+    time.unwrap_or(UNIX_EPOCH)
 }
 
 fn ser_time<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {

@@ -37,7 +37,15 @@ const MIGRATIONS: Embedded = Embedded(&[
         "finished index",
         include_str!("../../migrations/postgres/0002_finished_index.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/postgres/0003_webhooks.sql"),
+    ),
 ]);
+
+/// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].
+const OUTBOX_PAYLOAD: &str = "outbox";
 
 /// How long a store operation keeps retrying through a lost connection or a database
 /// restart before it reports the error.
@@ -346,6 +354,75 @@ impl PostgresStore {
     /// This store's lease owner name.
     pub fn owner(&self) -> &str {
         &self.inner.owner
+    }
+
+    /// The schema the tables live in, when one was [configured](PostgresOptions::schema).
+    pub fn schema(&self) -> Option<&str> {
+        self.inner.schema.as_deref()
+    }
+
+    /// The `deliveries` table, schema-qualified when a schema is configured, for statements
+    /// run on connections that are not the store's own (whose `search_path` it does not set).
+    pub(crate) fn qualified(&self, table: &str) -> String {
+        match &self.inner.schema {
+            // The name was checked at connect: letters, digits and `_` only.
+            Some(schema) => format!("\"{schema}\".{table}"),
+            None => table.to_owned(),
+        }
+    }
+
+    /// Enqueues `deliveries` through the caller's connection — typically the application's
+    /// own transaction (`&mut tx`) — instead of the store's pool: the **transactional
+    /// outbox**. The rows are written by the same statement as [`enqueue`](DeliveryStore::enqueue),
+    /// and the `NOTIFY` that wakes the workers is sent inside the transaction, so PostgreSQL
+    /// delivers it on commit only: if the transaction rolls back, there is no delivery and
+    /// no wake-up; once it commits, any replica's engine on this database sends them.
+    ///
+    /// The engine does not count these deliveries against its
+    /// [capacity](crate::delivery::EngineBuilder::capacity) (they are like deliveries
+    /// enqueued by another replica), and its workers must be running
+    /// ([`DeliveryEngine::start`](crate::delivery::DeliveryEngine::start)) to be woken.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] for a signing that cannot be persisted,
+    /// [`StoreError::Duplicate`] when an id is already stored (the other rows are inserted:
+    /// roll back to undo them), [`StoreError::Backend`] when the statement fails (the
+    /// transaction is then aborted, as PostgreSQL aborts it on any error). Nothing is retried:
+    /// the transaction is the caller's.
+    pub async fn enqueue_in_transaction(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let rows = deliveries
+            .iter()
+            .map(|delivery| DeliveryRow::new(delivery, &self.inner.signers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let columns = EnqueueColumns::new(&rows);
+        let sql = enqueue_sql(&self.qualified("deliveries"));
+        // Not this store's owner name: its own listener must wake its engine too, since
+        // that engine did not enqueue these.
+        let found = columns
+            .query(&sql, &self.inner.channel, OUTBOX_PAYLOAD)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        let inserted = found
+            .iter()
+            .map(|row| row.text("id"))
+            .collect::<Result<HashSet<String>, _>>()?;
+        let mut seen = HashSet::new();
+        match rows
+            .iter()
+            .find(|row| !seen.insert(&row.id) || !inserted.contains(&row.id))
+        {
+            Some(row) => Err(StoreError::Duplicate(row.id.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -673,11 +750,20 @@ impl Inner {
     async fn list(&self, query: &ConversationQuery) -> Result<Vec<Conversation>, StoreError> {
         let filter = Filter::new(query, 100);
         let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} ORDER BY seq DESC LIMIT $5"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} AND {AFTER} \
+             ORDER BY seq DESC LIMIT $5"
         );
+        let after_id = query.after.as_ref().map(|p| p.id.as_str());
+        let after_created = query.after.as_ref().map(|p| unix_millis(p.created_at));
         let (rows, _) = self
             .retry("list", |pool| {
-                Box::pin(filter.bind(sqlx::query(&sql)).fetch_all(pool))
+                Box::pin(
+                    filter
+                        .bind(sqlx::query(&sql))
+                        .bind(after_id)
+                        .bind(after_created)
+                        .fetch_all(pool),
+                )
             })
             .await?;
         let deliveries: Vec<Delivery> = rows
@@ -833,55 +919,101 @@ where
     }
 }
 
-/// Inserts a batch of deliveries in one statement (arrays unnested: one prepared statement
-/// whatever the batch size) and notifies the other replicas.
-fn enqueue_many(pool: PgPool, channel: Channel, rows: Vec<DeliveryRow>) -> BatchFuture {
-    Box::pin(async move {
+/// The bind columns of a batch of new deliveries, for [`enqueue_sql`].
+struct EnqueueColumns {
+    ids: Vec<String>,
+    endpoints: Vec<Option<String>>,
+    endpoint_ids: Vec<Option<String>>,
+    sources: Vec<Option<String>>,
+    schemes: Vec<Option<String>>,
+    secrets: Vec<Option<String>>,
+    headers: Vec<Option<String>>,
+    bodies: Vec<Vec<u8>>,
+    next: Vec<i64>,
+    created: Vec<i64>,
+    updated: Vec<i64>,
+}
+
+impl EnqueueColumns {
+    /// The columns of `rows`, each id once (the first row of an id wins).
+    fn new<'r>(rows: impl IntoIterator<Item = &'r DeliveryRow>) -> Self {
         let mut first = HashSet::new();
-        let fresh: Vec<&DeliveryRow> = rows.iter().filter(|row| first.insert(&row.id)).collect();
+        let fresh: Vec<&DeliveryRow> = rows
+            .into_iter()
+            .filter(|row| first.insert(&row.id))
+            .collect();
         let column = |f: fn(&DeliveryRow) -> Option<String>| -> Vec<Option<String>> {
             fresh.iter().map(|row| f(row)).collect()
         };
-        let ids: Vec<String> = fresh.iter().map(|row| row.id.clone()).collect();
-        let endpoints = column(|row| Some(row.endpoint.clone()));
-        let endpoint_ids = column(|row| row.endpoint_id.clone());
-        let sources = column(|row| Some(row.source.clone()));
-        let schemes = column(|row| row.scheme.clone());
-        let secrets = column(|row| row.secrets.clone());
-        let headers = column(|row| Some(row.headers.clone()));
-        let bodies: Vec<Vec<u8>> = fresh.iter().map(|row| row.body.to_vec()).collect();
-        let next: Vec<i64> = fresh.iter().map(|row| row.next_attempt_at).collect();
-        let created: Vec<i64> = fresh.iter().map(|row| row.created_at).collect();
-        let updated: Vec<i64> = fresh.iter().map(|row| row.updated_at).collect();
+        Self {
+            ids: fresh.iter().map(|row| row.id.clone()).collect(),
+            endpoints: column(|row| Some(row.endpoint.clone())),
+            endpoint_ids: column(|row| row.endpoint_id.clone()),
+            sources: column(|row| Some(row.source.clone())),
+            schemes: column(|row| row.scheme.clone()),
+            secrets: column(|row| row.secrets.clone()),
+            headers: column(|row| Some(row.headers.clone())),
+            bodies: fresh.iter().map(|row| row.body.to_vec()).collect(),
+            next: fresh.iter().map(|row| row.next_attempt_at).collect(),
+            created: fresh.iter().map(|row| row.created_at).collect(),
+            updated: fresh.iter().map(|row| row.updated_at).collect(),
+        }
+    }
+
+    /// [`enqueue_sql`] with its binds: `NOTIFY channel, payload` is sent with the insert (so
+    /// inside a transaction it is delivered on commit only).
+    fn query<'q>(
+        &'q self,
+        sql: &'q str,
+        channel: &'q str,
+        payload: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql)
+            .bind(&self.ids)
+            .bind(&self.endpoints)
+            .bind(&self.endpoint_ids)
+            .bind(&self.sources)
+            .bind(&self.schemes)
+            .bind(&self.secrets)
+            .bind(&self.headers)
+            .bind(&self.bodies)
+            .bind(&self.next)
+            .bind(&self.created)
+            .bind(&self.updated)
+            .bind(channel)
+            .bind(payload)
+    }
+}
+
+/// The one statement that inserts new deliveries into `table` (arrays unnested: one prepared
+/// statement whatever the batch size) and notifies the listening replicas; it returns the ids
+/// inserted (an id already present is skipped).
+fn enqueue_sql(table: &str) -> String {
+    format!(
+        "WITH inserted AS (INSERT INTO {table} (id, endpoint, endpoint_id, source, \
+         scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, \
+         due_at, lease_token, created_at, updated_at) \
+         SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+         'pending', 0, FALSE, next_at, next_at, 0, created_at, updated_at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[]) \
+         AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+         next_at, created_at, updated_at) \
+         ON CONFLICT (id) DO NOTHING RETURNING id) \
+         SELECT inserted.id FROM inserted \
+         CROSS JOIN (SELECT pg_notify($12, $13)) AS notified"
+    )
+}
+
+/// Inserts a batch of deliveries in one statement and notifies the other replicas.
+fn enqueue_many(pool: PgPool, channel: Channel, rows: Vec<DeliveryRow>) -> BatchFuture {
+    Box::pin(async move {
+        let columns = EnqueueColumns::new(&rows);
+        let sql = enqueue_sql("deliveries");
         let result = retry_on("enqueue", || {
-            sqlx::query(
-                "WITH inserted AS (INSERT INTO deliveries (id, endpoint, endpoint_id, source, \
-                 scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, \
-                 due_at, lease_token, created_at, updated_at) \
-                 SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
-                 'pending', 0, FALSE, next_at, next_at, 0, created_at, updated_at \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[]) \
-                 AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
-                 next_at, created_at, updated_at) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 SELECT inserted.id FROM inserted \
-                 CROSS JOIN (SELECT pg_notify($12, $13)) AS notified",
-            )
-            .bind(&ids)
-            .bind(&endpoints)
-            .bind(&endpoint_ids)
-            .bind(&sources)
-            .bind(&schemes)
-            .bind(&secrets)
-            .bind(&headers)
-            .bind(&bodies)
-            .bind(&next)
-            .bind(&created)
-            .bind(&updated)
-            .bind(&channel.name)
-            .bind(&channel.owner)
-            .fetch_all(&pool)
+            columns
+                .query(&sql, &channel.name, &channel.owner)
+                .fetch_all(&pool)
         })
         .await;
         let (inserted, retried) = match result {
@@ -1059,6 +1191,11 @@ struct Filter {
 const FILTER: &str = "($1::text IS NULL OR endpoint = $1) \
      AND ($2::text IS NULL OR endpoint_id = $2) AND ($3::text IS NULL OR state = $3) \
      AND ($4::bigint IS NULL OR created_at >= $4)";
+
+/// The keyset of [`ConversationQuery::after`], its binds at `$6` (the id) and `$7` (its
+/// creation time): the rows stored before that delivery, or created before it once purged.
+const AFTER: &str = "($6::text IS NULL OR COALESCE(\
+     seq < (SELECT a.seq FROM deliveries AS a WHERE a.id = $6), created_at < $7::bigint))";
 
 impl Filter {
     fn new(query: &ConversationQuery, default_limit: usize) -> Self {

@@ -40,6 +40,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "finished index",
         include_str!("../../migrations/sqlite/0002_finished_index.sql"),
     ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0003_webhooks.sql"),
+    ),
 ]);
 
 /// How hard SQLite pushes each commit to the disk.
@@ -814,6 +819,11 @@ impl Filter {
 const FILTER: &str = "($1 IS NULL OR endpoint = $1) AND ($2 IS NULL OR endpoint_id = $2) \
      AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR created_at >= $4)";
 
+/// The keyset of [`ConversationQuery::after`], its binds at `$6` (the id) and `$7` (its
+/// creation time): the rows stored before that delivery, or created before it once purged.
+const AFTER: &str = "($6 IS NULL OR COALESCE(\
+     seq < (SELECT a.seq FROM deliveries AS a WHERE a.id = $6), created_at < $7))";
+
 async fn resend_matching(
     conn: &mut SqliteConnection,
     filter: Filter,
@@ -946,13 +956,16 @@ impl Inner {
     async fn list(&self, query: &ConversationQuery) -> Result<Vec<Conversation>, StoreError> {
         let filter = Filter::new(query, 100);
         let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} ORDER BY seq DESC LIMIT $5"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} AND {AFTER} \
+             ORDER BY seq DESC LIMIT $5"
         ))
         .bind(filter.endpoint)
         .bind(filter.endpoint_id)
         .bind(filter.state)
         .bind(filter.since)
         .bind(filter.limit)
+        .bind(query.after.as_ref().map(|p| p.id.as_str()))
+        .bind(query.after.as_ref().map(|p| unix_millis(p.created_at)))
         .fetch_all(&self.readers)
         .await
         .map_err(backend)?;

@@ -1,4 +1,6 @@
-//! [`SubscriptionStore`]: where webhooks are kept, and its in-memory implementation.
+//! [`SubscriptionStore`]: where webhooks are kept, in memory ([`MemorySubscriptions`]), in a
+//! SQLite file (`SqliteSubscriptions`, feature `sqlite`) or in PostgreSQL
+//! (`PostgresSubscriptions`, feature `postgres`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,6 +9,18 @@ use std::pin::Pin;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::model::{Owner, Webhook};
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresSubscriptions;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteSubscriptions;
 
 /// The future every [`SubscriptionStore`] method returns.
 pub type SubscriptionFuture<'a, T> =
@@ -51,7 +65,10 @@ impl std::error::Error for SubscriptionError {}
 /// | [`subscribed`](Self::subscribed) | `SELECT … WHERE enabled AND $1 = ANY(event_types) [AND owner = $2]` |
 ///
 /// A [`Webhook`] holds its secrets: a durable implementation stores them like any other
-/// credential (encrypted at rest where the database allows).
+/// credential (encrypted at rest where the database allows). The built-in durable stores,
+/// `SqliteSubscriptions` and `PostgresSubscriptions`, keep every field of the [`Webhook`]
+/// (secrets with their grace expiry, custom headers, enabled state, rate limit, timestamps),
+/// so a restart loses nothing; their database is therefore as sensitive as the secrets.
 pub trait SubscriptionStore: Send + Sync + 'static {
     /// Stores a new webhook.
     fn insert(&self, webhook: Webhook) -> SubscriptionFuture<'_, ()>;

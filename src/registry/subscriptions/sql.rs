@@ -1,0 +1,125 @@
+//! What the SQL subscription stores share: a [`Webhook`] as columns and back.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::SubscriptionError;
+use crate::registry::model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
+use crate::secret::Secret;
+use crate::store::sql::from_millis;
+use crate::store::unix_millis;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The columns every webhook query returns, in this order.
+pub(super) const COLUMNS: &str = "owner, id, endpoint_url, event_types, description, scheme, \
+     secrets, headers, enabled, disabled_reason, rate_per_second, rate_burst, created_at, \
+     updated_at";
+
+/// A backend error (bind values, hence secrets, never appear in sqlx's messages).
+pub(super) fn backend(err: impl std::fmt::Display) -> SubscriptionError {
+    SubscriptionError::Backend(err.to_string())
+}
+
+/// Whether a database error is a unique violation (the `(owner, id)` key is taken).
+pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// One entry of the `secrets` column.
+#[derive(Serialize, Deserialize)]
+struct SecretColumn {
+    /// Base64 of the secret's bytes.
+    value: String,
+    created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+/// A webhook as bind values (and as read back).
+pub(super) struct Record {
+    pub(super) owner: String,
+    pub(super) id: String,
+    pub(super) endpoint_url: String,
+    pub(super) event_types: Vec<String>,
+    pub(super) description: String,
+    pub(super) scheme: String,
+    pub(super) secrets: String,
+    pub(super) headers: String,
+    pub(super) enabled: bool,
+    pub(super) disabled_reason: Option<String>,
+    pub(super) rate_per_second: Option<i64>,
+    pub(super) rate_burst: Option<i64>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+impl Record {
+    pub(super) fn new(webhook: &Webhook) -> Result<Self, SubscriptionError> {
+        let secrets: Vec<SecretColumn> = webhook
+            .secrets
+            .iter()
+            .map(|s| SecretColumn {
+                value: B64.encode(s.secret.expose()),
+                created_at: unix_millis(s.created_at),
+                expires_at: s.expires_at.map(unix_millis),
+            })
+            .collect();
+        Ok(Self {
+            owner: webhook.owner.as_str().to_owned(),
+            id: webhook.id.clone(),
+            endpoint_url: webhook.endpoint_url.clone(),
+            event_types: webhook.event_types.clone(),
+            description: webhook.description.clone(),
+            scheme: webhook.scheme.as_str().to_owned(),
+            secrets: serde_json::to_string(&secrets).map_err(backend)?,
+            headers: serde_json::to_string(&webhook.headers).map_err(backend)?,
+            enabled: webhook.enabled,
+            disabled_reason: webhook.disabled_reason.clone(),
+            rate_per_second: webhook.rate_limit.map(|r| i64::from(r.per_second)),
+            rate_burst: webhook.rate_limit.map(|r| i64::from(r.burst)),
+            created_at: unix_millis(webhook.created_at),
+            updated_at: unix_millis(webhook.updated_at),
+        })
+    }
+
+    pub(super) fn into_webhook(self) -> Result<Webhook, SubscriptionError> {
+        let corrupt =
+            |what: &str| SubscriptionError::Backend(format!("unreadable webhook {what} column"));
+        let scheme = SigningScheme::from_name(&self.scheme).ok_or_else(|| corrupt("scheme"))?;
+        let columns: Vec<SecretColumn> =
+            serde_json::from_str(&self.secrets).map_err(|_| corrupt("secrets"))?;
+        let secrets = columns
+            .into_iter()
+            .map(|column| {
+                let bytes = B64.decode(column.value).map_err(|_| corrupt("secrets"))?;
+                let mut secret =
+                    WebhookSecret::new(Secret::new(bytes), from_millis(column.created_at));
+                secret.expires_at = column.expires_at.map(from_millis);
+                Ok(secret)
+            })
+            .collect::<Result<Vec<_>, SubscriptionError>>()?;
+        let headers: Vec<(String, String)> =
+            serde_json::from_str(&self.headers).map_err(|_| corrupt("headers"))?;
+        let to_u32 = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        let rate_limit = self.rate_per_second.map(|per_second| RateLimit {
+            per_second: to_u32(per_second),
+            burst: to_u32(self.rate_burst.unwrap_or(per_second)),
+        });
+        Ok(Webhook {
+            owner: Owner::new(self.owner),
+            id: self.id,
+            endpoint_url: self.endpoint_url,
+            event_types: self.event_types,
+            description: self.description,
+            scheme,
+            secrets,
+            headers,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            rate_limit,
+            created_at: from_millis(self.created_at),
+            updated_at: from_millis(self.updated_at),
+        })
+    }
+}
