@@ -8,7 +8,6 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
@@ -17,7 +16,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{Empty, Full};
 use sha2::Sha256;
 use tower::{service_fn, Layer, Service};
-use tower_webhooks::inbound::WebhookSignatureLayer;
+use tower_webhooks::inbound::{VerifiedBody, WebhookSignatureLayer};
 use tower_webhooks::scheme::{Cerebrium, Message, Scheme, Verification};
 use tower_webhooks::SecretSet;
 
@@ -74,7 +73,7 @@ fn bench(c: &mut Criterion) {
 
     let mut service = WebhookSignatureLayer::new(Cerebrium::new(), secrets)
         .clock(|| TIMESTAMP)
-        .layer(service_fn(|_request: Request<Body>| async {
+        .layer(service_fn(|_request: Request<VerifiedBody>| async {
             Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
         }));
     // Sanity: the prebuilt request verifies.

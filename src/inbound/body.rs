@@ -9,6 +9,11 @@ use pin_project_lite::pin_project;
 
 use super::collect::BoxError;
 
+/// The body a verified request carries to the inner service: the buffered bytes, exactly as
+/// they were signed, in one frame. Not boxed: an axum `Router` wraps it in its own `Body`
+/// as it does any body, and a plain tower service reads it without an allocation.
+pub type VerifiedBody = http_body_util::Full<Bytes>;
+
 pin_project! {
     /// The response body of [`WebhookSignature`](super::WebhookSignature): the inner service's
     /// body, or the body of a response the layer answered itself (a rejection or a duplicate

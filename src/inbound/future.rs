@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
@@ -14,7 +14,7 @@ use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::body::ResponseBody;
+use super::body::{ResponseBody, VerifiedBody};
 use super::collect::{BoxError, Collect};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
@@ -39,7 +39,7 @@ pin_project! {
     /// → inner service → (replay record). A rejection never reaches the inner service.
     pub struct ResponseFuture<S, B, Sc, K, R>
     where
-        S: Service<Request<Body>>,
+        S: Service<Request<VerifiedBody>>,
         Sc: Scheme,
         K: SecretSource,
     {
@@ -59,7 +59,7 @@ pin_project! {
     enum State<B, V, L, F, T, E> {
         Lookup { #[pin] lookup: L, body: Option<B> },
         Collect { #[pin] collect: Collect<B, V> },
-        Reserve { reserve: ReplayFuture<Reservation>, request: Option<Request<Body>> },
+        Reserve { reserve: ReplayFuture<Reservation>, request: Option<Request<VerifiedBody>> },
         Call { #[pin] future: F },
         Record { record: ReplayFuture<()>, result: Option<Result<T, E>> },
         Local { response: Option<axum::response::Response> },
@@ -70,14 +70,14 @@ type StateOf<S, B, Sc, K> = State<
     B,
     <Sc as Scheme>::Verification,
     <K as SecretSource>::Future,
-    <S as Service<Request<Body>>>::Future,
-    <S as Service<Request<Body>>>::Response,
-    <S as Service<Request<Body>>>::Error,
+    <S as Service<Request<VerifiedBody>>>::Future,
+    <S as Service<Request<VerifiedBody>>>::Response,
+    <S as Service<Request<VerifiedBody>>>::Error,
 >;
 
 impl<S, B, Sc, K, R> fmt::Debug for ResponseFuture<S, B, Sc, K, R>
 where
-    S: Service<Request<Body>>,
+    S: Service<Request<VerifiedBody>>,
     Sc: Scheme,
     K: SecretSource,
 {
@@ -98,7 +98,7 @@ where
 
 impl<S, B, Sc, K, R> ResponseFuture<S, B, Sc, K, R>
 where
-    S: Service<Request<Body>>,
+    S: Service<Request<VerifiedBody>>,
     Sc: Scheme,
     K: SecretSource,
     R: RejectionResponse,
@@ -171,7 +171,7 @@ const POLLED_AFTER_COMPLETION: &str = "`inbound::ResponseFuture` polled after co
 
 impl<S, B, Sc, K, R, ResBody> Future for ResponseFuture<S, B, Sc, K, R>
 where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     B: HttpBody,
     B::Error: Into<BoxError>,
     Sc: Scheme,
@@ -217,7 +217,7 @@ where
                         });
                     let mut parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
                     parts.extensions.insert(verified);
-                    let request = Request::from_parts(parts, Body::from(bytes));
+                    let request = Request::from_parts(parts, VerifiedBody::new(bytes));
                     match replay {
                         Some((store, key)) => {
                             let reserve = store.reserve(&key, *this.now, this.verifier.replay_ttl);
@@ -321,7 +321,7 @@ where
 
 /// The `2xx` answer to a duplicate of a processed delivery: the scheme's own success
 /// response if it defines one (Valohai's `ok`), else `{"status":"duplicate"}`.
-fn duplicate_response<Sc: Scheme>(scheme: &Sc, request: Request<Body>) -> axum::response::Response {
+fn duplicate_response<Sc: Scheme>(scheme: &Sc, request: Request<VerifiedBody>) -> axum::response::Response {
     let (mut parts, _body) = request.into_parts();
     let verified = parts.extensions.remove::<Verified>();
     let success = verified.as_ref().and_then(|verified| {

@@ -3,12 +3,12 @@
 use std::mem;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
+
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tower_service::Service;
 
-use super::body::ResponseBody;
+use super::body::{ResponseBody, VerifiedBody};
 use super::collect::BoxError;
 use super::future::ResponseFuture;
 use super::key::{SecretLookup, SecretSource};
@@ -19,6 +19,10 @@ use crate::scheme::Scheme;
 use crate::secret::SecretSet;
 
 /// Middleware that verifies webhook signatures before calling the inner service.
+///
+/// The inner service receives a `Request<`[`VerifiedBody`]`>`: the buffered bytes, not boxed,
+/// with the [`Verified`](crate::Verified) metadata in the request extensions. Under an axum
+/// `Router` nothing changes for handlers (the router accepts any body).
 ///
 /// See the [module docs](super) for an example and the status table.
 pub struct WebhookSignature<S, Sc, K = SecretSet, R = DefaultRejectionResponse> {
@@ -106,7 +110,7 @@ impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
 
 impl<S, Sc, K, R, B, ResBody> Service<Request<B>> for WebhookSignature<S, Sc, K, R>
 where
-    S: Service<Request<Body>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
     Sc: Scheme,
     K: SecretSource,
     R: RejectionResponse,

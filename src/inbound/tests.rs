@@ -92,8 +92,8 @@ impl Seen {
 fn recorder(
     seen: Seen,
     status: StatusCode,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
-    service_fn(move |request: Request<Body>| {
+) -> impl Service<Request<VerifiedBody>, Response = Response<Body>, Error = Infallible> + Clone {
+    service_fn(move |request: Request<VerifiedBody>| {
         let seen = seen.clone();
         async move {
             seen.calls.fetch_add(1, Ordering::SeqCst);
@@ -168,7 +168,7 @@ async fn accepted_request_reaches_inner_with_same_bytes_and_metadata() {
 
 #[tokio::test]
 async fn body_is_one_frame_of_the_buffered_bytes() {
-    let service = layer().layer(service_fn(|request: Request<Body>| async move {
+    let service = layer().layer(service_fn(|request: Request<VerifiedBody>| async move {
         let mut body = request.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(body.frame().await.is_none());
@@ -617,7 +617,7 @@ async fn failed_handler_releases_the_id_so_a_retry_is_processed() {
     let counter = calls.clone();
     let service = layer()
         .replay_store(MemoryReplayStore::new(100))
-        .layer(service_fn(move |_request: Request<Body>| {
+        .layer(service_fn(move |_request: Request<VerifiedBody>| {
             let n = counter.fetch_add(1, Ordering::SeqCst);
             async move {
                 let status = if n == 0 {
@@ -648,7 +648,7 @@ async fn in_flight_duplicate_is_409_with_retry_after() {
     let (e, r, c) = (entered.clone(), release.clone(), calls.clone());
     let service = layer()
         .replay_store(MemoryReplayStore::new(100))
-        .layer(service_fn(move |_request: Request<Body>| {
+        .layer(service_fn(move |_request: Request<VerifiedBody>| {
             let (entered, release, calls) = (e.clone(), r.clone(), c.clone());
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -676,7 +676,7 @@ async fn dropped_response_future_releases_the_reservation() {
     let service =
         layer()
             .replay_store(store.clone())
-            .layer(service_fn(|_request: Request<Body>| async {
+            .layer(service_fn(|_request: Request<VerifiedBody>| async {
                 std::future::pending::<()>().await;
                 Ok::<_, Infallible>(Response::new(Body::empty()))
             }));
@@ -937,7 +937,7 @@ async fn composes_with_trace_layer_in_router_layer_and_route_layer() {
     let service = ServiceBuilder::new()
         .layer(layer())
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .service(service_fn(move |request: Request<Body>| {
+        .service(service_fn(move |request: Request<VerifiedBody>| {
             if request.headers()[SIGNATURE].is_sensitive() {
                 flag.fetch_add(1, Ordering::SeqCst);
             }
@@ -1061,11 +1061,11 @@ fn service_and_future_are_send_and_sync() {
     assert_sync::<Svc>();
     assert_send::<WebhookSignatureLayer<Cerebrium>>();
     assert_sync::<WebhookSignatureLayer<Cerebrium>>();
-    assert_send::<<Svc as Service<Request<Body>>>::Future>();
+    assert_send::<<Svc as Service<Request<VerifiedBody>>>::Future>();
     assert_send::<<Svc as Service<Request<hyper::body::Incoming>>>::Future>();
     assert_send::<ResponseBody<Body>>();
     type Tenant = fn(&RequestHead) -> Option<SecretSet>;
-    assert_send::<<WebhookSignature<Inner, Cerebrium, Tenant> as Service<Request<Body>>>::Future>();
+    assert_send::<<WebhookSignature<Inner, Cerebrium, Tenant> as Service<Request<VerifiedBody>>>::Future>();
 }
 
 mod properties {
