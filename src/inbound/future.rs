@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
@@ -321,7 +320,10 @@ where
 
 /// The `2xx` answer to a duplicate of a processed delivery: the scheme's own success
 /// response if it defines one (Valohai's `ok`), else `{"status":"duplicate"}`.
-fn duplicate_response<Sc: Scheme>(scheme: &Sc, request: Request<VerifiedBody>) -> axum::response::Response {
+fn duplicate_response<Sc: Scheme>(
+    scheme: &Sc,
+    request: Request<VerifiedBody>,
+) -> axum::response::Response {
     let (mut parts, _body) = request.into_parts();
     let verified = parts.extensions.remove::<Verified>();
     let success = verified.as_ref().and_then(|verified| {

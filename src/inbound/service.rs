@@ -3,7 +3,6 @@
 use std::mem;
 use std::task::{Context, Poll};
 
-
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tower_service::Service;

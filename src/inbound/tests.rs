@@ -673,13 +673,12 @@ async fn in_flight_duplicate_is_409_with_retry_after() {
 #[tokio::test]
 async fn dropped_response_future_releases_the_reservation() {
     let store = MemoryReplayStore::new(100);
-    let service =
-        layer()
-            .replay_store(store.clone())
-            .layer(service_fn(|_request: Request<VerifiedBody>| async {
-                std::future::pending::<()>().await;
-                Ok::<_, Infallible>(Response::new(Body::empty()))
-            }));
+    let service = layer().replay_store(store.clone()).layer(service_fn(
+        |_request: Request<VerifiedBody>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        },
+    ));
     let pending = service.clone().oneshot(signed(b"{}"));
     let timed_out = tokio::time::timeout(std::time::Duration::from_millis(20), pending).await;
     assert!(timed_out.is_err());
@@ -1065,7 +1064,9 @@ fn service_and_future_are_send_and_sync() {
     assert_send::<<Svc as Service<Request<hyper::body::Incoming>>>::Future>();
     assert_send::<ResponseBody<Body>>();
     type Tenant = fn(&RequestHead) -> Option<SecretSet>;
-    assert_send::<<WebhookSignature<Inner, Cerebrium, Tenant> as Service<Request<VerifiedBody>>>::Future>();
+    assert_send::<
+        <WebhookSignature<Inner, Cerebrium, Tenant> as Service<Request<VerifiedBody>>>::Future,
+    >();
 }
 
 mod properties {

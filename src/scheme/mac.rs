@@ -116,7 +116,7 @@ impl MacBytes {
     }
 
     /// Decodes hex of at most 128 characters inline; `None` when it is not hex or longer.
-    fn from_hex(text: &str) -> Option<Self> {
+    fn from_hex(text: &[u8]) -> Option<Self> {
         let len = text.len() / 2;
         if !text.len().is_multiple_of(2) || len > MAX_MAC {
             return None;
@@ -125,43 +125,41 @@ impl MacBytes {
             bytes: [0; MAX_MAC],
             len: len as u8,
         };
-        // A table lookup per digit, checked once at the end: a fifth of the `hex` crate's
-        // per-digit cost on the hot path.
-        let mut invalid = 0u8;
-        for (byte, pair) in out.bytes[..len]
-            .iter_mut()
-            .zip(text.as_bytes().chunks_exact(2))
-        {
-            let (high, low) = (
-                HEX_DIGIT[usize::from(pair[0])],
-                HEX_DIGIT[usize::from(pair[1])],
-            );
-            invalid |= high | low;
-            *byte = (high << 4) | (low & 0x0f);
+        // Two table lookups per byte, the high one pre-shifted, validity checked once at the
+        // end: a fifth of the `hex` crate's per-digit cost on the hot path.
+        let mut invalid = 0u16;
+        for (byte, pair) in out.bytes[..len].iter_mut().zip(text.chunks_exact(2)) {
+            let value = HEX_HIGH[usize::from(pair[0])] | HEX_LOW[usize::from(pair[1])];
+            invalid |= value;
+            *byte = value as u8;
         }
         (invalid & INVALID_DIGIT == 0).then_some(out)
     }
 }
 
-/// Marks a byte that is not a hex digit in [`HEX_DIGIT`].
-const INVALID_DIGIT: u8 = 0x80;
+/// Set in [`HEX_HIGH`] and [`HEX_LOW`] for a byte that is not a hex digit.
+const INVALID_DIGIT: u16 = 0x100;
 
-/// The value of each ASCII hex digit (either case), [`INVALID_DIGIT`] for any other byte.
-static HEX_DIGIT: [u8; 256] = {
+/// The value of each ASCII hex digit (either case) shifted into the high nibble.
+static HEX_HIGH: [u16; 256] = hex_table(4);
+/// The value of each ASCII hex digit (either case).
+static HEX_LOW: [u16; 256] = hex_table(0);
+
+const fn hex_table(shift: u32) -> [u16; 256] {
     let mut table = [INVALID_DIGIT; 256];
     let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
+    while i < 16 {
+        let value = (i as u16) << shift;
+        if i < 10 {
+            table[b'0' as usize + i] = value;
+        } else {
+            table[b'a' as usize + i - 10] = value;
+            table[b'A' as usize + i - 10] = value;
+        }
         i += 1;
     }
     table
-};
+}
 
 impl MacBytes {
     /// Decodes standard base64 (padded or not) into the inline buffer; `None` when it is
@@ -221,7 +219,7 @@ impl Candidates {
         // what the inline decoder's length estimate refused).
         let inline = match encoding {
             Encoding::Hex if text.len() <= 2 * MAX_MAC => {
-                return self.push_inline(MacBytes::from_hex(text))
+                return self.push_inline(MacBytes::from_hex(text.as_bytes()))
             }
             Encoding::Hex => None,
             Encoding::Base64 => MacBytes::from_base64(text),

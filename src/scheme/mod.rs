@@ -528,8 +528,10 @@ pub(crate) fn find_headers<'h, const N: usize>(
     let mut found = [None; N];
     let mut missing = N;
     for (name, value) in headers {
+        let name = name.as_str();
         for (slot, wanted) in found.iter_mut().zip(names) {
-            if slot.is_none() && name == wanted {
+            // Lengths first: most names differ there.
+            if slot.is_none() && name.len() == wanted.as_str().len() && name == wanted.as_str() {
                 *slot = Some(value);
                 missing -= 1;
             }

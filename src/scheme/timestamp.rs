@@ -7,10 +7,19 @@ use super::{VerifyError, VerifyErrorKind};
 /// Parses a Unix timestamp: ASCII digits only (no sign, no spaces, no `+`), at most 19 digits,
 /// so neither parsing nor the window arithmetic can overflow.
 pub fn parse_unix_timestamp(text: &str) -> Option<i64> {
-    if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() || text.len() > 19 {
         return None;
     }
-    text.parse().ok()
+    // Nineteen digits fit in a `u64`; the conversion refuses what does not fit an `i64`.
+    let mut value = 0u64;
+    for byte in text.bytes() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    i64::try_from(value).ok()
 }
 
 /// How far a signed timestamp may be from now (decision 2: 300 s in the past, 60 s in the
