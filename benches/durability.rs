@@ -150,6 +150,16 @@ async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
     }
 }
 
+/// Whether the store `name` is measured (`TOWER_WEBHOOKS_BENCH_STORES`, a comma-separated
+/// list of `memory`, `sqlite-full`, `sqlite-normal`, `postgres`; all by default). Only for
+/// profiling one store: the ratios need `memory` in the same run.
+fn wanted(name: &str) -> bool {
+    match std::env::var("TOWER_WEBHOOKS_BENCH_STORES") {
+        Ok(list) if !list.is_empty() => list.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 fn main() {
     let n: usize = std::env::var("TOWER_WEBHOOKS_BENCH_N")
         .ok()
@@ -174,20 +184,26 @@ fn main() {
         let mut best: Vec<Figures> = Vec::new();
         for round in 0..rounds {
             let mut results = Vec::new();
-            results.push(run("memory", Arc::new(MemoryStore::new()), n).await);
-            let sqlite = SqliteStore::connect(dir.path().join(format!("full{round}.db")))
-                .await
-                .unwrap();
-            results.push(run("sqlite (synchronous=FULL)", Arc::new(sqlite), n).await);
-            let sqlite = SqliteStore::builder(dir.path().join(format!("normal{round}.db")))
-                .synchronous(Synchronous::Normal)
-                .connect()
-                .await
-                .unwrap();
-            results.push(run("sqlite (synchronous=NORMAL)", Arc::new(sqlite), n).await);
+            if wanted("memory") {
+                results.push(run("memory", Arc::new(MemoryStore::new()), n).await);
+            }
+            if wanted("sqlite-full") {
+                let sqlite = SqliteStore::connect(dir.path().join(format!("full{round}.db")))
+                    .await
+                    .unwrap();
+                results.push(run("sqlite (synchronous=FULL)", Arc::new(sqlite), n).await);
+            }
+            if wanted("sqlite-normal") {
+                let sqlite = SqliteStore::builder(dir.path().join(format!("normal{round}.db")))
+                    .synchronous(Synchronous::Normal)
+                    .connect()
+                    .await
+                    .unwrap();
+                results.push(run("sqlite (synchronous=NORMAL)", Arc::new(sqlite), n).await);
+            }
             #[cfg(feature = "postgres")]
             match std::env::var("TOWER_WEBHOOKS_POSTGRES_URL") {
-                Ok(url) if !url.is_empty() => {
+                Ok(url) if !url.is_empty() && wanted("postgres") => {
                     let schema = format!("tw_bench_{}_{round}", std::process::id());
                     let store = tower_webhooks::store::PostgresStore::builder(&url)
                         .schema(&schema)
@@ -226,8 +242,13 @@ fn main() {
             }
         }
         let results = best;
-
-        let memory = results[0].per_second;
+        let Some(memory) = results
+            .iter()
+            .find(|r| r.name == "memory")
+            .map(|r| r.per_second)
+        else {
+            return;
+        };
         println!();
         println!(
             "durability: best of {rounds} rounds of {n} deliveries per store, {} concurrent \
@@ -248,7 +269,13 @@ fn main() {
                 r.p99.as_secs_f64() * 1000.0
             );
         }
-        let sqlite = results[1].per_second;
+        let Some(sqlite) = results
+            .iter()
+            .find(|r| r.name == "sqlite (synchronous=FULL)")
+            .map(|r| r.per_second)
+        else {
+            return;
+        };
         println!(
             "targets: sqlite >= 0.5x memory: {} ({:.2}x); sqlite >= 1000/s: {} ({sqlite:.0}/s)",
             if sqlite / memory >= 0.5 {

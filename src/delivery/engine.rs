@@ -559,12 +559,37 @@ impl DeliveryEngine {
             return Err(EnqueueError::Store(StoreError::Duplicate(id)));
         }
         self.ensure_started();
-        match self.shared.store.enqueue(delivery).await {
-            Ok(()) => {
+        let shared = &self.shared;
+        // A delivery due now is claimed as it is stored when the claim budget has room:
+        // one write instead of an enqueue and then a claim, and no trip through the
+        // dispatcher before its attempt.
+        let now = SystemTime::now();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let budget = if delivery.next_attempt_at <= now && runtime.is_some() {
+            shared.claim_budget.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let stored = match budget {
+            Some(_) => {
+                shared
+                    .store
+                    .enqueue_claimed(delivery, now + shared.config.lease)
+                    .await
+            }
+            None => shared.store.enqueue(delivery).await.map(|()| None),
+        };
+        match stored {
+            Ok(claimed) => {
                 let mut reservation = reservation;
                 // The slot now belongs to the delivery and is freed when it is final.
                 reservation.shared = None;
-                self.shared.wake.notify_one();
+                match (claimed, budget, runtime) {
+                    (Some(claim), Some(permit), Some(runtime)) => {
+                        runtime.spawn(run(shared.clone(), claim, permit));
+                    }
+                    _ => shared.wake.notify_one(),
+                }
                 Ok(())
             }
             Err(err) => {

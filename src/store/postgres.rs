@@ -417,6 +417,30 @@ impl Inner {
 
     async fn enqueue(&self, delivery: Delivery) -> Result<(), StoreError> {
         let row = DeliveryRow::new(&delivery, &self.signers)?;
+        self.insert(row).await
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        mut delivery: Delivery,
+        until: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut row = DeliveryRow::new(&delivery, &self.signers)?;
+        let until = unix_millis(until);
+        row.claimed_until = Some(until);
+        self.insert(row).await?;
+        delivery.state = DeliveryState::InFlight;
+        delivery.updated_at = SystemTime::now();
+        Ok(Some(Claim {
+            delivery,
+            lease: Lease {
+                token: 1,
+                until: sql::from_millis(until),
+            },
+        }))
+    }
+
+    async fn insert(&self, row: DeliveryRow) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.enqueues
             .send((row, reply))
@@ -833,6 +857,38 @@ where
     }
 }
 
+/// Inserts a batch of deliveries (`$1..$16`; `$15` is this store's owner name, recorded on
+/// the rows claimed as they are inserted).
+const ENQUEUE: &str = "INSERT INTO deliveries (id, endpoint, endpoint_id, source, \
+     scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, \
+     due_at, lease_token, lease_owner, lease_expires_at, created_at, updated_at) \
+     SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+     state, 0, FALSE, next_at, due_at, token, \
+     CASE WHEN lease_until IS NULL THEN NULL ELSE $15 END, lease_until, created_at, updated_at \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[], \
+     $12::text[], $13::int8[], $14::int8[], $16::int8[]) \
+     AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+     next_at, created_at, updated_at, state, due_at, token, lease_until) \
+     ON CONFLICT (id) DO NOTHING RETURNING id";
+
+/// [`ENQUEUE`] and a `NOTIFY` (`$17` is the channel, the owner name the payload) to wake the
+/// other replicas, in one statement.
+const ENQUEUE_AND_NOTIFY: &str = "WITH inserted AS (INSERT INTO deliveries (id, endpoint, \
+     endpoint_id, source, scheme, secrets, headers, body, state, attempts, manual, \
+     next_attempt_at, due_at, lease_token, lease_owner, lease_expires_at, created_at, \
+     updated_at) \
+     SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+     state, 0, FALSE, next_at, due_at, token, \
+     CASE WHEN lease_until IS NULL THEN NULL ELSE $15 END, lease_until, created_at, updated_at \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[], \
+     $12::text[], $13::int8[], $14::int8[], $16::int8[]) \
+     AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
+     next_at, created_at, updated_at, state, due_at, token, lease_until) \
+     ON CONFLICT (id) DO NOTHING RETURNING id) \
+     SELECT inserted.id FROM inserted CROSS JOIN (SELECT pg_notify($17, $15)) AS notified";
+
 /// Inserts a batch of deliveries in one statement (arrays unnested: one prepared statement
 /// whatever the batch size) and notifies the other replicas.
 fn enqueue_many(pool: PgPool, channel: Channel, rows: Vec<DeliveryRow>) -> BatchFuture {
@@ -853,35 +909,39 @@ fn enqueue_many(pool: PgPool, channel: Channel, rows: Vec<DeliveryRow>) -> Batch
         let next: Vec<i64> = fresh.iter().map(|row| row.next_attempt_at).collect();
         let created: Vec<i64> = fresh.iter().map(|row| row.created_at).collect();
         let updated: Vec<i64> = fresh.iter().map(|row| row.updated_at).collect();
+        let queue: Vec<_> = fresh.iter().map(|row| row.queue_columns()).collect();
+        let states: Vec<&str> = queue.iter().map(|q| q.0).collect();
+        let due: Vec<i64> = queue.iter().map(|q| q.1).collect();
+        let tokens: Vec<i64> = queue.iter().map(|q| q.2).collect();
+        let leases: Vec<Option<i64>> = queue.iter().map(|q| q.3).collect();
+        // Rows claimed as they are inserted are this replica's already: other replicas are
+        // only woken for pending ones.
+        let notify = fresh.iter().any(|row| row.claimed_until.is_none());
+        let sql = if notify { ENQUEUE_AND_NOTIFY } else { ENQUEUE };
         let result = retry_on("enqueue", || {
-            sqlx::query(
-                "WITH inserted AS (INSERT INTO deliveries (id, endpoint, endpoint_id, source, \
-                 scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, \
-                 due_at, lease_token, created_at, updated_at) \
-                 SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
-                 'pending', 0, FALSE, next_at, next_at, 0, created_at, updated_at \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[]) \
-                 AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
-                 next_at, created_at, updated_at) \
-                 ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 SELECT inserted.id FROM inserted \
-                 CROSS JOIN (SELECT pg_notify($12, $13)) AS notified",
-            )
-            .bind(&ids)
-            .bind(&endpoints)
-            .bind(&endpoint_ids)
-            .bind(&sources)
-            .bind(&schemes)
-            .bind(&secrets)
-            .bind(&headers)
-            .bind(&bodies)
-            .bind(&next)
-            .bind(&created)
-            .bind(&updated)
-            .bind(&channel.name)
-            .bind(&channel.owner)
-            .fetch_all(&pool)
+            let query = sqlx::query(sql)
+                .bind(&ids)
+                .bind(&endpoints)
+                .bind(&endpoint_ids)
+                .bind(&sources)
+                .bind(&schemes)
+                .bind(&secrets)
+                .bind(&headers)
+                .bind(&bodies)
+                .bind(&next)
+                .bind(&created)
+                .bind(&updated)
+                .bind(&states)
+                .bind(&due)
+                .bind(&tokens)
+                .bind(&channel.owner)
+                .bind(&leases);
+            let query = if notify {
+                query.bind(&channel.name)
+            } else {
+                query
+            };
+            query.fetch_all(&pool)
         })
         .await;
         let (inserted, retried) = match result {
@@ -1101,6 +1161,14 @@ fn encode(
 impl DeliveryStore for PostgresStore {
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         Box::pin(self.inner.enqueue(delivery))
+    }
+
+    fn enqueue_claimed(
+        &self,
+        delivery: Delivery,
+        until: SystemTime,
+    ) -> StoreFuture<'_, Option<Claim>> {
+        Box::pin(self.inner.enqueue_claimed(delivery, until))
     }
 
     fn claim_due(

@@ -177,13 +177,14 @@ impl SqliteOptions {
             .await
             .map_err(backend)?;
         let (jobs, receiver) = mpsc::channel(self.max_batch.max(64) * 4);
-        tokio::spawn(write_loop(writer, receiver, self.max_batch));
+        let owner = self.owner.unwrap_or_else(sql::owner_name);
+        spawn_writer(writer, receiver, self.max_batch, owner.clone())?;
         tokio::spawn(checkpoint_loop(readers.clone(), jobs.downgrade()));
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 jobs,
                 readers,
-                owner: self.owner.unwrap_or_else(sql::owner_name),
+                owner,
                 signers: self.signers,
                 path: self.path,
             }),
@@ -199,6 +200,28 @@ impl SqliteOptions {
         }
         Ok(store)
     }
+}
+
+/// Runs the writer on its own thread with its own single-threaded runtime: each statement is a
+/// round trip to sqlx's SQLite worker thread, and on the application's runtime every one of
+/// those answers would wait in line behind the application's tasks (the HTTP work of a busy
+/// service) before the next statement is sent, stretching every transaction, and every
+/// caller's wait for its commit.
+fn spawn_writer(
+    writer: SqliteConnection,
+    receiver: mpsc::Receiver<Job>,
+    max_batch: usize,
+    owner: String,
+) -> Result<(), StoreError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(backend)?;
+    std::thread::Builder::new()
+        .name("tower-webhooks-sqlite-writer".into())
+        .spawn(move || runtime.block_on(write_loop(writer, receiver, max_batch, owner)))
+        .map_err(backend)?;
+    Ok(())
 }
 
 /// Checkpoints the WAL every 100 ms while the store is open.
@@ -392,7 +415,12 @@ fn settle<T>(failed: Option<&StoreError>, result: Result<T, StoreError>) -> Resu
     }
 }
 
-async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    owner: String,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut finishes: Vec<Finish> = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
@@ -434,7 +462,7 @@ async fn write_loop(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Job>, m
         };
         if !enqueues.is_empty() {
             let (rows, replies): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
-            bulk(enqueue_many(&mut conn, rows).await, replies);
+            bulk(enqueue_many(&mut conn, &owner, rows).await, replies);
         }
         if !records.is_empty() {
             let (rows, replies): (Vec<_>, Vec<_>) = records.into_iter().unzip();
@@ -473,6 +501,7 @@ const CHUNK: usize = 64;
 /// Inserts new deliveries, many per statement; a duplicate id fails alone.
 async fn enqueue_many(
     conn: &mut SqliteConnection,
+    owner: &str,
     rows: Vec<DeliveryRow>,
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut inserted = HashSet::new();
@@ -486,11 +515,12 @@ async fn enqueue_many(
     for chunk in fresh.chunks(CHUNK) {
         let mut query = sqlx::QueryBuilder::new(
             "INSERT INTO deliveries (id, endpoint, endpoint_id, source, scheme, secrets, headers, \
-             body, state, attempts, manual, next_attempt_at, due_at, lease_token, created_at, \
-             updated_at) ",
+             body, state, attempts, manual, next_attempt_at, due_at, lease_token, lease_owner, \
+             lease_expires_at, created_at, updated_at) ",
         );
         query.push_values(chunk, |mut values, &i| {
             let row = &rows[i];
+            let (state, due_at, token, lease_expires_at) = row.queue_columns();
             values
                 .push_bind(&row.id)
                 .push_bind(&row.endpoint)
@@ -500,10 +530,13 @@ async fn enqueue_many(
                 .push_bind(&row.secrets)
                 .push_bind(&row.headers)
                 .push_bind(&row.body[..])
-                .push("'pending', 0, 0")
+                .push_bind(state)
+                .push("0, 0")
                 .push_bind(row.next_attempt_at)
-                .push_bind(row.next_attempt_at)
-                .push("0")
+                .push_bind(due_at)
+                .push_bind(token)
+                .push_bind(lease_expires_at.map(|_| owner))
+                .push_bind(lease_expires_at)
                 .push_bind(row.created_at)
                 .push_bind(row.updated_at);
         });
@@ -1025,6 +1058,30 @@ impl DeliveryStore for SqliteStore {
         Box::pin(async move {
             let row = DeliveryRow::new(&delivery, &self.inner.signers)?;
             self.inner.write_row(|reply| Job::Enqueue(row, reply)).await
+        })
+    }
+
+    fn enqueue_claimed(
+        &self,
+        mut delivery: Delivery,
+        until: SystemTime,
+    ) -> StoreFuture<'_, Option<Claim>> {
+        Box::pin(async move {
+            let mut row = DeliveryRow::new(&delivery, &self.inner.signers)?;
+            let until_ms = unix_millis(until);
+            row.claimed_until = Some(until_ms);
+            self.inner
+                .write_row(|reply| Job::Enqueue(row, reply))
+                .await?;
+            delivery.state = DeliveryState::InFlight;
+            delivery.updated_at = SystemTime::now();
+            Ok(Some(Claim {
+                delivery,
+                lease: Lease {
+                    token: 1,
+                    until: sql::from_millis(until_ms),
+                },
+            }))
         })
     }
 
