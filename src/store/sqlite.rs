@@ -498,6 +498,25 @@ async fn write_loop(
 /// Rows per multi-row statement (well under SQLite's 32 766 variables).
 const CHUNK: usize = 64;
 
+/// `items` in chunks of at most [`CHUNK`], each with the number of rows its statement has: the
+/// chunk's length rounded up to a power of two, the extra rows being padding (all `NULL`, which
+/// each statement skips). So a multi-row statement comes in one of seven shapes, each prepared
+/// once and kept in the connection's statement cache, instead of one statement parsed afresh
+/// for every batch size, and a batch still takes one statement per [`CHUNK`] rows.
+fn chunks<T>(items: &[T]) -> impl Iterator<Item = (&[T], usize)> {
+    items
+        .chunks(CHUNK)
+        .map(|chunk| (chunk, chunk.len().next_power_of_two()))
+}
+
+/// A chunk's rows and then its padding (`None`).
+fn padded<T>((chunk, size): (&[T], usize)) -> impl Iterator<Item = Option<&T>> {
+    chunk
+        .iter()
+        .map(Some)
+        .chain(std::iter::repeat_n(None, size - chunk.len()))
+}
+
 /// Inserts new deliveries, many per statement; a duplicate id fails alone.
 async fn enqueue_many(
     conn: &mut SqliteConnection,
@@ -506,20 +525,26 @@ async fn enqueue_many(
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut inserted = HashSet::new();
     let mut in_batch = HashSet::new();
-    let mut fresh = Vec::with_capacity(rows.len());
+    let mut first = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         if in_batch.insert(row.id.as_str()) {
-            fresh.push(i);
+            first.push(i);
         }
     }
-    for chunk in fresh.chunks(CHUNK) {
+    let fresh: Vec<&DeliveryRow> = first.iter().map(|&i| &rows[i]).collect();
+    for chunk in chunks(&fresh) {
         let mut query = sqlx::QueryBuilder::new(
             "INSERT INTO deliveries (id, endpoint, endpoint_id, source, scheme, secrets, headers, \
              body, state, attempts, manual, next_attempt_at, due_at, lease_token, lease_owner, \
-             lease_expires_at, created_at, updated_at) ",
+             lease_expires_at, created_at, updated_at) SELECT * FROM (",
         );
-        query.push_values(chunk, |mut values, &i| {
-            let row = &rows[i];
+        query.push_values(padded(chunk), |mut values, row| {
+            let Some(row) = row else {
+                for _ in 0..18 {
+                    values.push_bind(None::<i64>);
+                }
+                return;
+            };
             let (state, due_at, token, lease_expires_at) = row.queue_columns();
             values
                 .push_bind(&row.id)
@@ -531,7 +556,8 @@ async fn enqueue_many(
                 .push_bind(&row.headers)
                 .push_bind(&row.body[..])
                 .push_bind(state)
-                .push("0, 0")
+                .push_bind(0_i64)
+                .push_bind(0_i64)
                 .push_bind(row.next_attempt_at)
                 .push_bind(due_at)
                 .push_bind(token)
@@ -540,10 +566,11 @@ async fn enqueue_many(
                 .push_bind(row.created_at)
                 .push_bind(row.updated_at);
         });
-        query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        // `WHERE` skips the padding (and makes `ON CONFLICT` parse as the upsert clause).
+        query.push(") WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING RETURNING id");
         let ids = query
             .build()
-            .persistent(chunk.len() == 1)
+            .persistent(true)
             .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
@@ -555,7 +582,7 @@ async fn enqueue_many(
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            if fresh.binary_search(&i).is_ok() && inserted.contains(&row.id) {
+            if first.binary_search(&i).is_ok() && inserted.contains(&row.id) {
                 Ok(())
             } else {
                 Err(StoreError::Duplicate(row.id.clone()))
@@ -571,7 +598,7 @@ async fn record_many(
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let now = unix_millis(SystemTime::now());
     let mut applied: HashSet<(String, i64)> = HashSet::new();
-    for chunk in rows.chunks(CHUNK) {
+    for chunk in chunks(&rows) {
         let mut query = sqlx::QueryBuilder::new(
             "UPDATE deliveries SET state = v.column3, attempts = MAX(deliveries.attempts, v.column4), \
              next_attempt_at = COALESCE(v.column5, deliveries.next_attempt_at), due_at = v.column5, \
@@ -581,7 +608,14 @@ async fn record_many(
         );
         query.push_bind(now);
         query.push(" FROM (");
-        query.push_values(chunk, |mut values, row| {
+        query.push_values(padded(chunk), |mut values, row| {
+            let Some(row) = row else {
+                // Padding: an id that matches no row.
+                for _ in 0..6 {
+                    values.push_bind(None::<i64>);
+                }
+                return;
+            };
             values
                 .push_bind(&row.id)
                 .push_bind(row.token)
@@ -596,7 +630,7 @@ async fn record_many(
         );
         let done = query
             .build()
-            .persistent(chunk.len() == 1)
+            .persistent(true)
             .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
@@ -608,10 +642,17 @@ async fn record_many(
         .iter()
         .filter(|row| applied.contains(&(row.id.clone(), row.token)))
         .collect();
-    for chunk in winners.chunks(CHUNK) {
-        let mut query =
-            sqlx::QueryBuilder::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
-        query.push_values(chunk, |mut values, row| {
+    for chunk in chunks(&winners) {
+        let mut query = sqlx::QueryBuilder::new(format!(
+            "INSERT INTO attempts ({ATTEMPT_COLUMNS}) SELECT * FROM ("
+        ));
+        query.push_values(padded(chunk), |mut values, row| {
+            let Some(row) = row else {
+                for _ in 0..16 {
+                    values.push_bind(None::<i64>);
+                }
+                return;
+            };
             let a = &row.attempt;
             values
                 .push_bind(&row.id)
@@ -631,9 +672,10 @@ async fn record_many(
                 .push_bind(&a.response_body)
                 .push_bind(a.response_truncated);
         });
+        query.push(") WHERE column1 IS NOT NULL");
         query
             .build()
-            .persistent(chunk.len() == 1)
+            .persistent(true)
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
@@ -1238,5 +1280,24 @@ impl DeliveryStore for SqliteStore {
                 .write(move |conn| Box::pin(purge(conn, state, before, limit)))
                 .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_padded_to_powers_of_two_up_to_the_limit() {
+        let items: Vec<usize> = (0..CHUNK * 2 + 45).collect();
+        let sizes: Vec<(usize, usize)> = chunks(&items)
+            .map(|(chunk, size)| (chunk.len(), size))
+            .collect();
+        assert_eq!(sizes, [(CHUNK, CHUNK), (CHUNK, CHUNK), (45, 64)]);
+        let rows: Vec<Option<&usize>> = chunks(&items).flat_map(padded).collect();
+        assert_eq!(rows.len(), CHUNK * 3);
+        assert_eq!(rows.iter().flatten().count(), items.len());
+        assert_eq!(chunks::<u8>(&[]).count(), 0);
+        assert_eq!(chunks(&[1]).next().map(|(_, size)| size), Some(1));
     }
 }
