@@ -244,14 +244,18 @@ async fn listen(pool: PgPool, channel: Channel, notify: Arc<Notify>) {
 ///
 /// - **Claims** take due rows in batches with `FOR UPDATE SKIP LOCKED`, so replicas never
 ///   wait on each other, and put a **lease** on each (`lease_owner`, `lease_expires_at`) with
-///   a **fencing token** (`lease_token`) incremented on every claim.
+///   a **fencing token** (`lease_token`) incremented on every claim. A delivery due now is
+///   claimed by the replica that accepts it in its `INSERT`
+///   ([`enqueue_claimed`](DeliveryStore::enqueue_claimed): in flight, token 1), so it needs no
+///   separate claim and wakes no other replica.
 /// - **Takeover**: a row whose lease expired is due again; a crashed (or stalled) replica's
 ///   work is claimed by another one. [`record_attempt`](DeliveryStore::record_attempt) only
 ///   applies while the token still matches, so a replica that stalled past its lease gets
 ///   [`StoreError::LeaseLost`] and its stale outcome is dropped.
-/// - **Wake-up**: every enqueue sends `NOTIFY` in the same statement; each store `LISTEN`s
-///   and wakes its engine's idle workers ([`work_notified`](DeliveryStore::work_notified)),
-///   with the engine's poll interval as the fallback.
+/// - **Wake-up**: every enqueue of a pending row sends `NOTIFY` in the same statement; each
+///   store `LISTEN`s and wakes its engine's idle workers
+///   ([`work_notified`](DeliveryStore::work_notified)), with the engine's poll interval as the
+///   fallback.
 /// - **Connection loss and database restarts**: the pool reconnects, and each operation is
 ///   retried for up to 20 s on connection errors (an enqueue whose first try committed is
 ///   not duplicated; a claim whose answer was lost is taken over when its lease expires).

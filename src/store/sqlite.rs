@@ -48,9 +48,10 @@ const MIGRATIONS: Embedded = Embedded(&[
 pub enum Synchronous {
     /// `synchronous = FULL` (the default): every commit is on the disk (fsync) before it
     /// returns, so an accepted delivery also survives a power loss or an OS crash. Concurrent
-    /// writes share one commit (group commit), so this costs one fsync per batch: in the
-    /// `durability` benchmark on 2 cores, about 15–25 % fewer deliveries per second than
-    /// [`Normal`](Self::Normal).
+    /// writes share one commit (group commit), so this costs one fsync per batch (up to a few
+    /// hundred deliveries and recorded attempts): in the `durability` benchmark on 2 cores the
+    /// difference from [`Normal`](Self::Normal) is within the noise of a shared machine, and
+    /// it grows with the disk's fsync latency (each caller waits for its batch's fsync).
     #[default]
     Full,
     /// `synchronous = NORMAL`: a commit survives the process being killed (SIGKILL, OOM,
@@ -256,9 +257,13 @@ async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
 /// - **WAL mode**, `synchronous = FULL` by default ([`Synchronous`]): the delivery row is
 ///   committed before [`enqueue`](DeliveryStore::enqueue) returns, so the caller's answer
 ///   means "on disk".
-/// - **One writer**: every write goes through one connection, and writes that arrive while
-///   a commit is under way are committed together (group commit: one fsync for many
-///   deliveries; concurrent enqueues and recorded attempts become multi-row statements).
+/// - **One writer**: every write goes through one connection, driven from its own thread, and
+///   writes that arrive while a commit is under way are committed together (group commit: one
+///   fsync for many deliveries; concurrent enqueues and recorded attempts become multi-row
+///   statements of a few fixed shapes, prepared once).
+/// - **Claim on insert**: a delivery due now is stored already in flight under the engine's
+///   lease ([`enqueue_claimed`](DeliveryStore::enqueue_claimed)), so its attempt needs no
+///   separate claim.
 ///   Reads use a small pool, which also checkpoints the WAL in the background.
 /// - **Resume**: on [`connect`](SqliteOptions::connect), deliveries left in flight by a
 ///   crash return to the queue; pending ones keep their schedule, attempt count and history.
