@@ -150,6 +150,17 @@ async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
     }
 }
 
+/// Deliveries through each store before it is measured.
+const STORE_WARM_UP: usize = 500;
+
+/// `run` on `store` after a short warm-up on the same store (every store alike): the timed
+/// deliveries measure the steady state, not opening the pool's connections or preparing the
+/// statements. The warm-up's deliveries stay in the store.
+async fn measure(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
+    run("warm-up", store.clone(), STORE_WARM_UP).await;
+    run(name, store, n).await
+}
+
 /// Whether the store `name` is measured (`TOWER_WEBHOOKS_BENCH_STORES`, a comma-separated
 /// list of `memory`, `sqlite-full`, `sqlite-normal`, `postgres`; all by default). Only for
 /// profiling one store: the ratios need `memory` in the same run.
@@ -185,13 +196,13 @@ fn main() {
         for round in 0..rounds {
             let mut results = Vec::new();
             if wanted("memory") {
-                results.push(run("memory", Arc::new(MemoryStore::new()), n).await);
+                results.push(measure("memory", Arc::new(MemoryStore::new()), n).await);
             }
             if wanted("sqlite-full") {
                 let sqlite = SqliteStore::connect(dir.path().join(format!("full{round}.db")))
                     .await
                     .unwrap();
-                results.push(run("sqlite (synchronous=FULL)", Arc::new(sqlite), n).await);
+                results.push(measure("sqlite (synchronous=FULL)", Arc::new(sqlite), n).await);
             }
             if wanted("sqlite-normal") {
                 let sqlite = SqliteStore::builder(dir.path().join(format!("normal{round}.db")))
@@ -199,7 +210,7 @@ fn main() {
                     .connect()
                     .await
                     .unwrap();
-                results.push(run("sqlite (synchronous=NORMAL)", Arc::new(sqlite), n).await);
+                results.push(measure("sqlite (synchronous=NORMAL)", Arc::new(sqlite), n).await);
             }
             #[cfg(feature = "postgres")]
             match std::env::var("TOWER_WEBHOOKS_POSTGRES_URL") {
@@ -212,7 +223,7 @@ fn main() {
                         .await
                         .unwrap();
                     let pool = store.pool().clone();
-                    results.push(run("postgres", Arc::new(store), n).await);
+                    results.push(measure("postgres", Arc::new(store), n).await);
                     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
                         .execute(&pool)
                         .await
