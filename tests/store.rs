@@ -439,6 +439,86 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     y_done.unwrap();
     assert!(matches!(old, Err(StoreError::LeaseLost(_))), "{old:?}");
     assert_eq!(store.get("z").await.unwrap().unwrap().attempts.len(), 1);
+
+    // Claimed as it is stored (the engine's claim on insert): in flight under a fencing token
+    // at once, not claimed again while the lease holds, recorded only with that lease.
+    let before = store.stats().await.unwrap();
+    let claim = store
+        .enqueue_claimed(
+            Delivery::new("c", "http://c.test/", "1").with_signing(signing.clone()),
+            later(30_000),
+        )
+        .await
+        .unwrap();
+    let Some(claim) = claim else {
+        // A store that does not claim on insert stores the delivery pending.
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats.pending, before.pending + 1);
+        return;
+    };
+    assert_eq!(claim.delivery.id, "c");
+    assert_eq!(claim.delivery.state, DeliveryState::InFlight);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.in_flight),
+        (before.pending, before.in_flight + 1)
+    );
+    assert_eq!(
+        store.get("c").await.unwrap().unwrap().delivery.state,
+        DeliveryState::InFlight
+    );
+    assert!(store
+        .claim_due(later(5), 10, LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.delivery.id != "c"));
+    assert_eq!(
+        store
+            .enqueue_claimed(Delivery::new("c", "http://c.test/", "2"), later(30_000))
+            .await
+            .unwrap_err(),
+        StoreError::Duplicate("c".into())
+    );
+    let stale = tower_webhooks::store::Lease {
+        token: claim.lease.token.wrapping_add(1000),
+        ..claim.lease
+    };
+    assert!(matches!(
+        store.record_attempt("c", stale, ok(), delivered()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    store
+        .record_attempt("c", claim.lease, ok(), delivered())
+        .await
+        .unwrap();
+    let c = store.get("c").await.unwrap().unwrap();
+    assert_eq!(c.delivery.state, DeliveryState::Delivered);
+    assert_eq!(c.attempts.len(), 1);
+    if durable_takeover {
+        // A lease that runs out is taken over with a larger token; the old one is fenced off.
+        let first = store
+            .enqueue_claimed(Delivery::new("d", "http://d.test/", "1"), later(0))
+            .await
+            .unwrap()
+            .unwrap();
+        let taken = store.claim_due(later(10), 10, LEASE).await.unwrap();
+        let taken = taken
+            .iter()
+            .find(|c| c.delivery.id == "d")
+            .expect("taken over");
+        assert!(taken.lease.token > first.lease.token);
+        assert!(matches!(
+            store
+                .record_attempt("d", first.lease, ok(), delivered())
+                .await,
+            Err(StoreError::LeaseLost(_))
+        ));
+        store
+            .record_attempt("d", taken.lease, ok(), delivered())
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -477,17 +557,21 @@ async fn sqlite_recovers_in_flight_deliveries_at_open_and_migrates_on_request() 
             .unwrap();
         let claims = store.claim_due(later(5), 10, LEASE).await.unwrap();
         assert_eq!(claims.len(), 1);
-        // The process "dies" with the delivery in flight.
+        // Claimed as it was stored: in flight too.
+        assert!(store
+            .enqueue_claimed(Delivery::new("y", "http://x.test/", "2"), later(60_000))
+            .await
+            .unwrap()
+            .is_some());
+        // The process "dies" with the deliveries in flight.
     }
     let store = SqliteStore::connect(&path).await.unwrap();
     let stats = store.stats().await.unwrap();
-    assert_eq!((stats.pending, stats.in_flight), (1, 0));
-    let claim = store
-        .claim_due(later(5), 10, LEASE)
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(claim.delivery.id, "x");
+    assert_eq!((stats.pending, stats.in_flight), (2, 0));
+    let mut claims = store.claim_due(later(5), 10, LEASE).await.unwrap();
+    claims.sort_by(|a, b| a.delivery.id.cmp(&b.delivery.id));
+    let ids: Vec<&str> = claims.iter().map(|c| c.delivery.id.as_str()).collect();
+    assert_eq!(ids, ["x", "y"]);
 }
 
 #[cfg(feature = "sqlite")]

@@ -395,6 +395,7 @@ impl EngineBuilder {
                 hosts: Mutex::new(HashMap::new()),
                 accepting: AtomicBool::new(true),
                 started: AtomicBool::new(false),
+                starved: AtomicBool::new(false),
                 stop,
                 hook: self.hook,
             }),
@@ -434,6 +435,8 @@ struct Shared {
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     accepting: AtomicBool,
     started: AtomicBool,
+    /// The dispatcher stopped claiming because the claim budget was spent.
+    starved: AtomicBool,
     stop: watch::Sender<bool>,
     hook: Option<FinishHook>,
 }
@@ -559,12 +562,37 @@ impl DeliveryEngine {
             return Err(EnqueueError::Store(StoreError::Duplicate(id)));
         }
         self.ensure_started();
-        match self.shared.store.enqueue(delivery).await {
-            Ok(()) => {
+        let shared = &self.shared;
+        // A delivery due now is claimed as it is stored when the claim budget has room:
+        // one write instead of an enqueue and then a claim, and no trip through the
+        // dispatcher before its attempt.
+        let now = SystemTime::now();
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let budget = if delivery.next_attempt_at <= now && runtime.is_some() {
+            shared.claim_budget.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let stored = match budget {
+            Some(_) => {
+                shared
+                    .store
+                    .enqueue_claimed(delivery, now + shared.config.lease)
+                    .await
+            }
+            None => shared.store.enqueue(delivery).await.map(|()| None),
+        };
+        match stored {
+            Ok(claimed) => {
                 let mut reservation = reservation;
                 // The slot now belongs to the delivery and is freed when it is final.
                 reservation.shared = None;
-                self.shared.wake.notify_one();
+                match (claimed, budget, runtime) {
+                    (Some(claim), Some(permit), Some(runtime)) => {
+                        runtime.spawn(run(shared.clone(), claim, permit));
+                    }
+                    _ => shared.wake.notify_one(),
+                }
                 Ok(())
             }
             Err(err) => {
@@ -949,12 +977,16 @@ fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
 impl Shared {
     /// Claims and starts every due delivery the budget allows; returns how long to sleep.
     async fn dispatch_once(self: &Arc<Self>) -> Duration {
-        let mut claimed_any = false;
         loop {
             let available = self.claim_budget.available_permits();
             if available == 0 {
-                // A finishing task wakes the dispatcher.
-                return self.config.poll_interval;
+                // The first task to finish wakes the dispatcher. The flag is set before the
+                // budget is looked at again, so a task that finished in between is not missed.
+                self.starved.store(true, Ordering::SeqCst);
+                if self.claim_budget.available_permits() == 0 {
+                    return self.config.poll_interval;
+                }
+                continue;
             }
             let limit = available.min(self.config.batch);
             let claims = match self
@@ -969,7 +1001,6 @@ impl Shared {
                 }
             };
             let claimed = claims.len();
-            claimed_any |= claimed > 0;
             for claim in claims {
                 match self.claim_budget.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -983,11 +1014,6 @@ impl Shared {
             if claimed < limit {
                 break;
             }
-        }
-        if claimed_any {
-            // Each claimed delivery's task wakes the dispatcher when it finishes, so the
-            // store need not be asked when the next one is due.
-            return self.config.poll_interval;
         }
         match self.store.next_due().await {
             Ok(Some(at)) => at
@@ -1153,6 +1179,10 @@ impl Shared {
                 tracing::error!(error = %err, "webhook delivery store: recording the attempt failed");
                 return;
             }
+        }
+        if let Next::Retry { .. } = next {
+            // The dispatcher learns when the retry is due.
+            self.wake.notify_one();
         }
         if disable {
             self.give_up_endpoint(&delivery.endpoint).await;
@@ -1388,12 +1418,16 @@ async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
         endpoint = %display_endpoint(&delivery.endpoint),
         attempt = delivery.attempts + 1,
     );
-    let wake = shared.wake.clone();
-    shared
-        .run_claim(delivery, lease, budget)
+    let task = shared.clone();
+    task.run_claim(delivery, lease, budget)
         .instrument(span)
         .await;
-    wake.notify_one();
+    // Its claim budget is free again: the dispatcher is woken if it stopped for want of it
+    // (a retry wakes it from `conclude`, for its due time). Not waking it after every
+    // delivery spares the store a claim and a `next_due` query per finished attempt.
+    if shared.starved.swap(false, Ordering::SeqCst) {
+        shared.wake.notify_one();
+    }
 }
 
 /// Reads at most `limit` bytes of a response body.

@@ -99,8 +99,18 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn enqueue_now(&self, mut delivery: Delivery) -> Result<(), StoreError> {
-        let mut inner = self.lock();
+    fn enqueue_now(&self, delivery: Delivery) -> Result<(), StoreError> {
+        self.insert_now(delivery, None).map(|_| ())
+    }
+
+    /// Inserts a new delivery, pending or (`claim_until`) claimed at once.
+    fn insert_now(
+        &self,
+        mut delivery: Delivery,
+        claim_until: Option<SystemTime>,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if inner.entries.contains_key(&delivery.id) {
             return Err(StoreError::Duplicate(delivery.id));
         }
@@ -109,24 +119,42 @@ impl MemoryStore {
         }
         inner.seq += 1;
         let seq = inner.seq;
-        delivery.state = DeliveryState::Pending;
         delivery.updated_at = SystemTime::now();
-        inner.due.insert((delivery.next_attempt_at, seq));
+        let (lease, lease_until) = match claim_until {
+            Some(until) => {
+                delivery.state = DeliveryState::InFlight;
+                inner.token += 1;
+                inner.in_flight += 1;
+                (inner.token, until)
+            }
+            None => {
+                delivery.state = DeliveryState::Pending;
+                inner.due.insert((delivery.next_attempt_at, seq));
+                (0, SystemTime::UNIX_EPOCH)
+            }
+        };
         inner.order.insert(seq, delivery.id.clone());
         inner.unfinished += 1;
         let size = delivery.approx_size();
+        let claim = claim_until.map(|until| Claim {
+            delivery: delivery.clone(),
+            lease: Lease {
+                token: lease,
+                until,
+            },
+        });
         inner.entries.insert(
             delivery.id.clone(),
             Entry {
                 delivery,
                 attempts: Vec::new(),
                 seq,
-                lease: 0,
-                lease_until: SystemTime::UNIX_EPOCH,
+                lease,
+                lease_until,
                 size,
             },
         );
-        Ok(())
+        Ok(claim)
     }
 
     fn claim_now(&self, now: SystemTime, limit: usize, lease_for: Duration) -> Vec<Claim> {
@@ -490,6 +518,15 @@ impl fmt::Debug for MemoryStore {
 impl DeliveryStore for MemoryStore {
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         let result = self.enqueue_now(delivery);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn enqueue_claimed(
+        &self,
+        delivery: Delivery,
+        until: SystemTime,
+    ) -> StoreFuture<'_, Option<Claim>> {
+        let result = self.insert_now(delivery, Some(until));
         Box::pin(std::future::ready(result))
     }
 

@@ -7,6 +7,7 @@
 //! | call | what it does |
 //! |---|---|
 //! | [`enqueue`](DeliveryStore::enqueue) | stores a new [`Delivery`] (state [`Pending`](DeliveryState::Pending)), committed before it returns |
+//! | [`enqueue_claimed`](DeliveryStore::enqueue_claimed) | stores a new delivery already claimed by the engine that accepted it (one write instead of an enqueue and a claim) |
 //! | [`claim_due`](DeliveryStore::claim_due) | takes a batch of due deliveries, marks them [`InFlight`](DeliveryState::InFlight) under a [`Lease`] |
 //! | [`record_attempt`](DeliveryStore::record_attempt) | appends an [`Attempt`] and moves the delivery to its [`Next`] state (fenced by the lease) |
 //! | [`release`](DeliveryStore::release) | gives a claimed delivery back to the queue without an attempt (shutdown) |
@@ -702,6 +703,27 @@ impl std::error::Error for StoreError {}
 pub trait DeliveryStore: Send + Sync + 'static {
     /// Stores a new delivery.
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()>;
+
+    /// Stores a new delivery already claimed by the caller (claim on insert): the same as
+    /// [`enqueue`](Self::enqueue) followed by a [`claim_due`](Self::claim_due) that takes
+    /// exactly this delivery under a lease until `until`, in one write, so the engine that
+    /// accepted a delivery due now sends it without a second round trip to the store. The
+    /// row is stored [`InFlight`](DeliveryState::InFlight) with a fresh fencing token and
+    /// `until` as its lease expiry, so a crash before the attempt is recorded is recovered
+    /// like any interrupted claim (at start for SQLite, at lease expiry elsewhere).
+    ///
+    /// Returns the claim, or `None` when the store stored the delivery
+    /// [`Pending`](DeliveryState::Pending) instead (the default: [`enqueue`](Self::enqueue);
+    /// the engine's dispatcher claims it then). Errors as [`enqueue`](Self::enqueue).
+    fn enqueue_claimed(
+        &self,
+        delivery: Delivery,
+        until: SystemTime,
+    ) -> StoreFuture<'_, Option<Claim>> {
+        let _ = until;
+        let stored = self.enqueue(delivery);
+        Box::pin(async move { stored.await.map(|()| None) })
+    }
 
     /// Claims up to `limit` due deliveries for `lease_for`.
     fn claim_due(

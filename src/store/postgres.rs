@@ -252,14 +252,18 @@ async fn listen(pool: PgPool, channel: Channel, notify: Arc<Notify>) {
 ///
 /// - **Claims** take due rows in batches with `FOR UPDATE SKIP LOCKED`, so replicas never
 ///   wait on each other, and put a **lease** on each (`lease_owner`, `lease_expires_at`) with
-///   a **fencing token** (`lease_token`) incremented on every claim.
+///   a **fencing token** (`lease_token`) incremented on every claim. A delivery due now is
+///   claimed by the replica that accepts it in its `INSERT`
+///   ([`enqueue_claimed`](DeliveryStore::enqueue_claimed): in flight, token 1), so it needs no
+///   separate claim and wakes no other replica.
 /// - **Takeover**: a row whose lease expired is due again; a crashed (or stalled) replica's
 ///   work is claimed by another one. [`record_attempt`](DeliveryStore::record_attempt) only
 ///   applies while the token still matches, so a replica that stalled past its lease gets
 ///   [`StoreError::LeaseLost`] and its stale outcome is dropped.
-/// - **Wake-up**: every enqueue sends `NOTIFY` in the same statement; each store `LISTEN`s
-///   and wakes its engine's idle workers ([`work_notified`](DeliveryStore::work_notified)),
-///   with the engine's poll interval as the fallback.
+/// - **Wake-up**: every enqueue of a pending row sends `NOTIFY` in the same statement; each
+///   store `LISTEN`s and wakes its engine's idle workers
+///   ([`work_notified`](DeliveryStore::work_notified)), with the engine's poll interval as the
+///   fallback.
 /// - **Connection loss and database restarts**: the pool reconnects, and each operation is
 ///   retried for up to 20 s on connection errors (an enqueue whose first try committed is
 ///   not duplicated; a claim whose answer was lost is taken over when its lease expires).
@@ -403,11 +407,15 @@ impl PostgresStore {
             .map(|delivery| DeliveryRow::new(delivery, &self.inner.signers))
             .collect::<Result<Vec<_>, _>>()?;
         let columns = EnqueueColumns::new(&rows);
-        let sql = enqueue_sql(&self.qualified("deliveries"));
+        let sql = enqueue_sql(&self.qualified("deliveries"), true);
         // Not this store's owner name: its own listener must wake its engine too, since
-        // that engine did not enqueue these.
+        // that engine did not enqueue these. No row is claimed, so no owner is recorded.
         let found = columns
-            .query(&sql, &self.inner.channel, OUTBOX_PAYLOAD)
+            .query(
+                &sql,
+                OUTBOX_PAYLOAD,
+                Some((&self.inner.channel, OUTBOX_PAYLOAD)),
+            )
             .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
@@ -494,6 +502,30 @@ impl Inner {
 
     async fn enqueue(&self, delivery: Delivery) -> Result<(), StoreError> {
         let row = DeliveryRow::new(&delivery, &self.signers)?;
+        self.insert(row).await
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        mut delivery: Delivery,
+        until: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut row = DeliveryRow::new(&delivery, &self.signers)?;
+        let until = unix_millis(until);
+        row.claimed_until = Some(until);
+        self.insert(row).await?;
+        delivery.state = DeliveryState::InFlight;
+        delivery.updated_at = SystemTime::now();
+        Ok(Some(Claim {
+            delivery,
+            lease: Lease {
+                token: 1,
+                until: sql::from_millis(until),
+            },
+        }))
+    }
+
+    async fn insert(&self, row: DeliveryRow) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.enqueues
             .send((row, reply))
@@ -932,6 +964,13 @@ struct EnqueueColumns {
     next: Vec<i64>,
     created: Vec<i64>,
     updated: Vec<i64>,
+    states: Vec<&'static str>,
+    due: Vec<i64>,
+    tokens: Vec<i64>,
+    leases: Vec<Option<i64>>,
+    /// Whether some row is pending (not claimed as it is inserted): only those wake the
+    /// other replicas.
+    any_pending: bool,
 }
 
 impl EnqueueColumns {
@@ -945,6 +984,7 @@ impl EnqueueColumns {
         let column = |f: fn(&DeliveryRow) -> Option<String>| -> Vec<Option<String>> {
             fresh.iter().map(|row| f(row)).collect()
         };
+        let queue: Vec<_> = fresh.iter().map(|row| row.queue_columns()).collect();
         Self {
             ids: fresh.iter().map(|row| row.id.clone()).collect(),
             endpoints: column(|row| Some(row.endpoint.clone())),
@@ -957,18 +997,24 @@ impl EnqueueColumns {
             next: fresh.iter().map(|row| row.next_attempt_at).collect(),
             created: fresh.iter().map(|row| row.created_at).collect(),
             updated: fresh.iter().map(|row| row.updated_at).collect(),
+            states: queue.iter().map(|q| q.0).collect(),
+            due: queue.iter().map(|q| q.1).collect(),
+            tokens: queue.iter().map(|q| q.2).collect(),
+            leases: queue.iter().map(|q| q.3).collect(),
+            any_pending: fresh.iter().any(|row| row.claimed_until.is_none()),
         }
     }
 
-    /// [`enqueue_sql`] with its binds: `NOTIFY channel, payload` is sent with the insert (so
-    /// inside a transaction it is delivered on commit only).
+    /// [`enqueue_sql`] with its binds: `owner` is recorded on the rows claimed as they are
+    /// inserted; `notify` (channel, payload) is sent with the insert (inside a transaction,
+    /// on commit only) and must be given exactly when `sql` was made with `notify`.
     fn query<'q>(
         &'q self,
         sql: &'q str,
-        channel: &'q str,
-        payload: &'q str,
+        owner: &'q str,
+        notify: Option<(&'q str, &'q str)>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(&self.ids)
             .bind(&self.endpoints)
             .bind(&self.endpoint_ids)
@@ -980,40 +1026,58 @@ impl EnqueueColumns {
             .bind(&self.next)
             .bind(&self.created)
             .bind(&self.updated)
-            .bind(channel)
-            .bind(payload)
+            .bind(&self.states)
+            .bind(&self.due)
+            .bind(&self.tokens)
+            .bind(owner)
+            .bind(&self.leases);
+        match notify {
+            Some((channel, payload)) => query.bind(channel).bind(payload),
+            None => query,
+        }
     }
 }
 
 /// The one statement that inserts new deliveries into `table` (arrays unnested: one prepared
-/// statement whatever the batch size) and notifies the listening replicas; it returns the ids
-/// inserted (an id already present is skipped).
-fn enqueue_sql(table: &str) -> String {
-    format!(
-        "WITH inserted AS (INSERT INTO {table} (id, endpoint, endpoint_id, source, \
+/// statement whatever the batch size; a row claimed as it is inserted starts in flight under
+/// `$15`'s lease), optionally notifying the listening replicas (`$17` channel, `$18`
+/// payload); it returns the ids inserted (an id already present is skipped).
+fn enqueue_sql(table: &str, notify: bool) -> String {
+    let insert = format!(
+        "INSERT INTO {table} (id, endpoint, endpoint_id, source, \
          scheme, secrets, headers, body, state, attempts, manual, next_attempt_at, \
-         due_at, lease_token, created_at, updated_at) \
+         due_at, lease_token, lease_owner, lease_expires_at, created_at, updated_at) \
          SELECT id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
-         'pending', 0, FALSE, next_at, next_at, 0, created_at, updated_at \
+         state, 0, FALSE, next_at, due_at, token, \
+         CASE WHEN lease_until IS NULL THEN NULL ELSE $15 END, lease_until, created_at, \
+         updated_at \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[]) \
+         $6::text[], $7::text[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[], \
+         $12::text[], $13::int8[], $14::int8[], $16::int8[]) \
          AS t (id, endpoint, endpoint_id, source, scheme, secrets, headers, body, \
-         next_at, created_at, updated_at) \
-         ON CONFLICT (id) DO NOTHING RETURNING id) \
-         SELECT inserted.id FROM inserted \
-         CROSS JOIN (SELECT pg_notify($12, $13)) AS notified"
-    )
+         next_at, created_at, updated_at, state, due_at, token, lease_until) \
+         ON CONFLICT (id) DO NOTHING RETURNING id"
+    );
+    if notify {
+        format!(
+            "WITH inserted AS ({insert}) SELECT inserted.id FROM inserted \
+             CROSS JOIN (SELECT pg_notify($17, $18)) AS notified"
+        )
+    } else {
+        insert
+    }
 }
 
-/// Inserts a batch of deliveries in one statement and notifies the other replicas.
+/// Inserts a batch of deliveries in one statement and notifies the other replicas of the
+/// pending ones (rows claimed as they are inserted are this replica's already).
 fn enqueue_many(pool: PgPool, channel: Channel, rows: Vec<DeliveryRow>) -> BatchFuture {
     Box::pin(async move {
         let columns = EnqueueColumns::new(&rows);
-        let sql = enqueue_sql("deliveries");
+        let notify = columns.any_pending;
+        let sql = enqueue_sql("deliveries", notify);
         let result = retry_on("enqueue", || {
-            columns
-                .query(&sql, &channel.name, &channel.owner)
-                .fetch_all(&pool)
+            let wake = notify.then_some((channel.name.as_str(), channel.owner.as_str()));
+            columns.query(&sql, &channel.owner, wake).fetch_all(&pool)
         })
         .await;
         let (inserted, retried) = match result {
@@ -1238,6 +1302,14 @@ fn encode(
 impl DeliveryStore for PostgresStore {
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         Box::pin(self.inner.enqueue(delivery))
+    }
+
+    fn enqueue_claimed(
+        &self,
+        delivery: Delivery,
+        until: SystemTime,
+    ) -> StoreFuture<'_, Option<Claim>> {
+        Box::pin(self.inner.enqueue_claimed(delivery, until))
     }
 
     fn claim_due(

@@ -444,9 +444,25 @@ pub(crate) struct DeliveryRow {
     pub(crate) next_attempt_at: i64,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    /// Claimed as it is inserted ([`enqueue_claimed`](super::DeliveryStore::enqueue_claimed)):
+    /// the lease expiry; the row starts in flight with fencing token 1.
+    pub(crate) claimed_until: Option<i64>,
 }
 
 impl DeliveryRow {
+    /// The row's `state`, `due_at`, `lease_token` and `lease_expires_at` on insert.
+    pub(crate) fn queue_columns(&self) -> (&'static str, i64, i64, Option<i64>) {
+        match self.claimed_until {
+            Some(until) => (DeliveryState::InFlight.as_str(), until, 1, Some(until)),
+            None => (
+                DeliveryState::Pending.as_str(),
+                self.next_attempt_at,
+                0,
+                None,
+            ),
+        }
+    }
+
     /// Encodes a new delivery (the signing must be persistable).
     pub(crate) fn new(delivery: &Delivery, signers: &Signers) -> Result<Self, StoreError> {
         let (scheme, secrets) = match &delivery.signing {
@@ -468,6 +484,7 @@ impl DeliveryRow {
             next_attempt_at: unix_millis(delivery.next_attempt_at),
             created_at: unix_millis(delivery.created_at),
             updated_at: unix_millis(SystemTime::now()),
+            claimed_until: None,
         })
     }
 }
