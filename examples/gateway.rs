@@ -13,7 +13,9 @@
 //! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
 //! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
-//! webhooks.
+//! webhooks. The registry has its own delivery engine; with a SQLite `[forward]` store its
+//! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
+//! events survive a restart.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -259,13 +261,31 @@ async fn main() -> ExitCode {
         eprintln!("gateway: {err}");
         return ExitCode::FAILURE;
     }
-    for (name, engine) in engines {
-        // Claimed-but-unsent deliveries go back to the store; durable stores resume them.
-        let report = engine.shutdown(std::time::Duration::from_secs(10)).await;
-        println!(
-            "{name} deliveries drained: {} ({} left for the next start)",
-            report.drained, report.unfinished
-        );
+    // Both engines drain at once (up to 10 s). Claimed-but-unsent deliveries go back to the
+    // store; durable stores resume them at the next start.
+    let draining: Vec<_> = engines
+        .into_iter()
+        .map(|(name, engine)| {
+            tokio::spawn(async move {
+                (
+                    name,
+                    engine.shutdown(std::time::Duration::from_secs(10)).await,
+                )
+            })
+        })
+        .collect();
+    for task in draining {
+        let Ok((name, report)) = task.await else {
+            continue;
+        };
+        if report.drained {
+            println!("{name} deliveries: every one final");
+        } else {
+            println!(
+                "{name} deliveries: {} not final yet (a durable store resumes them at the next start)",
+                report.unfinished
+            );
+        }
     }
     ExitCode::SUCCESS
 }
