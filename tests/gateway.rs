@@ -479,3 +479,36 @@ fn registry_deliveries_survive_a_gateway_restart() {
     );
     assert_eq!(status, 404);
 }
+
+/// Two delivery engines never share a SQLite file: a `[registry] store` naming the
+/// `[forward]` file is refused at start-up, with the file the registry would use by default.
+#[test]
+fn registry_store_may_not_be_the_forward_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let forward = dir.path().join("deliveries.db");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nstore = \"sqlite:{0}\"\n[registry.api_keys]\n\"k\" = \"t\"\n\
+             [forward]\nstore = \"sqlite:{0}\"\n",
+            forward.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(example_binary("gateway"))
+        .arg("--config")
+        .arg(&config)
+        .env("PORT", free_port().to_string())
+        .env_remove("STORE")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("would claim each other's deliveries")
+            && stderr.contains("deliveries-registry.db"),
+        "{stderr}"
+    );
+}
