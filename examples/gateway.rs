@@ -13,7 +13,9 @@
 //! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
 //! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
-//! webhooks.
+//! webhooks. The registry has its own delivery engine; with a SQLite `[forward]` store its
+//! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
+//! events survive a restart.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -175,12 +177,13 @@ async fn main() -> ExitCode {
     };
     #[allow(unused_mut)]
     let mut app = inbound_routes(&config.routes);
-    let mut engine = None;
+    // Every delivery engine the gateway runs, drained on shutdown.
+    let mut engines = Vec::new();
     if let Some(forward) = &config.forward {
         match forward_demo::routes(forward).await {
             Ok((routes, forward_engine)) => {
                 app = app.merge(routes);
-                engine = Some(forward_engine);
+                engines.push(("forward", forward_engine));
             }
             Err(message) => {
                 eprintln!("gateway: [forward]: {message}");
@@ -190,13 +193,17 @@ async fn main() -> ExitCode {
     }
     #[cfg(feature = "registry")]
     if let Some(registry) = &config.registry {
-        // Webhooks are kept where the forwarded deliveries are, when that is a SQLite file.
+        // The registry's webhooks and deliveries get their own SQLite file next to the
+        // forwarded deliveries' one, when that is a SQLite file (see `[registry] store`).
         let forward_store = config
             .forward
             .as_ref()
             .map(|forward| std::env::var("STORE").unwrap_or_else(|_| forward.store.clone()));
         match registry_demo::routes(registry, forward_store.as_deref()).await {
-            Ok(routes) => app = app.merge(routes),
+            Ok((routes, registry_engine)) => {
+                app = app.merge(routes);
+                engines.push(("registry", registry_engine));
+            }
             Err(message) => {
                 eprintln!("gateway: [registry]: {message}");
                 return ExitCode::from(2);
@@ -234,7 +241,11 @@ async fn main() -> ExitCode {
     }
     #[cfg(feature = "registry")]
     if let Some(registry) = &config.registry {
-        registry_demo::banner(&base, registry);
+        let forward_store = config
+            .forward
+            .as_ref()
+            .map(|forward| std::env::var("STORE").unwrap_or_else(|_| forward.store.clone()));
+        registry_demo::banner(&base, registry, forward_store.as_deref());
     }
     if let Some(forward) = &config.forward {
         forward_demo::banner(&base, forward);
@@ -250,13 +261,31 @@ async fn main() -> ExitCode {
         eprintln!("gateway: {err}");
         return ExitCode::FAILURE;
     }
-    if let Some(engine) = engine {
-        // Claimed-but-unsent deliveries go back to the store; durable stores resume them.
-        let report = engine.shutdown(std::time::Duration::from_secs(10)).await;
-        println!(
-            "deliveries drained: {} ({} left for the next start)",
-            report.drained, report.unfinished
-        );
+    // Both engines drain at once (up to 10 s). Claimed-but-unsent deliveries go back to the
+    // store; durable stores resume them at the next start.
+    let draining: Vec<_> = engines
+        .into_iter()
+        .map(|(name, engine)| {
+            tokio::spawn(async move {
+                (
+                    name,
+                    engine.shutdown(std::time::Duration::from_secs(10)).await,
+                )
+            })
+        })
+        .collect();
+    for task in draining {
+        let Ok((name, report)) = task.await else {
+            continue;
+        };
+        if report.drained {
+            println!("{name} deliveries: every one final");
+        } else {
+            println!(
+                "{name} deliveries: {} not final yet (a durable store resumes them at the next start)",
+                report.unfinished
+            );
+        }
     }
     ExitCode::SUCCESS
 }
@@ -490,8 +519,10 @@ mod registry_demo {
         /// Seconds a demo run stays queued, then running.
         #[serde(default = "default_step")]
         pub(crate) run_step_secs: f64,
-        /// Where webhooks are kept: `memory` or `sqlite:PATH`; by default the `[forward]`
-        /// store when it is a SQLite file, memory otherwise.
+        /// Where the registry keeps its webhooks **and its delivery queue** (conversations):
+        /// `memory` or `sqlite:PATH`, never the `[forward]` store's file. By default
+        /// `sqlite:<forward file>-registry.db` when the `[forward]` store is a SQLite file,
+        /// memory otherwise.
         #[serde(default)]
         pub(crate) store: Option<String>,
     }
@@ -514,7 +545,7 @@ mod registry_demo {
         use axum::response::{IntoResponse, Response};
         use axum::routing::post;
         use axum::{Json, Router};
-        use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
+        use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
             bearer_token, BearerTokens, EventType, MemorySubscriptions, Owner, RunState, RunStatus,
             SubscriptionStore, WebhookRegistry,
@@ -531,17 +562,76 @@ mod registry_demo {
             fail: bool,
         }
 
-        /// The subscription store named by `spec` (`memory` or `sqlite:PATH`).
-        async fn subscriptions(spec: &str) -> Result<Arc<dyn SubscriptionStore>, String> {
+        /// The registry's file next to the `[forward]` SQLite file `path`:
+        /// `gateway-deliveries.db` → `gateway-deliveries-registry.db`.
+        pub(crate) fn beside(path: &str) -> String {
+            let file = std::path::Path::new(path);
+            let stem = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("gateway");
+            let name = match file.extension().and_then(|e| e.to_str()) {
+                Some(ext) => format!("{stem}-registry.{ext}"),
+                None => format!("{stem}-registry"),
+            };
+            file.with_file_name(name).to_string_lossy().into_owned()
+        }
+
+        /// Where the registry keeps its webhooks and deliveries: `[registry] store`, else
+        /// beside the `[forward]` SQLite file, else memory.
+        pub(crate) fn store_spec(
+            config: &RegistryConfig,
+            forward_store: Option<&str>,
+        ) -> Result<String, String> {
+            let forward_file = forward_store.and_then(|spec| spec.strip_prefix("sqlite:"));
+            let spec = match (&config.store, forward_file) {
+                (Some(spec), _) => spec.clone(),
+                // Without the `sqlite` feature the forward store falls back to memory: so
+                // does the registry.
+                (None, Some(path)) if cfg!(feature = "sqlite") => {
+                    format!("sqlite:{}", beside(path))
+                }
+                _ => "memory".to_owned(),
+            };
+            if let (Some(path), Some(forward)) = (spec.strip_prefix("sqlite:"), forward_file) {
+                let same = path == forward
+                    || std::fs::canonicalize(path)
+                        .ok()
+                        .is_some_and(|p| std::fs::canonicalize(forward).ok() == Some(p));
+                if same {
+                    return Err(format!(
+                        "store `{spec}` is the [forward] store's file: the registry's delivery \
+                         engine and the forward one would claim each other's deliveries; \
+                         choose another file (or leave `store` out: `sqlite:{}`)",
+                        beside(forward)
+                    ));
+                }
+            }
+            Ok(spec)
+        }
+
+        /// The subscription store and the delivery engine's builder named by `spec`
+        /// (`memory` or `sqlite:PATH`: one file holds both the webhooks and the registry's
+        /// delivery queue and conversations).
+        async fn stores(spec: &str) -> Result<(Arc<dyn SubscriptionStore>, EngineBuilder), String> {
             if spec == "memory" {
-                return Ok(Arc::new(MemorySubscriptions::new()));
+                return Ok((Arc::new(MemorySubscriptions::new()), EngineBuilder::new()));
             }
             if let Some(path) = spec.strip_prefix("sqlite:") {
                 #[cfg(feature = "sqlite")]
-                return tower_webhooks::registry::SqliteSubscriptions::connect(path)
-                    .await
-                    .map(|store| Arc::new(store) as Arc<dyn SubscriptionStore>)
-                    .map_err(|e| format!("sqlite:{path}: {e}"));
+                {
+                    let deliveries = tower_webhooks::store::SqliteStore::connect(path)
+                        .await
+                        .map_err(|e| format!("sqlite:{path}: {e}"))?;
+                    let subscriptions =
+                        tower_webhooks::registry::SqliteSubscriptions::connect(path)
+                            .await
+                            .map_err(|e| format!("sqlite:{path}: {e}"))?;
+                    return Ok((
+                        Arc::new(subscriptions),
+                        EngineBuilder::new().store(deliveries),
+                    ));
+                }
                 #[cfg(not(feature = "sqlite"))]
                 return Err(format!("store `sqlite:{path}` needs `--features sqlite`"));
             }
@@ -550,25 +640,15 @@ mod registry_demo {
             ))
         }
 
-        /// The registry router plus `POST /v1/runs`. `forward_store` is the `[forward]`
-        /// delivery store's spec, the default of `store`.
+        /// The registry router plus `POST /v1/runs`, and the registry's delivery engine (to
+        /// drain on shutdown). `forward_store` is the `[forward]` delivery store's spec.
         pub(crate) async fn routes(
             config: &RegistryConfig,
             forward_store: Option<&str>,
-        ) -> Result<Router, String> {
-            let spec = match (&config.store, forward_store) {
-                (Some(spec), _) => spec.as_str(),
-                // Without the `sqlite` feature the forward store falls back to memory: so do
-                // the webhooks.
-                (None, Some(forward))
-                    if cfg!(feature = "sqlite") && forward.starts_with("sqlite:") =>
-                {
-                    forward
-                }
-                _ => "memory",
-            };
-            tracing::info!(store = spec, "webhook registry: subscription store");
-            let subscriptions = subscriptions(spec).await?;
+        ) -> Result<(Router, DeliveryEngine), String> {
+            let spec = store_spec(config, forward_store)?;
+            tracing::info!(store = %spec, "webhook registry: webhooks and deliveries");
+            let (subscriptions, engine) = stores(&spec).await?;
             let mut guard = SsrfGuard::new();
             if config.allow_loopback {
                 guard = guard.allow_loopback();
@@ -587,7 +667,10 @@ mod registry_demo {
             }
             let registry = WebhookRegistry::builder()
                 .shared_subscriptions(subscriptions)
-                .engine(EngineBuilder::new().guard(guard).policy(Policy::standard()))
+                // Its own engine (not the `[forward]` one): the registry installs its
+                // `on_finished` hook for the health rule, and its deliveries keep the
+                // registry's SSRF guard and retry policy.
+                .engine(engine.guard(guard).policy(Policy::standard()))
                 .event_type(EventType::run_status())
                 .event_type(EventType::endpoint_disabled())
                 .auth(tokens)
@@ -606,7 +689,8 @@ mod registry_demo {
                     }
                 }),
             );
-            Ok(registry.router().merge(runs))
+            let engine = registry.engine().clone();
+            Ok((registry.router().merge(runs), engine))
         }
 
         /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the
@@ -684,13 +768,15 @@ mod registry_demo {
         }
 
         /// The registry's lines of the start-up banner.
-        pub(crate) fn banner(base: &str, config: &RegistryConfig) {
+        pub(crate) fn banner(base: &str, config: &RegistryConfig, forward_store: Option<&str>) {
             let key = config
                 .api_keys
                 .keys()
                 .next()
                 .map_or("<API key>", String::as_str);
+            let store = store_spec(config, forward_store).unwrap_or_default();
             println!("\n  webhook registry at {base}/v1/webhooks (OpenAPI: {base}/v1/webhooks/openapi.json)");
+            println!("  webhooks and their deliveries: {store}");
             println!(
                 "  register:   curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' \
                  -H 'Content-Type: application/json' -d '{{\"id\":\"my-webhook\",\

@@ -302,3 +302,213 @@ fn forwarded_results_verify_with_cerebriums_own_code() {
     }
     assert!(deliveries.iter().any(|d| d["run_id"] == run_id.as_str()));
 }
+
+fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let body = body.unwrap_or("");
+    let response = raw_request(
+        port,
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer demo-api-key\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no answer: {response}"));
+    let (_, json) = response.split_once("\r\n\r\n").unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The registry's deliveries are durable in the gateway: a demo run publishes `run.status`
+/// (queued, running, succeeded) to a receiver that is down, the gateway is killed (SIGKILL)
+/// with the three deliveries pending, started again on the same SQLite file, and once the
+/// receiver is up every delivery arrives, verified by Nextmv's own handler code, and the
+/// conversations (both attempts) are still served by `/v1/webhooks/{id}/conversations`.
+#[test]
+fn registry_deliveries_survive_a_gateway_restart() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is needed for the Nextmv receiver");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("gateway.db").display());
+    let receiver_port = free_port();
+    let webhook = format!(
+        r#"{{"id":"restart-hook","endpoint_url":"http://127.0.0.1:{receiver_port}/webhookhandler","event_types":["run.status"]}}"#
+    );
+
+    let gateway = start_gateway_with(&store);
+    assert!(
+        gateway
+            .stdout
+            .iter()
+            .any(|l| l.contains("gateway-registry.db")),
+        "the registry's own file is announced: {:?}",
+        gateway.stdout
+    );
+    let (status, created) = request(gateway.port, "POST", "/v1/webhooks", Some(&webhook));
+    assert_eq!(status, 201, "{created}");
+    let (status, secret) = request(
+        gateway.port,
+        "GET",
+        "/v1/webhooks/restart-hook/secret",
+        None,
+    );
+    assert_eq!(status, 200, "{secret}");
+    let secret = secret["secret"].as_str().unwrap().to_owned();
+    let (status, run) = request(gateway.port, "POST", "/v1/runs", Some("{}"));
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+
+    // Wait for the three states to be published and each first attempt to fail.
+    let conversations = "/v1/webhooks/restart-hook/conversations";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pending = Vec::new();
+    while Instant::now() < deadline {
+        let (_, page) = request(gateway.port, "GET", conversations, None);
+        pending = page["data"].as_array().cloned().unwrap_or_default();
+        if pending.len() == 3
+            && pending.iter().all(|c| {
+                c["state"] == "pending" && c["attempts"].as_array().is_some_and(|a| !a.is_empty())
+            })
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pending.len(), 3, "three pending deliveries: {pending:?}");
+    let mut ids: Vec<String> = pending
+        .iter()
+        .map(|c| c["delivery_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    drop(gateway); // SIGKILL: nothing is drained
+
+    let out = dir.path().join("received.jsonl");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut receiver = Command::new("python3")
+        .arg(format!("{root}/tests/clients/nextmv_receiver.py"))
+        .arg(receiver_port.to_string())
+        .arg(&secret)
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", receiver_port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let gateway = start_gateway_with(&store);
+    // The retries (5 s after the first attempt, with jitter) resume in the new process.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        lines = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert_eq!(
+        lines.len(),
+        3,
+        "three deliveries after the restart: {lines:?}"
+    );
+    let mut received = Vec::new();
+    let mut statuses = Vec::new();
+    for line in &lines {
+        let delivery: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            delivery["verified"], true,
+            "Nextmv's handler refused: {delivery}"
+        );
+        let event: serde_json::Value =
+            serde_json::from_str(delivery["body"].as_str().unwrap()).unwrap();
+        assert_eq!(event["type"], "run.status");
+        assert_eq!(event["data"]["run_id"], run_id.as_str());
+        statuses.push(event["data"]["status"].as_str().unwrap().to_owned());
+        received.push(delivery["request_id"].as_str().unwrap().to_owned());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["queued", "running", "succeeded"]);
+    received.sort();
+    assert_eq!(received, ids, "X-Request-Id is the delivery id");
+
+    // The conversations survived too: each delivery with both attempts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut data = Vec::new();
+    while Instant::now() < deadline {
+        let (status, page) = request(gateway.port, "GET", conversations, None);
+        assert_eq!(status, 200, "{page}");
+        data = page["data"].as_array().cloned().unwrap_or_default();
+        if data.len() == 3 && data.iter().all(|c| c["state"] == "delivered") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(data.len(), 3, "{data:?}");
+    for conversation in &data {
+        assert_eq!(conversation["state"], "delivered", "{conversation}");
+        let attempts = conversation["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{conversation}");
+        assert!(attempts[0]["response"].is_null(), "{conversation}");
+        assert_eq!(attempts[1]["response"]["status"], 200, "{conversation}");
+        let id = conversation["delivery_id"].as_str().unwrap();
+        let (status, one) = request(gateway.port, "GET", &format!("{conversations}/{id}"), None);
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["delivery_id"], id);
+    }
+    // The forward engine's file holds none of them: the two engines never share rows.
+    let (status, _) = request(
+        gateway.port,
+        "GET",
+        &format!("/v4/runs/{}/conversation", ids[0]),
+        None,
+    );
+    assert_eq!(status, 404);
+}
+
+/// Two delivery engines never share a SQLite file: a `[registry] store` naming the
+/// `[forward]` file is refused at start-up, with the file the registry would use by default.
+#[test]
+fn registry_store_may_not_be_the_forward_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let forward = dir.path().join("deliveries.db");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nstore = \"sqlite:{0}\"\n[registry.api_keys]\n\"k\" = \"t\"\n\
+             [forward]\nstore = \"sqlite:{0}\"\n",
+            forward.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(example_binary("gateway"))
+        .arg("--config")
+        .arg(&config)
+        .env("PORT", free_port().to_string())
+        .env_remove("STORE")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("would claim each other's deliveries")
+            && stderr.contains("deliveries-registry.db"),
+        "{stderr}"
+    );
+}

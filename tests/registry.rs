@@ -1746,6 +1746,15 @@ async fn openapi_document_matches_the_router() {
         "every route documented, every documented route served"
     );
     assert_eq!(routed.len(), 16);
+    // The documented bounds are the enforced ones (`400 invalid-pagination` outside them).
+    for path in ["/v1/webhooks", "/v1/webhooks/{id}/conversations"] {
+        let params = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}: {limit}");
+        assert_eq!(limit["schema"]["maximum"], 100, "{path}: {limit}");
+    }
 
     // And each documented route is really answered by a handler (not a router miss).
     for (method, path) in &documented {

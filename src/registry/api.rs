@@ -1052,7 +1052,7 @@ async fn create_webhook(
     get, path = "/v1/webhooks", tag = "webhooks", operation_id = "list_webhooks",
     summary = "Get a list of webhooks.",
     params(
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (20)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (20)"),
         ("cursor" = Option<String>, Query, description = "The opaque `next_cursor` of the previous page (a webhook id is accepted too)"),
     ),
     responses(
@@ -1354,9 +1354,9 @@ async fn enable_webhook(
     summary = "Get a list of all webhook conversations (each delivery's request and the endpoint's responses).",
     params(
         ("id" = String, Path, description = "The webhook id"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (20)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (20)"),
         ("cursor" = Option<String>, Query, description = "The opaque `next_cursor` of the previous page (keyset pagination; not with `offset`)"),
-        ("offset" = Option<usize>, Query, description = "The `next_offset` of the previous page (at most 10000; prefer `cursor`)"),
+        ("offset" = Option<usize>, Query, maximum = 10000, description = "The `next_offset` of the previous page (at most 10000; prefer `cursor`)"),
         ("state" = Option<String>, Query, description = "Only `pending`, `in_flight`, `delivered`, `failed` or `refused` deliveries"),
     ),
     responses(

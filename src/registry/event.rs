@@ -238,9 +238,13 @@ pub mod rfc3339 {
     use time::OffsetDateTime;
 
     /// `time` as RFC 3339 in UTC (`2026-01-02T03:04:05.678Z`; fractional seconds only when
-    /// there are some).
+    /// there are some), to the millisecond: the precision the durable stores keep, so a
+    /// record reads the same in the answer that created it and in every later one.
     pub fn format(time: SystemTime) -> String {
-        OffsetDateTime::from(time)
+        let time = OffsetDateTime::from(time);
+        let millis = time.nanosecond() / 1_000_000 * 1_000_000;
+        time.replace_nanosecond(millis)
+            .unwrap_or(time)
             .format(&Rfc3339)
             .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
     }
@@ -278,6 +282,9 @@ mod tests {
         assert_eq!(rfc3339::parse(&text), Some(t));
         assert_eq!(rfc3339::parse("2024-11-12T05:13:25.123+02:00"), Some(t));
         assert_eq!(rfc3339::parse("yesterday"), None);
+        // Milliseconds, as the stores keep them.
+        let precise = t + Duration::from_nanos(456_789);
+        assert_eq!(rfc3339::format(precise), "2024-11-12T03:13:25.123Z");
     }
 
     #[test]

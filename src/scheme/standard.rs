@@ -28,8 +28,6 @@ windowed_scheme! {
     }
 }
 
-/// Derives the HMAC key: base64-decode the secret without its `whsec_` prefix.
-
 impl StandardWebhooks {
     /// Signs with `svix-*` header names.
     pub fn svix_headers(mut self, svix: bool) -> Self {
