@@ -169,6 +169,22 @@ mod tests {
     }
 
     #[test]
+    fn message_id_must_be_visible_ascii() {
+        let mut head = head(VECTOR_SIG, ID);
+        head.headers.insert(
+            ID,
+            http::HeaderValue::from_bytes(b"id-\xff").expect("obs-text is a header value"),
+        );
+        let err = verify(&head, "my-webhook-secret", br#"{"smile": "wave"}"#).unwrap_err();
+        assert_eq!(err.kind(), VerifyErrorKind::MalformedHeader);
+        assert!(MessageId::new("id\n").is_none());
+        let id = MessageId::new("msg_1").unwrap();
+        assert_eq!(id, "msg_1");
+        assert_eq!(id.as_bytes(), b"msg_1");
+        assert_eq!(format!("{id} {id:?}"), "msg_1 \"msg_1\"");
+    }
+
+    #[test]
     fn sign_reproduces_vector() {
         let mut headers = HeaderMap::new();
         let message = Message::new(

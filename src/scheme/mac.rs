@@ -483,6 +483,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn candidates_decode_inline_and_keep_overlong_ones_unmatchable() {
+        let mac = compute(Algorithm::Sha512, b"k", &[b"x"]);
+        for encoding in [Encoding::Hex, Encoding::Base64] {
+            let candidates = Candidates::decode(encoding, &encoding.encode(&mac)).unwrap();
+            assert!(candidates.matches(&mac), "{encoding:?}");
+            let long = encoding.encode(&[mac.as_slice(), b"extra"].concat());
+            let overlong = Candidates::decode(encoding, &long).unwrap();
+            assert!(
+                !overlong.is_empty() && !overlong.matches(&mac),
+                "{encoding:?}"
+            );
+        }
+        assert!(Candidates::decode(Encoding::Hex, "0g").is_none());
+        assert!(Candidates::decode(Encoding::Hex, "abc").is_none());
+        assert!(Candidates::decode(Encoding::Base64, "***").is_none());
+        let upper = Candidates::decode(Encoding::Hex, &hex::encode_upper(&mac)).unwrap();
+        assert!(upper.matches(&mac));
+    }
+
+    #[test]
     fn encodings_round_trip() {
         let mac = compute(Algorithm::Sha256, b"key", &[b"a", b"b"]);
         assert_eq!(mac, compute(Algorithm::Sha256, b"key", &[b"ab"]));
