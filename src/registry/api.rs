@@ -1195,7 +1195,6 @@ async fn delete_webhook(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let deleted = registry
-        .subscriptions()
         .delete(&owner, &id)
         .await
         .map_err(ApiError::subscriptions)?;
