@@ -1733,6 +1733,73 @@ async fn delete_cancels_queued_deliveries() {
     assert_eq!(stats.outstanding, 0, "{stats:?}");
 }
 
+#[tokio::test]
+async fn delete_during_an_attempt_stops_its_retries() {
+    let Setup {
+        registry, router, ..
+    } = setup_with(|builder| {
+        builder.engine(engine().policy(Policy::custom([Duration::from_millis(100); 20])))
+    });
+    // A receiver that holds the first request until the webhook is deleted, then fails it.
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let hits = Arc::new(AtomicU64::new(0));
+    let app = Router::new().route(
+        "/{*path}",
+        any({
+            let (entered, release, hits) = (entered.clone(), release.clone(), hits.clone());
+            move || {
+                let (entered, release, hits) = (entered.clone(), release.clone(), hits.clone());
+                async move {
+                    if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                        entered.notify_one();
+                        release.notified().await;
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    create_ok(&router, ACME, "busy", &format!("http://{addr}/hook")).await;
+    let report = registry
+        .publish_for(
+            &Owner::new("acme"),
+            RunStatus::TYPE,
+            &run_status(RunState::Running),
+        )
+        .await
+        .unwrap();
+    let delivery = report.deliveries[0].delivery_id.clone();
+    tokio::time::timeout(Duration::from_secs(10), entered.notified())
+        .await
+        .expect("the first attempt arrives");
+    let deleted = call(&router, Method::DELETE, "/v1/webhooks/busy", ACME, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    release.notify_one();
+
+    // The attempt in flight finishes (503) and is not retried.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conversation = loop {
+        let conversation = registry.engine().conversation(&delivery).await.unwrap().unwrap();
+        if conversation.delivery.state.is_final() {
+            break conversation;
+        }
+        assert!(Instant::now() < deadline, "never final: {conversation:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(conversation.delivery.state, DeliveryState::Failed);
+    assert_eq!(
+        conversation.delivery.last_error.as_deref(),
+        Some(WEBHOOK_DELETED)
+    );
+    assert_eq!(conversation.attempts.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "retried after the delete");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Publishing
 
