@@ -1711,7 +1711,12 @@ async fn delete_cancels_queued_deliveries() {
     // Another tenant cannot delete it, nor cancel anything.
     let theirs = call(&router, Method::DELETE, "/v1/webhooks/doomed", GLOBEX, None).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
-    let conversation = registry.engine().conversation(&delivery).await.unwrap().unwrap();
+    let conversation = registry
+        .engine()
+        .conversation(&delivery)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!conversation.delivery.state.is_final());
 
     let deleted = call(&router, Method::DELETE, "/v1/webhooks/doomed", ACME, None).await;
@@ -1719,10 +1724,18 @@ async fn delete_cancels_queued_deliveries() {
     let receiver = Receiver::start_on(addr).await;
     // Several retry delays go by: nothing arrives.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert!(receiver.hits().is_empty(), "a deleted webhook's delivery was sent");
+    assert!(
+        receiver.hits().is_empty(),
+        "a deleted webhook's delivery was sent"
+    );
 
     // The conversation stays, final, with the reason.
-    let conversation = registry.engine().conversation(&delivery).await.unwrap().unwrap();
+    let conversation = registry
+        .engine()
+        .conversation(&delivery)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(conversation.delivery.state, DeliveryState::Failed);
     assert_eq!(
         conversation.delivery.last_error.as_deref(),
@@ -1783,7 +1796,12 @@ async fn delete_during_an_attempt_stops_its_retries() {
     // The attempt in flight finishes (503) and is not retried.
     let deadline = Instant::now() + Duration::from_secs(10);
     let conversation = loop {
-        let conversation = registry.engine().conversation(&delivery).await.unwrap().unwrap();
+        let conversation = registry
+            .engine()
+            .conversation(&delivery)
+            .await
+            .unwrap()
+            .unwrap();
         if conversation.delivery.state.is_final() {
             break conversation;
         }

@@ -571,7 +571,12 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     // Batches: the limit holds.
     let mut ids = store.cancel_endpoint("acme/wh-1", REASON, 1).await.unwrap();
     assert_eq!(ids.len(), 1);
-    ids.extend(store.cancel_endpoint("acme/wh-1", REASON, 100).await.unwrap());
+    ids.extend(
+        store
+            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .await
+            .unwrap(),
+    );
     ids.sort();
     let mut expected = vec!["due", "later"];
     if durable_takeover {
@@ -584,7 +589,8 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         assert_eq!(conversation.delivery.state, DeliveryState::Failed, "{id}");
         assert_eq!(conversation.delivery.last_error.as_deref(), Some(REASON));
     }
-    let state = |id: &'static str| async move { store.get(id).await.unwrap().unwrap().delivery.state };
+    let state =
+        |id: &'static str| async move { store.get(id).await.unwrap().unwrap().delivery.state };
     assert_eq!(state("other").await, DeliveryState::Pending);
     assert_eq!(state("other-tenant").await, DeliveryState::Pending);
     assert_eq!(state("no-id").await, DeliveryState::Pending);
@@ -618,7 +624,10 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         .await
         .unwrap();
     assert_eq!(
-        store.cancel_endpoint("acme/wh-1", REASON, 100).await.unwrap(),
+        store
+            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .await
+            .unwrap(),
         ["live"]
     );
     let live = store.get("live").await.unwrap().unwrap();
@@ -626,10 +635,7 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     assert_eq!(live.attempts.len(), 1);
 
     // Nothing cancelled is claimed again, even much later.
-    let claimed = store
-        .claim_due(later(7_200_000), 100, LEASE)
-        .await
-        .unwrap();
+    let claimed = store.claim_due(later(7_200_000), 100, LEASE).await.unwrap();
     let mut claimed: Vec<_> = claimed.iter().map(|c| c.delivery.id.clone()).collect();
     claimed.sort();
     assert_eq!(claimed, ["no-id", "other", "other-tenant"]);

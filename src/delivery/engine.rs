@@ -782,8 +782,9 @@ impl DeliveryEngine {
     /// ([`DeliveryStore::cancel_endpoint`]); the conversations stay. A delivery in flight
     /// finishes its current attempt; if this engine runs that attempt, it is not retried
     /// (it ends failed with `reason`). An attempt that another process (another replica on
-    /// the same PostgreSQL store) has in flight may still be retried once by that process;
-    /// cancelling again afterwards stops it. Returns how many were cancelled.
+    /// the same PostgreSQL store) has in flight keeps its retry schedule: that process does not
+    /// know of the cancellation (calling this again once the attempt is recorded cancels the
+    /// retry). Returns how many were cancelled.
     ///
     /// # Errors
     ///

@@ -1052,7 +1052,12 @@ impl WebhookRegistry {
         }
         let key = model::endpoint_key(owner, id);
         lock(&self.inner.failures).remove(&key);
-        match self.inner.engine.cancel_endpoint(&key, WEBHOOK_DELETED).await {
+        match self
+            .inner
+            .engine
+            .cancel_endpoint(&key, WEBHOOK_DELETED)
+            .await
+        {
             Ok(0) => {}
             Ok(cancelled) => {
                 tracing::info!(webhook = %id, cancelled, "webhook deleted: queued deliveries cancelled");

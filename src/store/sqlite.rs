@@ -1315,9 +1315,10 @@ impl DeliveryStore for SqliteStore {
     ) -> StoreFuture<'a, Vec<String>> {
         let (endpoint_id, reason) = (endpoint_id.to_owned(), reason.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Box::pin(self.inner.write(move |conn| {
-            Box::pin(cancel_endpoint(conn, endpoint_id, reason, limit))
-        }))
+        Box::pin(
+            self.inner
+                .write(move |conn| Box::pin(cancel_endpoint(conn, endpoint_id, reason, limit))),
+        )
     }
 
     fn purge(
