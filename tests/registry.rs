@@ -26,9 +26,10 @@ use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
     api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, RunState,
-    RunStatus, WebhookRegistry,
+    RunStatus, WebhookRegistry, WEBHOOK_DELETED,
 };
 use tower_webhooks::scheme::{Scheme, StandardWebhooks, Verification};
+use tower_webhooks::store::DeliveryState;
 use tower_webhooks::SecretSet;
 
 const ACME: &str = "key-acme";
@@ -53,6 +54,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A receiver on `addr` (a port a test kept down until now).
+    async fn start_on(addr: SocketAddr) -> Self {
         let hits = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let notify = Arc::new(Notify::new());
@@ -70,7 +76,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
@@ -1659,6 +1665,157 @@ async fn gone_disables_at_once() {
     assert_eq!(view["disabled_reason"], "the endpoint answered 410 Gone");
     assert_eq!(receiver.hits().len(), 1, "410 is not retried");
     assert_eq!(notices.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn delete_cancels_queued_deliveries() {
+    let Setup {
+        registry, router, ..
+    } = setup_with(|builder| {
+        builder.engine(engine().policy(Policy::custom([Duration::from_millis(200); 20])))
+    });
+    // A receiver that is down: a port nobody listens on (yet).
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    create_ok(&router, ACME, "doomed", &format!("http://{addr}/hook")).await;
+    let report = registry
+        .publish_for(
+            &Owner::new("acme"),
+            RunStatus::TYPE,
+            &run_status(RunState::Running),
+        )
+        .await
+        .unwrap();
+    let delivery = report.deliveries[0].delivery_id.clone();
+    // Wait for a failed attempt and its scheduled retry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = call(
+            &router,
+            Method::GET,
+            &format!("/v1/webhooks/doomed/conversations/{delivery}"),
+            ACME,
+            None,
+        )
+        .await
+        .json;
+        if view["state"] == "pending" && !view["attempts"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never retried: {view}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Another tenant cannot delete it, nor cancel anything.
+    let theirs = call(&router, Method::DELETE, "/v1/webhooks/doomed", GLOBEX, None).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let conversation = registry
+        .engine()
+        .conversation(&delivery)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!conversation.delivery.state.is_final());
+
+    let deleted = call(&router, Method::DELETE, "/v1/webhooks/doomed", ACME, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let receiver = Receiver::start_on(addr).await;
+    // Several retry delays go by: nothing arrives.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        receiver.hits().is_empty(),
+        "a deleted webhook's delivery was sent"
+    );
+
+    // The conversation stays, final, with the reason.
+    let conversation = registry
+        .engine()
+        .conversation(&delivery)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conversation.delivery.state, DeliveryState::Failed);
+    assert_eq!(
+        conversation.delivery.last_error.as_deref(),
+        Some(WEBHOOK_DELETED)
+    );
+    assert!(!conversation.attempts.is_empty());
+    let stats = registry.engine().stats().await.unwrap();
+    assert_eq!(stats.outstanding, 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn delete_during_an_attempt_stops_its_retries() {
+    let Setup {
+        registry, router, ..
+    } = setup_with(|builder| {
+        builder.engine(engine().policy(Policy::custom([Duration::from_millis(100); 20])))
+    });
+    // A receiver that holds the first request until the webhook is deleted, then fails it.
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let hits = Arc::new(AtomicU64::new(0));
+    let app = Router::new().route(
+        "/{*path}",
+        any({
+            let (entered, release, hits) = (entered.clone(), release.clone(), hits.clone());
+            move || {
+                let (entered, release, hits) = (entered.clone(), release.clone(), hits.clone());
+                async move {
+                    if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                        entered.notify_one();
+                        release.notified().await;
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    create_ok(&router, ACME, "busy", &format!("http://{addr}/hook")).await;
+    let report = registry
+        .publish_for(
+            &Owner::new("acme"),
+            RunStatus::TYPE,
+            &run_status(RunState::Running),
+        )
+        .await
+        .unwrap();
+    let delivery = report.deliveries[0].delivery_id.clone();
+    tokio::time::timeout(Duration::from_secs(10), entered.notified())
+        .await
+        .expect("the first attempt arrives");
+    let deleted = call(&router, Method::DELETE, "/v1/webhooks/busy", ACME, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    release.notify_one();
+
+    // The attempt in flight finishes (503) and is not retried.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conversation = loop {
+        let conversation = registry
+            .engine()
+            .conversation(&delivery)
+            .await
+            .unwrap()
+            .unwrap();
+        if conversation.delivery.state.is_final() {
+            break conversation;
+        }
+        assert!(Instant::now() < deadline, "never final: {conversation:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(conversation.delivery.state, DeliveryState::Failed);
+    assert_eq!(
+        conversation.delivery.last_error.as_deref(),
+        Some(WEBHOOK_DELETED)
+    );
+    assert_eq!(conversation.attempts.len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "retried after the delete");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -521,6 +521,163 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     }
 }
 
+/// `cancel_endpoint`: a deleted endpoint's pending deliveries (and, in the SQL stores, its
+/// abandoned claims) end failed with the reason and are never claimed again; a live claim,
+/// final deliveries and other endpoints' deliveries are left alone.
+async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
+    const REASON: &str = "webhook deleted";
+    let to = |id: &str, endpoint_id: Option<&str>| {
+        let delivery = Delivery::new(id, "http://cancel.test/hook", "x");
+        match endpoint_id {
+            Some(key) => delivery.with_endpoint_id(key),
+            None => delivery,
+        }
+    };
+    let mine = Some("acme/wh-1");
+    store.enqueue(to("due", mine)).await.unwrap();
+    store
+        .enqueue(to("later", mine).not_before(later(3_600_000)))
+        .await
+        .unwrap();
+    store.enqueue(to("other", Some("acme/wh-2"))).await.unwrap();
+    store
+        .enqueue(to("other-tenant", Some("beta/wh-1")))
+        .await
+        .unwrap();
+    store.enqueue(to("no-id", None)).await.unwrap();
+    let claim = |id: &'static str, until: SystemTime| {
+        let delivery = to(id, mine);
+        async move {
+            store
+                .enqueue_claimed(delivery, until)
+                .await
+                .unwrap()
+                .expect("claimed on insert")
+        }
+    };
+    let live = claim("live", later(60_000)).await;
+    let done = claim("done", later(60_000)).await;
+    store
+        .record_attempt(
+            "done",
+            done.lease,
+            attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
+            delivered(),
+        )
+        .await
+        .unwrap();
+    let abandoned = claim("abandoned", SystemTime::now() - Duration::from_secs(1)).await;
+
+    // Batches: the limit holds.
+    let mut ids = store.cancel_endpoint("acme/wh-1", REASON, 1).await.unwrap();
+    assert_eq!(ids.len(), 1);
+    ids.extend(
+        store
+            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .await
+            .unwrap(),
+    );
+    ids.sort();
+    let mut expected = vec!["due", "later"];
+    if durable_takeover {
+        // An expired lease is an abandoned claim (the memory store keeps a slow worker's).
+        expected.insert(0, "abandoned");
+    }
+    assert_eq!(ids, expected);
+    for id in &expected {
+        let conversation = store.get(id).await.unwrap().expect("still queryable");
+        assert_eq!(conversation.delivery.state, DeliveryState::Failed, "{id}");
+        assert_eq!(conversation.delivery.last_error.as_deref(), Some(REASON));
+    }
+    let state =
+        |id: &'static str| async move { store.get(id).await.unwrap().unwrap().delivery.state };
+    assert_eq!(state("other").await, DeliveryState::Pending);
+    assert_eq!(state("other-tenant").await, DeliveryState::Pending);
+    assert_eq!(state("no-id").await, DeliveryState::Pending);
+    assert_eq!(state("live").await, DeliveryState::InFlight);
+    assert_eq!(state("done").await, DeliveryState::Delivered);
+
+    // The abandoned claim's old worker is fenced out.
+    if durable_takeover {
+        assert!(matches!(
+            store
+                .record_attempt(
+                    "abandoned",
+                    abandoned.lease,
+                    attempt(1, AttemptOutcome::Status(500), Decision::GaveUp),
+                    failed("late"),
+                )
+                .await,
+            Err(StoreError::LeaseLost(_))
+        ));
+    }
+
+    // The live claim finishes its attempt; its retry is caught by cancelling again.
+    let retry_at = later(1_000);
+    store
+        .record_attempt(
+            "live",
+            live.lease,
+            attempt(1, AttemptOutcome::Status(503), Decision::RetryAt(retry_at)),
+            Next::Retry { at: retry_at },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .await
+            .unwrap(),
+        ["live"]
+    );
+    let live = store.get("live").await.unwrap().unwrap();
+    assert_eq!(live.delivery.state, DeliveryState::Failed);
+    assert_eq!(live.attempts.len(), 1);
+
+    // Nothing cancelled is claimed again, even much later.
+    let claimed = store.claim_due(later(7_200_000), 100, LEASE).await.unwrap();
+    let mut claimed: Vec<_> = claimed.iter().map(|c| c.delivery.id.clone()).collect();
+    claimed.sort();
+    assert_eq!(claimed, ["no-id", "other", "other-tenant"]);
+    assert!(store
+        .cancel_endpoint("acme/wh-404", REASON, 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn memory_store_cancels_an_endpoint() {
+    cancel_contract(&MemoryStore::new(), false).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_store_cancels_an_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tower_webhooks::store::SqliteStore::connect(dir.path().join("cancel.db"))
+        .await
+        .unwrap();
+    cancel_contract(&store, true).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_cancels_an_endpoint() {
+    let Some(url) = support::postgres_url("postgres_store_cancels_an_endpoint") else {
+        return;
+    };
+    let schema = support::unique_schema("cancel");
+    let store = tower_webhooks::store::PostgresStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
+    cancel_contract(&store, true).await;
+    drop(store);
+    support::drop_schema(&url, &schema).await;
+}
+
 #[tokio::test]
 async fn memory_store_contract() {
     contract(&MemoryStore::new(), false).await;

@@ -1,6 +1,6 @@
 //! [`DeliveryEngine`]: the queue workers, the attempts and their records.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -398,6 +398,7 @@ impl EngineBuilder {
                 starved: AtomicBool::new(false),
                 stop,
                 hook: self.hook,
+                cancelled: Mutex::new(VecDeque::new()),
             }),
         };
         engine.ensure_started();
@@ -439,7 +440,14 @@ struct Shared {
     starved: AtomicBool,
     stop: watch::Sender<bool>,
     hook: Option<FinishHook>,
+    /// Registered endpoints cancelled by this engine ([`DeliveryEngine::cancel_endpoint`]):
+    /// endpoint id, when, why; newest last, at most [`CANCELLED_KEPT`].
+    cancelled: Mutex<VecDeque<(String, SystemTime, String)>>,
 }
+
+/// How many cancelled endpoints an engine remembers for the attempts in flight when they were
+/// cancelled.
+const CANCELLED_KEPT: usize = 1024;
 
 impl fmt::Debug for DeliveryEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -765,6 +773,52 @@ impl DeliveryEngine {
             self.shared.wake.notify_one();
         }
         Ok(queued)
+    }
+
+    /// Cancels the queued deliveries of the registered endpoint `endpoint_id`
+    /// ([`Delivery::endpoint_id`]; the [registry](crate::registry) calls it when a webhook is
+    /// deleted): every one that is pending (or whose claim was abandoned) becomes
+    /// [failed](DeliveryState::Failed) with `reason` and is never sent
+    /// ([`DeliveryStore::cancel_endpoint`]); the conversations stay. A delivery in flight
+    /// finishes its current attempt; if this engine runs that attempt, it is not retried
+    /// (it ends failed with `reason`). An attempt that another process (another replica on
+    /// the same PostgreSQL store) has in flight keeps its retry schedule: that process does not
+    /// know of the cancellation (calling this again once the attempt is recorded cancels the
+    /// retry). Returns how many were cancelled.
+    ///
+    /// # Errors
+    ///
+    /// The store's error ([`StoreError::Unsupported`] when the store cannot cancel).
+    pub async fn cancel_endpoint(
+        &self,
+        endpoint_id: &str,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        const BATCH: usize = 500;
+        {
+            let mut cancelled = lock(&self.shared.cancelled);
+            cancelled.retain(|(id, _, _)| id != endpoint_id);
+            if cancelled.len() >= CANCELLED_KEPT {
+                cancelled.pop_front();
+            }
+            cancelled.push_back((endpoint_id.to_owned(), SystemTime::now(), reason.to_owned()));
+        }
+        let mut total = 0;
+        loop {
+            let ids = self
+                .shared
+                .store
+                .cancel_endpoint(endpoint_id, reason, BATCH)
+                .await?;
+            for id in &ids {
+                self.shared.finish(id);
+            }
+            total += ids.len();
+            if ids.len() < BATCH {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Starts the workers now (they otherwise start when the engine is built inside a Tokio
@@ -1137,7 +1191,16 @@ impl Shared {
     ) {
         let number = attempt.number;
         attempt.manual = delivery.manual;
-        let (next, disable) = self.decide(&mut attempt, retry_after);
+        let (mut next, disable) = self.decide(&mut attempt, retry_after);
+        if let Next::Retry { .. } = next {
+            if let Some(reason) = self.cancelled_reason(&delivery) {
+                // Its endpoint was cancelled while this attempt was in flight: no retry.
+                next = Next::Final {
+                    state: DeliveryState::Failed,
+                    reason: Some(reason),
+                };
+            }
+        }
         let outcome = attempt.outcome.clone();
         metrics::counter!("webhook_attempts_total", "outcome" => outcome_label(&outcome))
             .increment(1);
@@ -1225,6 +1288,17 @@ impl Shared {
                 true
             }
         }
+    }
+
+    /// Why the delivery's registered endpoint was cancelled after it was created, if it was.
+    fn cancelled_reason(&self, delivery: &Delivery) -> Option<String> {
+        let endpoint_id = delivery.endpoint_id.as_deref()?;
+        let cancelled = lock(&self.cancelled);
+        cancelled
+            .iter()
+            .rev()
+            .find(|(id, at, _)| id == endpoint_id && delivery.created_at <= *at)
+            .map(|(_, _, reason)| reason.clone())
     }
 
     /// `410 Gone`: gives up every other pending delivery to the endpoint (dead letters that

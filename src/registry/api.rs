@@ -1184,7 +1184,7 @@ async fn update_webhook(
     summary = "Delete a webhook.",
     params(("id" = String, Path, description = "The webhook id")),
     responses(
-        (status = 204, description = "Deleted"),
+        (status = 204, description = "Deleted; its queued deliveries are cancelled (final, not sent)"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -1195,7 +1195,6 @@ async fn delete_webhook(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let deleted = registry
-        .subscriptions()
         .delete(&owner, &id)
         .await
         .map_err(ApiError::subscriptions)?;

@@ -152,6 +152,10 @@ pub use subscriptions::{
 
 use model::split_endpoint_key;
 
+/// The `last_error` of the queued deliveries cancelled because their webhook was deleted
+/// ([`WebhookRegistry::delete`]).
+pub const WEBHOOK_DELETED: &str = "webhook deleted: not sent";
+
 /// The default grace period of a rotated-out secret.
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -1027,6 +1031,42 @@ impl WebhookRegistry {
             lock(&self.inner.failures).remove(&model::endpoint_key(owner, id));
         }
         Ok(webhook.map(|w| (w, changed)))
+    }
+
+    /// Deletes `owner`'s webhook `id` and cancels its queued deliveries
+    /// ([`DeliveryEngine::cancel_endpoint`]): the pending ones end
+    /// [failed](DeliveryState::Failed) with the reason [`WEBHOOK_DELETED`] and are never sent; one in
+    /// flight finishes its attempt and is not retried. Their conversations stay in the delivery
+    /// store until retention removes them. `false` when there is no such webhook (nothing is
+    /// cancelled then: only the owner's own webhook's deliveries are touched).
+    ///
+    /// A delivery store that cannot cancel ([`StoreError::Unsupported`]) or fails to is
+    /// logged; the webhook is deleted all the same.
+    ///
+    /// # Errors
+    ///
+    /// The subscription store's error (nothing is deleted or cancelled then).
+    pub async fn delete(&self, owner: &Owner, id: &str) -> Result<bool, SubscriptionError> {
+        if !self.inner.subscriptions.delete(owner, id).await? {
+            return Ok(false);
+        }
+        let key = model::endpoint_key(owner, id);
+        lock(&self.inner.failures).remove(&key);
+        match self
+            .inner
+            .engine
+            .cancel_endpoint(&key, WEBHOOK_DELETED)
+            .await
+        {
+            Ok(0) => {}
+            Ok(cancelled) => {
+                tracing::info!(webhook = %id, cancelled, "webhook deleted: queued deliveries cancelled");
+            }
+            Err(err) => {
+                tracing::warn!(webhook = %id, error = %err, "webhook deleted: queued deliveries not cancelled");
+            }
+        }
+        Ok(true)
     }
 
     /// Re-sends one final delivery of `webhook` now: one manual attempt with the same id,

@@ -365,6 +365,17 @@ impl MemoryStore {
     }
 
     fn fail_pending_now(&self, endpoint: &str, reason: &str, limit: usize) -> Vec<String> {
+        self.fail_pending_where(|delivery| delivery.endpoint == endpoint, reason, limit)
+    }
+
+    /// Fails at most `limit` pending deliveries matching `matches` with `reason`. (An
+    /// in-flight delivery is never abandoned in one process: see `claim_now`.)
+    fn fail_pending_where(
+        &self,
+        matches: impl Fn(&Delivery) -> bool,
+        reason: &str,
+        limit: usize,
+    ) -> Vec<String> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let due: Vec<(SystemTime, u64, String)> = inner
@@ -373,7 +384,7 @@ impl MemoryStore {
             .filter_map(|&(at, seq)| {
                 let id = inner.order.get(&seq)?;
                 let entry = inner.entries.get(id)?;
-                (entry.delivery.endpoint == endpoint).then(|| (at, seq, id.clone()))
+                matches(&entry.delivery).then(|| (at, seq, id.clone()))
             })
             .take(limit)
             .collect();
@@ -599,6 +610,20 @@ impl DeliveryStore for MemoryStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
         let ids = self.fail_pending_now(endpoint, reason, limit);
+        Box::pin(std::future::ready(Ok(ids)))
+    }
+
+    fn cancel_endpoint<'a>(
+        &'a self,
+        endpoint_id: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let ids = self.fail_pending_where(
+            |delivery| delivery.endpoint_id.as_deref() == Some(endpoint_id),
+            reason,
+            limit,
+        );
         Box::pin(std::future::ready(Ok(ids)))
     }
 

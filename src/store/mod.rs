@@ -16,6 +16,7 @@
 //! | [`renew`](DeliveryStore::renew) | extends a held lease (same fencing token) |
 //! | [`resend`](DeliveryStore::resend) / [`resend_matching`](DeliveryStore::resend_matching) | one manual attempt of final deliveries (dead letters) |
 //! | [`fail_pending`](DeliveryStore::fail_pending) | gives up the pending deliveries to an endpoint that answered `410 Gone` |
+//! | [`cancel_endpoint`](DeliveryStore::cancel_endpoint) | cancels the queued deliveries of a registered endpoint (a deleted webhook) |
 //! | [`purge`](DeliveryStore::purge) | retention: deletes old final deliveries in small batches |
 //! | [`work_notified`](DeliveryStore::work_notified) | wakes idle workers when another process enqueued |
 //!
@@ -805,6 +806,29 @@ pub trait DeliveryStore: Send + Sync + 'static {
         let _ = (endpoint, reason, limit);
         Box::pin(std::future::ready(Err(StoreError::Unsupported(
             "fail_pending",
+        ))))
+    }
+
+    /// Cancels at most `limit` deliveries recorded under `endpoint_id`
+    /// ([`Delivery::endpoint_id`], a registered endpoint that was deleted) that are not final
+    /// and not in flight under a live lease: [`Pending`](DeliveryState::Pending) ones (whatever
+    /// their due time) and [`InFlight`](DeliveryState::InFlight) ones whose lease expired
+    /// (abandoned claims; moving them fences the old worker out). They become
+    /// [`Failed`](DeliveryState::Failed) with `reason` as their `last_error` and are never
+    /// attempted again (unless re-sent by hand); their conversations stay queryable. A
+    /// delivery in flight under a live lease is left to finish its attempt. Returns the ids.
+    ///
+    /// The default answers [`StoreError::Unsupported`]: a store that does not implement it
+    /// keeps sending a deleted endpoint's queued deliveries on their retry schedule.
+    fn cancel_endpoint<'a>(
+        &'a self,
+        endpoint_id: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let _ = (endpoint_id, reason, limit);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "cancel_endpoint",
         ))))
     }
 

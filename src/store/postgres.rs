@@ -716,6 +716,39 @@ impl Inner {
         rows.iter().map(|row| row.text("id")).collect()
     }
 
+    async fn cancel_endpoint(
+        &self,
+        endpoint_id: &str,
+        reason: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = unix_millis(SystemTime::now());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (rows, _) = self
+            .retry("cancel_endpoint", |pool| {
+                Box::pin(
+                    sqlx::query(
+                        "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, \
+                         manual = FALSE, lease_owner = NULL, lease_expires_at = NULL, \
+                         updated_at = $2 \
+                         WHERE seq IN (SELECT seq FROM deliveries WHERE endpoint_id = $3 \
+                                       AND due_at IS NOT NULL \
+                                       AND (state = 'pending' \
+                                            OR (state = 'in_flight' AND due_at <= $2)) \
+                                       LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                         RETURNING id",
+                    )
+                    .bind(reason)
+                    .bind(now)
+                    .bind(endpoint_id)
+                    .bind(limit)
+                    .fetch_all(pool),
+                )
+            })
+            .await?;
+        rows.iter().map(|row| row.text("id")).collect()
+    }
+
     async fn purge(
         &self,
         state: DeliveryState,
@@ -1432,6 +1465,15 @@ impl DeliveryStore for PostgresStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
         Box::pin(self.inner.fail_pending(endpoint, reason, limit))
+    }
+
+    fn cancel_endpoint<'a>(
+        &'a self,
+        endpoint_id: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(self.inner.cancel_endpoint(endpoint_id, reason, limit))
     }
 
     fn purge(

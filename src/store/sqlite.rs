@@ -954,6 +954,31 @@ async fn fail_pending(
     rows.iter().map(|row| row.text("id")).collect()
 }
 
+/// Cancels a deleted endpoint's deliveries that are pending, or in flight under an expired
+/// lease (`due_at` is the lease expiry then); a live claim is left to finish.
+async fn cancel_endpoint(
+    conn: &mut SqliteConnection,
+    endpoint_id: String,
+    reason: String,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let now = unix_millis(SystemTime::now());
+    let rows = sqlx::query(
+        "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, manual = 0, \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+         WHERE seq IN (SELECT seq FROM deliveries WHERE endpoint_id = $3 AND due_at IS NOT NULL \
+         AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2)) LIMIT $4) RETURNING id",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(endpoint_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map_err(backend)?;
+    rows.iter().map(|row| row.text("id")).collect()
+}
+
 async fn purge(
     conn: &mut SqliteConnection,
     state: &'static str,
@@ -1279,6 +1304,20 @@ impl DeliveryStore for SqliteStore {
         Box::pin(
             self.inner
                 .write(move |conn| Box::pin(fail_pending(conn, endpoint, reason, limit))),
+        )
+    }
+
+    fn cancel_endpoint<'a>(
+        &'a self,
+        endpoint_id: &'a str,
+        reason: &'a str,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let (endpoint_id, reason) = (endpoint_id.to_owned(), reason.to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Box::pin(
+            self.inner
+                .write(move |conn| Box::pin(cancel_endpoint(conn, endpoint_id, reason, limit))),
         )
     }
 
