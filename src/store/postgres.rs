@@ -693,27 +693,14 @@ impl Inner {
         reason: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let now = unix_millis(SystemTime::now());
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (rows, _) = self
-            .retry("fail_pending", |pool| {
-                Box::pin(
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, \
-                         manual = FALSE, updated_at = $2 \
-                         WHERE seq IN (SELECT seq FROM deliveries WHERE endpoint = $3 \
-                                       AND state = 'pending' LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                         RETURNING id",
-                    )
-                    .bind(reason)
-                    .bind(now)
-                    .bind(endpoint)
-                    .bind(limit)
-                    .fetch_all(pool),
-                )
-            })
-            .await?;
-        rows.iter().map(|row| row.text("id")).collect()
+        self.fail_matching(
+            "fail_pending",
+            "endpoint = $3 AND state = 'pending'",
+            endpoint,
+            reason,
+            limit,
+        )
+        .await
     }
 
     async fn cancel_endpoint(
@@ -722,27 +709,46 @@ impl Inner {
         reason: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        self.fail_matching(
+            "cancel_endpoint",
+            "endpoint_id = $3 AND due_at IS NOT NULL \
+             AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))",
+            endpoint_id,
+            reason,
+            limit,
+        )
+        .await
+    }
+
+    /// Makes up to `limit` deliveries matching `condition` (`$2` is now, `$3` is `key`) final
+    /// as failed with `reason`, releasing any lease (rows locked elsewhere are skipped);
+    /// returns their ids.
+    async fn fail_matching(
+        &self,
+        what: &'static str,
+        condition: &'static str,
+        key: &str,
+        reason: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let now = unix_millis(SystemTime::now());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, \
+             manual = FALSE, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+             WHERE seq IN (SELECT seq FROM deliveries WHERE {condition} \
+                           LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id"
+        );
         let (rows, _) = self
-            .retry("cancel_endpoint", |pool| {
+            .retry(what, |pool| {
                 Box::pin(
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, \
-                         manual = FALSE, lease_owner = NULL, lease_expires_at = NULL, \
-                         updated_at = $2 \
-                         WHERE seq IN (SELECT seq FROM deliveries WHERE endpoint_id = $3 \
-                                       AND due_at IS NOT NULL \
-                                       AND (state = 'pending' \
-                                            OR (state = 'in_flight' AND due_at <= $2)) \
-                                       LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                         RETURNING id",
-                    )
-                    .bind(reason)
-                    .bind(now)
-                    .bind(endpoint_id)
-                    .bind(limit)
-                    .fetch_all(pool),
+                    sqlx::query(&sql)
+                        .bind(reason)
+                        .bind(now)
+                        .bind(key)
+                        .bind(limit)
+                        .fetch_all(pool),
                 )
             })
             .await?;

@@ -931,27 +931,21 @@ async fn resend_matching(
     Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
 }
 
+/// Fails the pending deliveries to an endpoint URL (at most `limit`).
 async fn fail_pending(
     conn: &mut SqliteConnection,
     endpoint: String,
     reason: String,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
-    let now = unix_millis(SystemTime::now());
-    let rows = sqlx::query(
-        "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, manual = 0, \
-         updated_at = $2 \
-         WHERE seq IN (SELECT seq FROM deliveries WHERE endpoint = $3 AND state = 'pending' \
-         LIMIT $4) RETURNING id",
+    fail_matching(
+        conn,
+        "endpoint = $3 AND state = 'pending'",
+        endpoint,
+        reason,
+        limit,
     )
-    .bind(reason)
-    .bind(now)
-    .bind(endpoint)
-    .bind(limit)
-    .fetch_all(conn)
     .await
-    .map_err(backend)?;
-    rows.iter().map(|row| row.text("id")).collect()
 }
 
 /// Cancels a deleted endpoint's deliveries that are pending, or in flight under an expired
@@ -962,16 +956,35 @@ async fn cancel_endpoint(
     reason: String,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
+    fail_matching(
+        conn,
+        "endpoint_id = $3 AND due_at IS NOT NULL \
+         AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))",
+        endpoint_id,
+        reason,
+        limit,
+    )
+    .await
+}
+
+/// Makes up to `limit` deliveries matching `condition` (`$2` is now, `$3` is `key`) final
+/// as failed with `reason`, releasing any lease; returns their ids.
+async fn fail_matching(
+    conn: &mut SqliteConnection,
+    condition: &'static str,
+    key: String,
+    reason: String,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
     let now = unix_millis(SystemTime::now());
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, manual = 0, \
          lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
-         WHERE seq IN (SELECT seq FROM deliveries WHERE endpoint_id = $3 AND due_at IS NOT NULL \
-         AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2)) LIMIT $4) RETURNING id",
-    )
+         WHERE seq IN (SELECT seq FROM deliveries WHERE {condition} LIMIT $4) RETURNING id"
+    ))
     .bind(reason)
     .bind(now)
-    .bind(endpoint_id)
+    .bind(key)
     .bind(limit)
     .fetch_all(conn)
     .await
