@@ -29,66 +29,58 @@ pub(crate) enum CollectError {
     Body,
 }
 
-pin_project! {
-    /// Polls the body to its end (`poll_frame` returning `None`; `is_end_stream` is never
-    /// trusted), appends each data frame to one buffer and feeds it to the MACs in the same
-    /// pass, ignores trailers, then asks the verification for its verdict.
-    ///
-    /// Once over the limit, the rest of the body is read and discarded up to another `limit`
-    /// bytes before answering, so the client sees the `413` instead of a reset connection.
-    pub(crate) struct Collect<B, V> {
-        #[pin]
-        body: B,
-        // The first data frame, kept as is (zero-copy for a `Bytes`-backed body); copied
-        // into `buf` only when a second frame arrives.
-        first: Option<Bytes>,
-        buf: BytesMut,
-        capacity: usize,
-        verification: Option<V>,
-        limit: usize,
-        drained: Option<usize>,
-    }
+/// The buffering half of collecting a body: one buffer, the limit, and what was drained past
+/// it. Kept apart from the body and the verification so that the layer's future can hold the
+/// (large) verification state where it is never moved between steps.
+#[derive(Debug)]
+pub(crate) struct Buffer {
+    // The first data frame, kept as is (zero-copy for a `Bytes`-backed body); copied into
+    // `buf` only when a second frame arrives.
+    first: Option<Bytes>,
+    buf: BytesMut,
+    capacity: usize,
+    limit: usize,
+    drained: Option<usize>,
 }
 
-impl<B, V> Collect<B, V> {
+impl Buffer {
+    /// A buffer for at most `limit` bytes that reserves `capacity` (the declared length) once
+    /// a second frame arrives.
     #[inline]
-    pub(crate) fn new(body: B, verification: V, limit: usize, capacity: usize) -> Self {
+    pub(crate) fn new(limit: usize, capacity: usize) -> Self {
         Self {
-            body,
             first: None,
             buf: BytesMut::new(),
             capacity: capacity.min(limit),
-            verification: Some(verification),
             limit,
             drained: None,
         }
     }
-}
 
-impl<B, V> Future for Collect<B, V>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-    V: Verification,
-{
-    type Output = Result<(Bytes, Verified), CollectError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+    /// Polls `body` to its end (`poll_frame` returning `None`; `is_end_stream` is never
+    /// trusted), appends each data frame to the buffer and feeds it to `verification` in the
+    /// same pass, ignores trailers, then asks the verification for its verdict.
+    ///
+    /// Once over the limit, the rest of the body is read and discarded up to another `limit`
+    /// bytes before answering, so the client sees the `413` instead of a reset connection.
+    pub(crate) fn poll_collect<B, V>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        verification: &mut Option<V>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(Bytes, Verified), CollectError>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+        V: Verification,
+    {
         for _ in 0..FRAME_BUDGET {
-            let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
-                None => {
-                    return Poll::Ready(finish(
-                        this.first,
-                        this.buf,
-                        this.verification,
-                        *this.drained,
-                    ))
-                }
+            let frame = match ready!(body.as_mut().poll_frame(cx)) {
+                None => return Poll::Ready(self.finish(verification)),
                 Some(Err(error)) => {
                     let error = error.into();
                     return Poll::Ready(Err(
-                        if this.drained.is_some() || is_length_limit(&*error) {
+                        if self.drained.is_some() || is_length_limit(&*error) {
                             CollectError::TooLarge
                         } else {
                             CollectError::Body
@@ -102,23 +94,23 @@ where
                 continue;
             };
             let len = data.remaining();
-            if let Some(drained) = this.drained {
+            if let Some(drained) = &mut self.drained {
                 *drained = drained.saturating_add(len);
-                if *drained > *this.limit {
+                if *drained > self.limit {
                     return Poll::Ready(Err(CollectError::TooLarge));
                 }
                 continue;
             }
-            let held = this.first.as_ref().map_or(0, Bytes::len) + this.buf.len();
-            if held.saturating_add(len) > *this.limit {
+            let held = self.first.as_ref().map_or(0, Bytes::len) + self.buf.len();
+            if held.saturating_add(len) > self.limit {
                 // Over the limit: free the buffer and the MACs, drain the rest.
-                *this.first = None;
-                *this.buf = BytesMut::new();
-                *this.verification = None;
-                *this.drained = Some(len);
+                self.first = None;
+                self.buf = BytesMut::new();
+                *verification = None;
+                self.drained = Some(len);
                 continue;
             }
-            let Some(verification) = this.verification.as_mut() else {
+            let Some(verification) = verification.as_mut() else {
                 return Poll::Ready(Err(CollectError::Body));
             };
             if len == 0 {
@@ -129,45 +121,78 @@ where
                 // over; other buffers are copied once, as before).
                 let bytes = data.copy_to_bytes(len);
                 verification.update(&bytes);
-                *this.first = Some(bytes);
+                self.first = Some(bytes);
                 continue;
             }
-            if let Some(first) = this.first.take() {
-                this.buf
-                    .reserve((*this.capacity).max(first.len().saturating_add(len)));
-                this.buf.extend_from_slice(&first);
+            if let Some(first) = self.first.take() {
+                self.buf
+                    .reserve(self.capacity.max(first.len().saturating_add(len)));
+                self.buf.extend_from_slice(&first);
             }
             while data.has_remaining() {
                 let chunk = data.chunk();
                 let n = chunk.len();
                 verification.update(chunk);
-                this.buf.extend_from_slice(chunk);
+                self.buf.extend_from_slice(chunk);
                 data.advance(n);
             }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+
+    fn finish<V: Verification>(
+        &mut self,
+        verification: &mut Option<V>,
+    ) -> Result<(Bytes, Verified), CollectError> {
+        if self.drained.is_some() {
+            return Err(CollectError::TooLarge);
+        }
+        // `None` only when polled again after completion.
+        let verification = verification.take().ok_or(CollectError::Body)?;
+        let bytes = match self.first.take() {
+            Some(first) => first,
+            None => mem::take(&mut self.buf).freeze(),
+        };
+        match verification.finish(&bytes) {
+            Ok(verified) => Ok((bytes, verified)),
+            Err(error) => Err(CollectError::Verify(error)),
+        }
+    }
 }
 
-fn finish<V: Verification>(
-    first: &mut Option<Bytes>,
-    buf: &mut BytesMut,
-    verification: &mut Option<V>,
-    drained: Option<usize>,
-) -> Result<(Bytes, Verified), CollectError> {
-    if drained.is_some() {
-        return Err(CollectError::TooLarge);
+pin_project! {
+    /// A body, its [`Buffer`] and its verification as one future (for
+    /// [`WebhookVerifier::verify`](super::WebhookVerifier::verify)).
+    pub(crate) struct Collect<B, V> {
+        #[pin]
+        body: B,
+        buffer: Buffer,
+        verification: Option<V>,
     }
-    // `None` only when polled again after completion.
-    let verification = verification.take().ok_or(CollectError::Body)?;
-    let bytes = match first.take() {
-        Some(first) => first,
-        None => mem::take(buf).freeze(),
-    };
-    match verification.finish(&bytes) {
-        Ok(verified) => Ok((bytes, verified)),
-        Err(error) => Err(CollectError::Verify(error)),
+}
+
+impl<B, V> Collect<B, V> {
+    pub(crate) fn new(body: B, (verification, buffer): (V, Buffer)) -> Self {
+        Self {
+            body,
+            buffer,
+            verification: Some(verification),
+        }
+    }
+}
+
+impl<B, V> Future for Collect<B, V>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    V: Verification,
+{
+    type Output = Result<(Bytes, Verified), CollectError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.buffer.poll_collect(this.body, this.verification, cx)
     }
 }
 

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::{ResponseBody, VerifiedBody};
-use super::collect::{BoxError, Collect};
+use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
 use super::verifier::{Clock, WebhookVerifier};
@@ -42,32 +42,36 @@ pin_project! {
         Sc: Scheme,
         K: SecretSource,
     {
+        // The step; small, because every step change writes the whole enum. The large
+        // verification state and the request head live in fields of their own, written once
+        // when the future is made.
         #[pin]
-        state: StateOf<S, B, Sc, K>,
-        inner: Option<S>,
+        state: StateOf<S, B, K>,
+        verification: Option<Sc::Verification>,
+        buffer: Buffer,
         parts: Option<RequestHead>,
+        inner: Option<S>,
         verifier: WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
-        guard: Option<ReplayGuard>,
+        guard: Option<Box<ReplayGuard>>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<B, V, L, F, T, E> {
+    enum State<B, L, F, T, E> {
         Lookup { #[pin] lookup: L, body: Option<B> },
-        Collect { #[pin] collect: Collect<B, V> },
-        Reserve { reserve: ReplayFuture<Reservation>, request: Option<Request<VerifiedBody>> },
+        Collect { #[pin] body: B },
+        Reserve { reserve: ReplayFuture<Reservation>, body: Option<Bytes> },
         Call { #[pin] future: F },
         Record { record: ReplayFuture<()>, result: Option<Result<T, E>> },
         Local { response: Option<axum::response::Response> },
     }
 }
 
-type StateOf<S, B, Sc, K> = State<
+type StateOf<S, B, K> = State<
     B,
-    <Sc as Scheme>::Verification,
     <K as SecretSource>::Future,
     <S as Service<Request<VerifiedBody>>>::Future,
     <S as Service<Request<VerifiedBody>>>::Response,
@@ -112,52 +116,50 @@ where
         rejection: R,
         now: i64,
     ) -> Self {
-        Self::new(
-            State::Lookup {
+        Self {
+            state: State::Lookup {
                 lookup,
                 body: Some(body),
             },
-            parts,
-            inner,
+            verification: None,
+            buffer: Buffer::new(0, 0),
+            parts: Some(parts),
+            inner: Some(inner),
             verifier,
             rejection,
             now,
-        )
+            guard: None,
+        }
     }
 
     /// Starts by collecting the body (the secrets were available at once), or with a
     /// rejection found before reading it.
     #[inline]
     pub(crate) fn collect(
-        collect: Result<Collect<B, Sc::Verification>, Rejection>,
+        started: Result<(Sc::Verification, Buffer), Rejection>,
+        body: B,
         parts: RequestHead,
         inner: S,
         verifier: WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
     ) -> Self {
-        let state = match collect {
-            Ok(collect) => State::Collect { collect },
-            Err(error) => State::Local {
-                response: Some(render(&rejection, error)),
-            },
+        let (state, verification, buffer) = match started {
+            Ok((verification, buffer)) => (State::Collect { body }, Some(verification), buffer),
+            Err(error) => (
+                State::Local {
+                    response: Some(render(&rejection, error)),
+                },
+                None,
+                Buffer::new(0, 0),
+            ),
         };
-        Self::new(state, parts, inner, verifier, rejection, now)
-    }
-
-    #[inline]
-    fn new(
-        state: StateOf<S, B, Sc, K>,
-        parts: RequestHead,
-        inner: S,
-        verifier: WebhookVerifier<Sc, K>,
-        rejection: R,
-        now: i64,
-    ) -> Self {
         Self {
             state,
-            inner: Some(inner),
+            verification,
+            buffer,
             parts: Some(parts),
+            inner: Some(inner),
             verifier,
             rejection,
             now,
@@ -187,19 +189,24 @@ where
                     let secrets = ready!(lookup.poll(cx));
                     let body = body.take().expect(POLLED_AFTER_COMPLETION);
                     let parts = this.parts.as_ref().expect(POLLED_AFTER_COMPLETION);
-                    let collect = match secrets {
-                        Some(secrets) => this.verifier.start(parts, &secrets, *this.now, body),
+                    let hint = body.size_hint();
+                    let started = match secrets {
+                        Some(secrets) => this.verifier.start(parts, &secrets, *this.now, &hint),
                         None => Err(this.verifier.no_secret()),
                     };
-                    this.state.set(match collect {
-                        Ok(collect) => State::Collect { collect },
-                        Err(error) => State::Local {
+                    match started {
+                        Ok((verification, buffer)) => {
+                            *this.verification = Some(verification);
+                            *this.buffer = buffer;
+                            this.state.set(State::Collect { body });
+                        }
+                        Err(error) => this.state.set(State::Local {
                             response: Some(render(this.rejection, error)),
-                        },
-                    });
+                        }),
+                    }
                 }
-                StateProj::Collect { collect } => {
-                    let collected = ready!(collect.poll(cx));
+                StateProj::Collect { body } => {
+                    let collected = ready!(this.buffer.poll_collect(body, this.verification, cx));
                     let (bytes, verified) = match collected {
                         Ok(collected) => collected,
                         Err(error) => {
@@ -214,25 +221,29 @@ where
                         this.verifier.replay.as_ref().and_then(|replay| {
                             Some((replay.store.clone(), verified.replay_key()?))
                         });
-                    let mut parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
-                    parts.extensions.insert(verified);
-                    let request = Request::from_parts(parts, VerifiedBody::new(bytes));
+                    this.parts
+                        .as_mut()
+                        .expect(POLLED_AFTER_COMPLETION)
+                        .extensions
+                        .insert(verified);
                     match replay {
                         Some((store, key)) => {
                             let reserve = store.reserve(&key, *this.now, this.verifier.replay_ttl);
-                            *this.guard = Some(ReplayGuard {
+                            *this.guard = Some(Box::new(ReplayGuard {
                                 store,
                                 key,
                                 ttl: this.verifier.replay_ttl,
                                 clock: this.verifier.clock.clone(),
                                 armed: false,
-                            });
+                            }));
                             this.state.set(State::Reserve {
                                 reserve,
-                                request: Some(request),
+                                body: Some(bytes),
                             });
                         }
                         None => {
+                            let parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
+                            let request = Request::from_parts(parts, VerifiedBody::new(bytes));
                             let mut inner = this.inner.take().expect(POLLED_AFTER_COMPLETION);
                             this.state.set(State::Call {
                                 future: inner.call(request),
@@ -240,9 +251,11 @@ where
                         }
                     }
                 }
-                StateProj::Reserve { reserve, request } => {
+                StateProj::Reserve { reserve, body } => {
                     let reservation = ready!(reserve.as_mut().poll(cx));
-                    let request = request.take().expect(POLLED_AFTER_COMPLETION);
+                    let parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
+                    let body = body.take().expect(POLLED_AFTER_COMPLETION);
+                    let request = Request::from_parts(parts, VerifiedBody::new(body));
                     match reservation {
                         Ok(Reservation::Fresh) => {
                             if let Some(guard) = this.guard.as_mut() {

@@ -133,9 +133,10 @@ where
         mark_sensitive(&mut parts.headers);
         let verifier = &self.verifier;
         let now = verifier.now();
-        let collect = match verifier.shared.secrets.lookup(&parts) {
-            SecretLookup::Borrowed(secrets) => verifier.start(&parts, secrets, now, body),
-            SecretLookup::Owned(secrets) => verifier.start(&parts, &secrets, now, body),
+        let hint = body.size_hint();
+        let started = match verifier.shared.secrets.lookup(&parts) {
+            SecretLookup::Borrowed(secrets) => verifier.start(&parts, secrets, now, &hint),
+            SecretLookup::Owned(secrets) => verifier.start(&parts, &secrets, now, &hint),
             SecretLookup::NotFound => Err(verifier.no_secret()),
             SecretLookup::Pending(lookup) => {
                 return ResponseFuture::lookup(
@@ -150,7 +151,8 @@ where
             }
         };
         ResponseFuture::collect(
-            collect,
+            started,
+            body,
             parts,
             inner,
             verifier.clone(),

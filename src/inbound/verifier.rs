@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request};
-use http_body::Body;
+use http_body::{Body, SizeHint};
 
-use super::collect::{BoxError, Collect, CollectError};
+use super::collect::{BoxError, Buffer, Collect, CollectError};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
 use crate::replay::ReplayStore;
@@ -197,34 +197,33 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         let (mut parts, body) = request.into_parts();
         mark_sensitive(&mut parts.headers);
         let now = self.now();
-        let collect = match self.shared.secrets.lookup(&parts) {
-            SecretLookup::Borrowed(secrets) => self.start(&parts, secrets, now, body),
-            SecretLookup::Owned(secrets) => self.start(&parts, &secrets, now, body),
+        let hint = body.size_hint();
+        let started = match self.shared.secrets.lookup(&parts) {
+            SecretLookup::Borrowed(secrets) => self.start(&parts, secrets, now, &hint),
+            SecretLookup::Owned(secrets) => self.start(&parts, &secrets, now, &hint),
             SecretLookup::NotFound => Err(self.no_secret()),
             SecretLookup::Pending(lookup) => match lookup.await {
-                Some(secrets) => self.start(&parts, &secrets, now, body),
+                Some(secrets) => self.start(&parts, &secrets, now, &hint),
                 None => Err(self.no_secret()),
             },
         }?;
-        let (bytes, verified) = collect
+        let (bytes, verified) = Collect::new(body, started)
             .await
             .map_err(|error| self.collect_rejection(error))?;
         parts.extensions.insert(verified);
         Ok(Request::from_parts(parts, bytes))
     }
 
-    /// Begins the verification and checks the declared length, before any body byte is read.
+    /// Begins the verification and checks the declared length (`hint` is the body's size
+    /// hint), before any body byte is read.
     #[inline]
-    pub(crate) fn start<B>(
+    pub(crate) fn start(
         &self,
         head: &RequestHead,
         secrets: &SecretSet,
         now: i64,
-        body: B,
-    ) -> Result<Collect<B, Sc::Verification>, Rejection>
-    where
-        B: Body,
-    {
+        hint: &SizeHint,
+    ) -> Result<(Sc::Verification, Buffer), Rejection> {
         let verification = self
             .shared
             .scheme
@@ -233,13 +232,14 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
                 Rejection::from_verify(error, self.shared.scheme.uniform_rejection_status())
             })?;
         let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
-        let hint = body.size_hint();
-        let declared = content_length(&head.headers).or(hint.exact());
+        // hyper derives an exact hint from `Content-Length`; the header is read only for
+        // bodies that do not.
+        let declared = hint.exact().or_else(|| content_length(&head.headers));
         if declared.is_some_and(|length| length > limit) || hint.lower() > limit {
             return Err(Rejection::body_too_large(self.limit));
         }
         let capacity = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX));
-        Ok(Collect::new(body, verification, self.limit, capacity))
+        Ok((verification, Buffer::new(self.limit, capacity)))
     }
 
     pub(crate) fn no_secret(&self) -> Rejection {
@@ -282,9 +282,23 @@ pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
     }
 }
 
+/// Bit `n` set when some signature header name is `n` bytes long.
+const SIGNATURE_HEADER_LENGTHS: u64 = {
+    let mut lengths = 0u64;
+    let mut i = 0;
+    while i < SIGNATURE_HEADERS.len() {
+        assert!(SIGNATURE_HEADERS[i].len() < 64);
+        lengths |= 1 << SIGNATURE_HEADERS[i].len();
+        i += 1;
+    }
+    lengths
+};
+
 fn is_signature_header(name: &str) -> bool {
-    // Header names are lowercase; most comparisons stop at the length.
-    SIGNATURE_HEADERS.contains(&name)
+    // Header names are lowercase; the length rules out almost every other header at once.
+    name.len() < 64
+        && SIGNATURE_HEADER_LENGTHS >> name.len() & 1 == 1
+        && SIGNATURE_HEADERS.contains(&name)
 }
 
 #[cfg(test)]

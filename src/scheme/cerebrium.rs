@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName};
 use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    find_headers, insert_header, parse_unix_timestamp, required_str, Message, MessageId,
+    find_headers, insert_header, parse_unix_timestamp_bytes, required, Message, MessageId,
     RequestHead, Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::KeyDerivation;
@@ -58,13 +58,13 @@ impl Scheme for Cerebrium {
                 .and_then(MessageId::from_header)
                 .ok_or_else(|| VerifyError::missing(ID))?,
         };
-        let timestamp_text = required_str(timestamp_text, &TIMESTAMP_NAME)?;
-        let timestamp = parse_unix_timestamp(timestamp_text)
+        let timestamp_text = required(timestamp_text, &TIMESTAMP_NAME)?;
+        let timestamp = parse_unix_timestamp_bytes(timestamp_text)
             .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
-        let signature = required_str(signature, &SIGNATURE_NAME)?;
-        let encoded = signature.strip_prefix("v1,").unwrap_or(signature);
-        let candidate = Candidates::decode(Encoding::Hex, encoded)
-            .ok_or_else(|| VerifyError::malformed(SIGNATURE))?;
+        let signature = required(signature, &SIGNATURE_NAME)?;
+        let encoded = signature.strip_prefix(b"v1,").unwrap_or(signature);
+        let candidate =
+            Candidates::decode_hex(encoded).ok_or_else(|| VerifyError::malformed(SIGNATURE))?;
         check_window(self.replay_window.as_ref(), timestamp, now)?;
 
         let mut verified = Verified::new("cerebrium");
@@ -74,7 +74,7 @@ impl Scheme for Cerebrium {
             verified,
             KeyDerivation::Raw,
             secrets,
-            &[id.as_bytes(), b".", timestamp_text.as_bytes(), b"."],
+            &[id.as_bytes(), b".", timestamp_text, b"."],
             candidate,
         )
     }

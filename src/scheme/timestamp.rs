@@ -7,12 +7,17 @@ use super::{VerifyError, VerifyErrorKind};
 /// Parses a Unix timestamp: ASCII digits only (no sign, no spaces, no `+`), at most 19 digits,
 /// so neither parsing nor the window arithmetic can overflow.
 pub fn parse_unix_timestamp(text: &str) -> Option<i64> {
+    parse_unix_timestamp_bytes(text.as_bytes())
+}
+
+/// [`parse_unix_timestamp`] on a header's bytes (no UTF-8 check needed: only digits pass).
+pub(crate) fn parse_unix_timestamp_bytes(text: &[u8]) -> Option<i64> {
     if text.is_empty() || text.len() > 19 {
         return None;
     }
     // Nineteen digits fit in a `u64`; the conversion refuses what does not fit an `i64`.
     let mut value = 0u64;
-    for byte in text.bytes() {
+    for &byte in text {
         let digit = byte.wrapping_sub(b'0');
         if digit > 9 {
             return None;
