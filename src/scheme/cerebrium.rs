@@ -50,14 +50,11 @@ impl Scheme for Cerebrium {
             &head.headers,
             [&ID_NAME, &LEGACY_ID_NAME, &TIMESTAMP_NAME, &SIGNATURE_NAME],
         );
-        let id = match id {
-            Some(value) => {
-                MessageId::from_header(value).ok_or_else(|| VerifyError::malformed(ID))?
-            }
-            None => legacy_id
-                .and_then(MessageId::from_header)
-                .ok_or_else(|| VerifyError::missing(ID))?,
-        };
+        let id_value = id.or(legacy_id).ok_or_else(|| VerifyError::missing(ID))?;
+        let id = MessageId::from_header(id_value).ok_or_else(|| match id {
+            Some(_) => VerifyError::malformed(ID),
+            None => VerifyError::missing(ID),
+        })?;
         let timestamp_text = required(timestamp_text, &TIMESTAMP_NAME)?;
         let timestamp = parse_unix_timestamp_bytes(timestamp_text)
             .ok_or_else(|| VerifyError::malformed(TIMESTAMP))?;
@@ -68,13 +65,13 @@ impl Scheme for Cerebrium {
         check_window(self.replay_window.as_ref(), timestamp, now)?;
 
         let mut verified = Verified::new("cerebrium");
-        verified.message_id = Some(id.clone());
+        verified.message_id = Some(id);
         verified.timestamp = Some(timestamp);
         HmacVerification::start_sha256(
             verified,
             KeyDerivation::Raw,
             secrets,
-            &[id.as_bytes(), b".", timestamp_text, b"."],
+            &[id_value.as_bytes(), b".", timestamp_text, b"."],
             candidate,
         )
     }

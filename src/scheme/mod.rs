@@ -550,6 +550,8 @@ pub(crate) fn find_headers<'h, const N: usize>(
             if slot.is_none() && name.len() == wanted.as_str().len() && name == wanted.as_str() {
                 *slot = Some(value);
                 missing -= 1;
+                // The names are distinct: no other slot can take this header.
+                break;
             }
         }
         if missing == 0 {
