@@ -271,13 +271,13 @@ fn bench(c: &mut Criterion) {
 /// Set in the processes `across_processes` starts.
 const CHILD: &str = "VERIFY_CHILD";
 
-/// The same interleaved figures from fresh processes (`VERIFY_PROCESSES`, default 4), whose
+/// The same interleaved figures from fresh processes (`VERIFY_PROCESSES`, default 8), whose
 /// memory layouts differ: on a small VM one process's figures can sit 10-20% off another's.
 fn across_processes() {
     let processes: usize = std::env::var("VERIFY_PROCESSES")
         .ok()
         .and_then(|processes| processes.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(8);
     if processes == 0 {
         return;
     }
