@@ -97,19 +97,7 @@ fn bench(c: &mut Criterion) {
 
     group.bench_function("layer", |b| {
         b.iter_custom(|iterations| {
-            let mut elapsed = Duration::ZERO;
-            let mut left = iterations;
-            while left > 0 {
-                let n = left.min(BATCH);
-                let requests: Vec<_> = (0..n).map(|_| build()).collect();
-                let start = Instant::now();
-                for request in requests {
-                    let response = service.call(request).now_or_never();
-                    std::hint::black_box(response);
-                }
-                elapsed += start.elapsed();
-                left -= n;
-            }
+            let elapsed = call_in_batches(&mut service, &build, iterations, BATCH);
             layer_mean.record(iterations, elapsed);
             elapsed
         })
@@ -120,18 +108,7 @@ fn bench(c: &mut Criterion) {
     let alone_mean = Mean::default();
     group.bench_function("inner_alone", |b| {
         b.iter_custom(|iterations| {
-            let mut elapsed = Duration::ZERO;
-            let mut left = iterations;
-            while left > 0 {
-                let n = left.min(BATCH);
-                let requests: Vec<_> = (0..n).map(|_| build()).collect();
-                let start = Instant::now();
-                for request in requests {
-                    std::hint::black_box(alone.call(request).now_or_never());
-                }
-                elapsed += start.elapsed();
-                left -= n;
-            }
+            let elapsed = call_in_batches(&mut alone, &build, iterations, BATCH);
             alone_mean.record(iterations, elapsed);
             elapsed
         })
@@ -206,12 +183,8 @@ fn bench(c: &mut Criterion) {
     let keyed = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     let mut rounds = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds_count {
-        let requests: Vec<_> = (0..PER_ROUND).map(|_| build()).collect();
-        let start = Instant::now();
-        for request in requests {
-            std::hint::black_box(service.call(request).now_or_never());
-        }
-        rounds[0].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        let elapsed = call_in_batches(&mut service, &build, PER_ROUND as u64, BATCH);
+        rounds[0].push(elapsed.as_nanos() as f64 / PER_ROUND as f64);
         let start = Instant::now();
         for _ in 0..PER_ROUND {
             let mut verification = scheme.begin(&head, &secrets, TIMESTAMP).unwrap();
@@ -235,12 +208,8 @@ fn bench(c: &mut Criterion) {
             std::hint::black_box(mac.finalize().into_bytes());
         }
         rounds[3].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
-        let requests: Vec<_> = (0..PER_ROUND).map(|_| build()).collect();
-        let start = Instant::now();
-        for request in requests {
-            std::hint::black_box(alone.call(request).now_or_never());
-        }
-        rounds[4].push(start.elapsed().as_nanos() as f64 / PER_ROUND as f64);
+        let elapsed = call_in_batches(&mut alone, &build, PER_ROUND as u64, BATCH);
+        rounds[4].push(elapsed.as_nanos() as f64 / PER_ROUND as f64);
     }
     let per_round_ratio =
         |baseline: &[f64]| median(rounds[0].iter().zip(baseline).map(|(l, b)| l / b).collect());
@@ -314,6 +283,29 @@ fn across_processes() {
     println!("across {} fresh processes:", own.len());
     println!("  layer's own cost / bare HMAC:   {}", spread(own));
     println!("  whole layered call / bare HMAC: {}", spread(whole));
+}
+
+/// Calls `service` `iterations` times with requests from `build`, built untimed `batch` at a
+/// time; the time of the calls alone.
+fn call_in_batches<S: Service<Request<Full<Bytes>>>>(
+    service: &mut S,
+    build: &impl Fn() -> Request<Full<Bytes>>,
+    iterations: u64,
+    batch: u64,
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    let mut left = iterations;
+    while left > 0 {
+        let n = left.min(batch);
+        let requests: Vec<_> = (0..n).map(|_| build()).collect();
+        let start = Instant::now();
+        for request in requests {
+            std::hint::black_box(service.call(request).now_or_never());
+        }
+        elapsed += start.elapsed();
+        left -= n;
+    }
+    elapsed
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
