@@ -248,25 +248,16 @@ impl Candidates {
     /// One hex signature from a header's bytes; `None` when it is not hex.
     pub(crate) fn decode_hex(text: &[u8]) -> Option<Self> {
         let mut candidates = Self::default();
-        let decoded = if text.len() <= 2 * MAX_MAC {
-            candidates.push_inline(MacBytes::from_hex(text))
-        } else {
-            candidates.push(Encoding::Hex, std::str::from_utf8(text).ok()?)
-        };
-        decoded.then_some(candidates)
+        candidates.push_hex(text).then_some(candidates)
     }
 
     /// Adds one signature in `encoding`; `false` when `text` is not in that encoding.
     pub(crate) fn push(&mut self, encoding: Encoding, text: &str) -> bool {
-        // Inline first; the allocating decoder only for what does not fit (or, for base64,
-        // what the inline decoder's length estimate refused).
         let inline = match encoding {
-            Encoding::Hex if text.len() <= 2 * MAX_MAC => {
-                return self.push_inline(MacBytes::from_hex(text.as_bytes()))
-            }
-            Encoding::Hex => None,
+            Encoding::Hex => return self.push_hex(text.as_bytes()),
             Encoding::Base64 => MacBytes::from_base64(text),
         };
+        // The allocating decoder only for what the inline decoder's length estimate refused.
         let decoded = match inline {
             Some(mac) => Some(Some(mac)),
             None => encoding
@@ -279,6 +270,17 @@ impl Candidates {
             None => return false,
         }
         true
+    }
+
+    /// Adds one hex signature (either case); `false` when `text` is not hex.
+    fn push_hex(&mut self, text: &[u8]) -> bool {
+        if text.len() <= 2 * MAX_MAC {
+            return self.push_inline(MacBytes::from_hex(text));
+        }
+        // Longer than any MAC: well-formed hex still counts, but can match nothing.
+        let hex = text.len().is_multiple_of(2) && text.iter().all(u8::is_ascii_hexdigit);
+        self.overlong |= hex;
+        hex
     }
 
     fn push_inline(&mut self, mac: Option<MacBytes>) -> bool {
