@@ -7,7 +7,8 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use hmac::{Hmac, Mac};
+use hmac::digest::KeyInit;
+use hmac::HmacCore;
 use sha2::Sha256;
 
 use rand::RngCore;
@@ -27,7 +28,7 @@ struct SecretInner {
     /// first use: cloning a keyed state skips the two key-schedule compressions (about a
     /// tenth of a 1 KiB verification) that keying from scratch costs on every request.
     /// `None` inside when the derivation does not apply to this secret.
-    keyed_sha256: [OnceLock<Option<Hmac<Sha256>>>; KeyDerivation::COUNT],
+    keyed_sha256: [OnceLock<Option<HmacCore<Sha256>>>; KeyDerivation::COUNT],
 }
 
 /// How a scheme turns a [`Secret`] into HMAC key bytes.
@@ -75,12 +76,12 @@ impl Secret {
 
     /// HMAC-SHA256 keyed with this secret as `derivation` reads it (cached after the first
     /// call); `None` when the secret is not in that format.
-    pub(crate) fn keyed_sha256(&self, derivation: KeyDerivation) -> Option<&Hmac<Sha256>> {
+    pub(crate) fn keyed_sha256(&self, derivation: KeyDerivation) -> Option<&HmacCore<Sha256>> {
         self.inner.keyed_sha256[derivation as usize]
             .get_or_init(|| {
                 let key = derivation.derive(self)?;
                 // HMAC takes keys of any length.
-                Some(Hmac::new_from_slice(&key).expect("any key length"))
+                Some(HmacCore::new_from_slice(&key).expect("any key length"))
             })
             .as_ref()
     }
@@ -383,10 +384,11 @@ mod tests {
 
     #[test]
     fn keyed_state_matches_a_fresh_key() {
-        use hmac::Mac as _;
+        use hmac::{Hmac, Mac};
         let secret = Secret::new("my-webhook-secret");
-        let mut cached = secret.keyed_sha256(KeyDerivation::Raw).unwrap().clone();
-        let mut fresh = Hmac::<Sha256>::new_from_slice(b"my-webhook-secret").unwrap();
+        let mut cached =
+            Hmac::<Sha256>::from_core(secret.keyed_sha256(KeyDerivation::Raw).unwrap().clone());
+        let mut fresh = <Hmac<Sha256> as Mac>::new_from_slice(b"my-webhook-secret").unwrap();
         cached.update(b"body");
         fresh.update(b"body");
         assert_eq!(

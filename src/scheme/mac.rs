@@ -4,7 +4,11 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
+use hmac::digest::block_buffer::Eager;
+use hmac::digest::core_api::{BlockSizeUser, Buffer, BufferKindUser, FixedOutputCore, UpdateCore};
+use hmac::digest::typenum::{IsLess, Le, NonZero, U256};
+use hmac::digest::{KeyInit, Output};
+use hmac::HmacCore;
 use serde::{Deserialize, Serialize};
 
 use super::{SecretMatch, Verification, Verified, VerifyError};
@@ -59,20 +63,17 @@ impl Encoding {
 /// (moved through the layer's future several times) stays half the size.
 #[derive(Clone)]
 pub(crate) enum MacState {
-    Sha1(Hmac<sha1::Sha1>),
-    Sha256(Hmac<sha2::Sha256>),
-    Sha512(Box<Hmac<sha2::Sha512>>),
+    Sha1(InPlaceMac<HmacCore<sha1::Sha1>>),
+    Sha256(InPlaceMac<HmacCore<sha2::Sha256>>),
+    Sha512(Box<InPlaceMac<HmacCore<sha2::Sha512>>>),
 }
 
 impl MacState {
     pub(crate) fn new(algorithm: Algorithm, key: &[u8]) -> Self {
-        // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
         match algorithm {
-            Algorithm::Sha1 => Self::Sha1(Hmac::new_from_slice(key).expect("any key length")),
-            Algorithm::Sha256 => Self::Sha256(Hmac::new_from_slice(key).expect("any key length")),
-            Algorithm::Sha512 => {
-                Self::Sha512(Box::new(Hmac::new_from_slice(key).expect("any key length")))
-            }
+            Algorithm::Sha1 => Self::Sha1(InPlaceMac::new(key)),
+            Algorithm::Sha256 => Self::Sha256(InPlaceMac::new(key)),
+            Algorithm::Sha512 => Self::Sha512(Box::new(InPlaceMac::new(key))),
         }
     }
 
@@ -84,13 +85,61 @@ impl MacState {
         }
     }
 
-    /// The MAC, inline (no allocation).
-    pub(crate) fn finalize(self) -> MacBytes {
+    /// The MAC, inline (no allocation). Finishes the state in place; it must not be fed
+    /// again.
+    pub(crate) fn finalize(&mut self) -> MacBytes {
         match self {
-            Self::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
-            Self::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
-            Self::Sha512(mac) => MacBytes::from_slice(&(*mac).finalize().into_bytes()),
+            Self::Sha1(mac) => mac.finalize(),
+            Self::Sha256(mac) => mac.finalize(),
+            Self::Sha512(mac) => mac.finalize(),
         }
+    }
+}
+
+/// An HMAC as the `hmac` crate's core and block buffer kept apart, the way its `Hmac`
+/// wrapper holds them, so that it can be finished through `&mut` (the wrapper's `finalize`
+/// takes it by value, and each move of the state is a copy).
+#[derive(Clone)]
+pub(crate) struct InPlaceMac<C>
+where
+    C: BlockSizeUser + BufferKindUser,
+    C::BlockSize: IsLess<U256>,
+    Le<C::BlockSize, U256>: NonZero,
+{
+    core: C,
+    buffer: Buffer<C>,
+}
+
+impl<C> InPlaceMac<C>
+where
+    C: UpdateCore + FixedOutputCore + BufferKindUser<BufferKind = Eager> + KeyInit + Clone,
+    C::BlockSize: IsLess<U256>,
+    Le<C::BlockSize, U256>: NonZero,
+{
+    /// Keys a new MAC; HMAC accepts keys of any length.
+    pub(crate) fn new(key: &[u8]) -> Self {
+        Self::from_core(C::new_from_slice(key).expect("any key length"))
+    }
+
+    /// A MAC continuing from an already keyed core.
+    pub(crate) fn from_core(core: C) -> Self {
+        Self {
+            core,
+            buffer: Buffer::<C>::default(),
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, data: &[u8]) {
+        let Self { core, buffer } = self;
+        buffer.digest_blocks(data, |blocks| core.update_blocks(blocks));
+    }
+
+    #[inline]
+    fn finalize(&mut self) -> MacBytes {
+        let mut out = Output::<C>::default();
+        self.core.finalize_fixed_core(&mut self.buffer, &mut out);
+        MacBytes::from_slice(&out)
     }
 }
 
@@ -339,7 +388,11 @@ pub(crate) fn compute(algorithm: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<
 /// A streaming HMAC verification: one MAC per candidate secret, fed the signed prefix at
 /// [`begin`](super::Scheme::begin), every body frame, then an optional suffix; at the end each
 /// MAC is compared in constant time against every candidate signature from the header.
-pub struct HmacVerification {
+pub struct HmacVerification(Box<HmacState>);
+
+/// [`HmacVerification`]'s state, boxed: it is moved several times between `begin` and
+/// `finish`, and a box moves as one pointer.
+struct HmacState {
     macs: Macs,
     candidates: Candidates,
     suffix: Option<Bytes>,
@@ -384,9 +437,9 @@ impl Macs {
 impl std::fmt::Debug for HmacVerification {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HmacVerification")
-            .field("scheme", &self.verified.scheme)
-            .field("secrets", &self.macs.len())
-            .field("candidates", &self.candidates.len())
+            .field("scheme", &self.0.verified.scheme)
+            .field("secrets", &self.0.macs.len())
+            .field("candidates", &self.0.candidates.len())
             .finish_non_exhaustive()
     }
 }
@@ -447,23 +500,23 @@ impl HmacVerification {
             .enumerate()
             .filter_map(|(index, secret)| Some((index, secret, secret.keyed_sha256(derivation)?)));
         let first = keyed.next().ok_or_else(VerifyError::no_secret)?;
-        let start = |(index, secret, state): (usize, &Secret, &Hmac<sha2::Sha256>)| {
+        let start = |(index, secret, core): (usize, &Secret, &HmacCore<sha2::Sha256>)| {
             (
                 SecretMatch::new(index, secret),
-                MacState::Sha256(state.clone()),
+                MacState::Sha256(InPlaceMac::from_core(core.clone())),
             )
         };
-        let mut this = Self {
+        let mut this = Self(Box::new(HmacState {
             macs: Macs::One(start(first)),
             candidates,
             suffix: None,
             verified,
-        };
+        }));
         if let Some(second) = keyed.next() {
             // A rotation: one MAC per secret.
             let mut all = vec![start(first), start(second)];
             all.extend(keyed.map(start));
-            this.macs = Macs::Many(all);
+            this.0.macs = Macs::Many(all);
         }
         this.feed_prefix(prefix);
         Ok(this)
@@ -473,15 +526,16 @@ impl HmacVerification {
     /// id gives.
     #[inline]
     fn feed_prefix(&mut self, prefix: &[&[u8]]) {
-        for (_, mac) in self.macs.states_mut() {
+        let state = &mut *self.0;
+        for (_, mac) in state.macs.states_mut() {
             for part in prefix {
                 mac.update(part);
             }
         }
         // A signed message id is the natural de-duplication key; without one, the MAC is
         // (set in `finish`).
-        if self.verified.message_id.is_some() && !self.verified.has_replay_basis() {
-            self.verified.replay_from_message_id();
+        if state.verified.message_id.is_some() && !state.verified.has_replay_basis() {
+            state.verified.replay_from_message_id();
         }
     }
 
@@ -496,12 +550,12 @@ impl HmacVerification {
             return Err(VerifyError::invalid_signature());
         }
         let macs = Macs::collect(macs).ok_or_else(VerifyError::no_secret)?;
-        let mut this = Self {
+        let mut this = Self(Box::new(HmacState {
             macs,
             candidates,
             suffix: None,
             verified,
-        };
+        }));
         this.feed_prefix(prefix);
         Ok(this)
     }
@@ -509,7 +563,7 @@ impl HmacVerification {
     /// Signed content that follows the body (a Valohai basestring like `{body}.{header:Ts}`).
     pub fn with_suffix(mut self, suffix: Bytes) -> Self {
         if !suffix.is_empty() {
-            self.suffix = Some(suffix);
+            self.0.suffix = Some(suffix);
         }
         self
     }
@@ -518,7 +572,7 @@ impl HmacVerification {
 impl Verification for HmacVerification {
     #[inline]
     fn update(&mut self, chunk: &[u8]) {
-        match &mut self.macs {
+        match &mut self.0.macs {
             Macs::One((_, mac)) => mac.update(chunk),
             Macs::Many(macs) => {
                 for (_, mac) in macs {
@@ -529,30 +583,36 @@ impl Verification for HmacVerification {
     }
 
     fn finish(self, _body: &Bytes) -> Result<Verified, VerifyError> {
-        let Self {
+        let mut state = self.0;
+        let HmacState {
             macs,
             candidates,
             suffix,
-            mut verified,
-        } = self;
-        let check = |secret: SecretMatch, mut mac: MacState| {
-            if let Some(suffix) = &suffix {
+            verified,
+        } = &mut *state;
+        let mut check = |mac: &mut MacState| {
+            if let Some(suffix) = suffix {
                 mac.update(suffix);
             }
             let computed = mac.finalize();
-            candidates.matches(&computed).then_some((secret, computed))
+            candidates.matches(&computed).then_some(computed)
         };
         let matched = match macs {
-            Macs::One((secret, mac)) => check(secret, mac),
+            Macs::One((secret, mac)) => check(mac).map(|computed| (secret, computed)),
             Macs::Many(macs) => macs
-                .into_iter()
-                .find_map(|(secret, mac)| check(secret, mac)),
+                .iter_mut()
+                .find_map(|(secret, mac)| Some((secret, check(mac)?))),
         };
         let (secret, computed) = matched.ok_or_else(VerifyError::invalid_signature)?;
+        let secret = SecretMatch {
+            index: secret.index,
+            id: secret.id.take(),
+        };
         if !verified.has_replay_basis() {
             verified.replay_from_mac(computed);
         }
         verified.secret = Some(secret);
+        let HmacState { verified, .. } = *state;
         Ok(verified)
     }
 }
@@ -598,6 +658,50 @@ mod tests {
             let inline = MacBytes::from_hex(&text).map(|mac| mac.to_vec());
             let expected = hex::decode(&text).ok().filter(|mac| mac.len() <= MAX_MAC);
             assert_eq!(inline, expected, "{len}");
+        }
+    }
+
+    #[test]
+    fn in_place_macs_match_the_hmac_crate_whatever_the_chunking() {
+        use hmac::{Hmac, Mac as _};
+        let message: Vec<u8> = (0..300u16).map(|i| (i * 7 % 251) as u8).collect();
+        for key in [&b""[..], b"k", &[0x5a; 64], &[0xa5; 200]] {
+            let expected = [
+                <Hmac<sha1::Sha1> as hmac::Mac>::new_from_slice(key)
+                    .unwrap()
+                    .chain_update(&message)
+                    .finalize()
+                    .into_bytes()
+                    .to_vec(),
+                <Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key)
+                    .unwrap()
+                    .chain_update(&message)
+                    .finalize()
+                    .into_bytes()
+                    .to_vec(),
+                <Hmac<sha2::Sha512> as hmac::Mac>::new_from_slice(key)
+                    .unwrap()
+                    .chain_update(&message)
+                    .finalize()
+                    .into_bytes()
+                    .to_vec(),
+            ];
+            for (algorithm, expected) in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512]
+                .into_iter()
+                .zip(expected)
+            {
+                for chunk in [1, 13, 64, 65, 128, 300] {
+                    let mut mac = MacState::new(algorithm, key);
+                    for part in message.chunks(chunk) {
+                        mac.update(part);
+                    }
+                    assert_eq!(
+                        &*mac.finalize(),
+                        expected.as_slice(),
+                        "{algorithm:?} {chunk}"
+                    );
+                }
+            }
         }
     }
 
