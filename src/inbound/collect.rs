@@ -1,13 +1,12 @@
 //! Buffering a body into one `BytesMut` while feeding each frame to the verification.
 
-use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::Extensions;
 use http_body::Body;
-use pin_project_lite::pin_project;
 
 use crate::scheme::{Verification, Verified, VerifyError};
 
@@ -59,7 +58,9 @@ impl Buffer {
 
     /// Polls `body` to its end (`poll_frame` returning `None`; `is_end_stream` is never
     /// trusted), appends each data frame to the buffer and feeds it to `verification` in the
-    /// same pass, ignores trailers, then asks the verification for its verdict.
+    /// same pass, ignores trailers, then asks the verification for its verdict and records
+    /// the [`Verified`] metadata in `extensions` (straight from the verdict: it is large
+    /// enough that every move is a copy).
     ///
     /// Once over the limit, the rest of the body is read and discarded up to another `limit`
     /// bytes before answering, so the client sees the `413` instead of a reset connection.
@@ -67,8 +68,9 @@ impl Buffer {
         &mut self,
         mut body: Pin<&mut B>,
         verification: &mut Option<V>,
+        extensions: &mut Extensions,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(Bytes, Verified), CollectError>>
+    ) -> Poll<Result<Bytes, CollectError>>
     where
         B: Body,
         B::Error: Into<BoxError>,
@@ -76,7 +78,7 @@ impl Buffer {
     {
         for _ in 0..FRAME_BUDGET {
             let frame = match ready!(body.as_mut().poll_frame(cx)) {
-                None => return Poll::Ready(self.finish(verification)),
+                None => return Poll::Ready(self.finish(verification, extensions)),
                 Some(Err(error)) => {
                     let error = error.into();
                     return Poll::Ready(Err(
@@ -144,7 +146,8 @@ impl Buffer {
     fn finish<V: Verification>(
         &mut self,
         verification: &mut Option<V>,
-    ) -> Result<(Bytes, Verified), CollectError> {
+        extensions: &mut Extensions,
+    ) -> Result<Bytes, CollectError> {
         if self.drained.is_some() {
             return Err(CollectError::TooLarge);
         }
@@ -154,45 +157,11 @@ impl Buffer {
             Some(first) => first,
             None => mem::take(&mut self.buf).freeze(),
         };
-        match verification.finish(&bytes) {
-            Ok(verified) => Ok((bytes, verified)),
-            Err(error) => Err(CollectError::Verify(error)),
-        }
-    }
-}
-
-pin_project! {
-    /// A body, its [`Buffer`] and its verification as one future (for
-    /// [`WebhookVerifier::verify`](super::WebhookVerifier::verify)).
-    pub(crate) struct Collect<B, V> {
-        #[pin]
-        body: B,
-        buffer: Buffer,
-        verification: Option<V>,
-    }
-}
-
-impl<B, V> Collect<B, V> {
-    pub(crate) fn new(body: B, (verification, buffer): (V, Buffer)) -> Self {
-        Self {
-            body,
-            buffer,
-            verification: Some(verification),
-        }
-    }
-}
-
-impl<B, V> Future for Collect<B, V>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-    V: Verification,
-{
-    type Output = Result<(Bytes, Verified), CollectError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        this.buffer.poll_collect(this.body, this.verification, cx)
+        let verified: Verified = verification
+            .finish(&bytes)
+            .map_err(CollectError::Verify)?;
+        extensions.insert(verified);
+        Ok(bytes)
     }
 }
 

@@ -206,9 +206,15 @@ where
                     }
                 }
                 StateProj::Collect { body } => {
-                    let collected = ready!(this.buffer.poll_collect(body, this.verification, cx));
-                    let (bytes, verified) = match collected {
-                        Ok(collected) => collected,
+                    let parts = this.parts.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let collected = ready!(this.buffer.poll_collect(
+                        body,
+                        this.verification,
+                        &mut parts.extensions,
+                        cx
+                    ));
+                    let bytes = match collected {
+                        Ok(bytes) => bytes,
                         Err(error) => {
                             let error = this.verifier.collect_rejection(error);
                             this.state.set(State::Local {
@@ -217,15 +223,10 @@ where
                             continue;
                         }
                     };
-                    let replay =
-                        this.verifier.replay.as_ref().and_then(|replay| {
-                            Some((replay.store.clone(), verified.replay_key()?))
-                        });
-                    this.parts
-                        .as_mut()
-                        .expect(POLLED_AFTER_COMPLETION)
-                        .extensions
-                        .insert(verified);
+                    let replay = this.verifier.replay.as_ref().and_then(|replay| {
+                        let key = parts.extensions.get::<Verified>()?.replay_key()?;
+                        Some((replay.store.clone(), key))
+                    });
                     match replay {
                         Some((store, key)) => {
                             let reserve = store.reserve(&key, *this.now, this.verifier.replay_ttl);

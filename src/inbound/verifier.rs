@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Request};
 use http_body::{Body, SizeHint};
 
-use super::collect::{BoxError, Buffer, Collect, CollectError};
+use super::collect::{BoxError, Buffer, CollectError};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
 use crate::replay::ReplayStore;
@@ -207,10 +207,19 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
                 None => Err(self.no_secret()),
             },
         }?;
-        let (bytes, verified) = Collect::new(body, started)
-            .await
-            .map_err(|error| self.collect_rejection(error))?;
-        parts.extensions.insert(verified);
+        let (verification, mut buffer) = started;
+        let mut verification = Some(verification);
+        let mut body = std::pin::pin!(body);
+        let bytes = std::future::poll_fn(|cx| {
+            buffer.poll_collect(
+                body.as_mut(),
+                &mut verification,
+                &mut parts.extensions,
+                cx,
+            )
+        })
+        .await
+        .map_err(|error| self.collect_rejection(error))?;
         Ok(Request::from_parts(parts, bytes))
     }
 
