@@ -157,9 +157,7 @@ impl Buffer {
             Some(first) => first,
             None => mem::take(&mut self.buf).freeze(),
         };
-        let verified: Verified = verification
-            .finish(&bytes)
-            .map_err(CollectError::Verify)?;
+        let verified: Verified = verification.finish(&bytes).map_err(CollectError::Verify)?;
         extensions.insert(verified);
         Ok(bytes)
     }

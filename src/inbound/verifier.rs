@@ -211,12 +211,7 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         let mut verification = Some(verification);
         let mut body = std::pin::pin!(body);
         let bytes = std::future::poll_fn(|cx| {
-            buffer.poll_collect(
-                body.as_mut(),
-                &mut verification,
-                &mut parts.extensions,
-                cx,
-            )
+            buffer.poll_collect(body.as_mut(), &mut verification, &mut parts.extensions, cx)
         })
         .await
         .map_err(|error| self.collect_rejection(error))?;
