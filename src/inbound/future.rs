@@ -17,7 +17,7 @@ use super::body::{ResponseBody, VerifiedBody};
 use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
-use super::verifier::{Clock, WebhookVerifier};
+use super::verifier::{Clock, Rejections, WebhookVerifier};
 use crate::replay::{Outcome, ReplayFuture, ReplayStore, Reservation};
 use crate::scheme::{RequestHead, Scheme, Verified};
 
@@ -51,7 +51,10 @@ pin_project! {
         buffer: Buffer,
         parts: Option<RequestHead>,
         inner: Option<S>,
-        verifier: WebhookVerifier<Sc, K>,
+        // A clone of the verifier only when a step after `call` needs it (an asynchronous
+        // secret lookup, a replay store): cloning it costs reference-count updates.
+        verifier: Option<WebhookVerifier<Sc, K>>,
+        rejections: Rejections,
         rejection: R,
         now: i64,
         guard: Option<Box<ReplayGuard>>,
@@ -125,7 +128,8 @@ where
             buffer: Buffer::new(0, 0),
             parts: Some(parts),
             inner: Some(inner),
-            verifier,
+            rejections: verifier.rejections(),
+            verifier: Some(verifier),
             rejection,
             now,
             guard: None,
@@ -140,7 +144,7 @@ where
         body: B,
         parts: RequestHead,
         inner: S,
-        verifier: WebhookVerifier<Sc, K>,
+        verifier: &WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
     ) -> Self {
@@ -160,7 +164,8 @@ where
             buffer,
             parts: Some(parts),
             inner: Some(inner),
-            verifier,
+            verifier: verifier.replay.is_some().then(|| verifier.clone()),
+            rejections: verifier.rejections(),
             rejection,
             now,
             guard: None,
@@ -169,6 +174,8 @@ where
 }
 
 const POLLED_AFTER_COMPLETION: &str = "`inbound::ResponseFuture` polled after completion";
+const LOOKUP_KEEPS_THE_VERIFIER: &str = "a future waiting for a lookup holds the verifier";
+const REPLAY_KEEPS_THE_VERIFIER: &str = "a future with a replay store holds the verifier";
 
 impl<S, B, Sc, K, R, ResBody> Future for ResponseFuture<S, B, Sc, K, R>
 where
@@ -190,9 +197,10 @@ where
                     let body = body.take().expect(POLLED_AFTER_COMPLETION);
                     let parts = this.parts.as_ref().expect(POLLED_AFTER_COMPLETION);
                     let hint = body.size_hint();
+                    let verifier = this.verifier.as_ref().expect(LOOKUP_KEEPS_THE_VERIFIER);
                     let started = match secrets {
-                        Some(secrets) => this.verifier.start(parts, &secrets, *this.now, &hint),
-                        None => Err(this.verifier.no_secret()),
+                        Some(secrets) => verifier.start(parts, &secrets, *this.now, &hint),
+                        None => Err(this.rejections.no_secret()),
                     };
                     match started {
                         Ok((verification, buffer)) => {
@@ -216,25 +224,26 @@ where
                     let bytes = match collected {
                         Ok(bytes) => bytes,
                         Err(error) => {
-                            let error = this.verifier.collect_rejection(error);
+                            let error = this.rejections.collect(error);
                             this.state.set(State::Local {
                                 response: Some(render(this.rejection, error)),
                             });
                             continue;
                         }
                     };
-                    let replay = this.verifier.replay.as_ref().and_then(|replay| {
+                    let replay = this.verifier.as_ref().and_then(|verifier| {
+                        let replay = verifier.replay.as_ref()?;
                         let key = parts.extensions.get::<Verified>()?.replay_key()?;
-                        Some((replay.store.clone(), key))
+                        Some((verifier, replay.store.clone(), key))
                     });
                     match replay {
-                        Some((store, key)) => {
-                            let reserve = store.reserve(&key, *this.now, this.verifier.replay_ttl);
+                        Some((verifier, store, key)) => {
+                            let reserve = store.reserve(&key, *this.now, verifier.replay_ttl);
                             *this.guard = Some(Box::new(ReplayGuard {
                                 store,
                                 key,
-                                ttl: this.verifier.replay_ttl,
-                                clock: this.verifier.clock.clone(),
+                                ttl: verifier.replay_ttl,
+                                clock: verifier.clock.clone(),
                                 armed: false,
                             }));
                             this.state.set(State::Reserve {
@@ -275,7 +284,8 @@ where
                         }
                         Ok(Reservation::Done) => {
                             *this.guard = None;
-                            let response = duplicate_response(this.verifier.scheme(), request);
+                            let verifier = this.verifier.as_ref().expect(REPLAY_KEEPS_THE_VERIFIER);
+                            let response = duplicate_response(verifier.scheme(), request);
                             this.state.set(State::Local {
                                 response: Some(response),
                             });

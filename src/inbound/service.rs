@@ -155,7 +155,7 @@ where
             body,
             parts,
             inner,
-            verifier.clone(),
+            verifier,
             self.rejection.clone(),
             now,
         )

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Request};
+use http::{header, HeaderMap, Request, StatusCode};
 use http_body::{Body, SizeHint};
 
 use super::collect::{BoxError, Buffer, CollectError};
@@ -247,17 +247,38 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     }
 
     pub(crate) fn no_secret(&self) -> Rejection {
-        Rejection::from_verify(
-            VerifyError::no_secret(),
-            self.shared.scheme.uniform_rejection_status(),
-        )
+        self.rejections().no_secret()
     }
 
     pub(crate) fn collect_rejection(&self, error: CollectError) -> Rejection {
+        self.rejections().collect(error)
+    }
+
+    /// What a rejection found while collecting needs of this verifier, as a copy.
+    pub(crate) fn rejections(&self) -> Rejections {
+        Rejections {
+            limit: self.limit,
+            uniform_status: self.shared.scheme.uniform_rejection_status(),
+        }
+    }
+}
+
+/// The verifier's settings that word a rejection: kept by the layer's future instead of a
+/// clone of the whole verifier, which costs reference-count updates on every request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rejections {
+    limit: usize,
+    uniform_status: Option<StatusCode>,
+}
+
+impl Rejections {
+    pub(crate) fn no_secret(self) -> Rejection {
+        Rejection::from_verify(VerifyError::no_secret(), self.uniform_status)
+    }
+
+    pub(crate) fn collect(self, error: CollectError) -> Rejection {
         match error {
-            CollectError::Verify(error) => {
-                Rejection::from_verify(error, self.shared.scheme.uniform_rejection_status())
-            }
+            CollectError::Verify(error) => Rejection::from_verify(error, self.uniform_status),
             CollectError::TooLarge => Rejection::body_too_large(self.limit),
             CollectError::Body => Rejection::body_error(),
         }
