@@ -527,8 +527,24 @@ impl HmacVerification {
     #[inline]
     fn feed_prefix(&mut self, prefix: &[&[u8]]) {
         let state = &mut *self.0;
+        // A short prefix (an id, a timestamp, separators) is joined first: an update of the
+        // MAC costs more than copying a few bytes.
+        let mut joined = [0u8; 128];
+        let len: usize = prefix.iter().map(|part| part.len()).sum();
+        let parts: &[&[u8]] = match joined.get_mut(..len) {
+            Some(buffer) => {
+                let mut rest = &mut buffer[..];
+                for part in prefix {
+                    let (head, tail) = rest.split_at_mut(part.len());
+                    head.copy_from_slice(part);
+                    rest = tail;
+                }
+                &[&joined[..len]]
+            }
+            None => prefix,
+        };
         for (_, mac) in state.macs.states_mut() {
-            for part in prefix {
+            for part in parts {
                 mac.update(part);
             }
         }
