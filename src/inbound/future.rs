@@ -42,15 +42,11 @@ pin_project! {
         Sc: Scheme,
         K: SecretSource,
     {
-        // The step; small, because every step change writes the whole enum. The large
-        // verification state and the request head live in fields of their own, written once
-        // when the future is made.
+        // What a step needs lives in its variant, so that the request head and the body
+        // buffer share their space with the inner service's future: a router boxes this
+        // future, and its size is copied.
         #[pin]
-        state: StateOf<S, B, K>,
-        verification: Option<Sc::Verification>,
-        buffer: Buffer,
-        parts: Option<RequestHead>,
-        inner: Option<S>,
+        state: StateOf<S, B, Sc, K>,
         // A clone of the verifier only when a step after `call` needs it (an asynchronous
         // secret lookup, a replay store): cloning it costs reference-count updates.
         verifier: Option<WebhookVerifier<Sc, K>>,
@@ -61,20 +57,38 @@ pin_project! {
     }
 }
 
+/// The request head and the inner service, until the inner service is called.
+struct Pending<S> {
+    parts: RequestHead,
+    inner: S,
+}
+
 pin_project! {
     #[project = StateProj]
-    enum State<B, L, F, T, E> {
-        Lookup { #[pin] lookup: L, body: Option<B> },
-        Collect { #[pin] body: B },
-        Reserve { reserve: ReplayFuture<Reservation>, body: Option<Bytes> },
+    enum State<B, V, S, L, F, T, E> {
+        Lookup { #[pin] lookup: L, body: Option<B>, pending: Option<Pending<S>> },
+        Collect {
+            #[pin]
+            body: B,
+            verification: Option<V>,
+            buffer: Buffer,
+            pending: Option<Pending<S>>,
+        },
+        Reserve {
+            reserve: ReplayFuture<Reservation>,
+            body: Option<Bytes>,
+            pending: Option<Pending<S>>,
+        },
         Call { #[pin] future: F },
         Record { record: ReplayFuture<()>, result: Option<Result<T, E>> },
         Local { response: Option<axum::response::Response> },
     }
 }
 
-type StateOf<S, B, K> = State<
+type StateOf<S, B, Sc, K> = State<
     B,
+    <Sc as Scheme>::Verification,
+    S,
     <K as SecretSource>::Future,
     <S as Service<Request<VerifiedBody>>>::Future,
     <S as Service<Request<VerifiedBody>>>::Response,
@@ -123,11 +137,8 @@ where
             state: State::Lookup {
                 lookup,
                 body: Some(body),
+                pending: Some(Pending { parts, inner }),
             },
-            verification: None,
-            buffer: Buffer::new(0, 0),
-            parts: Some(parts),
-            inner: Some(inner),
             rejections: verifier.rejections(),
             verifier: Some(verifier),
             rejection,
@@ -148,22 +159,19 @@ where
         rejection: R,
         now: i64,
     ) -> Self {
-        let (state, verification, buffer) = match started {
-            Ok((verification, buffer)) => (State::Collect { body }, Some(verification), buffer),
-            Err(error) => (
-                State::Local {
-                    response: Some(render(&rejection, error)),
-                },
-                None,
-                Buffer::new(0, 0),
-            ),
+        let state = match started {
+            Ok((verification, buffer)) => State::Collect {
+                body,
+                verification: Some(verification),
+                buffer,
+                pending: Some(Pending { parts, inner }),
+            },
+            Err(error) => State::Local {
+                response: Some(render(&rejection, error)),
+            },
         };
         Self {
             state,
-            verification,
-            buffer,
-            parts: Some(parts),
-            inner: Some(inner),
             verifier: verifier.replay.is_some().then(|| verifier.clone()),
             rejections: verifier.rejections(),
             rejection,
@@ -192,35 +200,44 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Lookup { lookup, body } => {
+                StateProj::Lookup {
+                    lookup,
+                    body,
+                    pending,
+                } => {
                     let secrets = ready!(lookup.poll(cx));
                     let body = body.take().expect(POLLED_AFTER_COMPLETION);
-                    let parts = this.parts.as_ref().expect(POLLED_AFTER_COMPLETION);
+                    let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
                     let hint = body.size_hint();
                     let verifier = this.verifier.as_ref().expect(LOOKUP_KEEPS_THE_VERIFIER);
                     let started = match secrets {
-                        Some(secrets) => verifier.start(parts, &secrets, *this.now, &hint),
+                        Some(secrets) => verifier.start(&pending.parts, &secrets, *this.now, &hint),
                         None => Err(this.rejections.no_secret()),
                     };
                     match started {
-                        Ok((verification, buffer)) => {
-                            *this.verification = Some(verification);
-                            *this.buffer = buffer;
-                            this.state.set(State::Collect { body });
-                        }
+                        Ok((verification, buffer)) => this.state.set(State::Collect {
+                            body,
+                            verification: Some(verification),
+                            buffer,
+                            pending: Some(pending),
+                        }),
                         Err(error) => this.state.set(State::Local {
                             response: Some(render(this.rejection, error)),
                         }),
                     }
                 }
-                StateProj::Collect { body } => {
-                    let parts = this.parts.as_mut().expect(POLLED_AFTER_COMPLETION);
-                    let collected = ready!(this.buffer.poll_collect(
-                        body,
-                        this.verification,
-                        &mut parts.extensions,
-                        cx
-                    ));
+                StateProj::Collect {
+                    body,
+                    verification,
+                    buffer,
+                    pending,
+                } => {
+                    let extensions = &mut pending
+                        .as_mut()
+                        .expect(POLLED_AFTER_COMPLETION)
+                        .parts
+                        .extensions;
+                    let collected = ready!(buffer.poll_collect(body, verification, extensions, cx));
                     let bytes = match collected {
                         Ok(bytes) => bytes,
                         Err(error) => {
@@ -233,9 +250,10 @@ where
                     };
                     let replay = this.verifier.as_ref().and_then(|verifier| {
                         let replay = verifier.replay.as_ref()?;
-                        let key = parts.extensions.get::<Verified>()?.replay_key()?;
+                        let key = extensions.get::<Verified>()?.replay_key()?;
                         Some((verifier, replay.store.clone(), key))
                     });
+                    let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
                     match replay {
                         Some((verifier, store, key)) => {
                             let reserve = store.reserve(&key, *this.now, verifier.replay_ttl);
@@ -249,21 +267,26 @@ where
                             this.state.set(State::Reserve {
                                 reserve,
                                 body: Some(bytes),
+                                pending: Some(pending),
                             });
                         }
                         None => {
-                            let parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
+                            let Pending { parts, mut inner } = pending;
                             let request = Request::from_parts(parts, VerifiedBody::new(bytes));
-                            let mut inner = this.inner.take().expect(POLLED_AFTER_COMPLETION);
                             this.state.set(State::Call {
                                 future: inner.call(request),
                             });
                         }
                     }
                 }
-                StateProj::Reserve { reserve, body } => {
+                StateProj::Reserve {
+                    reserve,
+                    body,
+                    pending,
+                } => {
                     let reservation = ready!(reserve.as_mut().poll(cx));
-                    let parts = this.parts.take().expect(POLLED_AFTER_COMPLETION);
+                    let Pending { parts, mut inner } =
+                        pending.take().expect(POLLED_AFTER_COMPLETION);
                     let body = body.take().expect(POLLED_AFTER_COMPLETION);
                     let request = Request::from_parts(parts, VerifiedBody::new(body));
                     match reservation {
@@ -271,7 +294,6 @@ where
                             if let Some(guard) = this.guard.as_mut() {
                                 guard.armed = true;
                             }
-                            let mut inner = this.inner.take().expect(POLLED_AFTER_COMPLETION);
                             this.state.set(State::Call {
                                 future: inner.call(request),
                             });
