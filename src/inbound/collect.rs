@@ -29,8 +29,8 @@ pub(crate) enum CollectError {
 }
 
 /// The buffering half of collecting a body: one buffer, the limit, and what was drained past
-/// it. Kept apart from the body and the verification so that the layer's future can hold the
-/// (large) verification state where it is never moved between steps.
+/// it. Kept apart from the body and the verification, which the layer's future and
+/// [`WebhookVerifier::verify`](super::WebhookVerifier::verify) each hold their own way.
 #[derive(Debug)]
 pub(crate) struct Buffer {
     // The first data frame, kept as is (zero-copy for a `Bytes`-backed body); copied into

@@ -60,7 +60,7 @@ impl Encoding {
 }
 
 /// One keyed MAC in progress. SHA-512's state is boxed so that the common SHA-256 state
-/// (moved through the layer's future several times) stays half the size.
+/// stays half the size.
 #[derive(Clone)]
 pub(crate) enum MacState {
     Sha1(InPlaceMac<HmacCore<sha1::Sha1>>),
