@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
@@ -13,7 +14,7 @@ use http_body::Body as HttpBody;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::body::{ResponseBody, VerifiedBody};
+use super::body::VerifiedBody;
 use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
@@ -188,13 +189,15 @@ const REPLAY_KEEPS_THE_VERIFIER: &str = "a future with a replay store holds the 
 impl<S, B, Sc, K, R, ResBody> Future for ResponseFuture<S, B, Sc, K, R>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
     B: HttpBody,
     B::Error: Into<BoxError>,
     Sc: Scheme,
     K: SecretSource,
     R: RejectionResponse,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+    type Output = Result<Response<axum::body::Body>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -331,9 +334,7 @@ where
                 StateProj::Call { future } => {
                     let result = ready!(future.poll(cx));
                     let Some(guard) = this.guard.take() else {
-                        return Poll::Ready(
-                            result.map(|response| response.map(ResponseBody::inner)),
-                        );
+                        return Poll::Ready(result.map(|response| response.map(Body::new)));
                     };
                     let outcome = match &result {
                         Ok(response) if response.status().is_success() => Outcome::Processed,
@@ -353,11 +354,11 @@ where
                         );
                     }
                     let result = result.take().expect(POLLED_AFTER_COMPLETION);
-                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
+                    return Poll::Ready(result.map(|response| response.map(Body::new)));
                 }
                 StateProj::Local { response } => {
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
-                    return Poll::Ready(Ok(response.map(ResponseBody::local)));
+                    return Poll::Ready(Ok(response));
                 }
             }
         }

@@ -193,7 +193,7 @@ mod verifier;
 #[cfg(test)]
 mod tests;
 
-pub use body::{ResponseBody, VerifiedBody};
+pub use body::VerifiedBody;
 pub use extract::{StateVerifier, VerifiedWebhook, Webhook};
 pub use future::{Duplicate, ResponseFuture};
 pub use key::{secret_source_async, AsyncSecretSource, SecretLookup, SecretSource};

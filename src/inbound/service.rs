@@ -7,7 +7,7 @@ use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tower_service::Service;
 
-use super::body::{ResponseBody, VerifiedBody};
+use super::body::VerifiedBody;
 use super::collect::BoxError;
 use super::future::ResponseFuture;
 use super::key::{SecretLookup, SecretSource};
@@ -110,13 +110,15 @@ impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
 impl<S, Sc, K, R, B, ResBody> Service<Request<B>> for WebhookSignature<S, Sc, K, R>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
+    ResBody: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
     Sc: Scheme,
     K: SecretSource,
     R: RejectionResponse,
     B: HttpBody,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<axum::body::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S, B, Sc, K, R>;
 

@@ -1062,7 +1062,6 @@ fn service_and_future_are_send_and_sync() {
     assert_sync::<WebhookSignatureLayer<Cerebrium>>();
     assert_send::<<Svc as Service<Request<VerifiedBody>>>::Future>();
     assert_send::<<Svc as Service<Request<hyper::body::Incoming>>>::Future>();
-    assert_send::<ResponseBody<Body>>();
     type Tenant = fn(&RequestHead) -> Option<SecretSet>;
     assert_send::<
         <WebhookSignature<Inner, Cerebrium, Tenant> as Service<Request<VerifiedBody>>>::Future,
