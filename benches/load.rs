@@ -1,17 +1,26 @@
 //! Requests per second through `WebhookSignatureLayer` against a bare axum route reading the
 //! same body, both served in this process on 127.0.0.1 and driven by keep-alive HTTP/1.1
-//! clients sending pre-signed 1 KiB POSTs. Prints both rates and their ratio.
+//! clients sending pre-signed 1 KiB POSTs. Prints every server's rate and its ratio to the
+//! bare route.
 //!
 //! The servers run on one worker thread and the clients on another, so each side has a core;
 //! every server keeps its connections for the whole run and the servers take turns in short
-//! rounds of alternating order. A second, identical bare route is measured as a control: its
-//! ratio to the first shows how far apart two equal servers come out (the noise floor). A
-//! bare route that computes the same HMAC in its handler shows what the MAC alone costs.
+//! rounds of alternating order. Reference servers are measured in the same rounds:
+//! - a second, identical bare route (control): how far apart two equal servers come out;
+//! - the bare route computing the same HMAC in its handler: what the MAC alone costs;
+//! - a no-op `Router::layer`: what any layer costs under a router (a clone and a boxed
+//!   future per request);
+//! - both together (floor): what the best signature layer could reach;
+//! - the layer with an accept-all scheme: its machinery without the MAC;
+//! - an `axum::middleware::from_fn` that buffers the body, as a user might write.
+//!
 //! The clients write pre-serialized requests on raw connections (as `wrk` does), so that
 //! the servers, not the clients, set the rates; the servers' single thread is saturated.
 //!
 //! Run with `cargo bench --bench load` (`LOAD_SECS`, `LOAD_CONNECTIONS` to change the
-//! defaults of 5 s per server and 32 connections).
+//! defaults of 5 s per server and 32 connections; `LOAD_CLIENT=spin` for a client that
+//! never sleeps, see [`drive_spinning`]; `LOAD_ONLY=<name>` to drive one server, for
+//! profiling).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +38,9 @@ use tower_webhooks::scheme::{
 use tower_webhooks::{SecretSet, Verified};
 
 const SECRET: &str = "load-secret";
+
+/// Requests completed in the whole run, warm-up included (printed for profiling runs).
+static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -50,6 +62,21 @@ async fn hmac_handler(body: Bytes) -> String {
     mac.update(&body);
     std::hint::black_box(mac.finalize().into_bytes());
     body.len().to_string()
+}
+
+/// What an axum user might write to see the body in a middleware: `to_bytes`, then a new
+/// `Body` for the next service.
+async fn buffering(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// A TCP socket whose congestion control does not pace: BBR, the default on some machines
@@ -129,33 +156,115 @@ fn serialize_request(body: &[u8], headers: &HeaderMap) -> Bytes {
     request.into()
 }
 
+/// Removes one whole response from the front of `read`, if it holds one; panics unless it
+/// is `200` with the handler's answer (`1024`, the body's length).
+fn take_response(read: &mut Vec<u8>) -> bool {
+    let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = std::str::from_utf8(&read[..end]).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .expect("a content-length");
+    let response = end + 4 + length;
+    if read.len() < response {
+        return false;
+    }
+    assert_eq!(&read[end + 4..response], b"1024");
+    read.drain(..response);
+    true
+}
+
+/// A keep-alive connection driven without ever blocking (see [`drive_spinning`]).
+struct Spinning {
+    stream: std::net::TcpStream,
+    read: Vec<u8>,
+    waiting: bool,
+}
+
+fn connect_spinning(addr: SocketAddr, connections: u64) -> Vec<Spinning> {
+    (0..connections)
+        .map(|_| {
+            let socket = unpaced_socket();
+            socket.connect(&addr.into()).unwrap();
+            socket.set_tcp_nodelay(true).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            Spinning {
+                stream: socket.into(),
+                read: Vec::with_capacity(4096),
+                waiting: false,
+            }
+        })
+        .collect()
+}
+
+/// Drives every connection of `pool` for `duration` from this thread, polling the sockets
+/// in a loop instead of sleeping until one is readable; returns requests/s.
+///
+/// A client that sleeps must be woken by each response the server writes, and on a virtual
+/// machine that wake-up (an inter-processor interrupt) costs microseconds, charged to the
+/// server's `write`. The slower the server, the more often the client has gone to sleep, so
+/// any cost in the server comes out amplified in its rate. A client that never sleeps
+/// leaves the server only its own work, as remote clients on a network would.
+fn drive_spinning(pool: &mut [Spinning], duration: Duration, request: &[u8]) -> f64 {
+    use std::io::{ErrorKind, Read, Write};
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut done = 0u64;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let sending = Instant::now() < deadline;
+        let mut waiting = 0;
+        for connection in pool.iter_mut() {
+            if !connection.waiting && sending {
+                let mut written = 0;
+                while written < request.len() {
+                    match connection.stream.write(&request[written..]) {
+                        Ok(n) => written += n,
+                        Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                        Err(error) => panic!("{error}"),
+                    }
+                }
+                connection.waiting = true;
+            }
+            if !connection.waiting {
+                continue;
+            }
+            match connection.stream.read(&mut chunk) {
+                Ok(0) => panic!("the server closed the connection"),
+                Ok(n) => connection.read.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                Err(error) => panic!("{error}"),
+            }
+            if take_response(&mut connection.read) {
+                connection.waiting = false;
+                done += 1;
+            } else {
+                waiting += 1;
+            }
+        }
+        if !sending && waiting == 0 {
+            break;
+        }
+    }
+    COMPLETED.fetch_add(done, Ordering::Relaxed);
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
 impl Connection {
-    /// Sends `request` and reads the whole response; panics unless it is `200` with the
-    /// handler's answer (`1024`, the body's length).
+    /// Sends `request` and reads the whole response.
     async fn exchange(&mut self, request: &[u8]) {
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(request).await.unwrap();
-        let (head_end, body_len) = loop {
-            if let Some(end) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.read[..end]).unwrap();
-                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-                let length = head
-                    .lines()
-                    .find_map(|line| {
-                        let (name, value) = line.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().unwrap())
-                    })
-                    .expect("a content-length");
-                break (end + 4, length);
-            }
-            self.fill().await;
-        };
-        while self.read.len() < head_end + body_len {
+        while !take_response(&mut self.read) {
             self.fill().await;
         }
-        assert_eq!(&self.read[head_end..head_end + body_len], b"1024");
-        self.read.drain(..head_end + body_len);
     }
 
     async fn fill(&mut self) {
@@ -186,7 +295,9 @@ async fn drive(pool: &mut Connections, duration: Duration, request: &Bytes) -> f
     for client in clients {
         pool.push(client.await.unwrap());
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed);
+    COMPLETED.fetch_add(done, Ordering::Relaxed);
+    done as f64 / start.elapsed().as_secs_f64()
 }
 
 /// A scheme that accepts everything: isolates the layer's own cost (buffering, extensions,
@@ -239,6 +350,7 @@ fn main() {
     // server over another.
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("load-server")
         .enable_all()
         .build()
         .unwrap();
@@ -248,23 +360,54 @@ fn main() {
         .build()
         .unwrap();
     clients.block_on(async {
-        let bare = serve(&servers, Router::new().route("/hook", post(handler)));
-        let control = serve(&servers, Router::new().route("/hook", post(handler)));
-        let inline_hmac = serve(&servers, Router::new().route("/hook", post(hmac_handler)));
         // A window wide enough for the pre-signed timestamp to stay valid; de-dupe off.
         let scheme = Cerebrium::new().replay_window(None);
-        let layered = serve(
-            &servers,
-            Router::new()
-                .route("/hook", post(handler))
-                .layer(WebhookSignatureLayer::new(scheme, SECRET)),
-        );
-        let machinery = serve(
-            &servers,
-            Router::new()
-                .route("/hook", post(handler))
-                .layer(WebhookSignatureLayer::new(AcceptAll, SECRET)),
-        );
+        let no_op = || tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
+        let route = |handler_route| Router::new().route("/hook", handler_route);
+        // The first server is the baseline, the second the one the target is about.
+        let servers = [
+            (
+                "bare",
+                "bare axum route (reads Bytes)",
+                route(post(handler)),
+            ),
+            (
+                "layer",
+                "behind WebhookSignatureLayer (Cerebrium)",
+                route(post(handler)).layer(WebhookSignatureLayer::new(scheme, SECRET)),
+            ),
+            (
+                "control",
+                "control: a second bare route (noise floor)",
+                route(post(handler)),
+            ),
+            (
+                "floor",
+                "floor: no-op Router::layer + HMAC in handler",
+                route(post(hmac_handler)).layer(no_op()),
+            ),
+            (
+                "inline-hmac",
+                "bare route + HMAC in handler",
+                route(post(hmac_handler)),
+            ),
+            (
+                "no-op",
+                "no-op Router::layer (MapRequestLayer)",
+                route(post(handler)).layer(no_op()),
+            ),
+            (
+                "machinery",
+                "WebhookSignatureLayer, accept-all scheme",
+                route(post(handler)).layer(WebhookSignatureLayer::new(AcceptAll, SECRET)),
+            ),
+            (
+                "from-fn",
+                "axum from_fn middleware buffering the body",
+                route(post(handler)).layer(axum::middleware::from_fn(buffering)),
+            ),
+        ]
+        .map(|(name, label, app)| (name, label, serve(&servers, app)));
 
         let body = Bytes::from(vec![b'x'; 1024]);
         let now = std::time::SystemTime::now()
@@ -273,44 +416,58 @@ fn main() {
             .as_secs() as i64;
         let mut signed = HeaderMap::new();
         Cerebrium::new()
-            .sign(&Message::new("load-1", now, &body), &SecretSet::from(SECRET), &mut signed)
+            .sign(
+                &Message::new("load-1", now, &body),
+                &SecretSet::from(SECRET),
+                &mut signed,
+            )
             .unwrap();
         signed.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
 
-        let servers = [
-            ("bare", bare),
-            ("layer", layered),
-            ("machinery", machinery),
-            ("control", control),
-            ("inline-hmac", inline_hmac),
-        ];
+        let spin = std::env::var("LOAD_CLIENT").is_ok_and(|client| client == "spin");
         let mut pools = Vec::new();
-        for (_, addr) in servers {
-            pools.push(connect(addr, connections).await);
+        let mut spinning = Vec::new();
+        for (_, _, addr) in servers {
+            if spin {
+                spinning.push(connect_spinning(addr, connections));
+            } else {
+                pools.push(connect(addr, connections).await);
+            }
         }
+        // `LOAD_ONLY=bare|layer|...` drives (and warms up) one server only, for profiling.
+        let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+        let driven = |server: usize| only.is_empty() || only == servers[server].0;
         // Warm every server up, then drive them in short interleaved rounds, in alternating
         // order, so that background load and ordering hit all alike.
         let request = serialize_request(&body, &signed);
-        for pool in &mut pools {
-            drive(pool, Duration::from_millis(300), &request).await;
+        for (server, pool) in pools.iter_mut().enumerate() {
+            if driven(server) {
+                drive(pool, Duration::from_millis(300), &request).await;
+            }
+        }
+        for (server, pool) in spinning.iter_mut().enumerate() {
+            if driven(server) {
+                drive_spinning(pool, Duration::from_millis(300), &request);
+            }
         }
         const ROUNDS: u32 = 20;
         let slice = Duration::from_secs_f64(secs as f64 / f64::from(ROUNDS));
-        // `LOAD_ONLY=bare|layer|machinery|control|inline-hmac` drives one server only (for
-        // profiling).
-        let only = std::env::var("LOAD_ONLY").unwrap_or_default();
-        let mut rounds: [Vec<f64>; 5] = Default::default();
+        let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         for round in 0..ROUNDS {
-            let mut order = [0, 1, 2, 3, 4];
+            let mut order: Vec<usize> = (0..servers.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             for server in order {
-                if only.is_empty() || only == servers[server].0 {
-                    let rate = drive(&mut pools[server], slice, &request).await;
+                if driven(server) {
+                    let rate = if spin {
+                        drive_spinning(&mut spinning[server], slice, &request)
+                    } else {
+                        drive(&mut pools[server], slice, &request).await
+                    };
                     rounds[server].push(rate);
                 }
             }
@@ -323,26 +480,26 @@ fn main() {
         };
         println!(
             "load: {connections} keep-alive HTTP/1.1 connections, 1 KiB signed POSTs, {secs} s per \
-             server in {ROUNDS} interleaved rounds"
+             server in {ROUNDS} interleaved rounds; ratio = median of per-round ratios to bare"
         );
-        println!("bare axum route (reads Bytes):              {:>8.0} req/s", mean(&rounds[0]));
-        println!("behind WebhookSignatureLayer (Cerebrium):   {:>8.0} req/s", mean(&rounds[1]));
-        println!(
-            "ratio layer / bare: {:.3} (median of per-round ratios; target >= 0.90)",
-            ratio(&rounds[1], &rounds[0])
-        );
-        println!(
-            "for reference, the layer with an accept-all scheme (no MAC): {:>8.0} req/s, ratio {:.3}",
-            mean(&rounds[2]),
-            ratio(&rounds[2], &rounds[0])
-        );
-        println!(
-            "for reference, the bare route computing the same HMAC in its handler: ratio {:.3}",
-            ratio(&rounds[4], &rounds[0])
-        );
-        println!(
-            "control, a second bare route / bare: {:.3} (two equal servers: the noise floor)",
-            ratio(&rounds[3], &rounds[0])
-        );
+        if !only.is_empty() {
+            println!("requests completed: {}", COMPLETED.load(Ordering::Relaxed));
+        }
+        println!("{:<46} {:>8} {:>7}", "server", "req/s", "ratio");
+        for (server, (_, label, _)) in servers.iter().enumerate() {
+            if rounds[server].is_empty() {
+                continue;
+            }
+            let target = if server == 1 {
+                "  (target >= 0.90)"
+            } else {
+                ""
+            };
+            println!(
+                "{label:<46} {:>8.0} {:>7.3}{target}",
+                mean(&rounds[server]),
+                ratio(&rounds[server], &rounds[0]),
+            );
+        }
     });
 }
