@@ -711,8 +711,7 @@ impl Inner {
     ) -> Result<Vec<String>, StoreError> {
         self.fail_matching(
             "cancel_endpoint",
-            "endpoint_id = $3 AND due_at IS NOT NULL \
-             AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))",
+            sql::CANCEL_ENDPOINT_CONDITION,
             endpoint_id,
             reason,
             limit,

@@ -31,6 +31,12 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint, endpoint_id, source, sc
      created_at, updated_at, last_error";
 
 /// The columns every attempt query returns, in this order.
+/// The deliveries that cancelling an endpoint fails, for both SQL stores' `fail_matching`
+/// (`$2` is now, `$3` the endpoint id): the waiting ones, and the leased ones whose lease has
+/// run out (a delivery being sent right now finishes on its own).
+pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
+     AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))";
+
 pub(crate) const ATTEMPT_COLUMNS: &str = "delivery_id, number, manual, started_at, latency_us, \
      request_headers, body_size, body_sha256, outcome, outcome_detail, decision, retry_at, \
      response_status, response_headers, response_body, response_truncated";

@@ -958,8 +958,7 @@ async fn cancel_endpoint(
 ) -> Result<Vec<String>, StoreError> {
     fail_matching(
         conn,
-        "endpoint_id = $3 AND due_at IS NOT NULL \
-         AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))",
+        sql::CANCEL_ENDPOINT_CONDITION,
         endpoint_id,
         reason,
         limit,
