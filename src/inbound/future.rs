@@ -197,7 +197,7 @@ where
     K: SecretSource,
     R: RejectionResponse,
 {
-    type Output = Result<Response<axum::body::Body>, S::Error>;
+    type Output = Result<Response<Body>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();

@@ -3,6 +3,8 @@
 use std::mem;
 use std::task::{Context, Poll};
 
+use axum::body::Body;
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use tower_service::Service;
@@ -22,6 +24,11 @@ use crate::secret::SecretSet;
 /// The inner service receives a `Request<`[`VerifiedBody`]`>`: the buffered bytes, not boxed,
 /// with the [`Verified`](crate::Verified) metadata in the request extensions. Under an axum
 /// `Router` nothing changes for handlers (the router accepts any body).
+///
+/// Responses come back as an axum [`Body`](axum::body::Body): under a `Router` the inner
+/// service's response body already is one and passes through as it is (a router would
+/// otherwise box the layer's body a second time); any other body is boxed once, and the
+/// layer's own answers (rejections, duplicate acknowledgements) are built as one.
 ///
 /// See the [module docs](super) for an example and the status table.
 pub struct WebhookSignature<S, Sc, K = SecretSet, R = DefaultRejectionResponse> {
@@ -110,7 +117,7 @@ impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
 impl<S, Sc, K, R, B, ResBody> Service<Request<B>> for WebhookSignature<S, Sc, K, R>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
-    ResBody: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
     Sc: Scheme,
     K: SecretSource,
@@ -118,7 +125,7 @@ where
     B: HttpBody,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<axum::body::Body>;
+    type Response = Response<Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S, B, Sc, K, R>;
 
