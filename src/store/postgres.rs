@@ -687,38 +687,6 @@ impl Inner {
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 
-    async fn fail_pending(
-        &self,
-        endpoint: &str,
-        reason: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        self.fail_matching(
-            "fail_pending",
-            "endpoint = $3 AND state = 'pending'",
-            endpoint,
-            reason,
-            limit,
-        )
-        .await
-    }
-
-    async fn cancel_endpoint(
-        &self,
-        endpoint_id: &str,
-        reason: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        self.fail_matching(
-            "cancel_endpoint",
-            sql::CANCEL_ENDPOINT_CONDITION,
-            endpoint_id,
-            reason,
-            limit,
-        )
-        .await
-    }
-
     /// Makes up to `limit` deliveries matching `condition` (`$2` is now, `$3` is `key`) final
     /// as failed with `reason`, releasing any lease (rows locked elsewhere are skipped);
     /// returns their ids.
@@ -1469,7 +1437,13 @@ impl DeliveryStore for PostgresStore {
         reason: &'a str,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(self.inner.fail_pending(endpoint, reason, limit))
+        Box::pin(self.inner.fail_matching(
+            "fail_pending",
+            sql::FAIL_PENDING_CONDITION,
+            endpoint,
+            reason,
+            limit,
+        ))
     }
 
     fn cancel_endpoint<'a>(
@@ -1478,7 +1452,13 @@ impl DeliveryStore for PostgresStore {
         reason: &'a str,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(self.inner.cancel_endpoint(endpoint_id, reason, limit))
+        Box::pin(self.inner.fail_matching(
+            "cancel_endpoint",
+            sql::CANCEL_ENDPOINT_CONDITION,
+            endpoint_id,
+            reason,
+            limit,
+        ))
     }
 
     fn purge(

@@ -30,13 +30,18 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint, endpoint_id, source, sc
      headers, body, state, attempts, manual, next_attempt_at, lease_token, lease_expires_at, \
      created_at, updated_at, last_error";
 
-/// The columns every attempt query returns, in this order.
-/// The deliveries that cancelling an endpoint fails, for both SQL stores' `fail_matching`
-/// (`$2` is now, `$3` the endpoint id): the waiting ones, and the leased ones whose lease has
-/// run out (a delivery being sent right now finishes on its own).
+/// The deliveries [`fail_pending`](super::DeliveryStore::fail_pending) fails, as a condition
+/// for the SQL stores' `fail_matching` (`$3` is the endpoint URL): the pending ones.
+pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
+
+/// The deliveries [`cancel_endpoint`](super::DeliveryStore::cancel_endpoint) fails, as a
+/// condition for the SQL stores' `fail_matching` (`$2` is now, `$3` the endpoint id): the
+/// pending ones, and the in-flight ones whose lease has run out (`due_at` is the lease expiry
+/// then); a live claim is left to finish.
 pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
      AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))";
 
+/// The columns every attempt query returns, in this order.
 pub(crate) const ATTEMPT_COLUMNS: &str = "delivery_id, number, manual, started_at, latency_us, \
      request_headers, body_size, body_sha256, outcome, outcome_detail, decision, retry_at, \
      response_status, response_headers, response_body, response_truncated";

@@ -931,41 +931,6 @@ async fn resend_matching(
     Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
 }
 
-/// Fails the pending deliveries to an endpoint URL (at most `limit`).
-async fn fail_pending(
-    conn: &mut SqliteConnection,
-    endpoint: String,
-    reason: String,
-    limit: i64,
-) -> Result<Vec<String>, StoreError> {
-    fail_matching(
-        conn,
-        "endpoint = $3 AND state = 'pending'",
-        endpoint,
-        reason,
-        limit,
-    )
-    .await
-}
-
-/// Cancels a deleted endpoint's deliveries that are pending, or in flight under an expired
-/// lease (`due_at` is the lease expiry then); a live claim is left to finish.
-async fn cancel_endpoint(
-    conn: &mut SqliteConnection,
-    endpoint_id: String,
-    reason: String,
-    limit: i64,
-) -> Result<Vec<String>, StoreError> {
-    fail_matching(
-        conn,
-        sql::CANCEL_ENDPOINT_CONDITION,
-        endpoint_id,
-        reason,
-        limit,
-    )
-    .await
-}
-
 /// Makes up to `limit` deliveries matching `condition` (`$2` is now, `$3` is `key`) final
 /// as failed with `reason`, releasing any lease; returns their ids.
 async fn fail_matching(
@@ -1313,10 +1278,15 @@ impl DeliveryStore for SqliteStore {
     ) -> StoreFuture<'a, Vec<String>> {
         let (endpoint, reason) = (endpoint.to_owned(), reason.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Box::pin(
-            self.inner
-                .write(move |conn| Box::pin(fail_pending(conn, endpoint, reason, limit))),
-        )
+        Box::pin(self.inner.write(move |conn| {
+            Box::pin(fail_matching(
+                conn,
+                sql::FAIL_PENDING_CONDITION,
+                endpoint,
+                reason,
+                limit,
+            ))
+        }))
     }
 
     fn cancel_endpoint<'a>(
@@ -1327,10 +1297,15 @@ impl DeliveryStore for SqliteStore {
     ) -> StoreFuture<'a, Vec<String>> {
         let (endpoint_id, reason) = (endpoint_id.to_owned(), reason.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Box::pin(
-            self.inner
-                .write(move |conn| Box::pin(cancel_endpoint(conn, endpoint_id, reason, limit))),
-        )
+        Box::pin(self.inner.write(move |conn| {
+            Box::pin(fail_matching(
+                conn,
+                sql::CANCEL_ENDPOINT_CONDITION,
+                endpoint_id,
+                reason,
+                limit,
+            ))
+        }))
     }
 
     fn purge(
