@@ -19,8 +19,13 @@
 //!
 //! Run with `cargo bench --bench load` (`LOAD_SECS`, `LOAD_CONNECTIONS` to change the
 //! defaults of 5 s per server and 32 connections; `LOAD_CLIENT=spin` for a client that
-//! never sleeps, see [`drive_spinning`]; `LOAD_ONLY=<name>` to drive one server, for
-//! profiling).
+//! never sleeps, see [`drive_spinning`]; `LOAD_ONLY=<name>[,<name>…]` to drive only those
+//! servers, for profiling or a closer comparison). The whole measurement is then repeated in
+//! `LOAD_PROCESSES` fresh processes (default 4; see `support/processes.rs` for why) and each
+//! ratio printed as its median, minimum and maximum across the processes.
+
+#[path = "support/processes.rs"]
+mod processes;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,7 +364,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    clients.block_on(async {
+    let ratios = clients.block_on(async {
         // A window wide enough for the pre-signed timestamp to stay valid; de-dupe off.
         let scheme = Cerebrium::new().replay_window(None);
         let no_op = || tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
@@ -437,9 +442,12 @@ fn main() {
                 pools.push(connect(addr, connections).await);
             }
         }
-        // `LOAD_ONLY=bare|layer|...` drives (and warms up) one server only, for profiling.
+        // `LOAD_ONLY=bare,layer,...` drives (and warms up) only the servers named, for
+        // profiling one or comparing a few in more rounds.
         let only = std::env::var("LOAD_ONLY").unwrap_or_default();
-        let driven = |server: usize| only.is_empty() || only == servers[server].0;
+        let driven = |server: usize| {
+            only.is_empty() || only.split(',').any(|name| name == servers[server].0)
+        };
         // Warm every server up, then drive them in short interleaved rounds, in alternating
         // order, so that background load and ordering hit all alike.
         let request = serialize_request(&body, &signed);
@@ -486,20 +494,54 @@ fn main() {
             println!("requests completed: {}", COMPLETED.load(Ordering::Relaxed));
         }
         println!("{:<46} {:>8} {:>7}", "server", "req/s", "ratio");
-        for (server, (_, label, _)) in servers.iter().enumerate() {
+        let mut ratios = Vec::new();
+        for (server, (name, label, _)) in servers.iter().enumerate() {
             if rounds[server].is_empty() {
                 continue;
             }
-            let target = if server == 1 {
-                "  (target >= 0.90)"
-            } else {
-                ""
-            };
+            let target = if server == 1 { TARGET } else { "" };
+            let ratio = ratio(&rounds[server], &rounds[0]);
             println!(
-                "{label:<46} {:>8.0} {:>7.3}{target}",
-                mean(&rounds[server]),
-                ratio(&rounds[server], &rounds[0]),
+                "{label:<46} {:>8.0} {ratio:>7.3}{target}",
+                mean(&rounds[server])
             );
+            ratios.push((*name, *label, ratio));
         }
+        ratios
     });
+    if processes::is_child(CHILD) {
+        for (name, _, ratio) in ratios {
+            processes::report(CHILD, name, ratio);
+        }
+        return;
+    }
+    across_processes(ratios);
+}
+
+/// Set in the processes `across_processes` starts.
+const CHILD: &str = "LOAD_CHILD";
+
+const TARGET: &str = "  (target >= 0.90)";
+
+/// The ratios again from fresh processes (`LOAD_PROCESSES`, default 4, each with the same
+/// settings), printed with this process's as the spread across all of them.
+fn across_processes(ratios: Vec<(&str, &str, f64)>) {
+    let figures = processes::figures(CHILD, processes::count("LOAD_PROCESSES", 4), &["--bench"]);
+    let Some((_, first)) = figures.first() else {
+        return;
+    };
+    println!(
+        "ratio to bare across {} processes (this one and {} fresh ones):",
+        first.len() + 1,
+        first.len()
+    );
+    for (server, (name, label, ratio)) in ratios.into_iter().enumerate() {
+        let Some((_, values)) = figures.iter().find(|(figure, _)| figure == name) else {
+            continue;
+        };
+        let all = values.iter().copied().chain([ratio]).collect();
+        let spread = processes::spread(all, |ratio| format!("{ratio:.3}"));
+        let target = if server == 1 { TARGET } else { "" };
+        println!("{label:<46} {spread}{target}");
+    }
 }

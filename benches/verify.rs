@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo bench --bench verify`.
 
+#[path = "support/processes.rs"]
+mod processes;
+
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -230,8 +233,9 @@ fn bench(c: &mut Criterion) {
     println!("ratio layer's own cost / bare HMAC: {own_ratio:.2}x (target <= 1.5x)");
     println!("ratio whole layered call / bare HMAC: {ratio:.2}x (includes dropping the request)");
     println!("ratio whole layered call / pre-keyed bare HMAC: {ratio_keyed:.2}x");
-    if std::env::var_os(CHILD).is_some() {
-        println!("{CHILD} {own_ratio} {ratio}");
+    if processes::is_child(CHILD) {
+        processes::report(CHILD, "own", own_ratio);
+        processes::report(CHILD, "whole", ratio);
         return;
     }
     across_processes();
@@ -240,49 +244,22 @@ fn bench(c: &mut Criterion) {
 /// Set in the processes `across_processes` starts.
 const CHILD: &str = "VERIFY_CHILD";
 
-/// The same interleaved figures from fresh processes (`VERIFY_PROCESSES`, default 8), whose
-/// memory layouts differ: on a small VM one process's figures can sit 10-20% off another's.
+/// The same interleaved figures from fresh processes (`VERIFY_PROCESSES`, default 8).
 fn across_processes() {
-    let processes: usize = std::env::var("VERIFY_PROCESSES")
-        .ok()
-        .and_then(|processes| processes.parse().ok())
-        .unwrap_or(8);
-    if processes == 0 {
+    let processes = processes::count("VERIFY_PROCESSES", 8);
+    let figures = processes::figures(CHILD, processes, &["--bench", "interleaved-only"]);
+    let Some((_, first)) = figures.first() else {
         return;
-    }
-    let exe = std::env::current_exe().expect("the bench's own path");
-    let (mut own, mut whole) = (Vec::new(), Vec::new());
-    for _ in 0..processes {
-        let output = std::process::Command::new(&exe)
-            .args(["--bench", "interleaved-only"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the bench again");
-        let text = String::from_utf8_lossy(&output.stdout);
-        let figures = text.lines().find_map(|line| {
-            let mut words = line.strip_prefix(CHILD)?.split_whitespace();
-            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
-        });
-        if let Some((own_ratio, ratio)) = figures {
-            own.push(own_ratio);
-            whole.push(ratio);
-        }
-    }
-    if own.is_empty() {
-        return;
-    }
-    let spread = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        format!(
-            "median {:.2}x (min {:.2}x, max {:.2}x)",
-            values[values.len() / 2],
-            values[0],
-            values[values.len() - 1]
-        )
     };
-    println!("across {} fresh processes:", own.len());
-    println!("  layer's own cost / bare HMAC:   {}", spread(own));
-    println!("  whole layered call / bare HMAC: {}", spread(whole));
+    println!("across {} fresh processes:", first.len());
+    for (name, values) in figures {
+        let label = match name.as_str() {
+            "own" => "layer's own cost / bare HMAC:  ",
+            _ => "whole layered call / bare HMAC:",
+        };
+        let spread = processes::spread(values, |ratio| format!("{ratio:.2}x"));
+        println!("  {label} {spread}");
+    }
 }
 
 /// Calls `service` `iterations` times with requests from `build`, built untimed `batch` at a
