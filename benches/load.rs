@@ -568,11 +568,11 @@ fn main() {
             if rounds[server].is_empty() {
                 continue;
             }
-            let target = if server == 1 { TARGET } else { "" };
             let ratio = ratio(&rounds[server], &rounds[0]);
             println!(
-                "{label:<46} {:>8.0} {ratio:>7.3}{target}",
-                mean(&rounds[server])
+                "{label:<46} {:>8.0} {ratio:>7.3}{}",
+                mean(&rounds[server]),
+                target(name)
             );
             ratios.push((*name, *label, ratio));
         }
@@ -590,7 +590,14 @@ fn main() {
 /// Set in the processes `across_processes` starts.
 const CHILD: &str = "LOAD_CHILD";
 
-const TARGET: &str = "  (target >= 0.90)";
+/// The note after the ratio the target is about (the layer with a real scheme).
+fn target(server: &str) -> &'static str {
+    if server == "layer" {
+        "  (target >= 0.90)"
+    } else {
+        ""
+    }
+}
 
 /// The ratios again from fresh processes (`LOAD_PROCESSES`, default 4, each with the same
 /// settings), printed with this process's as the spread across all of them.
@@ -600,17 +607,16 @@ fn across_processes(ratios: Vec<(&str, &str, f64)>) {
         return;
     };
     println!(
-        "ratio to bare across {} processes (this one and {} fresh ones):",
+        "ratio to bare across {} processes (this one and {} started afresh):",
         first.len() + 1,
         first.len()
     );
-    for (server, (name, label, ratio)) in ratios.into_iter().enumerate() {
+    for (name, label, ratio) in ratios {
         let Some((_, values)) = figures.iter().find(|(figure, _)| figure == name) else {
             continue;
         };
         let all = values.iter().copied().chain([ratio]).collect();
         let spread = processes::spread(all, |ratio| format!("{ratio:.3}"));
-        let target = if server == 1 { TARGET } else { "" };
-        println!("{label:<46} {spread}{target}");
+        println!("{label:<46} {spread}{}", target(name));
     }
 }
