@@ -46,6 +46,9 @@ use tower_webhooks::{SecretSet, Verified};
 
 const SECRET: &str = "load-secret";
 
+/// The message id every pre-signed request carries (the MAC-only scheme expects it too).
+const MESSAGE_ID: &str = "load-1";
+
 /// Requests completed in the whole run, warm-up included (printed for profiling runs).
 static COMPLETED: AtomicU64 = AtomicU64::new(0);
 
@@ -356,11 +359,11 @@ struct MacOnly {
     expected: [u8; 32],
 }
 
-/// The MAC-only scheme for the pre-signed requests (id `load-1`, timestamp `now`, `body`).
+/// The MAC-only scheme for the pre-signed requests ([`MESSAGE_ID`], timestamp `now`, `body`).
 fn mac_only(now: i64, body: &[u8]) -> MacOnly {
     use hmac::Mac;
     let mut keyed = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    keyed.update(format!("load-1.{now}.").as_bytes());
+    keyed.update(format!("{MESSAGE_ID}.{now}.").as_bytes());
     let mut full = keyed.clone();
     full.update(body);
     let expected = full.finalize().into_bytes().into();
@@ -492,7 +495,7 @@ fn main() {
         let mut signed = HeaderMap::new();
         Cerebrium::new()
             .sign(
-                &Message::new("load-1", now, &body),
+                &Message::new(MESSAGE_ID, now, &body),
                 &SecretSet::from(SECRET),
                 &mut signed,
             )
