@@ -881,6 +881,7 @@ pub fn unix_millis(time: SystemTime) -> i64 {
 }
 
 /// The inverse of [`unix_millis`] (saturating at the epoch for unrepresentable times).
+#[cfg(any(feature = "registry", feature = "sqlite", feature = "postgres"))]
 pub(crate) fn from_unix_millis(ms: i64) -> SystemTime {
     let span = Duration::from_millis(ms.unsigned_abs());
     let time = if ms >= 0 {

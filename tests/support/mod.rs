@@ -174,14 +174,15 @@ pub fn verify_cerebrium(hit: &Hit, secret: &str) -> bool {
     hex::encode(mac.finalize().into_bytes()) == signature
 }
 
-/// The PostgreSQL URL of the database tests, or `None` (the caller prints that it skipped).
-pub fn postgres_url(test: &str) -> Option<String> {
+/// The PostgreSQL URL of the database tests. They are `#[ignore]`d by default; run with
+/// `--ignored` they need the server, so a missing variable fails the test instead of passing it.
+pub fn postgres_url() -> String {
     match std::env::var("TOWER_WEBHOOKS_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("{test}: skipped (TOWER_WEBHOOKS_POSTGRES_URL is not set)");
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "this test needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL \
+             (e.g. postgres://postgres@127.0.0.1:5432/test)"
+        ),
     }
 }
 
