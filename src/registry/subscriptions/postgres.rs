@@ -1,12 +1,15 @@
 //! [`PostgresSubscriptions`]: webhooks in PostgreSQL (feature `postgres`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 
 use super::sql::{backend, is_unique_violation, Record, COLUMNS};
-use super::{Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore};
+use super::{
+    EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+};
 use crate::registry::model::{Owner, Webhook};
 use crate::store::PostgresStore;
 
@@ -45,7 +48,7 @@ use crate::store::PostgresStore;
 /// ```
 #[derive(Clone)]
 pub struct PostgresSubscriptions {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     schema: Option<String>,
 }
 
@@ -238,5 +241,9 @@ impl SubscriptionStore for PostgresSubscriptions {
             .map_err(backend)?;
             records(&rows)
         })
+    }
+
+    fn endpoint_state(&self) -> Option<Arc<dyn EndpointState>> {
+        Some(Arc::new(self.clone()))
     }
 }

@@ -1,6 +1,7 @@
 //! [`SqliteSubscriptions`]: webhooks in a SQLite file (feature `sqlite`).
 
 use std::fmt;
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::sql::{backend, is_unique_violation, Record, COLUMNS};
-use super::{Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore};
+use super::{
+    EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+};
 use crate::registry::model::{Owner, Webhook};
 use crate::store::SqliteStore;
 
@@ -47,7 +50,7 @@ use crate::store::SqliteStore;
 /// ```
 #[derive(Clone)]
 pub struct SqliteSubscriptions {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     path: PathBuf,
 }
 
@@ -282,5 +285,9 @@ impl SubscriptionStore for SqliteSubscriptions {
             .map_err(backend)?;
             records(&rows)
         })
+    }
+
+    fn endpoint_state(&self) -> Option<Arc<dyn EndpointState>> {
+        Some(Arc::new(self.clone()))
     }
 }
