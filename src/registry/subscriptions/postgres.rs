@@ -23,6 +23,11 @@ use crate::store::PostgresStore;
 /// the row (`SELECT … FOR UPDATE`), so concurrent changes from several replicas apply one
 /// after the other.
 ///
+/// It is also the registry's [`EndpointState`]: the health rule's failure counts and the rate
+/// limits' buckets live in tables beside the webhooks
+/// (`migrations/postgres/0004_endpoint_state.sql`), so replicas on one database and schema
+/// disable an endpoint once, for all, and share one bucket per webhook.
+///
 /// # Sensitive data
 ///
 /// The table holds every webhook's **signing secrets** and custom header values (often an

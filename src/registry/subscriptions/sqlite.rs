@@ -25,6 +25,10 @@ use crate::store::SqliteStore;
 /// [`SqliteStore`]'s (`migrations/sqlite/0003_webhooks.sql`), so one file can hold both
 /// the delivery queue and the subscriptions.
 ///
+/// It is also the registry's [`EndpointState`]: the health rule's failure counts and the rate
+/// limits' buckets persist in the file (`migrations/sqlite/0004_endpoint_state.sql`), through
+/// the same statements as in PostgreSQL, and registries sharing the file share them.
+///
 /// # Sensitive data
 ///
 /// The file holds every webhook's **signing secrets** and custom header values (often an
