@@ -15,7 +15,8 @@
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
 //! webhooks. The registry has its own delivery engine; with a SQLite `[forward]` store its
 //! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
-//! events survive a restart.
+//! events survive a restart. With `[registry] store = "postgres://…"` (and a `schema`; feature
+//! `postgres`) several gateways on one database are replicas of one registry.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -70,7 +70,12 @@ async fn fail(state: &dyn EndpointState, owner: &str, ms: u64) -> u32 {
 }
 
 /// One turn of `owner`'s webhook `id` under 10 a second, burst 2.
-async fn turn(state: &dyn EndpointState, owner: &str, id: &str, now: SystemTime) -> Option<SystemTime> {
+async fn turn(
+    state: &dyn EndpointState,
+    owner: &str,
+    id: &str,
+    now: SystemTime,
+) -> Option<SystemTime> {
     let limit = RateLimit::per_second(10).with_burst(2);
     state
         .take_turn(&Owner::new(owner), id, limit, now)
@@ -83,7 +88,11 @@ async fn endpoint_state_contract(state: &dyn EndpointState) {
     let t0 = 1_700_000_000_000;
     assert_eq!(fail(state, "acme", t0).await, 1);
     assert_eq!(fail(state, "acme", t0 + 10_000).await, 2);
-    assert_eq!(fail(state, "globex", t0 + 10_000).await, 1, "scoped by owner");
+    assert_eq!(
+        fail(state, "globex", t0 + 10_000).await,
+        1,
+        "scoped by owner"
+    );
     // The first failure falls out of the hour.
     assert_eq!(fail(state, "acme", t0 + 3_600_001).await, 2);
     assert_eq!(fail(state, "acme", t0 + 3_600_002).await, 3);
@@ -241,7 +250,11 @@ async fn failures_at_two_replicas_disable_once(
             .publish(RunStatus::TYPE, &status())
             .await
             .unwrap();
-        assert_eq!(report.deliveries.len(), 1, "enabled until the fourth failure");
+        assert_eq!(
+            report.deliveries.len(),
+            1,
+            "enabled until the fourth failure"
+        );
     }
     eventually("two failed deliveries at each replica", || async {
         one.finished.load(Ordering::SeqCst) == 2 && two.finished.load(Ordering::SeqCst) == 2

@@ -156,7 +156,10 @@ impl WebhookRegistry {
     /// Disables the webhook for the health rule, and tells the application and the owner —
     /// when this call is the one that changed it.
     async fn disable(&self, owner: &Owner, id: &str, reason: String, now: SystemTime) {
-        match self.set_enabled(owner, id, false, Some(reason.clone())).await {
+        match self
+            .set_enabled(owner, id, false, Some(reason.clone()))
+            .await
+        {
             Ok(Some((webhook, true))) => {
                 tracing::warn!(webhook = %id, reason = %reason, "webhook disabled by the health rule");
                 let notice = DisabledNotice {

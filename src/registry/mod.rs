@@ -121,6 +121,13 @@
 //! queue rather than being dropped. Retries follow the engine's policy; the engine also caps
 //! concurrent attempts per endpoint host
 //! ([`max_per_endpoint`](crate::delivery::EngineBuilder::max_per_endpoint)).
+//!
+//! # Several replicas
+//!
+//! The failure counts and the rate limits' buckets live in the subscription store's
+//! [`EndpointState`]: with `SqliteSubscriptions` or `PostgresSubscriptions`, in the database,
+//! so registries on one PostgreSQL schema count every failure once, disable a webhook once for
+//! all of them, and share one bucket per webhook. [`MemorySubscriptions`] counts per process.
 
 use std::collections::BTreeMap;
 use std::fmt;

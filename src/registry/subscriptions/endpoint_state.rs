@@ -208,11 +208,23 @@ mod tests {
         assert_eq!(block(state.record_failure(&owner, "k", at(0), hour, 3)), 1);
         assert_eq!(block(state.record_failure(&owner, "k", at(10), hour, 3)), 2);
         // The first falls out of the hour.
-        assert_eq!(block(state.record_failure(&owner, "k", at(3601), hour, 3)), 2);
-        assert_eq!(block(state.record_failure(&owner, "k", at(3602), hour, 3)), 3);
+        assert_eq!(
+            block(state.record_failure(&owner, "k", at(3601), hour, 3)),
+            2
+        );
+        assert_eq!(
+            block(state.record_failure(&owner, "k", at(3602), hour, 3)),
+            3
+        );
         // Never more than `keep`.
-        assert_eq!(block(state.record_failure(&owner, "k", at(3603), hour, 3)), 3);
+        assert_eq!(
+            block(state.record_failure(&owner, "k", at(3603), hour, 3)),
+            3
+        );
         block(state.forget_failures(&owner, "k"));
-        assert_eq!(block(state.record_failure(&owner, "k", at(3604), hour, 3)), 1);
+        assert_eq!(
+            block(state.record_failure(&owner, "k", at(3604), hour, 3)),
+            1
+        );
     }
 }

@@ -33,7 +33,8 @@ fn micros(duration: Duration) -> i64 {
 
 /// Failure times are Unix milliseconds, like every other time the stores keep.
 fn window_start(at: SystemTime, within: Duration) -> i64 {
-    crate::store::unix_millis(at).saturating_sub(i64::try_from(within.as_millis()).unwrap_or(i64::MAX))
+    crate::store::unix_millis(at)
+        .saturating_sub(i64::try_from(within.as_millis()).unwrap_or(i64::MAX))
 }
 
 const FORGET_FAILURES: &str = "DELETE FROM webhook_failures WHERE owner = $1 AND id = $2";

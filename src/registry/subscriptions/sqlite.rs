@@ -1,8 +1,8 @@
 //! [`SqliteSubscriptions`]: webhooks in a SQLite file (feature `sqlite`).
 
 use std::fmt;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
