@@ -62,7 +62,8 @@ impl HealthRule {
     }
 }
 
-/// A webhook the [`HealthRule`] disabled, as passed to [`RegistryBuilder::on_disabled`].
+/// A webhook the [`HealthRule`] disabled, as passed to
+/// [`RegistryBuilder::on_disabled`](super::RegistryBuilder::on_disabled).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DisabledNotice {
