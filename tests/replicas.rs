@@ -14,18 +14,9 @@
 
 mod support;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
-use tower_webhooks::registry::{
-    DisabledNotice, EndpointState, EventType, HealthRule, MemoryEndpointState, Owner, RateLimit,
-    RunState, RunStatus, SigningScheme, SubscriptionStore, Webhook, WebhookRegistry,
-};
-
-use support::Receiver;
+use tower_webhooks::registry::{EndpointState, MemoryEndpointState, Owner, RateLimit};
 
 /// The PostgreSQL URL of the ignored tests; they fail loudly without it.
 #[cfg(feature = "postgres")]
@@ -40,14 +31,18 @@ fn postgres_url() -> String {
 }
 
 /// Polls `check` until it holds; panics with `what` after 20 s.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -135,7 +130,7 @@ async fn memory_endpoint_state_contract() {
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn sqlite_endpoint_state_contract() {
-    use tower_webhooks::registry::SqliteSubscriptions;
+    use tower_webhooks::registry::{SqliteSubscriptions, SubscriptionStore};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteSubscriptions::connect(dir.path().join("state.db"))
         .await
@@ -148,7 +143,7 @@ async fn sqlite_endpoint_state_contract() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
 async fn postgres_endpoint_state_contract() {
-    use tower_webhooks::registry::PostgresSubscriptions;
+    use tower_webhooks::registry::{PostgresSubscriptions, SubscriptionStore};
     use tower_webhooks::store::PostgresStore;
     let url = postgres_url();
     let schema = support::unique_schema("state");
@@ -168,229 +163,245 @@ async fn postgres_endpoint_state_contract() {
 // ---------------------------------------------------------------------------------------------
 // Two registries on one database
 
-/// One replica: a registry on the shared subscription store, with its own (in-memory)
-/// delivery engine, so the deliveries it publishes are attempted, and observed, by it.
-struct Replica {
-    registry: WebhookRegistry,
-    finished: Arc<AtomicUsize>,
-    notices: Arc<Mutex<Vec<DisabledNotice>>>,
-}
+/// Registries on one SQLite file or PostgreSQL schema.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod two_registries {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
-fn replica(subscriptions: Arc<dyn SubscriptionStore>, rule: HealthRule) -> Replica {
-    let finished = Arc::new(AtomicUsize::new(0));
-    let notices = Arc::new(Mutex::new(Vec::new()));
-    let registry = WebhookRegistry::builder()
-        .shared_subscriptions(subscriptions)
-        .engine(
-            EngineBuilder::new()
-                .guard(SsrfGuard::new().allow_host("127.0.0.1"))
-                // One attempt: each delivery to a failing endpoint is one failure.
-                .policy(Policy::custom([]))
-                .attempt_timeout(Duration::from_secs(5)),
+    use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
+    use tower_webhooks::registry::{
+        DisabledNotice, EventType, HealthRule, RunState, RunStatus, SigningScheme,
+        SubscriptionStore, Webhook, WebhookRegistry,
+    };
+
+    use super::support::Receiver;
+    use super::*;
+
+    /// One replica: a registry on the shared subscription store, with its own (in-memory)
+    /// delivery engine, so the deliveries it publishes are attempted, and observed, by it.
+    struct Replica {
+        registry: WebhookRegistry,
+        finished: Arc<AtomicUsize>,
+        notices: Arc<Mutex<Vec<DisabledNotice>>>,
+    }
+
+    fn replica(subscriptions: Arc<dyn SubscriptionStore>, rule: HealthRule) -> Replica {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let registry = WebhookRegistry::builder()
+            .shared_subscriptions(subscriptions)
+            .engine(
+                EngineBuilder::new()
+                    .guard(SsrfGuard::new().allow_host("127.0.0.1"))
+                    // One attempt: each delivery to a failing endpoint is one failure.
+                    .policy(Policy::custom([]))
+                    .attempt_timeout(Duration::from_secs(5)),
+            )
+            .event_type(EventType::run_status())
+            .health(rule)
+            .on_finished({
+                let finished = finished.clone();
+                move |_| {
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .on_disabled({
+                let notices = notices.clone();
+                move |notice| notices.lock().unwrap().push(notice.clone())
+            })
+            .build();
+        Replica {
+            registry,
+            finished,
+            notices,
+        }
+    }
+
+    fn webhook(id: &str, url: String) -> Webhook {
+        Webhook::new(
+            Owner::new("acme"),
+            id,
+            url,
+            vec![RunStatus::TYPE.to_owned()],
+            SigningScheme::Nextmv,
+            SystemTime::now(),
         )
-        .event_type(EventType::run_status())
-        .health(rule)
-        .on_finished({
-            let finished = finished.clone();
-            move |_| {
-                finished.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-        .on_disabled({
-            let notices = notices.clone();
-            move |notice| notices.lock().unwrap().push(notice.clone())
-        })
-        .build();
-    Replica {
-        registry,
-        finished,
-        notices,
     }
-}
 
-fn webhook(id: &str, url: String) -> Webhook {
-    Webhook::new(
-        Owner::new("acme"),
-        id,
-        url,
-        vec![RunStatus::TYPE.to_owned()],
-        SigningScheme::Nextmv,
-        SystemTime::now(),
-    )
-}
-
-fn status() -> RunStatus {
-    RunStatus::new("run-1", "app", RunState::Running, SystemTime::now())
-}
-
-async fn enabled(store: &dyn SubscriptionStore, id: &str) -> bool {
-    store
-        .get(&Owner::new("acme"), id)
-        .await
-        .unwrap()
-        .expect("the webhook exists")
-        .enabled
-}
-
-/// Four failed deliveries, two observed by each replica, under a rule of four: the webhook
-/// is disabled once, for both. (With per-process counts each replica saw two: never.)
-async fn failures_at_two_replicas_disable_once(
-    a: Arc<dyn SubscriptionStore>,
-    b: Arc<dyn SubscriptionStore>,
-) {
-    let failing = Receiver::status(503).await;
-    a.insert(webhook("flaky", failing.url("/hook")))
-        .await
-        .unwrap();
-    let rule = HealthRule::new(4, Duration::from_secs(3600));
-    let (one, two) = (replica(a.clone(), rule), replica(b.clone(), rule));
-    for replica in [&one, &one, &two, &two] {
-        let report = replica
-            .registry
-            .publish(RunStatus::TYPE, &status())
-            .await
-            .unwrap();
-        assert_eq!(
-            report.deliveries.len(),
-            1,
-            "enabled until the fourth failure"
-        );
+    fn status() -> RunStatus {
+        RunStatus::new("run-1", "app", RunState::Running, SystemTime::now())
     }
-    eventually("two failed deliveries at each replica", || async {
-        one.finished.load(Ordering::SeqCst) == 2 && two.finished.load(Ordering::SeqCst) == 2
-    })
-    .await;
-    eventually("the webhook disabled", || async {
-        !enabled(b.as_ref(), "flaky").await
-    })
-    .await;
-    assert!(!enabled(a.as_ref(), "flaky").await, "disabled for both");
-    let notices = || one.notices.lock().unwrap().len() + two.notices.lock().unwrap().len();
-    eventually("the on_disabled notice", || async { notices() > 0 }).await;
-    assert_eq!(notices(), 1, "disabled once");
-    let stored = a.get(&Owner::new("acme"), "flaky").await.unwrap().unwrap();
-    let reason = stored.disabled_reason.unwrap();
-    assert!(
-        reason.starts_with("4 failed deliveries within 3600 s"),
-        "{reason}"
-    );
-    for replica in [&one, &two] {
-        let report = replica
-            .registry
-            .publish(RunStatus::TYPE, &status())
-            .await
-            .unwrap();
-        assert!(report.deliveries.is_empty(), "neither publishes to it");
-    }
-}
 
-/// A limit of 3 (burst 3, one a second) over six events published alternately at two
-/// replicas: three go at once, the other three wait their turn, one second apart — one
-/// bucket. (With per-process buckets all six went at once.)
-async fn rate_limit_at_two_replicas_is_one_bucket(
-    a: Arc<dyn SubscriptionStore>,
-    b: Arc<dyn SubscriptionStore>,
-) {
-    let receiver = Receiver::status(200).await;
-    let mut paced = webhook("paced", receiver.url("/hook"));
-    paced.rate_limit = Some(RateLimit::per_second(1).with_burst(3));
-    a.insert(paced).await.unwrap();
-    let rule = HealthRule::default();
-    let (one, two) = (replica(a, rule), replica(b, rule));
-    let mut not_before = Vec::new();
-    for replica in [&one, &two, &one, &two, &one, &two] {
-        let report = replica
-            .registry
-            .publish(RunStatus::TYPE, &status())
-            .await
-            .unwrap();
-        not_before.push(report.deliveries[0].not_before);
-    }
-    let immediate = not_before.iter().filter(|t| t.is_none()).count();
-    assert_eq!(immediate, 3, "{not_before:?}");
-    let mut later: Vec<SystemTime> = not_before.into_iter().flatten().collect();
-    later.sort();
-    for pair in later.windows(2) {
-        let gap = pair[1].duration_since(pair[0]).unwrap();
-        assert!(gap >= Duration::from_millis(999), "{gap:?} apart");
-    }
-}
-
-#[cfg(feature = "sqlite")]
-async fn two_sqlite_stores(dir: &tempfile::TempDir) -> [Arc<dyn SubscriptionStore>; 2] {
-    use tower_webhooks::registry::SqliteSubscriptions;
-    let path = dir.path().join("registry.db");
-    let a = SqliteSubscriptions::connect(&path).await.unwrap();
-    let b = SqliteSubscriptions::connect(&path).await.unwrap();
-    [Arc::new(a), Arc::new(b)]
-}
-
-#[cfg(feature = "sqlite")]
-#[tokio::test]
-async fn sqlite_failures_at_two_registries_disable_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let [a, b] = two_sqlite_stores(&dir).await;
-    failures_at_two_replicas_disable_once(a, b).await;
-}
-
-#[cfg(feature = "sqlite")]
-#[tokio::test]
-async fn sqlite_rate_limit_at_two_registries_is_one_bucket() {
-    let dir = tempfile::tempdir().unwrap();
-    let [a, b] = two_sqlite_stores(&dir).await;
-    rate_limit_at_two_replicas_is_one_bucket(a, b).await;
-}
-
-/// Two connections (pools) on one schema, as two replicas have.
-#[cfg(feature = "postgres")]
-async fn two_postgres_stores(
-    url: &str,
-    schema: &str,
-) -> (
-    [Arc<dyn SubscriptionStore>; 2],
-    [tower_webhooks::store::PostgresStore; 2],
-) {
-    use tower_webhooks::registry::PostgresSubscriptions;
-    use tower_webhooks::store::PostgresStore;
-    let connect = || async {
-        PostgresStore::builder(url)
-            .schema(schema)
-            .connect()
+    async fn enabled(store: &dyn SubscriptionStore, id: &str) -> bool {
+        store
+            .get(&Owner::new("acme"), id)
             .await
             .unwrap()
-    };
-    let (a, b) = (connect().await, connect().await);
-    (
-        [
-            Arc::new(PostgresSubscriptions::new(&a)),
-            Arc::new(PostgresSubscriptions::new(&b)),
-        ],
-        [a, b],
-    )
-}
+            .expect("the webhook exists")
+            .enabled
+    }
 
-#[cfg(feature = "postgres")]
-#[tokio::test]
-#[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
-async fn postgres_failures_at_two_registries_disable_once() {
-    let url = postgres_url();
-    let schema = support::unique_schema("health");
-    let ([a, b], stores) = two_postgres_stores(&url, &schema).await;
-    failures_at_two_replicas_disable_once(a, b).await;
-    drop(stores);
-    support::drop_schema(&url, &schema).await;
-}
+    /// Four failed deliveries, two observed by each replica, under a rule of four: the webhook
+    /// is disabled once, for both. (With per-process counts each replica saw two: never.)
+    async fn failures_at_two_replicas_disable_once(
+        a: Arc<dyn SubscriptionStore>,
+        b: Arc<dyn SubscriptionStore>,
+    ) {
+        let failing = Receiver::status(503).await;
+        a.insert(webhook("flaky", failing.url("/hook")))
+            .await
+            .unwrap();
+        let rule = HealthRule::new(4, Duration::from_secs(3600));
+        let (one, two) = (replica(a.clone(), rule), replica(b.clone(), rule));
+        for replica in [&one, &one, &two, &two] {
+            let report = replica
+                .registry
+                .publish(RunStatus::TYPE, &status())
+                .await
+                .unwrap();
+            assert_eq!(
+                report.deliveries.len(),
+                1,
+                "enabled until the fourth failure"
+            );
+        }
+        eventually("two failed deliveries at each replica", || async {
+            one.finished.load(Ordering::SeqCst) == 2 && two.finished.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        eventually("the webhook disabled", || async {
+            !enabled(b.as_ref(), "flaky").await
+        })
+        .await;
+        assert!(!enabled(a.as_ref(), "flaky").await, "disabled for both");
+        let notices = || one.notices.lock().unwrap().len() + two.notices.lock().unwrap().len();
+        eventually("the on_disabled notice", || async { notices() > 0 }).await;
+        assert_eq!(notices(), 1, "disabled once");
+        let stored = a.get(&Owner::new("acme"), "flaky").await.unwrap().unwrap();
+        let reason = stored.disabled_reason.unwrap();
+        assert!(
+            reason.starts_with("4 failed deliveries within 3600 s"),
+            "{reason}"
+        );
+        for replica in [&one, &two] {
+            let report = replica
+                .registry
+                .publish(RunStatus::TYPE, &status())
+                .await
+                .unwrap();
+            assert!(report.deliveries.is_empty(), "neither publishes to it");
+        }
+    }
 
-#[cfg(feature = "postgres")]
-#[tokio::test]
-#[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
-async fn postgres_rate_limit_at_two_registries_is_one_bucket() {
-    let url = postgres_url();
-    let schema = support::unique_schema("ratelimit");
-    let ([a, b], stores) = two_postgres_stores(&url, &schema).await;
-    rate_limit_at_two_replicas_is_one_bucket(a, b).await;
-    drop(stores);
-    support::drop_schema(&url, &schema).await;
+    /// A limit of 3 (burst 3, one a second) over six events published alternately at two
+    /// replicas: three go at once, the other three wait their turn, one second apart — one
+    /// bucket. (With per-process buckets all six went at once.)
+    async fn rate_limit_at_two_replicas_is_one_bucket(
+        a: Arc<dyn SubscriptionStore>,
+        b: Arc<dyn SubscriptionStore>,
+    ) {
+        let receiver = Receiver::status(200).await;
+        let mut paced = webhook("paced", receiver.url("/hook"));
+        paced.rate_limit = Some(RateLimit::per_second(1).with_burst(3));
+        a.insert(paced).await.unwrap();
+        let rule = HealthRule::default();
+        let (one, two) = (replica(a, rule), replica(b, rule));
+        let mut not_before = Vec::new();
+        for replica in [&one, &two, &one, &two, &one, &two] {
+            let report = replica
+                .registry
+                .publish(RunStatus::TYPE, &status())
+                .await
+                .unwrap();
+            not_before.push(report.deliveries[0].not_before);
+        }
+        let immediate = not_before.iter().filter(|t| t.is_none()).count();
+        assert_eq!(immediate, 3, "{not_before:?}");
+        let mut later: Vec<SystemTime> = not_before.into_iter().flatten().collect();
+        later.sort();
+        for pair in later.windows(2) {
+            let gap = pair[1].duration_since(pair[0]).unwrap();
+            assert!(gap >= Duration::from_millis(999), "{gap:?} apart");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    async fn two_sqlite_stores(dir: &tempfile::TempDir) -> [Arc<dyn SubscriptionStore>; 2] {
+        use tower_webhooks::registry::SqliteSubscriptions;
+        let path = dir.path().join("registry.db");
+        let a = SqliteSubscriptions::connect(&path).await.unwrap();
+        let b = SqliteSubscriptions::connect(&path).await.unwrap();
+        [Arc::new(a), Arc::new(b)]
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_failures_at_two_registries_disable_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = two_sqlite_stores(&dir).await;
+        failures_at_two_replicas_disable_once(a, b).await;
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_rate_limit_at_two_registries_is_one_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = two_sqlite_stores(&dir).await;
+        rate_limit_at_two_replicas_is_one_bucket(a, b).await;
+    }
+
+    /// Two connections (pools) on one schema, as two replicas have.
+    #[cfg(feature = "postgres")]
+    async fn two_postgres_stores(
+        url: &str,
+        schema: &str,
+    ) -> (
+        [Arc<dyn SubscriptionStore>; 2],
+        [tower_webhooks::store::PostgresStore; 2],
+    ) {
+        use tower_webhooks::registry::PostgresSubscriptions;
+        use tower_webhooks::store::PostgresStore;
+        let connect = || async {
+            PostgresStore::builder(url)
+                .schema(schema)
+                .connect()
+                .await
+                .unwrap()
+        };
+        let (a, b) = (connect().await, connect().await);
+        (
+            [
+                Arc::new(PostgresSubscriptions::new(&a)),
+                Arc::new(PostgresSubscriptions::new(&b)),
+            ],
+            [a, b],
+        )
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
+    async fn postgres_failures_at_two_registries_disable_once() {
+        let url = postgres_url();
+        let schema = support::unique_schema("health");
+        let ([a, b], stores) = two_postgres_stores(&url, &schema).await;
+        failures_at_two_replicas_disable_once(a, b).await;
+        drop(stores);
+        support::drop_schema(&url, &schema).await;
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
+    async fn postgres_rate_limit_at_two_registries_is_one_bucket() {
+        let url = postgres_url();
+        let schema = support::unique_schema("ratelimit");
+        let ([a, b], stores) = two_postgres_stores(&url, &schema).await;
+        rate_limit_at_two_replicas_is_one_bucket(a, b).await;
+        drop(stores);
+        support::drop_schema(&url, &schema).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,9 +412,12 @@ mod gateways {
     use std::process::Stdio;
 
     use serde_json::{json, Value};
+    use std::time::Instant;
     use tokio::process::{Child, Command};
+
     use tower_webhooks::registry::rfc3339;
 
+    use super::support::{self, Receiver};
     use super::*;
 
     const KEY: &str = "test-key";
