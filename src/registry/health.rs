@@ -84,9 +84,13 @@ impl WebhookRegistry {
     /// engine it builds; call it from the `on_finished` hook of a
     /// [shared engine](super::RegistryBuilder::shared_engine). Reports of deliveries the
     /// registry did not create are ignored. Needs a Tokio runtime (it spawns the update when
-    /// the counts live in a database).
+    /// the counts live in a database); without one it does nothing.
     pub fn observe(&self, report: &DeliveryReport) {
         let Some(key) = report.endpoint_id.as_deref() else {
+            return;
+        };
+        // A database's futures need the runtime even for their first poll.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
         if !matches!(report.source, Source::Event(_)) {
@@ -109,9 +113,7 @@ impl WebhookRegistry {
             let report = report.clone();
             async move { registry.on_failure(owner, &id, report).await }.boxed()
         };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(update);
-        }
+        handle.spawn(update);
     }
 
     /// Forgets `owner`'s webhook `id`'s recorded failures (logged when the store fails).
