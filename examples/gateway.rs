@@ -15,7 +15,8 @@
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
 //! webhooks. The registry has its own delivery engine; with a SQLite `[forward]` store its
 //! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
-//! events survive a restart.
+//! events survive a restart. With `[registry] store = "postgres://…"` (and a `schema`; feature
+//! `postgres`) several gateways on one database are replicas of one registry.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -520,11 +521,16 @@ mod registry_demo {
         #[serde(default = "default_step")]
         pub(crate) run_step_secs: f64,
         /// Where the registry keeps its webhooks **and its delivery queue** (conversations):
-        /// `memory` or `sqlite:PATH`, never the `[forward]` store's file. By default
-        /// `sqlite:<forward file>-registry.db` when the `[forward]` store is a SQLite file,
-        /// memory otherwise.
+        /// `memory`, `sqlite:PATH` (never the `[forward]` store's file) or `postgres://…`
+        /// (feature `postgres`: gateways on one database and schema are replicas of one
+        /// registry). By default `sqlite:<forward file>-registry.db` when the `[forward]`
+        /// store is a SQLite file, memory otherwise.
         #[serde(default)]
         pub(crate) store: Option<String>,
+        /// The PostgreSQL schema of a `postgres://…` store (created if missing; the
+        /// connection's default schema otherwise).
+        #[serde(default)]
+        pub(crate) schema: Option<String>,
     }
 
     fn default_step() -> f64 {
@@ -593,6 +599,14 @@ mod registry_demo {
                 }
                 _ => "memory".to_owned(),
             };
+            if is_postgres(&spec) && forward_store == Some(spec.as_str()) && config.schema.is_none()
+            {
+                return Err(format!(
+                    "store `{spec}` is the [forward] store's database and schema: the registry's \
+                     delivery engine and the forward one would claim each other's deliveries; \
+                     give the registry its own `schema`"
+                ));
+            }
             if let (Some(path), Some(forward)) = (spec.strip_prefix("sqlite:"), forward_file) {
                 let same = path == forward
                     || std::fs::canonicalize(path)
@@ -610,10 +624,32 @@ mod registry_demo {
             Ok(spec)
         }
 
+        /// `spec` as printed: a PostgreSQL URL's password masked.
+        fn shown(spec: &str) -> String {
+            let Some((scheme, rest)) = spec.split_once("://") else {
+                return spec.to_owned();
+            };
+            match rest.split_once('@') {
+                Some((user_info, host)) if user_info.contains(':') => {
+                    let user = user_info.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{host}")
+                }
+                _ => spec.to_owned(),
+            }
+        }
+
+        fn is_postgres(spec: &str) -> bool {
+            spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+        }
+
         /// The subscription store and the delivery engine's builder named by `spec`
-        /// (`memory` or `sqlite:PATH`: one file holds both the webhooks and the registry's
-        /// delivery queue and conversations).
-        async fn stores(spec: &str) -> Result<(Arc<dyn SubscriptionStore>, EngineBuilder), String> {
+        /// (`memory`, `sqlite:PATH` or `postgres://…`: one database holds both the webhooks and
+        /// the registry's delivery queue and conversations, so gateways sharing a PostgreSQL
+        /// database and `schema` share webhooks, queue, health counts and rate limits).
+        async fn stores(
+            spec: &str,
+            schema: Option<&str>,
+        ) -> Result<(Arc<dyn SubscriptionStore>, EngineBuilder), String> {
             if spec == "memory" {
                 return Ok((Arc::new(MemorySubscriptions::new()), EngineBuilder::new()));
             }
@@ -635,8 +671,33 @@ mod registry_demo {
                 #[cfg(not(feature = "sqlite"))]
                 return Err(format!("store `sqlite:{path}` needs `--features sqlite`"));
             }
+            if is_postgres(spec) {
+                #[cfg(feature = "postgres")]
+                {
+                    let mut builder = tower_webhooks::store::PostgresStore::builder(spec);
+                    if let Some(schema) = schema {
+                        builder = builder.schema(schema);
+                    }
+                    // The URL may hold a password: only the error is printed.
+                    let deliveries = builder
+                        .connect()
+                        .await
+                        .map_err(|e| format!("postgres: {e}"))?;
+                    let subscriptions =
+                        tower_webhooks::registry::PostgresSubscriptions::new(&deliveries);
+                    return Ok((
+                        Arc::new(subscriptions),
+                        EngineBuilder::new().store(deliveries),
+                    ));
+                }
+                #[cfg(not(feature = "postgres"))]
+                {
+                    let _ = schema;
+                    return Err("a postgres registry store needs `--features postgres`".into());
+                }
+            }
             Err(format!(
-                "unknown registry store `{spec}` (memory | sqlite:PATH)"
+                "unknown registry store `{spec}` (memory | sqlite:PATH | postgres://…)"
             ))
         }
 
@@ -647,8 +708,8 @@ mod registry_demo {
             forward_store: Option<&str>,
         ) -> Result<(Router, DeliveryEngine), String> {
             let spec = store_spec(config, forward_store)?;
-            tracing::info!(store = %spec, "webhook registry: webhooks and deliveries");
-            let (subscriptions, engine) = stores(&spec).await?;
+            tracing::info!(store = %shown(&spec), "webhook registry: webhooks and deliveries");
+            let (subscriptions, engine) = stores(&spec, config.schema.as_deref()).await?;
             let mut guard = SsrfGuard::new();
             if config.allow_loopback {
                 guard = guard.allow_loopback();
@@ -774,7 +835,10 @@ mod registry_demo {
                 .keys()
                 .next()
                 .map_or("<API key>", String::as_str);
-            let store = store_spec(config, forward_store).unwrap_or_default();
+            let mut store = shown(&store_spec(config, forward_store).unwrap_or_default());
+            if let (Some(schema), true) = (&config.schema, is_postgres(&store)) {
+                store = format!("{store} (schema {schema})");
+            }
             println!("\n  webhook registry at {base}/v1/webhooks (OpenAPI: {base}/v1/webhooks/openapi.json)");
             println!("  webhooks and their deliveries: {store}");
             println!(

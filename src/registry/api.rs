@@ -239,6 +239,9 @@ pub struct Queued {
     /// The event, for a trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// When its first attempt is due (RFC 3339), when the webhook's rate limit delayed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 /// `POST /v1/webhooks/{id}/recover`.
@@ -1536,6 +1539,7 @@ async fn trigger(
         Json(Queued {
             delivery_id: queued.delivery_id,
             event_id: Some(event_id),
+            not_before: queued.not_before.map(rfc3339::format),
         }),
     )
         .into_response())
@@ -1571,6 +1575,7 @@ async fn resend(
         Json(Queued {
             delivery_id,
             event_id: None,
+            not_before: None,
         }),
     )
         .into_response())

@@ -121,36 +121,45 @@
 //! queue rather than being dropped. Retries follow the engine's policy; the engine also caps
 //! concurrent attempts per endpoint host
 //! ([`max_per_endpoint`](crate::delivery::EngineBuilder::max_per_endpoint)).
+//!
+//! # Several replicas
+//!
+//! The failure counts and the rate limits' buckets live in the subscription store's
+//! [`EndpointState`]: with `SqliteSubscriptions` or `PostgresSubscriptions`, in the database,
+//! so registries on one PostgreSQL schema count every failure once, disable a webhook once for
+//! all of them, and share one bucket per webhook. [`MemorySubscriptions`] counts per process.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, EnqueueError, Policy};
-use crate::store::{Delivery, DeliveryState, Source, StoreError};
+use crate::store::{Delivery, Source, StoreError};
 
 pub mod api;
 mod auth;
 mod event;
+mod health;
 mod model;
+mod rate_limit;
 mod subscriptions;
 
 pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens};
 pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus};
+pub use health::{DisabledNotice, HealthRule};
 pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
 #[cfg(feature = "postgres")]
 pub use subscriptions::PostgresSubscriptions;
 #[cfg(feature = "sqlite")]
 pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
-    MemorySubscriptions, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+    EndpointState, MemoryEndpointState, MemorySubscriptions, Modification, SubscriptionError,
+    SubscriptionFuture, SubscriptionStore,
 };
-
-use model::split_endpoint_key;
 
 /// The `last_error` of the queued deliveries cancelled because their webhook was deleted
 /// ([`WebhookRegistry::delete`]).
@@ -164,67 +173,6 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 type DisabledHook = Arc<dyn Fn(&DisabledNotice) + Send + Sync>;
 type FinishedHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
-
-/// When an endpoint is disabled automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HealthRule {
-    /// Failed deliveries (attempts exhausted, given up, or refused by the SSRF guard) that
-    /// disable the endpoint; `0` never disables on a count.
-    pub failures: u32,
-    /// The period they must fall within (a successful delivery starts it afresh).
-    pub within: Duration,
-    /// Whether a `410 Gone` answer disables the endpoint at once.
-    pub disable_on_gone: bool,
-}
-
-impl Default for HealthRule {
-    fn default() -> Self {
-        Self::new(10, Duration::from_secs(24 * 3600))
-    }
-}
-
-impl HealthRule {
-    /// `failures` failed deliveries within `within` disable the endpoint; so does `410 Gone`.
-    pub fn new(failures: u32, within: Duration) -> Self {
-        Self {
-            failures,
-            within,
-            disable_on_gone: true,
-        }
-    }
-
-    /// Never disables anything automatically.
-    pub fn never() -> Self {
-        Self {
-            failures: 0,
-            within: Duration::ZERO,
-            disable_on_gone: false,
-        }
-    }
-
-    /// Whether `410 Gone` disables at once.
-    pub fn disable_on_gone(mut self, on: bool) -> Self {
-        self.disable_on_gone = on;
-        self
-    }
-}
-
-/// A webhook the [`HealthRule`] disabled, as passed to [`RegistryBuilder::on_disabled`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DisabledNotice {
-    /// Its owner.
-    pub owner: Owner,
-    /// Its id.
-    pub webhook_id: String,
-    /// Its endpoint.
-    pub endpoint_url: String,
-    /// Why (`"the endpoint answered 410 Gone"`, `"10 failed deliveries within 86400 s"`).
-    pub reason: String,
-    /// When.
-    pub at: SystemTime,
-}
 
 /// Why [`WebhookRegistry::publish`] published nothing.
 #[derive(Debug)]
@@ -537,10 +485,12 @@ impl RegistryBuilder {
                     .build()
             }
         };
+        let subscriptions = self
+            .subscriptions
+            .unwrap_or_else(|| Arc::new(MemorySubscriptions::new()));
         let inner = Arc::new(Inner {
-            subscriptions: self
-                .subscriptions
-                .unwrap_or_else(|| Arc::new(MemorySubscriptions::new())),
+            state: subscriptions::endpoint_state::of(subscriptions.as_ref()),
+            subscriptions,
             engine,
             events: self
                 .events
@@ -554,8 +504,6 @@ impl RegistryBuilder {
             grace: self.grace,
             health: self.health,
             on_disabled: self.on_disabled,
-            failures: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
             #[cfg(feature = "postgres")]
             outbox: self.outbox,
         });
@@ -582,10 +530,9 @@ struct Inner {
     grace: Duration,
     health: HealthRule,
     on_disabled: Option<DisabledHook>,
-    /// Recent failed deliveries per endpoint key, for the health rule.
-    failures: Mutex<HashMap<String, VecDeque<SystemTime>>>,
-    /// The rate limiter's theoretical arrival time per endpoint key.
-    buckets: Mutex<HashMap<String, SystemTime>>,
+    /// Failure counts (health rule) and rate limit buckets: the subscription store's when it
+    /// shares them between replicas, else in memory.
+    state: Arc<dyn EndpointState>,
     /// Where `publish_in_transaction` writes.
     #[cfg(feature = "postgres")]
     outbox: Option<crate::store::PostgresStore>,
@@ -600,10 +547,6 @@ impl fmt::Debug for WebhookRegistry {
             .field("health", &self.inner.health)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl WebhookRegistry {
@@ -831,10 +774,13 @@ impl WebhookRegistry {
         let outbox = self.inner.outbox.as_ref().ok_or(PublishError::NoOutbox)?;
         let now = self.now();
         let (webhooks, event_id, body) = self.prepare(owner, event_type, payload, now).await?;
-        let (deliveries, published): (Vec<Delivery>, Vec<PublishedDelivery>) = webhooks
-            .iter()
-            .map(|webhook| self.delivery(webhook, event_type, body.clone(), now))
-            .unzip();
+        let mut deliveries = Vec::with_capacity(webhooks.len());
+        let mut published = Vec::with_capacity(webhooks.len());
+        for webhook in &webhooks {
+            let (delivery, one) = self.delivery(webhook, event_type, body.clone(), now).await;
+            deliveries.push(delivery);
+            published.push(one);
+        }
         outbox
             .enqueue_in_transaction(conn, &deliveries)
             .await
@@ -849,7 +795,7 @@ impl WebhookRegistry {
     }
 
     /// The delivery of `body` to `webhook` (its rate limit applied).
-    fn delivery(
+    async fn delivery(
         &self,
         webhook: &Webhook,
         event_type: &str,
@@ -862,9 +808,7 @@ impl WebhookRegistry {
             .with_signing(webhook.signing(now))
             .with_source(Source::Event(event_type.to_owned()))
             .with_headers(webhook.header_map());
-        let not_before = webhook
-            .rate_limit
-            .and_then(|limit| self.inner.schedule(&key, limit.normalised()));
+        let not_before = self.not_before(webhook).await;
         if let Some(at) = not_before {
             delivery = delivery.not_before(at);
         }
@@ -885,115 +829,9 @@ impl WebhookRegistry {
         body: Bytes,
         now: SystemTime,
     ) -> Result<PublishedDelivery, EnqueueError> {
-        let (delivery, published) = self.delivery(webhook, event_type, body, now);
+        let (delivery, published) = self.delivery(webhook, event_type, body, now).await;
         self.inner.engine.submit(delivery).await?;
         Ok(published)
-    }
-
-    /// Feeds a finished delivery to the [`HealthRule`]. The registry calls it itself for the
-    /// engine it builds; call it from the `on_finished` hook of a
-    /// [shared engine](RegistryBuilder::shared_engine). Reports of deliveries the registry
-    /// did not create are ignored. Needs a Tokio runtime (it spawns the update).
-    pub fn observe(&self, report: &DeliveryReport) {
-        let Some(key) = report.endpoint_id.as_deref() else {
-            return;
-        };
-        if !matches!(report.source, Source::Event(_)) {
-            return;
-        }
-        if report.state == DeliveryState::Delivered {
-            // The common case, handled here: a success forgets the endpoint's failures.
-            let mut failures = lock(&self.inner.failures);
-            if !failures.is_empty() {
-                failures.remove(key);
-            }
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let registry = self.clone();
-        let report = report.clone();
-        handle.spawn(async move { registry.on_report(report).await });
-    }
-
-    async fn on_report(&self, report: DeliveryReport) {
-        let Some(key) = report.endpoint_id.as_deref() else {
-            return;
-        };
-        let Some((owner, id)) = split_endpoint_key(key) else {
-            return;
-        };
-        let rule = self.inner.health;
-        let now = self.now();
-        let reason = match report.state {
-            DeliveryState::Delivered => {
-                lock(&self.inner.failures).remove(key);
-                return;
-            }
-            DeliveryState::Failed | DeliveryState::Refused => {
-                let gone = report.outcome.status() == Some(410) || report.disable_endpoint;
-                if gone && rule.disable_on_gone {
-                    "the endpoint answered 410 Gone".to_owned()
-                } else if rule.failures == 0 {
-                    return;
-                } else {
-                    let mut failures = lock(&self.inner.failures);
-                    let window = failures.entry(key.to_owned()).or_default();
-                    window.push_back(now);
-                    while window
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t).unwrap_or_default() > rule.within)
-                    {
-                        window.pop_front();
-                    }
-                    if window.len() < rule.failures as usize {
-                        return;
-                    }
-                    format!(
-                        "{} failed deliveries within {} s (last: {})",
-                        window.len(),
-                        rule.within.as_secs(),
-                        report.outcome
-                    )
-                }
-            }
-            _ => return,
-        };
-        match self
-            .set_enabled(&owner, id, false, Some(reason.clone()))
-            .await
-        {
-            Ok(Some((webhook, true))) => {
-                tracing::warn!(webhook = %id, reason = %reason, "webhook disabled by the health rule");
-                let notice = DisabledNotice {
-                    owner: owner.clone(),
-                    webhook_id: id.to_owned(),
-                    endpoint_url: webhook.endpoint_url.clone(),
-                    reason: reason.clone(),
-                    at: now,
-                };
-                if let Some(hook) = &self.inner.on_disabled {
-                    hook(&notice);
-                }
-                if self.inner.events.contains_key(EndpointDisabled::TYPE) {
-                    let payload = EndpointDisabled {
-                        webhook_id: notice.webhook_id,
-                        endpoint_url: notice.endpoint_url,
-                        reason,
-                        disabled_at: now,
-                    };
-                    if let Err(err) = self
-                        .publish_for(&owner, EndpointDisabled::TYPE, &payload)
-                        .await
-                    {
-                        tracing::warn!(error = %err, "endpoint.disabled not published");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::error!(error = %err, "webhook not disabled"),
-        }
     }
 
     /// Enables or disables `owner`'s webhook `id`; returns it and whether it changed
@@ -1028,14 +866,14 @@ impl WebhookRegistry {
             )
             .await?;
         if webhook.is_some() {
-            lock(&self.inner.failures).remove(&model::endpoint_key(owner, id));
+            self.forget_failures(owner, id).await;
         }
         Ok(webhook.map(|w| (w, changed)))
     }
 
     /// Deletes `owner`'s webhook `id` and cancels its queued deliveries
     /// ([`DeliveryEngine::cancel_endpoint`]): the pending ones end
-    /// [failed](DeliveryState::Failed) with the reason [`WEBHOOK_DELETED`] and are never sent; one in
+    /// [failed](crate::store::DeliveryState::Failed) with the reason [`WEBHOOK_DELETED`] and are never sent; one in
     /// flight finishes its attempt and is not retried. Their conversations stay in the delivery
     /// store until retention removes them. `false` when there is no such webhook (nothing is
     /// cancelled then: only the owner's own webhook's deliveries are touched).
@@ -1050,8 +888,10 @@ impl WebhookRegistry {
         if !self.inner.subscriptions.delete(owner, id).await? {
             return Ok(false);
         }
+        if let Err(err) = self.inner.state.forget(owner, id).await {
+            tracing::warn!(webhook = %id, error = %err, "webhook deleted: its counts were not");
+        }
         let key = model::endpoint_key(owner, id);
-        lock(&self.inner.failures).remove(&key);
         match self
             .inner
             .engine
@@ -1118,23 +958,6 @@ impl WebhookRegistry {
     }
 }
 
-impl Inner {
-    /// The token bucket (GCRA): when the next delivery to `key` may go, `None` for now.
-    fn schedule(&self, key: &str, limit: RateLimit) -> Option<SystemTime> {
-        let now = SystemTime::now();
-        let interval = limit.interval();
-        let tolerance = interval * limit.burst.saturating_sub(1);
-        let mut buckets = lock(&self.buckets);
-        if buckets.len() > 4096 {
-            buckets.retain(|_, tat| *tat > now);
-        }
-        let tat = buckets.get(key).copied().unwrap_or(now).max(now);
-        let earliest = tat.checked_sub(tolerance).map_or(now, |t| t.max(now));
-        buckets.insert(key.to_owned(), tat + interval);
-        (earliest > now).then_some(earliest)
-    }
-}
-
 #[derive(Serialize)]
 struct Envelope<'a, T: ?Sized> {
     id: &'a str,
@@ -1157,26 +980,4 @@ fn envelope<T: Serialize + ?Sized>(
         data,
     })
     .map(Bytes::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_spaces_deliveries() {
-        let registry = WebhookRegistry::builder().build();
-        let limit = RateLimit::per_second(10).with_burst(2);
-        let inner = &registry.inner;
-        assert_eq!(inner.schedule("k", limit), None);
-        assert_eq!(inner.schedule("k", limit), None);
-        let third = inner.schedule("k", limit).expect("delayed");
-        let fourth = inner.schedule("k", limit).expect("delayed");
-        let gap = fourth.duration_since(third).unwrap();
-        assert!(
-            gap >= Duration::from_millis(99) && gap <= Duration::from_millis(101),
-            "{gap:?}"
-        );
-        assert_eq!(inner.schedule("other", limit), None);
-    }
 }

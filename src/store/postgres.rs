@@ -42,6 +42,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "webhooks",
         include_str!("../../migrations/postgres/0003_webhooks.sql"),
     ),
+    (
+        4,
+        "endpoint state",
+        include_str!("../../migrations/postgres/0004_endpoint_state.sql"),
+    ),
 ]);
 
 /// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].

@@ -45,6 +45,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "webhooks",
         include_str!("../../migrations/sqlite/0003_webhooks.sql"),
     ),
+    (
+        4,
+        "endpoint state",
+        include_str!("../../migrations/sqlite/0004_endpoint_state.sql"),
+    ),
 ]);
 
 /// How hard SQLite pushes each commit to the disk.

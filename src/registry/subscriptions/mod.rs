@@ -6,16 +6,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::model::{Owner, Webhook};
 
+pub(crate) mod endpoint_state;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_state;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+
+pub use endpoint_state::{EndpointState, MemoryEndpointState};
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresSubscriptions;
@@ -102,6 +107,14 @@ pub trait SubscriptionStore: Send + Sync + 'static {
         event_type: &'a str,
         owner: Option<&'a Owner>,
     ) -> SubscriptionFuture<'a, Vec<Webhook>>;
+
+    /// Where the registry keeps its per-webhook counters (failures for the health rule, rate
+    /// limit buckets) when this store can share them between replicas; `None` (the default)
+    /// leaves them in the registry's process memory ([`MemoryEndpointState`]). The SQL stores
+    /// return their own tables.
+    fn endpoint_state(&self) -> Option<Arc<dyn EndpointState>> {
+        None
+    }
 }
 
 /// The in-memory [`SubscriptionStore`]: a sorted map behind a lock. Lost on restart.

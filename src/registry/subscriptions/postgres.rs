@@ -1,12 +1,15 @@
 //! [`PostgresSubscriptions`]: webhooks in PostgreSQL (feature `postgres`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 
 use super::sql::{backend, is_unique_violation, Record, COLUMNS};
-use super::{Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore};
+use super::{
+    EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+};
 use crate::registry::model::{Owner, Webhook};
 use crate::store::PostgresStore;
 
@@ -19,6 +22,11 @@ use crate::store::PostgresStore;
 /// (`migrations/postgres/0003_webhooks.sql`). [`modify`](SubscriptionStore::modify) locks
 /// the row (`SELECT … FOR UPDATE`), so concurrent changes from several replicas apply one
 /// after the other.
+///
+/// It is also the registry's [`EndpointState`]: the health rule's failure counts and the rate
+/// limits' buckets live in tables beside the webhooks
+/// (`migrations/postgres/0004_endpoint_state.sql`), so replicas on one database and schema
+/// disable an endpoint once, for all, and share one bucket per webhook.
 ///
 /// # Sensitive data
 ///
@@ -45,7 +53,7 @@ use crate::store::PostgresStore;
 /// ```
 #[derive(Clone)]
 pub struct PostgresSubscriptions {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     schema: Option<String>,
 }
 
@@ -238,5 +246,9 @@ impl SubscriptionStore for PostgresSubscriptions {
             .map_err(backend)?;
             records(&rows)
         })
+    }
+
+    fn endpoint_state(&self) -> Option<Arc<dyn EndpointState>> {
+        Some(Arc::new(self.clone()))
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -10,7 +11,9 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::sql::{backend, is_unique_violation, Record, COLUMNS};
-use super::{Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore};
+use super::{
+    EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+};
 use crate::registry::model::{Owner, Webhook};
 use crate::store::SqliteStore;
 
@@ -21,6 +24,10 @@ use crate::store::SqliteStore;
 /// The table (`webhooks`) is created by the same embedded migrations as
 /// [`SqliteStore`]'s (`migrations/sqlite/0003_webhooks.sql`), so one file can hold both
 /// the delivery queue and the subscriptions.
+///
+/// It is also the registry's [`EndpointState`]: the health rule's failure counts and the rate
+/// limits' buckets persist in the file (`migrations/sqlite/0004_endpoint_state.sql`), through
+/// the same statements as in PostgreSQL, and registries sharing the file share them.
 ///
 /// # Sensitive data
 ///
@@ -47,7 +54,7 @@ use crate::store::SqliteStore;
 /// ```
 #[derive(Clone)]
 pub struct SqliteSubscriptions {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     path: PathBuf,
 }
 
@@ -282,5 +289,9 @@ impl SubscriptionStore for SqliteSubscriptions {
             .map_err(backend)?;
             records(&rows)
         })
+    }
+
+    fn endpoint_state(&self) -> Option<Arc<dyn EndpointState>> {
+        Some(Arc::new(self.clone()))
     }
 }

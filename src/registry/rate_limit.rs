@@ -1,0 +1,32 @@
+//! Per-webhook rate limits: a [`RateLimit`] spaces the first attempts of a webhook's
+//! deliveries (a token bucket that sets each delivery's due time), so bursts wait in the
+//! queue rather than being dropped.
+//!
+//! The bucket lives in the registry's [`EndpointState`](super::EndpointState): with a SQL
+//! subscription store, in its database, so replicas sharing it take turns from one bucket
+//! and a limit of N per second is N across all of them.
+
+use std::time::SystemTime;
+
+use super::model::Webhook;
+use super::WebhookRegistry;
+
+impl WebhookRegistry {
+    /// Takes `webhook`'s next turn under its rate limit: when its delivery's first attempt is
+    /// due, `None` for now (or when it has no limit).
+    ///
+    /// A store that fails to count lets the delivery go now (logged): an accepted event is
+    /// never held back by the limiter's own trouble.
+    pub(super) async fn not_before(&self, webhook: &Webhook) -> Option<SystemTime> {
+        let limit = webhook.rate_limit?.normalised();
+        let turn = self
+            .inner
+            .state
+            .take_turn(&webhook.owner, &webhook.id, limit, SystemTime::now())
+            .await;
+        turn.unwrap_or_else(|err| {
+            tracing::warn!(webhook = %webhook.id, error = %err, "rate limit not applied");
+            None
+        })
+    }
+}
