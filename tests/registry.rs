@@ -827,6 +827,42 @@ async fn create_errors_are_problems() {
 }
 
 #[tokio::test]
+async fn impossible_ports_and_ipv4_carrying_ipv6_endpoints_are_refused_at_registration() {
+    let Setup { router, .. } = setup();
+    // 127.0.0.1 is allow-listed here, so only the port can refuse these.
+    for url in [
+        "http://127.0.0.1:69686/hook",
+        "http://127.0.0.1:0/hook",
+        "https://93.184.215.14:65536/",
+    ] {
+        let answer = create(
+            &router,
+            ACME,
+            json!({"id": "p", "endpoint_url": url, "event_types": ["run.status"]}),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(answer.problem(), "invalid-endpoint-url", "{url}");
+        assert!(answer.json["detail"].as_str().unwrap().contains("port"));
+    }
+    for url in [
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[::ffff:0:a9fe:a9fe]/",
+        "http://[2001:0:5ef5:79fb::f5ff:fffe]/",
+        "http://[3fff::1]/",
+    ] {
+        let answer = create(
+            &router,
+            ACME,
+            json!({"id": "v6", "endpoint_url": url, "event_types": ["run.status"]}),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(answer.problem(), "endpoint-not-allowed", "{url}");
+    }
+}
+
+#[tokio::test]
 async fn authentication_is_required_everywhere() {
     let Setup { router, .. } = setup();
     for (method, path) in api::routes() {
