@@ -123,6 +123,9 @@ pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
+/// The crate's one rule for secret header values, also reachable here.
+pub use crate::sensitive::{is_sensitive_header, redacted_headers};
+
 /// The future every [`DeliveryStore`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -909,35 +912,4 @@ fn ser_body<S: Serializer>(body: &Bytes, serializer: S) -> Result<S::Ok, S::Erro
 
 fn ser_header_map<S: Serializer>(headers: &HeaderMap, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(redacted_headers(headers))
-}
-
-/// Whether a header's value must never be stored or logged (signatures, secrets, credentials).
-pub fn is_sensitive_header(name: &str) -> bool {
-    const EXTRA: &[&str] = &[
-        "cookie",
-        "set-cookie",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "webhook-id-secret",
-    ];
-    crate::scheme::SIGNATURE_HEADERS
-        .iter()
-        .chain(EXTRA)
-        .any(|sensitive| name.eq_ignore_ascii_case(sensitive))
-}
-
-/// The headers as `(name, value)` text pairs with sensitive values replaced by `[redacted]`.
-pub fn redacted_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = if is_sensitive_header(name.as_str()) {
-                "[redacted]".to_owned()
-            } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
-            };
-            (name.as_str().to_owned(), value)
-        })
-        .collect()
 }

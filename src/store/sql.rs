@@ -17,8 +17,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    is_sensitive_header, unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery,
-    DeliveryState, Lease, Next, Signing, Source, StoreError,
+    unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery, DeliveryState,
+    Lease, Next, Signing, Source, StoreError,
 };
 use crate::scheme::{BuiltinScheme, Message, SharedSigner, SignError, Signer};
 use crate::secret::{Secret, SecretSet};
@@ -341,14 +341,7 @@ fn decode_headers(text: &str) -> Result<HeaderMap, StoreError> {
 pub(crate) fn encode_pairs(pairs: &[(String, String)]) -> String {
     let redacted: Vec<(&str, &str)> = pairs
         .iter()
-        .map(|(name, value)| {
-            let value = if is_sensitive_header(name) {
-                "[redacted]"
-            } else {
-                value.as_str()
-            };
-            (name.as_str(), value)
-        })
+        .map(|(name, value)| (name.as_str(), crate::sensitive::redact(name, value)))
         .collect();
     serde_json::to_string(&redacted).unwrap_or_else(|_| "[]".to_owned())
 }

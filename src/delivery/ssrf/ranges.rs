@@ -12,7 +12,6 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Ipv4Net {
     Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), prefix)
 }
 
-#[allow(clippy::too_many_arguments)]
 const fn v6(segments: [u16; 8], prefix: u16) -> Ipv6Net {
     let [a, b, c, d, e, f, g, h] = segments;
     // The prefix length always fits a u8 (at most 128).
