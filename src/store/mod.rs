@@ -107,14 +107,20 @@ use serde::{Serialize, Serializer};
 use crate::scheme::SharedSigner;
 use crate::secret::SecretSet;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod encryption;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod private_file;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use encryption::{EncryptionKey, EncryptionKeyError, EncryptionKeys, ENCRYPTION_KEYS_ENV};
 pub use memory::{
     MemoryStore, DEFAULT_MAX_FINISHED, DEFAULT_MAX_FINISHED_BYTES, DEFAULT_MAX_UNFINISHED,
 };

@@ -119,6 +119,16 @@ impl PostgresOptions {
         self
     }
 
+    /// Encrypts the secrets kept in the tables (signing secrets and custom header values,
+    /// also those of [`PostgresSubscriptions`](crate::registry::PostgresSubscriptions) built on
+    /// this store) with the newest key of `keys`; older keys still decrypt, and values
+    /// written before a key was configured still read. Without keys,
+    /// [`connect`](Self::connect) logs a warning. Every replica needs the same ring.
+    pub fn encryption_keys(mut self, keys: crate::store::EncryptionKeys) -> Self {
+        self.signers.set_keys(keys);
+        self
+    }
+
     /// Connects, creates the schema and runs the migrations (unless turned off), and starts
     /// listening for enqueues from other replicas.
     ///
@@ -127,6 +137,9 @@ impl PostgresOptions {
     /// [`StoreError::Invalid`] for a bad URL or schema name, [`StoreError::Backend`] when the
     /// database cannot be reached or migrated.
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        if !self.signers.encrypts() {
+            super::encryption::warn_unencrypted("postgres");
+        }
         let mut options: PgConnectOptions = self
             .url
             .parse()
@@ -363,6 +376,11 @@ impl PostgresStore {
     /// The schema the tables live in, when one was [configured](PostgresOptions::schema).
     pub fn schema(&self) -> Option<&str> {
         self.inner.schema.as_deref()
+    }
+
+    /// The ring encrypting stored secrets, when [configured](PostgresOptions::encryption_keys).
+    pub(crate) fn encryption_keys(&self) -> Option<&crate::store::EncryptionKeys> {
+        self.inner.signers.keys()
     }
 
     /// The `deliveries` table, schema-qualified when a schema is configured, for statements

@@ -145,6 +145,15 @@ impl SqliteOptions {
         self
     }
 
+    /// Encrypts the secrets kept in the file (signing secrets and custom header values) with
+    /// the newest key of `keys`; older keys still decrypt, and values written before a key
+    /// was configured still read. Without keys, [`connect`](Self::connect) logs a warning.
+    /// See [`EncryptionKeys`](crate::store::EncryptionKeys).
+    pub fn encryption_keys(mut self, keys: crate::store::EncryptionKeys) -> Self {
+        self.signers.set_keys(keys);
+        self
+    }
+
     fn connect_options(&self) -> SqliteConnectOptions {
         SqliteConnectOptions::new()
             .filename(&self.path)
@@ -164,6 +173,10 @@ impl SqliteOptions {
     ///
     /// [`StoreError::Backend`] when the file cannot be opened or migrated.
     pub async fn connect(self) -> Result<SqliteStore, StoreError> {
+        super::private_file::create_private_file(&self.path).map_err(backend)?;
+        if !self.signers.encrypts() {
+            super::encryption::warn_unencrypted("sqlite");
+        }
         let options = self.connect_options();
         let readers = SqlitePoolOptions::new()
             .max_connections(self.readers)
