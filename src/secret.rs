@@ -419,6 +419,30 @@ mod tests {
     }
 
     #[test]
+    fn secret_comparisons_go_through_fixed_size_digests() {
+        // Whatever the lengths, the constant-time step compares two 32-byte digests, so the
+        // time it takes cannot reveal how long the secret is.
+        assert_eq!(std::mem::size_of::<TokenDigest>(), 32);
+        let secret = Secret::new("a-static-token");
+        assert!(secret.ct_eq(b"a-static-token"));
+        for candidate in [
+            &b""[..],
+            b"a",
+            b"a-static-toke",
+            b"a-static-tokenx",
+            b"A-static-token",
+        ] {
+            assert!(!secret.ct_eq(candidate), "{candidate:?}");
+        }
+        let digest = TokenDigest::of(b"key-acme");
+        assert!(digest.matches(b"key-acme"));
+        assert!(!digest.matches(b"key-acm"));
+        assert!(!format!("{digest:?}").contains("key-acme"));
+        assert_eq!(Secret::new("x"), Secret::new("x"));
+        assert_ne!(Secret::new("x"), Secret::new("xx"));
+    }
+
+    #[test]
     fn keyed_state_matches_a_fresh_key() {
         use hmac::{Hmac, Mac};
         let secret = Secret::new("my-webhook-secret");
