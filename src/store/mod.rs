@@ -310,9 +310,14 @@ impl Delivery {
         self
     }
 
-    /// Adds extra request headers.
+    /// Adds extra request headers. Their values are write-only: marked sensitive, so `Debug`
+    /// and logging layers never show them, and redacted in recorded attempts.
     pub fn with_headers(mut self, headers: HeaderMap) -> Self {
-        self.headers.extend(headers);
+        self.headers
+            .extend(headers.into_iter().map(|(name, mut value)| {
+                value.set_sensitive(true);
+                (name, value)
+            }));
         self
     }
 

@@ -373,6 +373,9 @@ fn decode_headers(text: &str, signers: &Signers) -> Result<HeaderMap, StoreError
             }
             (None, None) => return Err(corrupt()),
         };
+        let mut value = value;
+        // Custom header values are write-only (see `Delivery::with_headers`).
+        value.set_sensitive(true);
         headers.append(name, value);
     }
     Ok(headers)
@@ -805,9 +808,11 @@ mod tests {
         headers.insert("x-tenant", HeaderValue::from_static("acme"));
         headers.append("x-raw", HeaderValue::from_bytes(&[0xfe, b'a']).unwrap());
         let signers = Signers::default();
-        assert_eq!(
-            decode_headers(&encode_headers(&headers, &signers), &signers).unwrap(),
-            headers
+        let decoded = decode_headers(&encode_headers(&headers, &signers), &signers).unwrap();
+        assert_eq!(decoded, headers);
+        assert!(
+            decoded.values().all(HeaderValue::is_sensitive),
+            "write-only"
         );
         for source in [
             Source::Forward,
