@@ -13,8 +13,9 @@
 //!
 //! // `TOWER_WEBHOOKS_ENCRYPTION_KEYS="k2:<base64 of 32 bytes>,k1:<…>"`, newest first
 //! // (for example from `openssl rand -base64 32`).
-//! let spec = format!("k2:{},k1:{}", "A".repeat(43) + "=", "B".repeat(43) + "=");
-//! let keys = EncryptionKeys::parse(&spec).unwrap();
+//! let spec = "k2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,\
+//!             k1:ERERERERERERERERERERERERERERERERERERERERERE=";
+//! let keys = EncryptionKeys::parse(spec).unwrap();
 //! assert_eq!(keys.current_id(), "k2");
 //! assert!(!format!("{keys:?}").contains("AAAA"), "Debug shows key ids only");
 //! let generated = EncryptionKeys::new(EncryptionKey::generate("k3").unwrap());

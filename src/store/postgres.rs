@@ -379,6 +379,7 @@ impl PostgresStore {
     }
 
     /// The ring encrypting stored secrets, when [configured](PostgresOptions::encryption_keys).
+    #[cfg(feature = "registry")]
     pub(crate) fn encryption_keys(&self) -> Option<&crate::store::EncryptionKeys> {
         self.inner.signers.keys()
     }

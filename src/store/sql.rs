@@ -143,6 +143,7 @@ impl Signers {
     }
 
     /// The ring sealing the secret columns, when configured.
+    #[cfg(all(feature = "postgres", feature = "registry"))]
     pub(crate) fn keys(&self) -> Option<&EncryptionKeys> {
         self.keys.as_ref()
     }
