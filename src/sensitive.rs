@@ -49,8 +49,14 @@ const SECRET_WORDS: &[&str] = &[
 
 /// Whether the value of the header `name` is secret: never shown, logged or recorded in clear.
 pub fn is_sensitive_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_NAMES.contains(&lower.as_str()) || SECRET_WORDS.iter().any(|word| lower.contains(word))
+    let name = name.as_bytes();
+    SECRET_NAMES
+        .iter()
+        .any(|secret| name.eq_ignore_ascii_case(secret.as_bytes()))
+        || SECRET_WORDS.iter().any(|word| {
+            name.windows(word.len())
+                .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+        })
 }
 
 /// `value`, or [`REDACTED`] when the header `name` is sensitive.

@@ -54,10 +54,13 @@
 //! A durable store keeps what it needs to sign every later attempt after a restart: the
 //! scheme's description ([`Signer::describe`](crate::scheme::Signer::describe)) and the
 //! **secrets as given** (for the forward layer, the caller's `X-Webhook-Secret`), plus the
-//! delivery's extra request headers. Protect the database like any credential store (disk
-//! encryption, file permissions, database roles). Secrets never appear in logs, `Debug`
-//! output or conversations: the request headers recorded with each attempt have signatures,
-//! secrets, cookies and `Authorization` redacted ([`redacted_headers`]).
+//! delivery's extra request headers. With encryption keys (`SqliteOptions::encryption_keys`,
+//! `PostgresOptions::encryption_keys`, [`EncryptionKeys`] under the `sqlite`/`postgres`
+//! features) those are stored encrypted (XChaCha20-Poly1305, rotation by key id); without
+//! them, protect the database like any credential store (SQLite files are created `0600`).
+//! Secrets never appear in logs, `Debug` output or conversations: the request headers
+//! recorded with each attempt are redacted by [the one rule](crate::sensitive), and custom
+//! header values are write-only.
 //!
 //! # For backend authors
 //!

@@ -282,8 +282,10 @@ async fn listen(pool: PgPool, channel: Channel, notify: Arc<Notify>) {
 ///   not duplicated; a claim whose answer was lost is taken over when its lease expires).
 /// - **Bounded memory**: the engine claims in batches; the queue is never loaded.
 ///
-/// The table holds the signing secrets as given: restrict access to it (database roles).
-/// See the [module docs](super) for the table of guarantees.
+/// The table holds the signing secrets and custom header values:
+/// [`PostgresOptions::encryption_keys`] encrypts them, otherwise they are stored as given
+/// (restrict access with database roles). See the [module docs](super) for the table of
+/// guarantees.
 ///
 /// ```no_run
 /// use tower_webhooks::delivery::DeliveryEngine;

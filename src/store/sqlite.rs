@@ -288,8 +288,10 @@ async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
 /// - **Bounded memory**: the engine claims due rows in batches; the queue is never loaded.
 /// - One process per file (see [`recover_in_flight`](SqliteOptions::recover_in_flight)).
 ///
-/// The file holds the signing secrets as given: protect it (file permissions, disk
-/// encryption). See the [module docs](super) for the table of guarantees.
+/// The file holds the signing secrets and custom header values. It is created readable by its
+/// owner only (`0600`); [`SqliteOptions::encryption_keys`] encrypts those values, otherwise
+/// they are stored as given (protect the file and its backups). See the
+/// [module docs](super) for the table of guarantees.
 ///
 /// ```
 /// use tower_webhooks::store::{Delivery, DeliveryStore, SqliteStore};

@@ -23,8 +23,10 @@ use crate::store::{EncryptionKeys, PostgresStore};
 /// # Sensitive data
 ///
 /// The table holds every webhook's **signing secrets** and custom header values (often an
-/// endpoint's credentials) as given: restrict access to it (database roles, encrypted
-/// backups) like any credential store. `Debug` prints the schema only.
+/// endpoint's credentials), encrypted with the store's
+/// [encryption keys](crate::store::PostgresOptions::encryption_keys) when configured, as
+/// given otherwise: restrict access to it (database roles, encrypted backups) like any
+/// credential store. `Debug` prints the schema only.
 ///
 /// ```no_run
 /// use tower_webhooks::delivery::EngineBuilder;
