@@ -147,6 +147,60 @@ async fn values_stored_before_a_key_was_configured_still_read() {
     assert_secrets_read_back(&keyed.get("new").await.unwrap().unwrap().delivery);
 }
 
+thread_local! {
+    /// What `tracing` wrote on this thread.
+    static LOGGED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A `tracing` writer into the emitting thread's [`LOGGED`].
+struct ThreadLog;
+
+impl std::io::Write for ThreadLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOGGED.with(|logged| logged.borrow_mut().extend_from_slice(bytes));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// This thread's log so far. A global subscriber (installed once) rather than a scoped one:
+/// callsites first hit by parallel tests without a subscriber would stay disabled.
+fn thread_log() -> String {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThreadLog)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+    LOGGED.with(|logged| String::from_utf8_lossy(&logged.borrow()).into_owned())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_store_without_keys_warns_at_start_up_and_one_with_keys_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // The runtime is current-thread: the stores log on this thread.
+    assert!(!thread_log().contains("unencrypted"));
+    let _keyed = open(&dir.path().join("keyed.db"), Some(ring(&[("k1", 1)]))).await;
+    assert!(
+        !thread_log().contains("unencrypted"),
+        "no warning with keys"
+    );
+    let _plain = open(&dir.path().join("plain.db"), None).await;
+    let log = thread_log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("unencrypted")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("WARN"), "{log}");
+    assert!(
+        warnings[0].contains("TOWER_WEBHOOKS_ENCRYPTION_KEYS"),
+        "{log}"
+    );
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn sqlite_files_are_created_readable_by_their_owner_only() {
