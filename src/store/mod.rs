@@ -898,6 +898,7 @@ pub fn unix_millis(time: SystemTime) -> i64 {
 }
 
 /// The inverse of [`unix_millis`] (saturating at the epoch for unrepresentable times).
+#[cfg_attr(not(feature = "registry"), allow(dead_code))] // the registry's cursors
 pub(crate) fn from_unix_millis(ms: i64) -> SystemTime {
     let span = Duration::from_millis(ms.unsigned_abs());
     let time = if ms >= 0 {
