@@ -566,6 +566,31 @@ mod tests {
         assert!(!cidr.contains("172.32.1.1".parse().unwrap()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_url_port_is_accepted_exactly_in_1_to_65535(port in 0u32..200_000) {
+            let checked = SsrfGuard::new().check_url(&format!("http://example.com:{port}/"));
+            proptest::prop_assert_eq!(checked.is_ok(), (1..=65535).contains(&port));
+        }
+
+        #[test]
+        fn a_url_with_an_ipv6_literal_is_judged_by_the_ipv4_address_it_carries(bits in proptest::prelude::any::<u32>()) {
+            let a = Ipv4Addr::from_bits(bits);
+            let guard = SsrfGuard::new();
+            for form in ranges::Embedding::ALL {
+                if form == ranges::Embedding::Compatible && bits <= 1 {
+                    continue;
+                }
+                let url = format!("http://[{}]:8080/hook", form.encode(a));
+                proptest::prop_assert_eq!(
+                    guard.check_url(&url).is_err(),
+                    ranges::classify_v4(a).is_some(),
+                    "{}", url
+                );
+            }
+        }
+    }
+
     #[test]
     fn ports_outside_1_to_65535_are_refused() {
         let guard = SsrfGuard::disabled();
