@@ -17,6 +17,11 @@
 //! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
 //! events survive a restart. With `[registry] store = "postgres://…"` (and a `schema`; feature
 //! `postgres`) several gateways on one database are replicas of one registry.
+//!
+//! With a SQLite or PostgreSQL store, `TOWER_WEBHOOKS_ENCRYPTION_KEYS="k2:<base64 of 32
+//! bytes>,k1:<…>"` (newest first; `openssl rand -base64 32`) encrypts the stored signing
+//! secrets and custom headers; without it the stores log a warning. The banner never prints
+//! an API key, a store password, or a secret that came from `{env:…}`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -41,6 +46,9 @@ const DEFAULT_CONFIG: &str = include_str!("gateway.toml");
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// The values of the `{env:NAME}` references in the file, kept out of the banner.
+    #[serde(skip)]
+    env_secrets: Vec<(String, String)>,
     #[serde(default = "default_listen")]
     listen: SocketAddr,
     #[serde(default)]
@@ -90,6 +98,7 @@ fn load_config() -> Result<(Config, String), String> {
         _ => return Err("usage: gateway [--config FILE]".into()),
     };
     let mut config: Config = toml::from_str(&text).map_err(|e| format!("{source}: {e}"))?;
+    config.env_secrets = env_references(&text);
     if let Ok(port) = std::env::var("PORT") {
         config.listen.set_port(
             port.parse()
@@ -135,6 +144,63 @@ fn inbound_routes(routes: &[RouteConfig]) -> Router {
         router = router.route(&route.path, post(handler).layer(layer));
     }
     router
+}
+
+/// Every `{env:NAME}` in the configuration text with the variable's value (when set).
+fn env_references(text: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{env:") {
+        rest = &rest[start + 5..];
+        let Some(end) = rest.find('}') else { break };
+        let name = &rest[..end];
+        if let Ok(value) = std::env::var(name) {
+            if !value.is_empty() {
+                found.push((name.to_owned(), value));
+            }
+        }
+        rest = &rest[end..];
+    }
+    // Longest first, so a value that contains another is replaced whole.
+    found.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+    found
+}
+
+/// `line` with every value that came from `{env:NAME}` replaced by a shell reference to the
+/// variable (`'"$NAME"'` closes and reopens the single-quoted argument around it), so the
+/// line still works where the variable is set and never shows the secret.
+fn hide_env_secrets(line: &str, env_secrets: &[(String, String)]) -> String {
+    env_secrets
+        .iter()
+        .fold(line.to_owned(), |line, (name, value)| {
+            line.replace(value.as_str(), &format!("'\"${name}\"'"))
+        })
+}
+
+/// A store spec for the banner: a URL's password replaced by `***`.
+fn without_password(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                spec.to_owned()
+            }
+        }
+        None => spec.to_owned(),
+    }
+}
+
+/// `TOWER_WEBHOOKS_ENCRYPTION_KEYS` (`id:base64key,…`, newest first): the key ring the
+/// SQLite and PostgreSQL stores encrypt their secrets with, `None` when unset.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn encryption_keys() -> Result<Option<tower_webhooks::store::EncryptionKeys>, String> {
+    use tower_webhooks::store::{EncryptionKeys, ENCRYPTION_KEYS_ENV};
+    EncryptionKeys::from_env(ENCRYPTION_KEYS_ENV).map_err(|e| format!("{ENCRYPTION_KEYS_ENV}: {e}"))
 }
 
 /// A curl line that sends a correctly signed demo request to `route`.
@@ -236,7 +302,7 @@ async fn main() -> ExitCode {
     for route in &config.routes {
         println!("\n  POST {}  [{}]", route.path, route.scheme.name());
         match curl_line(&base, route) {
-            Some(line) => println!("  {line}"),
+            Some(line) => println!("  {}", hide_env_secrets(&line, &config.env_secrets)),
             None => println!("  (this scheme's senders cannot be simulated with curl)"),
         }
     }
@@ -336,10 +402,17 @@ mod forward_demo {
         }
         if let Some(path) = spec.strip_prefix("sqlite:") {
             #[cfg(feature = "sqlite")]
-            return tower_webhooks::store::SqliteStore::connect(path)
-                .await
-                .map(|s| Some(Arc::new(s) as Arc<dyn DeliveryStore>))
-                .map_err(|e| format!("sqlite:{path}: {e}"));
+            {
+                let mut options = tower_webhooks::store::SqliteStore::builder(path);
+                if let Some(keys) = crate::encryption_keys()? {
+                    options = options.encryption_keys(keys);
+                }
+                return options
+                    .connect()
+                    .await
+                    .map(|s| Some(Arc::new(s) as Arc<dyn DeliveryStore>))
+                    .map_err(|e| format!("sqlite:{path}: {e}"));
+            }
             #[cfg(not(feature = "sqlite"))]
             {
                 eprintln!("gateway: store `sqlite:{path}` needs `--features sqlite`; deliveries stay in memory");
@@ -348,11 +421,17 @@ mod forward_demo {
         }
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
             #[cfg(feature = "postgres")]
-            return tower_webhooks::store::PostgresStore::builder(spec.to_owned())
-                .connect()
-                .await
-                .map(|s| Some(Arc::new(s) as Arc<dyn DeliveryStore>))
-                .map_err(|e| format!("postgres: {e}"));
+            {
+                let mut options = tower_webhooks::store::PostgresStore::builder(spec.to_owned());
+                if let Some(keys) = crate::encryption_keys()? {
+                    options = options.encryption_keys(keys);
+                }
+                return options
+                    .connect()
+                    .await
+                    .map(|s| Some(Arc::new(s) as Arc<dyn DeliveryStore>))
+                    .map_err(|e| format!("postgres: {e}"));
+            }
             #[cfg(not(feature = "postgres"))]
             return Err("a postgres store needs `--features postgres`".into());
         }
@@ -397,7 +476,9 @@ mod forward_demo {
             .replace('/', "%2F");
         println!(
             "\n  forwarding (store: {}, SSRF allow-list: {:?})",
-            std::env::var("STORE").unwrap_or_else(|_| config.store.clone()),
+            crate::without_password(
+                &std::env::var("STORE").unwrap_or_else(|_| config.store.clone())
+            ),
             config.allow
         );
         println!("  sync run:   curl -sS -i -X POST '{base}/v4/p-demo/app/run?webhookEndpoint={endpoint}' -H 'Content-Type: application/json' -H 'X-Webhook-Secret: my-secret' --data '{{\"param\": \"hello world\"}}'");
@@ -553,7 +634,7 @@ mod registry_demo {
         use axum::{Json, Router};
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
-            bearer_token, BearerTokens, EventType, MemorySubscriptions, Owner, RunState, RunStatus,
+            Authenticate, BearerTokens, EventType, MemorySubscriptions, RunState, RunStatus,
             SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
@@ -624,20 +705,6 @@ mod registry_demo {
             Ok(spec)
         }
 
-        /// `spec` as printed: a PostgreSQL URL's password masked.
-        fn shown(spec: &str) -> String {
-            let Some((scheme, rest)) = spec.split_once("://") else {
-                return spec.to_owned();
-            };
-            match rest.split_once('@') {
-                Some((user_info, host)) if user_info.contains(':') => {
-                    let user = user_info.split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}:***@{host}")
-                }
-                _ => spec.to_owned(),
-            }
-        }
-
         fn is_postgres(spec: &str) -> bool {
             spec.starts_with("postgres://") || spec.starts_with("postgresql://")
         }
@@ -656,13 +723,21 @@ mod registry_demo {
             if let Some(path) = spec.strip_prefix("sqlite:") {
                 #[cfg(feature = "sqlite")]
                 {
-                    let deliveries = tower_webhooks::store::SqliteStore::connect(path)
+                    let keys = crate::encryption_keys()?;
+                    let mut options = tower_webhooks::store::SqliteStore::builder(path);
+                    if let Some(keys) = keys.clone() {
+                        options = options.encryption_keys(keys);
+                    }
+                    let deliveries = options
+                        .connect()
                         .await
                         .map_err(|e| format!("sqlite:{path}: {e}"))?;
                     let subscriptions =
-                        tower_webhooks::registry::SqliteSubscriptions::connect(path)
-                            .await
-                            .map_err(|e| format!("sqlite:{path}: {e}"))?;
+                        tower_webhooks::registry::SqliteSubscriptions::connect_encrypted(
+                            path, keys,
+                        )
+                        .await
+                        .map_err(|e| format!("sqlite:{path}: {e}"))?;
                     return Ok((
                         Arc::new(subscriptions),
                         EngineBuilder::new().store(deliveries),
@@ -708,14 +783,13 @@ mod registry_demo {
             forward_store: Option<&str>,
         ) -> Result<(Router, DeliveryEngine), String> {
             let spec = store_spec(config, forward_store)?;
-            tracing::info!(store = %shown(&spec), "webhook registry: webhooks and deliveries");
+            tracing::info!(store = %crate::without_password(&spec), "webhook registry: webhooks and deliveries");
             let (subscriptions, engine) = stores(&spec, config.schema.as_deref()).await?;
             let mut guard = SsrfGuard::new();
             if config.allow_loopback {
                 guard = guard.allow_loopback();
             }
             let mut tokens = BearerTokens::new();
-            let mut keys = BTreeMap::new();
             for (key, owner) in &config.api_keys {
                 // `{env:VAR}` keys read the environment, like the routes' secrets.
                 let Ok(key) = Secret::resolve(key) else {
@@ -723,8 +797,7 @@ mod registry_demo {
                     continue;
                 };
                 let key = String::from_utf8_lossy(key.expose()).into_owned();
-                tokens = tokens.token(key.clone(), owner.as_str());
-                keys.insert(key, Owner::new(owner.as_str()));
+                tokens = tokens.token(key, owner.as_str());
             }
             let registry = WebhookRegistry::builder()
                 .shared_subscriptions(subscriptions)
@@ -734,19 +807,18 @@ mod registry_demo {
                 .engine(engine.guard(guard).policy(Policy::standard()))
                 .event_type(EventType::run_status())
                 .event_type(EventType::endpoint_disabled())
-                .auth(tokens)
+                .auth(tokens.clone())
                 .on_disabled(|notice| {
                     tracing::warn!(owner = %notice.owner, webhook = %notice.webhook_id, reason = %notice.reason, "webhook disabled");
                 })
                 .build();
-            let keys = Arc::new(keys);
             let step = Duration::from_secs_f64(config.run_step_secs.clamp(0.0, 60.0));
             let runs = Router::new().route(
                 "/v1/runs",
                 post({
                     let registry = registry.clone();
                     move |headers: HeaderMap, body: Bytes| {
-                        start_run(registry.clone(), keys.clone(), step, headers, body)
+                        start_run(registry.clone(), tokens.clone(), step, headers, body)
                     }
                 }),
             );
@@ -758,12 +830,13 @@ mod registry_demo {
         /// caller's webhooks as it goes queued → running → succeeded (or failed).
         async fn start_run(
             registry: WebhookRegistry,
-            keys: Arc<BTreeMap<String, Owner>>,
+            tokens: BearerTokens,
             step: Duration,
             headers: HeaderMap,
             body: Bytes,
         ) -> Response {
-            let Some(owner) = bearer_token(&headers).and_then(|t| keys.get(t)).cloned() else {
+            // The same constant-time check as the registry's routes.
+            let Some(owner) = tokens.authenticate(&headers).await else {
                 return Problem::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -828,14 +901,12 @@ mod registry_demo {
                 .into_response()
         }
 
-        /// The registry's lines of the start-up banner.
+        /// The registry's lines of the start-up banner. API keys are never printed: the
+        /// lines name the `[registry.api_keys]` table instead.
         pub(crate) fn banner(base: &str, config: &RegistryConfig, forward_store: Option<&str>) {
-            let key = config
-                .api_keys
-                .keys()
-                .next()
-                .map_or("<API key>", String::as_str);
-            let mut store = shown(&store_spec(config, forward_store).unwrap_or_default());
+            let key = "<an API key from [registry.api_keys]>";
+            let mut store =
+                crate::without_password(&store_spec(config, forward_store).unwrap_or_default());
             if let (Some(schema), true) = (&config.schema, is_postgres(&store)) {
                 store = format!("{store} (schema {schema})");
             }

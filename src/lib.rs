@@ -63,6 +63,7 @@ pub mod registry;
 pub mod replay;
 pub mod scheme;
 pub mod secret;
+pub mod sensitive;
 #[cfg(feature = "forward")]
 pub mod store;
 

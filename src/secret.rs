@@ -29,6 +29,8 @@ struct SecretInner {
     /// tenth of a 1 KiB verification) that keying from scratch costs on every request.
     /// `None` inside when the derivation does not apply to this secret.
     keyed_sha256: [OnceLock<Option<HmacCore<Sha256>>>; KeyDerivation::COUNT],
+    /// SHA-256 of the value, made on first comparison ([`Secret::ct_eq`]).
+    digest: OnceLock<TokenDigest>,
 }
 
 /// How a scheme turns a [`Secret`] into HMAC key bytes.
@@ -69,6 +71,7 @@ impl Secret {
             inner: Arc::new(SecretInner {
                 value: value.as_ref().into(),
                 keyed_sha256: Default::default(),
+                digest: OnceLock::new(),
             }),
             id: None,
         }
@@ -154,13 +157,46 @@ impl Secret {
         std::str::from_utf8(&self.inner.value).ok()
     }
 
-    /// Constant-time comparison of the secret with `candidate`.
+    /// Whether `candidate` is the secret, in a time that depends on neither's content nor
+    /// length: both sides are hashed and the fixed-size digests compared in constant time.
     pub fn ct_eq(&self, candidate: &[u8]) -> bool {
-        ct_eq(self.expose(), candidate)
+        self.inner
+            .digest
+            .get_or_init(|| TokenDigest::of(self.expose()))
+            .matches(candidate)
     }
 }
 
-/// Constant-time equality of two byte strings (the length is not secret).
+/// The SHA-256 of a secret or token, for comparisons that must not leak the length: comparing
+/// two digests takes the same time whatever the lengths and contents of what was hashed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub(crate) fn of(value: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(Sha256::digest(value).into())
+    }
+
+    /// Whether `candidate` hashes to this digest (constant time over the fixed-size digests).
+    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
+        self.ct_eq(&Self::of(candidate))
+    }
+
+    /// Constant-time equality of two digests.
+    pub(crate) fn ct_eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenDigest([redacted])")
+    }
+}
+
+/// Constant-time equality of two byte strings whose length is not secret (MACs of a known
+/// size); secrets and tokens go through [`TokenDigest`] instead.
 ///
 /// The OR of the XORs of every byte, eight at a time, each step passed through an
 /// optimisation barrier so that the fold cannot become an early exit; only the final
@@ -192,7 +228,7 @@ impl fmt::Debug for Secret {
 
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
-        ct_eq(self.expose(), other.expose()) && self.id == other.id
+        self.ct_eq(other.expose()) && self.id == other.id
     }
 }
 
@@ -380,6 +416,30 @@ mod tests {
             }
             assert!(!ct_eq(&a, &[a.as_slice(), b"x"].concat()));
         }
+    }
+
+    #[test]
+    fn secret_comparisons_go_through_fixed_size_digests() {
+        // Whatever the lengths, the constant-time step compares two 32-byte digests, so the
+        // time it takes cannot reveal how long the secret is.
+        assert_eq!(std::mem::size_of::<TokenDigest>(), 32);
+        let secret = Secret::new("a-static-token");
+        assert!(secret.ct_eq(b"a-static-token"));
+        for candidate in [
+            &b""[..],
+            b"a",
+            b"a-static-toke",
+            b"a-static-tokenx",
+            b"A-static-token",
+        ] {
+            assert!(!secret.ct_eq(candidate), "{candidate:?}");
+        }
+        let digest = TokenDigest::of(b"key-acme");
+        assert!(digest.matches(b"key-acme"));
+        assert!(!digest.matches(b"key-acm"));
+        assert!(!format!("{digest:?}").contains("key-acme"));
+        assert_eq!(Secret::new("x"), Secret::new("x"));
+        assert_ne!(Secret::new("x"), Secret::new("xx"));
     }
 
     #[test]

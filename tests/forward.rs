@@ -931,6 +931,63 @@ async fn ssrf_guard_refuses_internal_endpoints() {
 }
 
 #[tokio::test]
+async fn impossible_ports_and_ipv4_carrying_ipv6_endpoints_are_400_problems() {
+    // Loopback is allowed, so only the port can make these fail (they used to go to port 80).
+    let harness = Harness::fast();
+    let calls = Calls::default();
+    let loopback_app = app(harness.layer(), &calls);
+    for endpoint in [
+        "http://127.0.0.1:69686/",
+        "http://127.0.0.1:0/",
+        "http://[::1]:65536/",
+    ] {
+        for asynchronous in ["", "&async=true"] {
+            let uri = format!(
+                "/v4/p/a/f?webhookEndpoint={}{asynchronous}",
+                encode(endpoint)
+            );
+            let response = call(&loopback_app, &uri, None, json!({})).await;
+            assert_eq!(response.status(), 400, "{endpoint}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+            let problem = json_body(response).await;
+            assert_eq!(
+                problem["type"], "tag:tower-webhooks,2026:webhook-endpoint-invalid",
+                "{endpoint}"
+            );
+            assert!(
+                problem["detail"].as_str().unwrap().contains("port"),
+                "{problem}"
+            );
+        }
+    }
+    assert_eq!(calls.count(), 0, "the inner service never ran");
+
+    // IPv6 forms that carry a refused IPv4 address (async: refused at once).
+    let harness = Harness::new(DeliveryEngine::builder().policy(fast_policy()));
+    let guarded_app = app(harness.layer(), &calls);
+    for endpoint in [
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[::ffff:0:a9fe:a9fe]/",
+        "http://[2001:0:5ef5:79fb::f5ff:fffe]/",
+        "http://[2002:7f00:1::1]/",
+        "http://[64:ff9b::7f00:1]/",
+    ] {
+        let uri = format!("/v4/p/a/f?async=true&webhookEndpoint={}", encode(endpoint));
+        let response = call(&guarded_app, &uri, None, json!({})).await;
+        assert_eq!(response.status(), 400, "{endpoint}");
+        assert_eq!(
+            json_body(response).await["type"],
+            "tag:tower-webhooks,2026:webhook-endpoint-refused",
+            "{endpoint}"
+        );
+    }
+    assert_eq!(calls.count(), 0);
+}
+
+#[tokio::test]
 async fn allow_listed_loopback_is_delivered() {
     let harness = Harness::new(
         DeliveryEngine::builder()

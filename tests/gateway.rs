@@ -39,6 +39,13 @@ fn start_gateway() -> Gateway {
 }
 
 fn start_gateway_with(store: &str) -> Gateway {
+    start_gateway_command(|command| {
+        command.env("STORE", store);
+    })
+}
+
+/// Starts the gateway with `configure` applied to its command (arguments, environment).
+fn start_gateway_command(configure: impl FnOnce(&mut Command)) -> Gateway {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -50,10 +57,12 @@ fn start_gateway_with(store: &str) -> Gateway {
         "{} is missing: run `cargo test` (it builds examples)",
         binary.display()
     );
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .env("STORE", store)
+        .env("RUST_LOG", "warn");
+    configure(&mut command);
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -117,6 +126,78 @@ fn printed_curl_lines_are_accepted() {
             .unwrap();
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.starts_with("HTTP/1.1 200"), "{line}\n{text}");
+    }
+}
+
+#[test]
+fn the_banner_never_prints_api_keys_or_secrets_from_the_environment() {
+    const TOKEN: &str = "env-static-token-4b1d9e";
+    const ROUTE_SECRET: &str = "env-route-secret-77c0aa";
+    const ENV_API_KEY: &str = "env-api-key-5e2f10";
+    const LITERAL_API_KEY: &str = "literal-api-key-93ad22";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[routes]]
+path = "/webhooks/token"
+[routes.scheme]
+type = "valohai"
+[[routes.scheme.conditions]]
+type = "web_authentication"
+auth_type = "static_token"
+lookup_namespace = "header"
+lookup_key = "Authorization"
+secret = "{{env:GW_BANNER_TOKEN}}"
+[routes.scheme.response]
+text = "Created run {{run_id}}"
+
+[[routes]]
+path = "/webhooks/cerebrium"
+secrets = "{{env:GW_BANNER_SECRET}}"
+scheme = {{ type = "cerebrium" }}
+
+[registry]
+allow_loopback = true
+[registry.api_keys]
+"{LITERAL_API_KEY}" = "demo"
+"{{env:GW_BANNER_API_KEY}}" = "other"
+"#
+        ),
+    )
+    .unwrap();
+    let gateway = start_gateway_command(|command| {
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("STORE", "memory")
+            .env("GW_BANNER_TOKEN", TOKEN)
+            .env("GW_BANNER_SECRET", ROUTE_SECRET)
+            .env("GW_BANNER_API_KEY", ENV_API_KEY);
+    });
+    let banner = gateway.stdout.join("\n");
+    assert!(banner.contains("/v1/webhooks"), "{banner}");
+    for secret in [TOKEN, ROUTE_SECRET, ENV_API_KEY, LITERAL_API_KEY] {
+        assert!(!banner.contains(secret), "{secret} printed:\n{banner}");
+    }
+    // The static-token line names the variable instead, and still works where it is set.
+    let line = gateway
+        .stdout
+        .iter()
+        .find(|line| line.contains("/webhooks/token") && line.trim_start().starts_with("curl "))
+        .expect("a curl line for the token route");
+    assert!(line.contains("$GW_BANNER_TOKEN"), "{line}");
+    if Command::new("curl").arg("--version").output().is_ok() {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .env("GW_BANNER_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.starts_with("HTTP/1.1 2"), "{line}\n{text}");
     }
 }
 

@@ -419,7 +419,8 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
-    assert_eq!(answer.json["headers"]["x-tenant"], "acme");
+    // Custom header values are write-only.
+    assert_eq!(answer.json["headers"]["x-tenant"], "[redacted]");
     assert_eq!(answer.json["headers"]["x-api-key"], "[redacted]");
     let first = secret(&router, ACME, "runs").await["secret"]
         .as_str()
@@ -827,6 +828,42 @@ async fn create_errors_are_problems() {
 }
 
 #[tokio::test]
+async fn impossible_ports_and_ipv4_carrying_ipv6_endpoints_are_refused_at_registration() {
+    let Setup { router, .. } = setup();
+    // 127.0.0.1 is allow-listed here, so only the port can refuse these.
+    for url in [
+        "http://127.0.0.1:69686/hook",
+        "http://127.0.0.1:0/hook",
+        "https://93.184.215.14:65536/",
+    ] {
+        let answer = create(
+            &router,
+            ACME,
+            json!({"id": "p", "endpoint_url": url, "event_types": ["run.status"]}),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(answer.problem(), "invalid-endpoint-url", "{url}");
+        assert!(answer.json["detail"].as_str().unwrap().contains("port"));
+    }
+    for url in [
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[::ffff:0:a9fe:a9fe]/",
+        "http://[2001:0:5ef5:79fb::f5ff:fffe]/",
+        "http://[3fff::1]/",
+    ] {
+        let answer = create(
+            &router,
+            ACME,
+            json!({"id": "v6", "endpoint_url": url, "event_types": ["run.status"]}),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(answer.problem(), "endpoint-not-allowed", "{url}");
+    }
+}
+
+#[tokio::test]
 async fn authentication_is_required_everywhere() {
     let Setup { router, .. } = setup();
     for (method, path) in api::routes() {
@@ -1110,6 +1147,69 @@ async fn secrets_only_in_the_secret_route() {
 }
 
 #[tokio::test]
+async fn custom_header_values_are_write_only_in_get_and_conversations() {
+    let Setup {
+        router, registry, ..
+    } = setup();
+    let receiver = Receiver::start().await;
+    create_ok(&router, ACME, "w", &receiver.url("/hook")).await;
+    let values = [
+        ("X-Auth-Token", "tok-value-1"),
+        ("X-Tenant-Credential", "cred-value-2"),
+        ("X-Tenant", "tenant-value-3"),
+    ];
+    let headers: serde_json::Map<String, Value> = values
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), json!(value)))
+        .collect();
+    let answer = call(
+        &router,
+        Method::PUT,
+        "/v1/webhooks/w/headers",
+        ACME,
+        Some(json!({ "headers": headers })),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+    for view in [answer.json, webhook(&router, ACME, "w").await] {
+        for (name, _) in values {
+            assert_eq!(
+                view["headers"][name.to_ascii_lowercase()],
+                "[redacted]",
+                "{view}"
+            );
+        }
+    }
+    let report = registry
+        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .await
+        .unwrap();
+    let hit = &receiver.wait_for(1).await[0];
+    for (name, value) in values {
+        assert_eq!(hit.headers[name], value, "the endpoint gets the values");
+    }
+    let delivery = hit.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(report.deliveries.len(), 1);
+    let conversation = wait_conversation(&router, ACME, "w", &delivery, "delivered").await;
+    let recorded = conversation["attempts"][0]["request_headers"].to_string();
+    // What the engine keeps (the store's record) redacts them too, not only the view.
+    let stored = registry
+        .engine()
+        .conversation(&delivery)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = format!("{:?}", stored.attempts[0].request_headers);
+    for (name, value) in values {
+        assert!(!recorded.contains(value), "{name} in the view: {recorded}");
+        assert!(!stored.contains(value), "{name} in the record: {stored}");
+        assert!(recorded
+            .to_ascii_lowercase()
+            .contains(&name.to_ascii_lowercase()));
+    }
+}
+
+#[tokio::test]
 async fn custom_headers_are_validated() {
     let Setup { router, .. } = setup();
     create_ok(&router, ACME, "h", "https://93.184.215.14/hook").await;
@@ -1178,7 +1278,11 @@ async fn custom_headers_are_validated() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert_eq!(ok.json["headers"], json!({"x-environment": "staging"}));
+    assert_eq!(
+        ok.json["headers"],
+        json!({"x-environment": "[redacted]"}),
+        "values are write-only"
+    );
     let cleared = call(
         &router,
         Method::PUT,

@@ -1474,7 +1474,7 @@ impl Shared {
                 )
                 .map_err(|err| AttemptOutcome::SignFailed(err.to_string()))?;
         }
-        let recorded = redacted_headers(&headers);
+        let recorded = crate::sensitive::redacted_headers_with(&headers, &delivery.headers);
         let mut request = Request::new(Full::new(delivery.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;

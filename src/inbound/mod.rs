@@ -202,10 +202,10 @@ pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, Rejectio
 pub use service::WebhookSignature;
 pub use verifier::{WebhookVerifier, DEFAULT_LIMIT, DEFAULT_REPLAY_TTL};
 
-/// The signature header names of the built-in schemes as [`HeaderName`](http::HeaderName)s,
-/// for `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new`.
+/// The signature header names of the built-in schemes and the common credential headers as
+/// [`HeaderName`](http::HeaderName)s, for
+/// `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new`: see
+/// [`crate::sensitive`], the one rule.
 pub fn sensitive_headers() -> impl Iterator<Item = http::HeaderName> + Clone {
-    crate::scheme::SIGNATURE_HEADERS
-        .iter()
-        .map(|name| http::HeaderName::from_static(name))
+    crate::sensitive::sensitive_header_names()
 }

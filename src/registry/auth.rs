@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use super::model::Owner;
-use crate::secret::ct_eq;
+use crate::secret::TokenDigest;
 
 /// The future [`Authenticate::authenticate`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Option<Owner>> + Send + 'a>>;
@@ -61,7 +61,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// time. `Debug` never prints the tokens.
 #[derive(Clone, Default)]
 pub struct BearerTokens {
-    tokens: Arc<HashMap<String, Owner>>,
+    /// Only the tokens' digests are kept: compared in constant time and fixed size, so
+    /// neither a token's content nor its length shows in the time a check takes.
+    tokens: Arc<HashMap<TokenDigest, Owner>>,
 }
 
 impl fmt::Debug for BearerTokens {
@@ -81,7 +83,8 @@ impl BearerTokens {
     /// Adds `token`, acting for `owner`.
     #[must_use]
     pub fn token(mut self, token: impl Into<String>, owner: impl Into<Owner>) -> Self {
-        Arc::make_mut(&mut self.tokens).insert(token.into(), owner.into());
+        let token: String = token.into();
+        Arc::make_mut(&mut self.tokens).insert(TokenDigest::of(token.as_bytes()), owner.into());
         self
     }
 }
@@ -90,9 +93,10 @@ impl Authenticate for BearerTokens {
     fn authenticate<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a> {
         let owner = bearer_token(headers).and_then(|presented| {
             // Every entry is compared, so the time does not depend on which one matches.
+            let presented = TokenDigest::of(presented.as_bytes());
             let mut found = None;
             for (token, owner) in self.tokens.iter() {
-                if ct_eq(token.as_bytes(), presented.as_bytes()) {
+                if token.ct_eq(&presented) {
                     found = Some(owner.clone());
                 }
             }
@@ -131,6 +135,14 @@ mod tests {
             Some(Owner::new("globex"))
         );
         assert_eq!(auth.authenticate(&headers("Bearer k3")).await, None);
+        assert_eq!(auth.authenticate(&headers("Bearer k")).await, None);
+        assert_eq!(auth.authenticate(&headers("Bearer k22")).await, None);
+        // Only fixed-size digests are kept and compared, so neither a token's content nor
+        // its length shows in the time a check takes.
+        assert!(auth
+            .tokens
+            .keys()
+            .all(|digest| *digest == TokenDigest::of(b"k1") || *digest == TokenDigest::of(b"k2")));
         assert!(!format!("{auth:?}").contains("k1"));
     }
 }

@@ -68,8 +68,11 @@
 //! `sqlite`, `SqliteSubscriptions` keeps them in a SQLite file (the delivery store's file
 //! is fine); with feature `postgres`, `PostgresSubscriptions` keeps them in a
 //! `PostgresStore`'s database and schema. Both keep every
-//! field of a [`Webhook`], secrets included: **their database is as sensitive as the
-//! secrets** (restrict access to it; secrets never appear in `Debug` or logs).
+//! field of a [`Webhook`], secrets included. Configure encryption keys
+//! (`SqliteSubscriptions::connect_encrypted`, `PostgresOptions::encryption_keys`) so the
+//! signing secrets and custom header values are stored encrypted (XChaCha20-Poly1305, key
+//! rotation by key id); without them **the database is as sensitive as the secrets**
+//! (restrict access to it; secrets never appear in `Debug` or logs).
 //!
 //! # Transactional outbox (PostgreSQL)
 //!

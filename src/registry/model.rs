@@ -350,6 +350,9 @@ impl Webhook {
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
+                // Custom header values are write-only: kept out of `Debug` and logs.
+                let mut value = value;
+                value.set_sensitive(true);
                 map.append(name, value);
             }
         }

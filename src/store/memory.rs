@@ -663,6 +663,18 @@ mod tests {
     }
 
     #[test]
+    fn custom_header_values_never_show_in_debug() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tenant", "tenant-value-1".parse().unwrap());
+        headers.append("x-tenant", "tenant-value-2".parse().unwrap());
+        let delivery = Delivery::new("d", "https://example.com/", "{}").with_headers(headers);
+        let shown = format!("{delivery:?}");
+        assert!(!shown.contains("tenant-value"), "{shown}");
+        assert_eq!(delivery.headers.get_all("x-tenant").iter().count(), 2);
+        assert_eq!(delivery.headers["x-tenant"], "tenant-value-1");
+    }
+
+    #[test]
     fn queue_then_conversation() {
         let store = MemoryStore::new();
         let now = SystemTime::now();

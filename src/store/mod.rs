@@ -54,10 +54,13 @@
 //! A durable store keeps what it needs to sign every later attempt after a restart: the
 //! scheme's description ([`Signer::describe`](crate::scheme::Signer::describe)) and the
 //! **secrets as given** (for the forward layer, the caller's `X-Webhook-Secret`), plus the
-//! delivery's extra request headers. Protect the database like any credential store (disk
-//! encryption, file permissions, database roles). Secrets never appear in logs, `Debug`
-//! output or conversations: the request headers recorded with each attempt have signatures,
-//! secrets, cookies and `Authorization` redacted ([`redacted_headers`]).
+//! delivery's extra request headers. With encryption keys (`SqliteOptions::encryption_keys`,
+//! `PostgresOptions::encryption_keys`, [`EncryptionKeys`] under the `sqlite`/`postgres`
+//! features) those are stored encrypted (XChaCha20-Poly1305, rotation by key id); without
+//! them, protect the database like any credential store (SQLite files are created `0600`).
+//! Secrets never appear in logs, `Debug` output or conversations: the request headers
+//! recorded with each attempt are redacted by [the one rule](crate::sensitive), and custom
+//! header values are write-only.
 //!
 //! # For backend authors
 //!
@@ -107,14 +110,20 @@ use serde::{Serialize, Serializer};
 use crate::scheme::SharedSigner;
 use crate::secret::SecretSet;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod encryption;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod private_file;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use encryption::{EncryptionKey, EncryptionKeyError, EncryptionKeys, ENCRYPTION_KEYS_ENV};
 pub use memory::{
     MemoryStore, DEFAULT_MAX_FINISHED, DEFAULT_MAX_FINISHED_BYTES, DEFAULT_MAX_UNFINISHED,
 };
@@ -122,6 +131,9 @@ pub use memory::{
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+/// The crate's one rule for secret header values, also reachable here.
+pub use crate::sensitive::{is_sensitive_header, redacted_headers};
 
 /// The future every [`DeliveryStore`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -301,9 +313,14 @@ impl Delivery {
         self
     }
 
-    /// Adds extra request headers.
+    /// Adds extra request headers. Their values are write-only: marked sensitive, so `Debug`
+    /// and logging layers never show them, and redacted in recorded attempts.
     pub fn with_headers(mut self, headers: HeaderMap) -> Self {
-        self.headers.extend(headers);
+        self.headers
+            .extend(headers.into_iter().map(|(name, mut value)| {
+                value.set_sensitive(true);
+                (name, value)
+            }));
         self
     }
 
@@ -910,35 +927,4 @@ fn ser_body<S: Serializer>(body: &Bytes, serializer: S) -> Result<S::Ok, S::Erro
 
 fn ser_header_map<S: Serializer>(headers: &HeaderMap, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(redacted_headers(headers))
-}
-
-/// Whether a header's value must never be stored or logged (signatures, secrets, credentials).
-pub fn is_sensitive_header(name: &str) -> bool {
-    const EXTRA: &[&str] = &[
-        "cookie",
-        "set-cookie",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "webhook-id-secret",
-    ];
-    crate::scheme::SIGNATURE_HEADERS
-        .iter()
-        .chain(EXTRA)
-        .any(|sensitive| name.eq_ignore_ascii_case(sensitive))
-}
-
-/// The headers as `(name, value)` text pairs with sensitive values replaced by `[redacted]`.
-pub fn redacted_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = if is_sensitive_header(name.as_str()) {
-                "[redacted]".to_owned()
-            } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
-            };
-            (name.as_str().to_owned(), value)
-        })
-        .collect()
 }

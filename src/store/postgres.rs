@@ -124,6 +124,16 @@ impl PostgresOptions {
         self
     }
 
+    /// Encrypts the secrets kept in the tables (signing secrets and custom header values,
+    /// also those of [`PostgresSubscriptions`](crate::registry::PostgresSubscriptions) built on
+    /// this store) with the newest key of `keys`; older keys still decrypt, and values
+    /// written before a key was configured still read. Without keys,
+    /// [`connect`](Self::connect) logs a warning. Every replica needs the same ring.
+    pub fn encryption_keys(mut self, keys: crate::store::EncryptionKeys) -> Self {
+        self.signers.set_keys(keys);
+        self
+    }
+
     /// Connects, creates the schema and runs the migrations (unless turned off), and starts
     /// listening for enqueues from other replicas.
     ///
@@ -132,6 +142,9 @@ impl PostgresOptions {
     /// [`StoreError::Invalid`] for a bad URL or schema name, [`StoreError::Backend`] when the
     /// database cannot be reached or migrated.
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        if !self.signers.encrypts() {
+            super::encryption::warn_unencrypted("postgres");
+        }
         let mut options: PgConnectOptions = self
             .url
             .parse()
@@ -274,8 +287,10 @@ async fn listen(pool: PgPool, channel: Channel, notify: Arc<Notify>) {
 ///   not duplicated; a claim whose answer was lost is taken over when its lease expires).
 /// - **Bounded memory**: the engine claims in batches; the queue is never loaded.
 ///
-/// The table holds the signing secrets as given: restrict access to it (database roles).
-/// See the [module docs](super) for the table of guarantees.
+/// The table holds the signing secrets and custom header values:
+/// [`PostgresOptions::encryption_keys`] encrypts them, otherwise they are stored as given
+/// (restrict access with database roles). See the [module docs](super) for the table of
+/// guarantees.
 ///
 /// ```no_run
 /// use tower_webhooks::delivery::DeliveryEngine;
@@ -368,6 +383,12 @@ impl PostgresStore {
     /// The schema the tables live in, when one was [configured](PostgresOptions::schema).
     pub fn schema(&self) -> Option<&str> {
         self.inner.schema.as_deref()
+    }
+
+    /// The ring encrypting stored secrets, when [configured](PostgresOptions::encryption_keys).
+    #[cfg(feature = "registry")]
+    pub(crate) fn encryption_keys(&self) -> Option<&crate::store::EncryptionKeys> {
+        self.inner.signers.keys()
     }
 
     /// The `deliveries` table, schema-qualified when a schema is configured, for statements

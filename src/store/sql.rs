@@ -17,13 +17,19 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    is_sensitive_header, unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery,
-    DeliveryState, Lease, Next, Signing, Source, StoreError,
+    unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery, DeliveryState,
+    Lease, Next, Signing, Source, StoreError,
 };
 use crate::scheme::{BuiltinScheme, Message, SharedSigner, SignError, Signer};
 use crate::secret::{Secret, SecretSet};
 
+use super::encryption::{open_column, seal_column, EncryptionKeys};
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The associated data a sealed `secrets` / `headers` value is bound to.
+const SECRETS_COLUMN: &str = "deliveries.secrets";
+const HEADERS_COLUMN: &str = "deliveries.headers";
 
 /// The columns every delivery query returns, in this order.
 pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint, endpoint_id, source, scheme, secrets, \
@@ -108,6 +114,8 @@ pub(crate) async fn migrator(source: Embedded) -> Migrator {
 pub(crate) struct Signers {
     custom: Arc<HashMap<String, SharedSigner>>,
     cache: Arc<Mutex<SchemeCache>>,
+    /// Seals the secret columns (`secrets`, `headers`) when configured.
+    keys: Option<EncryptionKeys>,
 }
 
 #[derive(Default)]
@@ -123,6 +131,31 @@ const CACHED_SCHEMES: usize = 32;
 impl Signers {
     pub(crate) fn add(&mut self, signer: SharedSigner) {
         Arc::make_mut(&mut self.custom).insert(signer.name().to_owned(), signer);
+    }
+
+    /// Encrypts the secret columns from now on (see [`EncryptionKeys`]).
+    pub(crate) fn set_keys(&mut self, keys: EncryptionKeys) {
+        self.keys = Some(keys);
+    }
+
+    /// The ring sealing the secret columns, when configured.
+    #[cfg(all(feature = "postgres", feature = "registry"))]
+    pub(crate) fn keys(&self) -> Option<&EncryptionKeys> {
+        self.keys.as_ref()
+    }
+
+    /// Whether the secret columns are encrypted.
+    pub(crate) fn encrypts(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    fn seal(&self, column: &str, text: String) -> String {
+        seal_column(self.keys.as_ref(), column, text)
+    }
+
+    fn open<'a>(&self, column: &str, text: &'a str) -> Result<Cow<'a, str>, StoreError> {
+        open_column(self.keys.as_ref(), column, text)
+            .map_err(|err| StoreError::Backend(err.to_string()))
     }
 
     fn get(&self, name: &str) -> Option<&SharedSigner> {
@@ -227,7 +260,8 @@ pub(crate) fn encode_signing(
             id: secret.id().map(str::to_owned),
         })
         .collect();
-    Ok((scheme, serde_json::to_string(&secrets).map_err(backend)?))
+    let secrets = serde_json::to_string(&secrets).map_err(backend)?;
+    Ok((scheme, signers.seal(SECRETS_COLUMN, secrets)))
 }
 
 /// A signing from its columns.
@@ -241,18 +275,19 @@ pub(crate) fn decode_signing(
     let signer: SharedSigner = match cached {
         Some(signer) => signer,
         None => {
-            let signer: SharedSigner =
-                match serde_json::from_str(scheme).map_err(|_| corrupt("scheme"))? {
-                    SchemeColumn::Builtin(value) => Arc::new(
-                        serde_json::from_value::<BuiltinScheme>(value)
-                            .map_err(|_| corrupt("scheme"))?,
-                    ),
-                    SchemeColumn::Custom(name) => match signers.get(&name) {
-                        Some(signer) => signer.clone(),
-                        // Not cached: registering it later (a restart) must take effect.
-                        None => return decode_secrets(Arc::new(MissingSigner(name)), secrets),
-                    },
-                };
+            let signer: SharedSigner = match serde_json::from_str(scheme)
+                .map_err(|_| corrupt("scheme"))?
+            {
+                SchemeColumn::Builtin(value) => Arc::new(
+                    serde_json::from_value::<BuiltinScheme>(value)
+                        .map_err(|_| corrupt("scheme"))?,
+                ),
+                SchemeColumn::Custom(name) => match signers.get(&name) {
+                    Some(signer) => signer.clone(),
+                    // Not cached: registering it later (a restart) must take effect.
+                    None => return decode_secrets(Arc::new(MissingSigner(name)), secrets, signers),
+                },
+            };
             let mut cache = signers.cache();
             if cache.decoded.len() >= CACHED_SCHEMES {
                 cache.decoded.clear();
@@ -261,13 +296,18 @@ pub(crate) fn decode_signing(
             signer
         }
     };
-    decode_secrets(signer, secrets)
+    decode_secrets(signer, secrets, signers)
 }
 
-fn decode_secrets(signer: SharedSigner, secrets: &str) -> Result<Signing, StoreError> {
+fn decode_secrets(
+    signer: SharedSigner,
+    secrets: &str,
+    signers: &Signers,
+) -> Result<Signing, StoreError> {
     let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
+    let secrets = signers.open(SECRETS_COLUMN, secrets)?;
     let columns: Vec<SecretColumn> =
-        serde_json::from_str(secrets).map_err(|_| corrupt("secrets"))?;
+        serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?;
     let mut set = SecretSet::new();
     for column in columns {
         let bytes = B64.decode(column.value).map_err(|_| corrupt("secrets"))?;
@@ -293,9 +333,9 @@ struct HeaderColumn {
     bytes: Option<String>,
 }
 
-/// The `headers` column: the delivery's extra request headers, sent on every attempt (stored
-/// as given: they may carry an endpoint's credentials).
-pub(crate) fn encode_headers(headers: &HeaderMap) -> String {
+/// The `headers` column: the delivery's extra request headers, sent on every attempt (sealed
+/// when encryption is configured: they may carry an endpoint's credentials).
+pub(crate) fn encode_headers(headers: &HeaderMap, signers: &Signers) -> String {
     let columns: Vec<HeaderColumn> = headers
         .iter()
         .map(|(name, value)| match value.to_str() {
@@ -311,12 +351,14 @@ pub(crate) fn encode_headers(headers: &HeaderMap) -> String {
             },
         })
         .collect();
-    serde_json::to_string(&columns).unwrap_or_else(|_| "[]".to_owned())
+    let text = serde_json::to_string(&columns).unwrap_or_else(|_| "[]".to_owned());
+    signers.seal(HEADERS_COLUMN, text)
 }
 
-fn decode_headers(text: &str) -> Result<HeaderMap, StoreError> {
+fn decode_headers(text: &str, signers: &Signers) -> Result<HeaderMap, StoreError> {
     let corrupt = || StoreError::Backend("unreadable headers column".into());
-    let columns: Vec<HeaderColumn> = serde_json::from_str(text).map_err(|_| corrupt())?;
+    let text = signers.open(HEADERS_COLUMN, text)?;
+    let columns: Vec<HeaderColumn> = serde_json::from_str(&text).map_err(|_| corrupt())?;
     let mut headers = HeaderMap::with_capacity(columns.len());
     for column in columns {
         let name = HeaderName::from_bytes(column.name.as_bytes()).map_err(|_| corrupt())?;
@@ -328,6 +370,9 @@ fn decode_headers(text: &str) -> Result<HeaderMap, StoreError> {
             }
             (None, None) => return Err(corrupt()),
         };
+        let mut value = value;
+        // Custom header values are write-only (see `Delivery::with_headers`).
+        value.set_sensitive(true);
         headers.append(name, value);
     }
     Ok(headers)
@@ -337,14 +382,7 @@ fn decode_headers(text: &str) -> Result<HeaderMap, StoreError> {
 pub(crate) fn encode_pairs(pairs: &[(String, String)]) -> String {
     let redacted: Vec<(&str, &str)> = pairs
         .iter()
-        .map(|(name, value)| {
-            let value = if is_sensitive_header(name) {
-                "[redacted]"
-            } else {
-                value.as_str()
-            };
-            (name.as_str(), value)
-        })
+        .map(|(name, value)| (name.as_str(), crate::sensitive::redact(name, value)))
         .collect();
     serde_json::to_string(&redacted).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -486,7 +524,7 @@ impl DeliveryRow {
             source: encode_source(&delivery.source),
             scheme,
             secrets,
-            headers: encode_headers(&delivery.headers),
+            headers: encode_headers(&delivery.headers, signers),
             body: delivery.body.clone(),
             next_attempt_at: unix_millis(delivery.next_attempt_at),
             created_at: unix_millis(delivery.created_at),
@@ -626,7 +664,7 @@ pub(crate) fn delivery_from_row(
     let mut delivery = Delivery::new(row.text("id")?, row.text("endpoint")?, row.blob("body")?);
     delivery.endpoint_id = row.opt_text("endpoint_id")?;
     delivery.signing = signing;
-    delivery.headers = decode_headers(&row.text("headers")?)?;
+    delivery.headers = decode_headers(&row.text("headers")?, signers)?;
     delivery.attempts = to_u32(row.int("attempts")?);
     delivery.next_attempt_at = from_millis(row.int("next_attempt_at")?);
     delivery.state = decode_state(&row.text("state")?)?;
@@ -766,7 +804,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-tenant", HeaderValue::from_static("acme"));
         headers.append("x-raw", HeaderValue::from_bytes(&[0xfe, b'a']).unwrap());
-        assert_eq!(decode_headers(&encode_headers(&headers)).unwrap(), headers);
+        let signers = Signers::default();
+        let decoded = decode_headers(&encode_headers(&headers, &signers), &signers).unwrap();
+        assert_eq!(decoded, headers);
+        assert!(
+            decoded.values().all(HeaderValue::is_sensitive),
+            "write-only"
+        );
         for source in [
             Source::Forward,
             Source::ForwardAsync,

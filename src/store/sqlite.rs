@@ -150,6 +150,15 @@ impl SqliteOptions {
         self
     }
 
+    /// Encrypts the secrets kept in the file (signing secrets and custom header values) with
+    /// the newest key of `keys`; older keys still decrypt, and values written before a key
+    /// was configured still read. Without keys, [`connect`](Self::connect) logs a warning.
+    /// See [`EncryptionKeys`](crate::store::EncryptionKeys).
+    pub fn encryption_keys(mut self, keys: crate::store::EncryptionKeys) -> Self {
+        self.signers.set_keys(keys);
+        self
+    }
+
     fn connect_options(&self) -> SqliteConnectOptions {
         SqliteConnectOptions::new()
             .filename(&self.path)
@@ -169,6 +178,10 @@ impl SqliteOptions {
     ///
     /// [`StoreError::Backend`] when the file cannot be opened or migrated.
     pub async fn connect(self) -> Result<SqliteStore, StoreError> {
+        super::private_file::create_private_file(&self.path).map_err(backend)?;
+        if !self.signers.encrypts() {
+            super::encryption::warn_unencrypted("sqlite");
+        }
         let options = self.connect_options();
         let readers = SqlitePoolOptions::new()
             .max_connections(self.readers)
@@ -280,8 +293,10 @@ async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
 /// - **Bounded memory**: the engine claims due rows in batches; the queue is never loaded.
 /// - One process per file (see [`recover_in_flight`](SqliteOptions::recover_in_flight)).
 ///
-/// The file holds the signing secrets as given: protect it (file permissions, disk
-/// encryption). See the [module docs](super) for the table of guarantees.
+/// The file holds the signing secrets and custom header values. It is created readable by its
+/// owner only (`0600`); [`SqliteOptions::encryption_keys`] encrypts those values, otherwise
+/// they are stored as given (protect the file and its backups). See the
+/// [module docs](super) for the table of guarantees.
 ///
 /// ```
 /// use tower_webhooks::store::{Delivery, DeliveryStore, SqliteStore};

@@ -11,7 +11,7 @@ use super::{
     EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
 };
 use crate::registry::model::{Owner, Webhook};
-use crate::store::PostgresStore;
+use crate::store::{EncryptionKeys, PostgresStore};
 
 /// A durable [`SubscriptionStore`] in PostgreSQL, shared by every replica: webhooks survive
 /// a restart with everything a [`Webhook`] holds (secrets with their grace expiry, custom
@@ -31,8 +31,10 @@ use crate::store::PostgresStore;
 /// # Sensitive data
 ///
 /// The table holds every webhook's **signing secrets** and custom header values (often an
-/// endpoint's credentials) as given: restrict access to it (database roles, encrypted
-/// backups) like any credential store. `Debug` prints the schema only.
+/// endpoint's credentials), encrypted with the store's
+/// [encryption keys](crate::store::PostgresOptions::encryption_keys) when configured, as
+/// given otherwise: restrict access to it (database roles, encrypted backups) like any
+/// credential store. `Debug` prints the schema only.
 ///
 /// ```no_run
 /// use tower_webhooks::delivery::EngineBuilder;
@@ -55,6 +57,7 @@ use crate::store::PostgresStore;
 pub struct PostgresSubscriptions {
     pub(super) pool: PgPool,
     schema: Option<String>,
+    keys: Option<EncryptionKeys>,
 }
 
 impl fmt::Debug for PostgresSubscriptions {
@@ -67,16 +70,18 @@ impl fmt::Debug for PostgresSubscriptions {
 
 impl PostgresSubscriptions {
     /// Webhooks in `store`'s database and schema, through its pool (the store ran the
-    /// migrations, unless they were [turned off](crate::store::PostgresOptions::migrate)).
+    /// migrations, unless they were [turned off](crate::store::PostgresOptions::migrate)), and
+    /// its [encryption keys](crate::store::PostgresOptions::encryption_keys).
     pub fn new(store: &PostgresStore) -> Self {
         Self {
             pool: store.pool().clone(),
             schema: store.schema().map(str::to_owned),
+            keys: store.encryption_keys().cloned(),
         }
     }
 }
 
-fn record(row: &PgRow) -> Result<Webhook, SubscriptionError> {
+fn record(row: &PgRow, keys: Option<&EncryptionKeys>) -> Result<Webhook, SubscriptionError> {
     let get = |column: &str| -> Result<String, SubscriptionError> {
         row.try_get(column).map_err(backend)
     };
@@ -96,11 +101,14 @@ fn record(row: &PgRow) -> Result<Webhook, SubscriptionError> {
         created_at: row.try_get("created_at").map_err(backend)?,
         updated_at: row.try_get("updated_at").map_err(backend)?,
     }
-    .into_webhook()
+    .into_webhook(keys)
 }
 
-fn records(rows: &[PgRow]) -> Result<Vec<Webhook>, SubscriptionError> {
-    rows.iter().map(record).collect()
+fn records(
+    rows: &[PgRow],
+    keys: Option<&EncryptionKeys>,
+) -> Result<Vec<Webhook>, SubscriptionError> {
+    rows.iter().map(|row| record(row, keys)).collect()
 }
 
 /// `sql` with every column of `r` bound at `$1..$14`, in [`COLUMNS`] order.
@@ -133,7 +141,7 @@ const UPDATE: &str = "UPDATE webhooks SET endpoint_url = $3, event_types = $4, \
 impl SubscriptionStore for PostgresSubscriptions {
     fn insert(&self, webhook: Webhook) -> SubscriptionFuture<'_, ()> {
         Box::pin(async move {
-            let r = Record::new(&webhook)?;
+            let r = Record::new(&webhook, self.keys.as_ref())?;
             let sql = format!(
                 "INSERT INTO webhooks ({COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -158,7 +166,9 @@ impl SubscriptionStore for PostgresSubscriptions {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-            row.as_ref().map(record).transpose()
+            row.as_ref()
+                .map(|row| record(row, self.keys.as_ref()))
+                .transpose()
         })
     }
 
@@ -179,7 +189,7 @@ impl SubscriptionStore for PostgresSubscriptions {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-            records(&rows)
+            records(&rows, self.keys.as_ref())
         })
     }
 
@@ -202,11 +212,11 @@ impl SubscriptionStore for PostgresSubscriptions {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let mut webhook = record(&row)?;
+            let mut webhook = record(&row, self.keys.as_ref())?;
             change(&mut webhook);
             webhook.owner = owner.clone();
             webhook.id = id.to_owned();
-            let r = Record::new(&webhook)?;
+            let r = Record::new(&webhook, self.keys.as_ref())?;
             bind_all(UPDATE, &r)
                 .execute(&mut *tx)
                 .await
@@ -244,7 +254,7 @@ impl SubscriptionStore for PostgresSubscriptions {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-            records(&rows)
+            records(&rows, self.keys.as_ref())
         })
     }
 

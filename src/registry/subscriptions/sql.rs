@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::SubscriptionError;
 use crate::registry::model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
 use crate::secret::Secret;
+use crate::store::encryption::{open_column, seal_column};
 use crate::store::sql::from_millis;
-use crate::store::unix_millis;
+use crate::store::{unix_millis, EncryptionKeys};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -15,6 +16,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 pub(super) const COLUMNS: &str = "owner, id, endpoint_url, event_types, description, scheme, \
      secrets, headers, enabled, disabled_reason, rate_per_second, rate_burst, created_at, \
      updated_at";
+
+/// The associated data a sealed `secrets` / `headers` value is bound to.
+const SECRETS_COLUMN: &str = "webhooks.secrets";
+const HEADERS_COLUMN: &str = "webhooks.headers";
 
 /// A backend error (bind values, hence secrets, never appear in sqlx's messages).
 pub(super) fn backend(err: impl std::fmt::Display) -> SubscriptionError {
@@ -55,7 +60,11 @@ pub(super) struct Record {
 }
 
 impl Record {
-    pub(super) fn new(webhook: &Webhook) -> Result<Self, SubscriptionError> {
+    /// `keys` seal the secret columns (`secrets`, `headers`) when configured.
+    pub(super) fn new(
+        webhook: &Webhook,
+        keys: Option<&EncryptionKeys>,
+    ) -> Result<Self, SubscriptionError> {
         let secrets: Vec<SecretColumn> = webhook
             .secrets
             .iter()
@@ -72,8 +81,16 @@ impl Record {
             event_types: webhook.event_types.clone(),
             description: webhook.description.clone(),
             scheme: webhook.scheme.as_str().to_owned(),
-            secrets: serde_json::to_string(&secrets).map_err(backend)?,
-            headers: serde_json::to_string(&webhook.headers).map_err(backend)?,
+            secrets: seal_column(
+                keys,
+                SECRETS_COLUMN,
+                serde_json::to_string(&secrets).map_err(backend)?,
+            ),
+            headers: seal_column(
+                keys,
+                HEADERS_COLUMN,
+                serde_json::to_string(&webhook.headers).map_err(backend)?,
+            ),
             enabled: webhook.enabled,
             disabled_reason: webhook.disabled_reason.clone(),
             rate_per_second: webhook.rate_limit.map(|r| i64::from(r.per_second)),
@@ -83,12 +100,22 @@ impl Record {
         })
     }
 
-    pub(super) fn into_webhook(self) -> Result<Webhook, SubscriptionError> {
+    /// The webhook, its secret columns opened with `keys` when they were sealed.
+    pub(super) fn into_webhook(
+        self,
+        keys: Option<&EncryptionKeys>,
+    ) -> Result<Webhook, SubscriptionError> {
         let corrupt =
             |what: &str| SubscriptionError::Backend(format!("unreadable webhook {what} column"));
+        let open = |column: &str, text: &str| {
+            open_column(keys, column, text)
+                .map(|text| text.into_owned())
+                .map_err(|err| SubscriptionError::Backend(err.to_string()))
+        };
         let scheme = SigningScheme::from_name(&self.scheme).ok_or_else(|| corrupt("scheme"))?;
         let columns: Vec<SecretColumn> =
-            serde_json::from_str(&self.secrets).map_err(|_| corrupt("secrets"))?;
+            serde_json::from_str(&open(SECRETS_COLUMN, &self.secrets)?)
+                .map_err(|_| corrupt("secrets"))?;
         let secrets = columns
             .into_iter()
             .map(|column| {
@@ -100,7 +127,8 @@ impl Record {
             })
             .collect::<Result<Vec<_>, SubscriptionError>>()?;
         let headers: Vec<(String, String)> =
-            serde_json::from_str(&self.headers).map_err(|_| corrupt("headers"))?;
+            serde_json::from_str(&open(HEADERS_COLUMN, &self.headers)?)
+                .map_err(|_| corrupt("headers"))?;
         let to_u32 = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
         let rate_limit = self.rate_per_second.map(|per_second| RateLimit {
             per_second: to_u32(per_second),

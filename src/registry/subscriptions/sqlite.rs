@@ -15,7 +15,7 @@ use super::{
     EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
 };
 use crate::registry::model::{Owner, Webhook};
-use crate::store::SqliteStore;
+use crate::store::{EncryptionKeys, SqliteStore};
 
 /// A durable [`SubscriptionStore`] in a SQLite file: webhooks survive a restart with
 /// everything a [`Webhook`] holds (secrets with their grace expiry, custom headers, enabled
@@ -32,8 +32,10 @@ use crate::store::SqliteStore;
 /// # Sensitive data
 ///
 /// The file holds every webhook's **signing secrets** and custom header values (often an
-/// endpoint's credentials) as given: protect it (file permissions, encrypted disk, backups)
-/// like any credential store. `Debug` prints the path only.
+/// endpoint's credentials). It is created readable by its owner only (`0600`), and
+/// [`connect_encrypted`](Self::connect_encrypted) encrypts those columns
+/// ([`EncryptionKeys`]); without keys they are stored as given, so protect the file (and its
+/// backups) like any credential store. `Debug` prints the path only.
 ///
 /// ```no_run
 /// use tower_webhooks::registry::{SqliteSubscriptions, WebhookRegistry};
@@ -56,6 +58,7 @@ use crate::store::SqliteStore;
 pub struct SqliteSubscriptions {
     pub(super) pool: SqlitePool,
     path: PathBuf,
+    keys: Option<EncryptionKeys>,
 }
 
 impl fmt::Debug for SqliteSubscriptions {
@@ -67,13 +70,33 @@ impl fmt::Debug for SqliteSubscriptions {
 }
 
 impl SqliteSubscriptions {
-    /// Opens (or creates) the database at `path` (WAL mode) and runs the migrations.
+    /// Opens (or creates, readable by its owner only) the database at `path` (WAL mode) and
+    /// runs the migrations. The secrets are stored unencrypted (with a warning): see
+    /// [`connect_encrypted`](Self::connect_encrypted).
     ///
     /// # Errors
     ///
     /// [`SubscriptionError::Backend`] when the file cannot be opened or migrated.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self, SubscriptionError> {
+        Self::connect_encrypted(path, None).await
+    }
+
+    /// As [`connect`](Self::connect), encrypting the signing secrets and custom header values
+    /// with the newest key of `keys` (older keys still decrypt; values written before a key
+    /// was configured still read). `None` stores them unencrypted, with a warning.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscriptionError::Backend`] when the file cannot be opened or migrated.
+    pub async fn connect_encrypted(
+        path: impl AsRef<Path>,
+        keys: Option<EncryptionKeys>,
+    ) -> Result<Self, SubscriptionError> {
         let path = path.as_ref().to_path_buf();
+        crate::store::private_file::create_private_file(&path).map_err(backend)?;
+        if keys.is_none() {
+            crate::store::encryption::warn_unencrypted("sqlite subscriptions");
+        }
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -90,7 +113,7 @@ impl SqliteSubscriptions {
             .run(&pool)
             .await
             .map_err(backend)?;
-        Ok(Self { pool, path })
+        Ok(Self { pool, path, keys })
     }
 
     /// The database file.
@@ -99,7 +122,7 @@ impl SqliteSubscriptions {
     }
 }
 
-fn record(row: &SqliteRow) -> Result<Webhook, SubscriptionError> {
+fn record(row: &SqliteRow, keys: Option<&EncryptionKeys>) -> Result<Webhook, SubscriptionError> {
     let get = |column: &str| -> Result<String, SubscriptionError> {
         row.try_get(column).map_err(backend)
     };
@@ -121,11 +144,14 @@ fn record(row: &SqliteRow) -> Result<Webhook, SubscriptionError> {
         created_at: row.try_get("created_at").map_err(backend)?,
         updated_at: row.try_get("updated_at").map_err(backend)?,
     }
-    .into_webhook()
+    .into_webhook(keys)
 }
 
-fn records(rows: &[SqliteRow]) -> Result<Vec<Webhook>, SubscriptionError> {
-    rows.iter().map(record).collect()
+fn records(
+    rows: &[SqliteRow],
+    keys: Option<&EncryptionKeys>,
+) -> Result<Vec<Webhook>, SubscriptionError> {
+    rows.iter().map(|row| record(row, keys)).collect()
 }
 
 fn event_types(record: &Record) -> Result<String, SubscriptionError> {
@@ -140,7 +166,7 @@ const UPDATE: &str = "UPDATE webhooks SET endpoint_url = $3, event_types = $4, \
 impl SubscriptionStore for SqliteSubscriptions {
     fn insert(&self, webhook: Webhook) -> SubscriptionFuture<'_, ()> {
         Box::pin(async move {
-            let r = Record::new(&webhook)?;
+            let r = Record::new(&webhook, self.keys.as_ref())?;
             let sql = format!(
                 "INSERT INTO webhooks ({COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -180,7 +206,9 @@ impl SubscriptionStore for SqliteSubscriptions {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-            row.as_ref().map(record).transpose()
+            row.as_ref()
+                .map(|row| record(row, self.keys.as_ref()))
+                .transpose()
         })
     }
 
@@ -201,7 +229,7 @@ impl SubscriptionStore for SqliteSubscriptions {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-            records(&rows)
+            records(&rows, self.keys.as_ref())
         })
     }
 
@@ -229,11 +257,11 @@ impl SubscriptionStore for SqliteSubscriptions {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let mut webhook = record(&row)?;
+            let mut webhook = record(&row, self.keys.as_ref())?;
             change(&mut webhook);
             webhook.owner = owner.clone();
             webhook.id = id.to_owned();
-            let r = Record::new(&webhook)?;
+            let r = Record::new(&webhook, self.keys.as_ref())?;
             sqlx::query(UPDATE)
                 .bind(&r.owner)
                 .bind(&r.id)
@@ -287,7 +315,7 @@ impl SubscriptionStore for SqliteSubscriptions {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-            records(&rows)
+            records(&rows, self.keys.as_ref())
         })
     }
 

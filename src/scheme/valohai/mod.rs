@@ -392,7 +392,8 @@ fn condition_secrets<'a>(
 fn check_static_token(token: &str, secrets: &SecretSet) -> Result<SecretMatch, VerifyError> {
     let mut matched = None;
     for (index, secret) in secrets.iter().enumerate() {
-        if ct_eq(secret.expose(), token.as_bytes()) && matched.is_none() {
+        // Hashed on both sides, so the time does not reveal the secret's length.
+        if secret.ct_eq(token.as_bytes()) && matched.is_none() {
             matched = Some(SecretMatch::new(index, secret));
         }
     }

@@ -12,10 +12,12 @@
 //! | unique-local / site-local | `fc00::/7`, `fec0::/10` |
 //! | shared (CGNAT) | `100.64.0.0/10` |
 //! | multicast, broadcast, unspecified | `224.0.0.0/4`, `ff00::/8`, `255.255.255.255`, `0.0.0.0/8`, `::` |
-//! | documentation, benchmarking, reserved | `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`, `198.18.0.0/15`, `192.0.0.0/24`, `240.0.0.0/4` |
-//! | the same, embedded in IPv6 | `::ffff:127.0.0.1`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16` |
+//! | documentation, benchmarking | `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `198.18.0.0/15`, `2001:db8::/32`, `3fff::/20`, `2001:2::/48` |
+//! | reserved, not globally reachable | `192.0.0.0/24`, `192.88.99.0/24`, `240.0.0.0/4`, `100::/64`, `2001::/23` (but its global anycast entries), local-use NAT64 `64:ff9b:1::/48`, `5f00::/16`, every IPv6 address outside `2000::/3` |
+//! | an IPv4 address carried in IPv6, judged as that address | mapped `::ffff:0:0/96`, compatible `::/96`, translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32` (server and client) |
 //!
-//! Only `http` and `https` are accepted. The check runs on the **addresses actually connected
+//! The ranges are the IANA special-purpose address registries' entries that are not globally
+//! reachable. Only `http` and `https` are accepted, with a port (when given) in 1–65535. The check runs on the **addresses actually connected
 //! to**: the default client resolves names through [`GuardedResolver`], which drops refused
 //! addresses (so DNS rebinding cannot slip through between a check and the connect), and
 //! [`GuardedConnector`] checks IP-literal hosts, which skip the resolver.
@@ -37,18 +39,21 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use http::uri::Authority;
 use http::Uri;
-use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
-use tower_service::Service;
+use ipnet::IpNet;
 
 use super::BoxError;
+
+mod connect;
+mod ranges;
+
+pub use connect::{GuardedConnecting, GuardedConnector, GuardedResolver};
+pub use ranges::classify;
 
 /// Why an endpoint or address was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,37 +156,19 @@ impl std::error::Error for Refusal {}
 
 /// An IP range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses match IPv4 ranges).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
+        self.0.contains(&canonical(ip))
     }
 }
 
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
+impl From<IpAddr> for Cidr {
+    fn from(ip: IpAddr) -> Self {
+        Self(IpNet::from(ip))
     }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    (a[full] & mask) == (b[full] & mask)
 }
 
 /// A CIDR that does not parse.
@@ -200,21 +187,15 @@ impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || CidrError(text.to_owned());
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
+        let text = text.trim();
+        let net = match text.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => text
+                .parse::<IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| CidrError(text.to_owned()))?,
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix.trim().parse::<u8>().map_err(|_| err())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(err());
-        }
-        Ok(Self { addr, prefix })
+        Ok(Self(net))
     }
 }
 
@@ -268,9 +249,8 @@ impl SsrfGuard {
     pub fn allow_host(mut self, host: &str) -> Self {
         let host = host.trim().trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
-            let prefix = if ip.is_ipv4() { 32 } else { 128 };
             let mut cidrs = self.allow_cidrs.to_vec();
-            cidrs.push(Cidr { addr: ip, prefix });
+            cidrs.push(Cidr::from(ip));
             self.allow_cidrs = cidrs.into();
         } else {
             let mut hosts = self.allow_hosts.to_vec();
@@ -284,14 +264,11 @@ impl SsrfGuard {
     /// development and tests.
     pub fn allow_loopback(mut self) -> Self {
         let mut cidrs = self.allow_cidrs.to_vec();
-        cidrs.push(Cidr {
-            addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
-            prefix: 8,
-        });
-        cidrs.push(Cidr {
-            addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            prefix: 128,
-        });
+        cidrs.push(Cidr(IpNet::V4(ipnet::Ipv4Net::new_assert(
+            Ipv4Addr::new(127, 0, 0, 0),
+            8,
+        ))));
+        cidrs.push(Cidr::from(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         self.allow_cidrs = cidrs.into();
         self.allow_host("localhost")
     }
@@ -369,6 +346,7 @@ impl SsrfGuard {
                 "credentials in the endpoint URL are not supported",
             ));
         }
+        check_port(authority)?;
         let host = authority.host();
         if host.is_empty() {
             return Err(Refusal::new(
@@ -423,6 +401,27 @@ impl SsrfGuard {
     }
 }
 
+/// Refuses a port outside 1–65535: `http::Uri` accepts any digits there but reports no port
+/// for them, so the request would silently go to the scheme's default port instead.
+fn check_port(authority: &Authority) -> Result<(), Refusal> {
+    let text = authority.as_str();
+    // The port follows the last `:` after an IPv6 literal's closing bracket.
+    let after_host = text.rfind(']').map_or(text, |end| &text[end..]);
+    let Some((_, port)) = after_host.rsplit_once(':') else {
+        return Ok(());
+    };
+    if port.is_empty() {
+        return Ok(());
+    }
+    match port.parse::<u16>() {
+        Ok(1..) => Ok(()),
+        _ => Err(Refusal::new(
+            RefusalKind::InvalidUrl,
+            "the endpoint's port must be between 1 and 65535",
+        )),
+    }
+}
+
 /// Parses a URI host as an IP literal (`[::1]` brackets allowed).
 pub(crate) fn literal_ip(host: &str) -> Option<IpAddr> {
     let host = host
@@ -432,7 +431,8 @@ pub(crate) fn literal_ip(host: &str) -> Option<IpAddr> {
     host.parse().ok()
 }
 
-/// IPv4-mapped IPv6 addresses as IPv4, everything else unchanged.
+/// IPv4-mapped IPv6 addresses as IPv4, everything else unchanged (so an allow-listed IPv4 range
+/// also allows its mapped form).
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -440,212 +440,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6(v6),
         },
         v4 => v4,
-    }
-}
-
-/// The refused class of an address, or `None` for a public one.
-pub fn classify(ip: IpAddr) -> Option<RefusalKind> {
-    match canonical(ip) {
-        IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => classify_v6(v6),
-    }
-}
-
-fn classify_v4(ip: Ipv4Addr) -> Option<RefusalKind> {
-    let [a, b, c, _] = ip.octets();
-    Some(match (a, b, c) {
-        _ if ip.is_loopback() => RefusalKind::Loopback,
-        _ if ip.is_broadcast() => RefusalKind::Broadcast,
-        (0, ..) => RefusalKind::Unspecified,
-        (10, ..) | (192, 168, _) => RefusalKind::Private,
-        (172, 16..=31, _) => RefusalKind::Private,
-        (169, 254, _) => RefusalKind::LinkLocal,
-        (100, 64..=127, _) => RefusalKind::SharedAddress,
-        (224..=239, ..) => RefusalKind::Multicast,
-        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) | (198, 18..=19, _) => {
-            RefusalKind::Documentation
-        }
-        (192, 0, 0) | (192, 88, 99) | (240..=255, ..) => RefusalKind::Reserved,
-        _ => return None,
-    })
-}
-
-fn classify_v6(ip: Ipv6Addr) -> Option<RefusalKind> {
-    let segments = ip.segments();
-    if ip.is_loopback() {
-        return Some(RefusalKind::Loopback);
-    }
-    if ip.is_unspecified() {
-        return Some(RefusalKind::Unspecified);
-    }
-    let embedded_v4 = |hi: u16, lo: u16| {
-        let [a, b] = hi.to_be_bytes();
-        let [c, d] = lo.to_be_bytes();
-        Ipv4Addr::new(a, b, c, d)
-    };
-    Some(match segments[0] {
-        0xff00..=0xffff => RefusalKind::Multicast,
-        0xfe80..=0xfebf => RefusalKind::LinkLocal,
-        0xfec0..=0xfeff => RefusalKind::UniqueLocal,
-        0xfc00..=0xfdff => RefusalKind::UniqueLocal,
-        0x2001 if segments[1] == 0x0db8 => RefusalKind::Documentation,
-        // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address.
-        0x0064 if segments[1] == 0xff9b && segments[2..6] == [0; 4] => {
-            return classify_v4(embedded_v4(segments[6], segments[7]))
-        }
-        0x2002 => return classify_v4(embedded_v4(segments[1], segments[2])),
-        // IPv4-compatible (deprecated) ::a.b.c.d and the discard prefix 100::/64.
-        0 if segments[1..6] == [0; 5] => return classify_v4(embedded_v4(segments[6], segments[7])),
-        0x0100 if segments[1..4] == [0; 3] => RefusalKind::Reserved,
-        _ => return None,
-    })
-}
-
-/// A DNS resolver for hyper-util's `HttpConnector` that drops refused addresses.
-///
-/// A name whose every address is refused fails with a [`Refusal`] in the error chain, so the
-/// engine records the attempt as refused (not as a network error to retry).
-#[derive(Debug, Clone)]
-pub struct GuardedResolver<R = GaiResolver> {
-    inner: R,
-    guard: SsrfGuard,
-}
-
-impl GuardedResolver {
-    /// Wraps the system resolver (`getaddrinfo` on a blocking thread).
-    pub fn new(guard: SsrfGuard) -> Self {
-        Self::with_resolver(GaiResolver::new(), guard)
-    }
-}
-
-impl<R> GuardedResolver<R> {
-    /// Wraps any resolver `Service<Name>`.
-    pub fn with_resolver(inner: R, guard: SsrfGuard) -> Self {
-        Self { inner, guard }
-    }
-}
-
-impl<R> Service<Name> for GuardedResolver<R>
-where
-    R: Service<Name>,
-    R::Response: Iterator<Item = SocketAddr>,
-    R::Error: Into<BoxError>,
-    R::Future: Send + 'static,
-{
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let guard = self.guard.clone();
-        let resolving = self.inner.call(name.clone());
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = resolving.await.map_err(Into::into)?.collect();
-            let allowed = guard.filter(name.as_str(), addrs).inspect_err(|refusal| {
-                tracing::warn!(host = %name, reason = %refusal.detail(), "webhook endpoint refused by the SSRF guard");
-            })?;
-            Ok(allowed.into_iter())
-        })
-    }
-}
-
-/// A connector wrapper that refuses disallowed schemes and IP-literal hosts before connecting
-/// (hyper-util's `HttpConnector` does not resolve IP literals, so the resolver never sees them).
-#[derive(Debug, Clone)]
-pub struct GuardedConnector<C> {
-    inner: C,
-    guard: SsrfGuard,
-}
-
-impl<C> GuardedConnector<C> {
-    /// Wraps a connector `Service<Uri>`.
-    pub fn new(inner: C, guard: SsrfGuard) -> Self {
-        Self { inner, guard }
-    }
-}
-
-impl<C> Service<Uri> for GuardedConnector<C>
-where
-    C: Service<Uri>,
-    C::Error: Into<BoxError>,
-{
-    type Response = C::Response;
-    type Error = BoxError;
-    type Future = GuardedConnecting<C::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        // Both schemes reach this connector (TLS wraps the connected stream), so only the
-        // address is checked here.
-        let refused = uri
-            .host()
-            .and_then(literal_ip)
-            .and_then(|ip| self.guard.check_ip(ip).err());
-        match refused {
-            Some(refusal) => {
-                tracing::warn!(reason = %refusal.detail(), "webhook endpoint refused by the SSRF guard");
-                GuardedConnecting::refused(refusal)
-            }
-            None => GuardedConnecting::connecting(self.inner.call(uri)),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`GuardedConnector`].
-    pub struct GuardedConnecting<F> {
-        #[pin]
-        inner: Option<F>,
-        refusal: Option<Refusal>,
-    }
-}
-
-impl<F> GuardedConnecting<F> {
-    fn connecting(future: F) -> Self {
-        Self {
-            inner: Some(future),
-            refusal: None,
-        }
-    }
-
-    fn refused(refusal: Refusal) -> Self {
-        Self {
-            inner: None,
-            refusal: Some(refusal),
-        }
-    }
-}
-
-impl<F> fmt::Debug for GuardedConnecting<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardedConnecting")
-            .field("refusal", &self.refusal)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F, T, E> Future for GuardedConnecting<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.as_pin_mut() {
-            Some(inner) => inner.poll(cx).map_err(Into::into),
-            None => Poll::Ready(Err(Box::new(this.refusal.take().unwrap_or_else(|| {
-                Refusal::new(RefusalKind::InvalidUrl, "polled after completion")
-            })))),
-        }
     }
 }
 
@@ -762,8 +556,63 @@ mod tests {
             .check_ip("127.0.0.1".parse().unwrap())
             .is_ok());
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.0/8/1".parse::<Cidr>().is_err());
+        assert!("::1"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("::1".parse().unwrap()));
         let cidr: Cidr = "172.16.0.0/12".parse().unwrap();
         assert!(cidr.contains("172.20.1.1".parse().unwrap()));
         assert!(!cidr.contains("172.32.1.1".parse().unwrap()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_url_port_is_accepted_exactly_in_1_to_65535(port in 0u32..200_000) {
+            let checked = SsrfGuard::new().check_url(&format!("http://example.com:{port}/"));
+            proptest::prop_assert_eq!(checked.is_ok(), (1..=65535).contains(&port));
+        }
+
+        #[test]
+        fn a_url_with_an_ipv6_literal_is_judged_by_the_ipv4_address_it_carries(bits in proptest::prelude::any::<u32>()) {
+            let a = Ipv4Addr::from_bits(bits);
+            let guard = SsrfGuard::new();
+            for form in ranges::Embedding::ALL {
+                if form == ranges::Embedding::Compatible && bits <= 1 {
+                    continue;
+                }
+                let url = format!("http://[{}]:8080/hook", form.encode(a));
+                proptest::prop_assert_eq!(
+                    guard.check_url(&url).is_err(),
+                    ranges::classify_v4(a).is_some(),
+                    "{}", url
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ports_outside_1_to_65535_are_refused() {
+        let guard = SsrfGuard::disabled();
+        for url in [
+            "http://127.0.0.1:69686/",
+            "http://example.com:0/",
+            "http://example.com:65536/",
+            "http://[2606:4700::1111]:99999/",
+            "https://example.com:-1/",
+        ] {
+            let refusal = guard.check_url(url).unwrap_err();
+            assert_eq!(refusal.kind(), RefusalKind::InvalidUrl, "{url}");
+            assert!(refusal.detail().contains("port"), "{url}");
+        }
+        for url in [
+            "http://example.com:1/",
+            "http://example.com:65535/",
+            "http://[2606:4700::1111]:8080/",
+            "http://[2606:4700::1111]/",
+            "http://example.com/",
+        ] {
+            assert!(guard.check_url(url).is_ok(), "{url}");
+        }
     }
 }
