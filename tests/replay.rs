@@ -224,7 +224,8 @@ async fn empty_or_control_character_message_ids_are_malformed_headers() {
                     .replay_store(MemoryReplayStore::new(100)),
             ),
         );
-    let cases: [(&str, Box<dyn Fn(&str) -> HeaderMap>, &str); 2] = [
+    type Sign = Box<dyn Fn(&str) -> HeaderMap>;
+    let cases: [(&str, Sign, &str); 2] = [
         (
             "/cerebrium",
             Box::new(|id| signed(&Cerebrium::new(), "secret", id, b"{}")),
