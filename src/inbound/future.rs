@@ -78,9 +78,9 @@ pin_project! {
             verification: Option<V>,
             buffer: Buffer,
             pending: Option<Pending<S>>,
-            // The body read deadline, armed the first time the body is not there yet.
-            #[pin]
-            timer: Option<tokio::time::Sleep>,
+            // The body read deadline, armed the first time the body is not there yet: boxed,
+            // so that the usual request, whose body is there at once, carries only a pointer.
+            timer: Option<Pin<Box<tokio::time::Sleep>>>,
         },
         Reserve {
             reserve: ReplayFuture<Reservation>,
@@ -254,7 +254,7 @@ where
                     verification,
                     buffer,
                     pending,
-                    mut timer,
+                    timer,
                 } => {
                     let extensions = &mut pending
                         .as_mut()
@@ -268,12 +268,15 @@ where
                                 return Poll::Pending;
                             };
                             if timer.is_none() {
-                                timer.set(Some(tokio::time::sleep(deadline)));
+                                // Outside a tokio runtime there is no timer to arm.
+                                if tokio::runtime::Handle::try_current().is_err() {
+                                    return Poll::Pending;
+                                }
+                                *timer = Some(Box::pin(tokio::time::sleep(deadline)));
                             }
                             let expired = timer
                                 .as_mut()
-                                .as_pin_mut()
-                                .is_some_and(|timer| timer.poll(cx).is_ready());
+                                .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
                             if !expired {
                                 return Poll::Pending;
                             }
