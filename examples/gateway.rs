@@ -120,7 +120,7 @@ impl InboundConfig {
             #[cfg(not(feature = "postgres"))]
             return Err("a postgres replay store needs `--features postgres`".into());
         }
-        if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        if spec.starts_with("redis://") {
             #[cfg(feature = "redis")]
             return tower_webhooks::replay::RedisReplayStore::connect(&spec)
                 .await

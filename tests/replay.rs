@@ -7,7 +7,7 @@ use axum::Router;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
 use tower_webhooks::inbound::{Duplicate, WebhookSignatureLayer};
@@ -168,16 +168,19 @@ async fn valohai_replays_neither_use_up_the_rate_limit_nor_invent_run_ids() {
             axum::Json(serde_json::json!({ "run_id": verified.run_id.to_string() }))
         }
     };
+    let clock = Arc::new(AtomicI64::new(NOW));
+    let now = clock.clone();
     let app = Router::new().route("/valohai", post(handler)).layer(
         WebhookSignatureLayer::new(scheme.clone(), SecretSet::new())
-            .clock(|| NOW)
+            .clock(move || now.load(Ordering::SeqCst))
             .replay_store(MemoryReplayStore::new(1000)),
     );
     let launch = |body: &'static [u8]| {
         let mut headers = HeaderMap::new();
+        let now = clock.load(Ordering::SeqCst);
         scheme
             .sign(
-                &Message::new("-", NOW, body),
+                &Message::new("-", now, body),
                 &SecretSet::new(),
                 &mut headers,
             )
@@ -201,10 +204,17 @@ async fn valohai_replays_neither_use_up_the_rate_limit_nor_invent_run_ids() {
     assert_eq!(fresh.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // …and then it is full: the limit still counts real launches.
-    let third = app.oneshot(launch(b"launch-3")).await.unwrap();
+    let third = app.clone().oneshot(launch(b"launch-3")).await.unwrap();
     assert_eq!(third.status(), StatusCode::BAD_REQUEST);
     assert!(problem_type(third).await.ends_with(":rate-limited"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The refused launch released its reservation: once the window has room, its retry is
+    // processed (not a 409 in-flight, not a duplicate).
+    clock.store(NOW + 61, Ordering::SeqCst);
+    let retry = app.oneshot(launch(b"launch-3")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert!(retry.extensions().get::<Duplicate>().is_none());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

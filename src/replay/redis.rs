@@ -61,7 +61,7 @@ impl fmt::Debug for RedisReplayStore {
 }
 
 impl RedisReplayStore {
-    /// Connects to `url` (`redis://…`, `rediss://…`); the connection reconnects by itself.
+    /// Connects to `url` (`redis://host:port/db`, no TLS); the connection reconnects by itself.
     ///
     /// # Errors
     ///
