@@ -180,6 +180,29 @@ fn a_stalled_body_is_answered_408_by_the_gateway() {
     assert!(response.contains("body-timeout"), "{response}");
 }
 
+/// Two gateway processes on one `[inbound]` table: a webhook verified at one is answered as a
+/// duplicate at the other.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn two_gateways_share_deduplication(inbound: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), inbound);
+    let one = start(&config);
+    let two = start(&config);
+    // Ids unique to this run: a shared server may hold other runs' keys.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (first_id, second_id) = (format!("{run}-1"), format!("{run}-2"));
+    let first = exchange(one.port, &signed_request(&first_id, "{\"n\":1}"));
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.contains("\"accepted\":true"), "{first}");
+    // The same delivery at the other replica is a duplicate, not processed again.
+    let again = exchange(two.port, &signed_request(&first_id, "{\"n\":1}"));
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    assert!(again.contains("{\"status\":\"duplicate\"}"), "{again}");
+    // Another id is processed at the second replica.
+    let other = exchange(two.port, &signed_request(&second_id, "{\"n\":2}"));
+    assert!(other.contains("\"accepted\":true"), "{other}");
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
@@ -192,24 +215,9 @@ fn two_gateways_on_one_postgres_schema_share_deduplication() {
         "tw_gw_replay_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("replay_store = \"{url}\"\nreplay_schema = \"{schema}\""),
-    );
-    let one = start(&config);
-    let two = start(&config);
-    let first = exchange(one.port, &signed_request("shared-1", "{\"n\":1}"));
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    assert!(first.contains("\"accepted\":true"), "{first}");
-    // The same delivery at the other replica is a duplicate, not processed again.
-    let again = exchange(two.port, &signed_request("shared-1", "{\"n\":1}"));
-    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
-    assert!(again.contains("{\"status\":\"duplicate\"}"), "{again}");
-    // Another id is processed at the second replica.
-    let other = exchange(two.port, &signed_request("shared-2", "{\"n\":2}"));
-    assert!(other.contains("\"accepted\":true"), "{other}");
-    drop((one, two));
+    two_gateways_share_deduplication(&format!(
+        "replay_store = \"{url}\"\nreplay_schema = \"{schema}\""
+    ));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         use sqlx::Connection;
@@ -219,4 +227,16 @@ fn two_gateways_on_one_postgres_schema_share_deduplication() {
             .await
             .unwrap();
     });
+}
+
+#[cfg(feature = "redis")]
+#[test]
+#[ignore = "needs Redis: set TOWER_WEBHOOKS_REDIS_URL"]
+fn two_gateways_on_one_redis_share_deduplication() {
+    let url = std::env::var("TOWER_WEBHOOKS_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .expect("this test needs Redis: set TOWER_WEBHOOKS_REDIS_URL");
+    // The keys expire with the replay TTL (360 s); the run's unique ids keep them apart.
+    two_gateways_share_deduplication(&format!("replay_store = \"{url}\""));
 }
