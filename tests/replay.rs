@@ -262,3 +262,42 @@ async fn empty_or_control_character_message_ids_are_malformed_headers() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn valohai_rate_limit_counts_every_launch_without_a_replay_store() {
+    let scheme = valohai();
+    let launch = |body: &'static [u8]| {
+        let mut headers = HeaderMap::new();
+        scheme
+            .sign(
+                &Message::new("-", NOW, body),
+                &SecretSet::new(),
+                &mut headers,
+            )
+            .unwrap();
+        request("/valohai", headers, body)
+    };
+    // Through the layer: without a store every request is new and charged at once.
+    let app = Router::new()
+        .route("/valohai", post(|| async { "launched" }))
+        .layer(WebhookSignatureLayer::new(scheme.clone(), SecretSet::new()).clock(|| NOW));
+    for body in [&b"a"[..], b"a"] {
+        let response = app.clone().oneshot(launch(body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = app.oneshot(launch(b"a")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(problem_type(refused).await.ends_with(":rate-limited"));
+
+    // Through the standalone verifier: the same quota applies.
+    let verifier =
+        tower_webhooks::inbound::WebhookVerifier::new(valohai(), SecretSet::new()).clock(|| NOW);
+    for _ in 0..2 {
+        verifier.verify(launch(b"b")).await.unwrap();
+    }
+    let refused = verifier.verify(launch(b"b")).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        tower_webhooks::inbound::RejectionKind::RateLimited
+    );
+}
