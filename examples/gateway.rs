@@ -25,7 +25,8 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -36,7 +37,7 @@ use serde::Deserialize;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tower_webhooks::inbound::{sensitive_headers, WebhookSignatureLayer};
-use tower_webhooks::replay::MemoryReplayStore;
+use tower_webhooks::replay::{MemoryReplayStore, ReplayStore};
 use tower_webhooks::scheme::{BuiltinScheme, Message, Scheme};
 use tower_webhooks::{SecretSet, Verified};
 
@@ -56,6 +57,92 @@ struct Config {
     #[cfg_attr(not(feature = "registry"), allow(dead_code))]
     registry: Option<registry_demo::RegistryConfig>,
     forward: Option<forward_demo::ForwardConfig>,
+    #[serde(default)]
+    inbound: InboundConfig,
+}
+
+/// `[inbound]`: where the routes remember processed deliveries, and how long a client may
+/// take to send a request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct InboundConfig {
+    /// `memory` | `sqlite:PATH` | `postgres://…` | `redis://…` (`REPLAY_STORE` overrides).
+    replay_store: String,
+    /// The PostgreSQL schema of the replay table (`REPLAY_SCHEMA` overrides).
+    replay_schema: Option<String>,
+    /// The layer's body read deadline (answered `408`).
+    body_read_deadline_secs: f64,
+    /// hyper's deadline for a request's headers (the connection is closed).
+    header_read_timeout_secs: f64,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            replay_store: "memory".to_owned(),
+            replay_schema: None,
+            body_read_deadline_secs: 30.0,
+            header_read_timeout_secs: 30.0,
+        }
+    }
+}
+
+impl InboundConfig {
+    fn replay_spec(&self) -> String {
+        std::env::var("REPLAY_STORE").unwrap_or_else(|_| self.replay_store.clone())
+    }
+
+    fn seconds(value: f64, key: &str) -> Result<Duration, String> {
+        Duration::try_from_secs_f64(value)
+            .ok()
+            .filter(|duration| !duration.is_zero())
+            .ok_or_else(|| format!("[inbound] {key} must be a positive number of seconds"))
+    }
+
+    /// The replay store named by `replay_store`, shared by every route (each route's keys
+    /// are scoped by its path).
+    async fn replay_store(&self) -> Result<Arc<dyn ReplayStore>, String> {
+        let spec = self.replay_spec();
+        let schema = std::env::var("REPLAY_SCHEMA")
+            .ok()
+            .or_else(|| self.replay_schema.clone());
+        if spec == "memory" {
+            return Ok(Arc::new(MemoryReplayStore::new(100_000)));
+        }
+        if let Some(path) = spec.strip_prefix("sqlite:") {
+            #[cfg(feature = "sqlite")]
+            return tower_webhooks::replay::SqliteReplayStore::connect(path)
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn ReplayStore>)
+                .map_err(|err| format!("replay store `sqlite:{path}`: {err}"));
+            #[cfg(not(feature = "sqlite"))]
+            return Err(format!(
+                "replay store `sqlite:{path}` needs `--features sqlite`"
+            ));
+        }
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return tower_webhooks::replay::PostgresReplayStore::connect(&spec, schema.as_deref())
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn ReplayStore>)
+                .map_err(|err| format!("replay store: {err}"));
+            #[cfg(not(feature = "postgres"))]
+            return Err("a postgres replay store needs `--features postgres`".into());
+        }
+        if spec.starts_with("redis://") {
+            #[cfg(feature = "redis")]
+            return tower_webhooks::replay::RedisReplayStore::connect(&spec)
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn ReplayStore>)
+                .map_err(|err| format!("replay store: {err}"));
+            #[cfg(not(feature = "redis"))]
+            return Err("a redis replay store needs `--features redis`".into());
+        }
+        let _ = schema;
+        Err(format!(
+            "unknown replay store `{spec}` (memory | sqlite:PATH | postgres://… | redis://…)"
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,15 +216,23 @@ async fn accept(scheme: BuiltinScheme, verified: Verified, body: Bytes) -> Respo
     .into_response()
 }
 
-fn inbound_routes(routes: &[RouteConfig]) -> Router {
+fn inbound_routes(
+    routes: &[RouteConfig],
+    replay: &Arc<dyn ReplayStore>,
+    body_read_deadline: Duration,
+) -> Router {
     let mut router = Router::new();
     for route in routes {
-        let mut layer = WebhookSignatureLayer::new(route.scheme.clone(), route.secrets.clone());
+        let mut layer = WebhookSignatureLayer::new(route.scheme.clone(), route.secrets.clone())
+            .body_read_deadline(Some(body_read_deadline));
         if let Some(limit) = route.limit {
             layer = layer.limit(limit);
         }
         if route.dedupe {
-            layer = layer.replay_store(MemoryReplayStore::new(100_000));
+            // Routes share the store; the path keeps their keys apart.
+            layer = layer
+                .replay_store(Arc::clone(replay))
+                .replay_scope(route.path.as_str());
         }
         let scheme = route.scheme.clone();
         let handler = move |verified: Verified, body: Bytes| accept(scheme, verified, body);
@@ -242,8 +337,33 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let deadlines = InboundConfig::seconds(
+        config.inbound.body_read_deadline_secs,
+        "body_read_deadline_secs",
+    )
+    .and_then(|body| {
+        InboundConfig::seconds(
+            config.inbound.header_read_timeout_secs,
+            "header_read_timeout_secs",
+        )
+        .map(|headers| (body, headers))
+    });
+    let (body_read_deadline, header_read_timeout) = match deadlines {
+        Ok(deadlines) => deadlines,
+        Err(message) => {
+            eprintln!("gateway: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let replay = match config.inbound.replay_store().await {
+        Ok(replay) => replay,
+        Err(message) => {
+            eprintln!("gateway: [inbound]: {message}");
+            return ExitCode::from(2);
+        }
+    };
     #[allow(unused_mut)]
-    let mut app = inbound_routes(&config.routes);
+    let mut app = inbound_routes(&config.routes, &replay, body_read_deadline);
     // Every delivery engine the gateway runs, drained on shutdown.
     let mut engines = Vec::new();
     if let Some(forward) = &config.forward {
@@ -321,10 +441,7 @@ async fn main() -> ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    if let Err(err) = serve(listener, app, header_read_timeout, shutdown).await {
         eprintln!("gateway: {err}");
         return ExitCode::FAILURE;
     }
@@ -355,6 +472,55 @@ async fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Serves `app` until `shutdown`, then waits up to 10 s for open connections.
+///
+/// `axum::serve` cannot bound the time a client takes to send its headers (a connection
+/// that never finishes them would be held forever): hyper's `header_read_timeout` can, with
+/// a timer. The body is bounded by the layer's read deadline.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // A failed accept (too many open files, a reset) is not fatal.
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 /// `[forward]`: Cerebrium-style forwarding — `POST /v4/{project}/{app}/{function}` runs a demo

@@ -45,8 +45,9 @@
 //! | `forward` | yes | the outbound half: [`forward`] (`WebhookForwardLayer`), [`delivery`] (engine, retry policy, SSRF guard, hyper-util client), [`store`] |
 //! | `rustls` | yes | `https://` deliveries (rustls, `ring`, webpki roots) |
 //! | `http2` | no | HTTP/2 deliveries (ALPN over TLS) |
-//! | `sqlite` | no | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`); with `registry`, `registry::SqliteSubscriptions` |
-//! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`); with `registry`, `registry::PostgresSubscriptions` and the transactional outbox (`publish_in_transaction`) |
+//! | `sqlite` | no | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`); with `registry`, `registry::SqliteSubscriptions`; `replay::SqliteReplayStore` |
+//! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`); with `registry`, `registry::PostgresSubscriptions` and the transactional outbox (`publish_in_transaction`); `replay::PostgresReplayStore` |
+//! | `redis` | no | `replay::RedisReplayStore`: de-duplication shared by replicas through Redis |
 //! | `registry` | yes | [`registry`]: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa` (needs `forward`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]

@@ -183,3 +183,78 @@ async fn declared_oversized_body_with_expect_continue_is_refused_before_upload()
     let problem: Value = serde_json::from_slice(&response).unwrap();
     assert_eq!(problem["status"], 413);
 }
+
+#[tokio::test]
+async fn stalled_body_gets_a_408_problem_from_the_layer() {
+    let app = Router::new()
+        .route("/hook", post(|| async { "handled" }))
+        .layer(
+            WebhookSignatureLayer::new(Cerebrium::new(), SECRET)
+                .body_read_deadline(Some(Duration::from_millis(200))),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The head declares 100 bytes; 10 arrive, then the client stalls (and keeps the
+    // connection open).
+    let body = [b'a'; 100];
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{}\r\n",
+        body.len(),
+        signature_headers("stall-1", &body)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    // Bounded only so a regression fails instead of hanging; nothing here measures speed.
+    let (status, headers, problem) =
+        tokio::time::timeout(Duration::from_secs(30), read_response(&mut stream))
+            .await
+            .expect("the layer must answer a stalled body");
+    assert_eq!(status, 408);
+    assert!(headers
+        .iter()
+        .any(|(name, value)| name == "content-type" && value == "application/problem+json"));
+    let problem: Value = serde_json::from_slice(&problem).unwrap();
+    assert_eq!(problem["status"], 408);
+    assert!(problem["type"].as_str().unwrap().ends_with(":body-timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn trickling_body_is_cut_at_the_default_deadline() {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    // One byte every 10 s (virtual time): each frame arrives before any idle timeout would
+    // fire, but the body as a whole misses the 30 s default deadline.
+    let body = b"0123456789".to_vec();
+    let mut headers = HeaderMap::new();
+    let now = now();
+    Cerebrium::new()
+        .sign(
+            &Message::new("trickle-1", now, &body),
+            &SecretSet::from(SECRET),
+            &mut headers,
+        )
+        .unwrap();
+    let frames = futures_util::stream::iter(body.clone()).then(|byte| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from(vec![byte])))
+    });
+    let mut request = http::Request::post("/hook")
+        .body(axum::body::Body::new(http_body_util::StreamBody::new(
+            frames,
+        )))
+        .unwrap();
+    request.headers_mut().extend(headers);
+    let app = Router::new()
+        .route("/hook", post(|| async { "handled" }))
+        .layer(WebhookSignatureLayer::new(Cerebrium::new(), SECRET).clock(move || now));
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 408);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let problem: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("30000 ms"));
+}

@@ -19,8 +19,9 @@ use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
 use super::verifier::{Clock, Rejections, WebhookVerifier};
-use crate::replay::{Outcome, ReplayFuture, ReplayStore, Reservation};
+use crate::replay::{scoped_key, Outcome, ReplayFuture, ReplayRecord, ReplayStore, Reservation};
 use crate::scheme::{RequestHead, Scheme, Verified};
+use crate::secret::SecretSet;
 
 /// Marks a response the layer answered for a duplicate of an already processed delivery
 /// (inserted into the response extensions), with the duplicate's verification metadata.
@@ -59,9 +60,12 @@ pin_project! {
 }
 
 /// The request head and the inner service, until the inner service is called.
-struct Pending<S> {
-    parts: RequestHead,
-    inner: S,
+pub(crate) struct Pending<S> {
+    pub(crate) parts: RequestHead,
+    pub(crate) inner: S,
+    /// The request's secrets, kept only with a replay store: its keys are scoped by the
+    /// one that matched.
+    pub(crate) secrets: Option<SecretSet>,
 }
 
 pin_project! {
@@ -74,6 +78,9 @@ pin_project! {
             verification: Option<V>,
             buffer: Buffer,
             pending: Option<Pending<S>>,
+            // The body read deadline, armed the first time the body is not there yet: boxed,
+            // so that the usual request, whose body is there at once, carries only a pointer.
+            timer: Option<Pin<Box<tokio::time::Sleep>>>,
         },
         Reserve {
             reserve: ReplayFuture<Reservation>,
@@ -138,7 +145,11 @@ where
             state: State::Lookup {
                 lookup,
                 body: Some(body),
-                pending: Some(Pending { parts, inner }),
+                pending: Some(Pending {
+                    parts,
+                    inner,
+                    secrets: None,
+                }),
             },
             rejections: verifier.rejections(),
             verifier: Some(verifier),
@@ -154,8 +165,7 @@ where
     pub(crate) fn collect(
         started: Result<(Sc::Verification, Buffer), Rejection>,
         body: B,
-        parts: RequestHead,
-        inner: S,
+        pending: Pending<S>,
         verifier: &WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
@@ -165,7 +175,8 @@ where
                 body,
                 verification: Some(verification),
                 buffer,
-                pending: Some(Pending { parts, inner }),
+                pending: Some(pending),
+                timer: None,
             },
             Err(error) => State::Local {
                 response: Some(render(&rejection, error)),
@@ -173,7 +184,8 @@ where
         };
         Self {
             state,
-            verifier: verifier.replay.is_some().then(|| verifier.clone()),
+            verifier: (verifier.replay.is_some() || verifier.shared.scheme.has_admission())
+                .then(|| verifier.clone()),
             rejections: verifier.rejections(),
             rejection,
             now,
@@ -210,11 +222,18 @@ where
                 } => {
                     let secrets = ready!(lookup.poll(cx));
                     let body = body.take().expect(POLLED_AFTER_COMPLETION);
-                    let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
+                    let mut pending = pending.take().expect(POLLED_AFTER_COMPLETION);
                     let hint = body.size_hint();
                     let verifier = this.verifier.as_ref().expect(LOOKUP_KEEPS_THE_VERIFIER);
                     let started = match secrets {
-                        Some(secrets) => verifier.start(&pending.parts, &secrets, *this.now, &hint),
+                        Some(secrets) => {
+                            let started =
+                                verifier.start(&pending.parts, &secrets, *this.now, &hint);
+                            if verifier.replay.is_some() {
+                                pending.secrets = Some(secrets);
+                            }
+                            started
+                        }
                         None => Err(this.rejections.no_secret()),
                     };
                     match started {
@@ -223,6 +242,7 @@ where
                             verification: Some(verification),
                             buffer,
                             pending: Some(pending),
+                            timer: None,
                         }),
                         Err(error) => this.state.set(State::Local {
                             response: Some(render(this.rejection, error)),
@@ -234,13 +254,41 @@ where
                     verification,
                     buffer,
                     pending,
+                    timer,
                 } => {
                     let extensions = &mut pending
                         .as_mut()
                         .expect(POLLED_AFTER_COMPLETION)
                         .parts
                         .extensions;
-                    let collected = ready!(buffer.poll_collect(body, verification, extensions, cx));
+                    let collected = match buffer.poll_collect(body, verification, extensions, cx) {
+                        Poll::Ready(collected) => collected,
+                        Poll::Pending => {
+                            let Some(deadline) = this.rejections.deadline else {
+                                return Poll::Pending;
+                            };
+                            if timer.is_none() {
+                                // Outside a tokio runtime there is no timer to arm.
+                                if tokio::runtime::Handle::try_current().is_err() {
+                                    return Poll::Pending;
+                                }
+                                *timer = Some(Box::pin(tokio::time::sleep(deadline)));
+                            }
+                            let expired = timer
+                                .as_mut()
+                                .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+                            if !expired {
+                                return Poll::Pending;
+                            }
+                            this.state.set(State::Local {
+                                response: Some(render(
+                                    this.rejection,
+                                    Rejection::body_timeout(deadline),
+                                )),
+                            });
+                            continue;
+                        }
+                    };
                     let bytes = match collected {
                         Ok(bytes) => bytes,
                         Err(error) => {
@@ -251,20 +299,43 @@ where
                             continue;
                         }
                     };
-                    let replay = this.verifier.as_ref().and_then(|verifier| {
-                        let replay = verifier.replay.as_ref()?;
-                        let key = extensions.get::<Verified>()?.replay_key()?;
-                        Some((verifier, replay.store.clone(), key))
-                    });
                     let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
+                    let Some(verifier) = this.verifier.as_ref() else {
+                        let Pending {
+                            parts, mut inner, ..
+                        } = pending;
+                        let request = Request::from_parts(parts, VerifiedBody::new(bytes));
+                        this.state.set(State::Call {
+                            future: inner.call(request),
+                        });
+                        continue;
+                    };
+                    let verified = pending.parts.extensions.get::<Verified>();
+                    let replay = verifier.replay.as_ref().and_then(|replay| {
+                        let verified = verified?;
+                        let key = verified.replay_key()?;
+                        let secret = verified.secret.as_ref().and_then(|matched| {
+                            pending.secrets.as_ref()?.iter().nth(matched.index)
+                        });
+                        let scope = verifier
+                            .replay_scope
+                            .as_deref()
+                            .unwrap_or_else(|| verifier.scheme().name());
+                        Some((
+                            replay.store.clone(),
+                            scoped_key(scope, secret, &key),
+                            verified.run_id,
+                        ))
+                    });
                     match replay {
-                        Some((verifier, store, key)) => {
+                        Some((store, key, run_id)) => {
                             let reserve = store.reserve(&key, *this.now, verifier.replay_ttl);
                             *this.guard = Some(Box::new(ReplayGuard {
                                 store,
                                 key,
                                 ttl: verifier.replay_ttl,
                                 clock: verifier.clock.clone(),
+                                record: ReplayRecord::new(run_id),
                                 armed: false,
                             }));
                             this.state.set(State::Reserve {
@@ -274,11 +345,26 @@ where
                             });
                         }
                         None => {
-                            let Pending { parts, mut inner } = pending;
-                            let request = Request::from_parts(parts, VerifiedBody::new(bytes));
-                            this.state.set(State::Call {
-                                future: inner.call(request),
-                            });
+                            // Without a replay key every request is new: charged at once.
+                            let admitted = match verified {
+                                Some(verified) => admit(verifier, verified, *this.now),
+                                None => Ok(()),
+                            };
+                            let Pending {
+                                parts, mut inner, ..
+                            } = pending;
+                            match admitted {
+                                Ok(()) => {
+                                    let request =
+                                        Request::from_parts(parts, VerifiedBody::new(bytes));
+                                    this.state.set(State::Call {
+                                        future: inner.call(request),
+                                    });
+                                }
+                                Err(error) => this.state.set(State::Local {
+                                    response: Some(render(this.rejection, error)),
+                                }),
+                            }
                         }
                     }
                 }
@@ -288,18 +374,33 @@ where
                     pending,
                 } => {
                     let reservation = ready!(reserve.as_mut().poll(cx));
-                    let Pending { parts, mut inner } =
-                        pending.take().expect(POLLED_AFTER_COMPLETION);
+                    let Pending {
+                        parts, mut inner, ..
+                    } = pending.take().expect(POLLED_AFTER_COMPLETION);
                     let body = body.take().expect(POLLED_AFTER_COMPLETION);
-                    let request = Request::from_parts(parts, VerifiedBody::new(body));
+                    let mut request = Request::from_parts(parts, VerifiedBody::new(body));
                     match reservation {
                         Ok(Reservation::Fresh) => {
                             if let Some(guard) = this.guard.as_mut() {
                                 guard.armed = true;
                             }
-                            this.state.set(State::Call {
-                                future: inner.call(request),
-                            });
+                            let verifier = this.verifier.as_ref().expect(REPLAY_KEEPS_THE_VERIFIER);
+                            let admitted = match request.extensions().get::<Verified>() {
+                                Some(verified) => admit(verifier, verified, *this.now),
+                                None => Ok(()),
+                            };
+                            match admitted {
+                                Ok(()) => this.state.set(State::Call {
+                                    future: inner.call(request),
+                                }),
+                                Err(error) => {
+                                    // Dropping the armed guard releases the reservation.
+                                    *this.guard = None;
+                                    this.state.set(State::Local {
+                                        response: Some(render(this.rejection, error)),
+                                    });
+                                }
+                            }
                         }
                         Ok(Reservation::InFlight) => {
                             *this.guard = None;
@@ -307,8 +408,12 @@ where
                                 response: Some(render(this.rejection, Rejection::in_flight())),
                             });
                         }
-                        Ok(Reservation::Done) => {
+                        Ok(Reservation::Done(record)) => {
                             *this.guard = None;
+                            // The duplicate is answered as the original was.
+                            if let Some(verified) = request.extensions_mut().get_mut::<Verified>() {
+                                verified.run_id = record.run_id;
+                            }
                             let verifier = this.verifier.as_ref().expect(REPLAY_KEEPS_THE_VERIFIER);
                             let response = duplicate_response(verifier.scheme(), request);
                             this.state.set(State::Local {
@@ -337,7 +442,9 @@ where
                         return Poll::Ready(result.map(|response| response.map(Body::new)));
                     };
                     let outcome = match &result {
-                        Ok(response) if response.status().is_success() => Outcome::Processed,
+                        Ok(response) if response.status().is_success() => {
+                            Outcome::Processed(guard.record)
+                        }
                         _ => Outcome::Failed,
                     };
                     this.state.set(State::Record {
@@ -363,6 +470,20 @@ where
             }
         }
     }
+}
+
+/// Charges the scheme's quotas for a request known not to be a duplicate.
+fn admit<Sc: Scheme, K>(
+    verifier: &WebhookVerifier<Sc, K>,
+    verified: &Verified,
+    now: i64,
+) -> Result<(), Rejection> {
+    if !verifier.scheme().has_admission() {
+        return Ok(());
+    }
+    verifier.scheme().admit(verified, now).map_err(|error| {
+        Rejection::from_verify(error, verifier.scheme().uniform_rejection_status())
+    })
 }
 
 /// The `2xx` answer to a duplicate of a processed delivery: the scheme's own success
@@ -413,6 +534,8 @@ pub(crate) struct ReplayGuard {
     key: String,
     ttl: Duration,
     clock: Clock,
+    /// What a duplicate is answered from, once the handler succeeded.
+    record: ReplayRecord,
     armed: bool,
 }
 

@@ -78,6 +78,7 @@
 //! | `RateLimited` | 429 | `rate-limited` | a rate-limit condition refused the request |
 //! | `BodyTooLarge` | 413 | `body-too-large` | over the limit (2 MiB by default): at once from `Content-Length`, else while reading |
 //! | `BodyError` | 400 | `body-error` | the body stream failed |
+//! | `BodyTimeout` | 408 | `body-timeout` | the body was not received within the read deadline (30 s by default) |
 //! | `InFlight` | 409 + `Retry-After: 5` | `replay-in-flight` | de-dupe: the same delivery is being handled right now |
 //! | `ReplayStoreUnavailable` | 503 + `Retry-After: 5` | `replay-store-unavailable` | de-dupe: the store failed (fail closed) |
 //! | `MalformedPayload` | 400 | `malformed-payload` | extractors: the body is not valid JSON |
@@ -179,6 +180,43 @@
 //! oversized body is drained (up to the limit again) so that the client reads the `413`
 //! rather than a reset connection. The body stream is read until it ends (`poll_frame`
 //! returning `None`, never trusting `is_end_stream`), and trailers are ignored.
+//!
+//! # Slow clients
+//!
+//! A body that is not received within the read deadline (30 s by default; change it with
+//! [`WebhookSignatureLayer::body_read_deadline`]) is answered `408`. The timer starts only
+//! when the body is not already there (the usual case costs nothing), and it needs tokio's
+//! timer (`axum::serve` has it).
+//!
+//! The layer only sees a request once its headers are in: the server must bound that too.
+//! hyper's HTTP/1 `header_read_timeout` (30 s by default once the server has a timer) does;
+//! `axum::serve` does not expose it, so serve with `hyper_util`'s builder (features `server`,
+//! `server-auto`, `service` and `tokio` of `hyper-util`):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+//! use hyper_util::server::conn::auto::Builder;
+//! use hyper_util::service::TowerToHyperService;
+//!
+//! # async fn serve(app: axum::Router) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     let service = TowerToHyperService::new(app.clone());
+//!     tokio::spawn(async move {
+//!         let mut builder = Builder::new(TokioExecutor::new());
+//!         builder
+//!             .http1()
+//!             .timer(TokioTimer::new())
+//!             .header_read_timeout(Duration::from_secs(30));
+//!         let _ = builder
+//!             .serve_connection_with_upgrades(TokioIo::new(stream), service)
+//!             .await;
+//!     });
+//! }
+//! # }
+//! ```
 
 mod body;
 mod collect;
@@ -200,7 +238,9 @@ pub use key::{secret_source_async, AsyncSecretSource, SecretLookup, SecretSource
 pub use layer::WebhookSignatureLayer;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use service::WebhookSignature;
-pub use verifier::{WebhookVerifier, DEFAULT_LIMIT, DEFAULT_REPLAY_TTL};
+pub use verifier::{
+    WebhookVerifier, DEFAULT_BODY_READ_DEADLINE, DEFAULT_LIMIT, DEFAULT_REPLAY_TTL,
+};
 
 /// The signature header names of the built-in schemes and the common credential headers as
 /// [`HeaderName`](http::HeaderName)s, for

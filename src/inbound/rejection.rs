@@ -64,6 +64,8 @@ pub enum RejectionKind {
     BodyTooLarge,
     /// The body could not be read (`400`).
     BodyError,
+    /// The body was not received within the layer's read deadline (`408`).
+    BodyTimeout,
     /// A delivery with the same signed id is being processed right now (`409` with
     /// `Retry-After`).
     InFlight,
@@ -93,6 +95,7 @@ impl RejectionKind {
             Self::ConditionFailed => "condition-failed",
             Self::BodyTooLarge => "body-too-large",
             Self::BodyError => "body-error",
+            Self::BodyTimeout => "body-timeout",
             Self::InFlight => "replay-in-flight",
             Self::ReplayStoreUnavailable => "replay-store-unavailable",
             Self::MalformedPayload => "malformed-payload",
@@ -115,6 +118,7 @@ impl RejectionKind {
             Self::ConditionFailed => "Webhook condition failed",
             Self::BodyTooLarge => "Payload too large",
             Self::BodyError => "Failed to read the request body",
+            Self::BodyTimeout => "Request body not received in time",
             Self::InFlight => "Webhook delivery is already being processed",
             Self::ReplayStoreUnavailable => "Replay protection is unavailable",
             Self::MalformedPayload => "Malformed webhook payload",
@@ -138,6 +142,7 @@ impl RejectionKind {
             | Self::TimestampInFuture => StatusCode::UNAUTHORIZED,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::InFlight => StatusCode::CONFLICT,
             Self::ReplayStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidPayload => StatusCode::UNPROCESSABLE_ENTITY,
@@ -229,6 +234,16 @@ impl Rejection {
         Self::new(
             RejectionKind::BodyError,
             "the request body could not be read",
+        )
+    }
+
+    pub(crate) fn body_timeout(deadline: std::time::Duration) -> Self {
+        Self::new(
+            RejectionKind::BodyTimeout,
+            format!(
+                "the request body was not received within {} ms",
+                deadline.as_millis()
+            ),
         )
     }
 
@@ -386,6 +401,7 @@ mod tests {
             RejectionKind::ConditionFailed,
             RejectionKind::BodyTooLarge,
             RejectionKind::BodyError,
+            RejectionKind::BodyTimeout,
             RejectionKind::InFlight,
             RejectionKind::ReplayStoreUnavailable,
             RejectionKind::MalformedPayload,

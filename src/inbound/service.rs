@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::body::VerifiedBody;
 use super::collect::BoxError;
-use super::future::ResponseFuture;
+use super::future::{Pending, ResponseFuture};
 use super::key::{SecretLookup, SecretSource};
 use super::layer::WebhookSignatureLayer;
 use super::rejection::{DefaultRejectionResponse, RejectionResponse};
@@ -143,10 +143,18 @@ where
         let verifier = &self.verifier;
         let now = verifier.now();
         let hint = body.size_hint();
-        let started = match verifier.shared.secrets.lookup(&parts) {
-            SecretLookup::Borrowed(secrets) => verifier.start(&parts, secrets, now, &hint),
-            SecretLookup::Owned(secrets) => verifier.start(&parts, &secrets, now, &hint),
-            SecretLookup::NotFound => Err(verifier.no_secret()),
+        // Replay keys are scoped by the matched secret, found once the body is verified.
+        let keep_secrets = verifier.replay.is_some();
+        let (started, secrets) = match verifier.shared.secrets.lookup(&parts) {
+            SecretLookup::Borrowed(secrets) => (
+                verifier.start(&parts, secrets, now, &hint),
+                keep_secrets.then(|| secrets.clone()),
+            ),
+            SecretLookup::Owned(secrets) => (
+                verifier.start(&parts, &secrets, now, &hint),
+                keep_secrets.then_some(secrets),
+            ),
+            SecretLookup::NotFound => (Err(verifier.no_secret()), None),
             SecretLookup::Pending(lookup) => {
                 return ResponseFuture::lookup(
                     lookup,
@@ -162,8 +170,11 @@ where
         ResponseFuture::collect(
             started,
             body,
-            parts,
-            inner,
+            Pending {
+                parts,
+                inner,
+                secrets,
+            },
             verifier,
             self.rejection.clone(),
             now,

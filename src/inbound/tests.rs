@@ -682,8 +682,11 @@ async fn dropped_response_future_releases_the_reservation() {
     let pending = service.clone().oneshot(signed(b"{}"));
     let timed_out = tokio::time::timeout(std::time::Duration::from_millis(20), pending).await;
     assert!(timed_out.is_err());
+    let key = crate::replay::scoped_key("cerebrium", Some(&Secret::new(SECRET)), "cerebrium:msg-1");
+    // The reservation was made under that key (the store is not empty) and released.
+    assert_eq!(store.len(), 0);
     assert_eq!(
-        store.reserve_now("cerebrium:msg-1", NOW, DEFAULT_REPLAY_TTL),
+        store.reserve_now(&key, NOW, DEFAULT_REPLAY_TTL),
         crate::replay::Reservation::Fresh
     );
 }

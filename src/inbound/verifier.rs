@@ -13,7 +13,7 @@ use super::collect::{BoxError, Buffer, CollectError};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
 use crate::replay::ReplayStore;
-use crate::scheme::{RequestHead, Scheme, VerifyError};
+use crate::scheme::{RequestHead, Scheme, Verified, VerifyError};
 use crate::secret::SecretSet;
 
 /// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
@@ -22,6 +22,10 @@ pub const DEFAULT_LIMIT: usize = 2_097_152;
 /// The default time a replay key is remembered: the default window's 300 s back plus 60 s
 /// ahead.
 pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(360);
+
+/// The default deadline for receiving a request's body: 30 s, after which the layer answers
+/// `408`.
+pub const DEFAULT_BODY_READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// An injectable "now" in Unix seconds.
 #[derive(Clone, Default)]
@@ -69,6 +73,9 @@ pub struct WebhookVerifier<Sc, K = SecretSet> {
     pub(crate) clock: Clock,
     pub(crate) replay: Option<Replay>,
     pub(crate) replay_ttl: Duration,
+    /// The route's name in replay keys; the scheme's name when `None`.
+    pub(crate) replay_scope: Option<Arc<str>>,
+    pub(crate) body_deadline: Option<Duration>,
 }
 
 impl<Sc, K> Clone for WebhookVerifier<Sc, K> {
@@ -79,6 +86,8 @@ impl<Sc, K> Clone for WebhookVerifier<Sc, K> {
             clock: self.clock.clone(),
             replay: self.replay.clone(),
             replay_ttl: self.replay_ttl,
+            replay_scope: self.replay_scope.clone(),
+            body_deadline: self.body_deadline,
         }
     }
 }
@@ -102,6 +111,8 @@ impl<Sc: fmt::Debug, K> fmt::Debug for WebhookVerifier<Sc, K> {
             )
             .field("replay_store", &self.replay.is_some())
             .field("replay_ttl", &self.replay_ttl)
+            .field("replay_scope", &self.replay_scope)
+            .field("body_read_deadline", &self.body_deadline)
             .finish()
     }
 }
@@ -123,6 +134,8 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
             clock: Clock::default(),
             replay: None,
             replay_ttl: DEFAULT_REPLAY_TTL,
+            replay_scope: None,
+            body_deadline: Some(DEFAULT_BODY_READ_DEADLINE),
         }
     }
 }
@@ -155,6 +168,22 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
     /// long as the scheme's replay window.
     pub fn replay_ttl(mut self, ttl: Duration) -> Self {
         self.replay_ttl = ttl;
+        self
+    }
+
+    /// Names this route in replay keys (by default the scheme's name). Give each route that
+    /// shares a replay store a name of its own, the same in every replica; see
+    /// [`crate::replay::scoped_key`].
+    pub fn replay_scope(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.replay_scope = Some(name.into());
+        self
+    }
+
+    /// How long the body may take to arrive, from the first time it is not there yet
+    /// (default 30 s); later it is answered `408`. `None` waits forever (leave the bound to
+    /// an outer layer then).
+    pub fn body_read_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.body_deadline = deadline;
         self
     }
 
@@ -210,11 +239,24 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         let (verification, mut buffer) = started;
         let mut verification = Some(verification);
         let mut body = std::pin::pin!(body);
-        let bytes = std::future::poll_fn(|cx| {
+        let collect = std::future::poll_fn(|cx| {
             buffer.poll_collect(body.as_mut(), &mut verification, &mut parts.extensions, cx)
-        })
-        .await
-        .map_err(|error| self.collect_rejection(error))?;
+        });
+        let collected = match self.body_deadline {
+            Some(deadline) => tokio::time::timeout(deadline, collect)
+                .await
+                .map_err(|_| Rejection::body_timeout(deadline))?,
+            None => collect.await,
+        };
+        let bytes = collected.map_err(|error| self.collect_rejection(error))?;
+        if self.shared.scheme.has_admission() {
+            if let Some(verified) = parts.extensions.get::<Verified>() {
+                self.shared
+                    .scheme
+                    .admit(verified, now)
+                    .map_err(|error| self.collect_rejection(CollectError::Verify(error)))?;
+            }
+        }
         Ok(Request::from_parts(parts, bytes))
     }
 
@@ -259,6 +301,7 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         Rejections {
             limit: self.limit,
             uniform_status: self.shared.scheme.uniform_rejection_status(),
+            deadline: self.body_deadline,
         }
     }
 }
@@ -269,6 +312,8 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
 pub(crate) struct Rejections {
     limit: usize,
     uniform_status: Option<StatusCode>,
+    /// The body read deadline.
+    pub(crate) deadline: Option<Duration>,
 }
 
 impl Rejections {

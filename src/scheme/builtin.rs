@@ -126,6 +126,14 @@ impl Scheme for BuiltinScheme {
     fn success_response(&self, run_id: &str) -> Option<SuccessResponse> {
         each_scheme!(self, scheme => scheme.success_response(run_id))
     }
+
+    fn admit(&self, verified: &Verified, now: i64) -> Result<(), VerifyError> {
+        each_scheme!(self, scheme => scheme.admit(verified, now))
+    }
+
+    fn has_admission(&self) -> bool {
+        each_scheme!(self, scheme => scheme.has_admission())
+    }
 }
 
 impl Verification for BuiltinVerification {

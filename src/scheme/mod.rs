@@ -153,6 +153,29 @@ pub trait Scheme: Send + Sync + 'static {
         let _ = run_id;
         None
     }
+
+    /// Charges an authentic request against the scheme's quotas (Valohai's rate limits).
+    ///
+    /// The layer calls it once it knows the request is not a duplicate (after the replay
+    /// store's [`Fresh`](crate::replay::Reservation::Fresh), or at once without a store),
+    /// and only when [`Scheme::has_admission`] says so: a duplicate never uses up a quota.
+    /// [`WebhookVerifier::verify`](crate::inbound::WebhookVerifier::verify) calls it after
+    /// verifying. Callers of [`Scheme::begin`] and [`Verification::finish`] call it themselves.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError`] (typically [`VerifyErrorKind::RateLimited`]) when a quota is used up;
+    /// nothing is charged then.
+    fn admit(&self, verified: &Verified, now: i64) -> Result<(), VerifyError> {
+        let _ = (verified, now);
+        Ok(())
+    }
+
+    /// Whether [`Scheme::admit`] does anything; when `false` (the default) the layer skips
+    /// it and keeps no state for it.
+    fn has_admission(&self) -> bool {
+        false
+    }
 }
 
 /// The streaming half of a verification.
@@ -315,12 +338,15 @@ fn fresh_run_id() -> uuid::Uuid {
 pub struct MessageId(HeaderValue);
 
 impl MessageId {
-    /// The id of a header value, or `None` when it is not visible ASCII.
+    /// The id of a header value, or `None` when it is empty or not visible ASCII (a control
+    /// character such as TAB included): an empty id would make every such message a
+    /// duplicate of the first.
     pub fn from_header(value: &HeaderValue) -> Option<Self> {
-        is_visible_ascii(value.as_bytes()).then(|| Self(value.clone()))
+        let bytes = value.as_bytes();
+        (!bytes.is_empty() && is_visible_ascii(bytes)).then(|| Self(value.clone()))
     }
 
-    /// An id from text, or `None` when it is not visible ASCII.
+    /// An id from text, or `None` when it is empty or not visible ASCII.
     pub fn new(id: &str) -> Option<Self> {
         Self::from_header(&HeaderValue::from_str(id).ok()?)
     }
@@ -575,9 +601,10 @@ pub(crate) fn required<'h>(
 /// Whether every byte is visible ASCII or a tab, as `HeaderValue::to_str` requires, without
 /// an early exit so that the loop vectorises.
 pub(crate) fn is_visible_ascii(bytes: &[u8]) -> bool {
-    bytes.iter().fold(true, |ok, &byte| {
-        ok & ((byte.wrapping_sub(0x20) < 0x5f) | (byte == b'\t'))
-    })
+    // Space to `~`; no control character (TAB included, which header values allow).
+    bytes
+        .iter()
+        .fold(true, |ok, &byte| ok & (byte.wrapping_sub(0x20) < 0x5f))
 }
 
 /// Builds a header value from text produced by a signer (always visible ASCII).

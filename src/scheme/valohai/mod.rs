@@ -581,16 +581,8 @@ impl Verification for ValohaiVerification {
                 }
             }
         }
-        // Last, so that a request refused by any other condition does not use up the quota.
-        let limits: Vec<&RateLimit> = self
-            .conditions
-            .iter()
-            .filter_map(|condition| match condition {
-                Condition::RateLimit(limit) => Some(limit),
-                _ => None,
-            })
-            .collect();
-        rate_limit::acquire_all(&limits, self.now)?;
+        // The rate limits are charged by `Scheme::admit`, once the layer knows this is not a
+        // duplicate, so that neither a refused request nor a replay uses up the quota.
         Ok(self.verified)
     }
 }
@@ -772,6 +764,27 @@ impl Scheme for Valohai {
 
     fn uniform_rejection_status(&self) -> Option<StatusCode> {
         self.compatible.then_some(StatusCode::BAD_REQUEST)
+    }
+
+    fn admit(&self, _verified: &Verified, now: i64) -> Result<(), VerifyError> {
+        let limits: Vec<&RateLimit> = self
+            .conditions
+            .iter()
+            .filter_map(|condition| match condition {
+                Condition::RateLimit(limit) => Some(limit),
+                _ => None,
+            })
+            .collect();
+        if limits.is_empty() {
+            return Ok(());
+        }
+        rate_limit::acquire_all(&limits, now)
+    }
+
+    fn has_admission(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|condition| matches!(condition, Condition::RateLimit(_)))
     }
 
     fn success_response(&self, run_id: &str) -> Option<SuccessResponse> {

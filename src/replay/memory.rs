@@ -1,143 +1,11 @@
-//! De-duplication of webhook deliveries already processed within the replay window.
-//!
-//! Each scheme's timestamp window ([`ReplayWindow`](crate::scheme::ReplayWindow), 300 s back
-//! and 60 s ahead by default) already refuses old captures. Inside the window, a captured or
-//! retried request would be processed twice; a [`ReplayStore`] remembers the
-//! [`Verified::replay_key`](crate::Verified::replay_key) of each delivery (derived by the
-//! scheme from **signed** material only: the signed message id, or the MAC itself for formats
-//! such as GitHub whose delivery id is unsigned) and lets
-//! [`WebhookSignatureLayer`](crate::WebhookSignatureLayer) answer duplicates without calling
-//! the handler again.
-//!
-//! # Semantics
-//!
-//! For each verified request with a replay key, the layer calls [`ReplayStore::reserve`]:
-//!
-//! | reservation | what the layer does |
-//! |---|---|
-//! | [`Reservation::Fresh`] | calls the handler; then [`ReplayStore::complete`] with [`Outcome::Processed`] if the handler answered `2xx`, else [`Outcome::Failed`] (the key is released, so the sender's retry is processed) |
-//! | [`Reservation::InFlight`] | `409 Conflict` with `Retry-After`: the first delivery is still being handled |
-//! | [`Reservation::Done`] | `200 OK` with `{"status":"duplicate"}` (or the scheme's own success response, such as Valohai's `ok`) **without** calling the handler: a `4xx` would make senders retry or disable the endpoint |
-//!
-//! If the response future is dropped while the handler runs (client gone, handler panic),
-//! the reservation is released as [`Outcome::Failed`].
-//!
-//! Keys are kept for the layer's TTL (`replay_ttl`, default 360 s: the default window's 300 s
-//! back plus 60 s ahead). Widen it together with the scheme's window; for schemes without a
-//! timestamp (GitHub) the TTL is the de-duplication horizon.
-//!
-//! # Several replicas: a shared store
-//!
-//! [`MemoryReplayStore`] is per process. Behind a load balancer, implement [`ReplayStore`]
-//! over a shared store; both methods return a boxed `'static` future, so an implementation
-//! clones its (cheap, `Arc`-based) client handle into it:
-//!
-//! - **Redis**: `reserve` = `SET key "inflight" NX PX ttl`; if the `SET` did not happen, `GET`
-//!   the key and map `"inflight"`/`"done"` to [`Reservation::InFlight`]/[`Reservation::Done`].
-//!   `complete(Processed)` = `SET key "done" PX ttl`; `complete(Failed)` = `DEL key` (only if
-//!   still `"inflight"`, with a small Lua script or `WATCH`).
-//! - **Postgres**: a table `(key text primary key, state text, expires_at timestamptz)`;
-//!   `reserve` = `INSERT .. ON CONFLICT (key) DO UPDATE SET state = 'inflight', expires_at = ..
-//!   WHERE webhook_replay.expires_at < now() RETURNING state` (no row returned → read the
-//!   existing state); `complete` = `UPDATE`/`DELETE`; expired rows are purged periodically.
-//!
-//! An error from the store makes the layer answer `503` with `Retry-After` (fail closed):
-//! senders retry, nothing is processed twice.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_webhooks::replay::{MemoryReplayStore, Outcome, ReplayStore, Reservation};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let store = MemoryReplayStore::new(10_000);
-//! let ttl = Duration::from_secs(360);
-//! let now = 1_700_000_000;
-//! assert_eq!(store.reserve("msg_1", now, ttl).await.unwrap(), Reservation::Fresh);
-//! assert_eq!(store.reserve("msg_1", now, ttl).await.unwrap(), Reservation::InFlight);
-//! store.complete("msg_1", Outcome::Processed, now, ttl).await.unwrap();
-//! assert_eq!(store.reserve("msg_1", now + 1, ttl).await.unwrap(), Reservation::Done);
-//! // After the TTL the key is forgotten.
-//! assert_eq!(store.reserve("msg_1", now + 400, ttl).await.unwrap(), Reservation::Fresh);
-//! # }
-//! ```
+//! [`MemoryReplayStore`]: a bounded, per-process [`ReplayStore`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// The boxed future a [`ReplayStore`] returns.
-pub type ReplayFuture<T> = Pin<Box<dyn Future<Output = Result<T, ReplayError>> + Send + 'static>>;
-
-/// The state of a replay key when a delivery arrives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reservation {
-    /// Not seen within the TTL: it is now reserved (in flight) for this delivery.
-    Fresh,
-    /// Another delivery with the same key is being processed.
-    InFlight,
-    /// A delivery with the same key was processed successfully.
-    Done,
-}
-
-/// How the handler answered a reserved delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// `2xx`: remember the key as processed for the TTL.
-    Processed,
-    /// Anything else (or no answer): release the key so a retry is processed.
-    Failed,
-}
-
-/// A replay store could not answer.
-#[derive(Debug)]
-pub struct ReplayError(Box<dyn std::error::Error + Send + Sync>);
-
-impl ReplayError {
-    /// Wraps the backend's error.
-    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self(error.into())
-    }
-}
-
-impl fmt::Display for ReplayError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "replay store error: {}", self.0)
-    }
-}
-
-impl std::error::Error for ReplayError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
-
-/// Remembers which deliveries are in flight or done. See the [module docs](self).
-///
-/// `now` is the layer's clock (Unix seconds); a shared store may use its own clock and
-/// native expiry instead.
-pub trait ReplayStore: Send + Sync + 'static {
-    /// Looks `key` up and, when it is unknown or expired, reserves it as in flight for `ttl`.
-    /// Must be atomic across concurrent callers (only one of them gets [`Reservation::Fresh`]).
-    fn reserve(&self, key: &str, now: i64, ttl: Duration) -> ReplayFuture<Reservation>;
-
-    /// Records how the handler answered a delivery reserved by [`ReplayStore::reserve`]:
-    /// [`Outcome::Processed`] keeps the key as done for `ttl`, [`Outcome::Failed`] forgets it.
-    fn complete(&self, key: &str, outcome: Outcome, now: i64, ttl: Duration) -> ReplayFuture<()>;
-}
-
-impl<T: ReplayStore + ?Sized> ReplayStore for Arc<T> {
-    fn reserve(&self, key: &str, now: i64, ttl: Duration) -> ReplayFuture<Reservation> {
-        (**self).reserve(key, now, ttl)
-    }
-
-    fn complete(&self, key: &str, outcome: Outcome, now: i64, ttl: Duration) -> ReplayFuture<()> {
-        (**self).complete(key, outcome, now, ttl)
-    }
-}
+use super::{expiry, Outcome, ReplayFuture, ReplayRecord, ReplayStore, Reservation};
 
 /// A bounded in-memory [`ReplayStore`] for a single process.
 ///
@@ -152,7 +20,7 @@ pub struct MemoryReplayStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     InFlight,
-    Done,
+    Done(ReplayRecord),
 }
 
 struct Slot {
@@ -223,7 +91,7 @@ impl MemoryReplayStore {
             if slot.expires_at > now {
                 return match slot.state {
                     SlotState::InFlight => Reservation::InFlight,
-                    SlotState::Done => Reservation::Done,
+                    SlotState::Done(record) => Reservation::Done(record),
                 };
             }
         }
@@ -235,12 +103,12 @@ impl MemoryReplayStore {
     pub fn complete_now(&self, key: &str, outcome: Outcome, now: i64, ttl: Duration) {
         let mut slots = self.lock();
         match outcome {
-            Outcome::Processed => match slots.map.get_mut(key) {
+            Outcome::Processed(record) => match slots.map.get_mut(key) {
                 Some(slot) => {
-                    slot.state = SlotState::Done;
+                    slot.state = SlotState::Done(record);
                     slot.expires_at = expiry(now, ttl);
                 }
-                None => slots.insert(key, SlotState::Done, expiry(now, ttl), now),
+                None => slots.insert(key, SlotState::Done(record), expiry(now, ttl), now),
             },
             Outcome::Failed => {
                 if slots
@@ -253,10 +121,6 @@ impl MemoryReplayStore {
             }
         }
     }
-}
-
-fn expiry(now: i64, ttl: Duration) -> i64 {
-    now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Slots {
@@ -329,6 +193,7 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(100);
+    const DONE: ReplayRecord = ReplayRecord::new(uuid::Uuid::from_u128(7));
 
     #[test]
     fn failure_releases_and_success_is_remembered() {
@@ -337,11 +202,11 @@ mod tests {
         assert_eq!(store.reserve_now("a", 1, TTL), Reservation::InFlight);
         store.complete_now("a", Outcome::Failed, 2, TTL);
         assert_eq!(store.reserve_now("a", 3, TTL), Reservation::Fresh);
-        store.complete_now("a", Outcome::Processed, 4, TTL);
-        assert_eq!(store.reserve_now("a", 5, TTL), Reservation::Done);
+        store.complete_now("a", Outcome::Processed(DONE), 4, TTL);
+        assert_eq!(store.reserve_now("a", 5, TTL), Reservation::Done(DONE));
         // A late failure report never forgets a processed key.
         store.complete_now("a", Outcome::Failed, 6, TTL);
-        assert_eq!(store.reserve_now("a", 7, TTL), Reservation::Done);
+        assert_eq!(store.reserve_now("a", 7, TTL), Reservation::Done(DONE));
         assert_eq!(store.reserve_now("a", 104, TTL), Reservation::Fresh);
     }
 
@@ -392,6 +257,6 @@ mod tests {
             store.reserve_now("b", i64::MIN, Duration::MAX),
             Reservation::Fresh
         );
-        store.complete_now("a", Outcome::Processed, i64::MAX, Duration::MAX);
+        store.complete_now("a", Outcome::Processed(DONE), i64::MAX, Duration::MAX);
     }
 }
