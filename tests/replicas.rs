@@ -6,7 +6,10 @@
 //! - two `WebhookRegistry` instances on one SQLite file, then on one PostgreSQL schema: failures
 //!   observed half at each reach the health rule's threshold once; a limit of N yields N
 //!   immediate deliveries across both;
-//! - two `examples/gateway` processes on one PostgreSQL schema (`[registry] store = "postgres://…"`).
+//! - two `examples/gateway` processes on one PostgreSQL schema (`[registry] store` and
+//!   `[inbound] replay_store` both `postgres://…`): a limit of N is N across both, a webhook
+//!   disabled at one is disabled at the other, and a webhook verified at one is a duplicate at
+//!   the other.
 //!
 //! PostgreSQL tests are ignored unless run with `--include-ignored` and
 //! `TOWER_WEBHOOKS_POSTGRES_URL` (one schema per test, dropped after).
@@ -421,6 +424,7 @@ mod gateways {
     use super::*;
 
     const KEY: &str = "test-key";
+    const INBOUND_SECRET: &str = "replicas-inbound-secret";
 
     struct Gateway {
         port: u16,
@@ -491,6 +495,42 @@ mod gateways {
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
+    /// One Cerebrium-signed delivery with message id `id` to the gateway's `/hook` route: the
+    /// raw response.
+    async fn inbound(gateway: &Gateway, id: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tower_webhooks::scheme::{Cerebrium, Message, Scheme};
+        let body = r#"{"event":"replicas"}"#;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut headers = http::HeaderMap::new();
+        Cerebrium::new()
+            .sign(
+                &Message::new(id, now, body.as_bytes()),
+                &tower_webhooks::SecretSet::from(INBOUND_SECRET),
+                &mut headers,
+            )
+            .unwrap();
+        let headers: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap()))
+            .collect();
+        let request = format!(
+            "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
     async fn view(gateway: &Gateway, id: &str) -> Value {
         let (status, view) = http(gateway, "GET", &format!("/v1/webhooks/{id}"), "").await;
         assert_eq!(status, 200, "{view}");
@@ -513,7 +553,10 @@ mod gateways {
             format!(
                 "listen = \"127.0.0.1:0\"\n[registry]\nallow_loopback = true\n\
                  run_step_secs = 0.05\nstore = \"{url}\"\nschema = \"{schema}\"\n\
-                 [registry.api_keys]\n\"{KEY}\" = \"tester\"\n"
+                 [registry.api_keys]\n\"{KEY}\" = \"tester\"\n\
+                 [inbound]\nreplay_store = \"{url}\"\nreplay_schema = \"{schema}\"\n\
+                 [[routes]]\npath = \"/hook\"\nsecrets = \"{INBOUND_SECRET}\"\n\
+                 scheme = {{ type = \"cerebrium\" }}\n"
             ),
         )
         .unwrap();
@@ -571,12 +614,14 @@ mod gateways {
         );
         assert_eq!(view(&two, "gone").await["enabled"], false);
 
-        // -----------------------------------------------------------------------------------
-        // THIRD CHECK (the lead adds it after merging the replay-store branch): a webhook
-        // verified at one gateway is a duplicate at the other — the same signed request sent
-        // to `one` and then to `two` is accepted once and rejected as a replay the second
-        // time, once the gateway's replay store can be put on this PostgreSQL schema.
-        // -----------------------------------------------------------------------------------
+        // Verified at one: a duplicate at the other, which does not call its handler again.
+        let id = uuid::Uuid::new_v4().to_string();
+        let first = inbound(&one, &id).await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        assert!(first.contains("\"accepted\":true"), "{first}");
+        let again = inbound(&two, &id).await;
+        assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+        assert!(again.contains("{\"status\":\"duplicate\"}"), "{again}");
 
         drop((one, two));
         let _ = std::fs::remove_file(&config);
