@@ -1,6 +1,6 @@
 //! [`DeliveryEngine`]: the queue workers, the attempts and their records.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,6 +17,8 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::client::{ClientBody, DeliveryClient};
+use super::enqueue::EnqueueError;
+use super::owners::{delivery_owner, endpoint_host, Owners};
 use super::policy::{parse_retry_after, Policy, Verdict};
 use super::ssrf::{Refusal, SsrfGuard};
 use super::BoxError;
@@ -33,6 +35,15 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// The default number of attempts in flight at once to one endpoint host.
 pub const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
+/// The default number of attempts in flight at once for one owner
+/// ([`delivery_owner`](super::delivery_owner)).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_OWNER: usize = 16;
+/// The default number of unfinished deliveries one owner may hold in an engine.
+pub const DEFAULT_MAX_QUEUED_PER_OWNER: usize = 256;
+/// How long delivered deliveries are kept by default.
+pub const DEFAULT_RETAIN_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long dead letters (failed and refused deliveries) are kept by default.
+pub const DEFAULT_RETAIN_FAILED: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The most response-body bytes read and kept per attempt.
 pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
 
@@ -62,33 +73,6 @@ pub struct DeliveryReport {
     /// [`Policy::standard`]).
     pub disable_endpoint: bool,
 }
-
-/// Why a delivery was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EnqueueError {
-    /// The engine holds its capacity of unfinished deliveries; try again after `retry_after`.
-    Full {
-        /// A hint for the caller's `Retry-After`.
-        retry_after: Duration,
-    },
-    /// The engine is shutting down.
-    ShuttingDown,
-    /// The store refused or failed.
-    Store(StoreError),
-}
-
-impl fmt::Display for EnqueueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Full { .. } => f.write_str("the delivery queue is full"),
-            Self::ShuttingDown => f.write_str("the delivery engine is shutting down"),
-            Self::Store(err) => fmt::Display::fmt(err, f),
-        }
-    }
-}
-
-impl std::error::Error for EnqueueError {}
 
 /// What [`DeliveryEngine::shutdown`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +104,8 @@ struct Config {
     capacity: usize,
     max_in_flight: usize,
     max_per_endpoint: usize,
+    max_in_flight_per_owner: usize,
+    max_queued_per_owner: usize,
     max_claimed: usize,
     batch: usize,
     attempt_timeout: Duration,
@@ -165,9 +151,11 @@ impl Default for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Defaults: [`MemoryStore`], [`Policy::cerebrium`], SSRF guard on, capacity 1024,
-    /// 64 attempts in flight (8 per endpoint host), 5 s connect / 15 s total per attempt,
-    /// responses read up to 20 000 bytes.
+    /// Defaults: [`MemoryStore`], [`Policy::cerebrium`], SSRF guard on, capacity 1024
+    /// (bounding a memory store only), 64 attempts in flight (16 per owner, 8 per endpoint
+    /// host), 256 unfinished deliveries per owner, 5 s connect / 15 s total per attempt,
+    /// responses read up to 20 000 bytes, delivered deliveries kept 7 days and dead letters
+    /// 30 days.
     pub fn new() -> Self {
         Self {
             store: None,
@@ -178,6 +166,8 @@ impl EngineBuilder {
                 capacity: DEFAULT_CAPACITY,
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
                 max_per_endpoint: DEFAULT_MAX_PER_ENDPOINT,
+                max_in_flight_per_owner: DEFAULT_MAX_IN_FLIGHT_PER_OWNER,
+                max_queued_per_owner: DEFAULT_MAX_QUEUED_PER_OWNER,
                 max_claimed: 0,
                 batch: 64,
                 attempt_timeout: Duration::from_secs(15),
@@ -190,8 +180,8 @@ impl EngineBuilder {
                     "tower-webhooks/",
                     env!("CARGO_PKG_VERSION")
                 )),
-                retain_delivered: None,
-                retain_failed: None,
+                retain_delivered: Some(DEFAULT_RETAIN_DELIVERED),
+                retain_failed: Some(DEFAULT_RETAIN_FAILED),
                 retention_interval: Duration::from_secs(60),
                 retention_batch: 500,
                 metrics_interval: Some(Duration::from_secs(10)),
@@ -232,8 +222,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Deliveries accepted and not final at once; beyond it new ones are refused with
-    /// [`EnqueueError::Full`] (the forward layer answers `503` with `Retry-After`).
+    /// Deliveries accepted and not final at once when the store is not
+    /// [durable](DeliveryStore::is_durable) (a [`MemoryStore`]); beyond it new ones are refused
+    /// with [`EnqueueError::Full`] (every HTTP route answers `503` with `Retry-After`). A durable
+    /// store is the buffer: every accepted delivery is written, and the engine sends them as
+    /// its [in-flight](Self::max_in_flight) and [claim](Self::max_claimed) budgets free up.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.config.capacity = capacity.max(1);
         self
@@ -249,6 +242,25 @@ impl EngineBuilder {
     /// every slot.
     pub fn max_per_endpoint(mut self, max: usize) -> Self {
         self.config.max_per_endpoint = max.max(1);
+        self
+    }
+
+    /// Attempts in flight at once for one owner ([`delivery_owner`](super::delivery_owner):
+    /// a registry tenant, or the endpoint host of a forwarded delivery); 16 by default. An
+    /// owner's attempts take their owner's permit before their endpoint's and before a global
+    /// slot, so an owner whose endpoints hang holds at most this many of the
+    /// [`max_in_flight`](Self::max_in_flight) slots and every other owner still finds one.
+    pub fn max_in_flight_per_owner(mut self, max: usize) -> Self {
+        self.config.max_in_flight_per_owner = max.max(1);
+        self
+    }
+
+    /// Unfinished deliveries one owner may hold in this engine (256 by default); beyond it
+    /// that owner's new ones are refused with [`EnqueueError::OwnerFull`] (`429` with
+    /// `Retry-After` on every HTTP route) while other owners are still accepted. It applies to
+    /// durable stores too, so one owner's backlog cannot take every claim.
+    pub fn max_queued_per_owner(mut self, max: usize) -> Self {
+        self.config.max_queued_per_owner = max.max(1);
         self
     }
 
@@ -310,19 +322,20 @@ impl EngineBuilder {
     }
 
     /// Deletes [delivered](DeliveryState::Delivered) deliveries and their attempts once they
-    /// are `age` old (by default they are kept: a [`MemoryStore`] bounds them itself).
-    /// Retention runs every minute in batches of 500 rows, pausing between batches so the
-    /// workers are not blocked.
-    pub fn retain_delivered(mut self, age: Duration) -> Self {
-        self.config.retain_delivered = Some(age);
+    /// are `age` old: 7 days by default ([`DEFAULT_RETAIN_DELIVERED`]), `None` keeps them
+    /// forever. Retention runs every minute in batches of 500 rows, pausing between batches so
+    /// the workers are not blocked.
+    pub fn retain_delivered(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.config.retain_delivered = age.into();
         self
     }
 
     /// Deletes dead letters ([failed](DeliveryState::Failed) and
-    /// [refused](DeliveryState::Refused) deliveries) once they are `age` old (kept by
-    /// default, so they stay queryable and can be re-sent).
-    pub fn retain_failed(mut self, age: Duration) -> Self {
-        self.config.retain_failed = Some(age);
+    /// [refused](DeliveryState::Refused) deliveries) once they are `age` old: 30 days by
+    /// default ([`DEFAULT_RETAIN_FAILED`]), so they stay queryable and can be re-sent for a
+    /// month; `None` keeps them forever.
+    pub fn retain_failed(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.config.retain_failed = age.into();
         self
     }
 
@@ -378,9 +391,12 @@ impl EngineBuilder {
                 .build()
         });
         let (stop, _) = watch::channel(false);
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let engine = DeliveryEngine {
             shared: Arc::new(Shared {
-                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                durable: store.is_durable(),
+                store,
+                owners: Owners::new(config.max_queued_per_owner, config.max_in_flight_per_owner),
                 client,
                 guard: self.guard,
                 policy: self.policy,
@@ -390,7 +406,7 @@ impl EngineBuilder {
                 config,
                 wake: Arc::new(Notify::new()),
                 outstanding: AtomicUsize::new(0),
-                counted: Mutex::new(HashSet::new()),
+                counted: Mutex::new(HashMap::new()),
                 drained: Notify::new(),
                 hosts: Mutex::new(HashMap::new()),
                 accepting: AtomicBool::new(true),
@@ -418,6 +434,10 @@ pub struct DeliveryEngine {
 
 struct Shared {
     store: Arc<dyn DeliveryStore>,
+    /// The store keeps what it accepts across restarts: the capacity does not bound it.
+    durable: bool,
+    /// Every owner's queued deliveries and in-flight permits.
+    owners: Owners,
     client: DeliveryClient,
     guard: SsrfGuard,
     policy: Policy,
@@ -425,8 +445,9 @@ struct Shared {
     wake: Arc<Notify>,
     /// Deliveries reserved or accepted by this engine and not final.
     outstanding: AtomicUsize,
-    /// Ids accepted by this engine whose slot is released when they become final.
-    counted: Mutex<HashSet<String>>,
+    /// Ids accepted by this engine whose slot is released when they become final, with the
+    /// owner whose share they count in.
+    counted: Mutex<HashMap<String, String>>,
     drained: Notify,
     in_flight: Arc<Semaphore>,
     claim_budget: Arc<Semaphore>,
@@ -468,12 +489,15 @@ impl fmt::Debug for DeliveryEngine {
 #[must_use = "a reservation is released when dropped"]
 pub struct Reservation {
     shared: Option<Arc<Shared>>,
+    /// The owner whose share of queued deliveries this reservation holds.
+    owner: Option<String>,
 }
 
 impl fmt::Debug for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
             .field("armed", &self.shared.is_some())
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -481,6 +505,9 @@ impl fmt::Debug for Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
+            if let Some(owner) = self.owner.take() {
+                shared.owners.release(&owner);
+            }
             shared.release_slot();
         }
     }
@@ -518,21 +545,54 @@ impl DeliveryEngine {
         &self.shared.store
     }
 
-    /// Takes a capacity slot for a delivery to come.
+    /// Takes a capacity slot for a delivery to come. The delivery counts in its owner's
+    /// share when it is [enqueued](Self::enqueue), without a limit: prefer
+    /// [`try_reserve_for`](Self::try_reserve_for) when the owner is known.
     ///
     /// # Errors
     ///
-    /// [`EnqueueError::Full`] at capacity, [`EnqueueError::ShuttingDown`] after
-    /// [`shutdown`](Self::shutdown).
+    /// [`EnqueueError::Full`] at capacity (never with a [durable](DeliveryStore::is_durable)
+    /// store), [`EnqueueError::ShuttingDown`] after [`shutdown`](Self::shutdown).
     pub fn try_reserve(&self) -> Result<Reservation, EnqueueError> {
+        self.reserve(None)
+    }
+
+    /// [`try_reserve`](Self::try_reserve) for a delivery of `owner`
+    /// ([`delivery_owner`](super::delivery_owner)), also taking a place in the owner's share
+    /// ([`EngineBuilder::max_queued_per_owner`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve), and [`EnqueueError::OwnerFull`] when `owner`
+    /// holds its share.
+    pub fn try_reserve_for(&self, owner: &str) -> Result<Reservation, EnqueueError> {
+        self.reserve(Some(owner))
+    }
+
+    fn reserve(&self, owner: Option<&str>) -> Result<Reservation, EnqueueError> {
         let shared = &self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
             return Err(EnqueueError::ShuttingDown);
         }
-        let capacity = shared.config.capacity;
+        if let Some(owner) = owner {
+            if !shared.owners.try_admit(owner) {
+                return Err(EnqueueError::OwnerFull {
+                    retry_after: shared.config.busy_retry_after,
+                });
+            }
+        }
+        // A durable store is the buffer: the count is kept (shutdown drains it) but not capped.
+        let capacity = if shared.durable {
+            usize::MAX
+        } else {
+            shared.config.capacity
+        };
         let mut current = shared.outstanding.load(Ordering::Acquire);
         loop {
             if current >= capacity {
+                if let Some(owner) = owner {
+                    shared.owners.release(owner);
+                }
                 return Err(EnqueueError::Full {
                     retry_after: shared.config.busy_retry_after,
                 });
@@ -550,6 +610,7 @@ impl DeliveryEngine {
         self.ensure_started();
         Ok(Reservation {
             shared: Some(shared.clone()),
+            owner: owner.map(str::to_owned),
         })
     }
 
@@ -566,8 +627,23 @@ impl DeliveryEngine {
         delivery: Delivery,
     ) -> Result<(), EnqueueError> {
         let id = delivery.id.clone();
-        if !lock(&self.shared.counted).insert(id.clone()) {
-            return Err(EnqueueError::Store(StoreError::Duplicate(id)));
+        let owner = delivery_owner(&delivery);
+        {
+            let mut counted = lock(&self.shared.counted);
+            if counted.contains_key(&id) {
+                return Err(EnqueueError::Store(StoreError::Duplicate(id)));
+            }
+            counted.insert(id.clone(), owner.clone());
+        }
+        let mut reservation = reservation;
+        if reservation.owner.as_deref() != Some(owner.as_str()) {
+            // Reserved without an owner (or for another one): the delivery's own owner is
+            // charged; the reservation's share, if any, is given back.
+            if let Some(reserved) = reservation.owner.take() {
+                self.shared.owners.release(&reserved);
+            }
+            self.shared.owners.admit(&owner);
+            reservation.owner = Some(owner);
         }
         self.ensure_started();
         let shared = &self.shared;
@@ -592,9 +668,10 @@ impl DeliveryEngine {
         };
         match stored {
             Ok(claimed) => {
-                let mut reservation = reservation;
-                // The slot now belongs to the delivery and is freed when it is final.
+                // The slot and the owner's place now belong to the delivery and are freed
+                // when it is final.
                 reservation.shared = None;
+                reservation.owner = None;
                 match (claimed, budget, runtime) {
                     (Some(claim), Some(permit), Some(runtime)) => {
                         runtime.spawn(run(shared.clone(), claim, permit));
@@ -661,13 +738,14 @@ impl DeliveryEngine {
         Ok(())
     }
 
-    /// [`try_reserve`](Self::try_reserve) then [`enqueue`](Self::enqueue).
+    /// [`try_reserve_for`](Self::try_reserve_for) the delivery's owner, then
+    /// [`enqueue`](Self::enqueue).
     ///
     /// # Errors
     ///
     /// As those two.
     pub async fn submit(&self, delivery: Delivery) -> Result<(), EnqueueError> {
-        let reservation = self.try_reserve()?;
+        let reservation = self.try_reserve_for(&delivery_owner(&delivery))?;
         self.enqueue(reservation, delivery).await
     }
 
@@ -725,8 +803,9 @@ impl DeliveryEngine {
 
     /// Re-sends one final delivery (a dead letter, or a delivered one the receiver lost):
     /// **one** attempt, due now, with the same id, signed afresh with the stored secret,
-    /// recorded as [manual](Attempt::manual) in the same conversation. It does not count
-    /// against the engine's capacity.
+    /// recorded as [manual](Attempt::manual) in the same conversation. It does not take a
+    /// capacity slot, but with a non-durable store it is refused ([`StoreError::Full`]) while
+    /// the engine is at its capacity, as new deliveries are.
     ///
     /// # Errors
     ///
@@ -747,6 +826,7 @@ impl DeliveryEngine {
     }
 
     async fn resend_inner(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+        self.check_room()?;
         self.shared.store.resend(id, signing).await?;
         self.ensure_started();
         self.shared.wake.notify_one();
@@ -767,6 +847,7 @@ impl DeliveryEngine {
         query: &ConversationQuery,
         signing: Option<Signing>,
     ) -> Result<usize, StoreError> {
+        self.check_room()?;
         let queued = self.shared.store.resend_matching(query, signing).await?;
         if queued > 0 {
             self.ensure_started();
@@ -854,6 +935,16 @@ impl DeliveryEngine {
             drained,
             unfinished,
         }
+    }
+
+    /// A re-send is refused with [`StoreError::Full`] while a non-durable engine is at its
+    /// capacity (the same moment new deliveries get [`EnqueueError::Full`]).
+    fn check_room(&self) -> Result<(), StoreError> {
+        let shared = &self.shared;
+        if !shared.durable && shared.outstanding.load(Ordering::Acquire) >= shared.config.capacity {
+            return Err(StoreError::Full);
+        }
+        Ok(())
     }
 
     fn ensure_started(&self) {
@@ -1084,7 +1175,9 @@ impl Shared {
     }
 
     fn finish(&self, id: &str) {
-        if lock(&self.counted).remove(id) {
+        let owner = lock(&self.counted).remove(id);
+        if let Some(owner) = owner {
+            self.owners.release(&owner);
             self.release_slot();
         }
     }
@@ -1112,29 +1205,42 @@ impl Shared {
         budget: OwnedSemaphorePermit,
     ) {
         let number = delivery.attempts + 1;
-        let host = host_key(&delivery.endpoint);
+        let host = endpoint_host(&delivery.endpoint);
         let semaphore = self.host_semaphore(&host);
+        let owner = delivery_owner(&delivery);
+        let share = self.owners.in_flight(&owner);
         let mut stop = self.stop.subscribe();
         let work = async {
+            // The owner's permit, then the endpoint's, then a global slot: an owner or an
+            // endpoint at its cap waits without holding a global slot, so its hanging
+            // attempts spend only its own share and every other owner's attempt finds a slot.
             let permits = async {
-                let slot = self.in_flight.clone().acquire_owned().await.ok();
-                match semaphore.clone().try_acquire_owned() {
-                    Ok(host) => (Some(host), slot),
-                    Err(_) => {
-                        // This endpoint is at its cap: wait for it without holding a global
-                        // slot or (while there is room to park) the claim budget, so other
-                        // endpoints keep being claimed and sent.
-                        drop(slot);
+                let own = share.clone().try_acquire_owned().ok();
+                let endpoint = match &own {
+                    Some(_) => semaphore.clone().try_acquire_owned().ok(),
+                    None => None,
+                };
+                let (own, endpoint) = match (own, endpoint) {
+                    (Some(own), Some(endpoint)) => (Some(own), Some(endpoint)),
+                    (own, _) => {
+                        // Wait without the claim budget while there is room to park, so other
+                        // owners' and endpoints' deliveries keep being claimed and sent.
                         let parked = self.parked.clone().try_acquire_owned().ok();
                         if parked.is_some() {
                             drop(budget);
                             self.wake.notify_one();
                         }
-                        let host = semaphore.clone().acquire_owned().await.ok();
+                        let own = match own {
+                            Some(own) => Some(own),
+                            None => share.clone().acquire_owned().await.ok(),
+                        };
+                        let endpoint = semaphore.clone().acquire_owned().await.ok();
                         drop(parked);
-                        (host, self.in_flight.clone().acquire_owned().await.ok())
+                        (own, endpoint)
                     }
-                }
+                };
+                let slot = self.in_flight.clone().acquire_owned().await.ok();
+                (own, endpoint, slot)
             };
             // Waiting for a free slot may outlast the lease: keep renewing it meanwhile.
             let mut permits = pin!(permits);
@@ -1165,6 +1271,7 @@ impl Shared {
             Either::Right(_) => (None, false),
         };
         self.forget_host(&host, semaphore);
+        self.owners.forget(&owner, share);
         if result.is_none() && lease_lost {
             tracing::warn!("lease lost before the attempt: another worker has the delivery");
             self.finish(&delivery.id);
@@ -1556,15 +1663,6 @@ fn classify_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> At
     } else {
         AttemptOutcome::Network(message)
     }
-}
-
-/// The host (and port) an endpoint's concurrency is capped by.
-fn host_key(endpoint: &str) -> String {
-    endpoint
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| uri.authority().map(|a| a.as_str().to_ascii_lowercase()))
-        .unwrap_or_default()
 }
 
 /// The endpoint without its query string (which may carry tokens), for logs.

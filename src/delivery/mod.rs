@@ -61,6 +61,8 @@
 
 mod client;
 mod engine;
+mod enqueue;
+mod owners;
 pub mod policy;
 pub mod ssrf;
 
@@ -69,10 +71,14 @@ pub use client::{
 };
 pub(crate) use engine::display_endpoint;
 pub use engine::{
-    DeliveryEngine, DeliveryReport, EngineBuilder, EngineStats, EnqueueError, Reservation,
-    ShutdownReport, DEFAULT_CAPACITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PER_ENDPOINT,
-    DEFAULT_RESPONSE_BODY_LIMIT,
+    DeliveryEngine, DeliveryReport, EngineBuilder, EngineStats, Reservation, ShutdownReport,
+    DEFAULT_CAPACITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_OWNER,
+    DEFAULT_MAX_PER_ENDPOINT, DEFAULT_MAX_QUEUED_PER_OWNER, DEFAULT_RESPONSE_BODY_LIMIT,
+    DEFAULT_RETAIN_DELIVERED, DEFAULT_RETAIN_FAILED,
 };
+pub use enqueue::EnqueueError;
+pub use owners::delivery_owner;
+pub(crate) use owners::endpoint_host;
 pub use policy::{Class, Classifier, Policy, Verdict};
 pub use ssrf::{Cidr, GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
 

@@ -486,6 +486,11 @@ impl ApiError {
                 "The delivery is still pending",
             )
             .detail("only delivered, failed or refused deliveries can be re-sent"),
+            // A memory store's engine at its capacity refuses re-sends as it refuses new
+            // deliveries: the same answer.
+            StoreError::Full => Self::enqueue(EnqueueError::Full {
+                retry_after: Duration::from_secs(1),
+            }),
             StoreError::Unsupported(what) => Self::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "not-supported",
@@ -505,20 +510,7 @@ impl ApiError {
     }
 
     fn enqueue(err: EnqueueError) -> Self {
-        match err {
-            EnqueueError::Full { retry_after } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue-full",
-                "The delivery queue is full",
-            )
-            .retry_after(retry_after.as_secs().max(1)),
-            EnqueueError::ShuttingDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "The delivery engine is shutting down",
-            ),
-            EnqueueError::Store(err) => Self::store(err, ""),
-        }
+        Self(Problem::from(err))
     }
 
     fn retry_after(mut self, seconds: u64) -> Self {

@@ -226,7 +226,7 @@ pub struct DisabledNotice {
     pub at: SystemTime,
 }
 
-/// Why [`WebhookRegistry::publish`] published nothing.
+/// Why [`WebhookRegistry::publish`] did not queue the event for every subscribed webhook.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PublishError {
@@ -242,6 +242,25 @@ pub enum PublishError {
     /// The delivery rows could not be written through the caller's transaction (the
     /// transaction is then aborted: roll it back).
     Store(StoreError),
+    /// The event was queued for some webhooks ([`PublishReport::deliveries`]) but not for the
+    /// others ([`PublishReport::rejected`], each with why: the engine was full, the owner held
+    /// its share, the store failed). The rejected ones are lost unless published again, to
+    /// those webhooks (see [`EnqueueError::retry_after`]).
+    NotQueued(Box<PublishReport>),
+}
+
+impl PublishError {
+    /// The `Retry-After` hint when waiting helps (every rejected webhook's reason said so).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::NotQueued(report) => report
+                .rejected
+                .iter()
+                .map(|rejected| rejected.error.retry_after())
+                .try_fold(Duration::ZERO, |longest, wait| Some(longest.max(wait?))),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for PublishError {
@@ -255,6 +274,17 @@ impl fmt::Display for PublishError {
                  (RegistryBuilder::outbox)",
             ),
             Self::Store(err) => write!(f, "the event was not recorded: {err}"),
+            Self::NotQueued(report) => write!(
+                f,
+                "event {} not queued for {} of {} webhooks: {}",
+                report.event_id,
+                report.rejected.len(),
+                report.rejected.len() + report.deliveries.len(),
+                report
+                    .rejected
+                    .first()
+                    .map_or_else(String::new, |rejected| rejected.error.to_string())
+            ),
         }
     }
 }
@@ -265,6 +295,10 @@ impl std::error::Error for PublishError {
             Self::Payload(err) => Some(err),
             Self::Subscriptions(err) => Some(err),
             Self::Store(err) => Some(err),
+            Self::NotQueued(report) => report
+                .rejected
+                .first()
+                .map(|rejected| &rejected.error as &(dyn std::error::Error + 'static)),
             Self::UnknownEventType(_) | Self::NoOutbox => None,
         }
     }
@@ -303,16 +337,27 @@ pub struct RejectedDelivery {
     pub error: EnqueueError,
 }
 
-/// What [`WebhookRegistry::publish`] did.
+/// What [`WebhookRegistry::publish`] did, per webhook.
+///
+/// `publish` returns it in `Ok` only when the event is queued for every subscribed webhook
+/// (`rejected` is then empty); a partial fan-out is [`PublishError::NotQueued`] carrying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "a publish report lists the deliveries made"]
 pub struct PublishReport {
     /// The event's id (the body's `id`).
     pub event_id: String,
-    /// One delivery per enabled subscribed webhook.
+    /// One delivery per enabled subscribed webhook it was queued for.
     pub deliveries: Vec<PublishedDelivery>,
-    /// The webhooks it could not be queued for.
+    /// The webhooks it could not be queued for, each with why.
     pub rejected: Vec<RejectedDelivery>,
+}
+
+impl PublishReport {
+    /// Whether the event was queued for every subscribed webhook.
+    pub fn is_complete(&self) -> bool {
+        self.rejected.is_empty()
+    }
 }
 
 enum EngineSource {
@@ -644,10 +689,15 @@ impl WebhookRegistry {
     /// with its own secrets in its own scheme, with its custom headers, recorded under its
     /// key so that its conversations list it.
     ///
+    /// Every matching webhook gets the event or the caller learns which did not: with a
+    /// durable store the engine writes every delivery (the disk is the buffer); with a memory
+    /// store a full engine (or an owner holding its share) refuses some.
+    ///
     /// # Errors
     ///
-    /// [`PublishError`] when nothing could be published; webhooks the engine could not take
-    /// are in [`PublishReport::rejected`].
+    /// [`PublishError`] when the event was not queued for every webhook: before any
+    /// delivery (an unknown type, a payload or subscription store failure), or
+    /// [`PublishError::NotQueued`] with the per-webhook report when the engine refused some.
     pub async fn publish<T>(
         &self,
         event_type: &str,
@@ -723,17 +773,18 @@ impl WebhookRegistry {
         for (webhook, result) in webhooks.into_iter().zip(results) {
             match result {
                 Ok(delivery) => report.deliveries.push(delivery),
-                Err(error) => {
-                    tracing::warn!(webhook = %webhook.id, error = %error, "event not queued for a webhook");
-                    report.rejected.push(RejectedDelivery {
-                        owner: webhook.owner,
-                        webhook_id: webhook.id,
-                        error,
-                    });
-                }
+                Err(error) => report.rejected.push(RejectedDelivery {
+                    owner: webhook.owner,
+                    webhook_id: webhook.id,
+                    error,
+                }),
             }
         }
-        Ok(report)
+        if report.is_complete() {
+            Ok(report)
+        } else {
+            Err(PublishError::NotQueued(Box::new(report)))
+        }
     }
 
     /// [`publish`](Self::publish) through the application's own PostgreSQL transaction: the

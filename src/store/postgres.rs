@@ -1306,6 +1306,10 @@ fn encode(
 }
 
 impl DeliveryStore for PostgresStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         Box::pin(self.inner.enqueue(delivery))
     }
