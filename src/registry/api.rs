@@ -997,6 +997,7 @@ fn no_store(mut response: Response) -> Response {
         (status = 400, description = "Invalid body, id, URL, event type or scheme", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "The id is taken", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "The owner has its maximum number of webhooks", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 async fn create_webhook(
@@ -1014,6 +1015,22 @@ async fn create_webhook(
             body.rate_limit,
         )
         .await?;
+    let max = registry.max_webhooks();
+    let existing = registry
+        .subscriptions()
+        .list(&owner, None, max)
+        .await
+        .map_err(ApiError::subscriptions)?;
+    if existing.len() >= max {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "webhook-limit-reached",
+            "Too many webhooks",
+        )
+        .detail(format!(
+            "an owner may have at most {max} webhooks; delete one first"
+        )));
+    }
     let now = registry.now();
     let mut webhook = Webhook::new(
         owner,
@@ -1496,6 +1513,7 @@ async fn get_conversation(
         (status = 400, description = "Unknown event type or invalid body", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "The owner's deliveries fill its share of the queue", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -1545,6 +1563,7 @@ async fn trigger(
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook or delivery", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "The delivery is still pending", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 async fn resend(
@@ -1578,6 +1597,7 @@ async fn resend(
         (status = 400, description = "Invalid body or time", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 async fn recover(

@@ -156,6 +156,9 @@ use model::split_endpoint_key;
 /// ([`WebhookRegistry::delete`]).
 pub const WEBHOOK_DELETED: &str = "webhook deleted: not sent";
 
+/// The default number of webhooks one owner may register through the API.
+pub const DEFAULT_MAX_WEBHOOKS_PER_OWNER: usize = 100;
+
 /// The default grace period of a rotated-out secret.
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -374,6 +377,7 @@ pub struct RegistryBuilder {
     auth: Option<Arc<dyn Authenticate>>,
     clock: Option<Clock>,
     grace: Duration,
+    max_webhooks: usize,
     health: HealthRule,
     on_disabled: Option<DisabledHook>,
     on_finished: Option<FinishedHook>,
@@ -403,7 +407,8 @@ impl Default for RegistryBuilder {
 impl RegistryBuilder {
     /// Defaults: [`MemorySubscriptions`], an engine with [`Policy::standard`] retries and the
     /// SSRF guard on, no event types, **every request refused** until [`auth`](Self::auth),
-    /// a 24 h rotation grace, [`HealthRule::default`], the system clock.
+    /// a 24 h rotation grace, 100 webhooks per owner, [`HealthRule::default`], the system
+    /// clock.
     pub fn new() -> Self {
         Self {
             subscriptions: None,
@@ -412,6 +417,7 @@ impl RegistryBuilder {
             auth: None,
             clock: None,
             grace: DEFAULT_ROTATION_GRACE,
+            max_webhooks: DEFAULT_MAX_WEBHOOKS_PER_OWNER,
             health: HealthRule::default(),
             on_disabled: None,
             on_finished: None,
@@ -499,6 +505,15 @@ impl RegistryBuilder {
         F: Fn() -> SystemTime + Send + Sync + 'static,
     {
         self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// How many webhooks one owner may create through the API (100 by default,
+    /// [`DEFAULT_MAX_WEBHOOKS_PER_OWNER`]); beyond it `POST /v1/webhooks` answers
+    /// `422 webhook-limit-reached`. It bounds what one tenant can make the engine send per
+    /// event. Webhooks inserted into the subscription store directly are not counted against it.
+    pub fn max_webhooks_per_owner(mut self, max: usize) -> Self {
+        self.max_webhooks = max.max(1);
         self
     }
 
@@ -597,6 +612,7 @@ impl RegistryBuilder {
                 .unwrap_or_else(|| Arc::new(|_: &http::HeaderMap| None)),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
             grace: self.grace,
+            max_webhooks: self.max_webhooks,
             health: self.health,
             on_disabled: self.on_disabled,
             failures: Mutex::new(HashMap::new()),
@@ -625,6 +641,7 @@ struct Inner {
     auth: Arc<dyn Authenticate>,
     clock: Clock,
     grace: Duration,
+    max_webhooks: usize,
     health: HealthRule,
     on_disabled: Option<DisabledHook>,
     /// Recent failed deliveries per endpoint key, for the health rule.
@@ -1146,6 +1163,11 @@ impl WebhookRegistry {
             .engine
             .resend_failed(&query, Some(webhook.signing(self.now())))
             .await
+    }
+
+    /// How many webhooks one owner may create through the API.
+    pub(crate) fn max_webhooks(&self) -> usize {
+        self.inner.max_webhooks
     }
 
     pub(crate) fn event_type(&self, name: &str) -> Option<&EventType> {
