@@ -2288,7 +2288,7 @@ async fn publish_in_transaction_commits_or_rolls_back_with_the_application() {
     tx.rollback().await.unwrap();
 
     drop(app);
-    registry.engine().shutdown(Duration::from_secs(1)).await;
+    let _ = registry.engine().shutdown(Duration::from_secs(1)).await;
     support::drop_schema(&url, &schema).await;
 }
 

@@ -77,6 +77,7 @@ pub struct DeliveryReport {
 /// What [`DeliveryEngine::shutdown`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "deliveries left unfinished are lost with a memory store"]
 pub struct ShutdownReport {
     /// Every accepted delivery reached a final state before the deadline.
     pub drained: bool,
@@ -250,6 +251,8 @@ impl EngineBuilder {
     /// owner's attempts take their owner's permit before their endpoint's and before a global
     /// slot, so an owner whose endpoints hang holds at most this many of the
     /// [`max_in_flight`](Self::max_in_flight) slots and every other owner still finds one.
+    /// Never less than [`max_per_endpoint`](Self::max_per_endpoint): an owner may always use
+    /// one endpoint's whole share.
     pub fn max_in_flight_per_owner(mut self, max: usize) -> Self {
         self.config.max_in_flight_per_owner = max.max(1);
         self
@@ -396,7 +399,12 @@ impl EngineBuilder {
             shared: Arc::new(Shared {
                 durable: store.is_durable(),
                 store,
-                owners: Owners::new(config.max_queued_per_owner, config.max_in_flight_per_owner),
+                // An owner may always use one endpoint's whole share: a forwarded delivery's
+                // owner is its endpoint host, capped by `max_per_endpoint` already.
+                owners: Owners::new(
+                    config.max_queued_per_owner,
+                    config.max_in_flight_per_owner.max(config.max_per_endpoint),
+                ),
                 client,
                 guard: self.guard,
                 policy: self.policy,
