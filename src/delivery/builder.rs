@@ -161,7 +161,7 @@ impl EngineBuilder {
 
     /// Deliveries accepted and not final at once when the store is not
     /// [durable](DeliveryStore::is_durable) (a [`MemoryStore`]); beyond it new ones are refused
-    /// with [`EnqueueError::Full`] (every HTTP route answers `503` with `Retry-After`). A durable
+    /// with [`EnqueueError::Full`](super::EnqueueError::Full) (every HTTP route answers `503` with `Retry-After`). A durable
     /// store is the buffer: every accepted delivery is written, and the engine sends them as
     /// its [in-flight](Self::max_in_flight) and [claim](Self::max_claimed) budgets free up.
     pub fn capacity(mut self, capacity: usize) -> Self {
@@ -195,7 +195,7 @@ impl EngineBuilder {
     }
 
     /// Unfinished deliveries one owner may hold in this engine (256 by default); beyond it
-    /// that owner's new ones are refused with [`EnqueueError::OwnerFull`] (`429` with
+    /// that owner's new ones are refused with [`EnqueueError::OwnerFull`](super::EnqueueError::OwnerFull) (`429` with
     /// `Retry-After` on every HTTP route) while other owners are still accepted. It applies to
     /// durable stores too, so one owner's backlog cannot take every claim.
     pub fn max_queued_per_owner(mut self, max: usize) -> Self {
@@ -260,7 +260,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Deletes [delivered](DeliveryState::Delivered) deliveries and their attempts once they
+    /// Deletes [delivered](crate::store::DeliveryState::Delivered) deliveries and their attempts once they
     /// are `age` old: 7 days by default ([`DEFAULT_RETAIN_DELIVERED`]), `None` keeps them
     /// forever. Retention runs every minute in batches of 500 rows, pausing between batches so
     /// the workers are not blocked.
@@ -269,8 +269,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Deletes dead letters ([failed](DeliveryState::Failed) and
-    /// [refused](DeliveryState::Refused) deliveries) once they are `age` old: 30 days by
+    /// Deletes dead letters ([failed](crate::store::DeliveryState::Failed) and
+    /// [refused](crate::store::DeliveryState::Refused) deliveries) once they are `age` old: 30 days by
     /// default ([`DEFAULT_RETAIN_FAILED`]), so they stay queryable and can be re-sent for a
     /// month; `None` keeps them forever.
     pub fn retain_failed(mut self, age: impl Into<Option<Duration>>) -> Self {
@@ -289,7 +289,7 @@ impl EngineBuilder {
     /// How often the queue gauges (`webhook_queue_depth`, `webhook_in_flight`,
     /// `webhook_oldest_due_age_seconds`) are refreshed through the [`metrics`] facade;
     /// every 10 s by default, `None` to never query the store for them. See
-    /// [`DeliveryEngine::stats`] for the same figures on demand.
+    /// [`DeliveryEngine::stats`](super::DeliveryEngine::stats) for the same figures on demand.
     pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
         self.config.metrics_interval = interval.map(|i| i.max(Duration::from_millis(10)));
         self
@@ -318,7 +318,7 @@ impl EngineBuilder {
 
     /// Builds the engine. Its workers start at once when built inside a Tokio runtime (so
     /// deliveries left in a durable store resume), else on first use or
-    /// [`DeliveryEngine::start`].
+    /// [`DeliveryEngine::start`](super::DeliveryEngine::start).
     pub fn build(self) -> DeliveryEngine {
         let mut config = self.config;
         if config.max_claimed == 0 {
