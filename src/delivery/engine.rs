@@ -54,7 +54,7 @@ pub struct ShutdownReport {
     /// Every accepted delivery reached a final state before the deadline.
     pub drained: bool,
     /// Deliveries accepted by this engine and not final at the deadline (returned to the
-    /// store; lost with a [`MemoryStore`]).
+    /// store; lost with a [`MemoryStore`](crate::store::MemoryStore)).
     pub unfinished: usize,
 }
 
@@ -453,7 +453,7 @@ impl DeliveryEngine {
 
     /// Re-sends one final delivery (a dead letter, or a delivered one the receiver lost):
     /// **one** attempt, due now, with the same id, signed afresh with the stored secret,
-    /// recorded as [manual](Attempt::manual) in the same conversation. It does not take a
+    /// recorded as [manual](crate::store::Attempt::manual) in the same conversation. It does not take a
     /// capacity slot, but with a non-durable store it is refused ([`StoreError::Full`]) while
     /// the engine is at its capacity, as new deliveries are.
     ///
