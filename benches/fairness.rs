@@ -10,7 +10,8 @@
 //!    so its attempts want more than the engine's 64 slots), then B publishes as in row 1;
 //! 3. reference, the old dispatch: the same flood with the per-owner share raised to the
 //!    whole engine (`max_in_flight_per_owner(64)`, `max_queued_per_owner(1024)`), a few
-//!    events only: each waits for one of A's hanging attempts to time out.
+//!    events only: the first waits behind A's attempts for one of them to time out (later
+//!    ones may find slots A's timed-out attempts left while their retries wait).
 //!
 //! Every attempt times out after 5 s here (15 s by default) to keep row 3 short.
 
@@ -150,7 +151,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn row(name: &str, mut delays: Vec<Duration>) -> Duration {
+/// Prints p50 / p99 / max; returns p99 and max.
+fn row(name: &str, mut delays: Vec<Duration>) -> (Duration, Duration) {
     delays.sort();
     let (p50, p99, max) = (
         percentile(&delays, 0.50),
@@ -164,7 +166,7 @@ fn row(name: &str, mut delays: Vec<Duration>) -> Duration {
         max.as_secs_f64() * 1000.0,
         delays.len()
     );
-    p50
+    (p99, max)
 }
 
 fn main() {
@@ -196,8 +198,9 @@ fn main() {
             tenant_b(&flooded_registry, &arrivals, events).await,
         );
         println!(
-            "  p50 under the flood / unloaded: {:.2}x",
-            flooded.as_secs_f64() / unloaded.as_secs_f64()
+            "  under the flood / unloaded: p99 {:.2}x, max {:.2}x",
+            flooded.0.as_secs_f64() / unloaded.0.as_secs_f64(),
+            flooded.1.as_secs_f64() / unloaded.1.as_secs_f64()
         );
 
         let unfair = EngineBuilder::new()
@@ -210,9 +213,10 @@ fn main() {
             &format!("reference, one share ({queued} queued)"),
             tenant_b(&reference, &arrivals, if quick { 2 } else { 3 }).await,
         );
+        // Only some of B's events meet A's attempts holding every slot: the worst one shows it.
         println!(
-            "  reference p50 / fair p50 under the flood: {:.0}x",
-            old.as_secs_f64() / flooded.as_secs_f64()
+            "  reference max / fair max under the flood: {:.0}x",
+            old.1.as_secs_f64() / flooded.1.as_secs_f64()
         );
     });
 }
