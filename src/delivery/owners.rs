@@ -75,10 +75,17 @@ impl Owners {
     }
 
     fn share<'a>(&self, shares: &'a mut HashMap<String, Share>, owner: &str) -> &'a mut Share {
-        shares.entry(owner.to_owned()).or_insert_with(|| Share {
-            queued: 0,
-            in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
-        })
+        // Looked up by `&str` first: the owner's key is allocated only for a new share.
+        if !shares.contains_key(owner) {
+            shares.insert(
+                owner.to_owned(),
+                Share {
+                    queued: 0,
+                    in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                },
+            );
+        }
+        shares.get_mut(owner).expect("inserted above")
     }
 
     /// Counts one more queued delivery of `owner`; `false` when it holds its cap already.
