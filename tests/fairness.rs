@@ -321,3 +321,25 @@ async fn the_default_webhook_limit_is_one_hundred() {
     let refused = create(&router, ACME, "w100", "https://93.184.215.14/hook").await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// A bounded memory store that is full refuses like a full engine: `EnqueueError::Full` (a
+/// `503 webhook-queue-full` with `Retry-After`), not a store failure.
+#[tokio::test]
+async fn a_full_memory_store_is_a_full_queue() {
+    use tower_webhooks::store::{Delivery, MemoryStore};
+    let engine = EngineBuilder::new()
+        .store(MemoryStore::new().max_unfinished(1))
+        .build();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    engine
+        .submit(Delivery::new("d1", "https://93.184.215.14/", "{}").not_before(later))
+        .await
+        .unwrap();
+    let refused = engine
+        .submit(Delivery::new("d2", "https://93.184.215.14/", "{}").not_before(later))
+        .await;
+    assert!(
+        matches!(refused, Err(EnqueueError::Full { .. })),
+        "{refused:?}"
+    );
+}

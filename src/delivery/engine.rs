@@ -333,7 +333,14 @@ impl DeliveryEngine {
             Err(err) => {
                 lock(&self.shared.counted).remove(&id);
                 drop(reservation);
-                Err(EnqueueError::Store(err))
+                Err(match err {
+                    // A bounded store (a `MemoryStore`'s `max_unfinished`) that is full is the
+                    // same condition as a full engine, for the caller.
+                    StoreError::Full => EnqueueError::Full {
+                        retry_after: self.shared.config.busy_retry_after,
+                    },
+                    err => EnqueueError::Store(err),
+                })
             }
         }
     }
