@@ -13,6 +13,7 @@ use super::client::DeliveryClient;
 use super::engine::{DeliveryEngine, DeliveryReport, Shared};
 use super::owners::Owners;
 use super::policy::Policy;
+use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
 use crate::store::{DeliveryStore, MemoryStore};
 
@@ -344,7 +345,7 @@ impl EngineBuilder {
                 client,
                 guard: self.guard,
                 policy: self.policy,
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                in_flight: FairSlots::new(config.max_in_flight),
                 claim_budget: Arc::new(Semaphore::new(config.max_claimed)),
                 parked: Arc::new(Semaphore::new(config.max_claimed)),
                 config,

@@ -122,7 +122,7 @@ pub(super) async fn gauges(shared: Weak<Shared>, interval: Duration) {
             return;
         };
         let store = engine.store.clone();
-        let in_flight = engine.config.max_in_flight - engine.in_flight.available_permits();
+        let in_flight = engine.in_flight.in_use();
         drop(engine);
         match store.stats().await {
             Ok(stats) => {

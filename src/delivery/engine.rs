@@ -16,6 +16,7 @@ use super::dispatch::{dispatch, gauges, retention, run};
 use super::enqueue::EnqueueError;
 use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
+use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
 use crate::store::{
     AttemptOutcome, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore,
@@ -99,7 +100,8 @@ pub(super) struct Shared {
     /// owner whose share they count in.
     pub(super) counted: Mutex<HashMap<String, String>>,
     pub(super) drained: Notify,
-    pub(super) in_flight: Arc<Semaphore>,
+    /// The global attempt slots, round-robin over owners.
+    pub(super) in_flight: Arc<FairSlots>,
     pub(super) claim_budget: Arc<Semaphore>,
     /// Room for claimed deliveries waiting for their endpoint outside the claim budget: a
     /// backlog to one capped endpoint cannot make the engine claim (and hold) the whole queue.
@@ -437,7 +439,7 @@ impl DeliveryEngine {
         Ok(EngineStats {
             outstanding: self.shared.outstanding.load(Ordering::Acquire),
             capacity: self.shared.config.capacity,
-            in_flight: self.shared.config.max_in_flight - self.shared.in_flight.available_permits(),
+            in_flight: self.shared.in_flight.in_use(),
             store,
         })
     }

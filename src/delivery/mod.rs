@@ -67,6 +67,7 @@ mod engine;
 mod enqueue;
 mod owners;
 pub mod policy;
+mod slots;
 pub mod ssrf;
 mod worker;
 

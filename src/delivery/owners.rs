@@ -9,10 +9,11 @@
 //! endpoint host's permit, and only then a global slot: an owner whose endpoints hang holds at
 //! most its own share of the global slots, and every other owner's attempt finds a free one.
 //!
-//! The global slots go to attempts already within their owner's share in arrival order. While
-//! fewer than `max_in_flight / max_in_flight_per_owner` owners (4 by default) saturate their
-//! shares, a slot is always free for the others; beyond that, a newcomer waits at most until
-//! the next attempt ends (bounded by the attempt timeout).
+//! The global slots go round-robin over the owners whose attempts wait for one (see
+//! `slots.rs`). While fewer than `max_in_flight / max_in_flight_per_owner` owners (4 by
+//! default) saturate their shares, a slot is always free for the others; beyond that, a
+//! newcomer's attempt gets one of the next slots to free (each attempt is bounded by the
+//! attempt timeout), before the saturating owners' further attempts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

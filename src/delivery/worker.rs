@@ -105,7 +105,7 @@ impl Shared {
                         (own, endpoint)
                     }
                 };
-                let slot = self.in_flight.clone().acquire_owned().await.ok();
+                let slot = self.in_flight.acquire(&owner).await;
                 (own, endpoint, slot)
             };
             // Waiting for a free slot may outlast the lease: keep renewing it meanwhile.
