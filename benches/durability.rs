@@ -83,6 +83,8 @@ async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
         .guard(guard)
         .policy(Policy::cerebrium().with_delays([Duration::from_millis(100); 2]))
         .capacity(n + 1)
+        // One endpoint host is one owner: its share is the whole queue here.
+        .max_queued_per_owner(n + 1)
         .max_in_flight(64)
         .max_per_endpoint(64)
         .build();
@@ -139,7 +141,7 @@ async fn run(name: &str, store: Arc<dyn DeliveryStore>, n: usize) -> Figures {
         );
     }
     let elapsed = started.elapsed();
-    engine.shutdown(Duration::from_secs(5)).await;
+    let _ = engine.shutdown(Duration::from_secs(5)).await;
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Figures {

@@ -247,6 +247,8 @@ fn main() {
             .guard(guard)
             .client(DeliveryClient::from_service(client.clone()))
             .capacity(n * 2)
+            // One endpoint host is one owner: its share is the whole queue here.
+            .max_queued_per_owner(n * 2)
             // The same parallelism towards the receiver as the bare loop.
             .max_in_flight(concurrency)
             .max_per_endpoint(concurrency)

@@ -21,7 +21,8 @@ use axum::Router;
 use tokio::sync::Notify;
 use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, RunState, RunStatus, SigningScheme, Webhook, WebhookRegistry,
+    BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
+    WebhookRegistry,
 };
 use tower_webhooks::scheme::Nextmv;
 use tower_webhooks::store::{Delivery, Signing};
@@ -79,6 +80,7 @@ fn engine_builder() -> EngineBuilder {
         .guard(SsrfGuard::new().allow_host("127.0.0.1"))
         .policy(Policy::standard())
         .capacity(200_000)
+        .max_queued_per_owner(200_000)
         .metrics_interval(None)
 }
 
@@ -99,7 +101,7 @@ async fn engine_baseline(urls: &[String], n: usize, counter: &Counter) -> f64 {
     }
     counter.wait_for(start + n, Duration::from_secs(120)).await;
     let elapsed = started.elapsed();
-    engine.shutdown(Duration::from_secs(5)).await;
+    let _ = engine.shutdown(Duration::from_secs(5)).await;
     rate(n, elapsed)
 }
 
@@ -143,7 +145,7 @@ async fn fan_out(urls: &[String], events: usize, counter: &Counter) -> (f64, Dur
     let n = events * urls.len();
     counter.wait_for(start + n, Duration::from_secs(120)).await;
     let elapsed = started.elapsed();
-    registry.engine().shutdown(Duration::from_secs(5)).await;
+    let _ = registry.engine().shutdown(Duration::from_secs(5)).await;
     publish_times.sort();
     (rate(n, elapsed), publish_times[publish_times.len() / 2])
 }
@@ -164,14 +166,17 @@ async fn steady(
     let started = Instant::now();
     for _ in 0..total {
         interval.tick().await;
-        let report = registry.publish(RunStatus::TYPE, &status()).await.unwrap();
-        rejected += report.rejected.len();
+        rejected += match registry.publish(RunStatus::TYPE, &status()).await {
+            Ok(_) => 0,
+            Err(PublishError::NotQueued(report)) => report.rejected.len(),
+            Err(err) => panic!("publish failed: {err}"),
+        };
     }
     let published = started.elapsed();
     let n = total * urls.len() - rejected;
     counter.wait_for(start + n, Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
-    registry.engine().shutdown(Duration::from_secs(5)).await;
+    let _ = registry.engine().shutdown(Duration::from_secs(5)).await;
     (
         rate(total, published),
         rate(n, elapsed),

@@ -800,8 +800,8 @@ mod registry_demo {
         use axum::{Json, Router};
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
-            Authenticate, BearerTokens, EventType, MemorySubscriptions, RunState, RunStatus,
-            SubscriptionStore, WebhookRegistry,
+            Authenticate, BearerTokens, EventType, MemorySubscriptions, PublishError, RunState,
+            RunStatus, SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
 
@@ -1040,13 +1040,19 @@ mod registry_demo {
                     RunState::Succeeded
                 },
             ];
+            // The first status is published before the answer: a caller whose event cannot
+            // be queued (a full memory queue, its share of the engine taken) gets the problem
+            // with `Retry-After` instead of a run whose webhooks never hear of it.
+            let queued = RunStatus::new(&run_id, &application_id, states[0], created);
+            if let Err(err) = registry.publish_for(&owner, RunStatus::TYPE, &queued).await {
+                tracing::warn!(run = %run_id, error = %err, "run refused: run.status not queued");
+                return publish_problem(err).into_response();
+            }
             tokio::spawn({
                 let run_id = run_id.clone();
                 async move {
-                    for (i, state) in states.into_iter().enumerate() {
-                        if i > 0 {
-                            tokio::time::sleep(step).await;
-                        }
+                    for state in states.into_iter().skip(1) {
+                        tokio::time::sleep(step).await;
                         let status = RunStatus::new(&run_id, &application_id, state, created)
                             .updated_at(std::time::SystemTime::now());
                         match registry.publish_for(&owner, RunStatus::TYPE, &status).await {
@@ -1065,6 +1071,27 @@ mod registry_demo {
                 Json(serde_json::json!({"run_id": run_id})),
             )
                 .into_response()
+        }
+
+        /// The answer to a publish that did not reach every webhook.
+        fn publish_problem(err: PublishError) -> Problem {
+            match err {
+                PublishError::NotQueued(report) => match report.rejected.into_iter().next() {
+                    Some(rejected) => Problem::from(rejected.error),
+                    None => Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "webhook-unavailable",
+                        "Webhook delivery unavailable",
+                    ),
+                },
+                err => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "webhook-unavailable",
+                    "Webhook delivery unavailable",
+                )
+                .with_detail(err.to_string())
+                .with_retry_after(5),
+            }
         }
 
         /// The registry's lines of the start-up banner. API keys are never printed: the

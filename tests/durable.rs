@@ -670,7 +670,7 @@ mod postgres {
         let conversation = engine.conversation("t1").await.unwrap().unwrap();
         assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
         assert_eq!(conversation.attempts.len(), 1);
-        engine.shutdown(Duration::from_secs(1)).await;
+        let _ = engine.shutdown(Duration::from_secs(1)).await;
         drop((engine, a));
         support::drop_schema(&url, &schema).await;
     }
@@ -699,7 +699,7 @@ mod postgres {
             started.elapsed() < Duration::from_secs(5),
             "woken, not polled"
         );
-        b.shutdown(Duration::from_secs(1)).await;
+        let _ = b.shutdown(Duration::from_secs(1)).await;
         drop((b, a));
         support::drop_schema(&url, &schema).await;
     }
@@ -776,4 +776,84 @@ mod postgres {
         drop(engine);
         support::drop_schema(&url, &schema).await;
     }
+}
+
+/// Issue #14 item 1: a durable store is the buffer. An engine whose capacity is one still
+/// accepts (writes) every delivery and sends them all as its budget frees; a memory store's
+/// engine refuses the second.
+#[tokio::test]
+async fn a_durable_store_buffers_past_the_engine_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::status(200).await;
+    let engine = builder().store(sqlite(&dir).await).capacity(1).build();
+    for i in 0..5 {
+        engine
+            .submit(signed(&format!("buffered{i}"), &receiver.url("/"), "{}"))
+            .await
+            .expect("a durable store takes every delivery");
+    }
+    receiver.wait_hits(5, Duration::from_secs(10)).await;
+    for i in 0..5 {
+        wait_state(&engine, &format!("buffered{i}"), DeliveryState::Delivered).await;
+    }
+
+    let memory = builder().capacity(1).build();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    memory
+        .submit(signed("m0", &receiver.url("/"), "{}").not_before(later))
+        .await
+        .unwrap();
+    let refused = memory
+        .submit(signed("m1", &receiver.url("/"), "{}").not_before(later))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(tower_webhooks::delivery::EnqueueError::Full { .. })
+        ),
+        "{refused:?}"
+    );
+}
+
+/// Issue #14 item 7: retention is on by default; a delivered row older than 7 days is
+/// purged by an engine built without any retention setting, a recent one is kept.
+#[tokio::test]
+async fn a_default_engine_purges_old_delivered_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::status(200).await;
+    let (engine, mut reports) = reporting(
+        builder()
+            .store(sqlite(&dir).await)
+            // Only how often it runs; the ages are the defaults.
+            .retention_schedule(Duration::from_millis(50), 500),
+    );
+    for id in ["old", "recent"] {
+        engine
+            .submit(signed(id, &receiver.url("/"), "{}"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        next_report(&mut reports).await;
+    }
+    let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("webhooks.db"));
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deliveries SET updated_at = ? WHERE id = 'old'")
+        .bind(tower_webhooks::store::unix_millis(eight_days_ago))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.conversation("old").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a default-built engine never purged a delivery delivered 8 days ago"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(engine.conversation("recent").await.unwrap().is_some());
 }

@@ -1061,6 +1061,68 @@ async fn full_queue_answers_503_with_retry_after() {
     assert_eq!(response.status(), 200, "a slot is free again");
 }
 
+/// Issue #14 item 1: a handler's `ForwardTo` that the full engine cannot take is answered with
+/// the problem (it was logged and dropped, the caller seeing a `200`).
+#[tokio::test]
+async fn a_refused_forward_to_is_a_problem_not_a_silent_drop() {
+    let harness = Harness::new(
+        DeliveryEngine::builder()
+            .guard(SsrfGuard::new().allow_loopback())
+            .capacity(1),
+    );
+    let calls = Calls::default();
+    let app = app(harness.layer(), &calls);
+    let receiver =
+        Receiver::start(|_, _| Reply::status(200).delay(Duration::from_millis(800))).await;
+    let response = call(
+        &app,
+        &forward_uri("/v4/p/a/f", &receiver.url("/")),
+        None,
+        json!({}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let request = http::Request::post("/self-chosen")
+        .header("content-type", "application/json")
+        .header("x-target", receiver.url("/chosen"))
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        json_body(response).await["type"],
+        "tag:tower-webhooks,2026:webhook-queue-full"
+    );
+}
+
+/// Issue #14 item 2: a forwarded delivery's owner is its endpoint host. A host holding its
+/// share of queued deliveries gets `429` + `Retry-After`; another host is still accepted.
+#[tokio::test]
+async fn a_host_over_its_share_gets_429_and_other_hosts_do_not() {
+    let harness = Harness::new(
+        DeliveryEngine::builder()
+            .guard(SsrfGuard::new().allow_loopback())
+            .max_queued_per_owner(1)
+            .busy_retry_after(Duration::from_secs(2)),
+    );
+    let calls = Calls::default();
+    let app = app(harness.layer(), &calls);
+    let slow = Receiver::start(|_, _| Reply::status(200).delay(Duration::from_millis(800))).await;
+    let other = Receiver::status(200).await;
+    let slow_uri = forward_uri("/v4/p/a/f", &slow.url("/"));
+    assert_eq!(call(&app, &slow_uri, None, json!({})).await.status(), 200);
+    let response = call(&app, &slow_uri, None, json!({})).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(
+        json_body(response).await["type"],
+        "tag:tower-webhooks,2026:webhook-owner-queue-full"
+    );
+    let other_uri = forward_uri("/v4/p/a/f", &other.url("/"));
+    assert_eq!(call(&app, &other_uri, None, json!({})).await.status(), 200);
+}
+
 #[tokio::test]
 async fn a_slow_endpoint_does_not_stall_the_others() {
     let harness = Harness::new(

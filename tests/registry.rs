@@ -493,7 +493,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     assert_eq!(shown["secret"], second.as_str());
     assert_eq!(shown["previous"].as_array().unwrap().len(), 1);
 
-    registry
+    let _published = registry
         .publish(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
@@ -516,7 +516,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
         .unwrap()
         .is_empty());
     assert!(webhook(&router, ACME, "runs").await["rotation_ends_at"].is_null());
-    registry
+    let _published = registry
         .publish(RunStatus::TYPE, &run_status(RunState::Canceled))
         .await
         .unwrap();
@@ -555,7 +555,7 @@ async fn standard_webhooks_scheme_signs_with_both_secrets_during_rotation() {
     )
     .await;
     let second = rotated.json["secret"].as_str().unwrap().to_owned();
-    registry
+    let _published = registry
         .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
@@ -1698,7 +1698,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     assert_eq!(webhook(&router, ACME, "flaky").await["enabled"], true);
 
     // The third exhausted delivery within the hour disables it.
-    registry
+    let _published = registry
         .publish(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
@@ -1761,7 +1761,7 @@ async fn gone_disables_at_once() {
     let receiver = Receiver::start().await;
     receiver.answer(410);
     create_ok(&router, ACME, "gone", &receiver.url("/hook")).await;
-    registry
+    let _published = registry
         .publish(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
@@ -2391,7 +2391,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     tx.rollback().await.unwrap();
 
     drop(app);
-    registry.engine().shutdown(Duration::from_secs(1)).await;
+    let _ = registry.engine().shutdown(Duration::from_secs(1)).await;
     support::drop_schema(&url, &schema).await;
 }
 

@@ -1,43 +1,27 @@
-//! [`DeliveryEngine`]: the queue workers, the attempts and their records.
+//! [`DeliveryEngine`]: accepting deliveries, the queries and re-sends over them, shutdown.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::future::{select, Either};
-use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full};
-use sha2::{Digest, Sha256};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
+use bytes::Bytes;
+use tokio::sync::{watch, Notify, Semaphore};
 
-use super::client::{ClientBody, DeliveryClient};
-use super::policy::{parse_retry_after, Policy, Verdict};
-use super::ssrf::{Refusal, SsrfGuard};
-use super::BoxError;
-use crate::scheme::Message;
+use super::builder::{Config, EngineBuilder, FinishHook};
+use super::client::DeliveryClient;
+use super::dispatch::{dispatch, gauges, retention, run};
+use super::enqueue::EnqueueError;
+use super::owners::{delivery_owner, Owners};
+use super::policy::Policy;
+use super::slots::FairSlots;
+use super::ssrf::SsrfGuard;
 use crate::store::{
-    redacted_headers, Attempt, AttemptOutcome, AttemptResponse, Claim, Conversation,
-    ConversationQuery, Decision, Delivery, DeliveryState, DeliveryStore, Lease, MemoryStore, Next,
+    AttemptOutcome, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore,
     Signing, Source, StoreError, StoreStats,
 };
-
-/// The default number of deliveries accepted and not yet final.
-pub const DEFAULT_CAPACITY: usize = 1024;
-/// The default number of attempts in flight at once.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
-/// The default number of attempts in flight at once to one endpoint host.
-pub const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
-/// The most response-body bytes read and kept per attempt.
-pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
-
-type FinishHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
-type RecordedHeaders = Vec<(String, String)>;
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -63,41 +47,15 @@ pub struct DeliveryReport {
     pub disable_endpoint: bool,
 }
 
-/// Why a delivery was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EnqueueError {
-    /// The engine holds its capacity of unfinished deliveries; try again after `retry_after`.
-    Full {
-        /// A hint for the caller's `Retry-After`.
-        retry_after: Duration,
-    },
-    /// The engine is shutting down.
-    ShuttingDown,
-    /// The store refused or failed.
-    Store(StoreError),
-}
-
-impl fmt::Display for EnqueueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Full { .. } => f.write_str("the delivery queue is full"),
-            Self::ShuttingDown => f.write_str("the delivery engine is shutting down"),
-            Self::Store(err) => fmt::Display::fmt(err, f),
-        }
-    }
-}
-
-impl std::error::Error for EnqueueError {}
-
 /// What [`DeliveryEngine::shutdown`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "deliveries left unfinished are lost with a memory store"]
 pub struct ShutdownReport {
     /// Every accepted delivery reached a final state before the deadline.
     pub drained: bool,
     /// Deliveries accepted by this engine and not final at the deadline (returned to the
-    /// store; lost with a [`MemoryStore`]).
+    /// store; lost with a [`MemoryStore`](crate::store::MemoryStore)).
     pub unfinished: usize,
 }
 
@@ -115,297 +73,6 @@ pub struct EngineStats {
     pub store: StoreStats,
 }
 
-#[derive(Debug, Clone)]
-struct Config {
-    capacity: usize,
-    max_in_flight: usize,
-    max_per_endpoint: usize,
-    max_claimed: usize,
-    batch: usize,
-    attempt_timeout: Duration,
-    connect_timeout: Duration,
-    response_body_limit: usize,
-    poll_interval: Duration,
-    lease: Duration,
-    busy_retry_after: Duration,
-    user_agent: HeaderValue,
-    retain_delivered: Option<Duration>,
-    retain_failed: Option<Duration>,
-    retention_interval: Duration,
-    retention_batch: usize,
-    metrics_interval: Option<Duration>,
-    hold: Duration,
-}
-
-/// Configures a [`DeliveryEngine`].
-#[must_use]
-pub struct EngineBuilder {
-    store: Option<Arc<dyn DeliveryStore>>,
-    client: Option<DeliveryClient>,
-    guard: SsrfGuard,
-    policy: Policy,
-    config: Config,
-    hook: Option<FinishHook>,
-}
-
-impl fmt::Debug for EngineBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineBuilder")
-            .field("guard", &self.guard)
-            .field("policy", &self.policy)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for EngineBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl EngineBuilder {
-    /// Defaults: [`MemoryStore`], [`Policy::cerebrium`], SSRF guard on, capacity 1024,
-    /// 64 attempts in flight (8 per endpoint host), 5 s connect / 15 s total per attempt,
-    /// responses read up to 20 000 bytes.
-    pub fn new() -> Self {
-        Self {
-            store: None,
-            client: None,
-            guard: SsrfGuard::new(),
-            policy: Policy::cerebrium(),
-            config: Config {
-                capacity: DEFAULT_CAPACITY,
-                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-                max_per_endpoint: DEFAULT_MAX_PER_ENDPOINT,
-                max_claimed: 0,
-                batch: 64,
-                attempt_timeout: Duration::from_secs(15),
-                connect_timeout: Duration::from_secs(5),
-                response_body_limit: DEFAULT_RESPONSE_BODY_LIMIT,
-                poll_interval: Duration::from_secs(1),
-                lease: Duration::from_secs(60),
-                busy_retry_after: Duration::from_secs(1),
-                user_agent: HeaderValue::from_static(concat!(
-                    "tower-webhooks/",
-                    env!("CARGO_PKG_VERSION")
-                )),
-                retain_delivered: None,
-                retain_failed: None,
-                retention_interval: Duration::from_secs(60),
-                retention_batch: 500,
-                metrics_interval: Some(Duration::from_secs(10)),
-                hold: Duration::from_secs(30),
-            },
-            hook: None,
-        }
-    }
-
-    /// The store (the queue and the conversations).
-    pub fn store(mut self, store: impl DeliveryStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// A shared store.
-    pub fn shared_store(mut self, store: Arc<dyn DeliveryStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The HTTP client; by default [`ClientBuilder`](super::ClientBuilder) with this engine's
-    /// guard and connect timeout.
-    pub fn client(mut self, client: DeliveryClient) -> Self {
-        self.client = Some(client);
-        self
-    }
-
-    /// The SSRF guard (also used by the default client's connector).
-    pub fn guard(mut self, guard: SsrfGuard) -> Self {
-        self.guard = guard;
-        self
-    }
-
-    /// The retry policy.
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Deliveries accepted and not final at once; beyond it new ones are refused with
-    /// [`EnqueueError::Full`] (the forward layer answers `503` with `Retry-After`).
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.config.capacity = capacity.max(1);
-        self
-    }
-
-    /// Attempts in flight at once, over all endpoints.
-    pub fn max_in_flight(mut self, max: usize) -> Self {
-        self.config.max_in_flight = max.max(1);
-        self
-    }
-
-    /// Attempts in flight at once to one endpoint host, so one slow endpoint cannot take
-    /// every slot.
-    pub fn max_per_endpoint(mut self, max: usize) -> Self {
-        self.config.max_per_endpoint = max.max(1);
-        self
-    }
-
-    /// Deliveries claimed from the store and waiting for a global slot or being sent, at once
-    /// (by default 4 × [`max_in_flight`](Self::max_in_flight), at least 64). A delivery
-    /// whose endpoint is at its [`max_per_endpoint`](Self::max_per_endpoint) cap waits
-    /// outside this budget, so a slow endpoint never blocks claiming for the others. Durable
-    /// stores hold a lease on each claimed delivery.
-    pub fn max_claimed(mut self, max: usize) -> Self {
-        self.config.max_claimed = max.max(1);
-        self
-    }
-
-    /// The most deliveries claimed in one store call.
-    pub fn claim_batch(mut self, batch: usize) -> Self {
-        self.config.batch = batch.max(1);
-        self
-    }
-
-    /// The total time of one attempt: connect, request, response head and body.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.config.attempt_timeout = timeout;
-        self
-    }
-
-    /// The TCP connect timeout of the default client.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// How many response-body bytes are read and kept per attempt.
-    pub fn response_body_limit(mut self, limit: usize) -> Self {
-        self.config.response_body_limit = limit;
-        self
-    }
-
-    /// How often the store is polled when it cannot say when the next delivery is due.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.config.poll_interval = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How long a claim is leased (durable stores let another worker take it over after);
-    /// 60 s by default. A claim that waited for a free slot is renewed before its attempt
-    /// when less than half of it is left, so keep the lease above twice the
-    /// [attempt timeout](Self::attempt_timeout).
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.config.lease = lease;
-        self
-    }
-
-    /// How far ahead a [held](DeliveryEngine::hold) delivery is due (30 s by default): if its
-    /// process dies before completing it, the placeholder is delivered that long after the
-    /// last [`keep_held`](DeliveryEngine::keep_held). Keep it above the poll interval.
-    pub fn hold(mut self, hold: Duration) -> Self {
-        self.config.hold = hold.max(Duration::from_millis(10));
-        self
-    }
-
-    /// Deletes [delivered](DeliveryState::Delivered) deliveries and their attempts once they
-    /// are `age` old (by default they are kept: a [`MemoryStore`] bounds them itself).
-    /// Retention runs every minute in batches of 500 rows, pausing between batches so the
-    /// workers are not blocked.
-    pub fn retain_delivered(mut self, age: Duration) -> Self {
-        self.config.retain_delivered = Some(age);
-        self
-    }
-
-    /// Deletes dead letters ([failed](DeliveryState::Failed) and
-    /// [refused](DeliveryState::Refused) deliveries) once they are `age` old (kept by
-    /// default, so they stay queryable and can be re-sent).
-    pub fn retain_failed(mut self, age: Duration) -> Self {
-        self.config.retain_failed = Some(age);
-        self
-    }
-
-    /// How often retention runs (every minute by default) and how many rows one batch
-    /// deletes (500).
-    pub fn retention_schedule(mut self, interval: Duration, batch: usize) -> Self {
-        self.config.retention_interval = interval.max(Duration::from_millis(10));
-        self.config.retention_batch = batch.max(1);
-        self
-    }
-
-    /// How often the queue gauges (`webhook_queue_depth`, `webhook_in_flight`,
-    /// `webhook_oldest_due_age_seconds`) are refreshed through the [`metrics`] facade;
-    /// every 10 s by default, `None` to never query the store for them. See
-    /// [`DeliveryEngine::stats`] for the same figures on demand.
-    pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.metrics_interval = interval.map(|i| i.max(Duration::from_millis(10)));
-        self
-    }
-
-    /// The `Retry-After` suggested when the engine is full.
-    pub fn busy_retry_after(mut self, retry_after: Duration) -> Self {
-        self.config.busy_retry_after = retry_after;
-        self
-    }
-
-    /// The `User-Agent` of every attempt.
-    pub fn user_agent(mut self, user_agent: HeaderValue) -> Self {
-        self.config.user_agent = user_agent;
-        self
-    }
-
-    /// Calls `hook` when a delivery reaches a final state (delivered, failed, refused).
-    pub fn on_finished<F>(mut self, hook: F) -> Self
-    where
-        F: Fn(&DeliveryReport) + Send + Sync + 'static,
-    {
-        self.hook = Some(Arc::new(hook));
-        self
-    }
-
-    /// Builds the engine. Its workers start at once when built inside a Tokio runtime (so
-    /// deliveries left in a durable store resume), else on first use or
-    /// [`DeliveryEngine::start`].
-    pub fn build(self) -> DeliveryEngine {
-        let mut config = self.config;
-        if config.max_claimed == 0 {
-            config.max_claimed = (4 * config.max_in_flight).max(64);
-        }
-        let client = self.client.unwrap_or_else(|| {
-            super::ClientBuilder::new(self.guard.clone())
-                .connect_timeout(config.connect_timeout)
-                .build()
-        });
-        let (stop, _) = watch::channel(false);
-        let engine = DeliveryEngine {
-            shared: Arc::new(Shared {
-                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
-                client,
-                guard: self.guard,
-                policy: self.policy,
-                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-                claim_budget: Arc::new(Semaphore::new(config.max_claimed)),
-                parked: Arc::new(Semaphore::new(config.max_claimed)),
-                config,
-                wake: Arc::new(Notify::new()),
-                outstanding: AtomicUsize::new(0),
-                counted: Mutex::new(HashSet::new()),
-                drained: Notify::new(),
-                hosts: Mutex::new(HashMap::new()),
-                accepting: AtomicBool::new(true),
-                started: AtomicBool::new(false),
-                starved: AtomicBool::new(false),
-                stop,
-                hook: self.hook,
-                cancelled: Mutex::new(VecDeque::new()),
-            }),
-        };
-        engine.ensure_started();
-        engine
-    }
-}
-
 /// The delivery engine: accepts [`Delivery`] records into its [store](crate::store), sends
 /// each attempt (signed, SSRF-guarded, time-limited) from per-delivery tasks, applies the
 /// [`Policy`], and records every attempt as part of the delivery's conversation.
@@ -413,36 +80,42 @@ impl EngineBuilder {
 /// Cheap to clone; every clone is the same engine. See the [module docs](super) for an example.
 #[derive(Clone)]
 pub struct DeliveryEngine {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
-struct Shared {
-    store: Arc<dyn DeliveryStore>,
-    client: DeliveryClient,
-    guard: SsrfGuard,
-    policy: Policy,
-    config: Config,
-    wake: Arc<Notify>,
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn DeliveryStore>,
+    /// The store keeps what it accepts across restarts: the capacity does not bound it.
+    pub(super) durable: bool,
+    /// Every owner's queued deliveries and in-flight permits.
+    pub(super) owners: Owners,
+    pub(super) client: DeliveryClient,
+    pub(super) guard: SsrfGuard,
+    pub(super) policy: Policy,
+    pub(super) config: Config,
+    pub(super) wake: Arc<Notify>,
     /// Deliveries reserved or accepted by this engine and not final.
-    outstanding: AtomicUsize,
-    /// Ids accepted by this engine whose slot is released when they become final.
-    counted: Mutex<HashSet<String>>,
-    drained: Notify,
-    in_flight: Arc<Semaphore>,
-    claim_budget: Arc<Semaphore>,
+    pub(super) outstanding: AtomicUsize,
+    /// Ids accepted by this engine whose slot is released when they become final, with the
+    /// owner whose share they count in.
+    pub(super) counted: Mutex<HashMap<String, String>>,
+    pub(super) drained: Notify,
+    /// The global attempt slots, round-robin over owners.
+    pub(super) in_flight: Arc<FairSlots>,
+    pub(super) claim_budget: Arc<Semaphore>,
     /// Room for claimed deliveries waiting for their endpoint outside the claim budget: a
     /// backlog to one capped endpoint cannot make the engine claim (and hold) the whole queue.
-    parked: Arc<Semaphore>,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-    accepting: AtomicBool,
-    started: AtomicBool,
+    pub(super) parked: Arc<Semaphore>,
+    pub(super) hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(super) accepting: AtomicBool,
+    pub(super) started: AtomicBool,
     /// The dispatcher stopped claiming because the claim budget was spent.
-    starved: AtomicBool,
-    stop: watch::Sender<bool>,
-    hook: Option<FinishHook>,
+    pub(super) starved: AtomicBool,
+    pub(super) stop: watch::Sender<bool>,
+    pub(super) hook: Option<FinishHook>,
     /// Registered endpoints cancelled by this engine ([`DeliveryEngine::cancel_endpoint`]):
     /// endpoint id, when, why; newest last, at most [`CANCELLED_KEPT`].
-    cancelled: Mutex<VecDeque<(String, SystemTime, String)>>,
+    pub(super) cancelled: Mutex<VecDeque<(String, SystemTime, String)>>,
 }
 
 /// How many cancelled endpoints an engine remembers for the attempts in flight when they were
@@ -468,12 +141,15 @@ impl fmt::Debug for DeliveryEngine {
 #[must_use = "a reservation is released when dropped"]
 pub struct Reservation {
     shared: Option<Arc<Shared>>,
+    /// The owner whose share of queued deliveries this reservation holds.
+    owner: Option<String>,
 }
 
 impl fmt::Debug for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reservation")
             .field("armed", &self.shared.is_some())
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -481,12 +157,15 @@ impl fmt::Debug for Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
+            if let Some(owner) = self.owner.take() {
+                shared.owners.release(&owner);
+            }
             shared.release_slot();
         }
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -518,21 +197,54 @@ impl DeliveryEngine {
         &self.shared.store
     }
 
-    /// Takes a capacity slot for a delivery to come.
+    /// Takes a capacity slot for a delivery to come. The delivery counts in its owner's
+    /// share when it is [enqueued](Self::enqueue), without a limit: prefer
+    /// [`try_reserve_for`](Self::try_reserve_for) when the owner is known.
     ///
     /// # Errors
     ///
-    /// [`EnqueueError::Full`] at capacity, [`EnqueueError::ShuttingDown`] after
-    /// [`shutdown`](Self::shutdown).
+    /// [`EnqueueError::Full`] at capacity (never with a [durable](DeliveryStore::is_durable)
+    /// store), [`EnqueueError::ShuttingDown`] after [`shutdown`](Self::shutdown).
     pub fn try_reserve(&self) -> Result<Reservation, EnqueueError> {
+        self.reserve(None)
+    }
+
+    /// [`try_reserve`](Self::try_reserve) for a delivery of `owner`
+    /// ([`delivery_owner`](super::delivery_owner)), also taking a place in the owner's share
+    /// ([`EngineBuilder::max_queued_per_owner`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve), and [`EnqueueError::OwnerFull`] when `owner`
+    /// holds its share.
+    pub fn try_reserve_for(&self, owner: &str) -> Result<Reservation, EnqueueError> {
+        self.reserve(Some(owner))
+    }
+
+    fn reserve(&self, owner: Option<&str>) -> Result<Reservation, EnqueueError> {
         let shared = &self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
             return Err(EnqueueError::ShuttingDown);
         }
-        let capacity = shared.config.capacity;
+        if let Some(owner) = owner {
+            if !shared.owners.try_admit(owner) {
+                return Err(EnqueueError::OwnerFull {
+                    retry_after: shared.config.busy_retry_after,
+                });
+            }
+        }
+        // A durable store is the buffer: the count is kept (shutdown drains it) but not capped.
+        let capacity = if shared.durable {
+            usize::MAX
+        } else {
+            shared.config.capacity
+        };
         let mut current = shared.outstanding.load(Ordering::Acquire);
         loop {
             if current >= capacity {
+                if let Some(owner) = owner {
+                    shared.owners.release(owner);
+                }
                 return Err(EnqueueError::Full {
                     retry_after: shared.config.busy_retry_after,
                 });
@@ -550,6 +262,7 @@ impl DeliveryEngine {
         self.ensure_started();
         Ok(Reservation {
             shared: Some(shared.clone()),
+            owner: owner.map(str::to_owned),
         })
     }
 
@@ -566,8 +279,23 @@ impl DeliveryEngine {
         delivery: Delivery,
     ) -> Result<(), EnqueueError> {
         let id = delivery.id.clone();
-        if !lock(&self.shared.counted).insert(id.clone()) {
-            return Err(EnqueueError::Store(StoreError::Duplicate(id)));
+        let owner = delivery_owner(&delivery);
+        {
+            let mut counted = lock(&self.shared.counted);
+            if counted.contains_key(&id) {
+                return Err(EnqueueError::Store(StoreError::Duplicate(id)));
+            }
+            counted.insert(id.clone(), owner.clone());
+        }
+        let mut reservation = reservation;
+        if reservation.owner.as_deref() != Some(owner.as_str()) {
+            // Reserved without an owner (or for another one): the delivery's own owner is
+            // charged; the reservation's share, if any, is given back.
+            if let Some(reserved) = reservation.owner.take() {
+                self.shared.owners.release(&reserved);
+            }
+            self.shared.owners.admit(&owner);
+            reservation.owner = Some(owner);
         }
         self.ensure_started();
         let shared = &self.shared;
@@ -592,9 +320,10 @@ impl DeliveryEngine {
         };
         match stored {
             Ok(claimed) => {
-                let mut reservation = reservation;
-                // The slot now belongs to the delivery and is freed when it is final.
+                // The slot and the owner's place now belong to the delivery and are freed
+                // when it is final.
                 reservation.shared = None;
+                reservation.owner = None;
                 match (claimed, budget, runtime) {
                     (Some(claim), Some(permit), Some(runtime)) => {
                         runtime.spawn(run(shared.clone(), claim, permit));
@@ -606,7 +335,14 @@ impl DeliveryEngine {
             Err(err) => {
                 lock(&self.shared.counted).remove(&id);
                 drop(reservation);
-                Err(EnqueueError::Store(err))
+                Err(match err {
+                    // A bounded store (a `MemoryStore`'s `max_unfinished`) that is full is the
+                    // same condition as a full engine, for the caller.
+                    StoreError::Full => EnqueueError::Full {
+                        retry_after: self.shared.config.busy_retry_after,
+                    },
+                    err => EnqueueError::Store(err),
+                })
             }
         }
     }
@@ -661,13 +397,14 @@ impl DeliveryEngine {
         Ok(())
     }
 
-    /// [`try_reserve`](Self::try_reserve) then [`enqueue`](Self::enqueue).
+    /// [`try_reserve_for`](Self::try_reserve_for) the delivery's owner, then
+    /// [`enqueue`](Self::enqueue).
     ///
     /// # Errors
     ///
     /// As those two.
     pub async fn submit(&self, delivery: Delivery) -> Result<(), EnqueueError> {
-        let reservation = self.try_reserve()?;
+        let reservation = self.try_reserve_for(&delivery_owner(&delivery))?;
         self.enqueue(reservation, delivery).await
     }
 
@@ -702,7 +439,7 @@ impl DeliveryEngine {
         Ok(EngineStats {
             outstanding: self.shared.outstanding.load(Ordering::Acquire),
             capacity: self.shared.config.capacity,
-            in_flight: self.shared.config.max_in_flight - self.shared.in_flight.available_permits(),
+            in_flight: self.shared.in_flight.in_use(),
             store,
         })
     }
@@ -725,8 +462,9 @@ impl DeliveryEngine {
 
     /// Re-sends one final delivery (a dead letter, or a delivered one the receiver lost):
     /// **one** attempt, due now, with the same id, signed afresh with the stored secret,
-    /// recorded as [manual](Attempt::manual) in the same conversation. It does not count
-    /// against the engine's capacity.
+    /// recorded as [manual](crate::store::Attempt::manual) in the same conversation. It does not take a
+    /// capacity slot, but with a non-durable store it is refused ([`StoreError::Full`]) while
+    /// the engine is at its capacity, as new deliveries are.
     ///
     /// # Errors
     ///
@@ -747,6 +485,7 @@ impl DeliveryEngine {
     }
 
     async fn resend_inner(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+        self.check_room()?;
         self.shared.store.resend(id, signing).await?;
         self.ensure_started();
         self.shared.wake.notify_one();
@@ -767,6 +506,7 @@ impl DeliveryEngine {
         query: &ConversationQuery,
         signing: Option<Signing>,
     ) -> Result<usize, StoreError> {
+        self.check_room()?;
         let queued = self.shared.store.resend_matching(query, signing).await?;
         if queued > 0 {
             self.ensure_started();
@@ -856,7 +596,17 @@ impl DeliveryEngine {
         }
     }
 
-    fn ensure_started(&self) {
+    /// A re-send is refused with [`StoreError::Full`] while a non-durable engine is at its
+    /// capacity (the same moment new deliveries get [`EnqueueError::Full`]).
+    fn check_room(&self) -> Result<(), StoreError> {
+        let shared = &self.shared;
+        if !shared.durable && shared.outstanding.load(Ordering::Acquire) >= shared.config.capacity {
+            return Err(StoreError::Full);
+        }
+        Ok(())
+    }
+
+    pub(super) fn ensure_started(&self) {
         if self.shared.started.load(Ordering::Acquire) {
             return;
         }
@@ -885,689 +635,4 @@ impl Default for DeliveryEngine {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The shortest time between two claims when woken repeatedly (a backlog is still claimed
-/// batch after batch without waiting).
-const CLAIM_GAP: Duration = Duration::from_millis(2);
-
-/// The dispatcher: claims due deliveries and spawns one task per delivery.
-async fn dispatch(shared: Weak<Shared>, wake: Arc<Notify>, store: Arc<dyn DeliveryStore>) {
-    let mut stop = match shared.upgrade() {
-        Some(shared) => shared.stop.subscribe(),
-        None => return,
-    };
-    let mut last: Option<Instant> = None;
-    loop {
-        // Wake-ups that come faster than this share one claim (a store round trip).
-        if let Some(since) = last.map(|last| last.elapsed()) {
-            if since < CLAIM_GAP {
-                tokio::time::sleep(CLAIM_GAP - since).await;
-            }
-        }
-        let wait = match shared.upgrade() {
-            Some(shared) if !*shared.stop.borrow() => shared.dispatch_once().await,
-            _ => return,
-        };
-        last = Some(Instant::now());
-        // Woken by a local enqueue, by the store (another process enqueued), or the timer.
-        let local = pin!(wake.notified());
-        let remote = store.work_notified();
-        let notified = tokio::time::timeout(wait, select(local, remote));
-        let stopped = stop.wait_for(|stopped| *stopped);
-        if let Either::Right((_, _)) = select(pin!(notified), pin!(stopped)).await {
-            return;
-        }
-    }
-}
-
-/// Sleeps `period` unless the engine stops first; `false` when it stopped (or is gone).
-async fn idle(shared: &Weak<Shared>, period: Duration) -> bool {
-    let Some(mut stop) = shared.upgrade().map(|shared| shared.stop.subscribe()) else {
-        return false;
-    };
-    let stopped = pin!(stop.wait_for(|stopped| *stopped));
-    let sleep = pin!(tokio::time::sleep(period));
-    let slept = matches!(select(sleep, stopped).await, Either::Left(_));
-    slept
-}
-
-/// Retention: deletes old final deliveries in small batches, pausing between batches.
-async fn retention(shared: Weak<Shared>) {
-    let Some(interval) = shared
-        .upgrade()
-        .map(|shared| shared.config.retention_interval)
-    else {
-        return;
-    };
-    while idle(&shared, interval).await {
-        let Some(engine) = shared.upgrade() else {
-            return;
-        };
-        let config = &engine.config;
-        let rules = [
-            (DeliveryState::Delivered, config.retain_delivered),
-            (DeliveryState::Failed, config.retain_failed),
-            (DeliveryState::Refused, config.retain_failed),
-        ];
-        let store = engine.store.clone();
-        let batch = config.retention_batch;
-        drop(engine);
-        for (state, age) in rules {
-            let Some(age) = age else { continue };
-            let before = SystemTime::now() - age;
-            let mut total = 0;
-            loop {
-                match store.purge(state, before, batch).await {
-                    Ok(purged) => {
-                        total += purged;
-                        if purged < batch {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, state = %state, "webhook retention failed");
-                        break;
-                    }
-                }
-                // Let the workers have the store between batches.
-                if !idle(&shared, Duration::from_millis(20)).await {
-                    return;
-                }
-            }
-            if total > 0 {
-                metrics::counter!("webhook_deliveries_purged_total", "state" => state.as_str())
-                    .increment(total as u64);
-                tracing::debug!(state = %state, purged = total, "webhook retention");
-            }
-        }
-    }
-}
-
-/// Refreshes the queue gauges.
-async fn gauges(shared: Weak<Shared>, interval: Duration) {
-    loop {
-        let Some(engine) = shared.upgrade() else {
-            return;
-        };
-        let store = engine.store.clone();
-        let in_flight = engine.config.max_in_flight - engine.in_flight.available_permits();
-        drop(engine);
-        match store.stats().await {
-            Ok(stats) => {
-                metrics::gauge!("webhook_queue_depth").set(stats.pending as f64);
-                metrics::gauge!("webhook_in_flight").set(stats.in_flight as f64);
-                metrics::gauge!("webhook_attempts_running").set(in_flight as f64);
-                let age = stats
-                    .oldest_due_age(SystemTime::now())
-                    .unwrap_or_default()
-                    .as_secs_f64();
-                metrics::gauge!("webhook_oldest_due_age_seconds").set(age);
-            }
-            Err(err) => tracing::warn!(error = %err, "webhook delivery store: stats failed"),
-        }
-        if !idle(&shared, interval).await {
-            return;
-        }
-    }
-}
-
-/// The `outcome` label of `webhook_attempts_total`.
-fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Status(100..=199) => "1xx",
-        AttemptOutcome::Status(200..=299) => "2xx",
-        AttemptOutcome::Status(300..=399) => "3xx",
-        AttemptOutcome::Status(400..=499) => "4xx",
-        AttemptOutcome::Status(_) => "5xx",
-        AttemptOutcome::Timeout => "timeout",
-        AttemptOutcome::Connect(_) => "connect",
-        AttemptOutcome::Network(_) => "network",
-        AttemptOutcome::Refused(_) => "refused",
-        AttemptOutcome::SignFailed(_) => "sign_failed",
-    }
-}
-
-impl Shared {
-    /// Claims and starts every due delivery the budget allows; returns how long to sleep.
-    async fn dispatch_once(self: &Arc<Self>) -> Duration {
-        loop {
-            let available = self.claim_budget.available_permits();
-            if available == 0 {
-                // The first task to finish wakes the dispatcher. The flag is set before the
-                // budget is looked at again, so a task that finished in between is not missed.
-                self.starved.store(true, Ordering::SeqCst);
-                if self.claim_budget.available_permits() == 0 {
-                    return self.config.poll_interval;
-                }
-                continue;
-            }
-            let limit = available.min(self.config.batch);
-            let claims = match self
-                .store
-                .claim_due(SystemTime::now(), limit, self.config.lease)
-                .await
-            {
-                Ok(claims) => claims,
-                Err(err) => {
-                    tracing::error!(error = %err, "webhook delivery store: claim failed");
-                    return self.config.poll_interval;
-                }
-            };
-            let claimed = claims.len();
-            for claim in claims {
-                match self.claim_budget.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tokio::spawn(run(self.clone(), claim, permit));
-                    }
-                    Err(_) => {
-                        let _ = self.store.release(&claim.delivery.id, claim.lease).await;
-                    }
-                }
-            }
-            if claimed < limit {
-                break;
-            }
-        }
-        match self.store.next_due().await {
-            Ok(Some(at)) => at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .min(self.config.poll_interval),
-            _ => self.config.poll_interval,
-        }
-    }
-
-    fn release_slot(&self) {
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
-        self.drained.notify_waiters();
-    }
-
-    fn finish(&self, id: &str) {
-        if lock(&self.counted).remove(id) {
-            self.release_slot();
-        }
-    }
-
-    fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {
-        lock(&self.hosts)
-            .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_endpoint)))
-            .clone()
-    }
-
-    fn forget_host(&self, host: &str, semaphore: Arc<Semaphore>) {
-        let mut hosts = lock(&self.hosts);
-        // Only the map's reference and ours left: nobody waits on this host.
-        if Arc::strong_count(&semaphore) == 2 {
-            hosts.remove(host);
-        }
-    }
-
-    /// Runs one claimed delivery's attempt and records it.
-    async fn run_claim(
-        self: Arc<Self>,
-        delivery: Delivery,
-        lease: Lease,
-        budget: OwnedSemaphorePermit,
-    ) {
-        let number = delivery.attempts + 1;
-        let host = host_key(&delivery.endpoint);
-        let semaphore = self.host_semaphore(&host);
-        let mut stop = self.stop.subscribe();
-        let work = async {
-            let permits = async {
-                let slot = self.in_flight.clone().acquire_owned().await.ok();
-                match semaphore.clone().try_acquire_owned() {
-                    Ok(host) => (Some(host), slot),
-                    Err(_) => {
-                        // This endpoint is at its cap: wait for it without holding a global
-                        // slot or (while there is room to park) the claim budget, so other
-                        // endpoints keep being claimed and sent.
-                        drop(slot);
-                        let parked = self.parked.clone().try_acquire_owned().ok();
-                        if parked.is_some() {
-                            drop(budget);
-                            self.wake.notify_one();
-                        }
-                        let host = semaphore.clone().acquire_owned().await.ok();
-                        drop(parked);
-                        (host, self.in_flight.clone().acquire_owned().await.ok())
-                    }
-                }
-            };
-            // Waiting for a free slot may outlast the lease: keep renewing it meanwhile.
-            let mut permits = pin!(permits);
-            let mut current = lease;
-            let check = (self.config.lease / 3).max(Duration::from_millis(10));
-            let _permits = loop {
-                match tokio::time::timeout(check, permits.as_mut()).await {
-                    Ok(permits) => break permits,
-                    Err(_) if self.keep_lease(&delivery.id, &mut current).await => {}
-                    Err(_) => return None,
-                }
-            };
-            if !self.keep_lease(&delivery.id, &mut current).await {
-                return None;
-            }
-            // Boxed: a task waiting for its permits stays small.
-            Some(
-                Box::pin(
-                    self.attempt(&delivery, number)
-                        .instrument(tracing::debug_span!("webhook.attempt", number)),
-                )
-                .await,
-            )
-        };
-        let stopped = stop.wait_for(|stopped| *stopped);
-        let (result, lease_lost) = match select(pin!(work), pin!(stopped)).await {
-            Either::Left((result, _)) => (result, true),
-            Either::Right(_) => (None, false),
-        };
-        self.forget_host(&host, semaphore);
-        if result.is_none() && lease_lost {
-            tracing::warn!("lease lost before the attempt: another worker has the delivery");
-            self.finish(&delivery.id);
-            return;
-        }
-        let Some((attempt, retry_after)) = result else {
-            tracing::info!("shutdown: delivery returned to the queue");
-            if let Err(err) = self.store.release(&delivery.id, lease).await {
-                tracing::error!(error = %err, "webhook delivery store: release failed");
-            }
-            return;
-        };
-        // Boxed too, so the task's own future stays small while it waits for permits.
-        Box::pin(self.conclude(delivery, lease, attempt, retry_after)).await;
-    }
-
-    /// Applies the policy to an attempt, records it, and finishes a final delivery.
-    async fn conclude(
-        &self,
-        delivery: Delivery,
-        lease: Lease,
-        mut attempt: Attempt,
-        retry_after: Option<Duration>,
-    ) {
-        let number = attempt.number;
-        attempt.manual = delivery.manual;
-        let (mut next, disable) = self.decide(&mut attempt, retry_after);
-        if let Next::Retry { .. } = next {
-            if let Some(reason) = self.cancelled_reason(&delivery) {
-                // Its endpoint was cancelled while this attempt was in flight: no retry.
-                next = Next::Final {
-                    state: DeliveryState::Failed,
-                    reason: Some(reason),
-                };
-            }
-        }
-        let outcome = attempt.outcome.clone();
-        metrics::counter!("webhook_attempts_total", "outcome" => outcome_label(&outcome))
-            .increment(1);
-        match &next {
-            Next::Retry { at } => tracing::info!(
-                outcome = %outcome,
-                retry_in_ms = at.duration_since(SystemTime::now()).unwrap_or_default().as_millis() as u64,
-                "webhook attempt failed, will retry"
-            ),
-            Next::Final {
-                state: DeliveryState::Delivered,
-                ..
-            } => {
-                tracing::info!(outcome = %outcome, latency_ms = attempt.latency.as_millis() as u64, "webhook delivered");
-            }
-            Next::Final { state, reason } => tracing::warn!(
-                state = %state,
-                outcome = %outcome,
-                reason = reason.as_deref().unwrap_or(""),
-                "webhook delivery failed"
-            ),
-        }
-        match self
-            .store
-            .record_attempt(&delivery.id, lease, attempt, next.clone())
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::LeaseLost(_)) => {
-                // Fencing: the lease expired and another worker claimed the delivery; its
-                // outcome counts, this one is dropped.
-                tracing::warn!(outcome = %outcome, "lease lost: this attempt's outcome was not recorded");
-                self.finish(&delivery.id);
-                return;
-            }
-            Err(err) => {
-                // The claim stays leased in the store; it is attempted again once the lease
-                // expires (at least once).
-                tracing::error!(error = %err, "webhook delivery store: recording the attempt failed");
-                return;
-            }
-        }
-        if let Next::Retry { .. } = next {
-            // The dispatcher learns when the retry is due.
-            self.wake.notify_one();
-        }
-        if disable {
-            self.give_up_endpoint(&delivery.endpoint).await;
-        }
-        if let Next::Final { state, .. } = next {
-            metrics::counter!("webhook_deliveries_finished_total", "state" => state.as_str())
-                .increment(1);
-            self.finish(&delivery.id);
-            if let Some(hook) = &self.hook {
-                hook(&DeliveryReport {
-                    id: delivery.id.clone(),
-                    endpoint: delivery.endpoint.clone(),
-                    endpoint_id: delivery.endpoint_id.clone(),
-                    source: delivery.source.clone(),
-                    state,
-                    attempts: number,
-                    outcome,
-                    disable_endpoint: disable,
-                });
-            }
-        }
-    }
-
-    /// Renews `lease` when less than half of it is left (the claim waited for a slot);
-    /// `false` when it is lost.
-    async fn keep_lease(&self, id: &str, lease: &mut Lease) -> bool {
-        let now = SystemTime::now();
-        let left = lease.until.duration_since(now).unwrap_or_default();
-        if left >= self.config.lease / 2 {
-            return true;
-        }
-        match self.store.renew(id, *lease, now + self.config.lease).await {
-            Ok(renewed) => {
-                *lease = renewed;
-                true
-            }
-            Err(StoreError::LeaseLost(_) | StoreError::NotFound(_)) => false,
-            Err(err) => {
-                tracing::debug!(error = %err, "webhook delivery store: lease not renewed");
-                true
-            }
-        }
-    }
-
-    /// Why the delivery's registered endpoint was cancelled after it was created, if it was.
-    fn cancelled_reason(&self, delivery: &Delivery) -> Option<String> {
-        let endpoint_id = delivery.endpoint_id.as_deref()?;
-        let cancelled = lock(&self.cancelled);
-        cancelled
-            .iter()
-            .rev()
-            .find(|(id, at, _)| id == endpoint_id && delivery.created_at <= *at)
-            .map(|(_, _, reason)| reason.clone())
-    }
-
-    /// `410 Gone`: gives up every other pending delivery to the endpoint (dead letters that
-    /// can be re-sent), in batches.
-    async fn give_up_endpoint(&self, endpoint: &str) {
-        const BATCH: usize = 500;
-        let reason = "the endpoint answered 410 Gone: not retried";
-        loop {
-            match self.store.fail_pending(endpoint, reason, BATCH).await {
-                Ok(ids) => {
-                    for id in &ids {
-                        self.finish(id);
-                    }
-                    if !ids.is_empty() {
-                        tracing::warn!(
-                            endpoint = %display_endpoint(endpoint),
-                            given_up = ids.len(),
-                            "410 Gone: pending deliveries to the endpoint given up"
-                        );
-                    }
-                    if ids.len() < BATCH {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "410 Gone: pending deliveries not given up");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Applies the policy: the attempt's decision, the delivery's next state, and whether to
-    /// disable the endpoint. A manual attempt ([`Attempt::manual`]) is never retried.
-    fn decide(&self, attempt: &mut Attempt, retry_after: Option<Duration>) -> (Next, bool) {
-        let outcome = &attempt.outcome;
-        let fail = |reason: String| Next::Final {
-            state: DeliveryState::Failed,
-            reason: Some(reason),
-        };
-        let (decision, next, disable) = match outcome {
-            AttemptOutcome::Refused(why) => (
-                Decision::Refused,
-                Next::Final {
-                    state: DeliveryState::Refused,
-                    reason: Some(why.clone()),
-                },
-                false,
-            ),
-            _ => match self.policy.decide(attempt.number, outcome, retry_after) {
-                Verdict::Delivered => (
-                    Decision::Delivered,
-                    Next::Final {
-                        state: DeliveryState::Delivered,
-                        reason: None,
-                    },
-                    false,
-                ),
-                Verdict::Retry(_) if attempt.manual => (
-                    Decision::GaveUp,
-                    fail(format!("manual re-send failed: {outcome}")),
-                    false,
-                ),
-                Verdict::Retry(delay) => {
-                    let at = SystemTime::now() + delay;
-                    (Decision::RetryAt(at), Next::Retry { at }, false)
-                }
-                Verdict::DisableEndpoint => (
-                    Decision::DisableEndpoint,
-                    fail(format!("{outcome}: endpoint should be disabled")),
-                    true,
-                ),
-                _ => {
-                    let reason = if attempt.manual {
-                        format!("manual re-send failed: {outcome}")
-                    } else if attempt.number >= self.policy.max_attempts()
-                        && self.policy.classify(outcome) == super::Class::Retry
-                    {
-                        format!("{} attempts exhausted, last: {outcome}", attempt.number)
-                    } else {
-                        outcome.to_string()
-                    };
-                    (Decision::GaveUp, fail(reason), false)
-                }
-            },
-        };
-        attempt.decision = decision;
-        (next, disable)
-    }
-
-    /// Makes one attempt; returns its record (decision not yet set) and the `Retry-After`.
-    async fn attempt(&self, delivery: &Delivery, number: u32) -> (Attempt, Option<Duration>) {
-        let started_at = SystemTime::now();
-        let started = Instant::now();
-        let mut attempt = Attempt::new(number, started_at, AttemptOutcome::Timeout);
-        attempt.body_size = delivery.body.len();
-        attempt.body_sha256 = hex::encode(Sha256::digest(&delivery.body));
-
-        let request = match self.build_request(delivery, started_at) {
-            Ok((request, headers)) => {
-                attempt.request_headers = headers;
-                request
-            }
-            Err(outcome) => {
-                attempt.outcome = outcome;
-                attempt.latency = started.elapsed();
-                return (attempt, None);
-            }
-        };
-
-        let limit = self.config.response_body_limit;
-        let sent = tokio::time::timeout(self.config.attempt_timeout, async {
-            let response = self.client.send(request).await?;
-            let (parts, body) = response.into_parts();
-            let (body, truncated) = read_limited(body, limit).await;
-            Ok::<_, BoxError>((parts, body, truncated))
-        })
-        .await;
-        attempt.latency = started.elapsed();
-        let mut retry_after = None;
-        attempt.outcome = match sent {
-            Err(_elapsed) => AttemptOutcome::Timeout,
-            Ok(Err(err)) => classify_error(&*err),
-            Ok(Ok((parts, body, truncated))) => {
-                retry_after = parts
-                    .headers
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                let status = parts.status.as_u16();
-                attempt.response = Some(AttemptResponse::new(
-                    status,
-                    redacted_headers(&parts.headers),
-                    body,
-                    truncated,
-                ));
-                AttemptOutcome::Status(status)
-            }
-        };
-        (attempt, retry_after)
-    }
-
-    /// The signed request, and its headers for the record (redacted).
-    fn build_request(
-        &self,
-        delivery: &Delivery,
-        now: SystemTime,
-    ) -> Result<(Request<Full<Bytes>>, RecordedHeaders), AttemptOutcome> {
-        let uri = self
-            .guard
-            .check_url(&delivery.endpoint)
-            .map_err(|refusal| AttemptOutcome::Refused(refusal.detail().to_owned()))?;
-        let mut headers = HeaderMap::with_capacity(8 + delivery.headers.len());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(USER_AGENT, self.config.user_agent.clone());
-        let id = HeaderValue::from_str(&delivery.id).map_err(|_| {
-            AttemptOutcome::SignFailed("the delivery id is not a valid header value".into())
-        })?;
-        headers.insert("x-request-id", id);
-        for (name, value) in &delivery.headers {
-            headers.append(name, value.clone());
-        }
-        if let Some(signing) = &delivery.signing {
-            let timestamp = now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            signing
-                .signer
-                .sign(
-                    &Message::new(&delivery.id, timestamp, &delivery.body),
-                    &signing.secrets,
-                    &mut headers,
-                )
-                .map_err(|err| AttemptOutcome::SignFailed(err.to_string()))?;
-        }
-        let recorded = crate::sensitive::redacted_headers_with(&headers, &delivery.headers);
-        let mut request = Request::new(Full::new(delivery.body.clone()));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Ok((request, recorded))
-    }
-}
-
-/// A claimed delivery's task.
-async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
-    let Claim { delivery, lease } = claim;
-    let span = tracing::info_span!(
-        "webhook.delivery",
-        id = %delivery.id,
-        endpoint = %display_endpoint(&delivery.endpoint),
-        attempt = delivery.attempts + 1,
-    );
-    let task = shared.clone();
-    task.run_claim(delivery, lease, budget)
-        .instrument(span)
-        .await;
-    // Its claim budget is free again: the dispatcher is woken if it stopped for want of it
-    // (a retry wakes it from `conclude`, for its due time). Not waking it after every
-    // delivery spares the store a claim and a `next_due` query per finished attempt.
-    if shared.starved.swap(false, Ordering::SeqCst) {
-        shared.wake.notify_one();
-    }
-}
-
-/// Reads at most `limit` bytes of a response body.
-async fn read_limited(mut body: ClientBody, limit: usize) -> (Bytes, bool) {
-    let mut buf = BytesMut::new();
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let room = limit - buf.len();
-                    if data.len() > room {
-                        buf.extend_from_slice(&data[..room]);
-                        return (buf.freeze(), true);
-                    }
-                    buf.extend_from_slice(&data);
-                    if buf.len() == limit && !http_body::Body::is_end_stream(&body) {
-                        return (buf.freeze(), true);
-                    }
-                }
-            }
-            // A body that breaks after the head still has a status worth keeping.
-            Some(Err(_)) => return (buf.freeze(), true),
-            None => return (buf.freeze(), false),
-        }
-    }
-}
-
-/// Maps a client error to an outcome: refused by the guard, timed out, connect or network.
-fn classify_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> AttemptOutcome {
-    if let Some(refusal) = Refusal::find(error) {
-        return AttemptOutcome::Refused(refusal.detail().to_owned());
-    }
-    let mut message = error.to_string();
-    let mut timed_out = false;
-    let mut connect = error
-        .downcast_ref::<hyper_util::client::legacy::Error>()
-        .is_some_and(hyper_util::client::legacy::Error::is_connect);
-    let mut source = error.source();
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            connect |= io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        message.push_str(": ");
-        message.push_str(&err.to_string());
-        source = err.source();
-    }
-    if timed_out {
-        AttemptOutcome::Timeout
-    } else if connect {
-        AttemptOutcome::Connect(message)
-    } else {
-        AttemptOutcome::Network(message)
-    }
-}
-
-/// The host (and port) an endpoint's concurrency is capped by.
-fn host_key(endpoint: &str) -> String {
-    endpoint
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| uri.authority().map(|a| a.as_str().to_ascii_lowercase()))
-        .unwrap_or_default()
-}
-
-/// The endpoint without its query string (which may carry tokens), for logs.
-pub(crate) fn display_endpoint(endpoint: &str) -> &str {
-    endpoint.split(['?', '#']).next().unwrap_or(endpoint)
 }

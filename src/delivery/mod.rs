@@ -59,20 +59,31 @@
 //! # }
 //! ```
 
+mod attempt;
+mod builder;
 mod client;
+mod dispatch;
 mod engine;
+mod enqueue;
+mod owners;
 pub mod policy;
+mod slots;
 pub mod ssrf;
+mod worker;
 
+pub(crate) use attempt::display_endpoint;
+pub use builder::{
+    EngineBuilder, DEFAULT_CAPACITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_OWNER,
+    DEFAULT_MAX_PER_ENDPOINT, DEFAULT_MAX_QUEUED_PER_OWNER, DEFAULT_RESPONSE_BODY_LIMIT,
+    DEFAULT_RETAIN_DELIVERED, DEFAULT_RETAIN_FAILED,
+};
 pub use client::{
     ClientBody, ClientBuilder, Connector, DeliveryClient, GuardedHttpConnector, HyperClient,
 };
-pub(crate) use engine::display_endpoint;
-pub use engine::{
-    DeliveryEngine, DeliveryReport, EngineBuilder, EngineStats, EnqueueError, Reservation,
-    ShutdownReport, DEFAULT_CAPACITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PER_ENDPOINT,
-    DEFAULT_RESPONSE_BODY_LIMIT,
-};
+pub use engine::{DeliveryEngine, DeliveryReport, EngineStats, Reservation, ShutdownReport};
+pub use enqueue::EnqueueError;
+pub use owners::delivery_owner;
+pub(crate) use owners::endpoint_host;
 pub use policy::{Class, Classifier, Policy, Verdict};
 pub use ssrf::{Cidr, GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
 

@@ -126,10 +126,14 @@ where
                 secret,
             } => match ready!(future.poll(cx)) {
                 Ok(response) => {
-                    let job = config
-                        .take()
-                        .and_then(|config| response_trigger(&config, secret.take(), &response));
-                    wrap_response(response, job)
+                    let job = match config.take() {
+                        Some(config) => response_trigger(&config, secret.take(), &response),
+                        None => Ok(None),
+                    };
+                    match job {
+                        Ok(job) => wrap_response(response, job),
+                        Err(problem) => problem.into_response_with(),
+                    }
                 }
                 Err(err) => return Poll::Ready(Err(err)),
             },

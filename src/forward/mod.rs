@@ -49,8 +49,21 @@
 //! service runs. An endpoint refused by the [SSRF guard](crate::delivery::SsrfGuard) is a `400`
 //! in async mode (IP literals, and host names resolved when the request is accepted) and a
 //! recorded [`Refused`](crate::store::DeliveryState::Refused) delivery in sync mode. When the
-//! engine holds its capacity of unfinished deliveries, forwarding requests get `503` with
-//! `Retry-After`, before the inner service runs.
+//! engine (with a memory store) holds its capacity of unfinished deliveries, forwarding requests
+//! get `503` with `Retry-After`, before the inner service runs; a durable store takes every
+//! delivery. A handler's [`ForwardTo`] that the engine cannot take turns its response into that
+//! problem, so no accepted delivery is dropped silently.
+//!
+//! # Owner
+//!
+//! The engine shares its queue and its attempts fairly between owners
+//! ([`delivery_owner`](crate::delivery::delivery_owner)). A forwarded delivery's owner is its
+//! endpoint's host and port: the tenants of a gateway usually differ by the receiving service,
+//! and a hanging receiver then spends only its own share
+//! ([`max_in_flight_per_owner`](crate::delivery::EngineBuilder::max_in_flight_per_owner),
+//! never less than the per-endpoint cap). When that host holds its
+//! [share of queued deliveries](crate::delivery::EngineBuilder::max_queued_per_owner), its
+//! forwarding requests get `429` with `Retry-After`, and other hosts are still accepted.
 //!
 //! # Example
 //!

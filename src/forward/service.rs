@@ -22,7 +22,7 @@ use super::future::ResponseFuture;
 use super::job::{may_be_json, request_id_value, Capture, Job, RunResult};
 use super::layer::{Config, WebhookForwardLayer, MAX_ENDPOINT_LEN};
 use super::{ForwardTo, RunId};
-use crate::delivery::{BoxError, DeliveryEngine, EnqueueError, RefusalKind};
+use crate::delivery::{endpoint_host, BoxError, DeliveryEngine, EnqueueError, RefusalKind};
 use crate::problem::Problem;
 use crate::secret::{Secret, SecretSet};
 use crate::store::{Signing, Source};
@@ -117,22 +117,7 @@ fn invalid_endpoint(detail: impl Into<String>) -> Problem {
 }
 
 fn unavailable(err: &EnqueueError) -> Problem {
-    match err {
-        EnqueueError::Full { retry_after } => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhook-queue-full",
-            "Webhook delivery queue full",
-            "too many webhook deliveries are pending; retry later",
-        )
-        .with_retry_after(retry_after.as_secs().max(1)),
-        _ => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhook-unavailable",
-            "Webhook delivery unavailable",
-            err.to_string(),
-        )
-        .with_retry_after(5),
-    }
+    Problem::from(err.clone())
 }
 
 impl Config {
@@ -357,35 +342,38 @@ where
 }
 
 /// For responses without a request trigger: a handler may still ask for forwarding with a
-/// [`ForwardTo`] response extension.
+/// [`ForwardTo`] response extension. When the engine cannot take the delivery the caller gets
+/// the problem instead of the response, so the delivery is never dropped silently.
 pub(crate) fn response_trigger<B>(
     config: &Config,
     secret: Option<Secret>,
     response: &Response<B>,
-) -> Option<Job> {
-    let forward = response.extensions().get::<ForwardTo>()?;
+) -> Result<Option<Job>, Problem> {
+    let Some(forward) = response.extensions().get::<ForwardTo>() else {
+        return Ok(None);
+    };
     let endpoint = match config.validate(&forward.endpoint, false) {
         Ok(_) => forward.endpoint.clone(),
         Err(problem) => {
             tracing::warn!(problem = %problem, "invalid ForwardTo response extension ignored");
-            return None;
+            return Ok(None);
         }
     };
-    let reservation = match config.engine.try_reserve() {
+    let reservation = match config.engine.try_reserve_for(&endpoint_host(&endpoint)) {
         Ok(reservation) => reservation,
         Err(err) => {
-            tracing::error!(error = %err, "webhook delivery dropped: the engine is full");
-            return None;
+            tracing::warn!(error = %err, "ForwardTo delivery refused: answered with a problem");
+            return Err(unavailable(&err));
         }
     };
     let signing = config.signing(forward.secret.clone(), secret);
-    Some(config.job(
+    Ok(Some(config.job(
         reservation,
         new_run_id(),
         endpoint,
         signing,
         Source::Forward,
-    ))
+    )))
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for WebhookForward<S>
@@ -437,7 +425,10 @@ where
             Ok(uri) => uri,
             Err(problem) => return ResponseFuture::ready(problem.into_response_with()),
         };
-        let reservation = match config.engine.try_reserve() {
+        let reservation = match config
+            .engine
+            .try_reserve_for(&endpoint_host(&trigger.endpoint))
+        {
             Ok(reservation) => reservation,
             Err(err) => return ResponseFuture::ready(unavailable(&err).into_response_with()),
         };
@@ -649,15 +640,17 @@ where
     let request_body = RequestBody::buffered(frames, rest);
     let Some(endpoint) = endpoint else {
         let response = inner.call(Request::from_parts(parts, request_body)).await?;
-        let job = response_trigger(&config, header_secret, &response);
-        return Ok(wrap_response(response, job));
+        return Ok(match response_trigger(&config, header_secret, &response) {
+            Ok(job) => wrap_response(response, job),
+            Err(problem) => problem.into_response_with(),
+        });
     };
 
     let uri = match config.validate(&endpoint, true) {
         Ok(uri) => uri,
         Err(problem) => return Ok(problem.into_response_with()),
     };
-    let reservation = match config.engine.try_reserve() {
+    let reservation = match config.engine.try_reserve_for(&endpoint_host(&endpoint)) {
         Ok(reservation) => reservation,
         Err(err) => return Ok(unavailable(&err).into_response_with()),
     };

@@ -499,6 +499,11 @@ impl ApiError {
                 "The delivery is still pending",
             )
             .detail("only delivered, failed or refused deliveries can be re-sent"),
+            // A memory store's engine at its capacity refuses re-sends as it refuses new
+            // deliveries: the same answer.
+            StoreError::Full => Self::enqueue(EnqueueError::Full {
+                retry_after: Duration::from_secs(1),
+            }),
             StoreError::Unsupported(what) => Self::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "not-supported",
@@ -518,20 +523,7 @@ impl ApiError {
     }
 
     fn enqueue(err: EnqueueError) -> Self {
-        match err {
-            EnqueueError::Full { retry_after } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue-full",
-                "The delivery queue is full",
-            )
-            .retry_after(retry_after.as_secs().max(1)),
-            EnqueueError::ShuttingDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting-down",
-                "The delivery engine is shutting down",
-            ),
-            EnqueueError::Store(err) => Self::store(err, ""),
-        }
+        Self(Problem::from(err))
     }
 
     fn retry_after(mut self, seconds: u64) -> Self {
@@ -1011,6 +1003,7 @@ fn no_store(mut response: Response) -> Response {
         (status = 400, description = "Invalid body, id, URL, event type or scheme", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "The id is taken", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "The owner has its maximum number of webhooks", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 async fn create_webhook(
@@ -1028,6 +1021,22 @@ async fn create_webhook(
             body.rate_limit,
         )
         .await?;
+    let max = registry.max_webhooks();
+    let existing = registry
+        .subscriptions()
+        .list(&owner, None, max)
+        .await
+        .map_err(ApiError::subscriptions)?;
+    if existing.len() >= max {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "webhook-limit-reached",
+            "Too many webhooks",
+        )
+        .detail(format!(
+            "an owner may have at most {max} webhooks; delete one first"
+        )));
+    }
     let now = registry.now();
     let mut webhook = Webhook::new(
         owner,
@@ -1510,6 +1519,7 @@ async fn get_conversation(
         (status = 400, description = "Unknown event type or invalid body", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "The owner's deliveries fill its share of the queue", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
@@ -1560,6 +1570,7 @@ async fn trigger(
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook or delivery", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 409, description = "The delivery is still pending", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 async fn resend(
@@ -1594,6 +1605,7 @@ async fn resend(
         (status = 400, description = "Invalid body or time", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
     )
 )]
 async fn recover(

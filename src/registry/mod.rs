@@ -168,6 +168,9 @@ pub use subscriptions::{
 /// ([`WebhookRegistry::delete`]).
 pub const WEBHOOK_DELETED: &str = "webhook deleted: not sent";
 
+/// The default number of webhooks one owner may register through the API.
+pub const DEFAULT_MAX_WEBHOOKS_PER_OWNER: usize = 100;
+
 /// The default grace period of a rotated-out secret.
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -177,7 +180,7 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 type DisabledHook = Arc<dyn Fn(&DisabledNotice) + Send + Sync>;
 type FinishedHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
 
-/// Why [`WebhookRegistry::publish`] published nothing.
+/// Why [`WebhookRegistry::publish`] did not queue the event for every subscribed webhook.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PublishError {
@@ -193,6 +196,25 @@ pub enum PublishError {
     /// The delivery rows could not be written through the caller's transaction (the
     /// transaction is then aborted: roll it back).
     Store(StoreError),
+    /// The event was queued for some webhooks ([`PublishReport::deliveries`]) but not for the
+    /// others ([`PublishReport::rejected`], each with why: the engine was full, the owner held
+    /// its share, the store failed). The rejected ones are lost unless published again, to
+    /// those webhooks (see [`EnqueueError::retry_after`]).
+    NotQueued(Box<PublishReport>),
+}
+
+impl PublishError {
+    /// The `Retry-After` hint when waiting helps (every rejected webhook's reason said so).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::NotQueued(report) => report
+                .rejected
+                .iter()
+                .map(|rejected| rejected.error.retry_after())
+                .try_fold(Duration::ZERO, |longest, wait| Some(longest.max(wait?))),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for PublishError {
@@ -206,6 +228,17 @@ impl fmt::Display for PublishError {
                  (RegistryBuilder::outbox)",
             ),
             Self::Store(err) => write!(f, "the event was not recorded: {err}"),
+            Self::NotQueued(report) => write!(
+                f,
+                "event {} not queued for {} of {} webhooks: {}",
+                report.event_id,
+                report.rejected.len(),
+                report.rejected.len() + report.deliveries.len(),
+                report
+                    .rejected
+                    .first()
+                    .map_or_else(String::new, |rejected| rejected.error.to_string())
+            ),
         }
     }
 }
@@ -216,6 +249,10 @@ impl std::error::Error for PublishError {
             Self::Payload(err) => Some(err),
             Self::Subscriptions(err) => Some(err),
             Self::Store(err) => Some(err),
+            Self::NotQueued(report) => report
+                .rejected
+                .first()
+                .map(|rejected| &rejected.error as &(dyn std::error::Error + 'static)),
             Self::UnknownEventType(_) | Self::NoOutbox => None,
         }
     }
@@ -254,16 +291,27 @@ pub struct RejectedDelivery {
     pub error: EnqueueError,
 }
 
-/// What [`WebhookRegistry::publish`] did.
+/// What [`WebhookRegistry::publish`] did, per webhook.
+///
+/// `publish` returns it in `Ok` only when the event is queued for every subscribed webhook
+/// (`rejected` is then empty); a partial fan-out is [`PublishError::NotQueued`] carrying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[must_use = "a publish report lists the deliveries made"]
 pub struct PublishReport {
     /// The event's id (the body's `id`).
     pub event_id: String,
-    /// One delivery per enabled subscribed webhook.
+    /// One delivery per enabled subscribed webhook it was queued for.
     pub deliveries: Vec<PublishedDelivery>,
-    /// The webhooks it could not be queued for.
+    /// The webhooks it could not be queued for, each with why.
     pub rejected: Vec<RejectedDelivery>,
+}
+
+impl PublishReport {
+    /// Whether the event was queued for every subscribed webhook.
+    pub fn is_complete(&self) -> bool {
+        self.rejected.is_empty()
+    }
 }
 
 enum EngineSource {
@@ -280,6 +328,7 @@ pub struct RegistryBuilder {
     auth: Option<Arc<dyn Authenticate>>,
     clock: Option<Clock>,
     grace: Duration,
+    max_webhooks: usize,
     health: HealthRule,
     on_disabled: Option<DisabledHook>,
     on_finished: Option<FinishedHook>,
@@ -309,7 +358,8 @@ impl Default for RegistryBuilder {
 impl RegistryBuilder {
     /// Defaults: [`MemorySubscriptions`], an engine with [`Policy::standard`] retries and the
     /// SSRF guard on, no event types, **every request refused** until [`auth`](Self::auth),
-    /// a 24 h rotation grace, [`HealthRule::default`], the system clock.
+    /// a 24 h rotation grace, 100 webhooks per owner, [`HealthRule::default`], the system
+    /// clock.
     pub fn new() -> Self {
         Self {
             subscriptions: None,
@@ -318,6 +368,7 @@ impl RegistryBuilder {
             auth: None,
             clock: None,
             grace: DEFAULT_ROTATION_GRACE,
+            max_webhooks: DEFAULT_MAX_WEBHOOKS_PER_OWNER,
             health: HealthRule::default(),
             on_disabled: None,
             on_finished: None,
@@ -405,6 +456,15 @@ impl RegistryBuilder {
         F: Fn() -> SystemTime + Send + Sync + 'static,
     {
         self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// How many webhooks one owner may create through the API (100 by default,
+    /// [`DEFAULT_MAX_WEBHOOKS_PER_OWNER`]); beyond it `POST /v1/webhooks` answers
+    /// `422 webhook-limit-reached`. It bounds what one tenant can make the engine send per
+    /// event. Webhooks inserted into the subscription store directly are not counted against it.
+    pub fn max_webhooks_per_owner(mut self, max: usize) -> Self {
+        self.max_webhooks = max.max(1);
         self
     }
 
@@ -505,6 +565,7 @@ impl RegistryBuilder {
                 .unwrap_or_else(|| Arc::new(|_: &http::HeaderMap| None)),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
             grace: self.grace,
+            max_webhooks: self.max_webhooks,
             health: self.health,
             on_disabled: self.on_disabled,
             #[cfg(feature = "postgres")]
@@ -531,6 +592,7 @@ struct Inner {
     auth: Arc<dyn Authenticate>,
     clock: Clock,
     grace: Duration,
+    max_webhooks: usize,
     health: HealthRule,
     on_disabled: Option<DisabledHook>,
     /// Failure counts (health rule) and rate limit buckets: the subscription store's when it
@@ -590,10 +652,15 @@ impl WebhookRegistry {
     /// with its own secrets in its own scheme, with its custom headers, recorded under its
     /// key so that its conversations list it.
     ///
+    /// Every matching webhook gets the event or the caller learns which did not: with a
+    /// durable store the engine writes every delivery (the disk is the buffer); with a memory
+    /// store a full engine (or an owner holding its share) refuses some.
+    ///
     /// # Errors
     ///
-    /// [`PublishError`] when nothing could be published; webhooks the engine could not take
-    /// are in [`PublishReport::rejected`].
+    /// [`PublishError`] when the event was not queued for every webhook: before any
+    /// delivery (an unknown type, a payload or subscription store failure), or
+    /// [`PublishError::NotQueued`] with the per-webhook report when the engine refused some.
     pub async fn publish<T>(
         &self,
         event_type: &str,
@@ -669,17 +736,18 @@ impl WebhookRegistry {
         for (webhook, result) in webhooks.into_iter().zip(results) {
             match result {
                 Ok(delivery) => report.deliveries.push(delivery),
-                Err(error) => {
-                    tracing::warn!(webhook = %webhook.id, error = %error, "event not queued for a webhook");
-                    report.rejected.push(RejectedDelivery {
-                        owner: webhook.owner,
-                        webhook_id: webhook.id,
-                        error,
-                    });
-                }
+                Err(error) => report.rejected.push(RejectedDelivery {
+                    owner: webhook.owner,
+                    webhook_id: webhook.id,
+                    error,
+                }),
             }
         }
-        Ok(report)
+        if report.is_complete() {
+            Ok(report)
+        } else {
+            Err(PublishError::NotQueued(Box::new(report)))
+        }
     }
 
     /// [`publish`](Self::publish) through the application's own PostgreSQL transaction: the
@@ -938,6 +1006,11 @@ impl WebhookRegistry {
             .engine
             .resend_failed(&query, Some(webhook.signing(self.now())))
             .await
+    }
+
+    /// How many webhooks one owner may create through the API.
+    pub(crate) fn max_webhooks(&self) -> usize {
+        self.inner.max_webhooks
     }
 
     pub(crate) fn event_type(&self, name: &str) -> Option<&EventType> {

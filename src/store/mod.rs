@@ -880,6 +880,13 @@ pub trait DeliveryStore: Send + Sync + 'static {
         ))))
     }
 
+    /// Whether what it accepts survives a restart of the process (a database, not memory).
+    /// The engine then lets the store buffer every accepted delivery instead of refusing new
+    /// ones at its [capacity](crate::delivery::EngineBuilder::capacity). `false` by default.
+    fn is_durable(&self) -> bool {
+        false
+    }
+
     /// Resolves when work may have arrived from elsewhere (another process enqueued a
     /// delivery: PostgreSQL's `LISTEN/NOTIFY`), so idle workers need not wait for the next
     /// poll. The engine calls it again after each wake-up; it never calls into the engine.

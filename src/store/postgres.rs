@@ -1332,6 +1332,10 @@ fn encode(
 }
 
 impl DeliveryStore for PostgresStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         Box::pin(self.inner.enqueue(delivery))
     }

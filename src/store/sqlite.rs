@@ -1136,6 +1136,10 @@ fn encode(
 }
 
 impl DeliveryStore for SqliteStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let row = DeliveryRow::new(&delivery, &self.inner.signers)?;

@@ -1,0 +1,216 @@
+//! The dispatcher: claims due deliveries within the claim budget and starts one task per
+//! delivery; and the engine's housekeeping (retention, queue gauges).
+
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::{select, Either};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tracing::Instrument;
+
+use super::attempt::display_endpoint;
+use super::engine::Shared;
+use crate::store::{Claim, DeliveryState, DeliveryStore};
+
+/// The shortest time between two claims when woken repeatedly (a backlog is still claimed
+/// batch after batch without waiting).
+const CLAIM_GAP: Duration = Duration::from_millis(2);
+
+/// The dispatcher: claims due deliveries and spawns one task per delivery.
+pub(super) async fn dispatch(
+    shared: Weak<Shared>,
+    wake: Arc<Notify>,
+    store: Arc<dyn DeliveryStore>,
+) {
+    let mut stop = match shared.upgrade() {
+        Some(shared) => shared.stop.subscribe(),
+        None => return,
+    };
+    let mut last: Option<Instant> = None;
+    loop {
+        // Wake-ups that come faster than this share one claim (a store round trip).
+        if let Some(since) = last.map(|last| last.elapsed()) {
+            if since < CLAIM_GAP {
+                tokio::time::sleep(CLAIM_GAP - since).await;
+            }
+        }
+        let wait = match shared.upgrade() {
+            Some(shared) if !*shared.stop.borrow() => shared.dispatch_once().await,
+            _ => return,
+        };
+        last = Some(Instant::now());
+        // Woken by a local enqueue, by the store (another process enqueued), or the timer.
+        let local = pin!(wake.notified());
+        let remote = store.work_notified();
+        let notified = tokio::time::timeout(wait, select(local, remote));
+        let stopped = stop.wait_for(|stopped| *stopped);
+        if let Either::Right((_, _)) = select(pin!(notified), pin!(stopped)).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `period` unless the engine stops first; `false` when it stopped (or is gone).
+async fn idle(shared: &Weak<Shared>, period: Duration) -> bool {
+    let Some(mut stop) = shared.upgrade().map(|shared| shared.stop.subscribe()) else {
+        return false;
+    };
+    let stopped = pin!(stop.wait_for(|stopped| *stopped));
+    let sleep = pin!(tokio::time::sleep(period));
+    let slept = matches!(select(sleep, stopped).await, Either::Left(_));
+    slept
+}
+
+/// Retention: deletes old final deliveries in small batches, pausing between batches.
+pub(super) async fn retention(shared: Weak<Shared>) {
+    let Some(interval) = shared
+        .upgrade()
+        .map(|shared| shared.config.retention_interval)
+    else {
+        return;
+    };
+    while idle(&shared, interval).await {
+        let Some(engine) = shared.upgrade() else {
+            return;
+        };
+        let config = &engine.config;
+        let rules = [
+            (DeliveryState::Delivered, config.retain_delivered),
+            (DeliveryState::Failed, config.retain_failed),
+            (DeliveryState::Refused, config.retain_failed),
+        ];
+        let store = engine.store.clone();
+        let batch = config.retention_batch;
+        drop(engine);
+        for (state, age) in rules {
+            let Some(age) = age else { continue };
+            let before = SystemTime::now() - age;
+            let mut total = 0;
+            loop {
+                match store.purge(state, before, batch).await {
+                    Ok(purged) => {
+                        total += purged;
+                        if purged < batch {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, state = %state, "webhook retention failed");
+                        break;
+                    }
+                }
+                // Let the workers have the store between batches.
+                if !idle(&shared, Duration::from_millis(20)).await {
+                    return;
+                }
+            }
+            if total > 0 {
+                metrics::counter!("webhook_deliveries_purged_total", "state" => state.as_str())
+                    .increment(total as u64);
+                tracing::debug!(state = %state, purged = total, "webhook retention");
+            }
+        }
+    }
+}
+
+/// Refreshes the queue gauges.
+pub(super) async fn gauges(shared: Weak<Shared>, interval: Duration) {
+    loop {
+        let Some(engine) = shared.upgrade() else {
+            return;
+        };
+        let store = engine.store.clone();
+        let in_flight = engine.in_flight.in_use();
+        drop(engine);
+        match store.stats().await {
+            Ok(stats) => {
+                metrics::gauge!("webhook_queue_depth").set(stats.pending as f64);
+                metrics::gauge!("webhook_in_flight").set(stats.in_flight as f64);
+                metrics::gauge!("webhook_attempts_running").set(in_flight as f64);
+                let age = stats
+                    .oldest_due_age(SystemTime::now())
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                metrics::gauge!("webhook_oldest_due_age_seconds").set(age);
+            }
+            Err(err) => tracing::warn!(error = %err, "webhook delivery store: stats failed"),
+        }
+        if !idle(&shared, interval).await {
+            return;
+        }
+    }
+}
+
+impl Shared {
+    /// Claims and starts every due delivery the budget allows; returns how long to sleep.
+    pub(super) async fn dispatch_once(self: &Arc<Self>) -> Duration {
+        loop {
+            let available = self.claim_budget.available_permits();
+            if available == 0 {
+                // The first task to finish wakes the dispatcher. The flag is set before the
+                // budget is looked at again, so a task that finished in between is not missed.
+                self.starved.store(true, Ordering::SeqCst);
+                if self.claim_budget.available_permits() == 0 {
+                    return self.config.poll_interval;
+                }
+                continue;
+            }
+            let limit = available.min(self.config.batch);
+            let claims = match self
+                .store
+                .claim_due(SystemTime::now(), limit, self.config.lease)
+                .await
+            {
+                Ok(claims) => claims,
+                Err(err) => {
+                    tracing::error!(error = %err, "webhook delivery store: claim failed");
+                    return self.config.poll_interval;
+                }
+            };
+            let claimed = claims.len();
+            for claim in claims {
+                match self.claim_budget.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(run(self.clone(), claim, permit));
+                    }
+                    Err(_) => {
+                        let _ = self.store.release(&claim.delivery.id, claim.lease).await;
+                    }
+                }
+            }
+            if claimed < limit {
+                break;
+            }
+        }
+        match self.store.next_due().await {
+            Ok(Some(at)) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(self.config.poll_interval),
+            _ => self.config.poll_interval,
+        }
+    }
+}
+
+/// A claimed delivery's task.
+pub(super) async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
+    let Claim { delivery, lease } = claim;
+    let span = tracing::info_span!(
+        "webhook.delivery",
+        id = %delivery.id,
+        endpoint = %display_endpoint(&delivery.endpoint),
+        attempt = delivery.attempts + 1,
+    );
+    let task = shared.clone();
+    task.run_claim(delivery, lease, budget)
+        .instrument(span)
+        .await;
+    // Its claim budget is free again: the dispatcher is woken if it stopped for want of it
+    // (a retry wakes it from `conclude`, for its due time). Not waking it after every
+    // delivery spares the store a claim and a `next_due` query per finished attempt.
+    if shared.starved.swap(false, Ordering::SeqCst) {
+        shared.wake.notify_one();
+    }
+}
