@@ -524,10 +524,7 @@ mod v1a {
     }
 
     fn secret_set(secrets: &[String]) -> SecretSet {
-        secrets
-            .iter()
-            .map(|secret| tower_webhooks::Secret::new(secret))
-            .collect()
+        secrets.iter().map(tower_webhooks::Secret::new).collect()
     }
 
     fn standard_headers(id: &str, timestamp: i64, signature: &str) -> HeaderMap {
