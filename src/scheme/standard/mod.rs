@@ -314,3 +314,48 @@ fn sign_one(secret: &Secret, signed: &[&[u8]]) -> Result<String, SignError> {
     let mac = compute(Algorithm::Sha256, &key, signed);
     Ok(format!("v1,{}", Encoding::Base64.encode(&mac)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::VerifyErrorKind;
+
+    #[test]
+    #[cfg(feature = "ed25519")]
+    fn at_most_eight_v1a_entries_are_tried() {
+        let entry = format!("v1a,{}", Encoding::Base64.encode(&[0u8; 64]));
+        let header = vec![entry; 20].join(" ");
+        let signatures = Signatures::parse(&header);
+        assert_eq!(signatures.asymmetric.len(), asymmetric::MAX_SIGNATURES);
+        assert!(signatures.symmetric.is_empty());
+    }
+
+    #[test]
+    fn a_key_of_the_other_kind_is_an_invalid_signature_and_no_key_is_no_secret() {
+        let mut request = http::Request::post("/hook").body(()).unwrap();
+        let headers = request.headers_mut();
+        headers.insert("webhook-id", "msg_1".parse().unwrap());
+        headers.insert("webhook-timestamp", "1700000000".parse().unwrap());
+        headers.insert(
+            "webhook-signature",
+            format!("v1,{}", Encoding::Base64.encode(&[1u8; 32]))
+                .parse()
+                .unwrap(),
+        );
+        let head = request.into_parts().0;
+        let scheme = StandardWebhooks::new();
+        let kind = |secrets: &SecretSet| {
+            scheme
+                .begin(&head, secrets, 1_700_000_000)
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(kind(&SecretSet::new()), VerifyErrorKind::NoSecret);
+        assert_eq!(kind(&"not base64!".into()), VerifyErrorKind::NoSecret);
+        #[cfg(feature = "ed25519")]
+        assert_eq!(
+            kind(&"whpk_A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=".into()),
+            VerifyErrorKind::InvalidSignature
+        );
+    }
+}
