@@ -298,6 +298,7 @@ fn sign_one(secret: &Secret, signed: &[&[u8]]) -> Result<String, SignError> {
             "not whsk_<base64 of a 32-byte seed or a 64-byte key pair>",
         ));
     }
+    #[cfg(not(feature = "ed25519"))]
     if text.starts_with("whsk_") {
         return Err(SignError::BadSecret(
             "whsk_ keys need the `ed25519` feature",
