@@ -42,6 +42,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
+//! | `ed25519` | yes | Standard Webhooks asymmetric `v1a` signatures (Ed25519, `whsk_`/`whpk_` keys) via `ed25519-dalek`, which `jwt` builds anyway; without it `v1a` entries are ignored and `whsk_` keys cannot sign |
 //! | `forward` | yes | the outbound half: [`forward`] (`WebhookForwardLayer`), [`delivery`] (engine, retry policy, SSRF guard, hyper-util client), [`store`] |
 //! | `rustls` | yes | `https://` deliveries (rustls, `ring`, webpki roots) |
 //! | `http2` | no | HTTP/2 deliveries (ALPN over TLS) |

@@ -89,7 +89,7 @@ impl<Sc, K, R> WebhookSignatureLayer<Sc, K, R> {
         self.map(|verifier| verifier.replay_store(store))
     }
 
-    /// How long a processed replay key is remembered (default 360 s).
+    /// How long a processed replay key is remembered (default 600 s).
     pub fn replay_ttl(self, ttl: Duration) -> Self {
         self.map(|verifier| verifier.replay_ttl(ttl))
     }

@@ -73,8 +73,8 @@
 //! | `ConditionFailed` | 400 | `condition-failed` | a non-signature condition failed (Valohai) |
 //! | `InvalidSignature` | 401 | `invalid-signature` | no signature matched any secret (tampered body, wrong secret) |
 //! | `NoSecret` | 401 | `no-secret` | no secret configured or found for this request |
-//! | `TimestampTooOld` | 401 | `stale-timestamp` | older than the scheme's window (300 s by default) |
-//! | `TimestampInFuture` | 401 | `future-timestamp` | further ahead than the window (60 s by default) |
+//! | `TimestampTooOld` | 401 | `stale-timestamp` | older than the scheme's window (see [`ReplayWindow`](crate::scheme::ReplayWindow)) |
+//! | `TimestampInFuture` | 401 | `future-timestamp` | further ahead than the window (see [`ReplayWindow`](crate::scheme::ReplayWindow)) |
 //! | `RateLimited` | 429 | `rate-limited` | a rate-limit condition refused the request |
 //! | `BodyTooLarge` | 413 | `body-too-large` | over the limit (2 MiB by default): at once from `Content-Length`, else while reading |
 //! | `BodyError` | 400 | `body-error` | the body stream failed |

@@ -19,9 +19,10 @@ use crate::secret::SecretSet;
 /// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
 pub const DEFAULT_LIMIT: usize = 2_097_152;
 
-/// The default time a replay key is remembered: the default window's 300 s back plus 60 s
-/// ahead.
-pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(360);
+/// The default time a replay key is remembered: the widest default window end to end
+/// (Standard Webhooks' 300 s back plus 300 s ahead), since a message sent from ahead stays
+/// inside the window that long.
+pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(600);
 
 /// The default deadline for receiving a request's body: 30 s, after which the layer answers
 /// `408`.
@@ -164,7 +165,7 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
         self
     }
 
-    /// How long a processed replay key is remembered (default 360 s). Keep it at least as
+    /// How long a processed replay key is remembered (default 600 s). Keep it at least as
     /// long as the scheme's replay window.
     pub fn replay_ttl(mut self, ttl: Duration) -> Self {
         self.replay_ttl = ttl;

@@ -1,7 +1,7 @@
 //! De-duplication of webhook deliveries already processed within the replay window.
 //!
-//! Each scheme's timestamp window ([`ReplayWindow`](crate::scheme::ReplayWindow), 300 s back
-//! and 60 s ahead by default) already refuses old captures. Inside the window, a captured or
+//! Each scheme's timestamp window ([`ReplayWindow`](crate::scheme::ReplayWindow); the README's
+//! "Replay windows" table lists the defaults) already refuses old captures. Inside the window, a captured or
 //! retried request would be processed twice; a [`ReplayStore`] remembers the
 //! [`Verified::replay_key`](crate::Verified::replay_key) of each delivery (derived by the
 //! scheme from **signed** material only: the signed message id, or the MAC itself for formats
@@ -33,8 +33,8 @@
 //! If the response future is dropped while the handler runs (client gone, handler panic),
 //! the reservation is released as [`Outcome::Failed`].
 //!
-//! Keys are kept for the layer's TTL (`replay_ttl`, default 360 s: the default window's 300 s
-//! back plus 60 s ahead). Widen it together with the scheme's window; for schemes without a
+//! Keys are kept for the layer's TTL (`replay_ttl`, default 600 s: the widest default window,
+//! Standard Webhooks' 300 s back plus 300 s ahead). Widen it together with the scheme's window; for schemes without a
 //! timestamp (GitHub) the TTL is the de-duplication horizon.
 //!
 //! # Backends

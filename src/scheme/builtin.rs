@@ -5,6 +5,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::mac::HmacVerification;
+use super::standard::StandardVerification;
 use super::valohai::{Valohai, ValohaiVerification};
 use super::{
     Cerebrium, GitHub, Message, Nextmv, RequestHead, Scheme, SignError, Slack, StandardWebhooks,
@@ -52,8 +53,10 @@ pub enum BuiltinScheme {
 // verified request, which the inline state exists to avoid.
 #[allow(clippy::large_enum_variant)]
 pub enum BuiltinVerification {
-    /// Every HMAC-header format.
+    /// Every HMAC-header format but Standard Webhooks.
     Hmac(HmacVerification),
+    /// Standard Webhooks (`v1` HMAC and `v1a` Ed25519).
+    StandardWebhooks(StandardVerification),
     /// Valohai conditions.
     Valohai(ValohaiVerification),
 }
@@ -100,7 +103,7 @@ impl Scheme for BuiltinScheme {
                 .map(BuiltinVerification::Hmac),
             Self::StandardWebhooks(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Hmac),
+                .map(BuiltinVerification::StandardWebhooks),
             Self::GitHub(scheme) => scheme
                 .begin(head, secrets, now)
                 .map(BuiltinVerification::Hmac),
@@ -141,6 +144,7 @@ impl Verification for BuiltinVerification {
     fn update(&mut self, chunk: &[u8]) {
         match self {
             Self::Hmac(verification) => verification.update(chunk),
+            Self::StandardWebhooks(verification) => verification.update(chunk),
             Self::Valohai(verification) => verification.update(chunk),
         }
     }
@@ -148,6 +152,7 @@ impl Verification for BuiltinVerification {
     fn finish(self, body: &Bytes) -> Result<Verified, VerifyError> {
         match self {
             Self::Hmac(verification) => verification.finish(body),
+            Self::StandardWebhooks(verification) => verification.finish(body),
             Self::Valohai(verification) => verification.finish(body),
         }
     }

@@ -13,7 +13,7 @@
 //! | [`Cerebrium`] | `X-Cerebrium-Webhook-Signature: v1,<hex>` | `{X-Request-Id}.{ts}.{body}` | hex |
 //! | [`Nextmv`] | `Nextmv-Signature: t=..,v1=..` | `{t}.{body}` | hex |
 //! | [`Stripe`] | `Stripe-Signature: t=..,v1=..` | `{t}.{body}` | hex |
-//! | [`StandardWebhooks`] | `webhook-signature: v1,<b64> …` | `{id}.{ts}.{body}` | base64 |
+//! | [`StandardWebhooks`] | `webhook-signature: v1,<b64> v1a,<b64> …` | `{id}.{ts}.{body}` | base64 (HMAC-SHA256 or Ed25519) |
 //! | [`GitHub`] | `X-Hub-Signature-256: sha256=<hex>` | `{body}` | hex |
 //! | [`Slack`] | `X-Slack-Signature: v0=<hex>` | `v0:{ts}:{body}` | hex |
 //! | [`Valohai`] | configurable conditions | configurable basestring | hex |
@@ -92,7 +92,7 @@ pub use mac::{Algorithm, Encoding, HmacVerification};
 
 pub use signer::{SharedSigner, Signer};
 pub use slack::Slack;
-pub use standard::StandardWebhooks;
+pub use standard::{StandardVerification, StandardWebhooks};
 pub(crate) use timestamp::parse_unix_timestamp_bytes;
 pub use timestamp::{parse_unix_timestamp, ReplayWindow};
 pub use timestamped::{Nextmv, Stripe};

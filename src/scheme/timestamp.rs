@@ -27,8 +27,11 @@ pub(crate) fn parse_unix_timestamp_bytes(text: &[u8]) -> Option<i64> {
     i64::try_from(value).ok()
 }
 
-/// How far a signed timestamp may be from now (decision 2: 300 s in the past, 60 s in the
-/// future by default). Checked with saturating arithmetic.
+/// How far a signed timestamp may be from now. Checked with saturating arithmetic.
+///
+/// `ReplayWindow::default()` is 300 s in the past and 60 s in the future (decision 2), what
+/// most schemes use; Standard Webhooks defaults to its spec's ±300 s
+/// ([`ReplayWindow::symmetric`]). The README's "Replay windows" table lists every scheme's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayWindow {
@@ -150,10 +153,11 @@ mod tests {
     }
 }
 
-/// `serde` for an optional window: `true` or absent = the default window, `false` = disabled,
-/// a table = that window.
+/// `serde` for an optional window with [`ReplayWindow::default`] as its default: `true` or
+/// absent = the default window, `false` = disabled, a table = that window (a field it omits
+/// keeps the default's value).
 pub(crate) mod optional_window {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserializer, Serializer};
 
     use super::ReplayWindow;
 
@@ -165,25 +169,84 @@ pub(crate) mod optional_window {
         window: &Option<ReplayWindow>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
+        super::window_setting::serialize(window, serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<ReplayWindow>, D::Error> {
+        super::window_setting::deserialize(deserializer, ReplayWindow::default())
+    }
+}
+
+/// The Standard Webhooks tolerance: five minutes either way, as the spec and its reference
+/// libraries check it.
+pub(crate) const SYMMETRIC_DEFAULT: ReplayWindow = ReplayWindow::symmetric(300);
+
+/// [`optional_window`] with [`SYMMETRIC_DEFAULT`] as the default.
+pub(crate) mod optional_symmetric_window {
+    use serde::{Deserializer, Serializer};
+
+    use super::{ReplayWindow, SYMMETRIC_DEFAULT};
+
+    pub(crate) fn default() -> Option<ReplayWindow> {
+        Some(SYMMETRIC_DEFAULT)
+    }
+
+    pub(crate) fn serialize<S: Serializer>(
+        window: &Option<ReplayWindow>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        super::window_setting::serialize(window, serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<ReplayWindow>, D::Error> {
+        super::window_setting::deserialize(deserializer, SYMMETRIC_DEFAULT)
+    }
+}
+
+/// The configuration grammar both window settings share, with the scheme's default passed in.
+mod window_setting {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ReplayWindow;
+
+    pub(super) fn serialize<S: Serializer>(
+        window: &Option<ReplayWindow>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match window {
             Some(window) => window.serialize(serializer),
             None => serializer.serialize_bool(false),
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
+        default: ReplayWindow,
     ) -> Result<Option<ReplayWindow>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Partial {
+            past_secs: Option<u32>,
+            future_secs: Option<u32>,
+        }
+
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Setting {
             Enabled(bool),
-            Window(ReplayWindow),
+            Window(Partial),
         }
         Ok(match Setting::deserialize(deserializer)? {
-            Setting::Enabled(true) => Some(ReplayWindow::default()),
+            Setting::Enabled(true) => Some(default),
             Setting::Enabled(false) => None,
-            Setting::Window(window) => Some(window),
+            Setting::Window(window) => Some(ReplayWindow::new(
+                window.past_secs.unwrap_or(default.past_secs),
+                window.future_secs.unwrap_or(default.future_secs),
+            )),
         })
     }
 }
