@@ -68,6 +68,7 @@ pub mod secret;
 pub mod sensitive;
 #[cfg(feature = "forward")]
 pub mod store;
+pub mod telemetry;
 
 pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
 pub use problem::Problem;

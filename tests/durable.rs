@@ -564,13 +564,13 @@ async fn queue_depth_oldest_due_age_and_attempts_by_outcome() {
             .store(sqlite(&dir).await)
             .metrics_interval(Some(Duration::from_millis(50))),
     );
-    let before = recorded.value("webhook_attempts_total,outcome=2xx");
+    let before = recorded.value("webhook_attempts_total,engine=default,outcome=2xx");
     engine
         .submit(signed("m1", &ok.url("/"), "{}"))
         .await
         .unwrap();
     next_report(&mut reports).await;
-    assert!(recorded.value("webhook_attempts_total,outcome=2xx") > before);
+    assert!(recorded.value("webhook_attempts_total,engine=default,outcome=2xx") > before);
     // A delivery due in the past that no worker takes (an endpoint host held busy) shows in
     // the queue depth and the age of the oldest due delivery.
     let store = engine.store().clone();
@@ -582,7 +582,7 @@ async fn queue_depth_oldest_due_age_and_attempts_by_outcome() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while f64::from_bits(recorded.value("webhook_queue_depth")) < 1.0 {
+    while f64::from_bits(recorded.value("webhook_queue_depth,engine=default")) < 1.0 {
         assert!(Instant::now() < deadline, "queue depth gauge not updated");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -58,6 +58,8 @@ pub(super) struct Config {
     pub(super) retention_interval: Duration,
     pub(super) retention_batch: usize,
     pub(super) metrics_interval: Option<Duration>,
+    /// The `engine` label of its metrics.
+    pub(super) name: &'static str,
     pub(super) hold: Duration,
 }
 
@@ -123,6 +125,7 @@ impl EngineBuilder {
                 retention_interval: Duration::from_secs(60),
                 retention_batch: 500,
                 metrics_interval: Some(Duration::from_secs(10)),
+                name: "default",
                 hold: Duration::from_secs(30),
             },
             hook: None,
@@ -296,6 +299,15 @@ impl EngineBuilder {
         self
     }
 
+    /// The engine's name: the `engine` label of its metrics (default `default`), so that two
+    /// engines in one process (a forwarder's and a registry's) keep apart gauges.
+    ///
+    /// Give a fixed name (one per engine, not per tenant): it is a label value.
+    pub fn name(mut self, name: &str) -> Self {
+        self.config.name = crate::telemetry::interned(name);
+        self
+    }
+
     /// The `Retry-After` suggested when the engine is full.
     pub fn busy_retry_after(mut self, retry_after: Duration) -> Self {
         self.config.busy_retry_after = retry_after;
@@ -321,6 +333,8 @@ impl EngineBuilder {
     /// deliveries left in a durable store resume), else on first use or
     /// [`DeliveryEngine::start`](super::DeliveryEngine::start).
     pub fn build(self) -> DeliveryEngine {
+        // The help texts reach a recorder installed before the engine is built.
+        crate::telemetry::describe_metrics();
         let mut config = self.config;
         if config.max_claimed == 0 {
             config.max_claimed = (4 * config.max_in_flight).max(64);

@@ -13,6 +13,9 @@ use tracing::Instrument;
 use super::attempt::display_endpoint;
 use super::engine::Shared;
 use crate::store::{Claim, DeliveryState, DeliveryStore};
+use crate::telemetry::{
+    ATTEMPTS_RUNNING, DELIVERIES_PURGED, IN_FLIGHT, OLDEST_DUE_AGE, QUEUE_DEPTH,
+};
 
 /// The shortest time between two claims when woken repeatedly (a backlog is still claimed
 /// batch after batch without waiting).
@@ -83,6 +86,7 @@ pub(super) async fn retention(shared: Weak<Shared>) {
         ];
         let store = engine.store.clone();
         let batch = config.retention_batch;
+        let name = config.name;
         drop(engine);
         for (state, age) in rules {
             let Some(age) = age else { continue };
@@ -107,7 +111,7 @@ pub(super) async fn retention(shared: Weak<Shared>) {
                 }
             }
             if total > 0 {
-                metrics::counter!("webhook_deliveries_purged_total", "state" => state.as_str())
+                metrics::counter!(DELIVERIES_PURGED, "engine" => name, "state" => state.as_str())
                     .increment(total as u64);
                 tracing::debug!(state = %state, purged = total, "webhook retention");
             }
@@ -123,17 +127,18 @@ pub(super) async fn gauges(shared: Weak<Shared>, interval: Duration) {
         };
         let store = engine.store.clone();
         let in_flight = engine.in_flight.in_use();
+        let name = engine.config.name;
         drop(engine);
         match store.stats().await {
             Ok(stats) => {
-                metrics::gauge!("webhook_queue_depth").set(stats.pending as f64);
-                metrics::gauge!("webhook_in_flight").set(stats.in_flight as f64);
-                metrics::gauge!("webhook_attempts_running").set(in_flight as f64);
+                metrics::gauge!(QUEUE_DEPTH, "engine" => name).set(stats.pending as f64);
+                metrics::gauge!(IN_FLIGHT, "engine" => name).set(stats.in_flight as f64);
+                metrics::gauge!(ATTEMPTS_RUNNING, "engine" => name).set(in_flight as f64);
                 let age = stats
                     .oldest_due_age(SystemTime::now())
                     .unwrap_or_default()
                     .as_secs_f64();
-                metrics::gauge!("webhook_oldest_due_age_seconds").set(age);
+                metrics::gauge!(OLDEST_DUE_AGE, "engine" => name).set(age);
             }
             Err(err) => tracing::warn!(error = %err, "webhook delivery store: stats failed"),
         }

@@ -17,6 +17,7 @@ use super::policy::Verdict;
 use crate::store::{
     Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next, StoreError,
 };
+use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
 
 /// The `outcome` label of `webhook_attempts_total`.
 fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
@@ -175,8 +176,11 @@ impl Shared {
             }
         }
         let outcome = attempt.outcome.clone();
-        metrics::counter!("webhook_attempts_total", "outcome" => outcome_label(&outcome))
-            .increment(1);
+        let engine = self.config.name;
+        let class = outcome_label(&outcome);
+        metrics::counter!(ATTEMPTS, "engine" => engine, "outcome" => class).increment(1);
+        metrics::histogram!(ATTEMPT_DURATION, "engine" => engine, "outcome" => class)
+            .record(attempt.latency.as_secs_f64());
         match &next {
             Next::Retry { at } => tracing::info!(
                 outcome = %outcome,
@@ -224,8 +228,13 @@ impl Shared {
             self.give_up_endpoint(&delivery.endpoint).await;
         }
         if let Next::Final { state, .. } = next {
-            metrics::counter!("webhook_deliveries_finished_total", "state" => state.as_str())
+            metrics::counter!(DELIVERIES_FINISHED, "engine" => engine, "state" => state.as_str())
                 .increment(1);
+            let latency = SystemTime::now()
+                .duration_since(delivery.created_at)
+                .unwrap_or_default();
+            metrics::histogram!(DELIVERY_LATENCY, "engine" => engine, "state" => state.as_str())
+                .record(latency.as_secs_f64());
             self.finish(&delivery.id);
             if let Some(hook) = &self.hook {
                 hook(&DeliveryReport {

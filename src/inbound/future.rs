@@ -18,6 +18,7 @@ use super::body::VerifiedBody;
 use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
+use super::telemetry::{SchemeLabel, Telemetry};
 use super::verifier::{Clock, Rejections, WebhookVerifier};
 use crate::replay::{scoped_key, Outcome, ReplayFuture, ReplayRecord, ReplayStore, Reservation};
 use crate::scheme::{RequestHead, Scheme, Verified};
@@ -56,6 +57,7 @@ pin_project! {
         rejection: R,
         now: i64,
         guard: Option<Box<ReplayGuard>>,
+        telemetry: Telemetry,
     }
 }
 
@@ -140,6 +142,7 @@ where
         verifier: WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
+        scheme: SchemeLabel,
     ) -> Self {
         Self {
             state: State::Lookup {
@@ -156,6 +159,7 @@ where
             rejection,
             now,
             guard: None,
+            telemetry: Telemetry::start(scheme),
         }
     }
 
@@ -169,7 +173,9 @@ where
         verifier: &WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
+        scheme: SchemeLabel,
     ) -> Self {
+        let telemetry = Telemetry::start(scheme);
         let state = match started {
             Ok((verification, buffer)) => State::Collect {
                 body,
@@ -179,7 +185,7 @@ where
                 timer: None,
             },
             Err(error) => State::Local {
-                response: Some(render(&rejection, error)),
+                response: Some(reject(&rejection, &telemetry, error)),
             },
         };
         Self {
@@ -190,6 +196,7 @@ where
             rejection,
             now,
             guard: None,
+            telemetry,
         }
     }
 }
@@ -213,6 +220,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _span = this.telemetry.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup {
@@ -245,7 +253,7 @@ where
                             timer: None,
                         }),
                         Err(error) => this.state.set(State::Local {
-                            response: Some(render(this.rejection, error)),
+                            response: Some(reject(this.rejection, this.telemetry, error)),
                         }),
                     }
                 }
@@ -281,8 +289,9 @@ where
                                 return Poll::Pending;
                             }
                             this.state.set(State::Local {
-                                response: Some(render(
+                                response: Some(reject(
                                     this.rejection,
+                                    this.telemetry,
                                     Rejection::body_timeout(deadline),
                                 )),
                             });
@@ -294,7 +303,7 @@ where
                         Err(error) => {
                             let error = this.rejections.collect(error);
                             this.state.set(State::Local {
-                                response: Some(render(this.rejection, error)),
+                                response: Some(reject(this.rejection, this.telemetry, error)),
                             });
                             continue;
                         }
@@ -304,6 +313,7 @@ where
                         let Pending {
                             parts, mut inner, ..
                         } = pending;
+                        this.telemetry.accepted(parts.extensions.get::<Verified>());
                         let request = Request::from_parts(parts, VerifiedBody::new(bytes));
                         this.state.set(State::Call {
                             future: inner.call(request),
@@ -355,6 +365,7 @@ where
                             } = pending;
                             match admitted {
                                 Ok(()) => {
+                                    this.telemetry.accepted(parts.extensions.get::<Verified>());
                                     let request =
                                         Request::from_parts(parts, VerifiedBody::new(bytes));
                                     this.state.set(State::Call {
@@ -362,7 +373,7 @@ where
                                     });
                                 }
                                 Err(error) => this.state.set(State::Local {
-                                    response: Some(render(this.rejection, error)),
+                                    response: Some(reject(this.rejection, this.telemetry, error)),
                                 }),
                             }
                         }
@@ -390,14 +401,22 @@ where
                                 None => Ok(()),
                             };
                             match admitted {
-                                Ok(()) => this.state.set(State::Call {
-                                    future: inner.call(request),
-                                }),
+                                Ok(()) => {
+                                    this.telemetry
+                                        .accepted(request.extensions().get::<Verified>());
+                                    this.state.set(State::Call {
+                                        future: inner.call(request),
+                                    });
+                                }
                                 Err(error) => {
                                     // Dropping the armed guard releases the reservation.
                                     *this.guard = None;
                                     this.state.set(State::Local {
-                                        response: Some(render(this.rejection, error)),
+                                        response: Some(reject(
+                                            this.rejection,
+                                            this.telemetry,
+                                            error,
+                                        )),
                                     });
                                 }
                             }
@@ -405,7 +424,11 @@ where
                         Ok(Reservation::InFlight) => {
                             *this.guard = None;
                             this.state.set(State::Local {
-                                response: Some(render(this.rejection, Rejection::in_flight())),
+                                response: Some(reject(
+                                    this.rejection,
+                                    this.telemetry,
+                                    Rejection::in_flight(),
+                                )),
                             });
                         }
                         Ok(Reservation::Done(record)) => {
@@ -414,6 +437,8 @@ where
                             if let Some(verified) = request.extensions_mut().get_mut::<Verified>() {
                                 verified.run_id = record.run_id;
                             }
+                            this.telemetry
+                                .duplicate(request.extensions().get::<Verified>());
                             let verifier = this.verifier.as_ref().expect(REPLAY_KEEPS_THE_VERIFIER);
                             let response = duplicate_response(verifier.scheme(), request);
                             this.state.set(State::Local {
@@ -428,8 +453,9 @@ where
                                 "replay store unavailable"
                             );
                             this.state.set(State::Local {
-                                response: Some(render(
+                                response: Some(reject(
                                     this.rejection,
+                                    this.telemetry,
                                     Rejection::replay_store_unavailable(),
                                 )),
                             });
@@ -470,6 +496,16 @@ where
             }
         }
     }
+}
+
+/// Counts and traces a rejection, then renders it.
+fn reject<R: RejectionResponse>(
+    renderer: &R,
+    telemetry: &Telemetry,
+    rejection: Rejection,
+) -> axum::response::Response {
+    telemetry.rejected(&rejection);
+    render(renderer, rejection)
 }
 
 /// Charges the scheme's quotas for a request known not to be a duplicate.

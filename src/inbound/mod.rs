@@ -226,6 +226,7 @@ mod key;
 mod layer;
 mod rejection;
 mod service;
+mod telemetry;
 mod verifier;
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::future::{Pending, ResponseFuture};
 use super::key::{SecretLookup, SecretSource};
 use super::layer::WebhookSignatureLayer;
 use super::rejection::{DefaultRejectionResponse, RejectionResponse};
+use super::telemetry::SchemeLabel;
 use super::verifier::{mark_sensitive, WebhookVerifier};
 use crate::scheme::Scheme;
 use crate::secret::SecretSet;
@@ -35,6 +36,7 @@ pub struct WebhookSignature<S, Sc, K = SecretSet, R = DefaultRejectionResponse> 
     inner: S,
     verifier: WebhookVerifier<Sc, K>,
     rejection: R,
+    scheme: SchemeLabel,
 }
 
 impl<S: Clone, Sc, K, R: Clone> Clone for WebhookSignature<S, Sc, K, R> {
@@ -43,6 +45,7 @@ impl<S: Clone, Sc, K, R: Clone> Clone for WebhookSignature<S, Sc, K, R> {
             inner: self.inner.clone(),
             verifier: self.verifier.clone(),
             rejection: self.rejection.clone(),
+            scheme: self.scheme,
         }
     }
 }
@@ -61,11 +64,7 @@ impl<S: std::fmt::Debug, Sc: std::fmt::Debug, K, R> std::fmt::Debug
 impl<S, Sc: Scheme, K: SecretSource> WebhookSignature<S, Sc, K> {
     /// Wraps `inner` with `verifier` and the default problem+json rejections.
     pub fn new(inner: S, verifier: WebhookVerifier<Sc, K>) -> Self {
-        Self {
-            inner,
-            verifier,
-            rejection: DefaultRejectionResponse,
-        }
+        Self::from_parts(inner, verifier, DefaultRejectionResponse)
     }
 }
 
@@ -84,15 +83,21 @@ impl<Sc: Scheme> WebhookSignature<(), Sc> {
     }
 }
 
-impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
+impl<S, Sc: Scheme, K, R> WebhookSignature<S, Sc, K, R> {
     pub(crate) fn from_parts(inner: S, verifier: WebhookVerifier<Sc, K>, rejection: R) -> Self {
+        // The help texts reach a recorder installed before the application is built.
+        crate::telemetry::describe_metrics();
+        let scheme = SchemeLabel::new(verifier.scheme().name());
         Self {
             inner,
             verifier,
             rejection,
+            scheme,
         }
     }
+}
 
+impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
     /// The verifier.
     pub fn verifier(&self) -> &WebhookVerifier<Sc, K> {
         &self.verifier
@@ -164,6 +169,7 @@ where
                     verifier.clone(),
                     self.rejection.clone(),
                     now,
+                    self.scheme,
                 );
             }
         };
@@ -178,6 +184,7 @@ where
             verifier,
             self.rejection.clone(),
             now,
+            self.scheme,
         )
     }
 }

@@ -1,0 +1,99 @@
+//! Per-request observability of the signature layer: the `webhook.verify` span and the
+//! inbound counters of [`telemetry`](crate::telemetry).
+//!
+//! Lean on purpose: the span is boxed only when a subscriber wants it (a disabled span is
+//! a pointer-sized `None` in the response future), and the accepted counter's key is built
+//! from labels interned when the layer is built, so recording it allocates nothing.
+
+use metrics::{Key, Label, Level, Metadata};
+use tracing::field::{display, Empty};
+use tracing::Span;
+
+use super::rejection::Rejection;
+use crate::scheme::Verified;
+use crate::telemetry::{label, INBOUND_ACCEPTED, INBOUND_DUPLICATES, INBOUND_REJECTED};
+
+static METADATA: Metadata<'static> =
+    Metadata::new("tower_webhooks::inbound", Level::INFO, Some(module_path!()));
+
+/// A scheme's name and its label, made once per layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SchemeLabel {
+    labels: &'static [Label],
+}
+
+impl SchemeLabel {
+    /// The label of the scheme called `name`.
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            labels: label("scheme", name),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        self.labels.first().map_or("", Label::value)
+    }
+}
+
+/// One request's span and scheme label.
+pub(crate) struct Telemetry {
+    scheme: SchemeLabel,
+    span: Option<Box<Span>>,
+}
+
+impl Telemetry {
+    /// Opens the request's `webhook.verify` span (if a subscriber is interested).
+    #[inline]
+    pub(crate) fn start(scheme: SchemeLabel) -> Self {
+        let span = tracing::info_span!(
+            target: "tower_webhooks::inbound",
+            "webhook.verify",
+            scheme = scheme.name(),
+            outcome = Empty,
+            message_id = Empty,
+        );
+        Self {
+            scheme,
+            span: (!span.is_disabled()).then(|| Box::new(span)),
+        }
+    }
+
+    /// Enters the span for the duration of one poll.
+    #[inline]
+    pub(crate) fn enter(&self) -> Option<tracing::span::Entered<'_>> {
+        self.span.as_deref().map(Span::enter)
+    }
+
+    /// The request passed verification and is handed to the handler.
+    #[inline]
+    pub(crate) fn accepted(&self, verified: Option<&Verified>) {
+        let key = Key::from_static_parts(INBOUND_ACCEPTED, self.scheme.labels);
+        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA)).increment(1);
+        self.record("accepted", verified);
+    }
+
+    /// The request was rejected before the handler.
+    pub(crate) fn rejected(&self, rejection: &Rejection) {
+        let kind = rejection.kind().slug();
+        metrics::counter!(INBOUND_REJECTED, "scheme" => self.scheme.name(), "kind" => kind)
+            .increment(1);
+        self.record(kind, None);
+    }
+
+    /// A duplicate of a processed webhook was answered without the handler.
+    pub(crate) fn duplicate(&self, verified: Option<&Verified>) {
+        let key = Key::from_static_parts(INBOUND_DUPLICATES, self.scheme.labels);
+        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA)).increment(1);
+        self.record("duplicate", verified);
+    }
+
+    fn record(&self, outcome: &'static str, verified: Option<&Verified>) {
+        let Some(span) = self.span.as_deref() else {
+            return;
+        };
+        span.record("outcome", outcome);
+        if let Some(id) = verified.and_then(|verified| verified.message_id.as_ref()) {
+            span.record("message_id", display(id));
+        }
+    }
+}
