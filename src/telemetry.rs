@@ -135,7 +135,7 @@ pub const METRICS: &[MetricDescription] = &[
         DELIVERIES_FINISHED,
         MetricKind::Counter,
         &["engine", "state"],
-        "Deliveries that reached a final state (delivered, failed, cancelled).",
+        "Deliveries that reached a final state (delivered, failed, refused).",
     ),
     metric(
         DELIVERY_LATENCY,
