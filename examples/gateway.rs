@@ -526,16 +526,18 @@ async fn serve(
 /// `[forward]`: Cerebrium-style forwarding — `POST /v4/{project}/{app}/{function}` runs a demo
 /// function and delivers its result, signed, to `?webhookEndpoint=` (or the legacy
 /// `webhook_endpoint` body field), with `?async=true`; a durable store keeps accepted
-/// deliveries across restarts; `/metrics` shows the queue.
+/// deliveries across restarts; `/metrics` serves every metric of the process (inbound
+/// verifications, both engines) through `metrics-exporter-prometheus`.
 mod forward_demo {
-    use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
 
     use axum::extract::{Path, Request, State};
-    use axum::http::{HeaderMap, StatusCode};
+    use axum::http::{header, HeaderMap, StatusCode};
     use axum::response::IntoResponse;
     use axum::routing::{get, post};
     use axum::{Json, Router};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
     use serde::Deserialize;
     use serde_json::{json, Value};
     use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
@@ -614,8 +616,10 @@ mod forward_demo {
                 Err(_) => guard.allow_host(entry),
             };
         }
+        // Installed before the engine is built, so the engine's gauges land in it.
+        prometheus();
         let spec = std::env::var("STORE").unwrap_or_else(|_| config.store.clone());
-        let mut builder = DeliveryEngine::builder().guard(guard);
+        let mut builder = DeliveryEngine::builder().name("forward").guard(guard);
         if let Some(store) = store(&spec).await? {
             builder = builder.shared_store(store);
         }
@@ -711,39 +715,41 @@ mod forward_demo {
         }
     }
 
-    /// Queue depth, age of the oldest due delivery, in-flight and finished counts, in the
-    /// Prometheus text format (attempts by outcome also go to the `metrics` facade).
-    async fn metrics(State(engine): State<DeliveryEngine>) -> axum::response::Response {
-        match engine.stats().await {
-            Ok(stats) => {
-                let age = stats
-                    .store
-                    .oldest_due_age(SystemTime::now())
-                    .unwrap_or_default();
-                format!(
-                    "# TYPE webhook_queue_depth gauge\nwebhook_queue_depth {}\n\
-                     # TYPE webhook_in_flight gauge\nwebhook_in_flight {}\n\
-                     # TYPE webhook_finished gauge\nwebhook_finished {}\n\
-                     # TYPE webhook_oldest_due_age_seconds gauge\nwebhook_oldest_due_age_seconds {:.3}\n\
-                     # TYPE webhook_outstanding gauge\nwebhook_outstanding {}\n\
-                     # TYPE webhook_capacity gauge\nwebhook_capacity {}\n",
-                    stats.store.pending,
-                    stats.in_flight,
-                    stats.store.finished,
-                    age.as_secs_f64(),
-                    stats.outstanding,
-                    stats.capacity,
-                )
-                .into_response()
-            }
-            Err(err) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "The delivery store is unavailable",
-            )
-            .with_detail(err.to_string())
-            .into_response(),
-        }
+    /// Upper bounds (seconds) of the histogram buckets: a delivery attempt takes milliseconds
+    /// to its 15 s timeout, a delivery with retries up to days.
+    const SECONDS_BUCKETS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+        86400.0,
+    ];
+
+    /// The process's Prometheus recorder, installed on first use: every `metrics` call of the
+    /// crate (inbound verifications, the forward and registry engines) lands in it.
+    fn prometheus() -> &'static PrometheusHandle {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        HANDLE.get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                // Histograms with buckets, not the exporter's default summaries.
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .expect("the bucket list is not empty")
+                .install_recorder()
+                .expect("the gateway installs the process's only metrics recorder");
+            // The inbound layers were built before the recorder existed: describe again.
+            tower_webhooks::telemetry::describe_metrics();
+            handle
+        })
+    }
+
+    /// Every metric in the Prometheus text format (`docs/metrics.md` lists them).
+    async fn metrics() -> impl IntoResponse {
+        let handle = prometheus();
+        handle.run_upkeep();
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
     }
 }
 
@@ -970,7 +976,7 @@ mod registry_demo {
                 // Its own engine (not the `[forward]` one): the registry installs its
                 // `on_finished` hook for the health rule, and its deliveries keep the
                 // registry's SSRF guard and retry policy.
-                .engine(engine.guard(guard).policy(Policy::standard()))
+                .engine(engine.name("registry").guard(guard).policy(Policy::standard()))
                 .event_type(EventType::run_status())
                 .event_type(EventType::endpoint_disabled())
                 .auth(tokens.clone())
