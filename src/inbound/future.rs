@@ -137,8 +137,7 @@ where
     pub(crate) fn lookup(
         lookup: K::Future,
         body: B,
-        parts: RequestHead,
-        inner: S,
+        pending: Pending<S>,
         verifier: WebhookVerifier<Sc, K>,
         rejection: R,
         now: i64,
@@ -148,11 +147,7 @@ where
             state: State::Lookup {
                 lookup,
                 body: Some(body),
-                pending: Some(Pending {
-                    parts,
-                    inner,
-                    secrets: None,
-                }),
+                pending: Some(pending),
             },
             rejections: verifier.rejections(),
             verifier: Some(verifier),

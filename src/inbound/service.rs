@@ -164,8 +164,11 @@ where
                 return ResponseFuture::lookup(
                     lookup,
                     body,
-                    parts,
-                    inner,
+                    Pending {
+                        parts,
+                        inner,
+                        secrets: None,
+                    },
                     verifier.clone(),
                     self.rejection.clone(),
                     now,
