@@ -291,7 +291,8 @@ impl EngineBuilder {
     }
 
     /// How often the queue gauges (`webhook_queue_depth`, `webhook_in_flight`,
-    /// `webhook_oldest_due_age_seconds`) are refreshed through the [`metrics`] facade;
+    /// `webhook_attempts_running`, `webhook_oldest_due_age_seconds`, labelled with the
+    /// engine's [`name`](Self::name)) are refreshed through the [`metrics`] facade;
     /// every 10 s by default, `None` to never query the store for them. See
     /// [`DeliveryEngine::stats`](super::DeliveryEngine::stats) for the same figures on demand.
     pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
@@ -302,7 +303,9 @@ impl EngineBuilder {
     /// The engine's name: the `engine` label of its metrics (default `default`), so that two
     /// engines in one process (a forwarder's and a registry's) keep apart gauges.
     ///
-    /// Give a fixed name (one per engine, not per tenant): it is a label value.
+    /// Give a fixed name (one per engine, not per tenant): it is a label value, kept for the
+    /// life of the process. [`telemetry::METRICS`](crate::telemetry::METRICS) lists every
+    /// metric.
     pub fn name(mut self, name: &str) -> Self {
         self.config.name = crate::telemetry::interned(name);
         self
