@@ -222,8 +222,8 @@ pub(crate) fn interned(value: &str) -> &'static str {
 
 /// The one-label set `key = value`, made once per distinct pair (see [`interned`]), so
 /// that a metric key built from it is static.
-pub(crate) fn label(key: &'static str, value: &str) -> &'static [Label] {
-    type Labels = HashMap<(&'static str, &'static str), &'static [Label]>;
+pub(crate) fn label(key: &'static str, value: &str) -> &'static [Label; 1] {
+    type Labels = HashMap<(&'static str, &'static str), &'static [Label; 1]>;
     static LABELS: OnceLock<Mutex<Labels>> = OnceLock::new();
     let value = interned(value);
     let mut labels = LABELS
