@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::routing::post;
 use axum::Router;
@@ -99,12 +99,19 @@ impl metrics::Recorder for TestRecorder {
 
 /// Runs `test` on a current-thread runtime with its own recorder; returns what it recorded.
 fn recorded<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) -> Arc<Recorded> {
+    recorded_with(|_| test())
+}
+
+/// [`recorded`], for a test that looks at what it recorded while it runs.
+fn recorded_with<F: std::future::Future<Output = ()>>(
+    test: impl FnOnce(Arc<Recorded>) -> F,
+) -> Arc<Recorded> {
     let recorder = TestRecorder::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    metrics::with_local_recorder(&recorder, || runtime.block_on(test()));
+    metrics::with_local_recorder(&recorder, || runtime.block_on(test(recorder.0.clone())));
     recorder.0
 }
 
@@ -249,7 +256,7 @@ fn two_engines_keep_apart_gauges_and_time_attempts_and_deliveries() {
     use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
     use tower_webhooks::store::{Delivery, DeliveryState};
 
-    let recorded = recorded(|| async {
+    let recorded = recorded_with(|recorded| async move {
         let receiver = Receiver::status(200).await;
         let engine = |name: &str| {
             DeliveryEngine::builder()
@@ -266,19 +273,19 @@ fn two_engines_keep_apart_gauges_and_time_attempts_and_deliveries() {
             .await
             .unwrap();
         receiver.wait_hits(1, Duration::from_secs(10)).await;
-        while alpha
-            .conversation("d-1")
-            .await
-            .unwrap()
-            .unwrap()
-            .delivery
-            .state
-            != DeliveryState::Delivered
-        {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let done = |key: &str| recorded.value(key).is_some();
+        loop {
+            let conversation = alpha.conversation("d-1").await.unwrap().unwrap();
+            if conversation.delivery.state == DeliveryState::Delivered
+                && done("webhook_queue_depth,engine=alpha")
+                && done("webhook_queue_depth,engine=beta")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not delivered, or no gauges");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Long enough for both engines' gauge refreshes to have run.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = alpha.shutdown(Duration::from_secs(1)).await;
         let _ = beta.shutdown(Duration::from_secs(1)).await;
     });
