@@ -8,7 +8,8 @@
 //!
 //! Every `POST` answers `{"ok": true, "input": <the JSON body>}`; with
 //! `?webhookEndpoint=<url-encoded URL>` (and `X-Webhook-Secret`) that answer is also delivered
-//! there, signed, through the durable engine. `GET /metrics` prints the queue figures.
+//! there, signed, through the durable engine. `GET /metrics` serves the crate's metrics
+//! (`docs/metrics.md`) through `metrics-exporter-prometheus`.
 //! Loopback endpoints are allowed (a development setting).
 //!
 //! Options: `--listen ADDR` (default `127.0.0.1:3000`; port 0 picks one), `--sqlite PATH` or
@@ -23,6 +24,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 use tower_webhooks::delivery::{DeliveryEngine, Policy, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
@@ -95,25 +97,10 @@ async fn store(args: &Args) -> Arc<dyn DeliveryStore> {
     Arc::new(SqliteStore::connect(path).await.expect("SQLite store"))
 }
 
-async fn metrics(State(engine): State<DeliveryEngine>) -> String {
-    match engine.stats().await {
-        Ok(stats) => {
-            let age = stats
-                .store
-                .oldest_due_age(std::time::SystemTime::now())
-                .unwrap_or_default();
-            format!(
-                "webhook_queue_depth {}\nwebhook_in_flight {}\nwebhook_finished {}\n\
-                 webhook_oldest_due_age_seconds {:.3}\nwebhook_outstanding {}\n",
-                stats.store.pending,
-                stats.store.in_flight,
-                stats.store.finished,
-                age.as_secs_f64(),
-                stats.outstanding,
-            )
-        }
-        Err(err) => format!("# store error: {err}\n"),
-    }
+/// Every metric of the process in the Prometheus text format.
+async fn metrics(State(prometheus): State<PrometheusHandle>) -> String {
+    prometheus.run_upkeep();
+    prometheus.render()
 }
 
 #[tokio::main]
@@ -124,6 +111,13 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0],
+        )
+        .and_then(PrometheusBuilder::install_recorder)
+        .expect("the only metrics recorder of the process");
     let args = args();
     let store = store(&args).await;
     let delays = vec![args.retry; args.attempts.saturating_sub(1) as usize];
@@ -136,10 +130,11 @@ async fn main() {
         .lease(args.lease)
         .poll_interval(args.poll)
         .hold(args.hold)
+        .metrics_interval(Some(Duration::from_secs(1)))
         .build();
 
     let app = Router::new()
-        .route("/metrics", get(metrics).with_state(engine.clone()))
+        .route("/metrics", get(metrics).with_state(prometheus))
         // A run that takes a minute: killed mid-run in the crash tests.
         .route(
             "/slow",
