@@ -9,7 +9,8 @@ use http::HeaderMap;
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    header_str, header_value, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme,
+    header_str, header_value, id_header_value, insert_header, parse_unix_timestamp, Message,
+    RequestHead, Scheme,
     SignError, Verified, VerifyError,
 };
 use crate::secret::SecretSet;
@@ -102,6 +103,7 @@ impl Scheme for StandardWebhooks {
             return Err(SignError::NoSecret);
         }
         let id = message.id.ok_or(SignError::MissingId)?;
+        let id_value = id_header_value(id)?;
         let timestamp = message.timestamp.to_string();
         let mut signatures = Vec::with_capacity(secrets.len());
         for secret in secrets {
@@ -122,7 +124,7 @@ impl Scheme for StandardWebhooks {
             signatures.push(format!("v1,{}", Encoding::Base64.encode(&mac)));
         }
         let [id_name, timestamp_name, signature_name] = Self::names(self.svix_headers);
-        insert_header(headers, id_name, id);
+        headers.insert(id_name, id_value);
         insert_header(headers, timestamp_name, &timestamp);
         headers.insert(signature_name, header_value(&signatures.join(" ")));
         Ok(())
