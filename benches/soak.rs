@@ -154,7 +154,12 @@ fn encoded(url: &str) -> String {
 }
 
 /// Runs `callers` loops that together call `step` `rate` times a second until `deadline`.
-fn paced<F, Fut>(rate: u64, callers: u64, deadline: Instant, step: F) -> Vec<tokio::task::JoinHandle<()>>
+fn paced<F, Fut>(
+    rate: u64,
+    callers: u64,
+    deadline: Instant,
+    step: F,
+) -> Vec<tokio::task::JoinHandle<()>>
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -243,12 +248,24 @@ async fn soak(duration: Duration) {
     let now = SystemTime::now();
     let mut webhooks = Vec::new();
     for i in 0..GOOD_WEBHOOKS {
-        webhooks.push(("tenant-good", format!("good-{i}"), format!("{receiver}/good/{i}")));
+        webhooks.push((
+            "tenant-good",
+            format!("good-{i}"),
+            format!("{receiver}/good/{i}"),
+        ));
     }
     for i in 0..HOSTILE_WEBHOOKS {
-        webhooks.push(("tenant-hostile", format!("silent-{i}"), format!("{silent}/hook/{i}")));
+        webhooks.push((
+            "tenant-hostile",
+            format!("silent-{i}"),
+            format!("{silent}/hook/{i}"),
+        ));
     }
-    webhooks.push(("tenant-hostile", "hanging".into(), format!("{hanging}/hook")));
+    webhooks.push((
+        "tenant-hostile",
+        "hanging".into(),
+        format!("{hanging}/hook"),
+    ));
     for (owner, id, url) in webhooks {
         let webhook = Webhook::new(
             Owner::new(owner),
@@ -264,8 +281,9 @@ async fn soak(duration: Duration) {
     let app = Router::new()
         .route(
             "/inbound",
-            post(|body: Bytes| async move { format!("{}", body.len()) })
-                .layer(WebhookSignatureLayer::new(StandardWebhooks::new(), INBOUND_SECRET)),
+            post(|body: Bytes| async move { format!("{}", body.len()) }).layer(
+                WebhookSignatureLayer::new(StandardWebhooks::new(), INBOUND_SECRET),
+            ),
         )
         .merge(
             Router::new()
@@ -303,7 +321,11 @@ async fn soak(duration: Duration) {
                     .unwrap()
                     .as_secs() as i64;
                 StandardWebhooks::new()
-                    .sign(&Message::new(&id, timestamp, body.as_bytes()), &secrets, &mut headers)
+                    .sign(
+                        &Message::new(&id, timestamp, body.as_bytes()),
+                        &secrets,
+                        &mut headers,
+                    )
                     .unwrap();
                 let tampered = i % 10 == 9;
                 let mut request = http::Request::post("/inbound")
@@ -465,5 +487,9 @@ async fn soak(duration: Duration) {
         rss_samples
     );
     assert_eq!(lost, 0, "accepted deliveries are missing from the store");
-    assert_eq!(get(&counts.inbound_unexpected), 0, "an inbound request got a wrong status");
+    assert_eq!(
+        get(&counts.inbound_unexpected),
+        0,
+        "an inbound request got a wrong status"
+    );
 }

@@ -139,13 +139,24 @@ fn signing_with_an_id_that_is_no_header_value_is_an_error() {
     for name in ["cerebrium", "standard_webhooks", "svix", "github"] {
         for id in ["msg\n1", "msg\r\nx-injected: 1", "m\u{e9}ssage", "\u{7f}"] {
             let mut headers = HeaderMap::new();
-            let result = scheme(name).sign(&Message::new(id, 1_731_381_205, b"{}"), &secrets, &mut headers);
+            let result = scheme(name).sign(
+                &Message::new(id, 1_731_381_205, b"{}"),
+                &secrets,
+                &mut headers,
+            );
             assert_eq!(result, Err(SignError::InvalidId), "{name}: {id:?}");
-            assert!(headers.is_empty(), "{name}: headers written before the error");
+            assert!(
+                headers.is_empty(),
+                "{name}: headers written before the error"
+            );
         }
         let mut headers = HeaderMap::new();
         scheme(name)
-            .sign(&Message::new("msg_1", 1_731_381_205, b"{}"), &secrets, &mut headers)
+            .sign(
+                &Message::new("msg_1", 1_731_381_205, b"{}"),
+                &secrets,
+                &mut headers,
+            )
             .unwrap();
         assert!(headers.values().any(|value| value == "msg_1"), "{name}");
     }

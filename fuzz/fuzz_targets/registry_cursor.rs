@@ -27,17 +27,23 @@ fuzz_target!(|input: Input| {
 
     let made = cursor::webhook(&input.id);
     assert!(cursor::is_opaque(&made));
-    assert_eq!(cursor::parse_webhook(&made).as_deref(), Some(input.id.as_str()));
+    assert_eq!(
+        cursor::parse_webhook(&made).as_deref(),
+        Some(input.id.as_str())
+    );
 
     // Creation times the stores keep: milliseconds up to year ~292 million are in range.
     let created_at = UNIX_EPOCH + Duration::from_millis(input.created_ms % (i64::MAX as u64));
     let made = cursor::conversation(&input.id, created_at);
-    let valid_id = !input.id.is_empty()
-        && input.id.len() <= 256
-        && !input.id.chars().any(char::is_control);
+    let valid_id =
+        !input.id.is_empty() && input.id.len() <= 256 && !input.id.chars().any(char::is_control);
     match cursor::parse_conversation(&made) {
         Some(position) => {
-            assert!(valid_id, "a cursor for an unusable id {:?} was accepted", input.id);
+            assert!(
+                valid_id,
+                "a cursor for an unusable id {:?} was accepted",
+                input.id
+            );
             assert_eq!(position.id, input.id);
             assert_eq!(position.created_at, created_at);
         }

@@ -90,9 +90,10 @@ fn damage(headers: &mut HeaderMap, damage: &Damage) {
         Damage::Truncate { header, len } => {
             edit(headers, *header, &|bytes| bytes.truncate(usize::from(*len)))
         }
-        Damage::Append { header, bytes: more } => {
-            edit(headers, *header, &|bytes| bytes.extend_from_slice(more))
-        }
+        Damage::Append {
+            header,
+            bytes: more,
+        } => edit(headers, *header, &|bytes| bytes.extend_from_slice(more)),
         Damage::Remove { header } => {
             headers.remove(pick(*header));
         }
@@ -129,7 +130,10 @@ fuzz_target!(|input: Input| {
     let verdict = verify(&scheme, &head, &secrets, now, &input.frames);
     if must_verify {
         if let Err(err) = verdict {
-            panic!("a message signed by {} does not verify: {err}", scheme.name());
+            panic!(
+                "a message signed by {} does not verify: {err}",
+                scheme.name()
+            );
         }
     }
 });

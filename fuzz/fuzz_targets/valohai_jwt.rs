@@ -152,12 +152,9 @@ fn claim(claim: &Claim) -> Value {
         Claim::Algorithm(a) => json!(name(*a)),
         Claim::None => json!("none"),
         Claim::List(items) => json!(items),
-        Claim::Object(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect(),
-        ),
+        Claim::Object(fields) => {
+            Value::Object(fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+        }
     }
 }
 

@@ -33,7 +33,10 @@ impl Namespace {
 enum Auth {
     StaticToken,
     /// HMAC with an arbitrary basestring template (`{body}`, `{header:Name}`, text).
-    Hmac { basestring: String, base64: bool },
+    Hmac {
+        basestring: String,
+        base64: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]

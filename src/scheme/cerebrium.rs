@@ -7,8 +7,7 @@ use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
     find_headers, id_header_value, insert_header, parse_unix_timestamp_bytes, required, Message,
-    MessageId,
-    RequestHead, Scheme, SignError, Verified, VerifyError,
+    MessageId, RequestHead, Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::KeyDerivation;
 use crate::secret::SecretSet;

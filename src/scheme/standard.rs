@@ -10,8 +10,7 @@ use super::mac::{compute, Algorithm, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
     header_str, header_value, id_header_value, insert_header, parse_unix_timestamp, Message,
-    RequestHead, Scheme,
-    SignError, Verified, VerifyError,
+    RequestHead, Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
