@@ -215,6 +215,7 @@ async fn soak(duration: Duration) {
     let hanging = hanging(counts.clone()).await;
     let silent = silent(counts.clone()).await;
 
+    #[cfg(feature = "sqlite")]
     let dir = tempfile::tempdir().unwrap();
     #[cfg(feature = "sqlite")]
     let (store, store_name) = (

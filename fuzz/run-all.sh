@@ -1,11 +1,14 @@
 #!/bin/sh
-# Runs every target once, one after another (never in parallel: shared cores), with a fixed
-# number of executions and a time guard, and prints libFuzzer's final line for each.
-# Usage: fuzz/run-all.sh [RUNS]   (from the repository root or fuzz/)
+# Runs the fuzz targets one after another (never in parallel: shared cores), each for a fixed
+# number of executions with a time guard, and prints one line per target from libFuzzer's
+# final statistics. Seeds in seeds/<target>/ are read alongside the growing corpus/<target>/.
+# Usage: fuzz/run-all.sh [RUNS [TARGET...]]   (RUNS defaults to 1000000; all targets by default)
 set -eu
 cd "$(dirname "$0")"
 RUNS="${1:-1000000}"
-for target in $(cargo +nightly fuzz list); do
+[ $# -gt 0 ] && shift
+targets="${*:-$(cargo +nightly fuzz list)}"
+for target in $targets; do
     mkdir -p "corpus/$target"
     seeds=""
     [ -d "seeds/$target" ] && seeds="seeds/$target"
