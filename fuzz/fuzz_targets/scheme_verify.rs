@@ -8,6 +8,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 use tower_webhooks::scheme::{
@@ -43,6 +45,8 @@ struct Input {
     kind: Kind,
     window: bool,
     secrets: Vec<Vec<u8>>,
+    /// Writes each secret as `whsec_<base64>`, the form Standard Webhooks keys take.
+    whsec: bool,
     /// Extra headers (and the method and URI) of the request.
     head: Head,
     frames: Frames,
@@ -106,7 +110,13 @@ fuzz_target!(|input: Input| {
         .secrets
         .iter()
         .take(4)
-        .map(|bytes| Secret::new(bytes.clone()))
+        .map(|bytes| {
+            if input.whsec {
+                Secret::new(format!("whsec_{}", STANDARD.encode(bytes)))
+            } else {
+                Secret::new(bytes.clone())
+            }
+        })
         .collect();
     let mut head = input.head.parts();
     let mut now = input.now;
