@@ -528,6 +528,8 @@ pub enum SignError {
     NoSecret,
     /// The format carries a message id and none was given.
     MissingId,
+    /// The message id cannot be written into a header (it is not visible ASCII).
+    InvalidId,
     /// The secret is unusable for this format (for example not base64 for Standard Webhooks).
     BadSecret(&'static str),
     /// A header the signed content refers to is missing from the outgoing headers.
@@ -541,6 +543,7 @@ impl fmt::Display for SignError {
         match self {
             Self::NoSecret => f.write_str("no secret to sign with"),
             Self::MissingId => f.write_str("the scheme needs a message id"),
+            Self::InvalidId => f.write_str("the message id is not visible ASCII"),
             Self::BadSecret(why) => write!(f, "unusable secret: {why}"),
             Self::MissingHeader(name) => {
                 write!(f, "signed content refers to missing header `{name}`")
@@ -612,6 +615,19 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
     let mut value = HeaderValue::from_str(text).expect("signers only produce visible ASCII");
     value.set_sensitive(true);
     value
+}
+
+/// The message id as a header value. The id is the caller's text, not the signer's, so it is
+/// checked here (before any header is written) instead of trusted like `header_value`'s input,
+/// by the rule the verifier reads it with ([`MessageId`]): `http` alone would also let bytes
+/// above ASCII through, and a receiver could then not verify the message.
+pub(crate) fn id_header_value(id: &str) -> Result<HeaderValue, SignError> {
+    if !is_visible_ascii(id.as_bytes()) {
+        return Err(SignError::InvalidId);
+    }
+    let mut value = HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Inserts a signer-produced header.
