@@ -438,9 +438,7 @@ async fn main() -> ExitCode {
         forward_demo::banner(&base, forward);
     }
     println!("\n(the signed lines stay valid for the replay window: 5 minutes by default)");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = shutdown_signal();
     if let Err(err) = serve(listener, app, header_read_timeout, shutdown).await {
         eprintln!("gateway: {err}");
         return ExitCode::FAILURE;
@@ -472,6 +470,32 @@ async fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (what `docker stop`, Kubernetes and systemd send), so a
+/// container drains its deliveries like a terminal does.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the gateway");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down: draining deliveries");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Serves `app` until `shutdown`, then waits up to 10 s for open connections.
@@ -789,19 +813,23 @@ mod registry_demo {
 
     #[cfg(feature = "registry")]
     mod enabled {
-        use std::sync::Arc;
+        use std::collections::VecDeque;
+        use std::sync::{Arc, Mutex};
         use std::time::Duration;
 
         use super::*;
         use axum::body::Bytes;
+        use axum::extract::{Path, Request, State};
         use axum::http::{HeaderMap, StatusCode};
         use axum::response::{IntoResponse, Response};
-        use axum::routing::post;
+        use axum::routing::{get, post};
         use axum::{Json, Router};
+        use tower_webhooks::inbound::WebhookVerifier;
+        use tower_webhooks::scheme::BuiltinScheme;
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
-            Authenticate, BearerTokens, EventType, MemorySubscriptions, PublishError, RunState,
-            RunStatus, SubscriptionStore, WebhookRegistry,
+            Authenticate, BearerTokens, EventType, MemorySubscriptions, Owner, PublishError,
+            RunState, RunStatus, SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
 
@@ -983,13 +1011,141 @@ mod registry_demo {
                 "/v1/runs",
                 post({
                     let registry = registry.clone();
+                    let tokens = tokens.clone();
                     move |headers: HeaderMap, body: Bytes| {
                         start_run(registry.clone(), tokens.clone(), step, headers, body)
                     }
                 }),
             );
+            let inbox = Inbox {
+                owners: config
+                    .api_keys
+                    .values()
+                    .map(|owner| Owner::from(owner.as_str()))
+                    .collect(),
+                registry: registry.clone(),
+                tokens: tokens.clone(),
+                received: Arc::default(),
+            };
+            let inbox = Router::new()
+                .route("/demo/inbox/{id}", get(inbox_list).post(inbox_receive))
+                .with_state(inbox);
             let engine = registry.engine().clone();
-            Ok((registry.router().merge(runs), engine))
+            Ok((registry.router().merge(runs).merge(inbox), engine))
+        }
+
+        /// At most this many deliveries are remembered by the demo inbox (oldest dropped).
+        const INBOX_CAPACITY: usize = 1000;
+
+        /// A receiver for the registry's webhooks on the gateway itself, so the walkthrough
+        /// ends in a verified delivery without a second program or DNS: register
+        /// `http://127.0.0.1:3000/demo/inbox/<webhook id>` as the endpoint.
+        #[derive(Clone)]
+        struct Inbox {
+            /// The owners of the configured API keys: the webhook id in the path is looked up
+            /// under each (a real receiver knows its own secret).
+            owners: Vec<Owner>,
+            registry: WebhookRegistry,
+            tokens: BearerTokens,
+            received: Arc<Mutex<VecDeque<Received>>>,
+        }
+
+        /// One verified delivery, as `GET /demo/inbox/{id}` shows it.
+        #[derive(Clone, serde::Serialize)]
+        struct Received {
+            #[serde(skip)]
+            owner: Owner,
+            webhook_id: String,
+            /// `X-Request-Id`: the delivery id, the same on every retry and re-send.
+            delivery_id: Option<String>,
+            scheme: &'static str,
+            verified: bool,
+            event: serde_json::Value,
+        }
+
+        /// `POST /demo/inbox/{id}`: verifies the delivery with the webhook's own scheme and
+        /// current secrets (what its receiver would hold after `GET …/secret`), answers the
+        /// scheme's rejection when it does not verify, and remembers it when it does.
+        async fn inbox_receive(
+            State(inbox): State<Inbox>,
+            Path(id): Path<String>,
+            request: Request,
+        ) -> Response {
+            let mut found = None;
+            for owner in &inbox.owners {
+                if let Ok(Some(webhook)) = inbox.registry.subscriptions().get(owner, &id).await {
+                    found = Some(webhook);
+                    break;
+                }
+            }
+            let Some(webhook) = found else {
+                return Problem::new(StatusCode::NOT_FOUND, "webhook-not-found", "No such webhook")
+                    .into_response();
+            };
+            let scheme: BuiltinScheme =
+                match serde_json::from_value(serde_json::json!({"type": webhook.scheme.as_str()})) {
+                    Ok(scheme) => scheme,
+                    Err(err) => {
+                        return Problem::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "unsupported-scheme",
+                            "The demo inbox cannot verify this scheme",
+                        )
+                        .with_detail(err.to_string())
+                        .into_response()
+                    }
+                };
+            let secrets = webhook.active_secrets(inbox.registry.now());
+            let verified = match WebhookVerifier::new(scheme, secrets).verify(request).await {
+                Ok(verified) => verified,
+                Err(rejection) => {
+                    tracing::warn!(webhook = %id, %rejection, "demo inbox: delivery rejected");
+                    return rejection.into_response();
+                }
+            };
+            let delivery_id = verified
+                .headers()
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let event = serde_json::from_slice(verified.body()).unwrap_or(serde_json::Value::Null);
+            tracing::info!(webhook = %id, delivery = ?delivery_id, %event, "demo inbox: verified delivery");
+            let mut received = inbox.received.lock().unwrap_or_else(|e| e.into_inner());
+            if received.len() == INBOX_CAPACITY {
+                received.pop_front();
+            }
+            received.push_back(Received {
+                owner: webhook.owner,
+                webhook_id: id,
+                delivery_id,
+                scheme: webhook.scheme.as_str(),
+                verified: true,
+                event,
+            });
+            StatusCode::OK.into_response()
+        }
+
+        /// `GET /demo/inbox/{id}` (the owner's API key): what the inbox verified for that
+        /// webhook, oldest first.
+        async fn inbox_list(
+            State(inbox): State<Inbox>,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+        ) -> Response {
+            let Some(owner) = inbox.tokens.authenticate(&headers).await else {
+                return Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Missing or invalid credentials",
+                )
+                .into_response();
+            };
+            let received = inbox.received.lock().unwrap_or_else(|e| e.into_inner());
+            let data: Vec<&Received> = received
+                .iter()
+                .filter(|r| r.owner == owner && r.webhook_id == id)
+                .collect();
+            Json(serde_json::json!({ "data": data })).into_response()
         }
 
         /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the
@@ -1108,10 +1264,11 @@ mod registry_demo {
             println!(
                 "  register:   curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' \
                  -H 'Content-Type: application/json' -d '{{\"id\":\"my-webhook\",\
-                 \"endpoint_url\":\"http://127.0.0.1:8000/webhookhandler\",\"event_types\":[\"run.status\"]}}'"
+                 \"endpoint_url\":\"{base}/demo/inbox/my-webhook\",\"event_types\":[\"run.status\"]}}'"
             );
             println!("  its secret: curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
             println!("  a demo run: curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   (queued, running, succeeded)");
+            println!("  received:   curl -sS '{base}/demo/inbox/my-webhook' -H 'Authorization: Bearer {key}'   (what the gateway's own receiver verified)");
         }
     }
 }
