@@ -13,10 +13,16 @@
 //! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
 //! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
-//! webhooks. The registry has its own delivery engine; with a SQLite `[forward]` store its
+//! webhooks, and `/demo/inbox/{id}`, a receiver on the gateway itself that verifies the
+//! deliveries of webhook `id` and lists them (`GET`, with the owner's API key), so the
+//! README's walkthrough ends in a verified delivery with nothing else running. The registry
+//! has its own delivery engine; with a SQLite `[forward]` store its
 //! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
 //! events survive a restart. With `[registry] store = "postgres://…"` (and a `schema`; feature
 //! `postgres`) several gateways on one database are replicas of one registry.
+//!
+//! Ctrl-C and SIGTERM (what containers are stopped with) both stop it gracefully: it stops
+//! accepting, lets in-flight deliveries finish (up to 10 s) and exits 0.
 //!
 //! With a SQLite or PostgreSQL store, `TOWER_WEBHOOKS_ENCRYPTION_KEYS="k2:<base64 of 32
 //! bytes>,k1:<…>"` (newest first; `openssl rand -base64 32`) encrypts the stored signing
@@ -824,13 +830,13 @@ mod registry_demo {
         use axum::response::{IntoResponse, Response};
         use axum::routing::{get, post};
         use axum::{Json, Router};
-        use tower_webhooks::inbound::WebhookVerifier;
-        use tower_webhooks::scheme::BuiltinScheme;
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
+        use tower_webhooks::inbound::WebhookVerifier;
         use tower_webhooks::registry::{
             Authenticate, BearerTokens, EventType, MemorySubscriptions, Owner, PublishError,
             RunState, RunStatus, SubscriptionStore, WebhookRegistry,
         };
+        use tower_webhooks::scheme::BuiltinScheme;
         use tower_webhooks::{Problem, Secret};
 
         #[derive(Debug, Default, Deserialize)]
@@ -1079,22 +1085,27 @@ mod registry_demo {
                 }
             }
             let Some(webhook) = found else {
-                return Problem::new(StatusCode::NOT_FOUND, "webhook-not-found", "No such webhook")
-                    .into_response();
+                return Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "webhook-not-found",
+                    "No such webhook",
+                )
+                .into_response();
             };
-            let scheme: BuiltinScheme =
-                match serde_json::from_value(serde_json::json!({"type": webhook.scheme.as_str()})) {
-                    Ok(scheme) => scheme,
-                    Err(err) => {
-                        return Problem::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "unsupported-scheme",
-                            "The demo inbox cannot verify this scheme",
-                        )
-                        .with_detail(err.to_string())
-                        .into_response()
-                    }
-                };
+            let scheme: BuiltinScheme = match serde_json::from_value(
+                serde_json::json!({"type": webhook.scheme.as_str()}),
+            ) {
+                Ok(scheme) => scheme,
+                Err(err) => {
+                    return Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "unsupported-scheme",
+                        "The demo inbox cannot verify this scheme",
+                    )
+                    .with_detail(err.to_string())
+                    .into_response()
+                }
+            };
             let secrets = webhook.active_secrets(inbox.registry.now());
             let verified = match WebhookVerifier::new(scheme, secrets).verify(request).await {
                 Ok(verified) => verified,

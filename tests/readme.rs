@@ -202,7 +202,14 @@ fn walkthrough(readme: &str, port: u16) -> Walkthrough {
                 if !command.trim().is_empty() && !command.trim_start().starts_with('#') {
                     commands += 1;
                 }
-                to_test(command, port)
+                let tested = to_test(command, port);
+                assert!(
+                    !tested.contains(":3000") && !tested.contains("%3A3000"),
+                    "README.md:{}: names port 3000 in a form the test does not replace \
+                     (use 127.0.0.1:3000): {line}",
+                    index + 1
+                );
+                tested
             }
         };
     }
@@ -226,13 +233,15 @@ fn walkthrough(readme: &str, port: u16) -> Walkthrough {
     }
 }
 
-/// One README line as the test runs it: the gateway's port in place of 3000; a
+/// One README line as the test runs it: the gateway's port in place of 3000 (also
+/// URL-encoded, as in a `webhookEndpoint`); a
 /// `curl … -w '%{http_code}\n' …   # 404` line checks the printed status; `NAME=$(…)` must
 /// capture something (an empty cursor or id would only fail later, further from its cause).
 fn to_test(line: &str, port: u16) -> String {
     let line = line
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{port}"))
-        .replace("localhost:3000", &format!("127.0.0.1:{port}"));
+        .replace("localhost:3000", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1%3A3000", &format!("127.0.0.1%3A{port}"));
     if line.contains("-w '%{http_code}\\n'") {
         if let Some((command, status)) = line.rsplit_once("# ") {
             let status = status.trim();
@@ -428,14 +437,14 @@ fn sigterm_drains_the_in_flight_delivery_and_exits_0() {
 
     // The attempt is in flight: the receiver holds its answer until after the signal.
     let pid = gateway.child.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success());
     // The receiver answers only once the gateway has taken the signal and is draining.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !gateway.output().contains("shutting down: draining deliveries") {
+    while !gateway
+        .output()
+        .contains("shutting down: draining deliveries")
+    {
         assert!(
             Instant::now() < deadline && gateway.child.try_wait().unwrap().is_none(),
             "the gateway did not start draining on SIGTERM:\n{}",
