@@ -830,6 +830,7 @@ mod registry_demo {
         use axum::response::{IntoResponse, Response};
         use axum::routing::{get, post};
         use axum::{Json, Router};
+        use http_body_util::BodyExt;
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::inbound::WebhookVerifier;
         use tower_webhooks::registry::{
@@ -1043,6 +1044,9 @@ mod registry_demo {
         /// At most this many deliveries are remembered by the demo inbox (oldest dropped).
         const INBOX_CAPACITY: usize = 1000;
 
+        /// The largest delivery body the demo inbox reads (the verifier's default limit).
+        const INBOX_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
         /// A receiver for the registry's webhooks on the gateway itself, so the walkthrough
         /// ends in a verified delivery without a second program or DNS: register
         /// `http://127.0.0.1:3000/demo/inbox/<webhook id>` as the endpoint.
@@ -1077,42 +1081,81 @@ mod registry_demo {
             Path(id): Path<String>,
             request: Request,
         ) -> Response {
-            let mut found = None;
+            // Several tenants may name a webhook alike: the delivery is theirs whose secret
+            // verifies it, so the body is read once and offered to each in turn.
+            let mut candidates = Vec::new();
             for owner in &inbox.owners {
                 if let Ok(Some(webhook)) = inbox.registry.subscriptions().get(owner, &id).await {
-                    found = Some(webhook);
-                    break;
+                    candidates.push(webhook);
                 }
             }
-            let Some(webhook) = found else {
+            if candidates.is_empty() {
                 return Problem::new(
                     StatusCode::NOT_FOUND,
                     "webhook-not-found",
                     "No such webhook",
                 )
                 .into_response();
-            };
-            let scheme: BuiltinScheme = match serde_json::from_value(
-                serde_json::json!({"type": webhook.scheme.as_str()}),
-            ) {
-                Ok(scheme) => scheme,
+            }
+            let (parts, body) = request.into_parts();
+            let body = match http_body_util::Limited::new(body, INBOX_BODY_LIMIT)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                    return Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body-too-large",
+                        "The delivery is larger than the demo inbox accepts",
+                    )
+                    .into_response()
+                }
                 Err(err) => {
                     return Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "unsupported-scheme",
-                        "The demo inbox cannot verify this scheme",
+                        StatusCode::BAD_REQUEST,
+                        "body-error",
+                        "The delivery's body could not be read",
                     )
                     .with_detail(err.to_string())
                     .into_response()
                 }
             };
-            let secrets = webhook.active_secrets(inbox.registry.now());
-            let verified = match WebhookVerifier::new(scheme, secrets).verify(request).await {
-                Ok(verified) => verified,
-                Err(rejection) => {
-                    tracing::warn!(webhook = %id, %rejection, "demo inbox: delivery rejected");
-                    return rejection.into_response();
+            let mut rejection = None;
+            let mut accepted = None;
+            for webhook in candidates {
+                // Every registry signing scheme is a built-in inbound scheme of the same name.
+                let Ok(scheme) = serde_json::from_value::<BuiltinScheme>(
+                    serde_json::json!({"type": webhook.scheme.as_str()}),
+                ) else {
+                    continue;
+                };
+                let mut request = Request::new(axum::body::Body::from(body.clone()));
+                *request.method_mut() = parts.method.clone();
+                *request.uri_mut() = parts.uri.clone();
+                *request.headers_mut() = parts.headers.clone();
+                let secrets = webhook.active_secrets(inbox.registry.now());
+                match WebhookVerifier::new(scheme, secrets).verify(request).await {
+                    Ok(verified) => {
+                        accepted = Some((webhook, verified));
+                        break;
+                    }
+                    Err(err) => rejection = Some(err),
                 }
+            }
+            let Some((webhook, verified)) = accepted else {
+                return match rejection {
+                    Some(rejection) => {
+                        tracing::warn!(webhook = %id, %rejection, "demo inbox: delivery rejected");
+                        rejection.into_response()
+                    }
+                    None => Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "unsupported-scheme",
+                        "The demo inbox cannot verify this webhook's scheme",
+                    )
+                    .into_response(),
+                };
             };
             let delivery_id = verified
                 .headers()

@@ -470,3 +470,99 @@ fn sigterm_drains_the_in_flight_delivery_and_exits_0() {
         "the forward engine did not drain:\n{output}"
     );
 }
+
+/// `curl -sS` against the gateway: (HTTP status, body).
+fn curl(port: u16, args: &[&str], path: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn the_demo_inbox_verifies_each_tenants_deliveries_and_rejects_forged_ones() {
+    let gateway = Gateway::start("warn");
+    let port = gateway.port;
+    let register = |key: &str| {
+        let body = format!(
+            r#"{{"id":"shared-name","endpoint_url":"http://127.0.0.1:{port}/demo/inbox/shared-name","event_types":["run.status"]}}"#
+        );
+        let auth = format!("Authorization: Bearer {key}");
+        let (status, answer) = curl(
+            port,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body,
+            ],
+            "/v1/webhooks",
+        );
+        assert_eq!(status, 201, "{answer}");
+    };
+    // Two tenants (examples/gateway.toml's two keys) name their webhooks alike.
+    register("demo-api-key");
+    register("demo-api-key-2");
+
+    let second = "Authorization: Bearer demo-api-key-2";
+    let (status, answer) = curl(port, &["-X", "POST", "-H", second], "/v1/runs");
+    assert_eq!(status, 202, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let (status, listed) = curl(port, &["-H", second], "/demo/inbox/shared-name");
+        assert_eq!(status, 200, "{listed}");
+        if listed.contains(r#""status":"succeeded""#) {
+            break listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second tenant's run never arrived verified: {listed}\n{}",
+            gateway.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(listed.contains(r#""verified":true"#), "{listed}");
+    // The first tenant sees none of it; without a key, nothing at all.
+    let (status, first) = curl(
+        port,
+        &["-H", "Authorization: Bearer demo-api-key"],
+        "/demo/inbox/shared-name",
+    );
+    assert_eq!((status, first.as_str()), (200, r#"{"data":[]}"#));
+    let (status, _) = curl(port, &[], "/demo/inbox/shared-name");
+    assert_eq!(status, 401);
+
+    // A delivery signed with no tenant's secret is refused with the scheme's problem.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = format!("Nextmv-Signature: t={now},v1={}", "ab".repeat(32));
+    let (status, problem) = curl(
+        port,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &forged,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            "{}",
+        ],
+        "/demo/inbox/shared-name",
+    );
+    assert_eq!(status, 401, "{problem}");
+    assert!(problem.contains("invalid-signature"), "{problem}");
+    let (status, _) = curl(port, &["-X", "POST", "-d", "{}"], "/demo/inbox/nobody");
+    assert_eq!(status, 404);
+}
