@@ -26,6 +26,18 @@ const NOT_RUN: &[(&str, &str)] = &[
         "cargo test --all-features",
         "the whole test suite, of which this test is a part",
     ),
+    (
+        "cargo install cargo-fuzz",
+        "installs a tool from crates.io; fuzzing runs for minutes per target, outside the suite",
+    ),
+    (
+        "cargo +nightly fuzz run",
+        "fuzzing runs for minutes per target, outside the suite",
+    ),
+    (
+        "fuzz/run-all.sh",
+        "every fuzz target in turn: tens of minutes, outside the suite",
+    ),
 ];
 
 /// How long the whole walkthrough may take before the test reports the line it stopped at
