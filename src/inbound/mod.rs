@@ -219,6 +219,7 @@
 //! ```
 
 mod body;
+mod buffered;
 mod collect;
 mod extract;
 mod future;
@@ -232,6 +233,7 @@ mod verifier;
 mod tests;
 
 pub use body::VerifiedBody;
+pub use buffered::{Delivery, FreshDelivery};
 pub use extract::{StateVerifier, VerifiedWebhook, Webhook};
 pub use future::{Duplicate, ResponseFuture};
 pub use key::{secret_source_async, AsyncSecretSource, SecretLookup, SecretSource};

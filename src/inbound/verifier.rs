@@ -12,7 +12,7 @@ use http_body::{Body, SizeHint};
 use super::collect::{BoxError, Buffer, CollectError};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
-use crate::replay::ReplayStore;
+use crate::replay::{scoped_key, ReplayStore};
 use crate::scheme::{RequestHead, Scheme, Verified, VerifyError};
 use crate::secret::SecretSet;
 
@@ -287,6 +287,27 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         }
         let capacity = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX));
         Ok((verification, Buffer::new(self.limit, capacity)))
+    }
+
+    /// The store and the scoped key `verified` is de-duplicated under: `None` without a
+    /// store or without a replay key. Keys are scoped by the route and by the matched secret
+    /// of `secrets` (the tenant).
+    pub(crate) fn replay_target(
+        &self,
+        verified: &Verified,
+        secrets: Option<&SecretSet>,
+    ) -> Option<(Arc<dyn ReplayStore>, String)> {
+        let replay = self.replay.as_ref()?;
+        let key = verified.replay_key()?;
+        let secret = verified
+            .secret
+            .as_ref()
+            .and_then(|matched| secrets?.iter().nth(matched.index));
+        let scope = self
+            .replay_scope
+            .as_deref()
+            .unwrap_or_else(|| self.shared.scheme.name());
+        Some((replay.store.clone(), scoped_key(scope, secret, &key)))
     }
 
     pub(crate) fn no_secret(&self) -> Rejection {
