@@ -54,7 +54,7 @@ where
     /// use std::convert::Infallible;
     /// use bytes::Bytes;
     /// use http::{Request, Response, StatusCode};
-    /// use http_body_util::{BodyExt, Full, Limited};
+    /// use http_body_util::{BodyExt as _, Full, Limited};
     /// use tower_webhooks::inbound::WebhookVerifier;
     /// use tower_webhooks::scheme::Stripe;
     ///
@@ -69,14 +69,8 @@ where
     ///     };
     ///     match verifier.verify_parts(&head, &body.to_bytes()) {
     ///         Ok(_verified) => Ok(status(StatusCode::OK)),
-    ///         Err(rejection) => {
-    ///             let problem = serde_json::to_vec(&rejection.problem()).unwrap_or_default();
-    ///             Ok(Response::builder()
-    ///                 .status(rejection.status())
-    ///                 .header("content-type", "application/problem+json")
-    ///                 .body(Full::new(Bytes::from(problem)))
-    ///                 .unwrap_or_default())
-    ///         }
+    ///         // The layer's `application/problem+json` answer (with `Retry-After` where due).
+    ///         Err(rejection) => Ok(rejection.problem().into_response_with()),
     ///     }
     /// }
     ///
@@ -133,7 +127,7 @@ where
     ///                 .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
     ///         )
     ///         .content_type("application/problem+json")
-    ///         .json(rejection.problem()),
+    ///         .body(rejection.problem().to_bytes()),
     ///     }
     /// }
     ///
@@ -154,15 +148,11 @@ where
     /// use tower_webhooks::inbound::WebhookVerifier;
     /// use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
     ///
-    /// fn handler(verifier: &WebhookVerifier<StandardWebhooks>, event: Request<Bytes>) -> Response<String> {
+    /// fn handler(verifier: &WebhookVerifier<StandardWebhooks>, event: Request<Bytes>) -> Response<Bytes> {
     ///     let (head, body) = event.into_parts();
     ///     match verifier.verify_parts(&head, &body) {
-    ///         Ok(verified) => Response::new(format!("accepted {}", verified.run_id)),
-    ///         Err(rejection) => Response::builder()
-    ///             .status(rejection.status())
-    ///             .header("content-type", "application/problem+json")
-    ///             .body(serde_json::to_string(&rejection.problem()).unwrap_or_default())
-    ///             .unwrap_or_default(),
+    ///         Ok(verified) => Response::new(Bytes::from(format!("accepted {}", verified.run_id))),
+    ///         Err(rejection) => rejection.problem().into_response_with(),
     ///     }
     /// }
     ///
@@ -178,7 +168,9 @@ where
     /// let unsigned = Request::post("/lambda").body(body).unwrap();
     /// let response = handler(&verifier, unsigned);
     /// assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    /// assert!(response.body().contains("missing-header"));
+    /// assert_eq!(response.headers()["content-type"], "application/problem+json");
+    /// let problem: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    /// assert_eq!(problem["type"], "tag:tower-webhooks,2026:missing-header");
     /// ```
     ///
     /// # Errors
