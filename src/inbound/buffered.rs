@@ -48,51 +48,78 @@ where
     ///
     /// # Without axum
     ///
-    /// hyper alone (no axum in the service; `hyper`, `hyper-util` and `http-body-util`):
+    /// hyper alone (no axum in the service; `hyper`, `hyper-util` and `http-body-util`). The
+    /// handler reads the body within the verifier's limit, then verifies it; it is generic
+    /// over the body, so the example also calls it directly:
     ///
     /// ```
     /// use std::convert::Infallible;
     /// use bytes::Bytes;
     /// use http::{Request, Response, StatusCode};
-    /// use http_body_util::{BodyExt as _, Full, Limited};
-    /// use tower_webhooks::inbound::WebhookVerifier;
-    /// use tower_webhooks::scheme::Stripe;
+    /// use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+    /// use tower_webhooks::inbound::{Rejection, RejectionKind, WebhookVerifier};
+    /// use tower_webhooks::scheme::{Message, Scheme, Stripe};
     ///
-    /// async fn handle(
+    /// async fn handle<B>(
     ///     verifier: &WebhookVerifier<Stripe>,
-    ///     request: Request<hyper::body::Incoming>,
-    /// ) -> Result<Response<Full<Bytes>>, Infallible> {
+    ///     request: Request<B>,
+    /// ) -> Result<Response<Full<Bytes>>, Infallible>
+    /// where
+    ///     B: http_body::Body<Data = Bytes>,
+    ///     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    /// {
     ///     let (head, body) = request.into_parts();
-    ///     // Bound the read as the layer does (it also answers 413 for a larger body).
-    ///     let Ok(body) = Limited::new(body, verifier.body_limit()).collect().await else {
-    ///         return Ok(status(StatusCode::PAYLOAD_TOO_LARGE));
+    ///     let body = match Limited::new(body, verifier.body_limit()).collect().await {
+    ///         Ok(body) => body.to_bytes(),
+    ///         Err(error) => {
+    ///             let kind = if error.is::<LengthLimitError>() {
+    ///                 RejectionKind::BodyTooLarge
+    ///             } else {
+    ///                 RejectionKind::BodyError
+    ///             };
+    ///             let rejection = Rejection::new(kind, "the body was not read");
+    ///             return Ok(rejection.problem().into_response_with());
+    ///         }
     ///     };
-    ///     match verifier.verify_parts(&head, &body.to_bytes()) {
-    ///         Ok(_verified) => Ok(status(StatusCode::OK)),
+    ///     match verifier.verify_parts(&head, &body) {
+    ///         Ok(_verified) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
     ///         // The layer's `application/problem+json` answer (with `Retry-After` where due).
     ///         Err(rejection) => Ok(rejection.problem().into_response_with()),
     ///     }
     /// }
     ///
-    /// fn status(status: StatusCode) -> Response<Full<Bytes>> {
-    ///     let mut response = Response::new(Full::default());
-    ///     *response.status_mut() = status;
-    ///     response
+    /// async fn serve(verifier: WebhookVerifier<Stripe>) -> std::io::Result<()> {
+    ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    ///     loop {
+    ///         let (stream, _) = listener.accept().await?;
+    ///         let verifier = verifier.clone();
+    ///         let service = hyper::service::service_fn(move |request| {
+    ///             let verifier = verifier.clone();
+    ///             async move { handle(&verifier, request).await }
+    ///         });
+    ///         tokio::spawn(
+    ///             hyper::server::conn::http1::Builder::new()
+    ///                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+    ///         );
+    ///     }
     /// }
     ///
-    /// # async fn serve() -> std::io::Result<()> {
-    /// let verifier = WebhookVerifier::new(Stripe::new(), "whsec_test");
-    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    /// let (stream, _) = listener.accept().await?;
-    /// let service = hyper::service::service_fn(move |request| {
-    ///     let verifier = verifier.clone();
-    ///     async move { handle(&verifier, request).await }
-    /// });
-    /// hyper::server::conn::http1::Builder::new()
-    ///     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-    ///     .await
-    ///     .ok();
-    /// # Ok(())
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let _ = serve;
+    /// let verifier = WebhookVerifier::new(Stripe::new(), "whsec_test").clock(|| 1_700_000_000);
+    /// let body = Bytes::from_static(br#"{"type":"charge.succeeded"}"#);
+    /// let mut request = Request::post("/stripe").body(Full::new(body.clone())).unwrap();
+    /// Stripe::new()
+    ///     .sign(&Message::new("evt_1", 1_700_000_000, &body), &"whsec_test".into(), request.headers_mut())
+    ///     .unwrap();
+    /// assert_eq!(handle(&verifier, request).await.unwrap().status(), StatusCode::OK);
+    ///
+    /// let forged = Request::post("/stripe")
+    ///     .header("stripe-signature", "t=1700000000,v1=00")
+    ///     .body(Full::new(body))
+    ///     .unwrap();
+    /// assert_eq!(handle(&verifier, forged).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     /// # }
     /// ```
     ///
@@ -131,11 +158,34 @@ where
     ///     }
     /// }
     ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// use actix_web::test::{call_service, init_service, TestRequest};
+    /// use tower_webhooks::scheme::{Message, Scheme};
+    ///
     /// let verifier = web::Data::new(WebhookVerifier::new(GitHub::new(), "gh-secret"));
-    /// let app = actix_web::App::new()
-    ///     .app_data(verifier)
-    ///     .route("/github", web::post().to(hook));
-    /// # let _ = app;
+    /// let app = init_service(
+    ///     actix_web::App::new()
+    ///         .app_data(verifier)
+    ///         .route("/github", web::post().to(hook)),
+    /// )
+    /// .await;
+    ///
+    /// let body = br#"{"zen":"Design for failure."}"#;
+    /// let mut signed = http::HeaderMap::new();
+    /// GitHub::new()
+    ///     .sign(&Message::new("d-1", 0, body), &"gh-secret".into(), &mut signed)
+    ///     .unwrap();
+    /// let mut request = TestRequest::post().uri("/github").set_payload(&body[..]);
+    /// for (name, value) in &signed {
+    ///     request = request.insert_header((name.as_str(), value.to_str().unwrap()));
+    /// }
+    /// let response = call_service(&app, request.to_request()).await;
+    /// assert_eq!(response.status().as_u16(), 200);
+    ///
+    /// let unsigned = TestRequest::post().uri("/github").set_payload(&body[..]);
+    /// let response = call_service(&app, unsigned.to_request()).await;
+    /// assert_eq!(response.status().as_u16(), 400);
+    /// # });
     /// ```
     ///
     /// An AWS Lambda-style handler: the function URL or API Gateway event is taken here as an
