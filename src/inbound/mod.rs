@@ -60,6 +60,16 @@
 //! # }
 //! ```
 //!
+//! # Without axum
+//!
+//! A body already read (another server, a serverless handler, a queue) is verified in one
+//! call with the same checks and the same [`Rejection`]:
+//! [`WebhookVerifier::verify_headers`] (headers and bytes, as svix's `Webhook::verify`),
+//! [`WebhookVerifier::verify_parts`] (with the method and URI) and, with de-duplication,
+//! [`WebhookVerifier::verify_bytes`]. Their docs show hyper, actix-web and a Lambda-style
+//! handler. In a `tower::ServiceBuilder`, [`ServiceBuilderExt`](crate::ServiceBuilderExt)
+//! adds `.verify_webhooks(scheme, secrets)`.
+//!
 //! # Rejections
 //!
 //! Every rejection is a [`Rejection`] (also inserted into the response extensions, and logged

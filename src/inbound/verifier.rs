@@ -65,7 +65,9 @@ pub(crate) struct Replay {
 /// Cheap to clone (shared with `Arc`). [`WebhookSignatureLayer`](super::WebhookSignatureLayer)
 /// holds one; put one in the router state to verify without the layer through
 /// [`Webhook<T, WebhookVerifier<Sc>>`](super::Webhook); call [`WebhookVerifier::verify`] from
-/// other middleware.
+/// other middleware, or verify a body already read in one call outside axum
+/// ([`WebhookVerifier::verify_headers`], [`WebhookVerifier::verify_parts`],
+/// [`WebhookVerifier::verify_bytes`]).
 #[must_use]
 pub struct WebhookVerifier<Sc, K = SecretSet> {
     /// Scheme and secret source behind one `Arc`: one reference count per request.
@@ -157,7 +159,8 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
         self
     }
 
-    /// Turns de-duplication on with `store` (layer only; see [`crate::replay`]).
+    /// Turns de-duplication on with `store`, for the layer and
+    /// [`WebhookVerifier::verify_bytes`] (see [`crate::replay`]).
     pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
         self.replay = Some(Replay {
             store: Arc::new(store),

@@ -159,7 +159,8 @@ pub trait Scheme: Send + Sync + 'static {
     /// The layer calls it once it knows the request is not a duplicate (after the replay
     /// store's [`Fresh`](crate::replay::Reservation::Fresh), or at once without a store),
     /// and only when [`Scheme::has_admission`] says so: a duplicate never uses up a quota.
-    /// [`WebhookVerifier::verify`](crate::inbound::WebhookVerifier::verify) calls it after
+    /// [`WebhookVerifier::verify`](crate::inbound::WebhookVerifier::verify),
+    /// [`Scheme::verify_request`] and the verifier's one-call methods call it after
     /// verifying. Callers of [`Scheme::begin`] and [`Verification::finish`] call it themselves.
     ///
     /// # Errors
