@@ -542,3 +542,77 @@ async fn service_builder_ext_forwards_webhooks() {
     let text = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&text[..], b"inner");
 }
+
+/// The Standard Webhooks `v1a` (Ed25519) and mixed-header vectors made with Python's
+/// `cryptography` (`tests/fixtures/standard_vectors.json`), through the one-call APIs.
+#[cfg(feature = "ed25519")]
+#[tokio::test]
+async fn python_made_standard_webhooks_vectors_verify_through_the_one_call_apis() {
+    #[derive(Deserialize)]
+    struct StandardVectors {
+        vectors: Vec<StandardVector>,
+    }
+    #[derive(Deserialize)]
+    struct StandardVector {
+        name: String,
+        id: String,
+        timestamp: i64,
+        body: String,
+        signature: String,
+        verifications: Vec<Case>,
+    }
+    #[derive(Deserialize)]
+    struct Case {
+        secrets: Vec<String>,
+        matched: Option<usize>,
+    }
+
+    let fixtures: StandardVectors =
+        serde_json::from_str(include_str!("fixtures/standard_vectors.json")).unwrap();
+    let scheme = tower_webhooks::scheme::StandardWebhooks::new();
+    let mut checked = 0;
+    for v in fixtures.vectors {
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", HeaderValue::try_from(v.id.as_str()).unwrap());
+        headers.insert("webhook-timestamp", HeaderValue::from(v.timestamp));
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::try_from(v.signature.as_str()).unwrap(),
+        );
+        let body = Bytes::from(v.body.clone());
+        for case in &v.verifications {
+            let what = format!("{} with {:?}", v.name, case.secrets);
+            let secrets: SecretSet = case
+                .secrets
+                .iter()
+                .map(tower_webhooks::Secret::new)
+                .collect();
+            let by_scheme = scheme.verify_headers(&headers, &body, &secrets, v.timestamp);
+            let timestamp = v.timestamp;
+            let verifier = WebhookVerifier::new(scheme.clone(), secrets).clock(move || timestamp);
+            let by_verifier = verifier.verify_headers(&headers, &body);
+            match case.matched {
+                Some(index) => {
+                    let verified = by_scheme.unwrap_or_else(|error| panic!("{what}: {error}"));
+                    assert_eq!(verified.secret.as_ref().unwrap().index, index, "{what}");
+                    same_verdict(&verified, by_verifier.as_ref().unwrap(), &what);
+                }
+                None => {
+                    assert_eq!(
+                        by_scheme.unwrap_err().kind(),
+                        VerifyErrorKind::InvalidSignature,
+                        "{what}"
+                    );
+                    assert_eq!(
+                        by_verifier.as_ref().unwrap_err().kind(),
+                        RejectionKind::InvalidSignature,
+                        "{what}"
+                    );
+                }
+            }
+            assert_same_as_layer(&verifier, &head("/", &headers), &body, &by_verifier, &what).await;
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
