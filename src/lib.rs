@@ -56,6 +56,7 @@
 
 #[cfg(feature = "forward")]
 pub mod delivery;
+mod ext;
 #[cfg(feature = "forward")]
 pub mod forward;
 pub mod inbound;
@@ -69,6 +70,7 @@ pub mod sensitive;
 #[cfg(feature = "forward")]
 pub mod store;
 
+pub use ext::ServiceBuilderExt;
 pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
 pub use problem::Problem;
 pub use scheme::{Scheme, Verified};
