@@ -380,3 +380,45 @@ fn docs_metrics_md_is_the_table_the_code_describes() {
         );
     }
 }
+
+#[test]
+fn the_one_call_apis_count_like_the_layer() {
+    use bytes::Bytes;
+    use tower_webhooks::inbound::{Delivery, WebhookVerifier};
+
+    let recorded = recorded(|| async {
+        let verifier = WebhookVerifier::new(Cerebrium::new(), SECRET)
+            .replay_store(MemoryReplayStore::new(100));
+        let body = Bytes::from_static(b"{}");
+        let (head, _) = signed_request("one-1", "{}").into_parts();
+        verifier.verify_headers(&head.headers, &body).unwrap();
+        let Delivery::Fresh(fresh) = verifier.verify_bytes(&head, &body).await.unwrap() else {
+            panic!("the first delivery is fresh");
+        };
+        fresh.processed().await.unwrap();
+        assert!(matches!(
+            verifier.verify_bytes(&head, &body).await.unwrap(),
+            Delivery::Duplicate(_)
+        ));
+        let (forged, _) = signed_with("another-secret", "one-2", "{}").into_parts();
+        verifier.verify_parts(&forged, &body).unwrap_err();
+        let unsigned = Request::post("/hook")
+            .body(axum::body::Body::from("{}"))
+            .unwrap();
+        verifier.verify(unsigned).await.unwrap_err();
+    });
+    let value = |key: &str| recorded.value(key).unwrap_or(0);
+    assert_eq!(value("webhook_inbound_accepted_total,scheme=cerebrium"), 2);
+    assert_eq!(
+        value("webhook_inbound_duplicates_total,scheme=cerebrium"),
+        1
+    );
+    assert_eq!(
+        value("webhook_inbound_rejected_total,scheme=cerebrium,kind=invalid-signature"),
+        1
+    );
+    assert_eq!(
+        value("webhook_inbound_rejected_total,scheme=cerebrium,kind=missing-header"),
+        1
+    );
+}

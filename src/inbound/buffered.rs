@@ -7,11 +7,13 @@ use std::future::Ready;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::SizeHint;
+use tracing::Instrument;
 
 use super::collect::CollectError;
 use super::future::{admit, Duplicate, ReplayGuard};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
+use super::telemetry::Telemetry;
 use super::verifier::WebhookVerifier;
 use crate::replay::{ReplayError, Reservation};
 use crate::scheme::{head_of, RequestHead, Scheme, Verification, Verified};
@@ -237,6 +239,24 @@ where
     ///
     /// The [`Rejection`] the layer would answer with.
     pub fn verify_parts(&self, head: &RequestHead, body: &Bytes) -> Result<Verified, Rejection> {
+        let telemetry = Telemetry::start(self.shared.label);
+        let result = {
+            let _span = telemetry.enter();
+            self.verify_parts_untraced(head, body)
+        };
+        match &result {
+            Ok(verified) => telemetry.accepted(Some(verified)),
+            Err(rejection) => telemetry.rejected(rejection),
+        }
+        result
+    }
+
+    /// [`WebhookVerifier::verify_parts`] without its span and counters.
+    fn verify_parts_untraced(
+        &self,
+        head: &RequestHead,
+        body: &Bytes,
+    ) -> Result<Verified, Rejection> {
         let now = self.now();
         let verified = match self.shared.secrets.lookup(head) {
             SecretLookup::Borrowed(secrets) => self.verify_buffered(head, body, secrets, now),
@@ -305,6 +325,25 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     /// and [`ReplayStoreUnavailable`](super::RejectionKind::ReplayStoreUnavailable) when the
     /// store fails (fail closed).
     pub async fn verify_bytes(
+        &self,
+        head: &RequestHead,
+        body: &Bytes,
+    ) -> Result<Delivery, Rejection> {
+        let telemetry = Telemetry::start(self.shared.label);
+        let result = self
+            .verify_bytes_untraced(head, body)
+            .instrument(telemetry.span())
+            .await;
+        match &result {
+            Ok(Delivery::Fresh(fresh)) => telemetry.accepted(Some(fresh.verified())),
+            Ok(Delivery::Duplicate(duplicate)) => telemetry.duplicate(Some(&duplicate.verified)),
+            Err(rejection) => telemetry.rejected(rejection),
+        }
+        result
+    }
+
+    /// [`WebhookVerifier::verify_bytes`] without its span and counters.
+    async fn verify_bytes_untraced(
         &self,
         head: &RequestHead,
         body: &Bytes,

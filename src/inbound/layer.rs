@@ -126,7 +126,7 @@ impl<Sc, K, R> WebhookSignatureLayer<Sc, K, R> {
     }
 }
 
-impl<S, Sc: Scheme, K, R: Clone> Layer<S> for WebhookSignatureLayer<Sc, K, R> {
+impl<S, Sc, K, R: Clone> Layer<S> for WebhookSignatureLayer<Sc, K, R> {
     type Service = WebhookSignature<S, Sc, K, R>;
 
     fn layer(&self, inner: S) -> Self::Service {

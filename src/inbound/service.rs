@@ -15,7 +15,6 @@ use super::future::{Pending, ResponseFuture};
 use super::key::{SecretLookup, SecretSource};
 use super::layer::WebhookSignatureLayer;
 use super::rejection::{DefaultRejectionResponse, RejectionResponse};
-use super::telemetry::SchemeLabel;
 use super::verifier::{mark_sensitive, WebhookVerifier};
 use crate::scheme::Scheme;
 use crate::secret::SecretSet;
@@ -36,7 +35,6 @@ pub struct WebhookSignature<S, Sc, K = SecretSet, R = DefaultRejectionResponse> 
     inner: S,
     verifier: WebhookVerifier<Sc, K>,
     rejection: R,
-    scheme: SchemeLabel,
 }
 
 impl<S: Clone, Sc, K, R: Clone> Clone for WebhookSignature<S, Sc, K, R> {
@@ -45,7 +43,6 @@ impl<S: Clone, Sc, K, R: Clone> Clone for WebhookSignature<S, Sc, K, R> {
             inner: self.inner.clone(),
             verifier: self.verifier.clone(),
             rejection: self.rejection.clone(),
-            scheme: self.scheme,
         }
     }
 }
@@ -83,21 +80,15 @@ impl<Sc: Scheme> WebhookSignature<(), Sc> {
     }
 }
 
-impl<S, Sc: Scheme, K, R> WebhookSignature<S, Sc, K, R> {
+impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
     pub(crate) fn from_parts(inner: S, verifier: WebhookVerifier<Sc, K>, rejection: R) -> Self {
-        // The help texts reach a recorder installed before the application is built.
-        crate::telemetry::describe_metrics();
-        let scheme = SchemeLabel::new(verifier.scheme().name());
         Self {
             inner,
             verifier,
             rejection,
-            scheme,
         }
     }
-}
 
-impl<S, Sc, K, R> WebhookSignature<S, Sc, K, R> {
     /// The verifier.
     pub fn verifier(&self) -> &WebhookVerifier<Sc, K> {
         &self.verifier
@@ -172,7 +163,7 @@ where
                     verifier.clone(),
                     self.rejection.clone(),
                     now,
-                    self.scheme,
+                    verifier.shared.label,
                 );
             }
         };
@@ -187,7 +178,7 @@ where
             verifier,
             self.rejection.clone(),
             now,
-            self.scheme,
+            verifier.shared.label,
         )
     }
 }

@@ -65,6 +65,11 @@ impl Telemetry {
         self.span.as_deref().map(Span::enter)
     }
 
+    /// The span, for a future to be instrumented with (a disabled one without a subscriber).
+    pub(crate) fn span(&self) -> Span {
+        self.span.as_deref().cloned().unwrap_or_else(Span::none)
+    }
+
     /// The request passed verification and is handed to the handler.
     #[inline]
     pub(crate) fn accepted(&self, verified: Option<&Verified>) {

@@ -8,10 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, StatusCode};
 use http_body::{Body, SizeHint};
+use tracing::Instrument;
 
 use super::collect::{BoxError, Buffer, CollectError};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
+use super::telemetry::{SchemeLabel, Telemetry};
 use crate::replay::{scoped_key, ReplayStore};
 use crate::scheme::{RequestHead, Scheme, Verified, VerifyError};
 use crate::secret::SecretSet;
@@ -52,6 +54,8 @@ fn system_now() -> i64 {
 pub(crate) struct Shared<Sc, K> {
     pub(crate) scheme: Sc,
     pub(crate) secrets: K,
+    /// The scheme's metrics label, made once here rather than per request.
+    pub(crate) label: SchemeLabel,
 }
 
 #[derive(Clone)]
@@ -131,8 +135,15 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     /// A verifier for `scheme` whose secrets are looked up per request (multi-tenant
     /// receivers); see [`SecretSource`].
     pub fn with_secret_source(scheme: Sc, secrets: K) -> Self {
+        // The help texts reach a recorder installed before the application is built.
+        crate::telemetry::describe_metrics();
+        let label = SchemeLabel::new(scheme.name());
         Self {
-            shared: Arc::new(Shared { scheme, secrets }),
+            shared: Arc::new(Shared {
+                scheme,
+                secrets,
+                label,
+            }),
             limit: DEFAULT_LIMIT,
             clock: Clock::default(),
             replay: None,
@@ -223,6 +234,24 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
     ///
     /// The [`Rejection`] to answer with.
     pub async fn verify<B>(&self, request: Request<B>) -> Result<Request<Bytes>, Rejection>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let telemetry = Telemetry::start(self.shared.label);
+        let result = self
+            .verify_request(request)
+            .instrument(telemetry.span())
+            .await;
+        match &result {
+            Ok(request) => telemetry.accepted(request.extensions().get::<Verified>()),
+            Err(rejection) => telemetry.rejected(rejection),
+        }
+        result
+    }
+
+    /// [`WebhookVerifier::verify`] without its span and counters.
+    async fn verify_request<B>(&self, request: Request<B>) -> Result<Request<Bytes>, Rejection>
     where
         B: Body,
         B::Error: Into<BoxError>,
