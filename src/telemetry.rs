@@ -2,7 +2,7 @@
 //!
 //! [`METRICS`] is the one list of every metric: its name (Prometheus conventions: counters
 //! end in `_total`, units in the name), type, labels and help text. [`describe_metrics`]
-//! hands it to the installed recorder; the delivery engine and the signature layer call it
+//! hands it to the installed recorder; the delivery engine and every webhook verifier call it
 //! when they are built, so a recorder installed first gets the help texts without more
 //! code. `docs/metrics.md` is the same table, checked against this one by a test.
 //!
@@ -177,8 +177,9 @@ pub const METRICS: &[MetricDescription] = &[
 
 /// Describes every metric of [`METRICS`] (help text, unit) to the installed recorder.
 ///
-/// Called by [`DeliveryEngine`](crate::DeliveryEngine)'s builder and the signature layer;
-/// call it yourself after installing a recorder late.
+/// Called when a `DeliveryEngine` or a [`WebhookVerifier`](crate::inbound::WebhookVerifier)
+/// (every signature layer has one) is built; call it yourself after installing a recorder
+/// late.
 pub fn describe_metrics() {
     for metric in METRICS {
         let unit = metric
