@@ -1,4 +1,4 @@
-//! Metrics and the inbound span: each test records into its own recorder
+//! Metrics (the inbound span is in `tests/inbound_span.rs`): each test records into its own recorder
 //! (`metrics::with_local_recorder` around a current-thread runtime, so every task of the
 //! test, and only they, record into it), and `docs/metrics.md` is checked against the table
 //! the code describes.
@@ -192,63 +192,6 @@ fn inbound_counters_by_scheme_rejection_kind_and_duplicates() {
         value("webhook_inbound_rejected_total,scheme=cerebrium,kind=missing-header"),
         1
     );
-}
-
-/// A `fmt` subscriber writing into a buffer, with a line per closed span.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn each_inbound_verification_has_a_span_with_scheme_outcome_and_message_id() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    recorded(|| async {
-        let app = app();
-        assert_eq!(
-            status(&app, signed_request("span-1", "{}")).await,
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(&app, signed_request("span-1", "{}")).await,
-            StatusCode::OK
-        );
-        let unsigned = Request::post("/hook")
-            .body(axum::body::Body::from("{}"))
-            .unwrap();
-        assert_eq!(status(&app, unsigned).await, StatusCode::BAD_REQUEST);
-    });
-    let output = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let spans: Vec<&str> = output
-        .lines()
-        .filter(|line| line.contains("webhook.verify"))
-        .collect();
-    assert_eq!(spans.len(), 3, "{output}");
-    for (span, outcome) in spans
-        .iter()
-        .zip(["accepted", "duplicate", "missing-header"])
-    {
-        assert!(span.contains("scheme=\"cerebrium\""), "{span}");
-        assert!(span.contains(&format!("outcome=\"{outcome}\"")), "{span}");
-    }
-    assert!(spans[0].contains("message_id=span-1"), "{}", spans[0]);
-    assert!(spans[1].contains("message_id=span-1"), "{}", spans[1]);
 }
 
 #[test]
