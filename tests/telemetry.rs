@@ -1,7 +1,7 @@
 //! Metrics (the inbound span is in `tests/inbound_span.rs`): each test records into its
-//! own recorder (`metrics::with_local_recorder` around a current-thread runtime, so every task of the
-//! test, and only they, record into it), and `docs/metrics.md` is checked against the table
-//! the code describes.
+//! own recorder (`metrics::with_local_recorder` around a current-thread runtime, so every
+//! task of the test, and only they, record into it), and `docs/metrics.md` is checked
+//! against the table the code describes.
 
 mod support;
 
