@@ -113,6 +113,8 @@ use crate::secret::SecretSet;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod encryption;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
