@@ -113,6 +113,65 @@ fn adopted<'a>(migrations: &'a [Migration], legacy: &[(i64, Vec<u8>)]) -> Vec<&'
         .collect()
 }
 
+/// Applies the migrations of `$source` inside the open transaction `$tx`: creates the history
+/// table (`$create`), takes over 0.1's rows when the history is new and `$legacy_exists` (a
+/// `bool` query on `$tx`) finds `_sqlx_migrations`, runs what is pending, and commits.
+macro_rules! apply {
+    ($tx:ident, $source:expr, $create:expr, $legacy_exists:expr) => {{
+        use sqlx::Row as _;
+
+        let migrations = $source.migrations();
+        sqlx::raw_sql($create)
+            .execute(&mut *$tx)
+            .await
+            .map_err(backend)?;
+        let history = |table: &str| format!("SELECT version, checksum FROM {table}");
+        let mut applied: Vec<(i64, Vec<u8>)> = sqlx::query(&history(HISTORY_TABLE))
+            .fetch_all(&mut *$tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let now = unix_millis(SystemTime::now());
+        let record = format!(
+            "INSERT INTO {HISTORY_TABLE} (version, description, checksum, applied_at) \
+             VALUES ($1, $2, $3, $4)"
+        );
+        let mut adopt = Vec::new();
+        if applied.is_empty() && $legacy_exists {
+            let legacy: Vec<(i64, Vec<u8>)> =
+                sqlx::query(&format!("{} WHERE success", history(SQLX_TABLE)))
+                    .fetch_all(&mut *$tx)
+                    .await
+                    .map_err(backend)?
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect();
+            adopt = adopted(&migrations, &legacy);
+            applied.extend(adopt.iter().map(|m| (m.version, m.checksum.to_vec())));
+        }
+        let pending = pending(&migrations, &applied)?;
+        for migration in pending.iter().copied() {
+            sqlx::raw_sql(&migration.sql)
+                .execute(&mut *$tx)
+                .await
+                .map_err(backend)?;
+        }
+        for migration in adopt.into_iter().chain(pending) {
+            sqlx::query(&record)
+                .bind(migration.version)
+                .bind(&*migration.description)
+                .bind(&*migration.checksum)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await
+                .map_err(backend)?;
+        }
+        $tx.commit().await.map_err(backend)
+    }};
+}
+
 /// Applies the SQLite migrations of `source` not yet in the history, in one `IMMEDIATE`
 /// transaction (so two processes opening one file apply them once).
 #[cfg(feature = "sqlite")]
@@ -120,79 +179,25 @@ pub(crate) async fn run_sqlite(
     pool: &sqlx::SqlitePool,
     source: Embedded,
 ) -> Result<(), StoreError> {
-    use sqlx::Row as _;
-
-    let migrations = source.migrations();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
-            version     INTEGER PRIMARY KEY,
-            description TEXT    NOT NULL,
-            checksum    BLOB    NOT NULL,
-            applied_at  INTEGER NOT NULL
-        )"
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let history = |table: &str| format!("SELECT version, checksum FROM {table}");
-    let mut applied: Vec<(i64, Vec<u8>)> = sqlx::query(&history(HISTORY_TABLE))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    let now = unix_millis(SystemTime::now());
-    let record = format!(
-        "INSERT INTO {HISTORY_TABLE} (version, description, checksum, applied_at) \
-         VALUES ($1, $2, $3, $4)"
-    );
-    if applied.is_empty() {
-        let legacy_exists =
-            sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1")
-                .bind(SQLX_TABLE)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?
-                .is_some();
-        if legacy_exists {
-            let legacy: Vec<(i64, Vec<u8>)> =
-                sqlx::query(&format!("{} WHERE success", history(SQLX_TABLE)))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .iter()
-                    .map(|row| (row.get(0), row.get(1)))
-                    .collect();
-            for migration in adopted(&migrations, &legacy) {
-                sqlx::query(&record)
-                    .bind(migration.version)
-                    .bind(&*migration.description)
-                    .bind(&*migration.checksum)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                applied.push((migration.version, migration.checksum.to_vec()));
-            }
-        }
-    }
-    for migration in pending(&migrations, &applied)? {
-        sqlx::raw_sql(&migration.sql)
-            .execute(&mut *tx)
+    apply!(
+        tx,
+        source,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+                version     INTEGER PRIMARY KEY,
+                description TEXT    NOT NULL,
+                checksum    BLOB    NOT NULL,
+                applied_at  INTEGER NOT NULL
+            )"
+        ),
+        sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1")
+            .bind(SQLX_TABLE)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(backend)?;
-        sqlx::query(&record)
-            .bind(migration.version)
-            .bind(&*migration.description)
-            .bind(&*migration.checksum)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-    }
-    tx.commit().await.map_err(backend)
+            .map_err(backend)?
+            .is_some()
+    )
 }
 
 /// Applies the PostgreSQL migrations of `source` not yet in the history (of the connection's
@@ -200,88 +205,34 @@ pub(crate) async fn run_sqlite(
 /// once.
 #[cfg(feature = "postgres")]
 pub(crate) async fn run_postgres(pool: &sqlx::PgPool, source: Embedded) -> Result<(), StoreError> {
-    use sqlx::Row as _;
-
     /// The advisory lock replicas serialise on ("tw-migr" in ASCII): held to the transaction's
     /// end, so a lost connection releases it.
     const LOCK: i64 = 0x7477_2d6d_6967_72;
 
-    let migrations = source.migrations();
     let mut tx = pool.begin().await.map_err(backend)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LOCK)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
-            version     BIGINT PRIMARY KEY,
-            description TEXT   NOT NULL,
-            checksum    BYTEA  NOT NULL,
-            applied_at  BIGINT NOT NULL
-        )"
-    ))
-    .execute(&mut *tx)
-    .await
-    .map_err(backend)?;
-    let history = |table: &str| format!("SELECT version, checksum FROM {table}");
-    let mut applied: Vec<(i64, Vec<u8>)> = sqlx::query(&history(HISTORY_TABLE))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    let now = unix_millis(SystemTime::now());
-    let record = format!(
-        "INSERT INTO {HISTORY_TABLE} (version, description, checksum, applied_at) \
-         VALUES ($1, $2, $3, $4)"
-    );
-    if applied.is_empty() {
+    apply!(
+        tx,
+        source,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+                version     BIGINT PRIMARY KEY,
+                description TEXT   NOT NULL,
+                checksum    BYTEA  NOT NULL,
+                applied_at  BIGINT NOT NULL
+            )"
+        ),
         // Resolved through the search path, as 0.1's sqlx migrator did.
-        let legacy_exists: bool = sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
             .bind(SQLX_TABLE)
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?
-            .get(0);
-        if legacy_exists {
-            let legacy: Vec<(i64, Vec<u8>)> =
-                sqlx::query(&format!("{} WHERE success", history(SQLX_TABLE)))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .iter()
-                    .map(|row| (row.get(0), row.get(1)))
-                    .collect();
-            for migration in adopted(&migrations, &legacy) {
-                sqlx::query(&record)
-                    .bind(migration.version)
-                    .bind(&*migration.description)
-                    .bind(&*migration.checksum)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                applied.push((migration.version, migration.checksum.to_vec()));
-            }
-        }
-    }
-    for migration in pending(&migrations, &applied)? {
-        sqlx::raw_sql(&migration.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query(&record)
-            .bind(migration.version)
-            .bind(&*migration.description)
-            .bind(&*migration.checksum)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-    }
-    tx.commit().await.map_err(backend)
+    )
 }
 
 #[cfg(test)]
