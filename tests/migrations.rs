@@ -25,6 +25,10 @@ async fn app_migrations(dir: &Path) -> Migrator {
     Migrator::new(dir).await.unwrap()
 }
 
+/// The statement `CHANGELOG.md` gives for removing 0.1's rows from `_sqlx_migrations`.
+const REMOVE_0_1_HISTORY: &str = "DELETE FROM _sqlx_migrations \
+     WHERE (version, checksum) IN (SELECT version, checksum FROM tower_webhooks_migrations)";
+
 /// The versions in `table`, in order.
 macro_rules! versions {
     ($pool:expr, $table:literal) => {{
@@ -106,8 +110,17 @@ mod sqlite {
         SqliteStore::connect(&path).await.unwrap();
         SqliteStore::connect(&path).await.unwrap();
         assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
-        // The old rows are left to the application (see the CHANGELOG).
+        // The old rows are left to the application; the CHANGELOG's statement removes them,
+        // and then the application's own migrations run.
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+        sqlx::query(REMOVE_0_1_HISTORY)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let app = app_migrations(dir.path()).await;
+        app.run(&pool).await.unwrap();
+        SqliteStore::connect(&path).await.unwrap();
+        assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
     }
 }
 
@@ -189,6 +202,15 @@ mod postgres {
         drop(store(&url, &schema).await);
         assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+        sqlx::query(REMOVE_0_1_HISTORY)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_migrations(dir.path()).await;
+        app.run(&pool).await.unwrap();
+        drop(store(&url, &schema).await);
+        assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
         pool.close().await;
         support::drop_schema(&url, &schema).await;
     }
