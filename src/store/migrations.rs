@@ -205,9 +205,9 @@ pub(crate) async fn run_sqlite(
 /// once.
 #[cfg(feature = "postgres")]
 pub(crate) async fn run_postgres(pool: &sqlx::PgPool, source: Embedded) -> Result<(), StoreError> {
-    /// The advisory lock replicas serialise on ("tw-migr" in ASCII): held to the transaction's
-    /// end, so a lost connection releases it.
-    const LOCK: i64 = 0x7477_2d6d_6967_72;
+    /// The advisory lock replicas serialise on: held to the transaction's end, so a lost
+    /// connection releases it.
+    const LOCK: i64 = i64::from_be_bytes(*b"\0tw-migr");
 
     let mut tx = pool.begin().await.map_err(backend)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
