@@ -13,10 +13,16 @@
 //! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
 //! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
-//! webhooks. The registry has its own delivery engine; with a SQLite `[forward]` store its
+//! webhooks, and `/demo/inbox/{id}`, a receiver on the gateway itself that verifies the
+//! deliveries of webhook `id` and lists them (`GET`, with the owner's API key), so the
+//! README's walkthrough ends in a verified delivery with nothing else running. The registry
+//! has its own delivery engine; with a SQLite `[forward]` store its
 //! webhooks and deliveries live in a SQLite file beside it (`[registry] store`), so published
 //! events survive a restart. With `[registry] store = "postgres://…"` (and a `schema`; feature
 //! `postgres`) several gateways on one database are replicas of one registry.
+//!
+//! Ctrl-C and SIGTERM (what containers are stopped with) both stop it gracefully: it stops
+//! accepting, lets in-flight deliveries finish (up to 10 s) and exits 0.
 //!
 //! With a SQLite or PostgreSQL store, `TOWER_WEBHOOKS_ENCRYPTION_KEYS="k2:<base64 of 32
 //! bytes>,k1:<…>"` (newest first; `openssl rand -base64 32`) encrypts the stored signing
@@ -438,9 +444,7 @@ async fn main() -> ExitCode {
         forward_demo::banner(&base, forward);
     }
     println!("\n(the signed lines stay valid for the replay window: 5 minutes by default)");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = shutdown_signal();
     if let Err(err) = serve(listener, app, header_read_timeout, shutdown).await {
         eprintln!("gateway: {err}");
         return ExitCode::FAILURE;
@@ -472,6 +476,32 @@ async fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (what `docker stop`, Kubernetes and systemd send), so a
+/// container drains its deliveries like a terminal does.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the gateway");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutting down: draining deliveries");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Serves `app` until `shutdown`, then waits up to 10 s for open connections.
@@ -747,6 +777,10 @@ mod forward_demo {
     }
 }
 
+#[cfg(feature = "registry")]
+#[path = "gateway/inbox.rs"]
+mod inbox;
+
 /// `[registry]`: the subscription API and demo runs that publish `run.status`.
 mod registry_demo {
     use std::collections::BTreeMap;
@@ -800,8 +834,8 @@ mod registry_demo {
         use axum::{Json, Router};
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
-            Authenticate, BearerTokens, EventType, MemorySubscriptions, PublishError, RunState,
-            RunStatus, SubscriptionStore, WebhookRegistry,
+            Authenticate, BearerTokens, EventType, MemorySubscriptions, Owner, PublishError,
+            RunState, RunStatus, SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
 
@@ -983,13 +1017,19 @@ mod registry_demo {
                 "/v1/runs",
                 post({
                     let registry = registry.clone();
+                    let tokens = tokens.clone();
                     move |headers: HeaderMap, body: Bytes| {
                         start_run(registry.clone(), tokens.clone(), step, headers, body)
                     }
                 }),
             );
+            let owners = config
+                .api_keys
+                .values()
+                .map(|owner| Owner::from(owner.as_str()));
+            let inbox = crate::inbox::router(owners.collect(), registry.clone(), tokens.clone());
             let engine = registry.engine().clone();
-            Ok((registry.router().merge(runs), engine))
+            Ok((registry.router().merge(runs).merge(inbox), engine))
         }
 
         /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the
@@ -1108,10 +1148,11 @@ mod registry_demo {
             println!(
                 "  register:   curl -sS -X POST '{base}/v1/webhooks' -H 'Authorization: Bearer {key}' \
                  -H 'Content-Type: application/json' -d '{{\"id\":\"my-webhook\",\
-                 \"endpoint_url\":\"http://127.0.0.1:8000/webhookhandler\",\"event_types\":[\"run.status\"]}}'"
+                 \"endpoint_url\":\"{base}/demo/inbox/my-webhook\",\"event_types\":[\"run.status\"]}}'"
             );
             println!("  its secret: curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
             println!("  a demo run: curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   (queued, running, succeeded)");
+            println!("  received:   curl -sS '{base}/demo/inbox/my-webhook' -H 'Authorization: Bearer {key}'   (what the gateway's own receiver verified)");
         }
     }
 }

@@ -57,6 +57,7 @@
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod delivery;
+mod ext;
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod forward;
@@ -73,6 +74,7 @@ pub mod sensitive;
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod store;
 
+pub use ext::ServiceBuilderExt;
 pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
 pub use problem::Problem;
 pub use scheme::{Scheme, Verified};
@@ -87,3 +89,43 @@ pub use forward::{ForwardTo, WebhookForward, WebhookForwardLayer};
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::WebhookRegistry;
+
+/// Private parsers reached by the `fuzz/` crate only: cargo-fuzz builds with `--cfg fuzzing`,
+/// and nothing here is part of the public API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// The registry's opaque page cursors (`v1.` + URL-safe base64).
+    #[cfg(feature = "registry")]
+    pub mod cursor {
+        use std::time::SystemTime;
+
+        use crate::registry::api::cursor;
+        use crate::store::ConversationPosition;
+
+        /// Whether `text` looks like an opaque cursor rather than a plain webhook id.
+        pub fn is_opaque(text: &str) -> bool {
+            cursor::is_opaque(text)
+        }
+
+        /// The cursor after webhook `id`.
+        pub fn webhook(id: &str) -> String {
+            cursor::webhook(id)
+        }
+
+        /// The webhook id inside a cursor.
+        pub fn parse_webhook(text: &str) -> Option<String> {
+            cursor::parse_webhook(text)
+        }
+
+        /// The cursor after delivery `id`, created at `created_at`.
+        pub fn conversation(id: &str, created_at: SystemTime) -> String {
+            cursor::conversation(id, created_at)
+        }
+
+        /// The conversation position inside a cursor.
+        pub fn parse_conversation(text: &str) -> Option<ConversationPosition> {
+            cursor::parse_conversation(text)
+        }
+    }
+}

@@ -5,11 +5,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use http::HeaderMap;
-use tower_webhooks::scheme::{Cerebrium, Message, Scheme};
-use tower_webhooks::SecretSet;
+mod support;
 
 const SECRET: &str = "gateway-inbound-secret";
 
@@ -91,28 +89,7 @@ fn start(config: &Path) -> Gateway {
 }
 
 fn signed_request(id: &str, body: &str) -> Vec<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut headers = HeaderMap::new();
-    Cerebrium::new()
-        .sign(
-            &Message::new(id, now, body.as_bytes()),
-            &SecretSet::from(SECRET),
-            &mut headers,
-        )
-        .unwrap();
-    let headers: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap()))
-        .collect();
-    format!(
-        "POST /hook HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    support::cerebrium_request("/hook", id, body, SECRET).into_bytes()
 }
 
 /// Sends `request` and reads until the server closes the connection.

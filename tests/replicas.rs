@@ -499,29 +499,8 @@ mod gateways {
     /// raw response.
     async fn inbound(gateway: &Gateway, id: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tower_webhooks::scheme::{Cerebrium, Message, Scheme};
-        let body = r#"{"event":"replicas"}"#;
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let mut headers = http::HeaderMap::new();
-        Cerebrium::new()
-            .sign(
-                &Message::new(id, now, body.as_bytes()),
-                &tower_webhooks::SecretSet::from(INBOUND_SECRET),
-                &mut headers,
-            )
-            .unwrap();
-        let headers: String = headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap()))
-            .collect();
-        let request = format!(
-            "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
-            body.len()
-        );
+        let request =
+            support::cerebrium_request("/hook", id, r#"{"event":"replicas"}"#, INBOUND_SECRET);
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
             .await
             .unwrap();

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use proptest::prelude::*;
 use serde::Deserialize;
 use tower_webhooks::scheme::{
-    BuiltinScheme, Message, RequestHead, Scheme, Verification, Verified, VerifyError,
+    BuiltinScheme, Message, RequestHead, Scheme, SignError, Verification, Verified, VerifyError,
     VerifyErrorKind,
 };
 use tower_webhooks::SecretSet;
@@ -132,6 +132,37 @@ fn signing_reproduces_vendor_headers_byte_for_byte() {
             );
         }
         assert!(headers[v.signature_header.as_str()].is_sensitive());
+    }
+}
+
+/// Found by `fuzz/` (`scheme_verify`): an id that is not a header value made `sign` panic in
+/// the schemes that write the id into a header. It is an error now, and nothing is written.
+#[test]
+fn signing_with_an_id_that_is_no_header_value_is_an_error() {
+    let secrets = SecretSet::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    for name in ["cerebrium", "standard_webhooks", "svix", "github"] {
+        for id in ["msg\n1", "msg\r\nx-injected: 1", "m\u{e9}ssage", "\u{7f}"] {
+            let mut headers = HeaderMap::new();
+            let result = scheme(name).sign(
+                &Message::new(id, 1_731_381_205, b"{}"),
+                &secrets,
+                &mut headers,
+            );
+            assert_eq!(result, Err(SignError::InvalidId), "{name}: {id:?}");
+            assert!(
+                headers.is_empty(),
+                "{name}: headers written before the error"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        scheme(name)
+            .sign(
+                &Message::new("msg_1", 1_731_381_205, b"{}"),
+                &secrets,
+                &mut headers,
+            )
+            .unwrap();
+        assert!(headers.values().any(|value| value == "msg_1"), "{name}");
     }
 }
 

@@ -19,7 +19,7 @@ use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
 use super::verifier::{Clock, Rejections, WebhookVerifier};
-use crate::replay::{scoped_key, Outcome, ReplayFuture, ReplayRecord, ReplayStore, Reservation};
+use crate::replay::{Outcome, ReplayFuture, ReplayRecord, ReplayStore, Reservation};
 use crate::scheme::{RequestHead, Scheme, Verified};
 use crate::secret::SecretSet;
 
@@ -311,33 +311,16 @@ where
                         continue;
                     };
                     let verified = pending.parts.extensions.get::<Verified>();
-                    let replay = verifier.replay.as_ref().and_then(|replay| {
-                        let verified = verified?;
-                        let key = verified.replay_key()?;
-                        let secret = verified.secret.as_ref().and_then(|matched| {
-                            pending.secrets.as_ref()?.iter().nth(matched.index)
-                        });
-                        let scope = verifier
-                            .replay_scope
-                            .as_deref()
-                            .unwrap_or_else(|| verifier.scheme().name());
-                        Some((
-                            replay.store.clone(),
-                            scoped_key(scope, secret, &key),
-                            verified.run_id,
-                        ))
+                    let replay = verified.and_then(|verified| {
+                        verifier
+                            .replay_target(verified, pending.secrets.as_ref())
+                            .map(|(store, key)| (store, key, verified.run_id))
                     });
                     match replay {
                         Some((store, key, run_id)) => {
                             let reserve = store.reserve(&key, *this.now, verifier.replay_ttl);
-                            *this.guard = Some(Box::new(ReplayGuard {
-                                store,
-                                key,
-                                ttl: verifier.replay_ttl,
-                                clock: verifier.clock.clone(),
-                                record: ReplayRecord::new(run_id),
-                                armed: false,
-                            }));
+                            *this.guard =
+                                Some(Box::new(ReplayGuard::new(store, key, verifier, run_id)));
                             this.state.set(State::Reserve {
                                 reserve,
                                 body: Some(bytes),
@@ -382,7 +365,7 @@ where
                     match reservation {
                         Ok(Reservation::Fresh) => {
                             if let Some(guard) = this.guard.as_mut() {
-                                guard.armed = true;
+                                guard.arm();
                             }
                             let verifier = this.verifier.as_ref().expect(REPLAY_KEEPS_THE_VERIFIER);
                             let admitted = match request.extensions().get::<Verified>() {
@@ -473,7 +456,7 @@ where
 }
 
 /// Charges the scheme's quotas for a request known not to be a duplicate.
-fn admit<Sc: Scheme, K>(
+pub(crate) fn admit<Sc: Scheme, K>(
     verifier: &WebhookVerifier<Sc, K>,
     verified: &Verified,
     now: i64,
@@ -540,6 +523,40 @@ pub(crate) struct ReplayGuard {
 }
 
 impl ReplayGuard {
+    /// A guard for `key` in `store`, not armed yet: [`ReplayGuard::arm`] it once the
+    /// reservation is fresh.
+    pub(crate) fn new<Sc, K>(
+        store: std::sync::Arc<dyn ReplayStore>,
+        key: String,
+        verifier: &WebhookVerifier<Sc, K>,
+        run_id: uuid::Uuid,
+    ) -> Self {
+        Self {
+            store,
+            key,
+            ttl: verifier.replay_ttl,
+            clock: verifier.clock.clone(),
+            record: ReplayRecord::new(run_id),
+            armed: false,
+        }
+    }
+
+    /// From now on, dropping the guard releases the reservation.
+    pub(crate) fn arm(&mut self) {
+        self.armed = true;
+    }
+
+    /// Records the delivery as processed (its duplicates are answered from the record).
+    pub(crate) fn processed(self) -> ReplayFuture<()> {
+        let record = self.record;
+        self.finish(Outcome::Processed(record))
+    }
+
+    /// Releases the key, so the sender's retry is processed.
+    pub(crate) fn failed(self) -> ReplayFuture<()> {
+        self.finish(Outcome::Failed)
+    }
+
     fn finish(mut self, outcome: Outcome) -> ReplayFuture<()> {
         self.armed = false;
         self.store

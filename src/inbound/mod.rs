@@ -60,6 +60,16 @@
 //! # }
 //! ```
 //!
+//! # Without axum
+//!
+//! A body already read (another server, a serverless handler, a queue) is verified in one
+//! call with the same checks and the same [`Rejection`]:
+//! [`WebhookVerifier::verify_headers`] (headers and bytes, as svix's `Webhook::verify`),
+//! [`WebhookVerifier::verify_parts`] (with the method and URI) and, with de-duplication,
+//! [`WebhookVerifier::verify_bytes`]. Their docs show hyper, actix-web and a Lambda-style
+//! handler. In a `tower::ServiceBuilder`, [`ServiceBuilderExt`](crate::ServiceBuilderExt)
+//! adds `.verify_webhooks(scheme, secrets)`.
+//!
 //! # Rejections
 //!
 //! Every rejection is a [`Rejection`] (also inserted into the response extensions, and logged
@@ -219,6 +229,7 @@
 //! ```
 
 mod body;
+mod buffered;
 mod collect;
 mod extract;
 mod future;
@@ -232,6 +243,7 @@ mod verifier;
 mod tests;
 
 pub use body::VerifiedBody;
+pub use buffered::{Delivery, FreshDelivery};
 pub use extract::{StateVerifier, VerifiedWebhook, Webhook};
 pub use future::{Duplicate, ResponseFuture};
 pub use key::{secret_source_async, AsyncSecretSource, SecretLookup, SecretSource};

@@ -12,7 +12,7 @@ use http_body::{Body, SizeHint};
 use super::collect::{BoxError, Buffer, CollectError};
 use super::key::{SecretLookup, SecretSource};
 use super::rejection::Rejection;
-use crate::replay::ReplayStore;
+use crate::replay::{scoped_key, ReplayStore};
 use crate::scheme::{RequestHead, Scheme, Verified, VerifyError};
 use crate::secret::SecretSet;
 
@@ -65,7 +65,9 @@ pub(crate) struct Replay {
 /// Cheap to clone (shared with `Arc`). [`WebhookSignatureLayer`](super::WebhookSignatureLayer)
 /// holds one; put one in the router state to verify without the layer through
 /// [`Webhook<T, WebhookVerifier<Sc>>`](super::Webhook); call [`WebhookVerifier::verify`] from
-/// other middleware.
+/// other middleware, or verify a body already read in one call outside axum
+/// ([`WebhookVerifier::verify_headers`], [`WebhookVerifier::verify_parts`],
+/// [`WebhookVerifier::verify_bytes`]).
 #[must_use]
 pub struct WebhookVerifier<Sc, K = SecretSet> {
     /// Scheme and secret source behind one `Arc`: one reference count per request.
@@ -157,7 +159,8 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
         self
     }
 
-    /// Turns de-duplication on with `store` (layer only; see [`crate::replay`]).
+    /// Turns de-duplication on with `store`, for the layer and
+    /// [`WebhookVerifier::verify_bytes`] (see [`crate::replay`]).
     pub fn replay_store(mut self, store: impl ReplayStore) -> Self {
         self.replay = Some(Replay {
             store: Arc::new(store),
@@ -287,6 +290,27 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
         }
         let capacity = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX));
         Ok((verification, Buffer::new(self.limit, capacity)))
+    }
+
+    /// The store and the scoped key `verified` is de-duplicated under: `None` without a
+    /// store or without a replay key. Keys are scoped by the route and by the matched secret
+    /// of `secrets` (the tenant).
+    pub(crate) fn replay_target(
+        &self,
+        verified: &Verified,
+        secrets: Option<&SecretSet>,
+    ) -> Option<(Arc<dyn ReplayStore>, String)> {
+        let replay = self.replay.as_ref()?;
+        let key = verified.replay_key()?;
+        let secret = verified
+            .secret
+            .as_ref()
+            .and_then(|matched| secrets?.iter().nth(matched.index));
+        let scope = self
+            .replay_scope
+            .as_deref()
+            .unwrap_or_else(|| self.shared.scheme.name());
+        Some((replay.store.clone(), scoped_key(scope, secret, &key)))
     }
 
     pub(crate) fn no_secret(&self) -> Rejection {

@@ -904,7 +904,7 @@ fn parse_limit(limit: Option<&str>) -> ApiResult<usize> {
 /// webhook (the list is ordered by id) and `c<created_at ms>:<delivery id>` for a
 /// conversation. The `.` keeps them apart from webhook ids, which older clients passed as
 /// `cursor` and which are still accepted.
-mod cursor {
+pub(crate) mod cursor {
     use std::time::SystemTime;
 
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -925,23 +925,27 @@ mod cursor {
     }
 
     /// Whether `cursor` looks like an opaque cursor (rather than a plain webhook id).
-    pub(super) fn is_opaque(cursor: &str) -> bool {
+    pub(crate) fn is_opaque(cursor: &str) -> bool {
         cursor.starts_with(PREFIX)
     }
 
-    pub(super) fn webhook(id: &str) -> String {
+    /// The cursor after webhook `id`.
+    pub(crate) fn webhook(id: &str) -> String {
         encode(&format!("w{id}"))
     }
 
-    pub(super) fn parse_webhook(cursor: &str) -> Option<String> {
+    /// The webhook id inside a cursor made by [`webhook`].
+    pub(crate) fn parse_webhook(cursor: &str) -> Option<String> {
         decode(cursor)?.strip_prefix('w').map(str::to_owned)
     }
 
-    pub(super) fn conversation(id: &str, created_at: SystemTime) -> String {
+    /// The cursor after delivery `id`, created at `created_at`.
+    pub(crate) fn conversation(id: &str, created_at: SystemTime) -> String {
         encode(&format!("c{}:{id}", crate::store::unix_millis(created_at)))
     }
 
-    pub(super) fn parse_conversation(cursor: &str) -> Option<ConversationPosition> {
+    /// The position inside a cursor made by [`conversation`].
+    pub(crate) fn parse_conversation(cursor: &str) -> Option<ConversationPosition> {
         let position = decode(cursor)?;
         let (ms, id) = position.strip_prefix('c')?.split_once(':')?;
         let ms: i64 = ms.parse().ok().filter(|ms| *ms >= 0)?;

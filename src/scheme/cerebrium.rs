@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName};
 use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    find_headers, insert_header, parse_unix_timestamp_bytes, required, Message, MessageId,
-    RequestHead, Scheme, SignError, Verified, VerifyError,
+    find_headers, id_header_value, insert_header, parse_unix_timestamp_bytes, required, Message,
+    MessageId, RequestHead, Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::KeyDerivation;
 use crate::secret::SecretSet;
@@ -84,6 +84,7 @@ impl Scheme for Cerebrium {
     ) -> Result<(), SignError> {
         let secret = secrets.primary().ok_or(SignError::NoSecret)?;
         let id = message.id.ok_or(SignError::MissingId)?;
+        let id_value = id_header_value(id)?;
         let timestamp = message.timestamp.to_string();
         let mac = compute(
             Algorithm::Sha256,
@@ -96,7 +97,7 @@ impl Scheme for Cerebrium {
                 message.body,
             ],
         );
-        insert_header(headers, ID, id);
+        headers.insert(HeaderName::from_static(ID), id_value);
         insert_header(headers, TIMESTAMP, &timestamp);
         insert_header(
             headers,

@@ -2,12 +2,13 @@
 
 use super::mac::Candidates;
 use crate::secret::KeyDerivation;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
 use super::{
-    header_str, insert_header, Message, RequestHead, Scheme, SignError, Verified, VerifyError,
+    header_str, id_header_value, insert_header, Message, RequestHead, Scheme, SignError, Verified,
+    VerifyError,
 };
 use crate::secret::SecretSet;
 
@@ -90,14 +91,15 @@ impl Scheme for GitHub {
         headers: &mut HeaderMap,
     ) -> Result<(), SignError> {
         let secret = secrets.primary().ok_or(SignError::NoSecret)?;
+        let id = message.id.map(id_header_value).transpose()?;
         let mac = compute(Algorithm::Sha256, secret.expose(), &[message.body]);
         insert_header(
             headers,
             SIGNATURE_256,
             &format!("sha256={}", Encoding::Hex.encode(&mac)),
         );
-        if let Some(id) = message.id {
-            insert_header(headers, "x-github-delivery", id);
+        if let Some(id) = id {
+            headers.insert(HeaderName::from_static("x-github-delivery"), id);
         }
         Ok(())
     }

@@ -159,7 +159,8 @@ pub trait Scheme: Send + Sync + 'static {
     /// The layer calls it once it knows the request is not a duplicate (after the replay
     /// store's [`Fresh`](crate::replay::Reservation::Fresh), or at once without a store),
     /// and only when [`Scheme::has_admission`] says so: a duplicate never uses up a quota.
-    /// [`WebhookVerifier::verify`](crate::inbound::WebhookVerifier::verify) calls it after
+    /// [`WebhookVerifier::verify`](crate::inbound::WebhookVerifier::verify),
+    /// [`Scheme::verify_request`] and the verifier's one-call methods call it after
     /// verifying. Callers of [`Scheme::begin`] and [`Verification::finish`] call it themselves.
     ///
     /// # Errors
@@ -176,6 +177,105 @@ pub trait Scheme: Send + Sync + 'static {
     fn has_admission(&self) -> bool {
         false
     }
+
+    /// Verifies a request whose body is already read, in one synchronous call: the headers
+    /// and timestamp window at `now` (Unix seconds), the signature over `body`, then the
+    /// scheme's quotas ([`Scheme::admit`], charged at once as the layer does without a replay
+    /// store).
+    ///
+    /// The head carries the method and URI too, which a Valohai query-string condition
+    /// needs; [`Scheme::verify_headers`] is the same call from headers alone. There is no
+    /// de-duplication here (that needs a store):
+    /// [`WebhookVerifier::verify_bytes`](crate::inbound::WebhookVerifier::verify_bytes) adds
+    /// it, and [`WebhookVerifier::verify_parts`](crate::inbound::WebhookVerifier::verify_parts)
+    /// gives the layer's [`Rejection`](crate::inbound::Rejection) instead of a
+    /// [`VerifyError`].
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::Request;
+    /// use tower_webhooks::scheme::{Message, Scheme, Slack, VerifyErrorKind};
+    /// use tower_webhooks::SecretSet;
+    ///
+    /// let secrets = SecretSet::from("slack-signing-secret");
+    /// let body = Bytes::from_static(b"token=x&team_id=T1");
+    /// let mut request = Request::post("/slack/events").body(()).unwrap();
+    /// Slack::new()
+    ///     .sign(&Message::new("unused", 1_700_000_000, &body), &secrets, request.headers_mut())
+    ///     .unwrap();
+    /// let (head, ()) = request.into_parts();
+    ///
+    /// let verified = Slack::new().verify_request(&head, &body, &secrets, 1_700_000_010).unwrap();
+    /// assert_eq!(verified.timestamp, Some(1_700_000_000));
+    ///
+    /// let tampered = Bytes::from_static(b"token=x&team_id=T2");
+    /// let error = Slack::new().verify_request(&head, &tampered, &secrets, 1_700_000_010).unwrap_err();
+    /// assert_eq!(error.kind(), VerifyErrorKind::InvalidSignature);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The [`VerifyError`] the layer would reject the request with.
+    fn verify_request(
+        &self,
+        head: &RequestHead,
+        body: &Bytes,
+        secrets: &SecretSet,
+        now: i64,
+    ) -> Result<Verified, VerifyError> {
+        let mut verification = self.begin(head, secrets, now)?;
+        verification.update(body);
+        let verified = verification.finish(body)?;
+        if self.has_admission() {
+            self.admit(&verified, now)?;
+        }
+        Ok(verified)
+    }
+
+    /// [`Scheme::verify_request`] from the headers alone, as svix's `Webhook::verify` takes
+    /// them: the head it sees is `POST /` with these headers (copied), so a scheme that reads
+    /// the URI (a Valohai query-string condition) finds nothing there and needs
+    /// [`Scheme::verify_request`] with the real head.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
+    /// use tower_webhooks::SecretSet;
+    ///
+    /// let secrets = SecretSet::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    /// let body = Bytes::from_static(br#"{"type":"invoice.paid"}"#);
+    /// let mut headers = HeaderMap::new();
+    /// StandardWebhooks::new()
+    ///     .sign(&Message::new("msg_1", 1_700_000_000, &body), &secrets, &mut headers)
+    ///     .unwrap();
+    ///
+    /// let verified = StandardWebhooks::new()
+    ///     .verify_headers(&headers, &body, &secrets, 1_700_000_000)
+    ///     .unwrap();
+    /// assert_eq!(verified.message_id.as_deref(), Some("msg_1"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The [`VerifyError`] the layer would reject the request with.
+    fn verify_headers(
+        &self,
+        headers: &HeaderMap,
+        body: &Bytes,
+        secrets: &SecretSet,
+        now: i64,
+    ) -> Result<Verified, VerifyError> {
+        self.verify_request(&head_of(headers), body, secrets, now)
+    }
+}
+
+/// The head `POST /` with `headers`, for verification from headers alone.
+pub(crate) fn head_of(headers: &HeaderMap) -> RequestHead {
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = http::Method::POST;
+    head.headers = headers.clone();
+    head
 }
 
 /// The streaming half of a verification.
@@ -528,6 +628,8 @@ pub enum SignError {
     NoSecret,
     /// The format carries a message id and none was given.
     MissingId,
+    /// The message id cannot be written into a header (it is not visible ASCII).
+    InvalidId,
     /// The secret is unusable for this format (for example not base64 for Standard Webhooks).
     BadSecret(&'static str),
     /// A header the signed content refers to is missing from the outgoing headers.
@@ -541,6 +643,7 @@ impl fmt::Display for SignError {
         match self {
             Self::NoSecret => f.write_str("no secret to sign with"),
             Self::MissingId => f.write_str("the scheme needs a message id"),
+            Self::InvalidId => f.write_str("the message id is not visible ASCII"),
             Self::BadSecret(why) => write!(f, "unusable secret: {why}"),
             Self::MissingHeader(name) => {
                 write!(f, "signed content refers to missing header `{name}`")
@@ -612,6 +715,19 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
     let mut value = HeaderValue::from_str(text).expect("signers only produce visible ASCII");
     value.set_sensitive(true);
     value
+}
+
+/// The message id as a header value. The id is the caller's text, not the signer's, so it is
+/// checked here (before any header is written) instead of trusted like `header_value`'s input,
+/// by the rule the verifier reads it with ([`MessageId`]): `http` alone would also let bytes
+/// above ASCII through, and a receiver could then not verify the message.
+pub(crate) fn id_header_value(id: &str) -> Result<HeaderValue, SignError> {
+    if !is_visible_ascii(id.as_bytes()) {
+        return Err(SignError::InvalidId);
+    }
+    let mut value = HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Inserts a signer-produced header.

@@ -1,5 +1,5 @@
-//! Shared by the durable-store tests: a local receiver, the Cerebrium seed's verification,
-//! and PostgreSQL test schemas.
+//! Shared by the integration tests: a local receiver, Cerebrium signing and the seed's
+//! verification, and PostgreSQL test schemas.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -172,6 +172,33 @@ pub fn verify_cerebrium(hit: &Hit, secret: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(&signed);
     hex::encode(mac.finalize().into_bytes()) == signature
+}
+
+/// A raw HTTP/1.1 `POST {path}` of `body`, signed now by the crate's Cerebrium scheme with
+/// message id `id` and `secret`, closing the connection after the answer.
+pub fn cerebrium_request(path: &str, id: &str, body: &str, secret: &str) -> String {
+    use tower_webhooks::scheme::{Cerebrium, Message, Scheme};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut headers = HeaderMap::new();
+    Cerebrium::new()
+        .sign(
+            &Message::new(id, now, body.as_bytes()),
+            &tower_webhooks::SecretSet::from(secret),
+            &mut headers,
+        )
+        .unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap()))
+        .collect();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
+        body.len()
+    )
 }
 
 /// The PostgreSQL URL of the database tests. They are `#[ignore]`d by default; run with

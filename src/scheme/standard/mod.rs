@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
 use super::timestamp::{check_window, SYMMETRIC_DEFAULT};
 use super::{
-    header_str, header_value, insert_header, parse_unix_timestamp, Message, MessageId,
-    ReplayWindow, RequestHead, Scheme, SignError, Verification, Verified, VerifyError,
+    header_str, header_value, id_header_value, insert_header, parse_unix_timestamp, Message,
+    MessageId, ReplayWindow, RequestHead, Scheme, SignError, Verification, Verified, VerifyError,
 };
 use crate::secret::{KeyDerivation, Secret, SecretSet};
 
@@ -269,6 +269,7 @@ impl Scheme for StandardWebhooks {
             return Err(SignError::NoSecret);
         }
         let id = message.id.ok_or(SignError::MissingId)?;
+        let id_value = id_header_value(id)?;
         let timestamp = message.timestamp.to_string();
         let signed: [&[u8]; 5] = [
             id.as_bytes(),
@@ -282,7 +283,7 @@ impl Scheme for StandardWebhooks {
             signatures.push(sign_one(secret, &signed)?);
         }
         let [id_name, timestamp_name, signature_name] = Self::names(self.svix_headers);
-        insert_header(headers, id_name, id);
+        headers.insert(id_name, id_value);
         insert_header(headers, timestamp_name, &timestamp);
         headers.insert(signature_name, header_value(&signatures.join(" ")));
         Ok(())
