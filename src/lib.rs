@@ -55,19 +55,23 @@
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]
 
 #[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod delivery;
 mod ext;
 #[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod forward;
 pub mod inbound;
 pub mod problem;
 #[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub mod registry;
 pub mod replay;
 pub mod scheme;
 pub mod secret;
 pub mod sensitive;
 #[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod store;
 pub mod telemetry;
 
@@ -78,10 +82,13 @@ pub use scheme::{Scheme, Verified};
 pub use secret::{Secret, SecretSet};
 
 #[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub use delivery::DeliveryEngine;
 #[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub use forward::{ForwardTo, WebhookForward, WebhookForwardLayer};
 #[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub use registry::WebhookRegistry;
 
 /// Private parsers reached by the `fuzz/` crate only: cargo-fuzz builds with `--cfg fuzzing`,

@@ -31,6 +31,7 @@ pub type GuardedHttpConnector = GuardedConnector<HttpConnector<GuardedResolver>>
 /// The connector of the default client: TLS (when the `rustls` feature is on) over
 /// [`GuardedHttpConnector`].
 #[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub type Connector = hyper_rustls::HttpsConnector<GuardedHttpConnector>;
 /// The connector of the default client: [`GuardedHttpConnector`] (the `rustls` feature is off).
 #[cfg(not(feature = "rustls"))]

@@ -156,8 +156,10 @@ pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus
 pub use health::{DisabledNotice, HealthRule};
 pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use subscriptions::PostgresSubscriptions;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
     EndpointState, MemoryEndpointState, MemorySubscriptions, Modification, SubscriptionError,
@@ -523,6 +525,7 @@ impl RegistryBuilder {
     /// # }
     /// ```
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn outbox(mut self, store: crate::store::PostgresStore) -> Self {
         self.outbox = Some(store);
         self
@@ -798,6 +801,7 @@ impl WebhookRegistry {
     /// and as [`publish`](Self::publish). Nothing is reported as rejected: the engine's
     /// capacity does not apply (see [`PostgresStore::enqueue_in_transaction`](crate::store::PostgresStore::enqueue_in_transaction)).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn publish_in_transaction<T>(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -817,6 +821,7 @@ impl WebhookRegistry {
     ///
     /// As [`publish_in_transaction`](Self::publish_in_transaction).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn publish_for_in_transaction<T>(
         &self,
         conn: &mut sqlx::PgConnection,

@@ -113,6 +113,8 @@ use crate::secret::SecretSet;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod encryption;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -123,13 +125,16 @@ pub(crate) mod sql;
 mod sqlite;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use encryption::{EncryptionKey, EncryptionKeyError, EncryptionKeys, ENCRYPTION_KEYS_ENV};
 pub use memory::{
     MemoryStore, DEFAULT_MAX_FINISHED, DEFAULT_MAX_FINISHED_BYTES, DEFAULT_MAX_UNFINISHED,
 };
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// The crate's one rule for secret header values, also reachable here.

@@ -13,9 +13,10 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
+use super::migrations::{self, Embedded};
 use super::sql::{
     self, backend, conversations, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow,
-    Embedded, NextRow, RowExt, Signers, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
+    NextRow, RowExt, Signers, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
 };
 use super::{
     unix_millis, Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState,
@@ -98,6 +99,10 @@ impl PostgresOptions {
 
     /// Whether [`connect`](Self::connect) runs the migrations (on by default; concurrent
     /// replicas serialise on an advisory lock). When off, call [`PostgresStore::migrate`].
+    ///
+    /// Their history is kept in the schema's `tower_webhooks_migrations` table, not in sqlx's
+    /// `_sqlx_migrations`, so the application's own `sqlx::migrate!()` can run in the same
+    /// schema, before or after.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self
@@ -220,11 +225,7 @@ impl PostgresOptions {
 }
 
 async fn run_migrations(pool: &PgPool) -> Result<(), StoreError> {
-    sql::migrator(MIGRATIONS)
-        .await
-        .run(pool)
-        .await
-        .map_err(backend)
+    migrations::run_postgres(pool, MIGRATIONS).await
 }
 
 /// Wakes the engine's idle workers on every notification; reconnects after a lost
@@ -365,9 +366,14 @@ impl PostgresStore {
         run_migrations(&self.inner.pool).await
     }
 
-    /// The migrations, to run them with your own tooling.
+    /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.
+    ///
+    /// A sqlx migrator records them in `_sqlx_migrations`, beside the application's own;
+    /// [`migrate`](Self::migrate) and [`connect`](PostgresOptions::connect) keep the crate's
+    /// history in `tower_webhooks_migrations` (in the store's schema) instead, out of the way
+    /// of the application's `sqlx::migrate!()`. Use one or the other on a database, not both.
     pub async fn migrator() -> Migrator {
-        sql::migrator(MIGRATIONS).await
+        migrations::migrator(MIGRATIONS).await
     }
 
     /// The connection pool (the tables live in the configured schema).

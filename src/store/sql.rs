@@ -1,11 +1,8 @@
-//! What the SQL stores share: how a delivery, its signing and its attempts become columns, and
-//! the migrations embedded in the crate.
+//! What the SQL stores share: how a delivery, its signing and its attempts become columns.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +10,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
     unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery, DeliveryState,
@@ -61,45 +56,6 @@ pub(crate) fn backend(err: impl fmt::Display) -> StoreError {
 /// Unix milliseconds back to a time.
 pub(crate) fn from_millis(ms: i64) -> SystemTime {
     super::from_unix_millis(ms)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Migrations
-
-/// Migrations embedded from `migrations/<backend>/`, in the `sqlx` layout (`<version>_<name>.sql`),
-/// so `sqlx-cli` can apply the same files.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Embedded(pub(crate) &'static [(i64, &'static str, &'static str)]);
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
-        Box::pin(async move {
-            Ok(self
-                .0
-                .iter()
-                .map(|&(version, description, sql)| {
-                    Migration::new(
-                        version,
-                        Cow::Borrowed(description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
-
-/// The migrator for `source`.
-pub(crate) async fn migrator(source: Embedded) -> Migrator {
-    // Resolving embedded migrations cannot fail.
-    match Migrator::new(source).await {
-        Ok(migrator) => migrator,
-        Err(_) => unreachable!("embedded migrations always resolve"),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::migrations::{self, Embedded};
 use super::sql::{
     self, backend, conversations, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow,
-    Embedded, NextRow, RowExt, Signers, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
+    NextRow, RowExt, Signers, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
 };
 use super::{
     unix_millis, Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState,
@@ -121,6 +122,10 @@ impl SqliteOptions {
 
     /// Whether [`connect`](Self::connect) runs the migrations (on by default); when off, call
     /// [`SqliteStore::migrate`] yourself.
+    ///
+    /// Their history is kept in the `tower_webhooks_migrations` table, not in sqlx's
+    /// `_sqlx_migrations`, so the application's own `sqlx::migrate!()` can run on the same
+    /// file, before or after.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self
@@ -267,11 +272,7 @@ async fn checkpoint_loop(readers: SqlitePool, alive: mpsc::WeakSender<Job>) {
 }
 
 async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
-    sql::migrator(MIGRATIONS)
-        .await
-        .run(pool)
-        .await
-        .map_err(backend)
+    migrations::run_sqlite(pool, MIGRATIONS).await
 }
 
 /// A durable [`DeliveryStore`] in one SQLite file: the embedded default for single-instance
@@ -357,9 +358,20 @@ impl SqliteStore {
         run_migrations(&self.inner.readers).await
     }
 
-    /// The migrations, to run them with your own tooling.
+    /// Runs the migrations on `pool` (the subscriptions' own pool on the same file).
+    #[cfg(feature = "registry")]
+    pub(crate) async fn migrate_pool(pool: &SqlitePool) -> Result<(), StoreError> {
+        run_migrations(pool).await
+    }
+
+    /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.
+    ///
+    /// A sqlx migrator records them in `_sqlx_migrations`, beside the application's own;
+    /// [`migrate`](Self::migrate) and [`connect`](SqliteOptions::connect) keep the crate's
+    /// history in `tower_webhooks_migrations` instead, out of the way of the application's
+    /// `sqlx::migrate!()`. Use one or the other on a database, not both.
     pub async fn migrator() -> Migrator {
-        sql::migrator(MIGRATIONS).await
+        migrations::migrator(MIGRATIONS).await
     }
 
     /// The database file.

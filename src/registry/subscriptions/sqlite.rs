@@ -108,11 +108,7 @@ impl SqliteSubscriptions {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        SqliteStore::migrator()
-            .await
-            .run(&pool)
-            .await
-            .map_err(backend)?;
+        SqliteStore::migrate_pool(&pool).await.map_err(backend)?;
         Ok(Self { pool, path, keys })
     }
 

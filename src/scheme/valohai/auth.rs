@@ -94,6 +94,7 @@ impl WebAuthentication {
 
     /// A JWT signed with `algorithm`, with the default leeway.
     #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn jwt(lookup: Lookup, algorithm: JwtAlgorithm) -> Self {
         Self::new(
             AuthType::Jwt {

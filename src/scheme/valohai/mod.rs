@@ -97,6 +97,7 @@ mod tests;
 
 pub use auth::{AuthType, Basestring, WebAuthentication, DEFAULT_JWT_LEEWAY};
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::JwtAlgorithm;
 pub use lookup::{Lookup, LookupNamespace};
 pub use rate_limit::RateLimit;
