@@ -249,8 +249,10 @@ async fn empty_or_control_character_message_ids_are_malformed_headers() {
     ];
     for (path, sign, id_header) in &cases {
         for id in ["", "msg\t1", "\t"] {
-            let headers = sign(id);
-            assert_eq!(headers[*id_header], HeaderValue::from_str(id).unwrap());
+            // The crate refuses to sign with such an id, so a hostile sender's header is put
+            // in by hand; the id is refused before any signature is checked.
+            let mut headers = sign("msg_1");
+            headers.insert(*id_header, HeaderValue::from_str(id).unwrap());
             let response = app.clone().oneshot(request(path, headers, b"{}")).await;
             let response = response.unwrap();
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {id:?}");
