@@ -33,7 +33,8 @@ use tower::ServiceExt;
 use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, RunState, RunStatus, SigningScheme, Webhook, WebhookRegistry,
+    BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
+    WebhookRegistry,
 };
 use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
 use tower_webhooks::store::{
@@ -392,6 +393,12 @@ async fn soak(duration: Duration) {
                         add(&counts.publish_accepted, report.deliveries.len() as u64);
                         add(&counts.publish_rejected, report.rejected.len() as u64);
                     }
+                    // A partial fan-out is an error that still reports what was queued.
+                    Err(PublishError::NotQueued(report)) => {
+                        add(&counts.published_events, 1);
+                        add(&counts.publish_accepted, report.deliveries.len() as u64);
+                        add(&counts.publish_rejected, report.rejected.len() as u64);
+                    }
                     Err(_) => add(&counts.publish_errors, 1),
                 }
             }
@@ -466,7 +473,7 @@ async fn soak(duration: Duration) {
         get(&counts.forward_unexpected),
     );
     println!(
-        "published:          {} events, {} deliveries accepted, {} rejected (queue full), {} errors",
+        "published:          {} events, {} deliveries accepted, {} rejected (queue or owner share full), {} errors",
         get(&counts.published_events),
         get(&counts.publish_accepted),
         get(&counts.publish_rejected),
