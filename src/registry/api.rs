@@ -2,7 +2,6 @@
 //! OpenAPI document. See the [registry docs](super#routes) for the route table.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -25,6 +24,9 @@ use super::{SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::problem::Problem;
 use crate::sensitive::{is_sensitive_header, REDACTED};
+mod openapi;
+use openapi::MountPoint;
+
 use crate::store::{
     Attempt, Conversation, ConversationPosition, ConversationQuery, DeliveryState, StoreError,
 };
@@ -1012,6 +1014,7 @@ fn no_store(mut response: Response) -> Response {
 )]
 async fn create_webhook(
     State(registry): State<WebhookRegistry>,
+    MountPoint(prefix): MountPoint,
     Authed(owner): Authed,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<Response> {
@@ -1057,7 +1060,8 @@ async fn create_webhook(
         .insert(webhook.clone())
         .await
         .map_err(ApiError::subscriptions)?;
-    let location = HeaderValue::from_str(&format!("{BASE_PATH}/{}", webhook.id))
+    // The id is validated (URL-safe characters only), so the link is always a valid value.
+    let location = HeaderValue::from_str(&format!("{prefix}{BASE_PATH}/{}", webhook.id))
         .unwrap_or_else(|_| HeaderValue::from_static(BASE_PATH));
     Ok((
         StatusCode::CREATED,
@@ -1639,18 +1643,15 @@ async fn recover(
     security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json")),
 )]
-async fn openapi_json() -> Response {
-    static JSON: OnceLock<Bytes> = OnceLock::new();
-    let body = JSON.get_or_init(|| {
-        Bytes::from(
-            openapi()
-                .to_pretty_json()
-                .unwrap_or_else(|_| "{}".to_owned()),
-        )
-    });
+async fn openapi_json(
+    State(registry): State<WebhookRegistry>,
+    MountPoint(prefix): MountPoint,
+) -> Response {
+    let body = serde_json::to_vec_pretty(&openapi::document(&registry, &prefix))
+        .unwrap_or_else(|_| b"{}".to_vec());
     (
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body.clone(),
+        body,
     )
         .into_response()
 }
@@ -1837,9 +1838,12 @@ impl WebhookRegistry {
         router.with_state(self.clone())
     }
 
-    /// The OpenAPI document of the management API ([`openapi`]).
+    /// The OpenAPI document of this registry's management API as served at the root: the
+    /// generic [`openapi`] with the application's [`info`](super::RegistryBuilder::api_info)
+    /// and each declared event type as a component named `event.<type>`. The served
+    /// `openapi.json` also puts every path under the router's mount point.
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
-        openapi()
+        serde_json::from_value(openapi::document(self, "")).unwrap_or_else(|_| openapi())
     }
 }
 

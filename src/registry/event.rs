@@ -20,6 +20,8 @@ pub struct EventType {
     pub description: Cow<'static, str>,
     /// The `data` of a test event sent by the trigger route.
     pub example: serde_json::Value,
+    /// The JSON Schema of `data`, for the OpenAPI document and the event type catalog.
+    pub schema: Option<serde_json::Value>,
 }
 
 impl EventType {
@@ -32,7 +34,15 @@ impl EventType {
             name: name.into(),
             description: description.into(),
             example: serde_json::Value::Object(serde_json::Map::new()),
+            schema: None,
         }
+    }
+
+    /// Sets the JSON Schema of the events' `data` (shown in the OpenAPI document and the
+    /// event type catalog).
+    pub fn schema(mut self, schema: serde_json::Value) -> Self {
+        self.schema = Some(schema);
+        self
     }
 
     /// Sets the test event's `data`.
@@ -52,6 +62,10 @@ impl EventType {
             "A run changed state (queued, running, succeeded, failed or canceled).",
         )
         .example(RunStatus::example())
+        .schema(
+            serde_json::to_value(<RunStatus as utoipa::PartialSchema>::schema())
+                .unwrap_or_default(),
+        )
     }
 
     /// `endpoint.disabled`: one of the owner's webhooks was disabled by the health rule. The

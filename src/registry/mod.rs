@@ -328,6 +328,7 @@ pub struct RegistryBuilder {
     engine: EngineSource,
     events: Vec<EventType>,
     auth: Option<Arc<dyn Authenticate>>,
+    api_info: Option<(String, String)>,
     clock: Option<Clock>,
     grace: Duration,
     max_webhooks: usize,
@@ -368,6 +369,7 @@ impl RegistryBuilder {
             engine: EngineSource::Build(Box::new(EngineBuilder::new().policy(Policy::standard()))),
             events: Vec::new(),
             auth: None,
+            api_info: None,
             clock: None,
             grace: DEFAULT_ROTATION_GRACE,
             max_webhooks: DEFAULT_MAX_WEBHOOKS_PER_OWNER,
@@ -443,6 +445,13 @@ impl RegistryBuilder {
         );
         self.events.retain(|e| e.name != event_type.name);
         self.events.push(event_type);
+        self
+    }
+
+    /// The `info` of the served OpenAPI document: the application's API `title` and
+    /// `version` (by default the crate's generic `Webhooks` document).
+    pub fn api_info(mut self, title: impl Into<String>, version: impl Into<String>) -> Self {
+        self.api_info = Some((title.into(), version.into()));
         self
     }
 
@@ -566,6 +575,7 @@ impl RegistryBuilder {
             auth: self
                 .auth
                 .unwrap_or_else(|| Arc::new(|_: &http::HeaderMap| None)),
+            api_info: self.api_info,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
             grace: self.grace,
             max_webhooks: self.max_webhooks,
@@ -593,6 +603,7 @@ struct Inner {
     engine: DeliveryEngine,
     events: BTreeMap<String, EventType>,
     auth: Arc<dyn Authenticate>,
+    api_info: Option<(String, String)>,
     clock: Clock,
     grace: Duration,
     max_webhooks: usize,
@@ -1014,6 +1025,13 @@ impl WebhookRegistry {
     }
 
     /// How many webhooks one owner may create through the API.
+    pub(crate) fn api_info(&self) -> Option<(&str, &str)> {
+        self.inner
+            .api_info
+            .as_ref()
+            .map(|(title, version)| (title.as_str(), version.as_str()))
+    }
+
     pub(crate) fn max_webhooks(&self) -> usize {
         self.inner.max_webhooks
     }

@@ -1,0 +1,90 @@
+//! Where the management API is mounted, and the OpenAPI document as the application serves
+//! it: its `info`, its declared event types, and every path under the mount point.
+
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, NestedPath};
+use axum::http::request::Parts;
+use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
+
+use super::ApiDoc;
+use crate::registry::WebhookRegistry;
+
+/// The path the registry's router is nested under (`""` when it is not nested), so links
+/// and documented paths are the ones a client really calls.
+pub(super) struct MountPoint(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for MountPoint {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let prefix = parts
+            .extensions
+            .get::<NestedPath>()
+            .map(|nested| nested.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Ok(Self(prefix))
+    }
+}
+
+/// The document of `registry`'s API mounted at `prefix`, as JSON.
+pub(super) fn document(registry: &WebhookRegistry, prefix: &str) -> Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    if let Some((title, version)) = registry.api_info() {
+        document["info"]["title"] = json!(title);
+        document["info"]["version"] = json!(version);
+    }
+    add_event_types(registry, &mut document);
+    if !prefix.is_empty() {
+        if let Some(Value::Object(paths)) = document.get_mut("paths") {
+            *paths = std::mem::take(paths)
+                .into_iter()
+                .map(|(path, item)| (format!("{prefix}{path}"), item))
+                .collect();
+        }
+    }
+    document
+}
+
+/// The name of the component describing the events of type `name`.
+pub(super) fn event_component(name: &str) -> String {
+    format!("event.{name}")
+}
+
+/// Each declared event type as a component: the envelope every delivery of it has, with
+/// its `data` schema when the application gave one (else its example).
+fn add_event_types(registry: &WebhookRegistry, document: &mut Value) {
+    let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for event in registry.event_types() {
+        let data = match &event.schema {
+            Some(schema) => schema.clone(),
+            None => json!({"type": "object", "example": event.example}),
+        };
+        let mut properties = Map::new();
+        properties.insert("id".into(), json!({"type": "string"}));
+        properties.insert(
+            "type".into(),
+            json!({"type": "string", "enum": [event.name]}),
+        );
+        properties.insert(
+            "created_at".into(),
+            json!({"type": "string", "format": "date-time"}),
+        );
+        properties.insert("data".into(), data);
+        schemas.insert(
+            event_component(&event.name),
+            json!({
+                "type": "object",
+                "description": event.description,
+                "required": ["id", "type", "created_at", "data"],
+                "properties": properties,
+            }),
+        );
+    }
+}

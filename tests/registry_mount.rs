@@ -1,0 +1,168 @@
+//! The registry inside the application's own router: mounted under any prefix (links and the
+//! OpenAPI document follow), the application's OpenAPI `info` and event types, the event type
+//! catalog, and authentication reusing what an outer layer of the application established.
+#![cfg(feature = "registry")]
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::Router;
+use http::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
+use tower_webhooks::registry::{BearerTokens, EventType, RegistryBuilder, WebhookRegistry};
+
+const ACME: &str = "key-acme";
+
+fn builder() -> RegistryBuilder {
+    WebhookRegistry::builder()
+        .engine(
+            EngineBuilder::new()
+                .guard(SsrfGuard::new().allow_host("127.0.0.1"))
+                .policy(Policy::custom([Duration::from_millis(10)])),
+        )
+        .event_type(EventType::run_status())
+        .event_type(
+            EventType::new("invoice.paid", "An invoice was paid").schema(json!({
+                "type": "object",
+                "required": ["invoice_id"],
+                "properties": {"invoice_id": {"type": "string"}},
+            })),
+        )
+        .auth(BearerTokens::new().token(ACME, "acme"))
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    json: Value,
+}
+
+async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) -> Answer {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {ACME}"));
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        json,
+    }
+}
+
+fn hook(id: &str) -> Value {
+    json!({"id": id, "endpoint_url": "http://127.0.0.1:9/hook", "event_types": ["run.status"]})
+}
+
+/// Creates a webhook and follows its `Location`, then checks every documented path is under
+/// `prefix` and is served there.
+async fn mounted_at(router: &Router, prefix: &str) {
+    let created = call(
+        router,
+        Method::POST,
+        &format!("{prefix}/v1/webhooks"),
+        Some(hook("h1")),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.json);
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("{prefix}/v1/webhooks/h1"));
+    let fetched = call(router, Method::GET, &location, None).await;
+    assert_eq!(fetched.status, StatusCode::OK, "the link works: {location}");
+    assert_eq!(fetched.json["id"], "h1");
+
+    let document = call(
+        router,
+        Method::GET,
+        &format!("{prefix}/v1/webhooks/openapi.json"),
+        None,
+    )
+    .await;
+    assert_eq!(document.status, StatusCode::OK);
+    let paths = document.json["paths"].as_object().unwrap();
+    assert!(paths.contains_key(&format!("{prefix}/v1/webhooks")));
+    assert!(paths.contains_key(&format!("{prefix}/v1/webhooks/{{id}}")));
+    for path in paths.keys() {
+        assert!(
+            path.starts_with(&format!("{prefix}/v1/")),
+            "{path} is under {prefix:?}"
+        );
+        if !path.contains('{') && paths[path].get("get").is_some() {
+            let answer = call(router, Method::GET, path, None).await;
+            assert_eq!(answer.status, StatusCode::OK, "GET {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn links_and_openapi_paths_follow_the_mount_point() {
+    let registry = builder().build();
+    mounted_at(&registry.router(), "").await;
+
+    let registry = builder().build();
+    let app = Router::new().nest("/api", registry.router());
+    mounted_at(&app, "/api").await;
+    // Not served at the root any more, so the root paths must not be documented either.
+    let missing = call(&app, Method::GET, "/v1/webhooks/h1", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let registry = builder().build();
+    let app = Router::new().nest("/api", Router::new().nest("/tenant", registry.router()));
+    mounted_at(&app, "/api/tenant").await;
+}
+
+#[tokio::test]
+async fn openapi_info_and_event_types_are_the_applications() {
+    let registry = builder().api_info("Acme Cloud API", "2.3.1").build();
+    let document = call(
+        &registry.router(),
+        Method::GET,
+        "/v1/webhooks/openapi.json",
+        None,
+    )
+    .await
+    .json;
+    assert_eq!(document["info"]["title"], "Acme Cloud API");
+    assert_eq!(document["info"]["version"], "2.3.1");
+    let schemas = &document["components"]["schemas"];
+    let invoice = &schemas["event.invoice.paid"];
+    assert_eq!(invoice["description"], "An invoice was paid");
+    assert_eq!(
+        invoice["properties"]["type"]["enum"],
+        json!(["invoice.paid"])
+    );
+    assert_eq!(
+        invoice["properties"]["data"]["properties"]["invoice_id"]["type"],
+        "string"
+    );
+    let run_status = &schemas["event.run.status"]["properties"]["data"];
+    assert!(
+        run_status["properties"]["run_id"].is_object(),
+        "the built-in type's schema: {run_status}"
+    );
+    // The typed document says the same.
+    let typed = serde_json::to_value(registry.openapi()).unwrap();
+    assert_eq!(typed["info"]["title"], "Acme Cloud API");
+    assert!(typed["components"]["schemas"]["event.invoice.paid"].is_object());
+
+    // Without the option, the generic document.
+    let plain = builder().build().openapi();
+    assert_eq!(plain.info.title, "Webhooks");
+}
