@@ -2006,7 +2006,7 @@ async fn openapi_document_matches_the_router() {
         documented, routed,
         "every route documented, every documented route served"
     );
-    assert_eq!(routed.len(), 16);
+    assert_eq!(routed.len(), 17);
     // The documented bounds are the enforced ones (`400 invalid-pagination` outside them).
     for path in ["/v1/webhooks", "/v1/webhooks/{id}/conversations"] {
         let params = document["paths"][path]["get"]["parameters"]

@@ -166,3 +166,39 @@ async fn openapi_info_and_event_types_are_the_applications() {
     let plain = builder().build().openapi();
     assert_eq!(plain.info.title, "Webhooks");
 }
+
+#[tokio::test]
+async fn event_type_catalog_lists_the_declared_types_to_authenticated_callers() {
+    let registry = builder().build();
+    let app = Router::new().nest("/api", registry.router());
+
+    let anonymous = app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/event-types")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let catalog = call(&app, Method::GET, "/api/v1/event-types", None).await;
+    assert_eq!(catalog.status, StatusCode::OK, "{:?}", catalog.json);
+    let data = catalog.json["data"].as_array().unwrap();
+    let names: Vec<&str> = data.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["invoice.paid", "run.status"]);
+    assert_eq!(data[0]["description"], "An invoice was paid");
+    assert_eq!(data[0]["schema"]["required"], json!(["invoice_id"]));
+    assert_eq!(data[0]["example"], json!({}));
+    assert!(data[1]["schema"]["properties"]["run_id"].is_object());
+    assert!(data[1]["example"]["run_id"].is_string());
+
+    // Another method on the catalog is a problem, not a fall-through to a webhook route.
+    let post = call(&app, Method::POST, "/api/v1/event-types", Some(json!({}))).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+}

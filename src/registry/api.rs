@@ -24,8 +24,11 @@ use super::{SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::problem::Problem;
 use crate::sensitive::{is_sensitive_header, REDACTED};
+mod event_types;
 mod openapi;
 use openapi::MountPoint;
+
+pub use event_types::{EventTypeList, EventTypeView};
 
 use crate::store::{
     Attempt, Conversation, ConversationPosition, ConversationQuery, DeliveryState, StoreError,
@@ -1686,12 +1689,13 @@ impl Modify for BearerAuth {
         create_webhook, list_webhooks, get_webhook, update_webhook, delete_webhook,
         get_secret, rotate_secret, set_headers, disable_webhook, enable_webhook,
         list_conversations, get_conversation, trigger, resend, recover, openapi_json,
+        event_types::list_event_types,
     ),
     components(schemas(
         CreateWebhook, UpdateWebhook, WebhookView, WebhookList, SecretView, PreviousSecret,
         RotateSecret, SetHeaders, Trigger, Queued, Recover, Recovered, ConversationView,
         AttemptView, ResponseView, ConversationList, ProblemDocument, SigningScheme, RateLimit,
-        super::RunStatus, super::RunState,
+        super::RunStatus, super::RunState, EventTypeView, EventTypeList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -1699,6 +1703,7 @@ impl Modify for BearerAuth {
         (name = "webhooks", description = "Register and manage webhooks"),
         (name = "secrets", description = "Signing secrets"),
         (name = "conversations", description = "Deliveries: every request and response, test events, re-sends"),
+        (name = "event-types", description = "The event types webhooks can subscribe to"),
     )
 )]
 struct ApiDoc;
@@ -1728,6 +1733,11 @@ fn table() -> Vec<(Method, &'static str, Handler)> {
             Method::GET,
             "/v1/webhooks/openapi.json",
             on(MethodFilter::GET, openapi_json),
+        ),
+        r(
+            Method::GET,
+            "/v1/event-types",
+            on(MethodFilter::GET, event_types::list_event_types),
         ),
         r(
             Method::GET,
@@ -1804,8 +1814,9 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 }
 
 impl WebhookRegistry {
-    /// The management API as an [`axum::Router`] with every route under `/v1/webhooks`
-    /// ([module docs](super#routes)); merge it into the application's router. A path that
+    /// The management API as an [`axum::Router`] with every route under `/v1/webhooks` and
+    /// `/v1/event-types` ([module docs](super#routes)); merge it into the application's
+    /// router or nest it under a prefix (links and the served document follow). A path that
     /// exists with another method answers `405` as `application/problem+json`.
     pub fn router(&self) -> Router {
         let mut by_path: BTreeMap<&'static str, (Handler, Vec<Method>)> = BTreeMap::new();

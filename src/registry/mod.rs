@@ -35,7 +35,7 @@
 //!
 //! # Routes
 //!
-//! All under `/v1/webhooks`, JSON in and out, `Authorization: Bearer <key>` checked by the
+//! All under `/v1/webhooks` (and `/v1/event-types`), JSON in and out, `Authorization: Bearer <key>` checked by the
 //! application's [`Authenticate`]; every error is `application/problem+json` with a stable
 //! `type` ([`Problem`](crate::Problem)). A tenant asking for another tenant's webhook gets
 //! `404`, never `403`.
@@ -57,6 +57,11 @@
 //! | `POST /v1/webhooks/{id}/conversations/{delivery_id}/resend` | `202` one manual attempt queued |
 //! | `POST /v1/webhooks/{id}/recover` `{"since": "<RFC 3339>"}` | `202` every failed delivery since then re-sent |
 //! | `GET /v1/webhooks/openapi.json` | `200` the [OpenAPI document](WebhookRegistry::openapi) (no authentication) |
+//! | `GET /v1/event-types` | `200` the declared event types: name, description, schema, example |
+//!
+//! Merge the [router](WebhookRegistry::router) into the application's, or nest it under a
+//! prefix (`Router::new().nest("/api", registry.router())`): `Location` headers and the paths
+//! of the served OpenAPI document follow the mount point.
 //!
 //! List routes page by an opaque `cursor` (the `next_cursor` of the previous page, `null` on
 //! the last one): keyset pagination, stable while new records arrive. A bad cursor is a `400`
