@@ -11,7 +11,9 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
-use tower_webhooks::registry::{BearerTokens, EventType, RegistryBuilder, WebhookRegistry};
+use tower_webhooks::registry::{
+    BearerTokens, EventType, Owner, PartsAuth, RegistryBuilder, WebhookRegistry,
+};
 
 const ACME: &str = "key-acme";
 
@@ -201,4 +203,87 @@ async fn event_type_catalog_lists_the_declared_types_to_authenticated_callers() 
     // Another method on the catalog is a problem, not a fall-through to a webhook route.
     let post = call(&app, Method::POST, "/api/v1/event-types", Some(json!({}))).await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// What the application's own authentication layer establishes.
+#[derive(Clone)]
+struct Identity {
+    tenant: String,
+}
+
+/// The application's authentication: its own header, its own session lookup.
+async fn app_auth(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(session) = request.headers().get("x-session") {
+        if let Some(tenant) = session.to_str().ok().and_then(|s| s.strip_prefix("s-")) {
+            let identity = Identity {
+                tenant: tenant.to_owned(),
+            };
+            request.extensions_mut().insert(identity);
+        }
+    }
+    next.run(request).await
+}
+
+#[tokio::test]
+async fn an_outer_layers_identity_authenticates_management_requests() {
+    let registry = builder()
+        .auth(PartsAuth::new(|parts: &http::request::Parts| {
+            parts
+                .extensions
+                .get::<Identity>()
+                .map(|identity| Owner::new(identity.tenant.clone()))
+        }))
+        .build();
+    let app = Router::new()
+        .nest("/api", registry.router())
+        .layer(axum::middleware::from_fn(app_auth));
+    let send = |session: Option<&str>, method: Method, path: &str, body: Option<Value>| {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(session) = session {
+            request = request.header("x-session", session);
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        app.clone().oneshot(request.body(body).unwrap())
+    };
+
+    let created = send(
+        Some("s-acme"),
+        Method::POST,
+        "/api/v1/webhooks",
+        Some(hook("h1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let listed = send(Some("s-acme"), Method::GET, "/api/v1/webhooks", None)
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let body = to_bytes(listed.into_body(), 1 << 20).await.unwrap();
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed["data"][0]["id"], "h1");
+
+    // Another identity is another tenant: the webhook is not theirs.
+    let other = send(Some("s-globex"), Method::GET, "/api/v1/webhooks/h1", None)
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    // No identity from the outer layer (and the registry's bearer key is not consulted).
+    for session in [None, Some("bogus")] {
+        let anonymous = send(session, Method::GET, "/api/v1/webhooks", None)
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{session:?}");
+    }
+    let bearer = call(&app, Method::GET, "/api/v1/webhooks", None).await;
+    assert_eq!(bearer.status, StatusCode::UNAUTHORIZED);
 }

@@ -559,7 +559,7 @@ impl FromRequestParts<WebhookRegistry> for Authed {
         registry: &WebhookRegistry,
     ) -> Result<Self, Self::Rejection> {
         registry
-            .authenticate(&parts.headers)
+            .authenticate(parts)
             .await
             .map(Authed)
             .ok_or_else(ApiError::unauthorized)

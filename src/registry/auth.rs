@@ -1,5 +1,5 @@
-//! [`Authenticate`]: the application's check that turns a request's headers into an
-//! [`Owner`].
+//! [`Authenticate`]: the application's check that turns a request (its headers, or what an
+//! outer layer of the application put in its extensions) into an [`Owner`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use http::request::Parts;
 use http::HeaderMap;
 
 use super::model::Owner;
@@ -34,9 +35,75 @@ pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Option<Owner>> + Send + 'a
 /// assert_eq!(auth.authenticate(&headers).await, Some(Owner::new("acme")));
 /// # });
 /// ```
+///
+/// When the application already authenticates in an outer layer, reuse its result: the
+/// registry calls [`authenticate_parts`](Self::authenticate_parts) with the whole request
+/// head, extensions included, and [`PartsAuth`] turns a closure over it into a check.
 pub trait Authenticate: Send + Sync + 'static {
     /// The owner the request acts for, or `None` when it is not authenticated.
     fn authenticate<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a>;
+
+    /// The owner a request acts for, from its head: what the registry calls. By default
+    /// [`authenticate`](Self::authenticate) with the headers; override it to read the
+    /// request's extensions (an identity an outer authentication layer inserted).
+    fn authenticate_parts<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+        self.authenticate(&parts.headers)
+    }
+}
+
+/// An [`Authenticate`] from a closure over the request head, so an identity the application's
+/// own authentication layer put in the request's extensions is reused.
+///
+/// ```
+/// use tower_webhooks::registry::{Authenticate, Owner, PartsAuth};
+///
+/// /// What the application's authentication middleware inserts.
+/// #[derive(Clone)]
+/// struct Tenant(String);
+///
+/// let auth = PartsAuth::new(|parts: &http::request::Parts| {
+///     parts.extensions.get::<Tenant>().map(|tenant| Owner::new(tenant.0.clone()))
+/// });
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(Tenant("acme".into()));
+/// let (parts, ()) = request.into_parts();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(auth.authenticate_parts(&parts).await, Some(Owner::new("acme")));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct PartsAuth<F>(F);
+
+impl<F> PartsAuth<F>
+where
+    F: Fn(&Parts) -> Option<Owner> + Send + Sync + 'static,
+{
+    /// The check `check`.
+    pub fn new(check: F) -> Self {
+        Self(check)
+    }
+}
+
+impl<F> fmt::Debug for PartsAuth<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartsAuth").finish_non_exhaustive()
+    }
+}
+
+impl<F> Authenticate for PartsAuth<F>
+where
+    F: Fn(&Parts) -> Option<Owner> + Send + Sync + 'static,
+{
+    /// Headers alone: a request head with those headers and no extensions.
+    fn authenticate<'a>(&'a self, headers: &'a HeaderMap) -> AuthFuture<'a> {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.headers = headers.clone();
+        Box::pin(std::future::ready((self.0)(&parts)))
+    }
+
+    fn authenticate_parts<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+        Box::pin(std::future::ready((self.0)(parts)))
+    }
 }
 
 impl<F> Authenticate for F

@@ -156,7 +156,7 @@ mod model;
 mod rate_limit;
 mod subscriptions;
 
-pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens};
+pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens, PartsAuth};
 pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus};
 pub use health::{DisabledNotice, HealthRule};
 pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
@@ -1045,8 +1045,8 @@ impl WebhookRegistry {
         self.inner.events.get(name)
     }
 
-    pub(crate) async fn authenticate(&self, headers: &http::HeaderMap) -> Option<Owner> {
-        self.inner.auth.authenticate(headers).await
+    pub(crate) async fn authenticate(&self, parts: &http::request::Parts) -> Option<Owner> {
+        self.inner.auth.authenticate_parts(parts).await
     }
 
     pub(crate) fn body(
