@@ -131,6 +131,33 @@ async fn links_and_openapi_paths_follow_the_mount_point() {
 }
 
 #[tokio::test]
+async fn a_prefix_with_path_parameters_is_filled_in_links_and_kept_in_the_document() {
+    let registry = builder().build();
+    let app = Router::new().nest("/tenants/{tenant}", registry.router());
+    let created = call(
+        &app,
+        Method::POST,
+        "/tenants/acme/v1/webhooks",
+        Some(hook("h1")),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.json);
+    assert_eq!(created.headers["location"], "/tenants/acme/v1/webhooks/h1");
+    let document = call(
+        &app,
+        Method::GET,
+        "/tenants/acme/v1/webhooks/openapi.json",
+        None,
+    )
+    .await;
+    let paths = document.json["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/tenants/{tenant}/v1/webhooks/{id}"));
+    assert!(paths
+        .keys()
+        .all(|path| path.starts_with("/tenants/{tenant}/v1/")));
+}
+
+#[tokio::test]
 async fn openapi_info_and_event_types_are_the_applications() {
     let registry = builder().api_info("Acme Cloud API", "2.3.1").build();
     let document = call(

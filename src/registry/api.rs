@@ -1017,7 +1017,7 @@ fn no_store(mut response: Response) -> Response {
 )]
 async fn create_webhook(
     State(registry): State<WebhookRegistry>,
-    MountPoint(prefix): MountPoint,
+    mount: MountPoint,
     Authed(owner): Authed,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<Response> {
@@ -1064,7 +1064,7 @@ async fn create_webhook(
         .await
         .map_err(ApiError::subscriptions)?;
     // The id is validated (URL-safe characters only), so the link is always a valid value.
-    let location = HeaderValue::from_str(&format!("{prefix}{BASE_PATH}/{}", webhook.id))
+    let location = HeaderValue::from_str(&format!("{}{BASE_PATH}/{}", mount.concrete, webhook.id))
         .unwrap_or_else(|_| HeaderValue::from_static(BASE_PATH));
     Ok((
         StatusCode::CREATED,
@@ -1646,11 +1646,8 @@ async fn recover(
     security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json")),
 )]
-async fn openapi_json(
-    State(registry): State<WebhookRegistry>,
-    MountPoint(prefix): MountPoint,
-) -> Response {
-    let body = serde_json::to_vec_pretty(&openapi::document(&registry, &prefix))
+async fn openapi_json(State(registry): State<WebhookRegistry>, mount: MountPoint) -> Response {
+    let body = serde_json::to_vec_pretty(&openapi::document(&registry, &mount.template))
         .unwrap_or_else(|_| b"{}".to_vec());
     (
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],

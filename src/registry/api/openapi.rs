@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{FromRequestParts, NestedPath};
+use axum::extract::{FromRequestParts, NestedPath, OriginalUri};
 use axum::http::request::Parts;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
@@ -11,20 +11,33 @@ use utoipa::OpenApi;
 use super::ApiDoc;
 use crate::registry::WebhookRegistry;
 
-/// The path the registry's router is nested under (`""` when it is not nested), so links
-/// and documented paths are the ones a client really calls.
-pub(super) struct MountPoint(pub(super) String);
+/// Where the registry's router is nested (`""` when it is not), so links and documented
+/// paths are the ones a client really calls.
+pub(super) struct MountPoint {
+    /// The prefix as routed, such as `/tenants/{tenant}`: what the document shows.
+    pub(super) template: String,
+    /// The prefix of this very request, such as `/tenants/acme`: what links start with.
+    pub(super) concrete: String,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for MountPoint {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let prefix = parts
+        let template = parts
             .extensions
             .get::<NestedPath>()
             .map(|nested| nested.as_str().trim_end_matches('/').to_owned())
             .unwrap_or_default();
-        Ok(Self(prefix))
+        // A nested router sees the path without its prefix; the outermost router kept the
+        // whole one, so the prefix is the difference (with path parameters filled in).
+        let concrete = parts
+            .extensions
+            .get::<OriginalUri>()
+            .and_then(|original| original.path().strip_suffix(parts.uri.path()))
+            .map(|prefix| prefix.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| template.clone());
+        Ok(Self { template, concrete })
     }
 }
 
