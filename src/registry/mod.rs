@@ -581,6 +581,7 @@ impl RegistryBuilder {
                 .auth
                 .unwrap_or_else(|| Arc::new(|_: &http::HeaderMap| None)),
             api_info: self.api_info,
+            openapi: OnceLock::new(),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
             grace: self.grace,
             max_webhooks: self.max_webhooks,
@@ -609,6 +610,8 @@ struct Inner {
     events: BTreeMap<String, EventType>,
     auth: Arc<dyn Authenticate>,
     api_info: Option<(String, String)>,
+    /// The OpenAPI document at the root, made once: it is served without authentication.
+    openapi: OnceLock<serde_json::Value>,
     clock: Clock,
     grace: Duration,
     max_webhooks: usize,
@@ -1035,6 +1038,10 @@ impl WebhookRegistry {
             .api_info
             .as_ref()
             .map(|(title, version)| (title.as_str(), version.as_str()))
+    }
+
+    pub(crate) fn openapi_cache(&self) -> &OnceLock<serde_json::Value> {
+        &self.inner.openapi
     }
 
     pub(crate) fn max_webhooks(&self) -> usize {

@@ -43,12 +43,10 @@ impl<S: Send + Sync> FromRequestParts<S> for MountPoint {
 
 /// The document of `registry`'s API mounted at `prefix`, as JSON.
 pub(super) fn document(registry: &WebhookRegistry, prefix: &str) -> Value {
-    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
-    if let Some((title, version)) = registry.api_info() {
-        document["info"]["title"] = json!(title);
-        document["info"]["version"] = json!(version);
-    }
-    add_event_types(registry, &mut document);
+    let mut document = registry
+        .openapi_cache()
+        .get_or_init(|| at_the_root(registry))
+        .clone();
     if !prefix.is_empty() {
         if let Some(Value::Object(paths)) = document.get_mut("paths") {
             *paths = std::mem::take(paths)
@@ -57,6 +55,16 @@ pub(super) fn document(registry: &WebhookRegistry, prefix: &str) -> Value {
                 .collect();
         }
     }
+    document
+}
+
+fn at_the_root(registry: &WebhookRegistry) -> Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    if let Some((title, version)) = registry.api_info() {
+        document["info"]["title"] = json!(title);
+        document["info"]["version"] = json!(version);
+    }
+    add_event_types(registry, &mut document);
     document
 }
 
