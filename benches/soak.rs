@@ -80,6 +80,7 @@ struct Counts {
     inbound_unexpected: AtomicU64,
     forward_accepted: AtomicU64,
     forward_busy: AtomicU64,
+    forward_owner_full: AtomicU64,
     forward_unexpected: AtomicU64,
     published_events: AtomicU64,
     publish_accepted: AtomicU64,
@@ -369,6 +370,8 @@ async fn soak(duration: Duration) {
                     match status {
                         StatusCode::OK if accepted && complete => add(&counts.forward_accepted, 1),
                         StatusCode::SERVICE_UNAVAILABLE => add(&counts.forward_busy, 1),
+                        // The hanging endpoint's host holds its whole owner share.
+                        StatusCode::TOO_MANY_REQUESTS => add(&counts.forward_owner_full, 1),
                         _ => add(&counts.forward_unexpected, 1),
                     }
                 }
@@ -457,19 +460,22 @@ async fn soak(duration: Duration) {
         + get(&counts.inbound_unexpected)
         + get(&counts.forward_accepted)
         + get(&counts.forward_busy)
+        + get(&counts.forward_owner_full)
         + get(&counts.forward_unexpected);
     let secs = load_time.as_secs_f64();
     println!();
     println!("load time:          {secs:.1} s");
     println!(
         "requests served:    {served} ({:.0}/s): inbound {} verified, {} tampered refused (401), \
-         {} unexpected; forward {} accepted, {} refused busy (503), {} unexpected",
+         {} unexpected; forward {} accepted, {} refused busy (503), {} refused over the \
+         owner's share (429), {} unexpected",
         served as f64 / secs,
         get(&counts.inbound_ok),
         get(&counts.inbound_refused),
         get(&counts.inbound_unexpected),
         get(&counts.forward_accepted),
         get(&counts.forward_busy),
+        get(&counts.forward_owner_full),
         get(&counts.forward_unexpected),
     );
     println!(
