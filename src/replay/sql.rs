@@ -1,4 +1,6 @@
-//! What the SQL replay stores share: the table's states and the opportunistic purge.
+//! What the SQL replay stores share: the table's states, the opportunistic purge, and the
+//! reservation and completion queries (written once; sqlx binds `$N` on SQLite and PostgreSQL
+//! alike, and only the purge differs between the two).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,3 +50,114 @@ pub(super) fn existing(state: &str, run_id: Option<&str>) -> Result<Reservation,
 pub(super) fn backend(error: sqlx::Error) -> ReplayError {
     ReplayError::new(error)
 }
+
+/// `reserve` and the [`ReplayStore`](super::ReplayStore) impl of a SQL store whose `pool` field
+/// is a `$pool` and whose module has an `async fn purge(&$pool, now)`.
+macro_rules! sql_replay_store {
+    ($store:ty, $pool:ty) => {
+        async fn reserve(
+            pool: $pool,
+            key: String,
+            now: i64,
+            ttl: Duration,
+        ) -> Result<Reservation, ReplayError> {
+            let expires_at = expiry(now, ttl);
+            for _ in 0..RESERVE_ATTEMPTS {
+                // Inserts, or takes over an expired row; a live row is left alone and returns
+                // nothing.
+                let taken = sqlx::query(
+                    "INSERT INTO tower_webhooks_replay (key, state, run_id, expires_at) \
+                     VALUES ($1, $2, NULL, $3) \
+                     ON CONFLICT (key) DO UPDATE SET state = excluded.state, run_id = NULL, \
+                     expires_at = excluded.expires_at \
+                     WHERE tower_webhooks_replay.expires_at <= $4 \
+                     RETURNING state",
+                )
+                .bind(&key)
+                .bind(IN_FLIGHT)
+                .bind(expires_at)
+                .bind(now)
+                .fetch_optional(&pool)
+                .await
+                .map_err(backend)?;
+                if taken.is_some() {
+                    return Ok(Reservation::Fresh);
+                }
+                let row = sqlx::query(
+                    "SELECT state, run_id FROM tower_webhooks_replay \
+                     WHERE key = $1 AND expires_at > $2",
+                )
+                .bind(&key)
+                .bind(now)
+                .fetch_optional(&pool)
+                .await
+                .map_err(backend)?;
+                if let Some(row) = row {
+                    let state: String = row.try_get("state").map_err(backend)?;
+                    let run_id: Option<String> = row.try_get("run_id").map_err(backend)?;
+                    return existing(&state, run_id.as_deref());
+                }
+            }
+            Err(ReplayError::new(
+                "replay record changed under every attempt",
+            ))
+        }
+
+        impl ReplayStore for $store {
+            fn reserve(&self, key: &str, now: i64, ttl: Duration) -> ReplayFuture<Reservation> {
+                let pool = self.pool.clone();
+                let key = key.to_owned();
+                let purge_too = self.purge.tick();
+                Box::pin(async move {
+                    let reservation = reserve(pool.clone(), key, now, ttl).await?;
+                    if purge_too {
+                        purge(&pool, now).await?;
+                    }
+                    Ok(reservation)
+                })
+            }
+
+            fn complete(
+                &self,
+                key: &str,
+                outcome: Outcome,
+                now: i64,
+                ttl: Duration,
+            ) -> ReplayFuture<()> {
+                let pool = self.pool.clone();
+                let key = key.to_owned();
+                Box::pin(async move {
+                    match outcome {
+                        Outcome::Processed(record) => {
+                            sqlx::query(
+                                "INSERT INTO tower_webhooks_replay \
+                                 (key, state, run_id, expires_at) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (key) DO UPDATE SET state = excluded.state, \
+                                 run_id = excluded.run_id, expires_at = excluded.expires_at",
+                            )
+                            .bind(&key)
+                            .bind(DONE)
+                            .bind(record.run_id.to_string())
+                            .bind(expiry(now, ttl))
+                            .execute(&pool)
+                            .await
+                            .map_err(backend)?;
+                        }
+                        Outcome::Failed => {
+                            sqlx::query(
+                                "DELETE FROM tower_webhooks_replay WHERE key = $1 AND state = $2",
+                            )
+                            .bind(&key)
+                            .bind(IN_FLIGHT)
+                            .execute(&pool)
+                            .await
+                            .map_err(backend)?;
+                        }
+                    }
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+pub(super) use sql_replay_store;
