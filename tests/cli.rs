@@ -8,6 +8,8 @@ use std::process::{Command as StdCommand, Stdio};
 use assert_cmd::Command;
 use serde_json::{json, Value};
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tower-webhooks");
 const CHECK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -327,4 +329,181 @@ fn verify_reads_a_valohai_condition_file() {
     // Valohai-compatible mode answers every failed condition with 400.
     assert!(String::from_utf8_lossy(&invalid.stdout).contains("(400)"));
     assert!(!String::from_utf8_lossy(&invalid.stdout).contains("valohai-token"));
+}
+
+/// A `tower-webhooks` process whose stdout is read line by line; killed when dropped.
+struct Running {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Running {
+    fn start(args: &[String], envs: &[(&str, &str)]) -> Self {
+        let mut child = StdCommand::new(BIN)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        Self {
+            child,
+            lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
+        }
+    }
+
+    fn next_json(&mut self) -> Value {
+        let line = self.lines.next().expect("the process ended").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the process did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_verifies_a_svix_signed_request_and_forwards_it() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let app = support::Receiver::status(202).await;
+    let args: Vec<String> = [
+        "listen",
+        "--scheme",
+        "svix",
+        "--secret-env",
+        "CLI_SECRET",
+        "--port",
+        "0",
+        "--json",
+        "--max-requests",
+        "2",
+        "--forward",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([app.url("/app/hook")])
+    .collect();
+    let mut listen = Running::start(&args, &[("CLI_SECRET", secret)]);
+    let ready = listen.next_json();
+    let url = ready["listening"].as_str().unwrap().to_owned();
+    assert_eq!(ready["scheme"], "standard_webhooks");
+
+    // svix's own library signs and posts: a valid request reaches the app, and the sender
+    // gets the app's answer.
+    let body = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
+    let post = move |tamper: bool| {
+        let job = json!({"secret": secret, "body": body, "url": format!("{url}/webhooks/svix?x=1"), "id": "msg_svix_1", "tamper": tamper});
+        let (ok, said) = vendor("post", &job);
+        assert!(ok, "{said}");
+        serde_json::from_str::<Value>(&said).unwrap()
+    };
+    let valid = tokio::task::spawn_blocking({
+        let post = post.clone();
+        move || post(false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(valid["status"], 202, "{valid}");
+    let hits = app.wait_hits(1, std::time::Duration::from_secs(10)).await;
+    assert_eq!(hits[0].body, body.as_bytes());
+    assert_eq!(hits[0].header("svix-id"), "msg_svix_1");
+    assert!(hits[0].header("svix-signature").starts_with("v1,"));
+
+    // A tampered body is answered like the library answers it, and never forwarded.
+    let tampered = tokio::task::spawn_blocking(move || post(true))
+        .await
+        .unwrap();
+    assert_eq!(tampered["status"], 401, "{tampered}");
+    assert_eq!(tampered["content_type"], "application/problem+json");
+    assert!(tampered["body"]
+        .as_str()
+        .unwrap()
+        .contains("invalid-signature"));
+
+    let first = listen.next_json();
+    assert_eq!(first["verified"], true, "{first}");
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["target"], "/webhooks/svix?x=1");
+    assert_eq!(first["message_id"], "msg_svix_1");
+    assert_eq!(first["forward"]["status"], 202);
+    assert_eq!(
+        first["body"].as_str().unwrap(),
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(body).unwrap()).unwrap()
+    );
+    let signature = first["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == "svix-signature")
+        .expect("the signature header is listed");
+    assert_eq!(signature[1], "[redacted]");
+    let second = listen.next_json();
+    assert_eq!(second["verified"], false, "{second}");
+    assert_eq!(second["reason"], "invalid-signature");
+    assert_eq!(second["status"], 401);
+    assert!(second.get("forward").is_none());
+    assert!(listen.wait().success());
+    assert_eq!(app.hits().len(), 1);
+    assert!(!first.to_string().contains(secret) && !second.to_string().contains(secret));
+}
+
+#[test]
+fn listen_prints_a_readable_verdict() {
+    let mut listen = Running::start(
+        &[
+            "listen",
+            "--scheme",
+            "github",
+            "--secret",
+            "gh-secret",
+            "--port",
+            "0",
+            "--max-requests",
+            "1",
+        ]
+        .map(String::from),
+        &[],
+    );
+    let banner = listen.lines.next().unwrap().unwrap();
+    let address = banner
+        .strip_prefix("listening on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{banner}"))
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"POST /gh HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert!(listen.wait().success());
+    let printed: Vec<String> = listen.lines.by_ref().map(Result::unwrap).collect();
+    let printed = printed.join("\n");
+    assert!(
+        printed.contains("POST /gh  REJECTED 401 invalid-signature"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("x-hub-signature-256: [redacted]"),
+        "{printed}"
+    );
+    assert!(printed.contains("  hello"), "{printed}");
 }
