@@ -507,3 +507,250 @@ fn listen_prints_a_readable_verdict() {
     );
     assert!(printed.contains("  hello"), "{printed}");
 }
+
+fn output_of(mut command: Command) -> (Option<i32>, Value, String) {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json = if output.stdout.is_empty() {
+        Value::Null
+    } else {
+        stdout_json(&output)
+    };
+    (output.status.code(), json, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_delivers_through_the_engine_with_retries() {
+    use tower_webhooks::scheme::{Scheme, StandardWebhooks};
+
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    // The first attempt fails: the engine's retry delivers it.
+    let receiver = support::Receiver::start(|index, _| {
+        support::Reply::status(if index == 0 { 500 } else { 200 })
+    })
+    .await;
+    let mut send = cli();
+    send.args([
+        "send",
+        "--scheme",
+        "standard",
+        "--secret-env",
+        "CLI_SECRET",
+        "--allow-loopback",
+    ])
+    .args(["--count", "5", "--retry-delays", "50ms", "--json"])
+    .arg(receiver.url("/hook"))
+    .env("CLI_SECRET", secret);
+    let (code, summary, stderr) = tokio::task::spawn_blocking(move || output_of(send))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{summary} {stderr}");
+    assert_eq!(summary["delivered"], 5, "{summary}");
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["attempts"], 6);
+    assert!(
+        summary["latency_ms"]["p99"].as_f64().unwrap()
+            >= summary["latency_ms"]["p50"].as_f64().unwrap()
+    );
+    assert!(!summary.to_string().contains(secret));
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 6);
+    for hit in &hits {
+        let verified = StandardWebhooks::new()
+            .verify_headers(&hit.headers, &hit.body, &secret.into(), now())
+            .expect("every attempt is signed");
+        let event: Value = serde_json::from_slice(&hit.body).unwrap();
+        assert_eq!(event["type"], "test.event");
+        assert_eq!(verified.message_id.as_deref(), event["id"].as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_reports_failures_and_refuses_loopback_unless_allowed() {
+    let receiver = support::Receiver::status(503).await;
+    let url = receiver.url("/down");
+    let mut send = cli();
+    send.args([
+        "send",
+        "--scheme",
+        "github",
+        "--secret",
+        "gh",
+        "--allow-loopback",
+    ])
+    .args(["--retry-delays", "10ms,10ms", "--body", "{}"])
+    .arg(&url);
+    let output = tokio::task::spawn_blocking(move || send.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("failed              1"), "{table}");
+    assert!(table.contains("attempts            3"), "{table}");
+    assert_eq!(receiver.hits().len(), 3);
+
+    // The SSRF guard refuses 127.0.0.1 without --allow-loopback: nothing is sent.
+    let mut refused = cli();
+    refused
+        .args([
+            "send", "--scheme", "github", "--secret", "gh", "--body", "{}",
+        ])
+        .arg(&url);
+    let output = tokio::task::spawn_blocking(move || refused.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1"));
+    assert_eq!(receiver.hits().len(), 3);
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Two dead letters written to a SQLite file by the engine itself (the receiver answered 503).
+async fn sqlite_with_dead_letters(
+    path: &std::path::Path,
+    receiver: &support::Receiver,
+) -> [String; 2] {
+    use std::sync::Arc;
+    use tower_webhooks::delivery::{DeliveryEngine, Policy, SsrfGuard};
+    use tower_webhooks::scheme::StandardWebhooks;
+    use tower_webhooks::store::{Delivery, DeliveryState, Signing, SqliteStore};
+
+    let store = SqliteStore::connect(path).await.unwrap();
+    let engine = DeliveryEngine::builder()
+        .store(store)
+        .guard(SsrfGuard::new().allow_loopback())
+        .policy(Policy::standard().with_delays([std::time::Duration::from_millis(10)]))
+        .build();
+    let ids = ["msg_dead_1".to_owned(), "msg_dead_2".to_owned()];
+    for id in &ids {
+        let delivery = Delivery::new(
+            id.clone(),
+            receiver.url("/hook"),
+            format!(r#"{{"id":"{id}"}}"#),
+        )
+        .with_signing(Signing::new(
+            Arc::new(StandardWebhooks::new()),
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ));
+        engine.submit(delivery).await.unwrap();
+        // Distinct creation times give the listing a stable order.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let report = engine.shutdown(std::time::Duration::from_secs(10)).await;
+    assert!(report.drained);
+    for id in &ids {
+        let conversation = engine.conversation(id).await.unwrap().unwrap();
+        assert_eq!(conversation.delivery.state, DeliveryState::Failed);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_list_show_resend_and_recover_a_sqlite_file_written_by_the_engine() {
+    use tower_webhooks::scheme::{Scheme, StandardWebhooks};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deliveries.db");
+    let receiver = support::Receiver::status(503).await;
+    let [first, second] = sqlite_with_dead_letters(&path, &receiver).await;
+    assert_eq!(receiver.hits().len(), 4);
+    let store = format!("sqlite:{}", path.display());
+    let run = |args: Vec<String>| {
+        let mut command = cli();
+        command
+            .arg("deliveries")
+            .arg("--store")
+            .arg(&store)
+            .args(args);
+        tokio::task::spawn_blocking(move || output_of(command))
+    };
+    let args = |text: &str| {
+        text.split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+
+    // The dead letters, newest first, one page at a time.
+    let (code, page, stderr) = run(args("list --state failed --limit 1 --json"))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(page["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["deliveries"][0]["id"], second.as_str());
+    assert_eq!(page["deliveries"][0]["state"], "failed");
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, next, _) = run(args(&format!(
+        "list --state failed --limit 1 --json --cursor {cursor}"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next["deliveries"][0]["id"], first.as_str());
+    let (_, none, _) = run(args("list --state delivered --json")).await.unwrap();
+    assert_eq!(none["deliveries"], json!([]));
+
+    // One conversation: both attempts, the signature redacted.
+    let (code, conversation, _) = run(args(&format!("show {first} --json"))).await.unwrap();
+    assert_eq!(code, Some(0));
+    let attempts = conversation["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["response"]["status"], 503);
+    let signature = attempts[0]["request_headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == "webhook-signature")
+        .unwrap();
+    assert_eq!(signature[1], "[redacted]");
+    let (code, _, stderr) = run(args("show msg_missing")).await.unwrap();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("msg_missing"));
+
+    // The receiver is back: a re-send of one delivers it, signed afresh with the stored secret.
+    receiver.behave(|_, _| support::Reply::status(200));
+    let (code, outcome, stderr) = run(args(&format!("resend {first} --allow-loopback --json")))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{outcome} {stderr}");
+    assert_eq!(outcome["delivered"], 1);
+    assert_eq!(outcome["deliveries"][0]["id"], first.as_str());
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 5);
+    let verified = StandardWebhooks::new()
+        .verify_headers(
+            &hits[4].headers,
+            &hits[4].body,
+            &"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            now(),
+        )
+        .unwrap();
+    assert_eq!(verified.message_id.as_deref(), Some(first.as_str()));
+
+    // Recover every failed one since an hour ago: only the other one is left.
+    let (code, outcome, stderr) = run(args("recover --since 1h --allow-loopback --json"))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{outcome} {stderr}");
+    assert_eq!(outcome["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(outcome["deliveries"][0]["id"], second.as_str());
+    assert_eq!(receiver.hits().len(), 6);
+    let (_, failed, _) = run(args("list --state failed --json")).await.unwrap();
+    assert_eq!(failed["deliveries"], json!([]));
+    let (_, shown, _) = run(args(&format!("show {second} --json"))).await.unwrap();
+    assert_eq!(shown["attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(shown["attempts"][2]["manual"], true);
+
+    // A missing file is an error, not a new empty store.
+    let mut command = cli();
+    command.args(["deliveries", "--store", "sqlite:/nonexistent/x.db", "list"]);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || output_of(command))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no such file"));
+}

@@ -59,7 +59,7 @@ pub(crate) struct SendArgs {
 enum PolicyName {
     /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (±20 %); every failure but 410 is retried.
     Standard,
-    /// 2 s, 4 s; only 5xx, 408, 429 and network errors are retried.
+    /// 2 s, 4 s; a 404 and network errors are retried, other 4xx and 5xx answers are final.
     Cerebrium,
 }
 
