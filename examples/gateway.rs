@@ -177,8 +177,8 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn load_config() -> Result<(Config, String), String> {
-    let mut args = std::env::args().skip(1);
+fn load_config(args: Vec<String>) -> Result<(Config, String), String> {
+    let mut args = args.into_iter();
     let (text, source) = match (args.next().as_deref(), args.next()) {
         (None, _) => (
             DEFAULT_CONFIG.to_owned(),
@@ -279,7 +279,7 @@ fn hide_env_secrets(line: &str, env_secrets: &[(String, String)]) -> String {
 }
 
 /// A store spec for the banner: a URL's password replaced by `***`.
-fn without_password(spec: &str) -> String {
+pub(crate) fn without_password(spec: &str) -> String {
     let Some((scheme, rest)) = spec.split_once("://") else {
         return spec.to_owned();
     };
@@ -299,7 +299,7 @@ fn without_password(spec: &str) -> String {
 /// `TOWER_WEBHOOKS_ENCRYPTION_KEYS` (`id:base64key,…`, newest first): the key ring the
 /// SQLite and PostgreSQL stores encrypt their secrets with, `None` when unset.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn encryption_keys() -> Result<Option<tower_webhooks::store::EncryptionKeys>, String> {
+pub(crate) fn encryption_keys() -> Result<Option<tower_webhooks::store::EncryptionKeys>, String> {
     use tower_webhooks::store::{EncryptionKeys, ENCRYPTION_KEYS_ENV};
     EncryptionKeys::from_env(ENCRYPTION_KEYS_ENV).map_err(|e| format!("{ENCRYPTION_KEYS_ENV}: {e}"))
 }
@@ -328,15 +328,22 @@ fn curl_line(base: &str, route: &RouteConfig) -> Option<String> {
     Some(line)
 }
 
+// `tower-webhooks serve` includes this file as a module and calls `run` instead.
+#[allow(dead_code)]
+fn main() -> ExitCode {
+    run(std::env::args().skip(1).collect())
+}
+
+/// The gateway with the command line `args` (`[--config FILE]`), until Ctrl-C or SIGTERM.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn run(args: Vec<String>) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_http=info,tower_webhooks=debug".into()),
         )
         .init();
-    let (config, source) = match load_config() {
+    let (config, source) = match load_config(args) {
         Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("gateway: {message}");
@@ -785,7 +792,7 @@ mod forward_demo {
 
 #[cfg(feature = "registry")]
 #[path = "gateway/inbox.rs"]
-mod inbox;
+pub(crate) mod inbox;
 
 /// `[registry]`: the subscription API and demo runs that publish `run.status`.
 mod registry_demo {

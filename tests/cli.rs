@@ -754,3 +754,82 @@ async fn deliveries_list_show_resend_and_recover_a_sqlite_file_written_by_the_en
     assert_eq!(code, Some(2));
     assert!(stderr.contains("no such file"));
 }
+
+#[test]
+fn serve_runs_the_gateway_from_a_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[[routes]]\npath = \"/webhooks/stripe\"\nsecrets = \"{env:CLI_GATEWAY_SECRET}\"\n\
+         scheme = { type = \"stripe\" }\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut serve = Running::start(
+        &[
+            "serve".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ],
+        &[
+            ("PORT", &port),
+            ("CLI_GATEWAY_SECRET", "whsec_gateway"),
+            ("RUST_LOG", "off"),
+        ],
+    );
+    let banner = serve.lines.next().unwrap().unwrap();
+    assert!(
+        banner.starts_with(&format!(
+            "tower-webhooks gateway on http://127.0.0.1:{port}"
+        )),
+        "{banner}"
+    );
+
+    let body = r#"{"id":"evt_1","object":"event"}"#;
+    let signed = cli()
+        .args([
+            "sign",
+            "--scheme",
+            "stripe",
+            "--secret",
+            "whsec_gateway",
+            "--body",
+            body,
+        ])
+        .output()
+        .unwrap();
+    let signature = String::from_utf8(signed.stdout).unwrap();
+    let post = |body: &str| {
+        let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        write!(
+            stream,
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            signature.trim_end(),
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        response
+    };
+    let accepted = post(body);
+    assert!(accepted.starts_with("HTTP/1.1 200"), "{accepted}");
+    let rejected = post(&body.replace("evt_1", "evt_2"));
+    assert!(rejected.starts_with("HTTP/1.1 401"), "{rejected}");
+    assert!(rejected.contains("application/problem+json"), "{rejected}");
+
+    // SIGTERM stops it gracefully, with exit status 0.
+    let killed = StdCommand::new("kill")
+        .args(["-TERM", &serve.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(serve.wait().success());
+}

@@ -19,6 +19,9 @@ use clap::{Parser, Subcommand};
 
 mod deliveries;
 mod exit;
+/// The gateway example's own code, behind `serve`.
+#[path = "../../../examples/gateway.rs"]
+mod gateway;
 mod input;
 mod listen;
 mod network;
@@ -26,6 +29,10 @@ mod send;
 mod serve;
 mod sign;
 mod summary;
+
+// The example's modules name the helpers they share `crate::…` (the example's root): these
+// imports make the same paths resolve here.
+use gateway::{encryption_keys, inbox, without_password};
 
 /// Sign, verify, receive and send webhooks of every built-in scheme; inspect and re-send a
 /// store's deliveries; run the gateway.
