@@ -5,7 +5,8 @@
 //! The gateway binary is built by `cargo test`; `cargo test --test readme` alone builds it
 //! when it is missing (rebuild it after changing `examples/gateway.rs`).
 
-#![cfg(all(unix, feature = "registry"))]
+// The command-line section runs `tower-webhooks`, the `cli` feature's binary.
+#![cfg(all(unix, feature = "registry", feature = "cli"))]
 
 use std::fs;
 use std::io::{Read, Write};
@@ -318,6 +319,11 @@ fn every_readme_command_runs_and_the_walkthrough_ends_in_a_verified_delivery() {
     let bin = work.path().join("bin");
     fs::create_dir(&bin).unwrap();
     strict_curl(&bin);
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_tower-webhooks"),
+        bin.join("tower-webhooks"),
+    )
+    .unwrap();
     let script = work.path().join("readme.sh");
     fs::write(&script, &walkthrough.script).unwrap();
     let failed_at = work.path().join("failed-at");

@@ -76,7 +76,7 @@ fn valohai_file(path: &Path) -> Result<BuiltinScheme, Failure> {
 /// `--secret S` / `--secret-env VAR`, each repeatable: the first is the primary secret, more
 /// are accepted (and signed with, where the format carries several signatures) during a
 /// rotation.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub(crate) struct SecretArgs {
     /// A secret (`{env:VAR}` reads the variable). Prefer --secret-env: arguments are visible
     /// to other users of the machine.
@@ -85,6 +85,19 @@ pub(crate) struct SecretArgs {
     /// The name of an environment variable holding a secret.
     #[arg(long, value_name = "VAR")]
     secret_env: Vec<String>,
+}
+
+/// The variables' names, never the secrets given with `--secret`.
+impl std::fmt::Debug for SecretArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretArgs")
+            .field(
+                "secret",
+                &vec![tower_webhooks::sensitive::REDACTED; self.secret.len()],
+            )
+            .field("secret_env", &self.secret_env)
+            .finish()
+    }
 }
 
 impl SecretArgs {
@@ -305,6 +318,20 @@ mod tests {
         .unwrap();
         assert_eq!(headers["x-hub-signature-256"], "sha256=00");
         assert!(parse_headers("no colon here", &mut HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let args = SecretArgs {
+            secret: vec!["s3cr3t-value".to_owned()],
+            secret_env: vec!["HOOK_SECRET".to_owned()],
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(
+            shown.contains("HOOK_SECRET") && shown.contains("[redacted]"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
     let (finished, mut reports) = mpsc::unbounded_channel();
     let concurrency = args.concurrency.max(1);
     let engine = DeliveryEngine::builder()
-        .store(MemoryStore::new().max_finished(args.count))
+        .store(
+            MemoryStore::new()
+                .max_unfinished(args.count)
+                .max_finished(args.count),
+        )
         .guard(guard)
         .policy(policy)
         .capacity(args.count)
