@@ -611,17 +611,16 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Two dead letters written to a SQLite file by the engine itself (the receiver answered 503).
-async fn sqlite_with_dead_letters(
-    path: &std::path::Path,
+/// Two dead letters written to `store` by the engine itself (the receiver answered 503).
+async fn dead_letters_in(
+    store: impl tower_webhooks::store::DeliveryStore,
     receiver: &support::Receiver,
 ) -> [String; 2] {
     use std::sync::Arc;
     use tower_webhooks::delivery::{DeliveryEngine, Policy, SsrfGuard};
     use tower_webhooks::scheme::StandardWebhooks;
-    use tower_webhooks::store::{Delivery, DeliveryState, Signing, SqliteStore};
+    use tower_webhooks::store::{Delivery, DeliveryState, Signing};
 
-    let store = SqliteStore::connect(path).await.unwrap();
     let engine = DeliveryEngine::builder()
         .store(store)
         .guard(SsrfGuard::new().allow_loopback())
@@ -658,7 +657,10 @@ async fn deliveries_list_show_resend_and_recover_a_sqlite_file_written_by_the_en
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deliveries.db");
     let receiver = support::Receiver::status(503).await;
-    let [first, second] = sqlite_with_dead_letters(&path, &receiver).await;
+    let store = tower_webhooks::store::SqliteStore::connect(&path)
+        .await
+        .unwrap();
+    let [first, second] = dead_letters_in(store, &receiver).await;
     assert_eq!(receiver.hits().len(), 4);
     let store = format!("sqlite:{}", path.display());
     let run = |args: Vec<String>| {
@@ -832,4 +834,50 @@ fn serve_runs_the_gateway_from_a_configuration() {
         .unwrap();
     assert!(killed.success());
     assert!(serve.wait().success());
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
+async fn deliveries_list_and_resend_on_a_postgres_store() {
+    use tower_webhooks::store::PostgresOptions;
+
+    let url = support::postgres_url();
+    let schema = support::unique_schema("cli");
+    let store = PostgresOptions::new(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
+    let receiver = support::Receiver::status(503).await;
+    let [first, second] = dead_letters_in(store, &receiver).await;
+    let run = |args: &[&str]| {
+        let mut command = cli();
+        command
+            .args(["deliveries", "--store", &url, "--schema", &schema])
+            .args(args);
+        tokio::task::spawn_blocking(move || output_of(command))
+    };
+
+    let (code, page, stderr) = run(&["list", "--state", "failed", "--json"]).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let ids: Vec<_> = page["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|delivery| delivery["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [second.clone(), first.clone()]);
+
+    receiver.behave(|_, _| support::Reply::status(200));
+    let (code, outcome, stderr) = run(&["resend", &first, "--allow-loopback", "--json"])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{outcome} {stderr}");
+    assert_eq!(outcome["delivered"], 1);
+    assert_eq!(receiver.hits().len(), 5);
+    let (_, shown, _) = run(&["show", &first, "--json"]).await.unwrap();
+    assert_eq!(shown["delivery"]["state"], "delivered");
+    assert_eq!(shown["attempts"][2]["manual"], true);
+    support::drop_schema(&url, &schema).await;
 }
