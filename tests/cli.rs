@@ -720,6 +720,8 @@ async fn deliveries_list_show_resend_and_recover_a_sqlite_file_written_by_the_en
         .unwrap();
     assert_eq!(code, Some(0), "{outcome} {stderr}");
     assert_eq!(outcome["delivered"], 1);
+    // The summary counts this run's attempt, not the two before it.
+    assert_eq!(outcome["attempts"], 1);
     assert_eq!(outcome["deliveries"][0]["id"], first.as_str());
     let hits = receiver.hits();
     assert_eq!(hits.len(), 5);
@@ -740,6 +742,8 @@ async fn deliveries_list_show_resend_and_recover_a_sqlite_file_written_by_the_en
     assert_eq!(code, Some(0), "{outcome} {stderr}");
     assert_eq!(outcome["deliveries"].as_array().unwrap().len(), 1);
     assert_eq!(outcome["deliveries"][0]["id"], second.as_str());
+    assert_eq!(outcome["deliveries"][0]["outcome"], "HTTP 200");
+    assert_eq!(outcome["attempts"], 1);
     assert_eq!(receiver.hits().len(), 6);
     let (_, failed, _) = run(args("list --state failed --json")).await.unwrap();
     assert_eq!(failed["deliveries"], json!([]));

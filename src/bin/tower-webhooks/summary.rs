@@ -18,15 +18,23 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    /// Adds one delivery and its attempts.
+    /// Adds one delivery and all its attempts.
     pub(crate) fn add(&mut self, conversation: &Conversation) {
+        self.add_attempts(conversation, conversation.attempts.len());
+    }
+
+    /// Adds one delivery and only its last `new` attempts (those of a re-send, not the
+    /// history before it).
+    pub(crate) fn add_attempts(&mut self, conversation: &Conversation, new: usize) {
         *self
             .states
             .entry(conversation.delivery.state.as_str())
             .or_default() += 1;
-        self.attempts += conversation.attempts.len() as u64;
+        let attempts = &conversation.attempts;
+        let new = &attempts[attempts.len().saturating_sub(new)..];
+        self.attempts += new.len() as u64;
         self.latencies
-            .extend(conversation.attempts.iter().map(|attempt| attempt.latency));
+            .extend(new.iter().map(|attempt| attempt.latency));
     }
 
     /// How many deliveries are in `state`.

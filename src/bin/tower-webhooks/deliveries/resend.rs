@@ -58,10 +58,19 @@ pub(crate) struct RecoverArgs {
 
 pub(crate) async fn resend(store: Arc<dyn DeliveryStore>, args: ResendArgs) -> Result<(), Failure> {
     let run = Run::start(store, &args.delivering)?;
-    for id in &args.ids {
-        run.engine.resend(id).await.map_err(store_failure)?;
+    let mut resent = Vec::with_capacity(args.ids.len());
+    for id in args.ids {
+        let before = run.engine.conversation(&id).await.map_err(store_failure)?;
+        let Some(before) = before else {
+            return Err(Failure::usage(format!("no delivery `{id}`")));
+        };
+        run.engine.resend(&id).await.map_err(store_failure)?;
+        resent.push(Resent {
+            id,
+            attempts_before: before.attempts.len(),
+        });
     }
-    run.finish(args.ids, &args.delivering).await
+    run.finish(resent, &args.delivering).await
 }
 
 pub(crate) async fn recover(
@@ -82,7 +91,10 @@ pub(crate) async fn recover(
     let mut ids = Vec::new();
     loop {
         let page = store.list(&listing).await.map_err(store_failure)?;
-        ids.extend(page.iter().map(|c| c.delivery.id.clone()));
+        ids.extend(page.iter().map(|c| Resent {
+            id: c.delivery.id.clone(),
+            attempts_before: c.attempts.len(),
+        }));
         match page.last() {
             Some(last) if page.len() == PAGE => {
                 listing = listing.after(ConversationPosition::of(&last.delivery));
@@ -100,6 +112,12 @@ pub(crate) async fn recover(
         println!("queued {queued} re-send(s)");
     }
     run.finish(ids, &args.delivering).await
+}
+
+/// A re-sent delivery, and how many attempts it had before (the others are this run's).
+struct Resent {
+    id: String,
+    attempts_before: usize,
 }
 
 /// An engine on the store, and the ids it reports final.
@@ -123,18 +141,19 @@ impl Run {
 
     /// Waits (unless `--queue-only`) for `ids` to be final again, prints each outcome, and
     /// stops the engine (deliveries it claimed but did not send go back to the store).
-    async fn finish(mut self, ids: Vec<String>, delivering: &Delivering) -> Result<(), Failure> {
+    async fn finish(mut self, ids: Vec<Resent>, delivering: &Delivering) -> Result<(), Failure> {
         if delivering.queue_only {
             // Nothing was sent by this engine: the queued attempts stay for the service.
             let _ = self.engine.shutdown(Duration::ZERO).await;
             if delivering.json {
+                let ids: Vec<_> = ids.iter().map(|resent| &resent.id).collect();
                 println!("{}", json!({ "queued": ids }));
             } else {
                 println!("queued {} for the store's service to deliver", ids.len());
             }
             return Ok(());
         }
-        let mut waiting: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut waiting: HashSet<&str> = ids.iter().map(|resent| resent.id.as_str()).collect();
         let deadline = tokio::time::Instant::now() + delivering.wait;
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, self.finished.recv()).await {
@@ -146,14 +165,19 @@ impl Run {
         }
         let mut summary = Summary::default();
         let mut outcomes = Vec::new();
-        for id in &ids {
+        for Resent {
+            id,
+            attempts_before,
+        } in &ids
+        {
             let conversation = self.engine.conversation(id).await.map_err(store_failure)?;
             let Some(conversation) = conversation else {
                 summary.lost += 1;
                 continue;
             };
-            summary.add(&conversation);
-            let last = conversation.attempts.last();
+            let new = conversation.attempts.len().saturating_sub(*attempts_before);
+            summary.add_attempts(&conversation, new);
+            let last = conversation.attempts.last().filter(|_| new > 0);
             outcomes.push(json!({
                 "id": id,
                 "state": conversation.delivery.state,

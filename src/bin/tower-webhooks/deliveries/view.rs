@@ -73,7 +73,7 @@ pub(crate) async fn list(store: &Arc<dyn DeliveryStore>, args: ListArgs) -> Resu
         println!(
             "{:<36} {:<10} {:>8}  {:<20} {:<40} {}",
             delivery.id,
-            delivery.state,
+            delivery.state.as_str(),
             delivery.attempts,
             rfc3339(delivery.created_at),
             delivery.endpoint,
