@@ -811,20 +811,8 @@ fn serve_runs_the_gateway_from_a_configuration() {
         .output()
         .unwrap();
     let signature = String::from_utf8(signed.stdout).unwrap();
-    let post = |body: &str| {
-        let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-        write!(
-            stream,
-            "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            signature.trim_end(),
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-        response
-    };
+    let address = format!("127.0.0.1:{port}");
+    let post = |body: &str| raw_post(&address, "/webhooks/stripe", &signature, body);
     let accepted = post(body);
     assert!(accepted.starts_with("HTTP/1.1 200"), "{accepted}");
     let rejected = post(&body.replace("evt_1", "evt_2"));
@@ -884,4 +872,67 @@ async fn deliveries_list_and_resend_on_a_postgres_store() {
     assert_eq!(shown["delivery"]["state"], "delivered");
     assert_eq!(shown["attempts"][2]["manual"], true);
     support::drop_schema(&url, &schema).await;
+}
+
+/// POSTs `body` with `headers` (`Name: value` lines) over a fresh connection; the raw answer.
+fn raw_post(address: &str, path: &str, headers: &str, body: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        headers.trim_end().replace('\n', "\r\n"),
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_dedupe_answers_a_repeat_without_forwarding_it() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let app = support::Receiver::status(200).await;
+    let args: Vec<String> = [
+        "listen",
+        "--scheme",
+        "standard",
+        "--secret-env",
+        "CLI_SECRET",
+    ]
+    .iter()
+    .chain(&["--port", "0", "--json", "--dedupe", "--max-requests", "2"])
+    .map(|s| s.to_string())
+    .chain(["--forward".to_owned(), app.url("/app")])
+    .collect();
+    let mut listen = Running::start(&args, &[("CLI_SECRET", secret)]);
+    let url = listen.next_json()["listening"].as_str().unwrap().to_owned();
+    let address = url.trim_start_matches("http://").to_owned();
+    let body = r#"{"type":"ping"}"#;
+    let signed = cli()
+        .args(["sign", "--scheme", "standard", "--secret-env", "CLI_SECRET"])
+        .args(["--id", "msg_repeat", "--body", body])
+        .env("CLI_SECRET", secret)
+        .output()
+        .unwrap();
+    let headers = String::from_utf8(signed.stdout).unwrap();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        (
+            raw_post(&address, "/hook", &headers, body),
+            raw_post(&address, "/hook", &headers, body),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.ends_with(r#"{"status":"duplicate"}"#), "{second}");
+    assert_eq!(listen.next_json()["forward"]["status"], 200);
+    let repeat = listen.next_json();
+    assert_eq!(repeat["duplicate"], true, "{repeat}");
+    assert_eq!(repeat["message_id"], "msg_repeat");
+    assert!(repeat.get("forward").is_none());
+    assert!(listen.wait().success());
+    assert_eq!(app.hits().len(), 1);
 }

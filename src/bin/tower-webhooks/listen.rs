@@ -20,7 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-use tower_webhooks::inbound::{Rejection, RejectionKind, WebhookVerifier, DEFAULT_LIMIT};
+use tower_webhooks::inbound::{Delivery, Rejection, RejectionKind, WebhookVerifier, DEFAULT_LIMIT};
+use tower_webhooks::replay::MemoryReplayStore;
 use tower_webhooks::scheme::{BuiltinScheme, Scheme};
 use tower_webhooks::sensitive::redacted_headers;
 use tower_webhooks::{Problem, Verified};
@@ -57,6 +58,10 @@ pub(crate) struct ListenArgs {
     /// Print one JSON object per line (the first names the address) instead of the readable form.
     #[arg(long)]
     json: bool,
+    /// Remember processed deliveries (for the replay window) and answer a repeat `2xx`
+    /// without forwarding it, as the layer does with a replay store.
+    #[arg(long)]
+    dedupe: bool,
     /// Stop after this many requests.
     #[arg(long, value_name = "N")]
     max_requests: Option<usize>,
@@ -90,8 +95,12 @@ pub(crate) async fn run(args: ListenArgs) -> Result<(), Failure> {
         }
     }
     let name = scheme.name().to_owned();
+    let mut verifier = WebhookVerifier::new(scheme, secrets).limit(args.limit);
+    if args.dedupe {
+        verifier = verifier.replay_store(MemoryReplayStore::new(100_000));
+    }
     let listener = Arc::new(Listener {
-        verifier: WebhookVerifier::new(scheme, secrets).limit(args.limit),
+        verifier,
         forward: args.forward.clone().map(|url| Forward {
             url,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -148,23 +157,35 @@ async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Res
             "the body could not be read",
         )),
     };
-    let verdict = body
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|body| listener.verifier.verify_parts(&head, body));
+    let verdict = match &body {
+        Ok(body) => listener.verifier.verify_bytes(&head, body).await,
+        Err(rejection) => Err(rejection.clone()),
+    };
     let body = body.unwrap_or_default();
     let mut printed = Printed::new(&head, &body, listener.print_limit);
     let response = match verdict {
-        Ok(verified) => {
-            printed.verified(&verified);
-            match &listener.forward {
+        Ok(Delivery::Fresh(fresh)) => {
+            printed.verified(fresh.verified());
+            let response = match &listener.forward {
                 Some(forward) => {
                     let (response, outcome) = forward.send(&head, body).await;
                     printed.forwarded(&forward.url, outcome);
                     response
                 }
-                None => accepted(listener.verifier.scheme(), &verified),
-            }
+                None => accepted(listener.verifier.scheme(), fresh.verified()),
+            };
+            // The in-memory replay store cannot fail; a failed forward lets the retry through.
+            let _ = if response.status().is_success() {
+                fresh.processed().await
+            } else {
+                fresh.failed().await
+            };
+            response
+        }
+        Ok(Delivery::Duplicate(duplicate)) => {
+            printed.verified(&duplicate.verified);
+            printed.line["duplicate"] = json!(true);
+            duplicate_answer(listener.verifier.scheme(), &duplicate.verified)
         }
         Err(rejection) => {
             printed.rejected(&rejection);
@@ -191,6 +212,17 @@ fn accepted(scheme: &BuiltinScheme, verified: &Verified) -> Response {
         "message_id": verified.message_id,
     }))
     .into_response()
+}
+
+/// The answer to a repeat of a processed delivery, as the layer gives it: the scheme's own
+/// success response, else `{"status":"duplicate"}`.
+fn duplicate_answer(scheme: &BuiltinScheme, verified: &Verified) -> Response {
+    match scheme.success_response(&verified.run_id.to_string()) {
+        Some(success) => {
+            ([(header::CONTENT_TYPE, success.content_type)], success.body).into_response()
+        }
+        None => axum::Json(json!({ "status": "duplicate" })).into_response(),
+    }
 }
 
 /// What happened to a forwarded request.
@@ -322,7 +354,13 @@ impl Printed {
             text("method"),
             text("target")
         );
-        if line["verified"] == true {
+        if line["duplicate"] == true {
+            out.push_str(&format!("DUPLICATE, not forwarded ({}", text("scheme")));
+            if let Some(id) = line["message_id"].as_str() {
+                out.push_str(&format!(", id {id}"));
+            }
+            out.push(')');
+        } else if line["verified"] == true {
             out.push_str(&format!("VERIFIED ({}", text("scheme")));
             if let Some(id) = line["message_id"].as_str() {
                 out.push_str(&format!(", id {id}"));
