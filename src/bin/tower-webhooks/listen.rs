@@ -20,7 +20,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-use tower_webhooks::inbound::{Delivery, Rejection, RejectionKind, WebhookVerifier, DEFAULT_LIMIT};
+use tower_webhooks::inbound::{
+    Delivery, Rejection, RejectionKind, WebhookVerifier, DEFAULT_BODY_READ_DEADLINE, DEFAULT_LIMIT,
+};
 use tower_webhooks::replay::MemoryReplayStore;
 use tower_webhooks::scheme::{BuiltinScheme, Scheme};
 use tower_webhooks::sensitive::redacted_headers;
@@ -146,15 +148,29 @@ pub(crate) async fn run(args: ListenArgs) -> Result<(), Failure> {
 /// Every request, whatever its method and path.
 async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Response {
     let (head, body) = request.into_parts();
-    let body = match Limited::new(body, listener.limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Rejection::new(
+    // Read here rather than by the verifier, so that a rejected body is printed too; the
+    // limit and the deadline are the layer's.
+    let collected = tokio::time::timeout(
+        DEFAULT_BODY_READ_DEADLINE,
+        Limited::new(body, listener.limit).collect(),
+    )
+    .await;
+    let body = match collected {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(Rejection::new(
             RejectionKind::BodyTooLarge,
             format!("the body is larger than {} bytes", listener.limit),
         )),
-        Err(_) => Err(Rejection::new(
+        Ok(Err(_)) => Err(Rejection::new(
             RejectionKind::BodyError,
             "the body could not be read",
+        )),
+        Err(_) => Err(Rejection::new(
+            RejectionKind::BodyTimeout,
+            format!(
+                "the body was not received within {}s",
+                DEFAULT_BODY_READ_DEADLINE.as_secs()
+            ),
         )),
     };
     let verdict = match &body {
@@ -183,8 +199,7 @@ async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Res
             response
         }
         Ok(Delivery::Duplicate(duplicate)) => {
-            printed.verified(&duplicate.verified);
-            printed.line["duplicate"] = json!(true);
+            printed.duplicate(&duplicate.verified);
             duplicate_answer(listener.verifier.scheme(), &duplicate.verified)
         }
         Err(rejection) => {
@@ -321,6 +336,11 @@ impl Printed {
         self.line["scheme"] = json!(verified.scheme);
         self.line["message_id"] = json!(verified.message_id);
         self.line["timestamp"] = json!(verified.timestamp);
+    }
+
+    fn duplicate(&mut self, verified: &Verified) {
+        self.verified(verified);
+        self.line["duplicate"] = json!(true);
     }
 
     fn rejected(&mut self, rejection: &Rejection) {
