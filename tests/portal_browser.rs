@@ -234,7 +234,7 @@ async fn browser_logs_in_sees_attempts_and_resends() {
     // Log in.
     browser
         .client
-        .goto(&format!("{base}/portal/"))
+        .goto(&format!("{base}/portal"))
         .await
         .unwrap();
     browser

@@ -139,10 +139,14 @@ async fn security_headers(mut response: Response) -> Response {
 /// Where the portal is mounted (`""` at the root): the nesting router's prefix, with path
 /// parameters filled in, so links and cookie paths are the ones the browser uses.
 fn mount_point(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<OriginalUri>()
-        .and_then(|original| original.path().strip_suffix(parts.uri.path()))
+    let Some(original) = parts.extensions.get::<OriginalUri>() else {
+        return String::new();
+    };
+    let (original, inner) = (original.path(), parts.uri.path());
+    original
+        .strip_suffix(inner)
+        // The mount point itself (`/portal`) reaches the nested router as `/`.
+        .or_else(|| (inner == "/").then_some(original))
         .map(|prefix| prefix.trim_end_matches('/').to_owned())
         .unwrap_or_default()
 }
