@@ -48,18 +48,25 @@ impl Viewer {
     }
 }
 
+/// A query the page cannot use: `400` with why.
+struct BadQuery(String);
+
+impl IntoResponse for BadQuery {
+    fn into_response(self) -> Response {
+        bad_query(&self.0)
+    }
+}
+
 fn bad_query(detail: &str) -> Response {
     Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query")
         .with_detail(detail.to_owned())
         .into_response()
 }
 
-fn parse<T: serde::de::DeserializeOwned + Default>(query: Option<String>) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned + Default>(query: Option<String>) -> Result<T, BadQuery> {
     match query {
         None => Ok(T::default()),
-        Some(query) => {
-            serde_urlencoded::from_str(&query).map_err(|err| bad_query(&err.to_string()))
-        }
+        Some(query) => serde_urlencoded::from_str(&query).map_err(|err| BadQuery(err.to_string())),
     }
 }
 
@@ -122,7 +129,7 @@ pub(super) async fn webhooks(
 ) -> Response {
     let query: ListQuery = match parse(query) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let after = match query.cursor.as_deref() {
         None | Some("") => None,
@@ -228,12 +235,12 @@ impl NoticeFields {
     }
 }
 
-fn time(text: &str, name: &str) -> Result<Option<SystemTime>, Response> {
+fn time(text: &str, name: &str) -> Result<Option<SystemTime>, BadQuery> {
     if text.is_empty() {
         return Ok(None);
     }
     rfc3339::parse(text).map(Some).ok_or_else(|| {
-        bad_query(&format!(
+        BadQuery(format!(
             "`{name}` is an RFC 3339 date-time such as 2026-01-02T03:04:05Z"
         ))
     })
@@ -248,7 +255,7 @@ pub(super) async fn webhook(
 ) -> Response {
     let query: DeliveriesQuery = match parse(query) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let state = match query.state.as_str() {
         "" => None,
@@ -263,7 +270,7 @@ pub(super) async fn webhook(
     };
     let (since, until) = match (time(&query.since, "since"), time(&query.until, "until")) {
         (Ok(since), Ok(until)) => (since, until),
-        (Err(response), _) | (_, Err(response)) => return response,
+        (Err(bad), _) | (_, Err(bad)) => return bad.into_response(),
     };
     let after = match query.cursor.as_str() {
         "" => None,
@@ -392,7 +399,7 @@ pub(super) async fn delivery(
 ) -> Response {
     let query: DeliveryQuery = match parse(query) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let registry = &portal.registry;
     let conversation = async {
