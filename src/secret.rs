@@ -179,6 +179,7 @@ impl TokenDigest {
     }
 
     /// The digest's bytes (to derive keyed values from it).
+    #[cfg(feature = "portal")]
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
