@@ -297,6 +297,42 @@ async fn without_a_session_pages_redirect_to_login_and_actions_are_401() {
 }
 
 #[tokio::test]
+async fn a_request_the_application_authenticated_needs_no_login() {
+    let Setup { app, .. } = setup();
+    create(&app, ACME, "mine", "https://example.com/hook").await;
+    let authorized =
+        |request: http::request::Builder| request.header("authorization", format!("Bearer {ACME}"));
+    let page = send(
+        &app,
+        authorized(Request::builder().uri("/portal/webhooks/mine"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let post = |csrf: &str| {
+        authorized(Request::builder().method(Method::POST))
+            .uri("/portal/webhooks/mine/disable")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("csrf={csrf}")))
+            .unwrap()
+    };
+    // Its forms still carry a token, checked like a session's.
+    assert_eq!(
+        send(&app, post("forged")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&app, post(&csrf_of(&page.body))).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        api_json(&app, ACME, "/v1/webhooks/mine").await["enabled"],
+        false
+    );
+}
+
+#[tokio::test]
 async fn an_owner_sees_and_acts_on_its_own_webhooks_only() {
     let Setup { app, .. } = setup();
     create(&app, ACME, "acme-hook", "https://example.com/acme").await;

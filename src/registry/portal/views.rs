@@ -401,3 +401,30 @@ pub(super) fn rotated(
     };
     page(frame, "New secret", None, content)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_encode_what_they_carry() {
+        assert_eq!(segment("my-hook_1.x~"), "my-hook_1.x~");
+        assert_eq!(segment("a/b?c\"<"), "a%2Fb%3Fc%22%3C");
+        assert_eq!(
+            query(&[("state", ""), ("cursor", "v1.a+b&c")]),
+            "?cursor=v1.a%2Bb%26c"
+        );
+        assert_eq!(query(&[("state", "")]), "");
+    }
+
+    #[test]
+    fn previews_cut_on_a_character_boundary() {
+        let short = "é".repeat(10);
+        assert_eq!(preview(&short), (short.as_str(), false));
+        let long = "é".repeat(BODY_PREVIEW);
+        let (cut, truncated) = preview(&long);
+        assert!(truncated);
+        assert!(cut.len() <= BODY_PREVIEW && cut.len() >= BODY_PREVIEW - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}
