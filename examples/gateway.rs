@@ -1042,7 +1042,11 @@ mod registry_demo {
                 .map(|owner| Owner::from(owner.as_str()));
             let inbox = crate::inbox::router(owners.collect(), registry.clone(), tokens.clone());
             let engine = registry.engine().clone();
-            Ok((registry.router().merge(runs).merge(inbox), engine))
+            let router = registry.router().merge(runs).merge(inbox);
+            // The delivery portal: the same owners, logged in with their API keys.
+            #[cfg(feature = "portal")]
+            let router = router.nest("/portal", registry.portal());
+            Ok((router, engine))
         }
 
         /// `POST /v1/runs`: a demo run of the caller's, publishing `run.status` to the
@@ -1166,6 +1170,8 @@ mod registry_demo {
             println!("  its secret: curl -sS '{base}/v1/webhooks/my-webhook/secret' -H 'Authorization: Bearer {key}'");
             println!("  a demo run: curl -sS -X POST '{base}/v1/runs' -H 'Authorization: Bearer {key}'   (queued, running, succeeded)");
             println!("  received:   curl -sS '{base}/demo/inbox/my-webhook' -H 'Authorization: Bearer {key}'   (what the gateway's own receiver verified)");
+            #[cfg(feature = "portal")]
+            println!("  portal:     {base}/portal   (log in with an API key: webhooks, deliveries, attempts, re-send)");
         }
     }
 }

@@ -50,6 +50,7 @@
 //! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`); with `registry`, `registry::PostgresSubscriptions` and the transactional outbox (`publish_in_transaction`); `replay::PostgresReplayStore` |
 //! | `redis` | no | `replay::RedisReplayStore`: de-duplication shared by replicas through Redis |
 //! | `registry` | yes | [`registry`]: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa` (needs `forward`) |
+//! | `portal` | no | `WebhookRegistry::portal`: server-rendered delivery pages for each owner (login, deliveries, attempts, re-send), HTML through `maud` (needs `registry`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]

@@ -178,6 +178,12 @@ impl TokenDigest {
         Self(Sha256::digest(value).into())
     }
 
+    /// The digest's bytes (to derive keyed values from it).
+    #[cfg(feature = "portal")]
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Whether `candidate` hashes to this digest (constant time over the fixed-size digests).
     pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
         self.ct_eq(&Self::of(candidate))

@@ -65,6 +65,7 @@ fn gateway_binary() -> PathBuf {
             ("rustls", cfg!(feature = "rustls")),
             ("http2", cfg!(feature = "http2")),
             ("registry", cfg!(feature = "registry")),
+            ("portal", cfg!(feature = "portal")),
             ("sqlite", cfg!(feature = "sqlite")),
             ("postgres", cfg!(feature = "postgres")),
             ("redis", cfg!(feature = "redis")),

@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::event::rfc3339;
 use super::model::{Owner, RateLimit, SigningScheme, Webhook};
+use super::operations::{self, OperationError};
 use super::{SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::problem::Problem;
@@ -30,9 +31,7 @@ use openapi::MountPoint;
 
 pub use event_types::{EventTypeList, EventTypeView};
 
-use crate::store::{
-    Attempt, Conversation, ConversationPosition, ConversationQuery, DeliveryState, StoreError,
-};
+use crate::store::{Attempt, Conversation, DeliveryState, StoreError};
 
 /// The path every route lives under.
 pub const BASE_PATH: &str = "/v1/webhooks";
@@ -41,7 +40,6 @@ const MAX_PAGE: usize = 100;
 const DEFAULT_PAGE: usize = 20;
 const MAX_OFFSET: usize = 10_000;
 const MAX_HEADERS: usize = 20;
-const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 // ---------------------------------------------------------------------------------------------
 // Bodies.
@@ -125,7 +123,7 @@ pub struct WebhookView {
 }
 
 impl WebhookView {
-    fn new(webhook: &Webhook, now: SystemTime) -> Self {
+    pub(crate) fn new(webhook: &Webhook, now: SystemTime) -> Self {
         Self {
             id: webhook.id.clone(),
             endpoint_url: webhook.endpoint_url.clone(),
@@ -184,7 +182,7 @@ pub struct PreviousSecret {
 }
 
 impl SecretView {
-    fn new(webhook: &Webhook, now: SystemTime) -> Self {
+    pub(crate) fn new(webhook: &Webhook, now: SystemTime) -> Self {
         let text = |s: &crate::Secret| String::from_utf8_lossy(s.expose()).into_owned();
         let mut active = webhook.secrets.iter().filter(|s| s.is_active(now));
         let current = active.next();
@@ -347,7 +345,7 @@ pub struct ProblemDocument {
 }
 
 impl ConversationView {
-    fn new(conversation: Conversation) -> Self {
+    pub(crate) fn new(conversation: Conversation) -> Self {
         let Conversation {
             delivery, attempts, ..
         } = conversation;
@@ -413,7 +411,7 @@ impl AttemptView {
 
 /// A management API error: a [`Problem`] (plus `WWW-Authenticate` on `401`).
 #[derive(Debug)]
-struct ApiError(Problem);
+pub(crate) struct ApiError(Problem);
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -427,6 +425,33 @@ impl IntoResponse for ApiError {
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl From<OperationError> for ApiError {
+    fn from(err: OperationError) -> Self {
+        match err {
+            OperationError::WebhookNotFound(id) => Self::webhook_not_found(&id),
+            OperationError::DeliveryNotFound(id) => Self::delivery_not_found(&id),
+            OperationError::UnknownEventType(name) => Self::bad_request(
+                "unknown-event-type",
+                "Unknown event type",
+                format!("`{}` is not an event type", printable(&name)),
+            ),
+            OperationError::Subscriptions(err) => Self::subscriptions(err),
+            OperationError::Store { error, delivery_id } => Self::store(error, &delivery_id),
+            OperationError::Enqueue(err) => Self::enqueue(err),
+            OperationError::InvalidTime(name) => Self::bad_request(
+                "invalid-time",
+                "Invalid time",
+                format!("`{name}` is an RFC 3339 date-time such as 2026-01-02T03:04:05Z"),
+            ),
+            OperationError::InvalidGracePeriod => Self::bad_request(
+                "invalid-grace-period",
+                "Invalid grace period",
+                "`grace_period_seconds` is at most 30 days",
+            ),
+        }
     }
 }
 
@@ -969,12 +994,7 @@ fn bad_cursor() -> ApiError {
 // Handlers.
 
 async fn load(registry: &WebhookRegistry, owner: &Owner, id: &str) -> ApiResult<Webhook> {
-    registry
-        .subscriptions()
-        .get(owner, id)
-        .await
-        .map_err(ApiError::subscriptions)?
-        .ok_or_else(|| ApiError::webhook_not_found(id))
+    Ok(operations::load(registry, owner, id).await?)
 }
 
 /// Applies `change` to the webhook, or 404.
@@ -1268,26 +1288,9 @@ async fn rotate_secret(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Option<RotateSecret>>,
 ) -> ApiResult<Response> {
-    let grace = match body.and_then(|b| b.grace_period_seconds) {
-        None => registry.rotation_grace(),
-        Some(seconds) if Duration::from_secs(seconds) <= MAX_GRACE => Duration::from_secs(seconds),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid-grace-period",
-                "Invalid grace period",
-                "`grace_period_seconds` is at most 30 days",
-            ))
-        }
-    };
-    let now = registry.now();
-    let webhook = modify(
-        &registry,
-        &owner,
-        &id,
-        Box::new(move |webhook| webhook.rotate_secret(now, grace)),
-    )
-    .await?;
-    Ok(no_store(ok_json(SecretView::new(&webhook, now))))
+    let grace = body.and_then(|b| b.grace_period_seconds);
+    let webhook = operations::rotate_secret(&registry, &owner, &id, grace).await?;
+    Ok(no_store(ok_json(SecretView::new(&webhook, registry.now()))))
 }
 
 #[utoipa::path(
@@ -1329,12 +1332,8 @@ async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> ApiResult<Response> {
-    let reason = (!enabled).then(|| "disabled through the API".to_owned());
-    let (webhook, _) = registry
-        .set_enabled(owner, id, enabled, reason)
-        .await
-        .map_err(ApiError::subscriptions)?
-        .ok_or_else(|| ApiError::webhook_not_found(id))?;
+    let webhook =
+        operations::set_enabled(registry, owner, id, enabled, "disabled through the API").await?;
     Ok(ok_json(WebhookView::new(&webhook, registry.now())))
 }
 
@@ -1421,15 +1420,16 @@ async fn list_conversations(
     };
     let state = match query.state.as_deref() {
         None => None,
-        Some(text) => Some(parse_state(text).ok_or_else(|| {
+        Some(text) => Some(operations::parse_state(text).ok_or_else(|| {
             ApiError::pagination("`state` is one of pending, in_flight, delivered, failed, refused")
         })?),
     };
     let webhook = load(&registry, &owner, &id).await?;
     let keyset = after.is_some();
-    let mut page = conversation_page(&registry, &webhook, state, after, offset, limit + 1)
-        .await
-        .map_err(|err| ApiError::store(err, ""))?;
+    let mut page =
+        operations::conversation_page(&registry, &webhook, state, after, offset, limit + 1)
+            .await
+            .map_err(|err| ApiError::store(err, ""))?;
     let more = page.len() > limit;
     page.truncate(limit);
     Ok(ok_json(ConversationList {
@@ -1442,59 +1442,6 @@ async fn list_conversations(
         next_offset: (more && !keyset && offset + limit <= MAX_OFFSET).then_some(offset + limit),
         data: page.into_iter().map(ConversationView::new).collect(),
     }))
-}
-
-/// One page of a webhook's conversations, newest first: after a cursor's position (keyset),
-/// or skipping `offset` (the store has no offset, so this asks for `offset + limit` and
-/// skips: fine for the first pages the API allows, offset ≤ 10 000).
-async fn conversation_page(
-    registry: &WebhookRegistry,
-    webhook: &Webhook,
-    state: Option<DeliveryState>,
-    after: Option<ConversationPosition>,
-    offset: usize,
-    limit: usize,
-) -> Result<Vec<Conversation>, StoreError> {
-    let mut query = ConversationQuery::new()
-        .endpoint_id(webhook.key())
-        .limit(offset + limit);
-    if let Some(state) = state {
-        query = query.state(state);
-    }
-    if let Some(after) = after {
-        query = query.after(after);
-    }
-    let all = registry.engine().conversations(&query).await?;
-    Ok(all.into_iter().skip(offset).take(limit).collect())
-}
-
-fn parse_state(text: &str) -> Option<DeliveryState> {
-    Some(match text {
-        "pending" => DeliveryState::Pending,
-        "in_flight" => DeliveryState::InFlight,
-        "delivered" => DeliveryState::Delivered,
-        "failed" => DeliveryState::Failed,
-        "refused" => DeliveryState::Refused,
-        _ => return None,
-    })
-}
-
-/// The webhook's conversation `delivery_id`, or 404 (also when it belongs to another webhook).
-async fn load_conversation(
-    registry: &WebhookRegistry,
-    webhook: &Webhook,
-    delivery_id: &str,
-) -> ApiResult<Conversation> {
-    let conversation = registry
-        .engine()
-        .conversation(delivery_id)
-        .await
-        .map_err(|err| ApiError::store(err, delivery_id))?
-        .ok_or_else(|| ApiError::delivery_not_found(delivery_id))?;
-    if conversation.delivery.endpoint_id.as_deref() != Some(webhook.key().as_str()) {
-        return Err(ApiError::delivery_not_found(delivery_id));
-    }
-    Ok(conversation)
 }
 
 #[utoipa::path(
@@ -1516,7 +1463,7 @@ async fn get_conversation(
     ApiPath((id, delivery_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let webhook = load(&registry, &owner, &id).await?;
-    let conversation = load_conversation(&registry, &webhook, &delivery_id).await?;
+    let conversation = operations::load_conversation(&registry, &webhook, &delivery_id).await?;
     Ok(ok_json(ConversationView::new(conversation)))
 }
 
@@ -1540,24 +1487,8 @@ async fn trigger(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Option<Trigger>>,
 ) -> ApiResult<Response> {
-    let webhook = load(&registry, &owner, &id).await?;
-    let name = body
-        .and_then(|t| t.event_type)
-        .or_else(|| webhook.event_types.first().cloned())
-        .unwrap_or_default();
-    let event_type = registry.event_type(&name).ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown-event-type",
-            "Unknown event type",
-            format!("`{}` is not an event type", printable(&name)),
-        )
-    })?;
-    let now = registry.now();
-    let (event_id, body) = registry.body(&name, &event_type.example, now);
-    let queued = registry
-        .deliver(&webhook, &name, body, now)
-        .await
-        .map_err(ApiError::enqueue)?;
+    let event_type = body.and_then(|t| t.event_type);
+    let (event_id, queued) = operations::trigger(&registry, &owner, &id, event_type).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Queued {
@@ -1589,12 +1520,7 @@ async fn resend(
     Authed(owner): Authed,
     ApiPath((id, delivery_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let webhook = load(&registry, &owner, &id).await?;
-    load_conversation(&registry, &webhook, &delivery_id).await?;
-    registry
-        .resend(&webhook, &delivery_id)
-        .await
-        .map_err(|err| ApiError::store(err, &delivery_id))?;
+    operations::resend(&registry, &owner, &id, &delivery_id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Queued {
@@ -1625,18 +1551,7 @@ async fn recover(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Recover>,
 ) -> ApiResult<Response> {
-    let since = rfc3339::parse(&body.since).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid-time",
-            "Invalid time",
-            "`since` is an RFC 3339 date-time such as 2026-01-02T03:04:05Z",
-        )
-    })?;
-    let webhook = load(&registry, &owner, &id).await?;
-    let queued = registry
-        .recover(&webhook, since)
-        .await
-        .map_err(|err| ApiError::store(err, ""))?;
+    let queued = operations::recover(&registry, &owner, &id, &body.since).await?;
     Ok((StatusCode::ACCEPTED, Json(Recovered { queued })).into_response())
 }
 

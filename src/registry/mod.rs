@@ -153,6 +153,9 @@ mod auth;
 mod event;
 mod health;
 mod model;
+mod operations;
+#[cfg(feature = "portal")]
+mod portal;
 mod rate_limit;
 mod subscriptions;
 
