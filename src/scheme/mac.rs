@@ -4,11 +4,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hmac::digest::block_buffer::Eager;
-use hmac::digest::core_api::{BlockSizeUser, Buffer, BufferKindUser, FixedOutputCore, UpdateCore};
-use hmac::digest::typenum::{IsLess, Le, NonZero, U256};
-use hmac::digest::{KeyInit, Output};
-use hmac::HmacCore;
+use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 
 use super::{SecretMatch, Verification, Verified, VerifyError};
@@ -63,17 +59,19 @@ impl Encoding {
 /// stays half the size.
 #[derive(Clone)]
 pub(crate) enum MacState {
-    Sha1(InPlaceMac<HmacCore<sha1::Sha1>>),
-    Sha256(InPlaceMac<HmacCore<sha2::Sha256>>),
-    Sha512(Box<InPlaceMac<HmacCore<sha2::Sha512>>>),
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Box<Hmac<sha2::Sha512>>),
 }
 
 impl MacState {
     pub(crate) fn new(algorithm: Algorithm, key: &[u8]) -> Self {
+        // HMAC takes keys of any length.
+        const ANY_KEY: &str = "HMAC accepts keys of any length";
         match algorithm {
-            Algorithm::Sha1 => Self::Sha1(InPlaceMac::new(key)),
-            Algorithm::Sha256 => Self::Sha256(InPlaceMac::new(key)),
-            Algorithm::Sha512 => Self::Sha512(Box::new(InPlaceMac::new(key))),
+            Algorithm::Sha1 => Self::Sha1(Hmac::new_from_slice(key).expect(ANY_KEY)),
+            Algorithm::Sha256 => Self::Sha256(Hmac::new_from_slice(key).expect(ANY_KEY)),
+            Algorithm::Sha512 => Self::Sha512(Box::new(Hmac::new_from_slice(key).expect(ANY_KEY))),
         }
     }
 
@@ -85,61 +83,13 @@ impl MacState {
         }
     }
 
-    /// The MAC, inline (no allocation). Finishes the state in place; it must not be fed
-    /// again.
-    pub(crate) fn finalize(&mut self) -> MacBytes {
+    /// The MAC, inline (no allocation).
+    pub(crate) fn finalize(self) -> MacBytes {
         match self {
-            Self::Sha1(mac) => mac.finalize(),
-            Self::Sha256(mac) => mac.finalize(),
-            Self::Sha512(mac) => mac.finalize(),
+            Self::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
         }
-    }
-}
-
-/// An HMAC as the `hmac` crate's core and block buffer kept apart, the way its `Hmac`
-/// wrapper holds them, so that it can be finished through `&mut` (the wrapper's `finalize`
-/// takes it by value, and each move of the state is a copy).
-#[derive(Clone)]
-pub(crate) struct InPlaceMac<C>
-where
-    C: BlockSizeUser + BufferKindUser,
-    C::BlockSize: IsLess<U256>,
-    Le<C::BlockSize, U256>: NonZero,
-{
-    core: C,
-    buffer: Buffer<C>,
-}
-
-impl<C> InPlaceMac<C>
-where
-    C: UpdateCore + FixedOutputCore + BufferKindUser<BufferKind = Eager> + KeyInit + Clone,
-    C::BlockSize: IsLess<U256>,
-    Le<C::BlockSize, U256>: NonZero,
-{
-    /// Keys a new MAC; HMAC accepts keys of any length.
-    pub(crate) fn new(key: &[u8]) -> Self {
-        Self::from_core(C::new_from_slice(key).expect("any key length"))
-    }
-
-    /// A MAC continuing from an already keyed core.
-    pub(crate) fn from_core(core: C) -> Self {
-        Self {
-            core,
-            buffer: Buffer::<C>::default(),
-        }
-    }
-
-    #[inline]
-    fn update(&mut self, data: &[u8]) {
-        let Self { core, buffer } = self;
-        buffer.digest_blocks(data, |blocks| core.update_blocks(blocks));
-    }
-
-    #[inline]
-    fn finalize(&mut self) -> MacBytes {
-        let mut out = Output::<C>::default();
-        self.core.finalize_fixed_core(&mut self.buffer, &mut out);
-        MacBytes::from_slice(&out)
     }
 }
 
@@ -164,82 +114,21 @@ impl MacBytes {
         out
     }
 
-    /// Decodes hex of at most 128 characters inline; `None` when it is not hex or longer.
+    /// Decodes hex (either case) of at most 128 characters inline; `None` when it is not hex
+    /// or longer.
     fn from_hex(text: &[u8]) -> Option<Self> {
         let len = text.len() / 2;
-        if !text.len().is_multiple_of(2) || len > MAX_MAC {
+        if len > MAX_MAC {
             return None;
         }
         let mut out = Self {
             bytes: [0; MAX_MAC],
             len: len as u8,
         };
-        // Eight digits per step as one word (a SHA-256 MAC is eight steps), the odd rest
-        // through the tables; validity is checked once at the end.
-        let words = text.chunks_exact(8);
-        let rest = words.remainder();
-        let mut invalid = 0u64;
-        for (word, bytes) in words.zip(out.bytes.chunks_exact_mut(4)) {
-            let (decoded, bad) = decode_hex_word(u64::from_le_bytes(
-                word.try_into().expect("chunks of eight"),
-            ));
-            invalid |= bad;
-            bytes.copy_from_slice(&decoded.to_le_bytes());
-        }
-        let done = text.len() / 8 * 4;
-        for (byte, pair) in out.bytes[done..len].iter_mut().zip(rest.chunks_exact(2)) {
-            let value = HEX_HIGH[usize::from(pair[0])] | HEX_LOW[usize::from(pair[1])];
-            invalid |= u64::from(value & INVALID_DIGIT);
-            *byte = value as u8;
-        }
-        (invalid == 0).then_some(out)
+        // Refuses an odd length as well as a non-hex digit.
+        hex::decode_to_slice(text, &mut out.bytes[..len]).ok()?;
+        Some(out)
     }
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
-/// Decodes eight hex digits (either case) held little-endian in `word` into four bytes, with
-/// a non-zero flag when any of them is not a hex digit. Range checks run on 7-bit bytes so
-/// that no carry crosses from one byte into the next.
-#[inline]
-fn decode_hex_word(word: u64) -> (u32, u64) {
-    // High bit of each byte set where that byte is at least `low`.
-    let at_least = |bytes: u64, low: u8| (bytes + ONES * u64::from(0x80 - low)) & HIGH_BITS;
-    let ascii = word & !HIGH_BITS;
-    let digit = at_least(ascii, b'0') & !at_least(ascii, b'9' + 1);
-    let folded = ascii | (ONES * 0x20);
-    let letter = at_least(folded, b'a') & !at_least(folded, b'f' + 1);
-    let invalid = ((digit | letter) ^ HIGH_BITS) | (word & HIGH_BITS);
-    // '0'..'9' are 0x3_, 'a'..'f' and 'A'..'F' are 0x_1..0x_6 with bit 6 set (worth 9 more).
-    let value = (word & (ONES * 0x0f)) + ((word >> 6) & ONES) * 9;
-    let pairs = ((value << 4) | (value >> 8)) & 0x00ff_00ff_00ff_00ff;
-    let packed = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
-    ((packed | (packed >> 16)) as u32, invalid)
-}
-
-/// Set in [`HEX_HIGH`] and [`HEX_LOW`] for a byte that is not a hex digit.
-const INVALID_DIGIT: u16 = 0x100;
-
-/// The value of each ASCII hex digit (either case) shifted into the high nibble.
-static HEX_HIGH: [u16; 256] = hex_table(4);
-/// The value of each ASCII hex digit (either case).
-static HEX_LOW: [u16; 256] = hex_table(0);
-
-const fn hex_table(shift: u32) -> [u16; 256] {
-    let mut table = [INVALID_DIGIT; 256];
-    let mut i = 0;
-    while i < 16 {
-        let value = (i as u16) << shift;
-        if i < 10 {
-            table[b'0' as usize + i] = value;
-        } else {
-            table[b'a' as usize + i - 10] = value;
-            table[b'A' as usize + i - 10] = value;
-        }
-        i += 1;
-    }
-    table
 }
 
 impl MacBytes {
@@ -500,10 +389,10 @@ impl HmacVerification {
             .enumerate()
             .filter_map(|(index, secret)| Some((index, secret, secret.keyed_sha256(derivation)?)));
         let first = keyed.next().ok_or_else(VerifyError::no_secret)?;
-        let start = |(index, secret, core): (usize, &Secret, &HmacCore<sha2::Sha256>)| {
+        let start = |(index, secret, keyed): (usize, &Secret, &Hmac<sha2::Sha256>)| {
             (
                 SecretMatch::new(index, secret),
-                MacState::Sha256(InPlaceMac::from_core(core.clone())),
+                MacState::Sha256(keyed.clone()),
             )
         };
         let mut this = Self(Box::new(HmacState {
@@ -599,15 +488,14 @@ impl Verification for HmacVerification {
     }
 
     fn finish(self, _body: &Bytes) -> Result<Verified, VerifyError> {
-        let mut state = self.0;
         let HmacState {
             macs,
             candidates,
             suffix,
-            verified,
-        } = &mut *state;
-        let mut check = |mac: &mut MacState| {
-            if let Some(suffix) = suffix {
+            mut verified,
+        } = *self.0;
+        let check = |mut mac: MacState| {
+            if let Some(suffix) = &suffix {
                 mac.update(suffix);
             }
             let computed = mac.finalize();
@@ -616,19 +504,14 @@ impl Verification for HmacVerification {
         let matched = match macs {
             Macs::One((secret, mac)) => check(mac).map(|computed| (secret, computed)),
             Macs::Many(macs) => macs
-                .iter_mut()
+                .into_iter()
                 .find_map(|(secret, mac)| Some((secret, check(mac)?))),
         };
         let (secret, computed) = matched.ok_or_else(VerifyError::invalid_signature)?;
-        let secret = SecretMatch {
-            index: secret.index,
-            id: secret.id.take(),
-        };
         if !verified.has_replay_basis() {
             verified.replay_from_mac(computed);
         }
         verified.secret = Some(secret);
-        let HmacState { verified, .. } = *state;
         Ok(verified)
     }
 }
@@ -658,27 +541,19 @@ mod tests {
     }
 
     #[test]
-    fn hex_words_decode_like_the_hex_crate_for_every_byte_in_every_position() {
-        let digits = b"0123456789abcdefABCDEF";
-        for position in 0..20 {
-            for byte in 0..=255u8 {
-                let mut text = b"0123456789abcdefABCDEF01".to_vec()[..20].to_vec();
-                text[position] = byte;
-                let inline = MacBytes::from_hex(&text).map(|mac| mac.to_vec());
-                assert_eq!(inline, hex::decode(&text).ok(), "{byte:#x} at {position}");
-                assert_eq!(inline.is_some(), digits.contains(&byte));
-            }
-        }
+    fn inline_hex_takes_either_case_and_at_most_a_sha512_mac() {
         for len in (0..=130).step_by(2) {
             let text: Vec<u8> = (0..len).map(|i| b"f0A9"[i % 4]).collect();
             let inline = MacBytes::from_hex(&text).map(|mac| mac.to_vec());
             let expected = hex::decode(&text).ok().filter(|mac| mac.len() <= MAX_MAC);
             assert_eq!(inline, expected, "{len}");
         }
+        assert!(MacBytes::from_hex(b"abc").is_none());
+        assert!(MacBytes::from_hex(b"0g").is_none());
     }
 
     #[test]
-    fn in_place_macs_match_the_hmac_crate_whatever_the_chunking() {
+    fn macs_match_the_hmac_crate_whatever_the_chunking() {
         use hmac::{Hmac, Mac as _};
         let message: Vec<u8> = (0..300u16).map(|i| (i * 7 % 251) as u8).collect();
         for key in [&b""[..], b"k", &[0x5a; 64], &[0xa5; 200]] {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::scheme::mac::{Algorithm, Encoding};
+use crate::scheme::{Verification, VerifyErrorKind};
 use crate::Secret;
 
 fn vectors() -> &'static Value {
