@@ -101,7 +101,7 @@ enum Pending {
     },
 }
 
-/// The per-request state of a [`Valohai`] verification: the conditions that need the body,
+/// The per-request state of a [`Valohai`](super::Valohai) verification: the conditions that need the body,
 /// one streaming MAC per HMAC condition and secret, and the clock the request arrived at.
 pub struct ValohaiVerification {
     conditions: Arc<Vec<Condition>>,
