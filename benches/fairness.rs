@@ -1,4 +1,4 @@
-//! One tenant cannot starve another (issue #14, item 2), as figures: tenant B's delivery delay
+//! One tenant cannot starve another, as figures: tenant B's delivery delay
 //! (from `publish_for` to arrival at B's receiver) unloaded, and while tenant A floods 400
 //! webhooks whose endpoints accept connections and never answer. Same run, same engine
 //! defaults, so the two rows compare directly.

@@ -182,7 +182,7 @@ fn bench(c: &mut Criterion) {
         .max(1);
     const PER_ROUND: usize = 500;
     // The layer keeps each secret's keyed HMAC state, so the strictest baseline is a bare
-    // HMAC from a pre-keyed state too (the baseline keys on every call).
+    // HMAC from a pre-keyed state too (the headline baseline keys on every call).
     let keyed = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     let mut rounds = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds_count {

@@ -778,7 +778,7 @@ mod postgres {
     }
 }
 
-/// Issue #14 item 1: a durable store is the buffer. An engine whose capacity is one still
+/// A durable store is the buffer. An engine whose capacity is one still
 /// accepts (writes) every delivery and sends them all as its budget frees; a memory store's
 /// engine refuses the second.
 #[tokio::test]
@@ -815,7 +815,7 @@ async fn a_durable_store_buffers_past_the_engine_capacity() {
     );
 }
 
-/// Issue #14 item 7: retention is on by default; a delivered row older than 7 days is
+/// Retention is on by default; a delivered row older than 7 days is
 /// purged by an engine built without any retention setting, a recent one is kept.
 #[tokio::test]
 async fn a_default_engine_purges_old_delivered_rows() {

@@ -1,4 +1,4 @@
-//! Issue #14, items 1 and 2: nothing accepted is dropped, and one tenant cannot starve
+//! Nothing accepted is dropped, and one tenant cannot starve
 //! another. A flooding tenant's webhooks point at listeners that accept connections and never
 //! answer; the other tenant's events must still arrive, and every refusal is an error the
 //! caller sees (an `Err` from `publish`, a problem with `Retry-After` from the API).
@@ -201,7 +201,7 @@ async fn a_flooding_owner_does_not_starve_another() {
         "{:?}",
         triggered.json
     );
-    // The issue's target is the bound: every one of globex's deliveries within 5 s.
+    // The bound a tenant is promised: every one of globex's deliveries within 5 s.
     let hits = receiver.wait_hits(4, Duration::from_secs(5)).await;
     assert_eq!(hits.len(), 4);
 }

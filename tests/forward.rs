@@ -1,5 +1,5 @@
 //! `WebhookForwardLayer` and the delivery engine against real local receivers (axum servers on
-//! 127.0.0.1 started here): signatures checked with the Cerebrium seed's algorithm, the whole
+//! 127.0.0.1 started here): signatures checked with Cerebrium's documented algorithm, the whole
 //! retry table, timeouts, refused connections, async and legacy modes, the SSRF guard,
 //! backpressure and graceful drain.
 #![cfg(feature = "forward")]
@@ -157,7 +157,7 @@ fn encode(url: &str) -> String {
         .collect()
 }
 
-/// The seed's verification, verbatim logic: HMAC-SHA256 hex over `{id}.{ts}.{body}`.
+/// Cerebrium's documented verification, verbatim logic: HMAC-SHA256 hex over `{id}.{ts}.{body}`.
 fn verify_cerebrium(hit: &Hit, secret: &str) -> bool {
     let header = |name: &str| {
         hit.headers
@@ -1061,7 +1061,7 @@ async fn full_queue_answers_503_with_retry_after() {
     assert_eq!(response.status(), 200, "a slot is free again");
 }
 
-/// Issue #14 item 1: a handler's `ForwardTo` that the full engine cannot take is answered with
+/// A handler's `ForwardTo` that the full engine cannot take is answered with
 /// the problem (it was logged and dropped, the caller seeing a `200`).
 #[tokio::test]
 async fn a_refused_forward_to_is_a_problem_not_a_silent_drop() {
@@ -1096,7 +1096,7 @@ async fn a_refused_forward_to_is_a_problem_not_a_silent_drop() {
     );
 }
 
-/// Issue #14 item 2: a forwarded delivery's owner is its endpoint host. A host holding its
+/// A forwarded delivery's owner is its endpoint host. A host holding its
 /// share of queued deliveries gets `429` + `Retry-After`; another host is still accepted.
 #[tokio::test]
 async fn a_host_over_its_share_gets_429_and_other_hosts_do_not() {

@@ -1,6 +1,6 @@
 //! The subscription registry through its HTTP API: every route's success and error answers,
 //! tenant isolation, publishing to real local receivers (axum servers on 127.0.0.1 started
-//! here) verified with the Nextmv seed's algorithm, secret rotation with an injectable clock,
+//! here) verified with Nextmv's documented algorithm, secret rotation with an injectable clock,
 //! endpoint health (auto-disable, `410 Gone`, re-enable), rate limits, and the OpenAPI
 //! document against the router.
 #![cfg(feature = "registry")]
@@ -365,7 +365,7 @@ async fn wait_conversation(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Nextmv seed's verification algorithm
+// Nextmv's documented verification algorithm
 
 /// `check_signature` from Nextmv's handler, generalised to several `v1` entries: split the
 /// header on `,`, take `t`, recompute HMAC-SHA256 over `{t}.{body}` with the raw UTF-8 secret,
@@ -387,7 +387,7 @@ fn nextmv_verifies(header: &str, body: &[u8], secret: &str) -> bool {
         .unwrap()
         .as_secs() as i64;
     let signature_time: i64 = t.parse().unwrap();
-    // The seed's window: not older than 5 minutes and not in the future.
+    // Nextmv's documented window: not older than 5 minutes and not in the future.
     assert!(now - 300 < signature_time && signature_time < now + 60);
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(t.as_bytes());
@@ -441,7 +441,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     let mut states = Vec::new();
     for hit in &hits {
         let header = hit.headers["nextmv-signature"].to_str().unwrap();
-        // One secret: exactly the two parts the seed's handler unpacks (`t, sig = ….split(",")`).
+        // One secret: exactly the two parts Nextmv's documented handler unpacks (`t, sig = ….split(",")`).
         assert_eq!(header.split(',').count(), 2, "{header}");
         assert!(nextmv_verifies(header, &hit.body, &first));
         assert!(!nextmv_verifies(header, &hit.body, "another-secret"));

@@ -403,9 +403,9 @@ proptest! {
     }
 }
 
-// --- Standard Webhooks: the spec's window, every scheme's default window ---------------------
+// --- Standard Webhooks: the specification's window, every scheme's default window ---------------------
 
-/// The spec's tolerance is five minutes either way: a sender 61 s (and 300 s) ahead is
+/// The Standard Webhooks specification's tolerance is five minutes either way: a sender 61 s (and 300 s) ahead is
 /// accepted, 301 s ahead or behind is not.
 #[test]
 fn standard_webhooks_window_is_five_minutes_either_way() {

@@ -86,7 +86,8 @@ enum EnvelopeResult<'a> {
 }
 
 impl Job {
-    /// The delivery body for `result` (decision 3: envelope by default, raw as an option).
+    /// The delivery body for `result` (the envelope by default, so the receiver gets the run id, status and
+    /// timing with the result; raw as an option).
     pub(crate) fn body(&self, result: &RunResult) -> Bytes {
         if self.body_mode == BodyMode::Raw && result.error.is_none() {
             return result.body.clone();

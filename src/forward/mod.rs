@@ -32,7 +32,7 @@
 //!
 //! # The delivered body
 //!
-//! By default the envelope (wire-format decision 3), where `result` is the inner JSON response,
+//! By default the envelope (so the receiver learns the run id, status and timing), where `result` is the inner JSON response,
 //! or a string when it is not JSON:
 //!
 //! ```json

@@ -120,7 +120,7 @@ impl Buffer {
             }
             if held == 0 {
                 // The first non-empty frame: keep it without copying (`Bytes` hands itself
-                // over; other buffers are copied once, as before).
+                // over; other buffers are copied once, into the `Bytes`).
                 let bytes = data.copy_to_bytes(len);
                 verification.update(&bytes);
                 self.first = Some(bytes);

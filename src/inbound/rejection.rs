@@ -40,139 +40,154 @@ pub struct Rejection {
     detail: Cow<'static, str>,
 }
 
-/// The reason class of a [`Rejection`]. See the [module docs](super) for the status table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RejectionKind {
-    /// A required signature, id or timestamp header is absent (`400`).
-    MissingHeader,
-    /// A header is present but not in the scheme's grammar (`400`).
-    MalformedHeader,
-    /// No signature matched any secret (`401`).
-    InvalidSignature,
-    /// No secret is configured or found for this request (`401`).
-    NoSecret,
-    /// The signed timestamp is older than the replay window (`401`).
-    TimestampTooOld,
-    /// The signed timestamp is too far in the future (`401`).
-    TimestampInFuture,
-    /// A rate-limit condition refused the request (`429`).
-    RateLimited,
-    /// A non-signature condition failed (Valohai) (`400`).
-    ConditionFailed,
-    /// The body is larger than the configured limit (`413`, also in uniform-status mode).
-    BodyTooLarge,
-    /// The body could not be read (`400`).
-    BodyError,
-    /// The body was not received within the layer's read deadline (`408`).
-    BodyTimeout,
-    /// A delivery with the same signed id is being processed right now (`409` with
-    /// `Retry-After`).
-    InFlight,
-    /// The replay store could not be reached (`503` with `Retry-After`).
-    ReplayStoreUnavailable,
-    /// The body is not syntactically valid JSON (`400`).
-    MalformedPayload,
-    /// The body does not match the expected payload type (`422`).
-    InvalidPayload,
-    /// An extractor that needs [`WebhookSignatureLayer`](super::WebhookSignatureLayer) ran
-    /// without it and without a verifier in state: a server configuration error (`500`).
-    MissingVerifier,
+/// Declares [`RejectionKind`] and everything that depends on the kind alone, from one
+/// table: each row is a variant with its default status, problem `type` slug, title, whether
+/// it is a verification failure (which a uniform status overrides) and whether it answers
+/// with `Retry-After`. The docs tables are tested against this one.
+macro_rules! rejection_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident {
+            status: $status:ident,
+            slug: $slug:literal,
+            title: $title:literal,
+            verification: $verification:literal,
+            retry_after: $retry_after:literal $(,)?
+        }
+    ),* $(,)?) => {
+        /// The reason class of a [`Rejection`]. See the [module docs](super) for the status
+        /// table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum RejectionKind {
+            $( $(#[$doc])* $kind, )*
+        }
+
+        impl RejectionKind {
+            /// Every kind, in declaration order.
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [Self] = &[$(Self::$kind),*];
+
+            /// The stable problem `type` slug (`tag:tower-webhooks,2026:<slug>`).
+            #[must_use]
+            pub fn slug(self) -> &'static str {
+                match self { $(Self::$kind => $slug,)* }
+            }
+
+            /// The short human title of the problem type.
+            #[must_use]
+            pub fn title(self) -> &'static str {
+                match self { $(Self::$kind => $title,)* }
+            }
+
+            /// The status used when the scheme does not impose a uniform one.
+            #[must_use]
+            pub fn default_status(self) -> StatusCode {
+                match self { $(Self::$kind => StatusCode::$status,)* }
+            }
+
+            /// Whether this is a verification failure, i.e. one that a scheme's
+            /// [`uniform_rejection_status`](crate::Scheme::uniform_rejection_status) overrides.
+            #[must_use]
+            pub fn is_verification_failure(self) -> bool {
+                match self { $(Self::$kind => $verification,)* }
+            }
+
+            /// The `Retry-After` seconds the problem carries, if any.
+            fn retry_after(self) -> Option<u64> {
+                match self { $(Self::$kind => $retry_after.then_some(IN_FLIGHT_RETRY_AFTER),)* }
+            }
+        }
+    };
 }
 
-impl RejectionKind {
-    /// The stable problem `type` slug (`tag:tower-webhooks,2026:<slug>`).
-    #[must_use]
-    pub fn slug(self) -> &'static str {
-        match self {
-            Self::MissingHeader => "missing-header",
-            Self::MalformedHeader => "malformed-header",
-            Self::InvalidSignature => "invalid-signature",
-            Self::NoSecret => "no-secret",
-            Self::TimestampTooOld => "stale-timestamp",
-            Self::TimestampInFuture => "future-timestamp",
-            Self::RateLimited => "rate-limited",
-            Self::ConditionFailed => "condition-failed",
-            Self::BodyTooLarge => "body-too-large",
-            Self::BodyError => "body-error",
-            Self::BodyTimeout => "body-timeout",
-            Self::InFlight => "replay-in-flight",
-            Self::ReplayStoreUnavailable => "replay-store-unavailable",
-            Self::MalformedPayload => "malformed-payload",
-            Self::InvalidPayload => "invalid-payload",
-            Self::MissingVerifier => "missing-verifier",
-        }
-    }
-
-    /// The short human title of the problem type.
-    #[must_use]
-    pub fn title(self) -> &'static str {
-        match self {
-            Self::MissingHeader => "Missing webhook header",
-            Self::MalformedHeader => "Malformed webhook header",
-            Self::InvalidSignature => "Invalid webhook signature",
-            Self::NoSecret => "No webhook secret for this request",
-            Self::TimestampTooOld => "Webhook timestamp is too old",
-            Self::TimestampInFuture => "Webhook timestamp is in the future",
-            Self::RateLimited => "Rate limited",
-            Self::ConditionFailed => "Webhook condition failed",
-            Self::BodyTooLarge => "Payload too large",
-            Self::BodyError => "Failed to read the request body",
-            Self::BodyTimeout => "Request body not received in time",
-            Self::InFlight => "Webhook delivery is already being processed",
-            Self::ReplayStoreUnavailable => "Replay protection is unavailable",
-            Self::MalformedPayload => "Malformed webhook payload",
-            Self::InvalidPayload => "Invalid webhook payload",
-            Self::MissingVerifier => "Webhook verification is not configured",
-        }
-    }
-
-    /// The status used when the scheme does not impose a uniform one.
-    #[must_use]
-    pub fn default_status(self) -> StatusCode {
-        match self {
-            Self::MissingHeader
-            | Self::MalformedHeader
-            | Self::ConditionFailed
-            | Self::BodyError
-            | Self::MalformedPayload => StatusCode::BAD_REQUEST,
-            Self::InvalidSignature
-            | Self::NoSecret
-            | Self::TimestampTooOld
-            | Self::TimestampInFuture => StatusCode::UNAUTHORIZED,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::InFlight => StatusCode::CONFLICT,
-            Self::ReplayStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidPayload => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::MissingVerifier => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// Whether this is a verification failure, i.e. one that a scheme's
-    /// [`uniform_rejection_status`](crate::Scheme::uniform_rejection_status) overrides.
-    #[must_use]
-    pub fn is_verification_failure(self) -> bool {
-        matches!(
-            self,
-            Self::MissingHeader
-                | Self::MalformedHeader
-                | Self::InvalidSignature
-                | Self::NoSecret
-                | Self::TimestampTooOld
-                | Self::TimestampInFuture
-                | Self::RateLimited
-                | Self::ConditionFailed
-        )
-    }
-
-    fn retry_after(self) -> Option<u64> {
-        match self {
-            Self::InFlight | Self::ReplayStoreUnavailable => Some(IN_FLIGHT_RETRY_AFTER),
-            _ => None,
-        }
-    }
+rejection_kinds! {
+    /// A required signature, id or timestamp header is absent (`400`).
+    MissingHeader {
+        status: BAD_REQUEST, slug: "missing-header", title: "Missing webhook header",
+        verification: true, retry_after: false,
+    },
+    /// A header is present but not in the scheme's grammar (`400`).
+    MalformedHeader {
+        status: BAD_REQUEST, slug: "malformed-header", title: "Malformed webhook header",
+        verification: true, retry_after: false,
+    },
+    /// No signature matched any secret (`401`).
+    InvalidSignature {
+        status: UNAUTHORIZED, slug: "invalid-signature", title: "Invalid webhook signature",
+        verification: true, retry_after: false,
+    },
+    /// No secret is configured or found for this request (`401`).
+    NoSecret {
+        status: UNAUTHORIZED, slug: "no-secret", title: "No webhook secret for this request",
+        verification: true, retry_after: false,
+    },
+    /// The signed timestamp is older than the replay window (`401`).
+    TimestampTooOld {
+        status: UNAUTHORIZED, slug: "stale-timestamp", title: "Webhook timestamp is too old",
+        verification: true, retry_after: false,
+    },
+    /// The signed timestamp is too far in the future (`401`).
+    TimestampInFuture {
+        status: UNAUTHORIZED, slug: "future-timestamp",
+        title: "Webhook timestamp is in the future",
+        verification: true, retry_after: false,
+    },
+    /// A rate-limit condition refused the request (`429`).
+    RateLimited {
+        status: TOO_MANY_REQUESTS, slug: "rate-limited", title: "Rate limited",
+        verification: true, retry_after: false,
+    },
+    /// A non-signature condition failed (Valohai) (`400`).
+    ConditionFailed {
+        status: BAD_REQUEST, slug: "condition-failed", title: "Webhook condition failed",
+        verification: true, retry_after: false,
+    },
+    /// The body is larger than the configured limit (`413`, also in uniform-status mode).
+    BodyTooLarge {
+        status: PAYLOAD_TOO_LARGE, slug: "body-too-large", title: "Payload too large",
+        verification: false, retry_after: false,
+    },
+    /// The body could not be read (`400`).
+    BodyError {
+        status: BAD_REQUEST, slug: "body-error", title: "Failed to read the request body",
+        verification: false, retry_after: false,
+    },
+    /// The body was not received within the layer's read deadline (`408`).
+    BodyTimeout {
+        status: REQUEST_TIMEOUT, slug: "body-timeout", title: "Request body not received in time",
+        verification: false, retry_after: false,
+    },
+    /// A delivery with the same signed id is being processed right now (`409` with
+    /// `Retry-After`).
+    InFlight {
+        status: CONFLICT, slug: "replay-in-flight",
+        title: "Webhook delivery is already being processed",
+        verification: false, retry_after: true,
+    },
+    /// The replay store could not be reached (`503` with `Retry-After`).
+    ReplayStoreUnavailable {
+        status: SERVICE_UNAVAILABLE, slug: "replay-store-unavailable",
+        title: "Replay protection is unavailable",
+        verification: false, retry_after: true,
+    },
+    /// The body is not syntactically valid JSON (`400`).
+    MalformedPayload {
+        status: BAD_REQUEST, slug: "malformed-payload", title: "Malformed webhook payload",
+        verification: false, retry_after: false,
+    },
+    /// The body does not match the expected payload type (`422`).
+    InvalidPayload {
+        status: UNPROCESSABLE_ENTITY, slug: "invalid-payload", title: "Invalid webhook payload",
+        verification: false, retry_after: false,
+    },
+    /// An extractor that needs [`WebhookSignatureLayer`](super::WebhookSignatureLayer) ran
+    /// without it and without a verifier in state: a server configuration error (`500`).
+    MissingVerifier {
+        status: INTERNAL_SERVER_ERROR, slug: "missing-verifier",
+        title: "Webhook verification is not configured",
+        verification: false, retry_after: false,
+    },
 }
 
 impl From<VerifyErrorKind> for RejectionKind {
@@ -390,25 +405,73 @@ mod tests {
 
     #[test]
     fn slugs_are_distinct() {
-        let kinds = [
-            RejectionKind::MissingHeader,
-            RejectionKind::MalformedHeader,
-            RejectionKind::InvalidSignature,
-            RejectionKind::NoSecret,
-            RejectionKind::TimestampTooOld,
-            RejectionKind::TimestampInFuture,
-            RejectionKind::RateLimited,
-            RejectionKind::ConditionFailed,
-            RejectionKind::BodyTooLarge,
-            RejectionKind::BodyError,
-            RejectionKind::BodyTimeout,
-            RejectionKind::InFlight,
-            RejectionKind::ReplayStoreUnavailable,
-            RejectionKind::MalformedPayload,
-            RejectionKind::InvalidPayload,
-            RejectionKind::MissingVerifier,
-        ];
-        let slugs: std::collections::HashSet<_> = kinds.iter().map(|k| k.slug()).collect();
-        assert_eq!(slugs.len(), kinds.len());
+        let slugs: std::collections::HashSet<_> =
+            RejectionKind::ALL.iter().map(|k| k.slug()).collect();
+        assert_eq!(slugs.len(), RejectionKind::ALL.len());
+    }
+
+    /// The cells of the rows of the first Markdown table after the line `heading`, each line
+    /// read after `prefix` (`//!` for module docs).
+    fn table_after(text: &str, prefix: &str, heading: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .map(|line| line.strip_prefix(prefix).unwrap_or(line).trim())
+            .skip_while(|line| *line != heading)
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .skip(2)
+            .map(|line| {
+                line.trim_matches('|')
+                    .split('|')
+                    .map(|cell| cell.trim().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `(status, whether it has Retry-After)` of a status cell such as
+    /// ``409 + `Retry-After: 5` ``.
+    fn status_cell(cell: &str) -> (u16, bool) {
+        let (status, extra) = cell.split_once(" + ").unwrap_or((cell, ""));
+        (
+            status.trim().parse().unwrap(),
+            extra.contains("Retry-After"),
+        )
+    }
+
+    fn row_of(kind: RejectionKind) -> (u16, bool) {
+        (kind.default_status().as_u16(), kind.retry_after().is_some())
+    }
+
+    #[test]
+    fn the_module_docs_table_lists_every_kind_as_declared() {
+        let rows = table_after(include_str!("mod.rs"), "//!", "# Rejections");
+        assert_eq!(rows.len(), RejectionKind::ALL.len(), "{rows:?}");
+        for &kind in RejectionKind::ALL {
+            let name = format!("`{kind:?}`");
+            let row = rows.iter().find(|row| row[0] == name).expect(&name);
+            assert_eq!(status_cell(&row[1]), row_of(kind), "{name}");
+            assert_eq!(row[2], format!("`{}`", kind.slug()), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_readme_errors_table_lists_every_kind_as_declared() {
+        let rows = table_after(include_str!("../../README.md"), "", "## Errors");
+        // A row may group kinds: `400 / 422` with `` `a` / `b` ``.
+        let mut listed = Vec::new();
+        for row in &rows {
+            let statuses: Vec<_> = row[0].split(" / ").map(status_cell).collect();
+            let slugs: Vec<_> = row[1].split(" / ").map(|s| s.trim_matches('`')).collect();
+            assert_eq!(statuses.len(), slugs.len(), "{row:?}");
+            listed.extend(slugs.into_iter().zip(statuses));
+        }
+        assert_eq!(listed.len(), RejectionKind::ALL.len(), "{listed:?}");
+        for &kind in RejectionKind::ALL {
+            let (_, status) = listed
+                .iter()
+                .find(|(slug, _)| *slug == kind.slug())
+                .unwrap_or_else(|| panic!("{kind:?} is not in the README"));
+            assert_eq!(*status, row_of(kind), "{kind:?}");
+        }
     }
 }

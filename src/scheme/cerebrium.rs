@@ -28,8 +28,8 @@ windowed_scheme! {
     /// (`X-Webhook-Secret`); the MAC is HMAC-SHA256 in lowercase hex, prefixed `v1,`.
     ///
     /// Verification also accepts the historical `X-Cerebrium-Webhook-Id` header when
-    /// `X-Request-Id` is absent (decision 4), and a bare hex signature (as Cerebrium's own
-    /// Python verifier does).
+    /// `X-Request-Id` is absent, and a bare hex signature (as Cerebrium's own Python verifier
+    /// does): older senders still use them.
     pub struct Cerebrium {}
 }
 

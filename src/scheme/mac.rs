@@ -4,11 +4,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hmac::digest::block_buffer::Eager;
-use hmac::digest::core_api::{BlockSizeUser, Buffer, BufferKindUser, FixedOutputCore, UpdateCore};
-use hmac::digest::typenum::{IsLess, Le, NonZero, U256};
-use hmac::digest::{KeyInit, Output};
-use hmac::HmacCore;
+use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 
 use super::{SecretMatch, Verification, Verified, VerifyError};
@@ -63,17 +59,19 @@ impl Encoding {
 /// stays half the size.
 #[derive(Clone)]
 pub(crate) enum MacState {
-    Sha1(InPlaceMac<HmacCore<sha1::Sha1>>),
-    Sha256(InPlaceMac<HmacCore<sha2::Sha256>>),
-    Sha512(Box<InPlaceMac<HmacCore<sha2::Sha512>>>),
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Box<Hmac<sha2::Sha512>>),
 }
 
 impl MacState {
     pub(crate) fn new(algorithm: Algorithm, key: &[u8]) -> Self {
+        // HMAC takes keys of any length.
+        const ANY_KEY: &str = "HMAC accepts keys of any length";
         match algorithm {
-            Algorithm::Sha1 => Self::Sha1(InPlaceMac::new(key)),
-            Algorithm::Sha256 => Self::Sha256(InPlaceMac::new(key)),
-            Algorithm::Sha512 => Self::Sha512(Box::new(InPlaceMac::new(key))),
+            Algorithm::Sha1 => Self::Sha1(Hmac::new_from_slice(key).expect(ANY_KEY)),
+            Algorithm::Sha256 => Self::Sha256(Hmac::new_from_slice(key).expect(ANY_KEY)),
+            Algorithm::Sha512 => Self::Sha512(Box::new(Hmac::new_from_slice(key).expect(ANY_KEY))),
         }
     }
 
@@ -85,61 +83,13 @@ impl MacState {
         }
     }
 
-    /// The MAC, inline (no allocation). Finishes the state in place; it must not be fed
-    /// again.
-    pub(crate) fn finalize(&mut self) -> MacBytes {
+    /// The MAC, inline (no allocation).
+    pub(crate) fn finalize(self) -> MacBytes {
         match self {
-            Self::Sha1(mac) => mac.finalize(),
-            Self::Sha256(mac) => mac.finalize(),
-            Self::Sha512(mac) => mac.finalize(),
+            Self::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Self::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
         }
-    }
-}
-
-/// An HMAC as the `hmac` crate's core and block buffer kept apart, the way its `Hmac`
-/// wrapper holds them, so that it can be finished through `&mut` (the wrapper's `finalize`
-/// takes it by value, and each move of the state is a copy).
-#[derive(Clone)]
-pub(crate) struct InPlaceMac<C>
-where
-    C: BlockSizeUser + BufferKindUser,
-    C::BlockSize: IsLess<U256>,
-    Le<C::BlockSize, U256>: NonZero,
-{
-    core: C,
-    buffer: Buffer<C>,
-}
-
-impl<C> InPlaceMac<C>
-where
-    C: UpdateCore + FixedOutputCore + BufferKindUser<BufferKind = Eager> + KeyInit + Clone,
-    C::BlockSize: IsLess<U256>,
-    Le<C::BlockSize, U256>: NonZero,
-{
-    /// Keys a new MAC; HMAC accepts keys of any length.
-    pub(crate) fn new(key: &[u8]) -> Self {
-        Self::from_core(C::new_from_slice(key).expect("any key length"))
-    }
-
-    /// A MAC continuing from an already keyed core.
-    pub(crate) fn from_core(core: C) -> Self {
-        Self {
-            core,
-            buffer: Buffer::<C>::default(),
-        }
-    }
-
-    #[inline]
-    fn update(&mut self, data: &[u8]) {
-        let Self { core, buffer } = self;
-        buffer.digest_blocks(data, |blocks| core.update_blocks(blocks));
-    }
-
-    #[inline]
-    fn finalize(&mut self) -> MacBytes {
-        let mut out = Output::<C>::default();
-        self.core.finalize_fixed_core(&mut self.buffer, &mut out);
-        MacBytes::from_slice(&out)
     }
 }
 
@@ -175,7 +125,9 @@ impl MacBytes {
             len: len as u8,
         };
         // Eight digits per step as one word (a SHA-256 MAC is eight steps), the odd rest
-        // through the tables; validity is checked once at the end.
+        // through the tables; validity is checked once at the end. `hex::decode_to_slice`
+        // decodes a digit pair at a time with a check per byte, which costs ten times as much
+        // on a request's MAC (docs/primitives.md).
         let words = text.chunks_exact(8);
         let rest = words.remainder();
         let mut invalid = 0u64;
@@ -500,10 +452,10 @@ impl HmacVerification {
             .enumerate()
             .filter_map(|(index, secret)| Some((index, secret, secret.keyed_sha256(derivation)?)));
         let first = keyed.next().ok_or_else(VerifyError::no_secret)?;
-        let start = |(index, secret, core): (usize, &Secret, &HmacCore<sha2::Sha256>)| {
+        let start = |(index, secret, keyed): (usize, &Secret, &Hmac<sha2::Sha256>)| {
             (
                 SecretMatch::new(index, secret),
-                MacState::Sha256(InPlaceMac::from_core(core.clone())),
+                MacState::Sha256(keyed.clone()),
             )
         };
         let mut this = Self(Box::new(HmacState {
@@ -599,15 +551,14 @@ impl Verification for HmacVerification {
     }
 
     fn finish(self, _body: &Bytes) -> Result<Verified, VerifyError> {
-        let mut state = self.0;
         let HmacState {
             macs,
             candidates,
             suffix,
-            verified,
-        } = &mut *state;
-        let mut check = |mac: &mut MacState| {
-            if let Some(suffix) = suffix {
+            mut verified,
+        } = *self.0;
+        let check = |mut mac: MacState| {
+            if let Some(suffix) = &suffix {
                 mac.update(suffix);
             }
             let computed = mac.finalize();
@@ -616,19 +567,14 @@ impl Verification for HmacVerification {
         let matched = match macs {
             Macs::One((secret, mac)) => check(mac).map(|computed| (secret, computed)),
             Macs::Many(macs) => macs
-                .iter_mut()
+                .into_iter()
                 .find_map(|(secret, mac)| Some((secret, check(mac)?))),
         };
         let (secret, computed) = matched.ok_or_else(VerifyError::invalid_signature)?;
-        let secret = SecretMatch {
-            index: secret.index,
-            id: secret.id.take(),
-        };
         if !verified.has_replay_basis() {
             verified.replay_from_mac(computed);
         }
         verified.secret = Some(secret);
-        let HmacState { verified, .. } = *state;
         Ok(verified)
     }
 }
@@ -678,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn in_place_macs_match_the_hmac_crate_whatever_the_chunking() {
+    fn macs_match_the_hmac_crate_whatever_the_chunking() {
         use hmac::{Hmac, Mac as _};
         let message: Vec<u8> = (0..300u16).map(|i| (i * 7 % 251) as u8).collect();
         for key in [&b""[..], b"k", &[0x5a; 64], &[0xa5; 200]] {

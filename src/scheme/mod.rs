@@ -20,13 +20,10 @@
 //!
 //! [`BuiltinScheme`] is the runtime-chosen union of all of them (what a TOML file names).
 
-use std::borrow::Cow;
-use std::fmt;
-
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 
-use crate::secret::{Secret, SecretSet};
+use crate::secret::SecretSet;
 
 /// Declares a scheme struct that has a replay window (plus optional extra fields), with its
 /// `Default`, `new()` and `replay_window()` setter: one definition instead of one per vendor.
@@ -76,7 +73,9 @@ macro_rules! windowed_scheme {
 
 mod builtin;
 mod cerebrium;
+mod error;
 mod github;
+mod headers;
 mod mac;
 mod signer;
 mod slack;
@@ -84,10 +83,16 @@ mod standard;
 mod timestamp;
 mod timestamped;
 pub mod valohai;
+mod verified;
 
 pub use builtin::{BuiltinScheme, BuiltinVerification};
 pub use cerebrium::Cerebrium;
+pub use error::{SignError, VerifyError, VerifyErrorKind};
 pub use github::GitHub;
+pub use headers::SIGNATURE_HEADERS;
+pub(crate) use headers::{
+    find_headers, head_of, header_str, header_value, id_header_value, insert_header, required,
+};
 pub use mac::{Algorithm, Encoding, HmacVerification};
 
 pub use signer::{SharedSigner, Signer};
@@ -97,6 +102,7 @@ pub(crate) use timestamp::parse_unix_timestamp_bytes;
 pub use timestamp::{parse_unix_timestamp, ReplayWindow};
 pub use timestamped::{Nextmv, Stripe};
 pub use valohai::Valohai;
+pub use verified::{MessageId, SecretMatch, SuccessResponse, Verified};
 
 /// What a scheme can see of a request before its body: method, URI and headers.
 pub type RequestHead = http::request::Parts;
@@ -270,14 +276,6 @@ pub trait Scheme: Send + Sync + 'static {
     }
 }
 
-/// The head `POST /` with `headers`, for verification from headers alone.
-pub(crate) fn head_of(headers: &HeaderMap) -> RequestHead {
-    let (mut head, ()) = http::Request::new(()).into_parts();
-    head.method = http::Method::POST;
-    head.headers = headers.clone();
-    head
-}
-
 /// The streaming half of a verification.
 pub trait Verification: Send + 'static {
     /// Feeds the next body frame into the MACs.
@@ -313,439 +311,3 @@ impl<'a> Message<'a> {
         }
     }
 }
-
-/// The verification metadata a handler sees next to the payload.
-///
-/// Building it costs no allocation on the common path: the message id shares the request
-/// header's bytes, the run id is a [`Uuid`](uuid::Uuid), and the de-duplication key is only
-/// rendered when a replay store asks for it ([`Verified::replay_key`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Verified {
-    /// The scheme's [`Scheme::name`].
-    pub scheme: Cow<'static, str>,
-    /// The signed message id, when the format carries one.
-    pub message_id: Option<MessageId>,
-    /// The signed timestamp (Unix seconds, normalised from milliseconds where needed).
-    pub timestamp: Option<i64>,
-    /// Which secret matched (its position in the [`SecretSet`] and its label).
-    pub secret: Option<SecretMatch>,
-    /// A fresh id for this accepted request (Valohai's `{run_id}`); `Display` writes the
-    /// hyphenated lowercase form.
-    pub run_id: uuid::Uuid,
-    replay: ReplayBasis,
-}
-
-/// What the de-duplication key is made of; rendered lazily by [`Verified::replay_key`].
-#[derive(Clone, PartialEq, Eq)]
-enum ReplayBasis {
-    /// Nothing signed identifies the message (a static token): no de-duplication.
-    None,
-    /// The signed [`Verified::message_id`].
-    MessageId,
-    /// The matching MAC, for formats without a signed id (GitHub, Slack, Stripe, Nextmv).
-    Mac(mac::MacBytes),
-    /// A key the scheme computed itself (Valohai's JWT digest).
-    Key(String),
-}
-
-impl fmt::Debug for ReplayBasis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::None => "None",
-            Self::MessageId => "MessageId",
-            Self::Mac(_) => "Mac",
-            Self::Key(_) => "Key",
-        })
-    }
-}
-
-impl Verified {
-    /// Metadata for scheme `scheme` with a fresh run id and nothing else set.
-    pub fn new(scheme: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            scheme: scheme.into(),
-            message_id: None,
-            timestamp: None,
-            secret: None,
-            run_id: fresh_run_id(),
-            replay: ReplayBasis::None,
-        }
-    }
-
-    /// A de-duplication key derived from signed material only: `{scheme}:{message id}`, or
-    /// `{scheme}:{hex MAC}` for formats without a signed id; `None` when nothing signed
-    /// identifies the message.
-    pub fn replay_key(&self) -> Option<String> {
-        let key: Cow<'_, str> = match &self.replay {
-            ReplayBasis::None => return None,
-            ReplayBasis::Key(key) => return Some(key.clone()),
-            ReplayBasis::MessageId => Cow::Borrowed(self.message_id.as_deref()?),
-            ReplayBasis::Mac(mac) => Cow::Owned(hex::encode(&**mac)),
-        };
-        let mut out = String::with_capacity(self.scheme.len() + 1 + key.len());
-        out.push_str(&self.scheme);
-        out.push(':');
-        out.push_str(&key);
-        Some(out)
-    }
-
-    /// Sets the de-duplication key (for custom schemes); it must come from signed material.
-    pub fn set_replay_key(&mut self, key: impl Into<String>) {
-        self.replay = ReplayBasis::Key(key.into());
-    }
-
-    pub(crate) fn replay_from_message_id(&mut self) {
-        self.replay = ReplayBasis::MessageId;
-    }
-
-    pub(crate) fn replay_from_mac(&mut self, mac: mac::MacBytes) {
-        self.replay = ReplayBasis::Mac(mac);
-    }
-
-    pub(crate) fn has_replay_basis(&self) -> bool {
-        self.replay != ReplayBasis::None
-    }
-}
-
-/// A random (v4) UUID from the thread-local CSPRNG: `Uuid::new_v4` makes a `getrandom`
-/// system call per request, a measurable share of a 1 KiB verification. The generator's
-/// output is fetched sixteen ids at a time, which halves the cost again.
-fn fresh_run_id() -> uuid::Uuid {
-    use rand::RngCore as _;
-    use std::cell::RefCell;
-
-    const IDS: usize = 16;
-    thread_local! {
-        static RANDOM: RefCell<([u8; 16 * IDS], usize)> = const { RefCell::new(([0; 16 * IDS], IDS)) };
-    }
-    let bytes = RANDOM.with_borrow_mut(|(random, used)| {
-        if *used == IDS {
-            rand::rng().fill_bytes(random);
-            *used = 0;
-        }
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&random[16 * *used..16 * (*used + 1)]);
-        *used += 1;
-        bytes
-    });
-    uuid::Builder::from_random_bytes(bytes).into_uuid()
-}
-
-/// A signed message id as the sender wrote it (visible ASCII). Cloning shares the header's
-/// bytes instead of copying them; it reads as a `&str`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(HeaderValue);
-
-impl MessageId {
-    /// The id of a header value, or `None` when it is empty or not visible ASCII (a control
-    /// character such as TAB included): an empty id would make every such message a
-    /// duplicate of the first.
-    pub fn from_header(value: &HeaderValue) -> Option<Self> {
-        let bytes = value.as_bytes();
-        (!bytes.is_empty() && is_visible_ascii(bytes)).then(|| Self(value.clone()))
-    }
-
-    /// An id from text, or `None` when it is empty or not visible ASCII.
-    pub fn new(id: &str) -> Option<Self> {
-        Self::from_header(&HeaderValue::from_str(id).ok()?)
-    }
-
-    /// The id's bytes (no UTF-8 check: the id is ASCII).
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        // Only visible-ASCII values are admitted (`from_header`, `new`), so this is valid
-        // UTF-8; `from_utf8` checks ASCII a word at a time.
-        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
-    }
-}
-
-impl std::ops::Deref for MessageId {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for MessageId {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl PartialEq<str> for MessageId {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for MessageId {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for MessageId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-/// Which secret of a [`SecretSet`] verified the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretMatch {
-    /// Position in the set (0 = primary).
-    pub index: usize,
-    /// The secret's label, if it has one ([`Secret::with_id`]).
-    pub id: Option<std::sync::Arc<str>>,
-}
-
-impl SecretMatch {
-    pub(crate) fn new(index: usize, secret: &Secret) -> Self {
-        Self {
-            index,
-            id: secret.label().cloned(),
-        }
-    }
-}
-
-/// A scheme-defined success answer (content type and body).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SuccessResponse {
-    /// `text/plain` or `application/json`.
-    pub content_type: &'static str,
-    /// The body.
-    pub body: String,
-}
-
-/// Why a request failed verification. Never carries a secret or an expected signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyError {
-    kind: VerifyErrorKind,
-    detail: Cow<'static, str>,
-}
-
-/// The reason class of a [`VerifyError`]; each maps to one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum VerifyErrorKind {
-    /// A required header (or token) is absent: `400`.
-    MissingHeader,
-    /// A header is present but not in the scheme's grammar: `400`.
-    MalformedHeader,
-    /// No signature matched any secret: `401`.
-    InvalidSignature,
-    /// No secret is configured or found for this request: `401`.
-    NoSecret,
-    /// The timestamp is older than the window allows: `401`.
-    TimestampTooOld,
-    /// The timestamp is further in the future than the window allows: `401`.
-    TimestampInFuture,
-    /// A rate-limit condition refused the request: `429`.
-    RateLimited,
-    /// A non-signature condition failed (Valohai): `400`.
-    ConditionFailed,
-}
-
-impl VerifyError {
-    /// A new error of `kind` with a short public detail (no secrets, no expected values).
-    pub fn new(kind: VerifyErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            kind,
-            detail: detail.into(),
-        }
-    }
-
-    pub(crate) fn missing(header: &str) -> Self {
-        Self::new(
-            VerifyErrorKind::MissingHeader,
-            format!("missing `{header}` header"),
-        )
-    }
-
-    pub(crate) fn malformed(header: &str) -> Self {
-        Self::new(
-            VerifyErrorKind::MalformedHeader,
-            format!("malformed `{header}` header"),
-        )
-    }
-
-    pub(crate) fn invalid_signature() -> Self {
-        Self::new(
-            VerifyErrorKind::InvalidSignature,
-            "no signature matched any configured secret",
-        )
-    }
-
-    pub(crate) fn no_secret() -> Self {
-        Self::new(
-            VerifyErrorKind::NoSecret,
-            "no secret is configured for this endpoint",
-        )
-    }
-
-    /// The reason class.
-    pub fn kind(&self) -> VerifyErrorKind {
-        self.kind
-    }
-
-    /// The short public detail.
-    pub fn detail(&self) -> &str {
-        &self.detail
-    }
-}
-
-impl fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
-impl std::error::Error for VerifyError {}
-
-/// Why a message could not be signed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SignError {
-    /// The secret set is empty.
-    NoSecret,
-    /// The format carries a message id and none was given.
-    MissingId,
-    /// The message id cannot be written into a header (it is not visible ASCII).
-    InvalidId,
-    /// The secret is unusable for this format (for example not base64 for Standard Webhooks).
-    BadSecret(&'static str),
-    /// A header the signed content refers to is missing from the outgoing headers.
-    MissingHeader(String),
-    /// The format cannot be produced by a sender as configured.
-    Unsupported(&'static str),
-}
-
-impl fmt::Display for SignError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoSecret => f.write_str("no secret to sign with"),
-            Self::MissingId => f.write_str("the scheme needs a message id"),
-            Self::InvalidId => f.write_str("the message id is not visible ASCII"),
-            Self::BadSecret(why) => write!(f, "unusable secret: {why}"),
-            Self::MissingHeader(name) => {
-                write!(f, "signed content refers to missing header `{name}`")
-            }
-            Self::Unsupported(why) => write!(f, "cannot sign: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for SignError {}
-
-/// Reads a header as visible ASCII text.
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
-    let value = headers
-        .get(name)
-        .ok_or_else(|| VerifyError::missing(name))?;
-    value.to_str().map_err(|_| VerifyError::malformed(name))
-}
-
-/// The first value of each of `names`, found in one pass over the headers. A webhook carries a
-/// handful of headers, so comparing names (most differ in kind or length) is a third of the
-/// cost of one hashed lookup per name.
-pub(crate) fn find_headers<'h, const N: usize>(
-    headers: &'h HeaderMap,
-    names: [&HeaderName; N],
-) -> [Option<&'h HeaderValue>; N] {
-    let mut found = [None; N];
-    let mut missing = N;
-    for (name, value) in headers {
-        let name = name.as_str();
-        for (slot, wanted) in found.iter_mut().zip(names) {
-            // Lengths first: most names differ there.
-            if slot.is_none() && name.len() == wanted.as_str().len() && name == wanted.as_str() {
-                *slot = Some(value);
-                missing -= 1;
-                // The names are distinct: no other slot can take this header.
-                break;
-            }
-        }
-        if missing == 0 {
-            break;
-        }
-    }
-    found
-}
-
-/// A found header's bytes, or `MissingHeader`. Callers parse them with a strict decoder
-/// (digits, hex), which rejects what is not visible ASCII on its own.
-pub(crate) fn required<'h>(
-    value: Option<&'h HeaderValue>,
-    name: &HeaderName,
-) -> Result<&'h [u8], VerifyError> {
-    value
-        .map(HeaderValue::as_bytes)
-        .ok_or_else(|| VerifyError::missing(name.as_str()))
-}
-
-/// Whether every byte is visible ASCII or a tab, as `HeaderValue::to_str` requires, without
-/// an early exit so that the loop vectorises.
-pub(crate) fn is_visible_ascii(bytes: &[u8]) -> bool {
-    // Space to `~`; no control character (TAB included, which header values allow).
-    bytes
-        .iter()
-        .fold(true, |ok, &byte| ok & (byte.wrapping_sub(0x20) < 0x5f))
-}
-
-/// Builds a header value from text produced by a signer (always visible ASCII).
-pub(crate) fn header_value(text: &str) -> HeaderValue {
-    let mut value = HeaderValue::from_str(text).expect("signers only produce visible ASCII");
-    value.set_sensitive(true);
-    value
-}
-
-/// The message id as a header value. The id is the caller's text, not the signer's, so it is
-/// checked here (before any header is written) instead of trusted like `header_value`'s input,
-/// by the rule the verifier reads it with ([`MessageId`]): `http` alone would also let bytes
-/// above ASCII through, and a receiver could then not verify the message.
-pub(crate) fn id_header_value(id: &str) -> Result<HeaderValue, SignError> {
-    if !is_visible_ascii(id.as_bytes()) {
-        return Err(SignError::InvalidId);
-    }
-    let mut value = HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-/// Inserts a signer-produced header.
-pub(crate) fn insert_header(headers: &mut HeaderMap, name: &'static str, text: &str) {
-    headers.insert(HeaderName::from_static(name), header_value(text));
-}
-
-/// The signature header names of every built-in scheme, for `SetSensitiveRequestHeaders`
-/// and for redaction in logs.
-pub const SIGNATURE_HEADERS: &[&str] = &[
-    "x-cerebrium-webhook-signature",
-    "nextmv-signature",
-    "stripe-signature",
-    "webhook-signature",
-    "svix-signature",
-    "x-hub-signature-256",
-    "x-hub-signature",
-    "x-slack-signature",
-    "x-webhook-secret",
-    "authorization",
-];

@@ -29,8 +29,9 @@ pub(crate) fn parse_unix_timestamp_bytes(text: &[u8]) -> Option<i64> {
 
 /// How far a signed timestamp may be from now. Checked with saturating arithmetic.
 ///
-/// `ReplayWindow::default()` is 300 s in the past and 60 s in the future (decision 2), what
-/// most schemes use; Standard Webhooks defaults to its spec's ±300 s
+/// `ReplayWindow::default()` is 300 s in the past and 60 s in the future, what
+/// most schemes use (senders' clocks lag more often than they lead); Standard Webhooks defaults
+/// to its specification's ±300 s
 /// ([`ReplayWindow::symmetric`]). The README's "Replay windows" table lists every scheme's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,7 +180,7 @@ pub(crate) mod optional_window {
     }
 }
 
-/// The Standard Webhooks tolerance: five minutes either way, as the spec and its reference
+/// The Standard Webhooks tolerance: five minutes either way, as the specification and its reference
 /// libraries check it.
 pub(crate) const SYMMETRIC_DEFAULT: ReplayWindow = ReplayWindow::symmetric(300);
 

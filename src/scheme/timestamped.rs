@@ -12,7 +12,7 @@ use super::{
 };
 use crate::secret::SecretSet;
 
-/// Above this a Nextmv `t` is in milliseconds (decision 1: 10^11 s is the year 5138).
+/// Above this a Nextmv `t` is in milliseconds (10^11 s is the year 5138).
 const MILLIS_THRESHOLD: i64 = 100_000_000_000;
 
 struct TimestampedHex {
@@ -132,7 +132,8 @@ windowed_scheme! {
     /// entries count, and several `v1` entries (a secret roll) are each tried.
     ///
     /// Stripe's own library only rejects old timestamps; this crate also rejects timestamps too
-    /// far in the future (decision 2), which `replay_window` can widen.
+    /// far in the future (a sender's clock rarely leads by more than a minute), which
+    /// `replay_window` can widen.
     pub struct Stripe {}
 }
 
@@ -143,7 +144,7 @@ windowed_scheme! {
     ///
     /// The documented header says `t` is in milliseconds while the official example compares it
     /// to seconds, so verification accepts both (a value above 10^11 is milliseconds) and always
-    /// MACs the `t` text verbatim; signing writes seconds (decision 1). Several `v1` entries (a
+    /// MACs the `t` text verbatim; signing writes seconds, like every other format. Several `v1` entries (a
     /// rotation) are each tried.
     pub struct Nextmv {}
 }

@@ -1,4 +1,4 @@
-//! Shared by the integration tests: a local receiver, Cerebrium signing and the seed's
+//! Shared by the integration tests: a local receiver, Cerebrium signing and Cerebrium's documented
 //! verification, and PostgreSQL test schemas.
 #![allow(dead_code)]
 
@@ -157,7 +157,7 @@ impl Receiver {
     }
 }
 
-/// The Cerebrium seed's verification: HMAC-SHA256 hex over `{id}.{ts}.{body}`.
+/// Cerebrium's documented verification: HMAC-SHA256 hex over `{id}.{ts}.{body}`.
 pub fn verify_cerebrium(hit: &Hit, secret: &str) -> bool {
     let signature = hit.header("x-cerebrium-webhook-signature");
     let signature = signature.split_once(',').map_or(signature, |(_, s)| s);

@@ -33,7 +33,7 @@ use crate::secret::{KeyDerivation, Secret, SecretSet};
 /// symmetric to asymmetric signatures). Other entries (a future version) are ignored. Unlike
 /// the reference libraries, the body does not have to be UTF-8.
 ///
-/// The default window is the spec's tolerance, ±300 s.
+/// The default window is the Standard Webhooks specification's tolerance, ±300 s.
 ///
 /// ```
 /// use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
@@ -77,7 +77,7 @@ impl Default for StandardWebhooks {
 }
 
 impl StandardWebhooks {
-    /// The format with the spec's window (±300 s).
+    /// The format with the specification's window (±300 s).
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,10 +1,11 @@
 //! JWT web-authentication conditions (through `jsonwebtoken`'s signature primitives).
 //!
 //! The token is parsed here rather than with `jsonwebtoken::decode`, for three reasons:
-//! the seed's PyJWT example puts a **numeric** `exp` into the JOSE header, which
-//! `jsonwebtoken::Header` (string-only extra fields) refuses to parse; expiry must be checked
-//! against the clock the verifier was given (`now`), not the system clock; and no claim is
-//! required (the seed's claims are only `{"ts": …}`). The signature itself is checked by
+//! Valohai's documented PyJWT example puts a **numeric** `exp` into the JOSE header, which
+//! `jsonwebtoken::Header` (string-only extra fields) refuses to parse, so `decode` refuses the
+//! very tokens Valohai issues (a test below keeps that true); expiry must be checked against
+//! the clock the verifier was given (`now`), not the system clock `decode` reads; and no claim
+//! is required (the example's claims are only `{"ts": …}`). The signature itself is checked by
 //! `jsonwebtoken::crypto::verify` with the configured algorithm only.
 
 use std::fmt;
@@ -26,7 +27,7 @@ use crate::secret::{Secret, SecretSet};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum JwtAlgorithm {
-    /// HMAC-SHA256 with a shared secret (the seed's example).
+    /// HMAC-SHA256 with a shared secret (Valohai's documented example).
     #[default]
     HS256,
     /// HMAC-SHA384 with a shared secret.
@@ -278,7 +279,7 @@ pub(crate) fn verify(
     })
 }
 
-/// Issues a token like the seed's PyJWT example: claims `{"ts": now, "exp": now + 60}` and
+/// Issues a token like Valohai's documented PyJWT example: claims `{"ts": now, "exp": now + 60}` and
 /// `exp` also in the JOSE header.
 pub(crate) fn sign(
     algorithm: JwtAlgorithm,
@@ -298,4 +299,35 @@ pub(crate) fn sign(
         jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, algorithm.to_jsonwebtoken())
             .map_err(|_| SignError::BadSecret("the key cannot sign with this algorithm"))?;
     Ok(format!("{signing_input}.{signature}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why the token is parsed here: `jsonwebtoken::decode` refuses the token Valohai's
+    /// example issues (a numeric `exp` in the JOSE header), which [`verify`] accepts.
+    #[test]
+    fn jsonwebtoken_decode_refuses_a_numeric_header_exp_that_verify_accepts() {
+        let secret = Secret::from("jwt-secret");
+        let now = 1_731_381_205;
+        let token = sign(JwtAlgorithm::HS256, &secret, now).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<Map<String, Value>>(
+            &token,
+            &DecodingKey::from_secret(secret.expose()),
+            &validation,
+        );
+        assert!(decoded.is_err(), "{decoded:?}");
+        let accepted = verify(
+            &token,
+            JwtAlgorithm::HS256,
+            0,
+            &SecretSet::from(secret),
+            now,
+        );
+        assert!(accepted.is_ok());
+    }
 }

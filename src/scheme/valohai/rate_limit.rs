@@ -17,6 +17,10 @@ use crate::scheme::{VerifyError, VerifyErrorKind};
 /// condition passed, so rejected requests do not use up the quota.
 ///
 /// The log is per process: several replicas each enforce their own quota.
+///
+/// A log rather than the registry's GCRA: "at most `quota` in any `period`" is a sliding
+/// window, and a GCRA with a burst of `quota` would admit up to `2 × quota − 1` launches
+/// within one period (docs/primitives.md).
 #[derive(Clone)]
 pub struct RateLimit {
     period: u64,

@@ -1,4 +1,4 @@
-//! Valohai tests against vectors made by the seed's own Python snippets
+//! Valohai tests against vectors made by Valohai's documented Python snippets
 //! (`tests/fixtures/make_valohai_vectors.py`).
 
 use std::sync::OnceLock;
@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::scheme::mac::{Algorithm, Encoding};
+use crate::scheme::{Verification, VerifyErrorKind};
 use crate::Secret;
 
 fn vectors() -> &'static Value {
@@ -824,7 +825,7 @@ fn sign_then_verify_static_token_and_hmac() {
     let verified = sign_then_verify(&hmac, token().into(), token().into());
     assert_eq!(verified.timestamp, Some(ts()));
 
-    // The signer reproduces the seed's vector byte for byte.
+    // The signer reproduces the documented example's vector byte for byte.
     let mut headers = HeaderMap::new();
     let body = vector("hmac_timestamp").body;
     hmac.sign(

@@ -1,0 +1,109 @@
+//! Reading and writing the headers schemes sign and verify: strict reads, one-pass lookup,
+//! and the signature header names every built-in scheme uses.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{RequestHead, SignError, VerifyError};
+
+/// The head `POST /` with `headers`, for verification from headers alone.
+pub(crate) fn head_of(headers: &HeaderMap) -> RequestHead {
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = http::Method::POST;
+    head.headers = headers.clone();
+    head
+}
+
+/// Reads a header as visible ASCII text.
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| VerifyError::missing(name))?;
+    value.to_str().map_err(|_| VerifyError::malformed(name))
+}
+
+/// The first value of each of `names`, found in one pass over the headers. A webhook carries a
+/// handful of headers, so comparing names (most differ in kind or length) is a third of the
+/// cost of one hashed lookup per name.
+pub(crate) fn find_headers<'h, const N: usize>(
+    headers: &'h HeaderMap,
+    names: [&HeaderName; N],
+) -> [Option<&'h HeaderValue>; N] {
+    let mut found = [None; N];
+    let mut missing = N;
+    for (name, value) in headers {
+        let name = name.as_str();
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            // Lengths first: most names differ there.
+            if slot.is_none() && name.len() == wanted.as_str().len() && name == wanted.as_str() {
+                *slot = Some(value);
+                missing -= 1;
+                // The names are distinct: no other slot can take this header.
+                break;
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+    }
+    found
+}
+
+/// A found header's bytes, or `MissingHeader`. Callers parse them with a strict decoder
+/// (digits, hex), which rejects what is not visible ASCII on its own.
+pub(crate) fn required<'h>(
+    value: Option<&'h HeaderValue>,
+    name: &HeaderName,
+) -> Result<&'h [u8], VerifyError> {
+    value
+        .map(HeaderValue::as_bytes)
+        .ok_or_else(|| VerifyError::missing(name.as_str()))
+}
+
+/// Whether every byte is visible ASCII or a tab, as `HeaderValue::to_str` requires, without
+/// an early exit so that the loop vectorises.
+pub(crate) fn is_visible_ascii(bytes: &[u8]) -> bool {
+    // Space to `~`; no control character (TAB included, which header values allow).
+    bytes
+        .iter()
+        .fold(true, |ok, &byte| ok & (byte.wrapping_sub(0x20) < 0x5f))
+}
+
+/// Builds a header value from text produced by a signer (always visible ASCII).
+pub(crate) fn header_value(text: &str) -> HeaderValue {
+    let mut value = HeaderValue::from_str(text).expect("signers only produce visible ASCII");
+    value.set_sensitive(true);
+    value
+}
+
+/// The message id as a header value. The id is the caller's text, not the signer's, so it is
+/// checked here (before any header is written) instead of trusted like `header_value`'s input,
+/// by the rule the verifier reads it with ([`MessageId`](super::MessageId)): `http` alone
+/// would also let bytes above ASCII through, and a receiver could then not verify the message.
+pub(crate) fn id_header_value(id: &str) -> Result<HeaderValue, SignError> {
+    if !is_visible_ascii(id.as_bytes()) {
+        return Err(SignError::InvalidId);
+    }
+    let mut value = HeaderValue::from_str(id).map_err(|_| SignError::InvalidId)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Inserts a signer-produced header.
+pub(crate) fn insert_header(headers: &mut HeaderMap, name: &'static str, text: &str) {
+    headers.insert(HeaderName::from_static(name), header_value(text));
+}
+
+/// The signature header names of every built-in scheme, for `SetSensitiveRequestHeaders`
+/// and for redaction in logs.
+pub const SIGNATURE_HEADERS: &[&str] = &[
+    "x-cerebrium-webhook-signature",
+    "nextmv-signature",
+    "stripe-signature",
+    "webhook-signature",
+    "svix-signature",
+    "x-hub-signature-256",
+    "x-hub-signature",
+    "x-slack-signature",
+    "x-webhook-secret",
+    "authorization",
+];
