@@ -30,9 +30,10 @@ use openapi::MountPoint;
 
 pub use event_types::{EventTypeList, EventTypeView};
 
-use crate::store::{
-    Attempt, Conversation, ConversationPosition, ConversationQuery, DeliveryState, StoreError,
+use crate::delivery::{
+    Attempt, Conversation, ConversationPosition, ConversationQuery, DeliveryState,
 };
+use crate::store::StoreError;
 
 /// The path every route lives under.
 pub const BASE_PATH: &str = "/v1/webhooks";
@@ -353,7 +354,7 @@ impl ConversationView {
         } = conversation;
         Self {
             event_type: match &delivery.source {
-                crate::store::Source::Event(t) => Some(t.clone()),
+                crate::delivery::Source::Event(t) => Some(t.clone()),
                 _ => None,
             },
             state: delivery.state.as_str().to_owned(),
@@ -915,7 +916,8 @@ pub(crate) mod cursor {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
 
-    use crate::store::{from_unix_millis, ConversationPosition};
+    use crate::delivery::ConversationPosition;
+    use crate::time::{from_unix_millis, unix_millis};
 
     const PREFIX: &str = "v1.";
 
@@ -946,7 +948,7 @@ pub(crate) mod cursor {
 
     /// The cursor after delivery `id`, created at `created_at`.
     pub(crate) fn conversation(id: &str, created_at: SystemTime) -> String {
-        encode(&format!("c{}:{id}", crate::store::unix_millis(created_at)))
+        encode(&format!("c{}:{id}", unix_millis(created_at)))
     }
 
     /// The position inside a cursor made by [`conversation`].

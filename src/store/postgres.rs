@@ -18,11 +18,12 @@ use super::sql::{
     self, backend, conversations, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow,
     NextRow, RowExt, Signers, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
 };
-use super::{
-    unix_millis, Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState,
-    DeliveryStore, Lease, Next, Signing, StoreError, StoreFuture, StoreStats,
+use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use crate::delivery::model::{
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
+    SigningSpec,
 };
-use crate::scheme::SharedSigner;
+use crate::time::{from_unix_millis, unix_millis};
 
 sql::impl_row_ext!(PgRow);
 
@@ -112,13 +113,6 @@ impl PostgresOptions {
     /// default); without it they find new work at the engine's poll interval.
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
-        self
-    }
-
-    /// Registers a signer that is not a built-in scheme, so deliveries signed with it can be
-    /// stored and signed again by any replica (found by [name](crate::scheme::Signer::name)).
-    pub fn custom_signer(mut self, signer: SharedSigner) -> Self {
-        self.signers.add(signer);
         self
     }
 
@@ -337,7 +331,7 @@ impl fmt::Debug for PostgresStore {
             .field("schema", &self.inner.schema)
             .field("owner", &self.inner.owner)
             .field("channel", &self.inner.channel)
-            .field("custom_signers", &self.inner.signers)
+            .field("signers", &self.inner.signers)
             .finish_non_exhaustive()
     }
 }
@@ -552,7 +546,7 @@ impl Inner {
             delivery,
             lease: Lease {
                 token: 1,
-                until: sql::from_millis(until),
+                until: from_unix_millis(until),
             },
         }))
     }
@@ -655,7 +649,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn resend(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+    async fn resend(&self, id: &str, signing: Option<SigningSpec>) -> Result<(), StoreError> {
         let (scheme, secrets) = encode(signing, &self.signers)?.unzip();
         let now = unix_millis(SystemTime::now());
         let (done, retried) = self
@@ -687,7 +681,7 @@ impl Inner {
     async fn resend_matching(
         &self,
         query: &ConversationQuery,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
     ) -> Result<usize, StoreError> {
         let state = query.state.unwrap_or(DeliveryState::Failed);
         if !state.is_final() {
@@ -868,7 +862,7 @@ impl Inner {
             let state = row.text("state")?;
             let n = row.opt_int("n")?;
             if state == "oldest_due" {
-                stats.oldest_due = n.map(sql::from_millis);
+                stats.oldest_due = n.map(from_unix_millis);
                 continue;
             }
             let n = usize::try_from(n.unwrap_or(0)).unwrap_or(0);
@@ -897,7 +891,7 @@ impl Inner {
                 )
             })
             .await?;
-        Ok(next.map(sql::from_millis))
+        Ok(next.map(from_unix_millis))
     }
 }
 
@@ -1329,7 +1323,7 @@ impl Filter {
 }
 
 fn encode(
-    signing: Option<Signing>,
+    signing: Option<SigningSpec>,
     signers: &Signers,
 ) -> Result<Option<(String, String)>, StoreError> {
     signing
@@ -1422,7 +1416,7 @@ impl DeliveryStore for PostgresStore {
         })
     }
 
-    fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
+    fn resend<'a>(&'a self, id: &'a str, signing: Option<SigningSpec>) -> StoreFuture<'a, ()> {
         Box::pin(self.inner.resend(id, signing))
     }
 
@@ -1462,7 +1456,7 @@ impl DeliveryStore for PostgresStore {
     fn resend_matching<'a>(
         &'a self,
         query: &'a ConversationQuery,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
     ) -> StoreFuture<'a, usize> {
         Box::pin(self.inner.resend_matching(query, signing))
     }

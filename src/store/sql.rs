@@ -11,12 +11,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery, DeliveryState,
-    Lease, Next, Signing, Source, StoreError,
+use super::StoreError;
+use crate::delivery::model::{
+    Attempt, AttemptOutcome, AttemptResponse, Conversation, Decision, Delivery, DeliveryState,
+    Lease, Next, SchemeSpec, SigningSpec, Source,
 };
-use crate::scheme::{BuiltinScheme, Message, SharedSigner, SignError, Signer};
 use crate::secret::{Secret, SecretSet};
+use crate::time::{from_unix_millis, unix_millis};
 
 use super::encryption::{open_column, seal_column, EncryptionKeys};
 
@@ -53,42 +54,28 @@ pub(crate) fn backend(err: impl fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
 }
 
-/// Unix milliseconds back to a time.
-pub(crate) fn from_millis(ms: i64) -> SystemTime {
-    super::from_unix_millis(ms)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Signing
 
-/// Custom (non built-in) signers a durable store finds again by [name](Signer::name) after a
-/// restart.
-///
-/// Also caches the last few scheme descriptions both ways: every delivery of a forward layer
-/// shares one signer, so its description is encoded (and decoded) once, not per row.
+/// How the secret columns (`secrets`, `headers`) are sealed, and the last few `scheme`
+/// columns both ways: the deliveries of one forward layer or one webhook share a scheme, so
+/// its column is encoded (and decoded) once, not per row.
 #[derive(Clone, Default)]
 pub(crate) struct Signers {
-    custom: Arc<HashMap<String, SharedSigner>>,
     cache: Arc<Mutex<SchemeCache>>,
-    /// Seals the secret columns (`secrets`, `headers`) when configured.
+    /// Seals the secret columns when configured.
     keys: Option<EncryptionKeys>,
 }
 
 #[derive(Default)]
 struct SchemeCache {
-    /// Signer (kept alive, so its address stays unique) → its `scheme` column.
-    encoded: Vec<(SharedSigner, String)>,
-    /// `scheme` column → the signer it describes.
-    decoded: HashMap<String, SharedSigner>,
+    encoded: Vec<(SchemeSpec, String)>,
+    decoded: HashMap<String, SchemeSpec>,
 }
 
 const CACHED_SCHEMES: usize = 32;
 
 impl Signers {
-    pub(crate) fn add(&mut self, signer: SharedSigner) {
-        Arc::make_mut(&mut self.custom).insert(signer.name().to_owned(), signer);
-    }
-
     /// Encrypts the secret columns from now on (see [`EncryptionKeys`]).
     pub(crate) fn set_keys(&mut self, keys: EncryptionKeys) {
         self.keys = Some(keys);
@@ -114,10 +101,6 @@ impl Signers {
             .map_err(|err| StoreError::Backend(err.to_string()))
     }
 
-    fn get(&self, name: &str) -> Option<&SharedSigner> {
-        self.custom.get(name)
-    }
-
     fn cache(&self) -> std::sync::MutexGuard<'_, SchemeCache> {
         self.cache
             .lock()
@@ -127,55 +110,42 @@ impl Signers {
 
 impl fmt::Debug for Signers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.custom.keys()).finish()
+        f.debug_struct("Signers")
+            .field("encrypted", &self.encrypts())
+            .finish()
     }
 }
 
-/// The `scheme` column of a signer, cached per signer.
-fn scheme_column(signer: &SharedSigner, signers: &Signers) -> Result<String, StoreError> {
+/// The `scheme` column of a scheme, cached.
+fn scheme_column(scheme: &SchemeSpec, signers: &Signers) -> Result<String, StoreError> {
     if let Some((_, column)) = signers
         .cache()
         .encoded
         .iter()
-        .find(|(cached, _)| Arc::ptr_eq(cached, signer))
+        .find(|(cached, _)| cached == scheme)
     {
         return Ok(column.clone());
     }
-    let described = signer.describe().and_then(|builtin| {
-        // Only a description that reads back as the same scheme is kept (a scheme whose
-        // serialised form redacts a secret is not).
-        let value = serde_json::to_value(&builtin).ok()?;
-        let back: BuiltinScheme = serde_json::from_value(value.clone()).ok()?;
-        (back == builtin).then_some(value)
-    });
-    let scheme = match described {
-        Some(value) => SchemeColumn::Builtin(value),
-        None => {
-            let name = signer.name();
-            if signers.get(name).is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "the signer `{name}` cannot be persisted: register it with the store's \
-                     `custom_signer`"
-                )));
-            }
-            SchemeColumn::Custom(name.to_owned())
-        }
-    };
-    let column = serde_json::to_string(&scheme).map_err(backend)?;
+    // Through a `Value`, whose maps are ordered by key: the column reads the same whichever
+    // order the scheme's fields are declared in.
+    let value = serde_json::to_value(scheme).map_err(backend)?;
+    // Only a configuration that reads back as the same scheme is kept: a scheme whose
+    // serialised form redacts a secret would sign differently after a restart.
+    let back = serde_json::from_value::<SchemeSpec>(value.clone()).ok();
+    if back.as_ref() != Some(scheme) {
+        return Err(StoreError::Invalid(format!(
+            "the scheme `{}` cannot be persisted with its secrets: register it with the \
+             engine's `custom_signer` and sign with `SchemeSpec::custom`",
+            scheme.name()
+        )));
+    }
+    let column = value.to_string();
     let mut cache = signers.cache();
     if cache.encoded.len() >= CACHED_SCHEMES {
         cache.encoded.remove(0);
     }
-    cache.encoded.push((signer.clone(), column.clone()));
+    cache.encoded.push((scheme.clone(), column.clone()));
     Ok(column)
-}
-
-/// The `scheme` column.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum SchemeColumn {
-    Builtin(serde_json::Value),
-    Custom(String),
 }
 
 /// One entry of the `secrets` column. The value is stored as given (base64 of its bytes).
@@ -186,30 +156,14 @@ struct SecretColumn {
     id: Option<String>,
 }
 
-/// A signer named in the store that this process does not know: every attempt fails to sign
-/// (and the delivery becomes a dead letter with that reason) rather than going out unsigned.
-struct MissingSigner(String);
-
-impl Signer for MissingSigner {
-    fn name(&self) -> &str {
-        &self.0
-    }
-
-    fn sign(&self, _: &Message<'_>, _: &SecretSet, _: &mut HeaderMap) -> Result<(), SignError> {
-        Err(SignError::Unsupported(
-            "the delivery's signer is not registered with the store (custom_signer)",
-        ))
-    }
-}
-
 /// The `(scheme, secrets)` columns of a signing.
 pub(crate) fn encode_signing(
-    signing: &Signing,
+    signing: &SigningSpec,
     signers: &Signers,
 ) -> Result<(String, String), StoreError> {
-    let scheme = scheme_column(&signing.signer, signers)?;
+    let scheme = scheme_column(signing.scheme(), signers)?;
     let secrets: Vec<SecretColumn> = signing
-        .secrets
+        .secrets()
         .iter()
         .map(|secret| SecretColumn {
             value: B64.encode(secret.expose()),
@@ -225,42 +179,21 @@ pub(crate) fn decode_signing(
     scheme: &str,
     secrets: &str,
     signers: &Signers,
-) -> Result<Signing, StoreError> {
+) -> Result<SigningSpec, StoreError> {
     let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
     let cached = signers.cache().decoded.get(scheme).cloned();
-    let signer: SharedSigner = match cached {
-        Some(signer) => signer,
+    let spec = match cached {
+        Some(spec) => spec,
         None => {
-            let signer: SharedSigner = match serde_json::from_str(scheme)
-                .map_err(|_| corrupt("scheme"))?
-            {
-                SchemeColumn::Builtin(value) => Arc::new(
-                    serde_json::from_value::<BuiltinScheme>(value)
-                        .map_err(|_| corrupt("scheme"))?,
-                ),
-                SchemeColumn::Custom(name) => match signers.get(&name) {
-                    Some(signer) => signer.clone(),
-                    // Not cached: registering it later (a restart) must take effect.
-                    None => return decode_secrets(Arc::new(MissingSigner(name)), secrets, signers),
-                },
-            };
+            let spec: SchemeSpec = serde_json::from_str(scheme).map_err(|_| corrupt("scheme"))?;
             let mut cache = signers.cache();
             if cache.decoded.len() >= CACHED_SCHEMES {
                 cache.decoded.clear();
             }
-            cache.decoded.insert(scheme.to_owned(), signer.clone());
-            signer
+            cache.decoded.insert(scheme.to_owned(), spec.clone());
+            spec
         }
     };
-    decode_secrets(signer, secrets, signers)
-}
-
-fn decode_secrets(
-    signer: SharedSigner,
-    secrets: &str,
-    signers: &Signers,
-) -> Result<Signing, StoreError> {
-    let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
     let secrets = signers.open(SECRETS_COLUMN, secrets)?;
     let columns: Vec<SecretColumn> =
         serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?;
@@ -273,7 +206,7 @@ fn decode_secrets(
         }
         set.push(secret);
     }
-    Ok(Signing::new(signer, set))
+    Ok(SigningSpec::new(spec, set))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,28 +281,29 @@ fn decode_pairs(text: &str) -> Result<Vec<(String, String)>, StoreError> {
         .map_err(|_| StoreError::Backend("unreadable recorded headers column".into()))
 }
 
-/// The `source` column.
+/// The `source` column: `resend`, `event:<type>`, or the origin's bare label (`other:<label>`
+/// when the bare label would read back as something else).
 pub(crate) fn encode_source(source: &Source) -> String {
     match source {
-        Source::Forward => "forward".to_owned(),
-        Source::ForwardAsync => "forward_async".to_owned(),
-        Source::ForwardLegacy => "forward_legacy".to_owned(),
         Source::Resend => "resend".to_owned(),
         Source::Event(kind) => format!("event:{kind}"),
-        Source::Other(name) => format!("other:{name}"),
+        Source::Origin(label) => {
+            if matches!(decode_source(label), Source::Origin(ref same) if same == label) {
+                label.clone().into_owned()
+            } else {
+                format!("other:{label}")
+            }
+        }
     }
 }
 
 fn decode_source(text: &str) -> Source {
     match text {
-        "forward" => Source::Forward,
-        "forward_async" => Source::ForwardAsync,
-        "forward_legacy" => Source::ForwardLegacy,
         "resend" => Source::Resend,
         _ => match text.split_once(':') {
             Some(("event", kind)) => Source::Event(kind.to_owned()),
-            Some(("other", name)) => Source::Other(name.to_owned()),
-            _ => Source::Other(text.to_owned()),
+            Some(("other", label)) => Source::origin(label.to_owned()),
+            _ => Source::origin(text.to_owned()),
         },
     }
 }
@@ -422,7 +356,7 @@ fn encode_decision(decision: &Decision) -> (&'static str, Option<i64>) {
 fn decode_decision(kind: &str, at: Option<i64>) -> Decision {
     match kind {
         "delivered" => Decision::Delivered,
-        "retry" => Decision::RetryAt(from_millis(at.unwrap_or(0))),
+        "retry" => Decision::RetryAt(from_unix_millis(at.unwrap_or(0))),
         "disable_endpoint" => Decision::DisableEndpoint,
         "refused" => Decision::Refused,
         _ => Decision::GaveUp,
@@ -622,10 +556,10 @@ pub(crate) fn delivery_from_row(
     delivery.signing = signing;
     delivery.headers = decode_headers(&row.text("headers")?, signers)?;
     delivery.attempts = to_u32(row.int("attempts")?);
-    delivery.next_attempt_at = from_millis(row.int("next_attempt_at")?);
+    delivery.next_attempt_at = from_unix_millis(row.int("next_attempt_at")?);
     delivery.state = decode_state(&row.text("state")?)?;
-    delivery.created_at = from_millis(row.int("created_at")?);
-    delivery.updated_at = from_millis(row.int("updated_at")?);
+    delivery.created_at = from_unix_millis(row.int("created_at")?);
+    delivery.updated_at = from_unix_millis(row.int("updated_at")?);
     delivery.source = decode_source(&row.text("source")?);
     delivery.last_error = row.opt_text("last_error")?;
     delivery.manual = row.flag("manual")?;
@@ -636,7 +570,7 @@ pub(crate) fn delivery_from_row(
 pub(crate) fn lease_from_row(row: &impl RowExt) -> Result<Lease, StoreError> {
     Ok(Lease {
         token: u64::try_from(row.int("lease_token")?).unwrap_or(0),
-        until: from_millis(row.opt_int("lease_expires_at")?.unwrap_or(0)),
+        until: from_unix_millis(row.opt_int("lease_expires_at")?.unwrap_or(0)),
     })
 }
 
@@ -645,7 +579,7 @@ pub(crate) fn attempt_from_row(row: &impl RowExt) -> Result<(String, Attempt), S
     let outcome = decode_outcome(&row.text("outcome")?, row.opt_text("outcome_detail")?);
     let mut attempt = Attempt::new(
         to_u32(row.int("number")?),
-        from_millis(row.int("started_at")?),
+        from_unix_millis(row.int("started_at")?),
         outcome,
     );
     attempt.manual = row.flag("manual")?;
@@ -670,7 +604,7 @@ pub(crate) fn attempt_from_row(row: &impl RowExt) -> Result<(String, Attempt), S
 pub(crate) fn conversations(
     deliveries: Vec<Delivery>,
     attempts: Vec<(String, Attempt)>,
-) -> Vec<super::Conversation> {
+) -> Vec<Conversation> {
     let mut by_id: HashMap<String, Vec<Attempt>> = HashMap::new();
     for (id, attempt) in attempts {
         by_id.entry(id).or_default().push(attempt);
@@ -680,7 +614,7 @@ pub(crate) fn conversations(
         .map(|delivery| {
             let mut attempts = by_id.remove(&delivery.id).unwrap_or_default();
             attempts.sort_by_key(|a| (a.number, a.started_at));
-            super::Conversation { delivery, attempts }
+            Conversation { delivery, attempts }
         })
         .collect()
 }
@@ -697,9 +631,9 @@ mod tests {
     use crate::scheme::{Cerebrium, StandardWebhooks};
 
     #[test]
-    fn signing_round_trips_and_custom_signers_must_be_registered() {
-        let signing = Signing::new(
-            Arc::new(StandardWebhooks::new()),
+    fn signing_round_trips_through_its_columns() {
+        let signing = SigningSpec::new(
+            StandardWebhooks::new(),
             SecretSet::from(vec![
                 Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").with_id("new"),
                 Secret::new([0u8, 159, 255]),
@@ -708,51 +642,43 @@ mod tests {
         let signers = Signers::default();
         let (scheme, secrets) = encode_signing(&signing, &signers).unwrap();
         assert!(scheme.contains("standard_webhooks"), "{scheme}");
-        let back = decode_signing(&scheme, &secrets, &signers).unwrap();
-        assert_eq!(back.signer.name(), signing.signer.name());
-        assert_eq!(back.secrets, signing.secrets);
-
-        struct Custom;
-        impl Signer for Custom {
-            fn name(&self) -> &str {
-                "custom-hmac"
-            }
-            fn sign(
-                &self,
-                _: &Message<'_>,
-                _: &SecretSet,
-                _: &mut HeaderMap,
-            ) -> Result<(), SignError> {
-                Ok(())
-            }
-        }
-        let custom = Signing::new(Arc::new(Custom), "s");
-        assert!(matches!(
-            encode_signing(&custom, &signers),
-            Err(StoreError::Invalid(_))
-        ));
-        let mut registered = Signers::default();
-        registered.add(Arc::new(Custom));
-        let (scheme, secrets) = encode_signing(&custom, &registered).unwrap();
         assert_eq!(
-            decode_signing(&scheme, &secrets, &registered)
-                .unwrap()
-                .signer
-                .name(),
-            "custom-hmac"
+            decode_signing(&scheme, &secrets, &signers).unwrap(),
+            signing
         );
-        // Restarted without the custom signer: signing fails rather than sending unsigned.
-        let missing = decode_signing(&scheme, &secrets, &signers).unwrap();
-        let mut headers = HeaderMap::new();
-        assert!(missing
-            .signer
-            .sign(
-                &Message::new("id", 1, b"{}"),
-                &missing.secrets,
-                &mut headers
-            )
-            .is_err());
-        let _ = Cerebrium::new();
+        // A second encoding comes from the cache and is the same column.
+        assert_eq!(encode_signing(&signing, &signers).unwrap().0, scheme);
+
+        let custom = SigningSpec::new(SchemeSpec::custom("custom-hmac"), "s");
+        let (scheme, secrets) = encode_signing(&custom, &signers).unwrap();
+        assert_eq!(scheme, r#"{"custom":"custom-hmac"}"#);
+        assert_eq!(decode_signing(&scheme, &secrets, &signers).unwrap(), custom);
+    }
+
+    #[test]
+    fn columns_written_before_the_signing_spec_still_load() {
+        // The `scheme` and `secrets` columns as the store wrote them when a delivery held a
+        // signer object (`{"builtin": <the scheme's description>}` / `{"custom": <name>}`).
+        let signers = Signers::default();
+        let secrets = r#"[{"value":"czNjcmV0"}]"#;
+        let written = r#"{"builtin":{"replay_window":{"future_secs":60,"past_secs":300},"type":"cerebrium"}}"#;
+        let builtin = decode_signing(written, secrets, &signers).unwrap();
+        assert_eq!(builtin, SigningSpec::new(Cerebrium::new(), "s3cret"));
+        let custom = decode_signing(r#"{"custom":"custom-hmac"}"#, secrets, &signers).unwrap();
+        assert_eq!(custom.scheme(), &SchemeSpec::custom("custom-hmac"));
+        // And the same signing is written as the same columns today.
+        let (scheme, sealed) = encode_signing(&builtin, &signers).unwrap();
+        assert_eq!((scheme.as_str(), sealed.as_str()), (written, secrets));
+        for (stored, source) in [
+            ("forward", Source::origin("forward")),
+            ("forward_async", Source::origin("forward_async")),
+            ("forward_legacy", Source::origin("forward_legacy")),
+            ("other:app", Source::origin("app")),
+            ("event:run.status", Source::Event("run.status".into())),
+            ("resend", Source::Resend),
+        ] {
+            assert_eq!(decode_source(stored), source, "{stored}");
+        }
     }
 
     #[test]
@@ -768,12 +694,13 @@ mod tests {
             "write-only"
         );
         for source in [
-            Source::Forward,
-            Source::ForwardAsync,
-            Source::ForwardLegacy,
+            Source::origin("forward"),
+            Source::APPLICATION,
             Source::Resend,
             Source::Event("run.status".into()),
-            Source::Other("app".into()),
+            Source::origin("resend"),
+            Source::origin("event:x"),
+            Source::origin("other:y"),
         ] {
             assert_eq!(decode_source(&encode_source(&source)), source);
         }

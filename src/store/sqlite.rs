@@ -21,11 +21,12 @@ use super::sql::{
     self, backend, conversations, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow,
     NextRow, RowExt, Signers, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
 };
-use super::{
-    unix_millis, Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState,
-    DeliveryStore, Lease, Next, Signing, StoreError, StoreFuture, StoreStats,
+use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use crate::delivery::model::{
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
+    SigningSpec,
 };
-use crate::scheme::SharedSigner;
+use crate::time::{from_unix_millis, unix_millis};
 
 sql::impl_row_ext!(SqliteRow);
 
@@ -137,14 +138,6 @@ impl SqliteOptions {
     /// it, and their leases expire instead.
     pub fn recover_in_flight(mut self, recover: bool) -> Self {
         self.recover = recover;
-        self
-    }
-
-    /// Registers a signer that is not a built-in scheme, so deliveries signed with it can be
-    /// stored and signed again after a restart (found by [name](crate::scheme::Signer::name)).
-    /// Built-in schemes need no registration.
-    pub fn custom_signer(mut self, signer: SharedSigner) -> Self {
-        self.signers.add(signer);
         self
     }
 
@@ -329,7 +322,7 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
             .field("owner", &self.inner.owner)
-            .field("custom_signers", &self.inner.signers)
+            .field("signers", &self.inner.signers)
             .finish_non_exhaustive()
     }
 }
@@ -1119,7 +1112,7 @@ impl Inner {
         .fetch_optional(&self.readers)
         .await
         .map_err(backend)?;
-        stats.oldest_due = oldest.map(sql::from_millis);
+        stats.oldest_due = oldest.map(from_unix_millis);
         Ok(stats)
     }
 
@@ -1130,7 +1123,7 @@ impl Inner {
         .fetch_optional(&self.readers)
         .await
         .map_err(backend)?;
-        Ok(next.map(sql::from_millis))
+        Ok(next.map(from_unix_millis))
     }
 }
 
@@ -1139,7 +1132,7 @@ fn token(lease: Lease) -> i64 {
 }
 
 fn encode(
-    signing: Option<Signing>,
+    signing: Option<SigningSpec>,
     signers: &Signers,
 ) -> Result<Option<(String, String)>, StoreError> {
     signing
@@ -1177,7 +1170,7 @@ impl DeliveryStore for SqliteStore {
                 delivery,
                 lease: Lease {
                     token: 1,
-                    until: sql::from_millis(until_ms),
+                    until: from_unix_millis(until_ms),
                 },
             }))
         })
@@ -1277,7 +1270,7 @@ impl DeliveryStore for SqliteStore {
         )
     }
 
-    fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
+    fn resend<'a>(&'a self, id: &'a str, signing: Option<SigningSpec>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let signing = encode(signing, &self.inner.signers)?;
             let id = id.to_owned();
@@ -1290,7 +1283,7 @@ impl DeliveryStore for SqliteStore {
     fn resend_matching<'a>(
         &'a self,
         query: &'a ConversationQuery,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
     ) -> StoreFuture<'a, usize> {
         Box::pin(async move {
             let state = query.state.unwrap_or(DeliveryState::Failed);
