@@ -1,4 +1,4 @@
-//! What the SQL stores share: how a delivery, its signing and its attempts become columns.
+//! How a delivery, its signing and its attempts become columns, and rows become them again.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,15 +11,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::backend;
 use crate::delivery::model::{
     Attempt, AttemptOutcome, AttemptResponse, Conversation, Decision, Delivery, DeliveryState,
     Lease, Next, SchemeSpec, SigningSpec, Source,
 };
 use crate::secret::{Secret, SecretSet};
+use crate::store::StoreError;
 use crate::time::{from_unix_millis, unix_millis};
 
-use super::encryption::{open_column, seal_column, EncryptionKeys};
+use crate::store::encryption::{open_column, seal_column, EncryptionKeys};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -32,27 +33,10 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint, endpoint_id, source, sc
      headers, body, state, attempts, manual, next_attempt_at, lease_token, lease_expires_at, \
      created_at, updated_at, last_error";
 
-/// The deliveries [`fail_pending`](super::DeliveryStore::fail_pending) fails, as a condition
-/// for the SQL stores' `fail_matching` (`$3` is the endpoint URL): the pending ones.
-pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
-
-/// The deliveries [`cancel_endpoint`](super::DeliveryStore::cancel_endpoint) fails, as a
-/// condition for the SQL stores' `fail_matching` (`$2` is now, `$3` the endpoint id): the
-/// pending ones, and the in-flight ones whose lease has run out (`due_at` is the lease expiry
-/// then); a live claim is left to finish.
-pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
-     AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))";
-
 /// The columns every attempt query returns, in this order.
 pub(crate) const ATTEMPT_COLUMNS: &str = "delivery_id, number, manual, started_at, latency_us, \
      request_headers, body_size, body_sha256, outcome, outcome_detail, decision, retry_at, \
      response_status, response_headers, response_body, response_truncated";
-
-/// A backend error as a [`StoreError`] (bind values, hence secrets, never appear in sqlx's
-/// messages).
-pub(crate) fn backend(err: impl fmt::Display) -> StoreError {
-    StoreError::Backend(err.to_string())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Signing
@@ -172,6 +156,16 @@ pub(crate) fn encode_signing(
         .collect();
     let secrets = serde_json::to_string(&secrets).map_err(backend)?;
     Ok((scheme, signers.seal(SECRETS_COLUMN, secrets)))
+}
+
+/// The `(scheme, secrets)` columns of a signing, when one is given.
+pub(crate) fn encode_optional(
+    signing: Option<SigningSpec>,
+    signers: &Signers,
+) -> Result<Option<(String, String)>, StoreError> {
+    signing
+        .map(|signing| encode_signing(&signing, signers))
+        .transpose()
 }
 
 /// A signing from its columns.
@@ -379,7 +373,7 @@ pub(crate) struct DeliveryRow {
     pub(crate) next_attempt_at: i64,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
-    /// Claimed as it is inserted ([`enqueue_claimed`](super::DeliveryStore::enqueue_claimed)):
+    /// Claimed as it is inserted ([`enqueue_claimed`](crate::store::DeliveryStore::enqueue_claimed)):
     /// the lease expiry; the row starts in flight with fencing token 1.
     pub(crate) claimed_until: Option<i64>,
 }
@@ -468,7 +462,7 @@ impl AttemptRow {
     }
 }
 
-/// What [`DeliveryStore::record_attempt`](super::DeliveryStore::record_attempt) writes to the
+/// What [`DeliveryStore::record_attempt`](crate::store::DeliveryStore::record_attempt) writes to the
 /// delivery row.
 pub(crate) struct NextRow {
     pub(crate) state: &'static str,
@@ -617,12 +611,6 @@ pub(crate) fn conversations(
             Conversation { delivery, attempts }
         })
         .collect()
-}
-
-/// A fresh lease owner name: process id and a random suffix.
-pub(crate) fn owner_name() -> String {
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("pid{}-{}", std::process::id(), &random[..8])
 }
 
 #[cfg(test)]
