@@ -20,8 +20,8 @@ mod codec;
 
 pub(crate) use codec::{
     attempt_from_row, conversations, decode_state, delivery_from_row, encode_optional,
-    encode_signing, lease_from_row, AttemptRow, DeliveryRow, NextRow, RowExt, Signers,
-    ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
+    lease_from_row, AttemptRow, DeliveryRow, NextRow, RowExt, Signers, ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
 };
 
 pub(crate) use codec::impl_row_ext;
