@@ -258,7 +258,8 @@ async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
 /// [module docs](super) for the table of guarantees.
 ///
 /// ```
-/// use tower_webhooks::store::{Delivery, DeliveryStore, SqliteStore};
+/// use tower_webhooks::delivery::Delivery;
+/// use tower_webhooks::store::{DeliveryStore, SqliteStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_webhooks::store::StoreError> {
