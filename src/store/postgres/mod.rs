@@ -131,7 +131,7 @@ impl PostgresOptions {
     }
 
     /// Encrypts the secrets kept in the tables (signing secrets and custom header values,
-    /// also those of [`PostgresSubscriptions`](crate::registry::PostgresSubscriptions) built on
+    /// also those of the registry's `PostgresSubscriptions` built on
     /// this store) with the newest key of `keys`; older keys still decrypt, and values
     /// written before a key was configured still read. Without keys,
     /// [`connect`](Self::connect) logs a warning. Every replica needs the same ring.
