@@ -19,13 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::Notify;
+use tower_webhooks::delivery::{Delivery, SigningSpec};
 use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
     BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
     WebhookRegistry,
 };
 use tower_webhooks::scheme::Nextmv;
-use tower_webhooks::store::{Delivery, Signing};
 
 #[derive(Clone)]
 struct Counter {
@@ -96,7 +96,7 @@ async fn engine_baseline(urls: &[String], n: usize, counter: &Counter) -> f64 {
     let started = Instant::now();
     for i in 0..n {
         let delivery = Delivery::new(format!("b-{i}"), urls[i % urls.len()].clone(), body.clone())
-            .with_signing(Signing::new(Arc::new(Nextmv::new()), "bench-secret"));
+            .with_signing(SigningSpec::new(Nextmv::new(), "bench-secret"));
         engine.submit(delivery).await.unwrap();
     }
     counter.wait_for(start + n, Duration::from_secs(120)).await;

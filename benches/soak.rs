@@ -30,6 +30,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tower_webhooks::delivery::{ConversationPosition, ConversationQuery, DeliveryState};
 use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::registry::{
@@ -37,9 +38,7 @@ use tower_webhooks::registry::{
     WebhookRegistry,
 };
 use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
-use tower_webhooks::store::{
-    ConversationPosition, ConversationQuery, DeliveryState, DeliveryStore,
-};
+use tower_webhooks::store::DeliveryStore;
 use tower_webhooks::{SecretSet, WebhookSignatureLayer};
 
 /// Standard Webhooks secrets are base64 after `whsec_`.

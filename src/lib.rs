@@ -75,6 +75,8 @@ pub mod sensitive;
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "forward")]
+mod time;
 
 pub use ext::ServiceBuilderExt;
 pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
@@ -102,8 +104,8 @@ pub mod __fuzz {
     pub mod cursor {
         use std::time::SystemTime;
 
+        use crate::delivery::ConversationPosition;
         use crate::registry::api::cursor;
-        use crate::store::ConversationPosition;
 
         /// Whether `text` looks like an opaque cursor rather than a plain webhook id.
         pub fn is_opaque(text: &str) -> bool {

@@ -6,12 +6,12 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use base64::Engine as _;
+use tower_webhooks::delivery::{Delivery, SigningSpec};
 use tower_webhooks::scheme::Cerebrium;
 use tower_webhooks::store::{
-    Delivery, DeliveryStore, EncryptionKey, EncryptionKeys, Signing, SqliteStore, StoreError,
+    DeliveryStore, EncryptionKey, EncryptionKeys, SqliteStore, StoreError,
 };
 use tower_webhooks::{Secret, SecretSet};
 
@@ -34,8 +34,8 @@ fn secret_delivery(id: &str) -> Delivery {
     let mut headers = http::HeaderMap::new();
     headers.insert("x-tenant-credential", HEADER_VALUE.parse().unwrap());
     Delivery::new(id, "https://example.com/hook", "{}")
-        .with_signing(Signing::new(
-            Arc::new(Cerebrium::new()),
+        .with_signing(SigningSpec::new(
+            Cerebrium::new(),
             SecretSet::from(Secret::new(SIGNING_SECRET)),
         ))
         .with_headers(headers)
@@ -83,7 +83,7 @@ async fn open(path: &Path, keys: Option<EncryptionKeys>) -> SqliteStore {
 fn assert_secrets_read_back(delivery: &Delivery) {
     let signing = delivery.signing.as_ref().unwrap();
     assert_eq!(
-        signing.secrets.primary().unwrap().expose(),
+        signing.secrets().primary().unwrap().expose(),
         SIGNING_SECRET.as_bytes()
     );
     assert_eq!(delivery.headers["x-tenant-credential"], HEADER_VALUE);

@@ -616,10 +616,9 @@ async fn dead_letters_in(
     store: impl tower_webhooks::store::DeliveryStore,
     receiver: &support::Receiver,
 ) -> [String; 2] {
-    use std::sync::Arc;
+    use tower_webhooks::delivery::{Delivery, DeliveryState, SigningSpec};
     use tower_webhooks::delivery::{DeliveryEngine, Policy, SsrfGuard};
     use tower_webhooks::scheme::StandardWebhooks;
-    use tower_webhooks::store::{Delivery, DeliveryState, Signing};
 
     let engine = DeliveryEngine::builder()
         .store(store)
@@ -633,8 +632,8 @@ async fn dead_letters_in(
             receiver.url("/hook"),
             format!(r#"{{"id":"{id}"}}"#),
         )
-        .with_signing(Signing::new(
-            Arc::new(StandardWebhooks::new()),
+        .with_signing(SigningSpec::new(
+            StandardWebhooks::new(),
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         ));
         engine.submit(delivery).await.unwrap();

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use support::{verify_cerebrium, Receiver, Reply};
 use tokio::sync::mpsc;
+use tower_webhooks::delivery::{
+    AttemptOutcome, ConversationQuery, Decision, Delivery, DeliveryState, SigningSpec,
+};
 use tower_webhooks::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::scheme::Cerebrium;
-use tower_webhooks::store::{
-    AttemptOutcome, ConversationQuery, Decision, Delivery, DeliveryState, DeliveryStore, Signing,
-    SqliteStore, StoreError,
-};
+use tower_webhooks::store::{DeliveryStore, SqliteStore, StoreError};
 
 const SECRET: &str = "durable-secret";
 
@@ -31,7 +31,7 @@ fn builder() -> EngineBuilder {
 
 fn signed(id: &str, endpoint: &str, body: &str) -> Delivery {
     Delivery::new(id, endpoint, body.to_owned())
-        .with_signing(Signing::new(Arc::new(Cerebrium::new()), SECRET))
+        .with_signing(SigningSpec::new(Cerebrium::new(), SECRET))
 }
 
 async fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
@@ -258,7 +258,7 @@ async fn resend_one_and_every_failed_delivery_since() {
     receiver.behave(|_, _| Reply::status(200));
     // One delivery, signed with the current (rotated) secret: one manual attempt.
     engine
-        .resend_signed("r1", Signing::new(Arc::new(Cerebrium::new()), "rotated"))
+        .resend_signed("r1", SigningSpec::new(Cerebrium::new(), "rotated"))
         .await
         .unwrap();
     let report = next_report(&mut reports).await;
@@ -649,15 +649,18 @@ mod postgres {
         );
         assert!(verify_cerebrium(&receiver.hits()[0], SECRET));
         // A wakes up: its stale outcome is refused (fencing token).
-        let mut stale =
-            tower_webhooks::store::Attempt::new(1, SystemTime::now(), AttemptOutcome::Status(500));
+        let mut stale = tower_webhooks::delivery::Attempt::new(
+            1,
+            SystemTime::now(),
+            AttemptOutcome::Status(500),
+        );
         stale.decision = Decision::GaveUp;
         let refused = a
             .record_attempt(
                 "t1",
                 claim.lease,
                 stale,
-                tower_webhooks::store::Next::Final {
+                tower_webhooks::delivery::Next::Final {
                     state: DeliveryState::Failed,
                     reason: None,
                 },
@@ -843,7 +846,16 @@ async fn a_default_engine_purges_old_delivered_rows() {
         .await
         .unwrap();
     sqlx::query("UPDATE deliveries SET updated_at = ? WHERE id = 'old'")
-        .bind(tower_webhooks::store::unix_millis(eight_days_ago))
+        .bind(
+            // The stores keep Unix milliseconds.
+            i64::try_from(
+                eight_days_ago
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+        )
         .execute(&mut conn)
         .await
         .unwrap();

@@ -326,7 +326,8 @@ async fn the_default_webhook_limit_is_one_hundred() {
 /// `503 webhook-queue-full` with `Retry-After`), not a store failure.
 #[tokio::test]
 async fn a_full_memory_store_is_a_full_queue() {
-    use tower_webhooks::store::{Delivery, MemoryStore};
+    use tower_webhooks::delivery::Delivery;
+    use tower_webhooks::store::MemoryStore;
     let engine = EngineBuilder::new()
         .store(MemoryStore::new().max_unfinished(1))
         .build();

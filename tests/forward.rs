@@ -21,9 +21,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 use tower::ServiceExt;
+use tower_webhooks::delivery::{AttemptOutcome, Decision, DeliveryState};
 use tower_webhooks::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::forward::{ForwardTo, RunId, WebhookForwardLayer};
-use tower_webhooks::store::{AttemptOutcome, Decision, DeliveryState};
 
 const SECRET: &str = "my-webhook-secret";
 
@@ -531,7 +531,7 @@ async fn retry_table_status_by_status() {
                 .await;
         let id = format!("retry-{status}");
         let delivery =
-            tower_webhooks::store::Delivery::new(id.clone(), receiver.url("/hook"), "{}");
+            tower_webhooks::delivery::Delivery::new(id.clone(), receiver.url("/hook"), "{}");
         harness.engine.submit(delivery).await.unwrap();
         receivers.push((id, receiver));
     }
@@ -589,7 +589,7 @@ async fn timeouts_and_refused_connections_are_retried() {
     };
     let engine = &harness.engine;
     engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "slow",
             slow.url("/"),
             "{}",
@@ -597,7 +597,7 @@ async fn timeouts_and_refused_connections_are_retried() {
         .await
         .unwrap();
     engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "closed",
             format!("http://{closed}/"),
             "{}",
@@ -648,7 +648,7 @@ async fn real_cerebrium_preset_retries_at_most_5s_apart() {
     let receiver = Receiver::status(404).await;
     harness
         .engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "preset",
             receiver.url("/"),
             "{}",
@@ -738,7 +738,7 @@ async fn conversation_records_every_attempt() {
     let listed = harness
         .engine
         .conversations(
-            &tower_webhooks::store::ConversationQuery::new().endpoint(receiver.url("/h")),
+            &tower_webhooks::delivery::ConversationQuery::new().endpoint(receiver.url("/h")),
         )
         .await
         .unwrap();
@@ -782,7 +782,7 @@ async fn async_mode_answers_202_then_delivers() {
     assert!(envelope["run_time_ms"].as_f64().unwrap() >= 300.0);
     assert_eq!(
         harness.finished().await.source,
-        tower_webhooks::store::Source::ForwardAsync
+        tower_webhooks::delivery::Source::origin("forward_async")
     );
 }
 
@@ -997,7 +997,7 @@ async fn allow_listed_loopback_is_delivered() {
     let receiver = Receiver::status(200).await;
     harness
         .engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "ok",
             receiver.url("/"),
             "{}",
@@ -1009,7 +1009,7 @@ async fn allow_listed_loopback_is_delivered() {
     // only to allowed addresses (127.0.0.1 here, never ::1).
     harness
         .engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "by-name",
             format!("http://localhost:{}/", receiver.addr.port()),
             "{}",
@@ -1137,14 +1137,14 @@ async fn a_slow_endpoint_does_not_stall_the_others() {
     let fast = Receiver::status(200).await;
     for i in 0..8 {
         let delivery =
-            tower_webhooks::store::Delivery::new(format!("slow-{i}"), slow.url("/"), "{}");
+            tower_webhooks::delivery::Delivery::new(format!("slow-{i}"), slow.url("/"), "{}");
         harness.engine.submit(delivery).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     harness
         .engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "fast",
             fast.url("/"),
             "{}",
@@ -1175,7 +1175,7 @@ async fn shutdown_drains_within_the_deadline() {
     .await;
     for i in 0..5 {
         let delivery =
-            tower_webhooks::store::Delivery::new(format!("d{i}"), receiver.url("/"), "{}");
+            tower_webhooks::delivery::Delivery::new(format!("d{i}"), receiver.url("/"), "{}");
         harness.engine.submit(delivery).await.unwrap();
     }
     let report = harness.engine.shutdown(Duration::from_secs(5)).await;
@@ -1216,7 +1216,7 @@ async fn shutdown_gives_up_at_the_deadline() {
     let receiver = Receiver::start(|_, _| Reply::status(200).delay(Duration::from_secs(5))).await;
     harness
         .engine
-        .submit(tower_webhooks::store::Delivery::new(
+        .submit(tower_webhooks::delivery::Delivery::new(
             "stuck",
             receiver.url("/"),
             "{}",

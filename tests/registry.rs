@@ -23,13 +23,13 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Notify;
 use tower::ServiceExt;
+use tower_webhooks::delivery::DeliveryState;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
     api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, RunState,
     RunStatus, WebhookRegistry, WEBHOOK_DELETED,
 };
 use tower_webhooks::scheme::{Scheme, StandardWebhooks, Verification};
-use tower_webhooks::store::DeliveryState;
 use tower_webhooks::SecretSet;
 
 const ACME: &str = "key-acme";

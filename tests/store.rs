@@ -4,14 +4,14 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
-use tower_webhooks::store::{
+use tower_webhooks::delivery::{
     Attempt, AttemptOutcome, AttemptResponse, ConversationPosition, ConversationQuery, Decision,
-    Delivery, DeliveryState, DeliveryStore, MemoryStore, Next, Signing, Source, StoreError,
+    Delivery, DeliveryState, Next, SigningSpec, Source,
 };
+use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
+use tower_webhooks::store::{DeliveryStore, MemoryStore, StoreError};
 use tower_webhooks::{Secret, SecretSet};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -53,8 +53,8 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     // Enqueue, duplicates, signing and headers survive the round trip.
     let mut headers = http::HeaderMap::new();
     headers.insert("x-tenant", "acme".parse().unwrap());
-    let signing = Signing::new(
-        Arc::new(StandardWebhooks::new()),
+    let signing = SigningSpec::new(
+        StandardWebhooks::new(),
         SecretSet::from(vec![
             Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").with_id("v2"),
             Secret::new("whsec_dGVzdA=="),
@@ -96,8 +96,8 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     assert_eq!(claim.delivery.endpoint_id.as_deref(), Some("ep-1"));
     assert_eq!(claim.delivery.source, Source::Event("run.status".into()));
     let restored = claim.delivery.signing.as_ref().expect("signing restored");
-    assert_eq!(restored.signer.name(), "standard_webhooks");
-    assert_eq!(restored.secrets, signing.secrets);
+    assert_eq!(restored.scheme().name(), "standard_webhooks");
+    assert_eq!(restored.secrets(), signing.secrets());
     assert!(store
         .claim_due(later(5), 10, LEASE)
         .await
@@ -106,7 +106,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let lease = claim.lease;
 
     // Fencing: a stale token is refused, the current one renews and records.
-    let stale = tower_webhooks::store::Lease {
+    let stale = tower_webhooks::delivery::Lease {
         token: lease.token.wrapping_add(1000),
         ..lease
     };
@@ -237,7 +237,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         store.resend("nope", None).await,
         Err(StoreError::NotFound(_))
     ));
-    let rotated = Signing::new(Arc::new(Cerebrium::new()), "rotated");
+    let rotated = SigningSpec::new(Cerebrium::new(), "rotated");
     store.resend("a", Some(rotated)).await.unwrap();
     let manual = store
         .claim_due(later(10), 10, LEASE)
@@ -246,7 +246,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         .remove(0);
     assert!(manual.delivery.manual);
     assert_eq!(
-        manual.delivery.signing.as_ref().unwrap().signer.name(),
+        manual.delivery.signing.as_ref().unwrap().scheme().name(),
         "cerebrium"
     );
     let mut one = attempt(3, AttemptOutcome::Status(500), Decision::GaveUp);
@@ -329,7 +329,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
 
     // Keyset pages: after the last conversation of a page come the ones stored before it.
     let z = || ConversationQuery::new().endpoint("http://z.test/").limit(2);
-    let names = |page: &[tower_webhooks::store::Conversation]| -> Vec<String> {
+    let names = |page: &[tower_webhooks::delivery::Conversation]| -> Vec<String> {
         page.iter().map(|c| c.delivery.id.clone()).collect()
     };
     let mut pages = Vec::new();
@@ -425,7 +425,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     assert_eq!(claims.len(), 2);
     let z = claims.iter().find(|c| c.delivery.id == "z").unwrap();
     let y = claims.iter().find(|c| c.delivery.id == "y").unwrap();
-    let stale = tower_webhooks::store::Lease {
+    let stale = tower_webhooks::delivery::Lease {
         token: z.lease.token.wrapping_sub(1),
         ..z.lease
     };
@@ -480,7 +480,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
             .unwrap_err(),
         StoreError::Duplicate("c".into())
     );
-    let stale = tower_webhooks::store::Lease {
+    let stale = tower_webhooks::delivery::Lease {
         token: claim.lease.token.wrapping_add(1000),
         ..claim.lease
     };
@@ -734,7 +734,7 @@ async fn sqlite_recovers_in_flight_deliveries_at_open_and_migrates_on_request() 
 #[tokio::test]
 async fn sqlite_group_commit_keeps_every_concurrent_enqueue() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
+    let store = std::sync::Arc::new(
         tower_webhooks::store::SqliteStore::builder(dir.path().join("group.db"))
             .max_batch(32)
             .connect()

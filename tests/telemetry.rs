@@ -196,8 +196,8 @@ fn inbound_counters_by_scheme_rejection_kind_and_duplicates() {
 
 #[test]
 fn two_engines_keep_apart_gauges_and_time_attempts_and_deliveries() {
+    use tower_webhooks::delivery::{Delivery, DeliveryState};
     use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
-    use tower_webhooks::store::{Delivery, DeliveryState};
 
     let recorded = recorded_with(|recorded| async move {
         let receiver = Receiver::status(200).await;

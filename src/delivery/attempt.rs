@@ -11,11 +11,12 @@ use sha2::{Digest, Sha256};
 
 use super::client::ClientBody;
 use super::engine::Shared;
+use super::model::{Attempt, AttemptOutcome, AttemptResponse, Delivery};
 use super::policy::parse_retry_after;
 use super::ssrf::Refusal;
 use super::BoxError;
 use crate::scheme::Message;
-use crate::store::{redacted_headers, Attempt, AttemptOutcome, AttemptResponse, Delivery};
+use crate::sensitive::redacted_headers;
 
 type RecordedHeaders = Vec<(String, String)>;
 
@@ -100,11 +101,11 @@ impl Shared {
             let timestamp = now
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            signing
-                .signer
+            self.config
+                .custom_signers
                 .sign(
+                    signing,
                     &Message::new(&delivery.id, timestamp, &delivery.body),
-                    &signing.secrets,
                     &mut headers,
                 )
                 .map_err(|err| AttemptOutcome::SignFailed(err.to_string()))?;

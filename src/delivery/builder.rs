@@ -13,8 +13,10 @@ use super::client::DeliveryClient;
 use super::engine::{DeliveryEngine, DeliveryReport, Shared};
 use super::owners::Owners;
 use super::policy::Policy;
+use super::signers::CustomSigners;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
+use crate::scheme::SharedSigner;
 use crate::store::{DeliveryStore, MemoryStore};
 
 /// The default number of deliveries accepted and not yet final.
@@ -61,6 +63,8 @@ pub(super) struct Config {
     /// The `engine` label of its metrics.
     pub(super) name: &'static str,
     pub(super) hold: Duration,
+    /// The application's own signers, for deliveries signed with a [`SchemeSpec::Custom`](super::SchemeSpec::Custom).
+    pub(super) custom_signers: CustomSigners,
 }
 
 /// Configures a [`DeliveryEngine`].
@@ -127,6 +131,7 @@ impl EngineBuilder {
                 metrics_interval: Some(Duration::from_secs(10)),
                 name: "default",
                 hold: Duration::from_secs(30),
+                custom_signers: CustomSigners::default(),
             },
             hook: None,
         }
@@ -264,7 +269,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Deletes [delivered](crate::store::DeliveryState::Delivered) deliveries and their attempts once they
+    /// Deletes [delivered](super::DeliveryState::Delivered) deliveries and their attempts once they
     /// are `age` old: 7 days by default ([`DEFAULT_RETAIN_DELIVERED`]), `None` keeps them
     /// forever. Retention runs every minute in batches of 500 rows, pausing between batches so
     /// the workers are not blocked.
@@ -273,8 +278,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Deletes dead letters ([failed](crate::store::DeliveryState::Failed) and
-    /// [refused](crate::store::DeliveryState::Refused) deliveries) once they are `age` old: 30 days by
+    /// Deletes dead letters ([failed](super::DeliveryState::Failed) and
+    /// [refused](super::DeliveryState::Refused) deliveries) once they are `age` old: 30 days by
     /// default ([`DEFAULT_RETAIN_FAILED`]), so they stay queryable and can be re-sent for a
     /// month; `None` keeps them forever.
     pub fn retain_failed(mut self, age: impl Into<Option<Duration>>) -> Self {
@@ -320,6 +325,16 @@ impl EngineBuilder {
     /// The `User-Agent` of every attempt.
     pub fn user_agent(mut self, user_agent: HeaderValue) -> Self {
         self.config.user_agent = user_agent;
+        self
+    }
+
+    /// Registers a signer that is not a built-in scheme: deliveries whose
+    /// [`SigningSpec`](super::SigningSpec) names it ([`SchemeSpec::custom`](super::SchemeSpec::custom)
+    /// with its [name](crate::scheme::Signer::name)) are signed with it, also after a restart
+    /// of a durable store. A delivery naming a signer the engine does not know fails its
+    /// attempt instead of going out unsigned. Built-in schemes need no registration.
+    pub fn custom_signer(mut self, signer: SharedSigner) -> Self {
+        self.config.custom_signers.add(signer);
         self
     }
 

@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use super::attempt::display_endpoint;
 use super::engine::Shared;
-use crate::store::{Claim, DeliveryState, DeliveryStore};
+use super::model::{Claim, DeliveryState};
+use crate::store::DeliveryStore;
 use crate::telemetry::{
     ATTEMPTS_RUNNING, DELIVERIES_PURGED, IN_FLIGHT, OLDEST_DUE_AGE, QUEUE_DEPTH,
 };

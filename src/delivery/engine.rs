@@ -14,14 +14,14 @@ use super::builder::{Config, EngineBuilder, FinishHook};
 use super::client::DeliveryClient;
 use super::dispatch::{dispatch, gauges, retention, run};
 use super::enqueue::EnqueueError;
+use super::model::{
+    AttemptOutcome, Conversation, ConversationQuery, Delivery, DeliveryState, SigningSpec, Source,
+};
 use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
-use crate::store::{
-    AttemptOutcome, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore,
-    Signing, Source, StoreError, StoreStats,
-};
+use crate::store::{DeliveryStore, StoreError, StoreStats};
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -462,7 +462,7 @@ impl DeliveryEngine {
 
     /// Re-sends one final delivery (a dead letter, or a delivered one the receiver lost):
     /// **one** attempt, due now, with the same id, signed afresh with the stored secret,
-    /// recorded as [manual](crate::store::Attempt::manual) in the same conversation. It does not take a
+    /// recorded as [manual](super::Attempt::manual) in the same conversation. It does not take a
     /// capacity slot, but with a non-durable store it is refused ([`StoreError::Full`]) while
     /// the engine is at its capacity, as new deliveries are.
     ///
@@ -480,11 +480,11 @@ impl DeliveryEngine {
     /// # Errors
     ///
     /// As [`resend`](Self::resend).
-    pub async fn resend_signed(&self, id: &str, signing: Signing) -> Result<(), StoreError> {
+    pub async fn resend_signed(&self, id: &str, signing: SigningSpec) -> Result<(), StoreError> {
         self.resend_inner(id, Some(signing)).await
     }
 
-    async fn resend_inner(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+    async fn resend_inner(&self, id: &str, signing: Option<SigningSpec>) -> Result<(), StoreError> {
         self.check_room()?;
         self.shared.store.resend(id, signing).await?;
         self.ensure_started();
@@ -504,7 +504,7 @@ impl DeliveryEngine {
     pub async fn resend_failed(
         &self,
         query: &ConversationQuery,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
     ) -> Result<usize, StoreError> {
         self.check_room()?;
         let queued = self.shared.store.resend_matching(query, signing).await?;

@@ -2,7 +2,7 @@
 //! conversation log.
 //!
 //! Every source of webhooks (a [forwarded response](crate::forward), a published event)
-//! becomes the same [`Delivery`](crate::store::Delivery) record. The engine:
+//! becomes the same [`Delivery`] record. The engine:
 //!
 //! 1. accepts it into its [store](crate::store) within a bounded **capacity** (reserve a slot
 //!    with [`DeliveryEngine::try_reserve`] before doing the work, so a full engine can answer
@@ -13,11 +13,11 @@
 //!    endpoint cannot stall the others;
 //! 3. sends each attempt through a [`DeliveryClient`] (hyper-util, rustls, pooled, no
 //!    redirects; a tower `Service` you can wrap), **signed afresh** with the delivery's
-//!    [`Signing`](crate::store::Signing) (so the timestamp is the send time), with
+//!    [`SigningSpec`] (so the timestamp is the send time), with
 //!    `X-Request-Id` = the delivery id, under a connect and a total timeout, refused by the
 //!    [`SsrfGuard`] when the endpoint is internal;
 //! 4. classifies the outcome with the [`Policy`] (retry at a time, give up, disable the
-//!    endpoint) and records the [`Attempt`](crate::store::Attempt) (redacted headers, body
+//!    endpoint) and records the [`Attempt`] (redacted headers, body
 //!    digest, status, truncated response, latency) in the delivery's conversation;
 //! 5. drains on [`shutdown`](DeliveryEngine::shutdown) within a deadline.
 //!
@@ -27,13 +27,13 @@
 //! # Example
 //!
 //! ```
-//! use std::sync::Arc;
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use http_body_util::Full;
-//! use tower_webhooks::delivery::{DeliveryClient, DeliveryEngine, Policy};
+//! use tower_webhooks::delivery::{
+//!     Delivery, DeliveryClient, DeliveryEngine, DeliveryState, Policy, SigningSpec,
+//! };
 //! use tower_webhooks::scheme::Cerebrium;
-//! use tower_webhooks::store::{Delivery, DeliveryState, Signing};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -48,7 +48,7 @@
 //!     .build();
 //!
 //! let delivery = Delivery::new("run-1", "https://example.com/hook", r#"{"smile":"wave"}"#)
-//!     .with_signing(Signing::new(Arc::new(Cerebrium::new()), "my-secret"));
+//!     .with_signing(SigningSpec::new(Cerebrium::new(), "my-secret"));
 //! engine.submit(delivery).await.unwrap();
 //!
 //! let report = engine.shutdown(Duration::from_secs(5)).await;
@@ -65,8 +65,10 @@ mod client;
 mod dispatch;
 mod engine;
 mod enqueue;
+pub(crate) mod model;
 mod owners;
 pub mod policy;
+mod signers;
 mod slots;
 pub mod ssrf;
 mod worker;
@@ -82,6 +84,11 @@ pub use client::{
 };
 pub use engine::{DeliveryEngine, DeliveryReport, EngineStats, Reservation, ShutdownReport};
 pub use enqueue::EnqueueError;
+pub use model::{
+    Attempt, AttemptOutcome, AttemptResponse, Claim, Conversation, ConversationPosition,
+    ConversationQuery, Decision, Delivery, DeliveryState, Lease, Next, SchemeSpec, SigningSpec,
+    Source,
+};
 pub use owners::delivery_owner;
 pub(crate) use owners::endpoint_host;
 pub use policy::{Class, Classifier, Policy, Verdict};

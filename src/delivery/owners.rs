@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Semaphore;
 
-use crate::store::Delivery;
+use super::model::Delivery;
 
 /// The owner a delivery's attempts are accounted to.
 ///

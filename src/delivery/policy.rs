@@ -11,7 +11,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower_webhooks::delivery::{Class, Policy, Verdict};
-//! use tower_webhooks::store::AttemptOutcome;
+//! use tower_webhooks::delivery::AttemptOutcome;
 //!
 //! let policy = Policy::cerebrium();
 //! assert_eq!(policy.max_attempts(), 3);
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::store::AttemptOutcome;
+use super::model::AttemptOutcome;
 
 /// How one outcome is classified, before the schedule is consulted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,11 +12,10 @@ use tracing::Instrument;
 
 use super::attempt::display_endpoint;
 use super::engine::{lock, DeliveryReport, Shared};
+use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
 use super::owners::{delivery_owner, endpoint_host};
 use super::policy::Verdict;
-use crate::store::{
-    Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next, StoreError,
-};
+use crate::store::StoreError;
 use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
 
 /// The `outcome` label of `webhook_attempts_total`.

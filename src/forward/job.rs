@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::BodyMode;
 use crate::delivery::{display_endpoint, DeliveryEngine, EnqueueError, Reservation};
-use crate::store::{Delivery, Signing, Source};
+use crate::delivery::{Delivery, SigningSpec, Source};
 
 /// A run whose result will be delivered.
 pub(crate) struct Job {
@@ -22,7 +22,7 @@ pub(crate) struct Job {
     pub(crate) held: bool,
     pub(crate) run_id: String,
     pub(crate) endpoint: String,
-    pub(crate) signing: Option<Signing>,
+    pub(crate) signing: Option<SigningSpec>,
     pub(crate) source: Source,
     pub(crate) body_mode: BodyMode,
     pub(crate) capture_limit: usize,

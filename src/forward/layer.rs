@@ -8,7 +8,8 @@ use tower_layer::Layer;
 
 use super::{BodyMode, ForwardTo, WebhookForward};
 use crate::delivery::DeliveryEngine;
-use crate::scheme::{Cerebrium, Scheme, SharedSigner};
+use crate::delivery::SchemeSpec;
+use crate::scheme::Cerebrium;
 use crate::secret::SecretSet;
 
 /// The default capture limit for a forwarded response body (4 MiB).
@@ -22,7 +23,7 @@ type EndpointFn = Arc<dyn Fn(&http::request::Parts) -> Option<ForwardTo> + Send 
 
 pub(crate) struct Config {
     pub(crate) engine: DeliveryEngine,
-    pub(crate) signer: SharedSigner,
+    pub(crate) scheme: SchemeSpec,
     pub(crate) default_secret: Option<SecretSet>,
     pub(crate) body_mode: BodyMode,
     pub(crate) capture_limit: usize,
@@ -38,7 +39,7 @@ impl Clone for Config {
     fn clone(&self) -> Self {
         Self {
             engine: self.engine.clone(),
-            signer: self.signer.clone(),
+            scheme: self.scheme.clone(),
             default_secret: self.default_secret.clone(),
             body_mode: self.body_mode,
             capture_limit: self.capture_limit,
@@ -66,7 +67,7 @@ impl fmt::Debug for WebhookForwardLayer {
         let config = &self.config;
         f.debug_struct("WebhookForwardLayer")
             .field("engine", &config.engine)
-            .field("signer", &config.signer.name())
+            .field("signer", &config.scheme.name())
             .field(
                 "default_secret",
                 &config.default_secret.as_ref().map(|_| "[redacted]"),
@@ -89,7 +90,7 @@ impl WebhookForwardLayer {
         Self {
             config: Arc::new(Config {
                 engine,
-                signer: Arc::new(Cerebrium::new()),
+                scheme: SchemeSpec::from(Cerebrium::new()),
                 default_secret: None,
                 body_mode: BodyMode::Envelope,
                 capture_limit: DEFAULT_CAPTURE_LIMIT,
@@ -113,14 +114,13 @@ impl WebhookForwardLayer {
         &self.config.engine
     }
 
-    /// Signs with `scheme` (any built-in scheme, or your own) instead of [`Cerebrium`].
-    pub fn with_signer<S: Scheme>(self, scheme: S) -> Self {
-        self.with_shared_signer(Arc::new(scheme))
-    }
-
-    /// Signs with a shared, dynamically chosen signer.
-    pub fn with_shared_signer(self, signer: SharedSigner) -> Self {
-        self.map(|c| c.signer = signer)
+    /// Signs with `scheme` instead of [`Cerebrium`]: any built-in scheme, or your own
+    /// signer registered with the engine
+    /// ([`EngineBuilder::custom_signer`](crate::delivery::EngineBuilder::custom_signer)) and
+    /// named by [`SchemeSpec::custom`].
+    pub fn with_signer(self, scheme: impl Into<SchemeSpec>) -> Self {
+        let scheme = scheme.into();
+        self.map(|c| c.scheme = scheme)
     }
 
     /// Signs every delivery with `secret` when the request brings no `X-Webhook-Secret`.

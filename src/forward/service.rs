@@ -25,7 +25,13 @@ use super::{ForwardTo, RunId};
 use crate::delivery::{endpoint_host, BoxError, DeliveryEngine, EnqueueError, RefusalKind};
 use crate::problem::Problem;
 use crate::secret::{Secret, SecretSet};
-use crate::store::{Signing, Source};
+
+/// What a forwarded delivery's conversation names as its [`Source`]: a response forwarded in
+/// sync mode, a result delivered in async mode, and one for the legacy body field.
+const FORWARD: Source = Source::Origin(std::borrow::Cow::Borrowed("forward"));
+const FORWARD_ASYNC: Source = Source::Origin(std::borrow::Cow::Borrowed("forward_async"));
+const FORWARD_LEGACY: Source = Source::Origin(std::borrow::Cow::Borrowed("forward_legacy"));
+use crate::delivery::{SigningSpec, Source};
 
 const SECRET_HEADER: &str = "x-webhook-secret";
 const LEGACY_FIELD: &[u8] = b"webhook_endpoint";
@@ -221,12 +227,12 @@ impl Config {
         &self,
         trigger_secret: Option<Secret>,
         header_secret: Option<Secret>,
-    ) -> Option<Signing> {
+    ) -> Option<SigningSpec> {
         let secrets = match trigger_secret.or(header_secret) {
             Some(secret) => SecretSet::from(secret),
             None => self.default_secret.clone()?,
         };
-        Some(Signing::new(self.signer.clone(), secrets))
+        Some(SigningSpec::new(self.scheme.clone(), secrets))
     }
 
     fn job(
@@ -234,7 +240,7 @@ impl Config {
         reservation: crate::delivery::Reservation,
         run_id: String,
         endpoint: String,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
         source: Source,
     ) -> Job {
         Job {
@@ -372,7 +378,7 @@ pub(crate) fn response_trigger<B>(
         new_run_id(),
         endpoint,
         signing,
-        Source::Forward,
+        FORWARD,
     )))
 }
 
@@ -436,9 +442,9 @@ where
         parts.extensions.insert(RunId(run_id.clone()));
         let signing = config.signing(trigger.secret, header_secret);
         let source = if trigger.asynchronous {
-            Source::ForwardAsync
+            FORWARD_ASYNC
         } else {
-            Source::Forward
+            FORWARD
         };
         let job = config.job(reservation, run_id, trigger.endpoint, signing, source);
         let request = Request::from_parts(parts, RequestBody::stream(body));
@@ -657,13 +663,7 @@ where
     let run_id = new_run_id();
     parts.extensions.insert(RunId(run_id.clone()));
     let signing = config.signing(None, header_secret);
-    let job = config.job(
-        reservation,
-        run_id,
-        endpoint,
-        signing,
-        Source::ForwardLegacy,
-    );
+    let job = config.job(reservation, run_id, endpoint, signing, FORWARD_LEGACY);
     let request = Request::from_parts(parts, request_body);
     Ok(accept_async(&config, inner, request, job, &uri, AsyncStyle::Legacy).await)
 }

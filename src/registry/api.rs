@@ -31,7 +31,8 @@ use openapi::MountPoint;
 
 pub use event_types::{EventTypeList, EventTypeView};
 
-use crate::store::{Attempt, Conversation, DeliveryState, StoreError};
+use crate::delivery::{Attempt, Conversation, DeliveryState};
+use crate::store::StoreError;
 
 /// The path every route lives under.
 pub const BASE_PATH: &str = "/v1/webhooks";
@@ -351,7 +352,7 @@ impl ConversationView {
         } = conversation;
         Self {
             event_type: match &delivery.source {
-                crate::store::Source::Event(t) => Some(t.clone()),
+                crate::delivery::Source::Event(t) => Some(t.clone()),
                 _ => None,
             },
             state: delivery.state.as_str().to_owned(),
@@ -940,7 +941,8 @@ pub(crate) mod cursor {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
 
-    use crate::store::{from_unix_millis, ConversationPosition};
+    use crate::delivery::ConversationPosition;
+    use crate::time::{from_unix_millis, unix_millis};
 
     const PREFIX: &str = "v1.";
 
@@ -971,7 +973,7 @@ pub(crate) mod cursor {
 
     /// The cursor after delivery `id`, created at `created_at`.
     pub(crate) fn conversation(id: &str, created_at: SystemTime) -> String {
-        encode(&format!("c{}:{id}", crate::store::unix_millis(created_at)))
+        encode(&format!("c{}:{id}", unix_millis(created_at)))
     }
 
     /// The position inside a cursor made by [`conversation`].

@@ -15,7 +15,7 @@ use super::event::EndpointDisabled;
 use super::model::{split_endpoint_key, Owner};
 use super::WebhookRegistry;
 use crate::delivery::DeliveryReport;
-use crate::store::{DeliveryState, Source};
+use crate::delivery::{DeliveryState, Source};
 
 /// When an endpoint is disabled automatically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

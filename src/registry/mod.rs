@@ -145,8 +145,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::delivery::{Delivery, Source};
 use crate::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, EnqueueError, Policy};
-use crate::store::{Delivery, Source, StoreError};
+use crate::store::StoreError;
 
 pub mod api;
 mod auth;
@@ -971,7 +972,7 @@ impl WebhookRegistry {
 
     /// Deletes `owner`'s webhook `id` and cancels its queued deliveries
     /// ([`DeliveryEngine::cancel_endpoint`]): the pending ones end
-    /// [failed](crate::store::DeliveryState::Failed) with the reason [`WEBHOOK_DELETED`] and are never sent; one in
+    /// [failed](crate::delivery::DeliveryState::Failed) with the reason [`WEBHOOK_DELETED`] and are never sent; one in
     /// flight finishes its attempt and is not retried. Their conversations stay in the delivery
     /// store until retention removes them. `false` when there is no such webhook (nothing is
     /// cancelled then: only the owner's own webhook's deliveries are touched).
@@ -1026,7 +1027,7 @@ impl WebhookRegistry {
         webhook: &Webhook,
         since: SystemTime,
     ) -> Result<usize, StoreError> {
-        let query = crate::store::ConversationQuery::new()
+        let query = crate::delivery::ConversationQuery::new()
             .endpoint_id(webhook.key())
             .since(since);
         self.inner

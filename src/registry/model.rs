@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::scheme::{Cerebrium, GitHub, Nextmv, SharedSigner, Slack, StandardWebhooks, Stripe};
+use crate::delivery::{SchemeSpec, SigningSpec};
+use crate::scheme::{Cerebrium, GitHub, Nextmv, Slack, StandardWebhooks, Stripe};
 use crate::secret::{Secret, SecretSet};
-use crate::store::Signing;
 
 /// The tenant a webhook belongs to, as returned by the application's
 /// [`Authenticate`](super::Authenticate) check. Every query of the management API is scoped by
@@ -114,15 +114,15 @@ impl SigningScheme {
         Self::ALL.into_iter().find(|scheme| scheme.as_str() == name)
     }
 
-    /// The signer that writes this format.
-    pub fn signer(self) -> SharedSigner {
+    /// The built-in scheme that writes this format, as a delivery carries it.
+    pub fn spec(self) -> SchemeSpec {
         match self {
-            Self::Nextmv => Arc::new(Nextmv::new()),
-            Self::Stripe => Arc::new(Stripe::new()),
-            Self::StandardWebhooks => Arc::new(StandardWebhooks::new()),
-            Self::Cerebrium => Arc::new(Cerebrium::new()),
-            Self::GitHub => Arc::new(GitHub::new()),
-            Self::Slack => Arc::new(Slack::new()),
+            Self::Nextmv => Nextmv::new().into(),
+            Self::Stripe => Stripe::new().into(),
+            Self::StandardWebhooks => StandardWebhooks::new().into(),
+            Self::Cerebrium => Cerebrium::new().into(),
+            Self::GitHub => GitHub::new().into(),
+            Self::Slack => Slack::new().into(),
         }
     }
 
@@ -311,7 +311,7 @@ impl Webhook {
         }
     }
 
-    /// The key deliveries are recorded under ([`Delivery::endpoint_id`](crate::store::Delivery::endpoint_id)):
+    /// The key deliveries are recorded under ([`Delivery::endpoint_id`](crate::delivery::Delivery::endpoint_id)):
     /// `{owner}/{id}`, so that two tenants using the same id never share conversations.
     pub fn key(&self) -> String {
         endpoint_key(&self.owner, &self.id)
@@ -337,8 +337,8 @@ impl Webhook {
     }
 
     /// How deliveries are signed at `now`.
-    pub fn signing(&self, now: SystemTime) -> Signing {
-        Signing::new(self.scheme.signer(), self.active_secrets(now))
+    pub fn signing(&self, now: SystemTime) -> SigningSpec {
+        SigningSpec::new(self.scheme.spec(), self.active_secrets(now))
     }
 
     /// The custom headers as a map (entries that are not valid headers are skipped; the API
@@ -446,7 +446,7 @@ mod tests {
     fn scheme_names() {
         for scheme in SigningScheme::ALL {
             assert_eq!(SigningScheme::from_name(scheme.as_str()), Some(scheme));
-            assert!(!scheme.signer().name().is_empty());
+            assert_eq!(scheme.spec().name(), scheme.as_str());
         }
         assert_eq!(
             SigningScheme::from_name("svix"),

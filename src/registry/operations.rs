@@ -10,9 +10,8 @@ use super::event::rfc3339;
 use super::model::{Owner, Webhook};
 use super::{PublishedDelivery, SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
-use crate::store::{
-    Conversation, ConversationPosition, ConversationQuery, DeliveryState, StoreError,
-};
+use crate::delivery::{Conversation, ConversationPosition, ConversationQuery, DeliveryState};
+use crate::store::StoreError;
 
 /// Why an operation did nothing.
 #[derive(Debug)]

@@ -1,19 +1,15 @@
 //! [`Signer`]: the object-safe signing half of a [`Scheme`], for choosing a format at run time.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::{
-    BuiltinScheme, Cerebrium, GitHub, Message, Nextmv, Scheme, SignError, Slack, StandardWebhooks,
-    Stripe, Valohai,
-};
+use super::{Message, Scheme, SignError};
 use crate::secret::SecretSet;
 
-/// The signing half of a [`Scheme`], object safe so that a delivery can carry any format as
-/// `Arc<dyn Signer>` ([`SharedSigner`]).
+/// The signing half of a [`Scheme`], object safe so that a format of the application's own can
+/// be handed over as `Arc<dyn Signer>` ([`SharedSigner`]) and chosen by name at run time.
 ///
 /// Every [`Scheme`] is a `Signer` through a blanket implementation, so
 /// [`Cerebrium`](super::Cerebrium) and every built-in scheme drop in unchanged:
@@ -31,8 +27,8 @@ use crate::secret::SecretSet;
 /// assert!(headers.contains_key("x-cerebrium-webhook-signature"));
 /// ```
 pub trait Signer: Send + Sync + 'static {
-    /// The scheme's stable name ([`Scheme::name`]); a durable store persists it to find the
-    /// signer again after a restart.
+    /// The scheme's stable name ([`Scheme::name`]); a delivery signed by a custom signer
+    /// names it, and the engine finds the signer by it.
     fn name(&self) -> &str;
 
     /// Signs `message`, adding the format's headers to `headers` ([`Scheme::sign`]).
@@ -46,13 +42,6 @@ pub trait Signer: Send + Sync + 'static {
         secrets: &SecretSet,
         headers: &mut HeaderMap,
     ) -> Result<(), SignError>;
-
-    /// The serialisable description of this signer when it is a built-in scheme (or a
-    /// [`BuiltinScheme`]), so that a durable store can persist a delivery's format and sign
-    /// it again after a restart. `None` for other signers (the default).
-    fn describe(&self) -> Option<BuiltinScheme> {
-        None
-    }
 }
 
 impl<S: Scheme> Signer for S {
@@ -68,34 +57,6 @@ impl<S: Scheme> Signer for S {
     ) -> Result<(), SignError> {
         Scheme::sign(self, message, secrets, headers)
     }
-
-    fn describe(&self) -> Option<BuiltinScheme> {
-        describe_any(self)
-    }
-}
-
-/// The [`BuiltinScheme`] a value is, found by its type.
-fn describe_any(scheme: &dyn Any) -> Option<BuiltinScheme> {
-    if let Some(builtin) = scheme.downcast_ref::<BuiltinScheme>() {
-        return Some(builtin.clone());
-    }
-    macro_rules! builtin {
-        ($($ty:ident),*) => {$(
-            if let Some(scheme) = scheme.downcast_ref::<$ty>() {
-                return Some(BuiltinScheme::from(scheme.clone()));
-            }
-        )*};
-    }
-    builtin!(
-        Cerebrium,
-        Nextmv,
-        Stripe,
-        StandardWebhooks,
-        GitHub,
-        Slack,
-        Valohai
-    );
-    None
 }
 
 /// A shared, dynamically chosen signer.

@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{
-    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, DeliveryStore, Lease,
-    Next, Signing, StoreError, StoreFuture, StoreStats,
+use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use crate::delivery::model::{
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
+    SigningSpec,
 };
 
 /// The default number of final conversations kept.
@@ -292,7 +293,7 @@ impl MemoryStore {
     fn resend_entry(
         inner: &mut Inner,
         id: &str,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let entry = inner
@@ -321,14 +322,14 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn resend_now(&self, id: &str, signing: Option<Signing>) -> Result<(), StoreError> {
+    fn resend_now(&self, id: &str, signing: Option<SigningSpec>) -> Result<(), StoreError> {
         Self::resend_entry(&mut self.lock(), id, signing, SystemTime::now())
     }
 
     fn resend_matching_now(
         &self,
         query: &ConversationQuery,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
     ) -> Result<usize, StoreError> {
         let state = query.state.unwrap_or(DeliveryState::Failed);
         if !state.is_final() {
@@ -591,14 +592,14 @@ impl DeliveryStore for MemoryStore {
         Box::pin(std::future::ready(self.renew_now(id, lease, until)))
     }
 
-    fn resend<'a>(&'a self, id: &'a str, signing: Option<Signing>) -> StoreFuture<'a, ()> {
+    fn resend<'a>(&'a self, id: &'a str, signing: Option<SigningSpec>) -> StoreFuture<'a, ()> {
         Box::pin(std::future::ready(self.resend_now(id, signing)))
     }
 
     fn resend_matching<'a>(
         &'a self,
         query: &'a ConversationQuery,
-        signing: Option<Signing>,
+        signing: Option<SigningSpec>,
     ) -> StoreFuture<'a, usize> {
         Box::pin(std::future::ready(self.resend_matching_now(query, signing)))
     }
@@ -650,7 +651,7 @@ impl DeliveryStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AttemptOutcome, Decision};
+    use crate::delivery::model::{AttemptOutcome, Decision};
 
     fn attempt(number: u32, status: u16) -> Attempt {
         let mut attempt = Attempt::new(number, SystemTime::now(), AttemptOutcome::Status(status));

@@ -19,7 +19,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use super::sql::backend;
-use super::{unix_millis, StoreError};
+use super::StoreError;
+use crate::time::unix_millis;
 
 /// The crate's migration history table.
 pub(crate) const HISTORY_TABLE: &str = "tower_webhooks_migrations";

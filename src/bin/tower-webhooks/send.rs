@@ -1,7 +1,6 @@
 //! `send`: signs events and POSTs them through the delivery engine (its retry policy, SSRF
 //! guard and client), with a progress bar and a summary.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,9 +8,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tower_webhooks::delivery::{Delivery, DeliveryState, SigningSpec};
 use tower_webhooks::delivery::{DeliveryEngine, Policy};
 use tower_webhooks::scheme::Scheme;
-use tower_webhooks::store::{Delivery, DeliveryState, MemoryStore, Signing};
+use tower_webhooks::store::MemoryStore;
 
 use crate::exit::Failure;
 use crate::input::{BodyArgs, HeaderArgs, SchemeArgs, SecretArgs, StdinOnce};
@@ -103,7 +103,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             let _ = finished.send(report.id.clone());
         })
         .build();
-    let signing = Signing::new(Arc::new(scheme.clone()), secrets);
+    let signing = SigningSpec::new(scheme.clone(), secrets);
     let progress = progress_bar(args.count, args.json);
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.count);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tower_webhooks::store::{Conversation, DeliveryState};
+use tower_webhooks::delivery::{Conversation, DeliveryState};
 
 /// Counts and latencies of finished (or still pending) deliveries.
 #[derive(Debug, Default)]

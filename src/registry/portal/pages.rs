@@ -13,12 +13,15 @@ use serde::Deserialize;
 
 use super::views::{self, FilterForm, Frame, WebhookPage, WebhookRow};
 use super::{mount_point, problem, session, Portal, Viewer};
+use crate::delivery::{
+    Conversation, ConversationPosition, ConversationQuery, DeliveryState, Source,
+};
 use crate::problem::Problem;
 use crate::registry::api::{cursor, ConversationView, WebhookView};
 use crate::registry::event::rfc3339;
 use crate::registry::model::Webhook;
 use crate::registry::operations;
-use crate::store::{Conversation, ConversationPosition, ConversationQuery, Source, StoreError};
+use crate::store::StoreError;
 
 /// Webhooks per page of the list.
 const WEBHOOK_PAGE: usize = 50;
@@ -183,7 +186,7 @@ fn health(view: WebhookView, recent: &[Conversation]) -> WebhookRow {
         view,
         delivered: finished
             .clone()
-            .filter(|c| c.delivery.state == crate::store::DeliveryState::Delivered)
+            .filter(|c| c.delivery.state == DeliveryState::Delivered)
             .count(),
         finished: finished.count(),
         last_attempt,
@@ -319,7 +322,7 @@ pub(super) async fn webhook(
 }
 
 struct Filter<'a> {
-    state: Option<crate::store::DeliveryState>,
+    state: Option<DeliveryState>,
     event_type: Option<&'a str>,
     since: Option<SystemTime>,
     until: Option<SystemTime>,

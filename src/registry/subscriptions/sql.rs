@@ -7,8 +7,8 @@ use super::SubscriptionError;
 use crate::registry::model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
 use crate::secret::Secret;
 use crate::store::encryption::{open_column, seal_column};
-use crate::store::sql::from_millis;
-use crate::store::{unix_millis, EncryptionKeys};
+use crate::store::EncryptionKeys;
+use crate::time::{from_unix_millis, unix_millis};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -121,8 +121,8 @@ impl Record {
             .map(|column| {
                 let bytes = B64.decode(column.value).map_err(|_| corrupt("secrets"))?;
                 let mut secret =
-                    WebhookSecret::new(Secret::new(bytes), from_millis(column.created_at));
-                secret.expires_at = column.expires_at.map(from_millis);
+                    WebhookSecret::new(Secret::new(bytes), from_unix_millis(column.created_at));
+                secret.expires_at = column.expires_at.map(from_unix_millis);
                 Ok(secret)
             })
             .collect::<Result<Vec<_>, SubscriptionError>>()?;
@@ -146,8 +146,8 @@ impl Record {
             enabled: self.enabled,
             disabled_reason: self.disabled_reason,
             rate_limit,
-            created_at: from_millis(self.created_at),
-            updated_at: from_millis(self.updated_at),
+            created_at: from_unix_millis(self.created_at),
+            updated_at: from_unix_millis(self.updated_at),
         })
     }
 }

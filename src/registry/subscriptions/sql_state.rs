@@ -9,23 +9,16 @@
 //! The two dialects differ only in how the list of failure times is written (a `BIGINT[]`
 //! in PostgreSQL, a JSON array in SQLite) and in `GREATEST` versus SQLite's scalar `MAX`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use super::endpoint_state::{turn_at, EndpointState};
 use super::sql::backend;
 use super::SubscriptionFuture;
 use crate::registry::model::{Owner, RateLimit};
+use crate::time::{from_unix_micros, unix_micros, unix_millis};
 
-/// Bucket times are Unix microseconds: the shortest interval a [`RateLimit`] allows
-/// (10 000 per second) is 100 µs, which milliseconds would round away.
-fn unix_micros(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-fn from_unix_micros(micros: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
-}
+// Bucket times are Unix microseconds: the shortest interval a [`RateLimit`] allows
+// (10 000 per second) is 100 µs, which milliseconds would round away.
 
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
@@ -33,8 +26,7 @@ fn micros(duration: Duration) -> i64 {
 
 /// Failure times are Unix milliseconds, like every other time the stores keep.
 fn window_start(at: SystemTime, within: Duration) -> i64 {
-    crate::store::unix_millis(at)
-        .saturating_sub(i64::try_from(within.as_millis()).unwrap_or(i64::MAX))
+    unix_millis(at).saturating_sub(i64::try_from(within.as_millis()).unwrap_or(i64::MAX))
 }
 
 const FORGET_FAILURES: &str = "DELETE FROM webhook_failures WHERE owner = $1 AND id = $2";
@@ -59,7 +51,7 @@ macro_rules! sql_endpoint_state {
                     let count: i64 = sqlx::query_scalar::<$database, i64>($record_failure)
                         .bind(owner.as_str())
                         .bind(id)
-                        .bind(crate::store::unix_millis(at))
+                        .bind(unix_millis(at))
                         .bind(window_start(at, within))
                         .bind(i64::from(keep.max(1)))
                         .fetch_one(&self.pool)

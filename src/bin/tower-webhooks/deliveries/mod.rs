@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
+use tower_webhooks::delivery::{ConversationPosition, ConversationQuery, DeliveryState};
 use tower_webhooks::store::{
-    ConversationPosition, ConversationQuery, DeliveryState, DeliveryStore, EncryptionKeys,
-    PostgresOptions, SqliteOptions, StoreError, ENCRYPTION_KEYS_ENV,
+    DeliveryStore, EncryptionKeys, PostgresOptions, SqliteOptions, StoreError, ENCRYPTION_KEYS_ENV,
 };
 
 use crate::exit::Failure;

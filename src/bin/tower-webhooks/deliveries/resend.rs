@@ -9,7 +9,8 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tower_webhooks::delivery::DeliveryEngine;
-use tower_webhooks::store::{ConversationPosition, DeliveryState, DeliveryStore};
+use tower_webhooks::delivery::{ConversationPosition, DeliveryState};
+use tower_webhooks::store::DeliveryStore;
 
 use super::{store_failure, Filters};
 use crate::exit::Failure;

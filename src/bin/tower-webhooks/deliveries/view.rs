@@ -5,7 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::Args;
 use serde_json::json;
-use tower_webhooks::store::{Attempt, Conversation, ConversationPosition, Decision, DeliveryStore};
+use tower_webhooks::delivery::{Attempt, Conversation, ConversationPosition, Decision};
+use tower_webhooks::store::DeliveryStore;
 
 use super::{cursor, parse_cursor, rfc3339, store_failure, Filters};
 use crate::exit::Failure;

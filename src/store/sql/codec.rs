@@ -1,4 +1,4 @@
-//! What the SQL stores share: how a delivery, its signing and its attempts become columns.
+//! How a delivery, its signing and its attempts become columns, and rows become them again.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,14 +11,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    unix_millis, Attempt, AttemptOutcome, AttemptResponse, Decision, Delivery, DeliveryState,
-    Lease, Next, Signing, Source, StoreError,
+use super::backend;
+use crate::delivery::model::{
+    Attempt, AttemptOutcome, AttemptResponse, Conversation, Decision, Delivery, DeliveryState,
+    Lease, Next, SchemeSpec, SigningSpec, Source,
 };
-use crate::scheme::{BuiltinScheme, Message, SharedSigner, SignError, Signer};
 use crate::secret::{Secret, SecretSet};
+use crate::store::StoreError;
+use crate::time::{from_unix_millis, unix_millis};
 
-use super::encryption::{open_column, seal_column, EncryptionKeys};
+use crate::store::encryption::{open_column, seal_column, EncryptionKeys};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -31,64 +33,33 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint, endpoint_id, source, sc
      headers, body, state, attempts, manual, next_attempt_at, lease_token, lease_expires_at, \
      created_at, updated_at, last_error";
 
-/// The deliveries [`fail_pending`](super::DeliveryStore::fail_pending) fails, as a condition
-/// for the SQL stores' `fail_matching` (`$3` is the endpoint URL): the pending ones.
-pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
-
-/// The deliveries [`cancel_endpoint`](super::DeliveryStore::cancel_endpoint) fails, as a
-/// condition for the SQL stores' `fail_matching` (`$2` is now, `$3` the endpoint id): the
-/// pending ones, and the in-flight ones whose lease has run out (`due_at` is the lease expiry
-/// then); a live claim is left to finish.
-pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
-     AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))";
-
 /// The columns every attempt query returns, in this order.
 pub(crate) const ATTEMPT_COLUMNS: &str = "delivery_id, number, manual, started_at, latency_us, \
      request_headers, body_size, body_sha256, outcome, outcome_detail, decision, retry_at, \
      response_status, response_headers, response_body, response_truncated";
 
-/// A backend error as a [`StoreError`] (bind values, hence secrets, never appear in sqlx's
-/// messages).
-pub(crate) fn backend(err: impl fmt::Display) -> StoreError {
-    StoreError::Backend(err.to_string())
-}
-
-/// Unix milliseconds back to a time.
-pub(crate) fn from_millis(ms: i64) -> SystemTime {
-    super::from_unix_millis(ms)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Signing
 
-/// Custom (non built-in) signers a durable store finds again by [name](Signer::name) after a
-/// restart.
-///
-/// Also caches the last few scheme descriptions both ways: every delivery of a forward layer
-/// shares one signer, so its description is encoded (and decoded) once, not per row.
+/// How the secret columns (`secrets`, `headers`) are sealed, and the last few `scheme`
+/// columns both ways: the deliveries of one forward layer or one webhook share a scheme, so
+/// its column is encoded (and decoded) once, not per row.
 #[derive(Clone, Default)]
 pub(crate) struct Signers {
-    custom: Arc<HashMap<String, SharedSigner>>,
     cache: Arc<Mutex<SchemeCache>>,
-    /// Seals the secret columns (`secrets`, `headers`) when configured.
+    /// Seals the secret columns when configured.
     keys: Option<EncryptionKeys>,
 }
 
 #[derive(Default)]
 struct SchemeCache {
-    /// Signer (kept alive, so its address stays unique) → its `scheme` column.
-    encoded: Vec<(SharedSigner, String)>,
-    /// `scheme` column → the signer it describes.
-    decoded: HashMap<String, SharedSigner>,
+    encoded: Vec<(SchemeSpec, String)>,
+    decoded: HashMap<String, SchemeSpec>,
 }
 
 const CACHED_SCHEMES: usize = 32;
 
 impl Signers {
-    pub(crate) fn add(&mut self, signer: SharedSigner) {
-        Arc::make_mut(&mut self.custom).insert(signer.name().to_owned(), signer);
-    }
-
     /// Encrypts the secret columns from now on (see [`EncryptionKeys`]).
     pub(crate) fn set_keys(&mut self, keys: EncryptionKeys) {
         self.keys = Some(keys);
@@ -114,10 +85,6 @@ impl Signers {
             .map_err(|err| StoreError::Backend(err.to_string()))
     }
 
-    fn get(&self, name: &str) -> Option<&SharedSigner> {
-        self.custom.get(name)
-    }
-
     fn cache(&self) -> std::sync::MutexGuard<'_, SchemeCache> {
         self.cache
             .lock()
@@ -127,55 +94,42 @@ impl Signers {
 
 impl fmt::Debug for Signers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.custom.keys()).finish()
+        f.debug_struct("Signers")
+            .field("encrypted", &self.encrypts())
+            .finish()
     }
 }
 
-/// The `scheme` column of a signer, cached per signer.
-fn scheme_column(signer: &SharedSigner, signers: &Signers) -> Result<String, StoreError> {
+/// The `scheme` column of a scheme, cached.
+fn scheme_column(scheme: &SchemeSpec, signers: &Signers) -> Result<String, StoreError> {
     if let Some((_, column)) = signers
         .cache()
         .encoded
         .iter()
-        .find(|(cached, _)| Arc::ptr_eq(cached, signer))
+        .find(|(cached, _)| cached == scheme)
     {
         return Ok(column.clone());
     }
-    let described = signer.describe().and_then(|builtin| {
-        // Only a description that reads back as the same scheme is kept (a scheme whose
-        // serialised form redacts a secret is not).
-        let value = serde_json::to_value(&builtin).ok()?;
-        let back: BuiltinScheme = serde_json::from_value(value.clone()).ok()?;
-        (back == builtin).then_some(value)
-    });
-    let scheme = match described {
-        Some(value) => SchemeColumn::Builtin(value),
-        None => {
-            let name = signer.name();
-            if signers.get(name).is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "the signer `{name}` cannot be persisted: register it with the store's \
-                     `custom_signer`"
-                )));
-            }
-            SchemeColumn::Custom(name.to_owned())
-        }
-    };
-    let column = serde_json::to_string(&scheme).map_err(backend)?;
+    // Through a `Value`, whose maps are ordered by key: the column reads the same whichever
+    // order the scheme's fields are declared in.
+    let value = serde_json::to_value(scheme).map_err(backend)?;
+    // Only a configuration that reads back as the same scheme is kept: a scheme whose
+    // serialised form redacts a secret would sign differently after a restart.
+    let back = serde_json::from_value::<SchemeSpec>(value.clone()).ok();
+    if back.as_ref() != Some(scheme) {
+        return Err(StoreError::Invalid(format!(
+            "the scheme `{}` cannot be persisted with its secrets: register it with the \
+             engine's `custom_signer` and sign with `SchemeSpec::custom`",
+            scheme.name()
+        )));
+    }
+    let column = value.to_string();
     let mut cache = signers.cache();
     if cache.encoded.len() >= CACHED_SCHEMES {
         cache.encoded.remove(0);
     }
-    cache.encoded.push((signer.clone(), column.clone()));
+    cache.encoded.push((scheme.clone(), column.clone()));
     Ok(column)
-}
-
-/// The `scheme` column.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum SchemeColumn {
-    Builtin(serde_json::Value),
-    Custom(String),
 }
 
 /// One entry of the `secrets` column. The value is stored as given (base64 of its bytes).
@@ -186,30 +140,14 @@ struct SecretColumn {
     id: Option<String>,
 }
 
-/// A signer named in the store that this process does not know: every attempt fails to sign
-/// (and the delivery becomes a dead letter with that reason) rather than going out unsigned.
-struct MissingSigner(String);
-
-impl Signer for MissingSigner {
-    fn name(&self) -> &str {
-        &self.0
-    }
-
-    fn sign(&self, _: &Message<'_>, _: &SecretSet, _: &mut HeaderMap) -> Result<(), SignError> {
-        Err(SignError::Unsupported(
-            "the delivery's signer is not registered with the store (custom_signer)",
-        ))
-    }
-}
-
 /// The `(scheme, secrets)` columns of a signing.
 pub(crate) fn encode_signing(
-    signing: &Signing,
+    signing: &SigningSpec,
     signers: &Signers,
 ) -> Result<(String, String), StoreError> {
-    let scheme = scheme_column(&signing.signer, signers)?;
+    let scheme = scheme_column(signing.scheme(), signers)?;
     let secrets: Vec<SecretColumn> = signing
-        .secrets
+        .secrets()
         .iter()
         .map(|secret| SecretColumn {
             value: B64.encode(secret.expose()),
@@ -220,47 +158,36 @@ pub(crate) fn encode_signing(
     Ok((scheme, signers.seal(SECRETS_COLUMN, secrets)))
 }
 
+/// The `(scheme, secrets)` columns of a signing, when one is given.
+pub(crate) fn encode_optional(
+    signing: Option<SigningSpec>,
+    signers: &Signers,
+) -> Result<Option<(String, String)>, StoreError> {
+    signing
+        .map(|signing| encode_signing(&signing, signers))
+        .transpose()
+}
+
 /// A signing from its columns.
 pub(crate) fn decode_signing(
     scheme: &str,
     secrets: &str,
     signers: &Signers,
-) -> Result<Signing, StoreError> {
+) -> Result<SigningSpec, StoreError> {
     let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
     let cached = signers.cache().decoded.get(scheme).cloned();
-    let signer: SharedSigner = match cached {
-        Some(signer) => signer,
+    let spec = match cached {
+        Some(spec) => spec,
         None => {
-            let signer: SharedSigner = match serde_json::from_str(scheme)
-                .map_err(|_| corrupt("scheme"))?
-            {
-                SchemeColumn::Builtin(value) => Arc::new(
-                    serde_json::from_value::<BuiltinScheme>(value)
-                        .map_err(|_| corrupt("scheme"))?,
-                ),
-                SchemeColumn::Custom(name) => match signers.get(&name) {
-                    Some(signer) => signer.clone(),
-                    // Not cached: registering it later (a restart) must take effect.
-                    None => return decode_secrets(Arc::new(MissingSigner(name)), secrets, signers),
-                },
-            };
+            let spec: SchemeSpec = serde_json::from_str(scheme).map_err(|_| corrupt("scheme"))?;
             let mut cache = signers.cache();
             if cache.decoded.len() >= CACHED_SCHEMES {
                 cache.decoded.clear();
             }
-            cache.decoded.insert(scheme.to_owned(), signer.clone());
-            signer
+            cache.decoded.insert(scheme.to_owned(), spec.clone());
+            spec
         }
     };
-    decode_secrets(signer, secrets, signers)
-}
-
-fn decode_secrets(
-    signer: SharedSigner,
-    secrets: &str,
-    signers: &Signers,
-) -> Result<Signing, StoreError> {
-    let corrupt = |what: &str| StoreError::Backend(format!("unreadable {what} column"));
     let secrets = signers.open(SECRETS_COLUMN, secrets)?;
     let columns: Vec<SecretColumn> =
         serde_json::from_str(&secrets).map_err(|_| corrupt("secrets"))?;
@@ -273,7 +200,7 @@ fn decode_secrets(
         }
         set.push(secret);
     }
-    Ok(Signing::new(signer, set))
+    Ok(SigningSpec::new(spec, set))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,28 +275,29 @@ fn decode_pairs(text: &str) -> Result<Vec<(String, String)>, StoreError> {
         .map_err(|_| StoreError::Backend("unreadable recorded headers column".into()))
 }
 
-/// The `source` column.
+/// The `source` column: `resend`, `event:<type>`, or the origin's bare label (`other:<label>`
+/// when the bare label would read back as something else).
 pub(crate) fn encode_source(source: &Source) -> String {
     match source {
-        Source::Forward => "forward".to_owned(),
-        Source::ForwardAsync => "forward_async".to_owned(),
-        Source::ForwardLegacy => "forward_legacy".to_owned(),
         Source::Resend => "resend".to_owned(),
         Source::Event(kind) => format!("event:{kind}"),
-        Source::Other(name) => format!("other:{name}"),
+        Source::Origin(label) => {
+            if matches!(decode_source(label), Source::Origin(ref same) if same == label) {
+                label.clone().into_owned()
+            } else {
+                format!("other:{label}")
+            }
+        }
     }
 }
 
 fn decode_source(text: &str) -> Source {
     match text {
-        "forward" => Source::Forward,
-        "forward_async" => Source::ForwardAsync,
-        "forward_legacy" => Source::ForwardLegacy,
         "resend" => Source::Resend,
         _ => match text.split_once(':') {
             Some(("event", kind)) => Source::Event(kind.to_owned()),
-            Some(("other", name)) => Source::Other(name.to_owned()),
-            _ => Source::Other(text.to_owned()),
+            Some(("other", label)) => Source::origin(label.to_owned()),
+            _ => Source::origin(text.to_owned()),
         },
     }
 }
@@ -422,7 +350,7 @@ fn encode_decision(decision: &Decision) -> (&'static str, Option<i64>) {
 fn decode_decision(kind: &str, at: Option<i64>) -> Decision {
     match kind {
         "delivered" => Decision::Delivered,
-        "retry" => Decision::RetryAt(from_millis(at.unwrap_or(0))),
+        "retry" => Decision::RetryAt(from_unix_millis(at.unwrap_or(0))),
         "disable_endpoint" => Decision::DisableEndpoint,
         "refused" => Decision::Refused,
         _ => Decision::GaveUp,
@@ -445,7 +373,7 @@ pub(crate) struct DeliveryRow {
     pub(crate) next_attempt_at: i64,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
-    /// Claimed as it is inserted ([`enqueue_claimed`](super::DeliveryStore::enqueue_claimed)):
+    /// Claimed as it is inserted ([`enqueue_claimed`](crate::store::DeliveryStore::enqueue_claimed)):
     /// the lease expiry; the row starts in flight with fencing token 1.
     pub(crate) claimed_until: Option<i64>,
 }
@@ -534,7 +462,7 @@ impl AttemptRow {
     }
 }
 
-/// What [`DeliveryStore::record_attempt`](super::DeliveryStore::record_attempt) writes to the
+/// What [`DeliveryStore::record_attempt`](crate::store::DeliveryStore::record_attempt) writes to the
 /// delivery row.
 pub(crate) struct NextRow {
     pub(crate) state: &'static str,
@@ -622,10 +550,10 @@ pub(crate) fn delivery_from_row(
     delivery.signing = signing;
     delivery.headers = decode_headers(&row.text("headers")?, signers)?;
     delivery.attempts = to_u32(row.int("attempts")?);
-    delivery.next_attempt_at = from_millis(row.int("next_attempt_at")?);
+    delivery.next_attempt_at = from_unix_millis(row.int("next_attempt_at")?);
     delivery.state = decode_state(&row.text("state")?)?;
-    delivery.created_at = from_millis(row.int("created_at")?);
-    delivery.updated_at = from_millis(row.int("updated_at")?);
+    delivery.created_at = from_unix_millis(row.int("created_at")?);
+    delivery.updated_at = from_unix_millis(row.int("updated_at")?);
     delivery.source = decode_source(&row.text("source")?);
     delivery.last_error = row.opt_text("last_error")?;
     delivery.manual = row.flag("manual")?;
@@ -636,7 +564,7 @@ pub(crate) fn delivery_from_row(
 pub(crate) fn lease_from_row(row: &impl RowExt) -> Result<Lease, StoreError> {
     Ok(Lease {
         token: u64::try_from(row.int("lease_token")?).unwrap_or(0),
-        until: from_millis(row.opt_int("lease_expires_at")?.unwrap_or(0)),
+        until: from_unix_millis(row.opt_int("lease_expires_at")?.unwrap_or(0)),
     })
 }
 
@@ -645,7 +573,7 @@ pub(crate) fn attempt_from_row(row: &impl RowExt) -> Result<(String, Attempt), S
     let outcome = decode_outcome(&row.text("outcome")?, row.opt_text("outcome_detail")?);
     let mut attempt = Attempt::new(
         to_u32(row.int("number")?),
-        from_millis(row.int("started_at")?),
+        from_unix_millis(row.int("started_at")?),
         outcome,
     );
     attempt.manual = row.flag("manual")?;
@@ -670,7 +598,7 @@ pub(crate) fn attempt_from_row(row: &impl RowExt) -> Result<(String, Attempt), S
 pub(crate) fn conversations(
     deliveries: Vec<Delivery>,
     attempts: Vec<(String, Attempt)>,
-) -> Vec<super::Conversation> {
+) -> Vec<Conversation> {
     let mut by_id: HashMap<String, Vec<Attempt>> = HashMap::new();
     for (id, attempt) in attempts {
         by_id.entry(id).or_default().push(attempt);
@@ -680,113 +608,11 @@ pub(crate) fn conversations(
         .map(|delivery| {
             let mut attempts = by_id.remove(&delivery.id).unwrap_or_default();
             attempts.sort_by_key(|a| (a.number, a.started_at));
-            super::Conversation { delivery, attempts }
+            Conversation { delivery, attempts }
         })
         .collect()
 }
 
-/// A fresh lease owner name: process id and a random suffix.
-pub(crate) fn owner_name() -> String {
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("pid{}-{}", std::process::id(), &random[..8])
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scheme::{Cerebrium, StandardWebhooks};
-
-    #[test]
-    fn signing_round_trips_and_custom_signers_must_be_registered() {
-        let signing = Signing::new(
-            Arc::new(StandardWebhooks::new()),
-            SecretSet::from(vec![
-                Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").with_id("new"),
-                Secret::new([0u8, 159, 255]),
-            ]),
-        );
-        let signers = Signers::default();
-        let (scheme, secrets) = encode_signing(&signing, &signers).unwrap();
-        assert!(scheme.contains("standard_webhooks"), "{scheme}");
-        let back = decode_signing(&scheme, &secrets, &signers).unwrap();
-        assert_eq!(back.signer.name(), signing.signer.name());
-        assert_eq!(back.secrets, signing.secrets);
-
-        struct Custom;
-        impl Signer for Custom {
-            fn name(&self) -> &str {
-                "custom-hmac"
-            }
-            fn sign(
-                &self,
-                _: &Message<'_>,
-                _: &SecretSet,
-                _: &mut HeaderMap,
-            ) -> Result<(), SignError> {
-                Ok(())
-            }
-        }
-        let custom = Signing::new(Arc::new(Custom), "s");
-        assert!(matches!(
-            encode_signing(&custom, &signers),
-            Err(StoreError::Invalid(_))
-        ));
-        let mut registered = Signers::default();
-        registered.add(Arc::new(Custom));
-        let (scheme, secrets) = encode_signing(&custom, &registered).unwrap();
-        assert_eq!(
-            decode_signing(&scheme, &secrets, &registered)
-                .unwrap()
-                .signer
-                .name(),
-            "custom-hmac"
-        );
-        // Restarted without the custom signer: signing fails rather than sending unsigned.
-        let missing = decode_signing(&scheme, &secrets, &signers).unwrap();
-        let mut headers = HeaderMap::new();
-        assert!(missing
-            .signer
-            .sign(
-                &Message::new("id", 1, b"{}"),
-                &missing.secrets,
-                &mut headers
-            )
-            .is_err());
-        let _ = Cerebrium::new();
-    }
-
-    #[test]
-    fn headers_sources_and_recorded_pairs() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-tenant", HeaderValue::from_static("acme"));
-        headers.append("x-raw", HeaderValue::from_bytes(&[0xfe, b'a']).unwrap());
-        let signers = Signers::default();
-        let decoded = decode_headers(&encode_headers(&headers, &signers), &signers).unwrap();
-        assert_eq!(decoded, headers);
-        assert!(
-            decoded.values().all(HeaderValue::is_sensitive),
-            "write-only"
-        );
-        for source in [
-            Source::Forward,
-            Source::ForwardAsync,
-            Source::ForwardLegacy,
-            Source::Resend,
-            Source::Event("run.status".into()),
-            Source::Other("app".into()),
-        ] {
-            assert_eq!(decode_source(&encode_source(&source)), source);
-        }
-        let pairs = vec![
-            ("authorization".to_owned(), "Bearer t0ken".to_owned()),
-            ("x-webhook-secret".to_owned(), "s3cret".to_owned()),
-            ("x-request-id".to_owned(), "run-1".to_owned()),
-        ];
-        let stored = encode_pairs(&pairs);
-        assert!(
-            !stored.contains("t0ken") && !stored.contains("s3cret"),
-            "{stored}"
-        );
-        assert_eq!(decode_pairs(&stored).unwrap()[2].1, "run-1");
-    }
-}
+#[path = "codec_tests.rs"]
+mod tests;

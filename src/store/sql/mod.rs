@@ -1,0 +1,280 @@
+//! What the SQLite and PostgreSQL stores share: the columns and their encoding
+//! ([`codec`]), the filters of [`ConversationQuery`], and the statements whose text is the same
+//! in both dialects, written once and generic over the [`Dialect`] (a `sqlx::Database` plus
+//! the little that differs between the two).
+//!
+//! Each backend keeps what is its own: how a statement reaches the database (SQLite's one
+//! writer connection committing in groups, PostgreSQL's pool with retries through a lost
+//! connection) and the statements whose shape differs (multi-row inserts, `LISTEN/NOTIFY`).
+
+use std::fmt;
+
+use sqlx::query::Query;
+use sqlx::Database;
+
+use crate::delivery::model::{ConversationQuery, DeliveryState};
+use crate::store::StoreError;
+use crate::time::unix_millis;
+
+mod codec;
+
+pub(crate) use codec::{
+    attempt_from_row, conversations, decode_state, delivery_from_row, encode_optional,
+    lease_from_row, AttemptRow, DeliveryRow, NextRow, RowExt, Signers, ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
+};
+
+pub(crate) use codec::impl_row_ext;
+
+/// A backend error as a [`StoreError`] (bind values, hence secrets, never appear in sqlx's
+/// messages).
+pub(crate) fn backend(err: impl fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+/// A fresh lease owner name: process id and a random suffix.
+pub(crate) fn owner_name() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("pid{}-{}", std::process::id(), &random[..8])
+}
+
+/// Rows per multi-row statement (well under SQLite's 32 766 variables).
+pub(crate) const CHUNK: usize = 64;
+
+/// A recorded attempt waiting for its batch.
+pub(crate) struct RecordRow {
+    pub(crate) id: String,
+    pub(crate) token: i64,
+    pub(crate) attempt: AttemptRow,
+    pub(crate) next: NextRow,
+}
+
+/// A lease's fencing token as stored.
+pub(crate) fn token(token: u64) -> i64 {
+    i64::try_from(token).unwrap_or(i64::MAX)
+}
+
+/// A count or a limit as bound.
+pub(crate) fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The deliveries [`fail_pending`](crate::store::DeliveryStore::fail_pending) fails, as a
+/// condition for [`fail_matching`] (`$2` is now, `$3` is the endpoint URL): the pending ones.
+pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
+
+/// The deliveries [`cancel_endpoint`](crate::store::DeliveryStore::cancel_endpoint) fails, as
+/// a condition for [`fail_matching`] (`$2` is now, `$3` the endpoint id): the pending ones,
+/// and the in-flight ones whose lease has run out (`due_at` is the lease expiry then); a live
+/// claim is left to finish.
+pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
+     AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))";
+
+/// The filter bind values of a [`ConversationQuery`].
+#[derive(Debug, Clone)]
+pub(crate) struct Filter {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) endpoint_id: Option<String>,
+    pub(crate) state: Option<&'static str>,
+    pub(crate) since: Option<i64>,
+    pub(crate) limit: i64,
+}
+
+impl Filter {
+    pub(crate) fn new(query: &ConversationQuery, default_limit: usize) -> Self {
+        let limit = if query.limit == 0 {
+            default_limit
+        } else {
+            query.limit
+        };
+        Self {
+            endpoint: query.endpoint.clone(),
+            endpoint_id: query.endpoint_id.clone(),
+            state: query.state.map(DeliveryState::as_str),
+            since: query.since.map(unix_millis),
+            limit: count(limit),
+        }
+    }
+
+    /// The filter of [`resend_matching`](crate::store::DeliveryStore::resend_matching): its
+    /// state (failed by default) must be final; every match when no limit is given.
+    pub(crate) fn resend(query: &ConversationQuery) -> Result<Self, StoreError> {
+        let state = query.state.unwrap_or(DeliveryState::Failed);
+        if !state.is_final() {
+            return Err(StoreError::NotFinal(format!("deliveries in state {state}")));
+        }
+        let mut filter = Self::new(query, usize::MAX >> 1);
+        filter.state = Some(state.as_str());
+        Ok(filter)
+    }
+}
+
+/// `WHERE` over the filter, its binds at `$1..$4` (`$5` is the limit). The casts tell
+/// PostgreSQL the type of a parameter that may be `NULL`; SQLite reads them as no-ops.
+const FILTER: &str = "(CAST($1 AS TEXT) IS NULL OR endpoint = $1) \
+     AND (CAST($2 AS TEXT) IS NULL OR endpoint_id = $2) \
+     AND (CAST($3 AS TEXT) IS NULL OR state = $3) \
+     AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4)";
+
+/// The keyset of [`ConversationQuery::after`], its binds at `$6` (the id) and `$7` (its
+/// creation time): the rows stored before that delivery, or created before it once purged.
+const AFTER: &str = "(CAST($6 AS TEXT) IS NULL OR COALESCE(\
+     seq < (SELECT a.seq FROM deliveries AS a WHERE a.id = $6), created_at < CAST($7 AS BIGINT)))";
+
+/// A query of database `DB` with its arguments.
+pub(crate) type SqlQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// What differs between the two SQL dialects the stores speak, and the typed binds the shared
+/// statements need (one line each per backend, see `dialect!`).
+pub(crate) trait Dialect: Database {
+    /// Appended to a subquery that picks rows to change: PostgreSQL locks them and skips
+    /// those another replica holds; SQLite's one writer holds the whole file already.
+    const SKIP_LOCKED: &'static str;
+
+    /// Binds a text value.
+    fn text(query: SqlQuery<'_, Self>, value: Option<String>) -> SqlQuery<'_, Self>;
+
+    /// Binds an integer.
+    fn int(query: SqlQuery<'_, Self>, value: Option<i64>) -> SqlQuery<'_, Self>;
+}
+
+macro_rules! dialect {
+    ($db:ty, $skip_locked:expr) => {
+        impl Dialect for $db {
+            const SKIP_LOCKED: &'static str = $skip_locked;
+
+            fn text(query: SqlQuery<'_, Self>, value: Option<String>) -> SqlQuery<'_, Self> {
+                query.bind(value)
+            }
+
+            fn int(query: SqlQuery<'_, Self>, value: Option<i64>) -> SqlQuery<'_, Self> {
+                query.bind(value)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+dialect!(sqlx::Sqlite, "");
+#[cfg(feature = "postgres")]
+dialect!(sqlx::Postgres, " FOR UPDATE SKIP LOCKED");
+
+/// Binds a [`Filter`] at `$1..$5`.
+fn bind_filter<'q, DB: Dialect>(query: SqlQuery<'q, DB>, filter: &Filter) -> SqlQuery<'q, DB> {
+    let query = DB::text(query, filter.endpoint.clone());
+    let query = DB::text(query, filter.endpoint_id.clone());
+    let query = DB::text(query, filter.state.map(str::to_owned));
+    let query = DB::int(query, filter.since);
+    DB::int(query, Some(filter.limit))
+}
+
+/// The statements the two dialects share, as text (`format!`ed once per store).
+#[derive(Debug)]
+pub(crate) struct Statements {
+    list: String,
+    resend_matching: String,
+    fail_pending: String,
+    cancel_endpoint: String,
+}
+
+impl Statements {
+    pub(crate) fn new<DB: Dialect>() -> Self {
+        let skip_locked = DB::SKIP_LOCKED;
+        let fail = |condition: &str| {
+            format!(
+                "UPDATE deliveries SET state = 'failed', last_error = $1, due_at = NULL, \
+                 manual = FALSE, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+                 WHERE seq IN (SELECT seq FROM deliveries WHERE {condition} \
+                 LIMIT $4{skip_locked}) RETURNING id"
+            )
+        };
+        Self {
+            list: format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} AND {AFTER} \
+                 ORDER BY seq DESC LIMIT $5"
+            ),
+            resend_matching: format!(
+                "UPDATE deliveries SET state = 'pending', manual = TRUE, next_attempt_at = $6, \
+                 due_at = $6, last_error = NULL, updated_at = $6, \
+                 scheme = COALESCE($7, scheme), secrets = COALESCE($8, secrets) \
+                 WHERE seq IN (SELECT seq FROM deliveries WHERE {FILTER} \
+                 ORDER BY seq DESC LIMIT $5{skip_locked}) RETURNING id"
+            ),
+            fail_pending: fail(FAIL_PENDING_CONDITION),
+            cancel_endpoint: fail(CANCEL_ENDPOINT_CONDITION),
+        }
+    }
+
+    /// The rows of [`DeliveryStore::list`](crate::store::DeliveryStore::list), newest first
+    /// ([`DELIVERY_COLUMNS`]).
+    pub(crate) fn list<'q, DB: Dialect>(
+        &'q self,
+        filter: &Filter,
+        query: &ConversationQuery,
+    ) -> SqlQuery<'q, DB> {
+        let bound = bind_filter(sqlx::query(&self.list), filter);
+        let after = query.after.as_ref();
+        let bound = DB::text(bound, after.map(|p| p.id.clone()));
+        DB::int(bound, after.map(|p| unix_millis(p.created_at)))
+    }
+
+    /// Makes the final deliveries of `filter` due at `now` for one manual attempt each, with
+    /// a new signing when given (`(scheme, secrets)` columns); returns their ids.
+    pub(crate) fn resend_matching<'q, DB: Dialect>(
+        &'q self,
+        filter: &Filter,
+        now: i64,
+        signing: Option<&(String, String)>,
+    ) -> SqlQuery<'q, DB> {
+        let bound = DB::int(
+            bind_filter(sqlx::query(&self.resend_matching), filter),
+            Some(now),
+        );
+        let bound = DB::text(bound, signing.map(|s| s.0.clone()));
+        DB::text(bound, signing.map(|s| s.1.clone()))
+    }
+
+    /// Makes up to `limit` deliveries matching `condition` final as failed with `reason`,
+    /// releasing any lease; returns their ids.
+    pub(crate) fn fail_matching<'q, DB: Dialect>(
+        &'q self,
+        condition: FailCondition,
+        key: &str,
+        reason: &str,
+        now: i64,
+        limit: i64,
+    ) -> SqlQuery<'q, DB> {
+        let sql = match condition {
+            FailCondition::Pending => &self.fail_pending,
+            FailCondition::Endpoint => &self.cancel_endpoint,
+        };
+        let bound = DB::text(sqlx::query(sql), Some(reason.to_owned()));
+        let bound = DB::int(bound, Some(now));
+        let bound = DB::text(bound, Some(key.to_owned()));
+        DB::int(bound, Some(limit))
+    }
+}
+
+/// Which deliveries [`Statements::fail_matching`] fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FailCondition {
+    /// The pending deliveries to an endpoint URL ([`FAIL_PENDING_CONDITION`]).
+    Pending,
+    /// The queued deliveries of a registered endpoint ([`CANCEL_ENDPOINT_CONDITION`]).
+    Endpoint,
+}
+
+/// The ids a statement returned.
+pub(crate) fn ids(rows: &[impl RowExt]) -> Result<Vec<String>, StoreError> {
+    rows.iter().map(|row| row.text("id")).collect()
+}
+
+/// The final deliveries retention deletes next (`$1` the state, `$2` the time they must be
+/// older than, `$3` how many), as a subquery of `seq`s.
+pub(crate) fn purge_candidates<DB: Dialect>() -> String {
+    format!(
+        "SELECT seq FROM deliveries WHERE due_at IS NULL AND state = $1 AND updated_at < $2 \
+         ORDER BY updated_at LIMIT $3{}",
+        DB::SKIP_LOCKED
+    )
+}

@@ -1,0 +1,120 @@
+//! The conversation log side of [`SqliteStore`](super::SqliteStore): reads, on the pool of
+//! reader connections (WAL mode lets them run beside the writer).
+
+use std::time::SystemTime;
+
+use sqlx::sqlite::SqliteRow;
+
+use super::Inner;
+use crate::delivery::model::{Attempt, Conversation, ConversationQuery, Delivery, DeliveryState};
+use crate::store::sql::{
+    self, backend, conversations, delivery_from_row, Filter, RowExt, ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
+};
+use crate::store::{StoreError, StoreStats};
+use crate::time::from_unix_millis;
+
+impl Inner {
+    fn deliveries(&self, rows: &[SqliteRow]) -> Result<Vec<Delivery>, StoreError> {
+        rows.iter()
+            .map(|row| delivery_from_row(row, &self.signers))
+            .collect()
+    }
+
+    async fn attempts_of(&self, ids: &[&str]) -> Result<Vec<(String, Attempt)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = sqlx::QueryBuilder::new(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id IN ("
+        ));
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY delivery_id, number, seq");
+        let rows = query
+            .build()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(sql::attempt_from_row).collect()
+    }
+
+    pub(super) async fn get(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let delivery = delivery_from_row(&row, &self.signers)?;
+        let attempts = self.attempts_of(&[id]).await?;
+        Ok(conversations(vec![delivery], attempts).pop())
+    }
+
+    pub(super) async fn list(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let filter = Filter::new(query, 100);
+        let rows = self
+            .statements
+            .list::<sqlx::Sqlite>(&filter, query)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?;
+        let deliveries = self.deliveries(&rows)?;
+        let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+        let attempts = self.attempts_of(&ids).await?;
+        Ok(conversations(deliveries, attempts))
+    }
+
+    pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
+        // The queue through the due index, the finished rows through theirs.
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM deliveries WHERE due_at IS NOT NULL GROUP BY state \
+             UNION ALL SELECT 'finished', COUNT(*) FROM deliveries WHERE due_at IS NULL",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(backend)?;
+        let mut stats = StoreStats::default();
+        for row in &rows {
+            let n = usize::try_from(row.int("n")?).unwrap_or(0);
+            let state = row.text("state")?;
+            if state == "finished" {
+                stats.finished += n;
+                continue;
+            }
+            match sql::decode_state(&state)? {
+                DeliveryState::Pending => stats.pending += n,
+                DeliveryState::InFlight => stats.in_flight += n,
+                _ => stats.finished += n,
+            }
+        }
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT due_at FROM deliveries WHERE due_at IS NOT NULL AND state = 'pending' \
+             ORDER BY due_at LIMIT 1",
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        stats.oldest_due = oldest.map(from_unix_millis);
+        Ok(stats)
+    }
+
+    pub(super) async fn next_due(&self) -> Result<Option<SystemTime>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT due_at FROM deliveries WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1",
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(backend)?;
+        Ok(next.map(from_unix_millis))
+    }
+}

@@ -1,0 +1,104 @@
+//! The maintenance side of [`SqliteStore`](super::SqliteStore): re-sends, bulk failures and
+//! retention, run in the writer's transaction.
+
+use std::time::SystemTime;
+
+use sqlx::sqlite::SqliteConnection;
+
+use super::queue::missing;
+use crate::store::sql::{self, backend, FailCondition, Filter, Statements};
+use crate::store::StoreError;
+use crate::time::unix_millis;
+
+pub(super) async fn resend(
+    conn: &mut SqliteConnection,
+    id: String,
+    signing: Option<(String, String)>,
+) -> Result<(), StoreError> {
+    let now = unix_millis(SystemTime::now());
+    let (scheme, secrets) = signing.unzip();
+    let done = sqlx::query(
+        "UPDATE deliveries SET state = 'pending', manual = 1, next_attempt_at = $1, due_at = $1, \
+         last_error = NULL, updated_at = $1, scheme = COALESCE($2, scheme), \
+         secrets = COALESCE($3, secrets) \
+         WHERE id = $4 AND state IN ('delivered', 'failed', 'refused')",
+    )
+    .bind(now)
+    .bind(scheme)
+    .bind(secrets)
+    .bind(&id)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if done.rows_affected() == 0 {
+        return Err(match missing(conn, id).await {
+            StoreError::LeaseLost(id) => StoreError::NotFinal(id),
+            other => other,
+        });
+    }
+    Ok(())
+}
+
+pub(super) async fn resend_matching(
+    conn: &mut SqliteConnection,
+    statements: &Statements,
+    filter: Filter,
+    signing: Option<(String, String)>,
+) -> Result<usize, StoreError> {
+    let now = unix_millis(SystemTime::now());
+    let rows = statements
+        .resend_matching::<sqlx::Sqlite>(&filter, now, signing.as_ref())
+        .fetch_all(conn)
+        .await
+        .map_err(backend)?;
+    Ok(rows.len())
+}
+
+pub(super) async fn fail_matching(
+    conn: &mut SqliteConnection,
+    statements: &Statements,
+    condition: FailCondition,
+    key: String,
+    reason: String,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let now = unix_millis(SystemTime::now());
+    let rows = statements
+        .fail_matching::<sqlx::Sqlite>(condition, &key, &reason, now, limit)
+        .fetch_all(conn)
+        .await
+        .map_err(backend)?;
+    sql::ids(&rows)
+}
+
+/// Deletes a batch of old final deliveries, then their attempts (SQLite has no `DELETE` in a
+/// `WITH`; both run in the writer's one transaction).
+pub(super) async fn purge(
+    conn: &mut SqliteConnection,
+    state: &'static str,
+    before: i64,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    let rows = sqlx::query(&format!(
+        "DELETE FROM deliveries WHERE seq IN ({}) RETURNING id",
+        sql::purge_candidates::<sqlx::Sqlite>()
+    ))
+    .bind(state)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids = sql::ids(&rows)?;
+    let mut query = sqlx::QueryBuilder::new("DELETE FROM attempts WHERE delivery_id IN (");
+    let mut list = query.separated(", ");
+    for id in &ids {
+        list.push_bind(id);
+    }
+    query.push(")");
+    query.build().execute(conn).await.map_err(backend)?;
+    Ok(ids.len())
+}
