@@ -6,7 +6,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiResult, Authed, ProblemDocument};
+use super::dto::ProblemDocument;
+use super::error::ApiResult;
+use super::extract::Authed;
 use crate::registry::{EventType, WebhookRegistry};
 
 /// One declared event type.

@@ -1,48 +1,27 @@
 //! Where the management API is mounted, and the OpenAPI document as the application serves
 //! it: its `info`, its declared event types, and every path under the mount point.
 
-use std::convert::Infallible;
-
-use axum::extract::{FromRequestParts, NestedPath, OriginalUri};
-use axum::http::request::Parts;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header::CONTENT_TYPE;
+use http::HeaderValue;
 use serde_json::{json, Map, Value};
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-use super::ApiDoc;
+use super::dto::{
+    AttemptView, ConversationList, ConversationView, CreateWebhook, PreviousSecret,
+    ProblemDocument, Queued, Recover, Recovered, ResponseView, RotateSecret, SecretView,
+    SetHeaders, Trigger, UpdateWebhook, WebhookList, WebhookView,
+};
+use super::event_types::{EventTypeList, EventTypeView};
+use super::extract::MountPoint;
+use super::{conversations, event_types, secrets, webhooks};
+use crate::registry::model::{RateLimit, SigningScheme};
 use crate::registry::WebhookRegistry;
 
-/// Where the registry's router is nested (`""` when it is not), so links and documented
-/// paths are the ones a client really calls.
-pub(super) struct MountPoint {
-    /// The prefix as routed, such as `/tenants/{tenant}`: what the document shows.
-    pub(super) template: String,
-    /// The prefix of this very request, such as `/tenants/acme`: what links start with.
-    pub(super) concrete: String,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for MountPoint {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let template = parts
-            .extensions
-            .get::<NestedPath>()
-            .map(|nested| nested.as_str().trim_end_matches('/').to_owned())
-            .unwrap_or_default();
-        // A nested router sees the path without its prefix; the outermost router kept the
-        // whole one, so the prefix is the difference (with path parameters filled in).
-        let concrete = parts
-            .extensions
-            .get::<OriginalUri>()
-            .and_then(|original| original.path().strip_suffix(parts.uri.path()))
-            .map(|prefix| prefix.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| template.clone());
-        Ok(Self { template, concrete })
-    }
-}
-
 /// The document of `registry`'s API mounted at `prefix`, as JSON.
-pub(super) fn document(registry: &WebhookRegistry, prefix: &str) -> Value {
+fn document(registry: &WebhookRegistry, prefix: &str) -> Value {
     let mut document = registry
         .openapi_cache()
         .get_or_init(|| at_the_root(registry))
@@ -107,5 +86,87 @@ fn add_event_types(registry: &WebhookRegistry, document: &mut Value) {
                 "properties": properties,
             }),
         );
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/webhooks/openapi.json", tag = "webhooks", operation_id = "webhooks_openapi",
+    summary = "This document.",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")),
+)]
+pub(super) async fn openapi_json(
+    State(registry): State<WebhookRegistry>,
+    mount: MountPoint,
+) -> Response {
+    let body = serde_json::to_vec_pretty(&document(&registry, &mount.template))
+        .unwrap_or_else(|_| b"{}".to_vec());
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The application's API key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Webhooks",
+        description = "Register endpoints for events, manage their signing secrets, and inspect every delivery (conversations). Errors are `application/problem+json`.",
+    ),
+    paths(
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::update_webhook, webhooks::delete_webhook, secrets::get_secret,
+        secrets::rotate_secret, webhooks::set_headers, webhooks::disable_webhook,
+        webhooks::enable_webhook, conversations::list_conversations,
+        conversations::get_conversation, conversations::trigger, conversations::resend,
+        conversations::recover, openapi_json, event_types::list_event_types,
+    ),
+    components(schemas(
+        CreateWebhook, UpdateWebhook, WebhookView, WebhookList, SecretView, PreviousSecret,
+        RotateSecret, SetHeaders, Trigger, Queued, Recover, Recovered, ConversationView,
+        AttemptView, ResponseView, ConversationList, ProblemDocument, SigningScheme, RateLimit,
+        crate::registry::RunStatus, crate::registry::RunState, EventTypeView, EventTypeList,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "webhooks", description = "Register and manage webhooks"),
+        (name = "secrets", description = "Signing secrets"),
+        (name = "conversations", description = "Deliveries: every request and response, test events, re-sends"),
+        (name = "event-types", description = "The event types webhooks can subscribe to"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the management API, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+impl WebhookRegistry {
+    /// The OpenAPI document of this registry's management API as served at the root: the
+    /// generic [`openapi`] with the application's [`info`](super::RegistryBuilder::api_info)
+    /// and each declared event type as a component named `event.<type>`. The served
+    /// `openapi.json` also puts every path under the router's mount point.
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        serde_json::from_value(document(self, "")).unwrap_or_else(|_| openapi())
     }
 }
