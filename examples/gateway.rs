@@ -725,12 +725,25 @@ mod forward_demo {
         StatusCode::OK
     }
 
+    /// A conversation in the registry's JSON shape, so both halves of the gateway describe
+    /// attempts alike (RFC 3339 times, `latency_ms`, a structured `outcome`).
+    #[cfg(feature = "registry")]
+    fn view(conversation: tower_webhooks::store::Conversation) -> impl serde::Serialize {
+        tower_webhooks::registry::api::ConversationView::from(conversation)
+    }
+
+    /// Without the registry, the engine's own record.
+    #[cfg(not(feature = "registry"))]
+    fn view(conversation: tower_webhooks::store::Conversation) -> impl serde::Serialize {
+        conversation
+    }
+
     async fn conversation(
         State(engine): State<DeliveryEngine>,
         Path(id): Path<String>,
     ) -> axum::response::Response {
         match engine.conversation(&id).await {
-            Ok(Some(conversation)) => Json(conversation).into_response(),
+            Ok(Some(conversation)) => Json(view(conversation)).into_response(),
             Ok(None) => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", "No such run").into_response()
             }

@@ -1390,7 +1390,10 @@ async fn trigger_conversations_resend_and_recover() {
         let attempts = conversation["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 2);
         assert_eq!(attempts[1]["response"]["status"], 500);
-        assert_eq!(attempts[1]["outcome"], "HTTP 500");
+        assert_eq!(
+            attempts[1]["outcome"],
+            json!({"kind": "status", "status": 500, "detail": "HTTP 500"})
+        );
     }
 
     // Conversations: newest first, paginated, filtered.

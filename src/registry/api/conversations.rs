@@ -85,7 +85,7 @@ pub(super) async fn list_conversations(
             })
             .flatten(),
         next_offset: (more && !keyset && offset + limit <= MAX_OFFSET).then_some(offset + limit),
-        data: page.into_iter().map(ConversationView::new).collect(),
+        data: page.into_iter().map(ConversationView::from).collect(),
     }))
 }
 
@@ -162,7 +162,7 @@ pub(super) async fn get_conversation(
 ) -> ApiResult<Response> {
     let webhook = load(&registry, &owner, &id).await?;
     let conversation = load_conversation(&registry, &webhook, &delivery_id).await?;
-    Ok(ok_json(ConversationView::new(conversation)))
+    Ok(ok_json(ConversationView::from(conversation)))
 }
 
 #[utoipa::path(

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::registry::event::rfc3339;
 use crate::registry::model::{RateLimit, SigningScheme, Webhook};
 use crate::sensitive::{is_sensitive_header, REDACTED};
-use crate::store::{Attempt, Conversation, DeliveryState};
+use crate::store::{Attempt, AttemptOutcome, Conversation, DeliveryState};
 
 /// `POST /v1/webhooks`: a new webhook.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -224,12 +224,17 @@ pub struct Recovered {
     pub queued: usize,
 }
 
-/// One delivery and its attempts: the request sent and the endpoint's answers.
+/// One delivery and its attempts, the request sent and the endpoint's answers: the one JSON
+/// shape of a conversation, whatever queued the delivery. The registry's conversation routes
+/// answer with it, and an application showing the conversation of a forwarded delivery
+/// ([`DeliveryEngine::conversation`](crate::delivery::DeliveryEngine::conversation)) makes it
+/// with `ConversationView::from(conversation)`. Times are RFC 3339 (UTC, milliseconds).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConversationView {
     /// The delivery id (`X-Request-Id`).
     pub delivery_id: String,
-    /// The event type.
+    /// The event type; `null` for a delivery that is not a published event (a forwarded
+    /// result).
     pub event_type: Option<String>,
     /// `pending`, `in_flight`, `delivered`, `failed` or `refused`.
     pub state: String,
@@ -266,10 +271,57 @@ pub struct AttemptView {
     pub body_sha256: String,
     /// The answer, when there was one.
     pub response: Option<ResponseView>,
-    /// What happened (`HTTP 200`, `timeout`, `connect error: …`).
-    pub outcome: String,
+    /// What happened.
+    pub outcome: OutcomeView,
     /// Whether a user asked for it (a re-send).
     pub manual: bool,
+}
+
+/// What happened on one attempt: `{"kind": "status", "status": 200, "detail": "HTTP 200"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeView {
+    /// The kind of outcome.
+    pub kind: OutcomeKind,
+    /// The HTTP status, when the endpoint answered (`kind` is `status`).
+    pub status: Option<u16>,
+    /// A human-readable summary (`HTTP 200`, `timeout`, `connect error: …`).
+    pub detail: String,
+}
+
+/// The kind of an attempt's [outcome](OutcomeView).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// The endpoint answered (any status).
+    Status,
+    /// No (complete) answer within the attempt's timeout.
+    Timeout,
+    /// The connection could not be made.
+    Connect,
+    /// The connection broke after it was made.
+    Network,
+    /// The SSRF guard refused the endpoint; nothing was sent.
+    Refused,
+    /// The message could not be signed; nothing was sent.
+    SignFailed,
+}
+
+impl From<&AttemptOutcome> for OutcomeView {
+    fn from(outcome: &AttemptOutcome) -> Self {
+        let kind = match outcome {
+            AttemptOutcome::Status(_) => OutcomeKind::Status,
+            AttemptOutcome::Timeout => OutcomeKind::Timeout,
+            AttemptOutcome::Connect(_) => OutcomeKind::Connect,
+            AttemptOutcome::Network(_) => OutcomeKind::Network,
+            AttemptOutcome::Refused(_) => OutcomeKind::Refused,
+            AttemptOutcome::SignFailed(_) => OutcomeKind::SignFailed,
+        };
+        Self {
+            kind,
+            status: outcome.status(),
+            detail: outcome.to_string(),
+        }
+    }
 }
 
 /// The endpoint's answer to an attempt.
@@ -312,8 +364,8 @@ pub struct ProblemDocument {
     pub detail: Option<String>,
 }
 
-impl ConversationView {
-    pub(super) fn new(conversation: Conversation) -> Self {
+impl From<Conversation> for ConversationView {
+    fn from(conversation: Conversation) -> Self {
         let Conversation {
             delivery, attempts, ..
         } = conversation;
@@ -368,7 +420,7 @@ impl AttemptView {
                 body: String::from_utf8_lossy(&r.body).into_owned(),
                 body_truncated: r.body_truncated,
             }),
-            outcome: attempt.outcome.to_string(),
+            outcome: OutcomeView::from(&attempt.outcome),
             manual: attempt.manual,
         }
     }

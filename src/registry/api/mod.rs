@@ -14,9 +14,9 @@ mod validate;
 mod webhooks;
 
 pub use dto::{
-    AttemptView, ConversationList, ConversationView, CreateWebhook, PreviousSecret,
-    ProblemDocument, Queued, Recover, Recovered, ResponseView, RotateSecret, SecretView,
-    SetHeaders, Trigger, UpdateWebhook, WebhookList, WebhookView,
+    AttemptView, ConversationList, ConversationView, CreateWebhook, OutcomeKind, OutcomeView,
+    PreviousSecret, ProblemDocument, Queued, Recover, Recovered, ResponseView, RotateSecret,
+    SecretView, SetHeaders, Trigger, UpdateWebhook, WebhookList, WebhookView,
 };
 pub use event_types::{EventTypeList, EventTypeView};
 pub use openapi::openapi;

@@ -10,9 +10,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::dto::{
-    AttemptView, ConversationList, ConversationView, CreateWebhook, PreviousSecret,
-    ProblemDocument, Queued, Recover, Recovered, ResponseView, RotateSecret, SecretView,
-    SetHeaders, Trigger, UpdateWebhook, WebhookList, WebhookView,
+    AttemptView, ConversationList, ConversationView, CreateWebhook, OutcomeKind, OutcomeView,
+    PreviousSecret, ProblemDocument, Queued, Recover, Recovered, ResponseView, RotateSecret,
+    SecretView, SetHeaders, Trigger, UpdateWebhook, WebhookList, WebhookView,
 };
 use super::event_types::{EventTypeList, EventTypeView};
 use super::extract::MountPoint;
@@ -27,14 +27,74 @@ fn document(registry: &WebhookRegistry, prefix: &str) -> Value {
         .get_or_init(|| at_the_root(registry))
         .clone();
     if !prefix.is_empty() {
+        let parameters = prefix_parameters(prefix);
         if let Some(Value::Object(paths)) = document.get_mut("paths") {
             *paths = std::mem::take(paths)
                 .into_iter()
-                .map(|(path, item)| (format!("{prefix}{path}"), item))
+                .map(|(path, mut item)| {
+                    add_path_parameters(&mut item, &parameters);
+                    (format!("{prefix}{path}"), item)
+                })
                 .collect();
         }
     }
     document
+}
+
+/// The path parameters of a mount prefix such as `/tenants/{tenant}` (axum's `{*rest}`
+/// wildcard included), in order.
+fn prefix_parameters(prefix: &str) -> Vec<String> {
+    prefix
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| name.trim_start_matches('*').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Declares each of the prefix's `parameters` on every operation of a path item: OpenAPI
+/// requires every `{name}` of a path to be a declared parameter, and clients generated from
+/// the document need it to build the URL.
+fn add_path_parameters(item: &mut Value, parameters: &[String]) {
+    let Some(operations) = item.as_object_mut() else {
+        return;
+    };
+    for (method, operation) in operations.iter_mut() {
+        const METHODS: [&str; 8] = [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ];
+        if !METHODS.contains(&method.as_str()) {
+            continue;
+        }
+        let Some(operation) = operation.as_object_mut() else {
+            continue;
+        };
+        let list = operation
+            .entry("parameters")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Some(list) = list.as_array_mut() else {
+            continue;
+        };
+        // The prefix's parameters come first, in the order of the URL.
+        let declared: Vec<Value> = parameters
+            .iter()
+            .filter(|name| {
+                !list
+                    .iter()
+                    .any(|p| p["in"] == "path" && p["name"] == json!(name))
+            })
+            .map(|name| {
+                json!({
+                    "name": name,
+                    "in": "path",
+                    "required": true,
+                    "description": "A path parameter of the mount point",
+                    "schema": {"type": "string"},
+                })
+            })
+            .collect();
+        list.splice(0..0, declared);
+    }
 }
 
 fn at_the_root(registry: &WebhookRegistry) -> Value {
@@ -142,7 +202,7 @@ impl Modify for BearerAuth {
     components(schemas(
         CreateWebhook, UpdateWebhook, WebhookView, WebhookList, SecretView, PreviousSecret,
         RotateSecret, SetHeaders, Trigger, Queued, Recover, Recovered, ConversationView,
-        AttemptView, ResponseView, ConversationList, ProblemDocument, SigningScheme, RateLimit,
+        AttemptView, OutcomeView, OutcomeKind, ResponseView, ConversationList, ProblemDocument, SigningScheme, RateLimit,
         crate::registry::RunStatus, crate::registry::RunState, EventTypeView, EventTypeList,
     )),
     modifiers(&BearerAuth),
