@@ -21,7 +21,7 @@ use axum::Router;
 use tokio::sync::Notify;
 use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
+    BearerTokens, Endpoint, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme,
     WebhookRegistry,
 };
 use tower_webhooks::scheme::Nextmv;
@@ -113,7 +113,7 @@ async fn registry_for(urls: &[String]) -> WebhookRegistry {
         .build();
     let now = SystemTime::now();
     for (i, url) in urls.iter().enumerate() {
-        let webhook = Webhook::new(
+        let webhook = Endpoint::new(
             Owner::new(format!("tenant-{}", i % 7)),
             format!("hook-{i}"),
             url.clone(),
@@ -138,7 +138,10 @@ async fn fan_out(urls: &[String], events: usize, counter: &Counter) -> (f64, Dur
     let started = Instant::now();
     for _ in 0..events {
         let t = Instant::now();
-        let report = registry.publish(RunStatus::TYPE, &status()).await.unwrap();
+        let report = registry
+            .broadcast(RunStatus::TYPE, &status())
+            .await
+            .unwrap();
         publish_times.push(t.elapsed());
         assert_eq!(report.deliveries.len(), urls.len());
     }
@@ -166,7 +169,7 @@ async fn steady(
     let started = Instant::now();
     for _ in 0..total {
         interval.tick().await;
-        rejected += match registry.publish(RunStatus::TYPE, &status()).await {
+        rejected += match registry.broadcast(RunStatus::TYPE, &status()).await {
             Ok(_) => 0,
             Err(PublishError::NotQueued(report)) => report.rejected.len(),
             Err(err) => panic!("publish failed: {err}"),

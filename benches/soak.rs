@@ -33,7 +33,7 @@ use tower::ServiceExt;
 use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
+    BearerTokens, Endpoint, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme,
     WebhookRegistry,
 };
 use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
@@ -270,7 +270,7 @@ async fn soak(duration: Duration) {
         format!("{hanging}/hook"),
     ));
     for (owner, id, url) in webhooks {
-        let webhook = Webhook::new(
+        let webhook = Endpoint::new(
             Owner::new(owner),
             id,
             url,
@@ -390,7 +390,7 @@ async fn soak(duration: Duration) {
                     RunState::Succeeded,
                     SystemTime::now(),
                 );
-                match registry.publish(RunStatus::TYPE, &status).await {
+                match registry.broadcast(RunStatus::TYPE, &status).await {
                     Ok(report) => {
                         add(&counts.published_events, 1);
                         add(&counts.publish_accepted, report.deliveries.len() as u64);

@@ -1103,7 +1103,7 @@ mod registry_demo {
             // be queued (a full memory queue, its share of the engine taken) gets the problem
             // with `Retry-After` instead of a run whose webhooks never hear of it.
             let queued = RunStatus::new(&run_id, &application_id, states[0], created);
-            if let Err(err) = registry.publish_for(&owner, RunStatus::TYPE, &queued).await {
+            if let Err(err) = registry.publish(&owner, RunStatus::TYPE, &queued).await {
                 tracing::warn!(run = %run_id, error = %err, "run refused: run.status not queued");
                 return publish_problem(err).into_response();
             }
@@ -1114,7 +1114,7 @@ mod registry_demo {
                         tokio::time::sleep(step).await;
                         let status = RunStatus::new(&run_id, &application_id, state, created)
                             .updated_at(std::time::SystemTime::now());
-                        match registry.publish_for(&owner, RunStatus::TYPE, &status).await {
+                        match registry.publish(&owner, RunStatus::TYPE, &status).await {
                             Ok(report) => {
                                 tracing::info!(run = %run_id, status = state.as_str(), deliveries = report.deliveries.len(), "run.status published")
                             }

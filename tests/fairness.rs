@@ -148,7 +148,7 @@ async fn a_flooding_owner_does_not_starve_another() {
     // told which webhooks the event was not queued for.
     let acme = Owner::new("acme");
     match registry
-        .publish_for(&acme, RunStatus::TYPE, &status(RunState::Queued))
+        .publish(&acme, RunStatus::TYPE, &status(RunState::Queued))
         .await
     {
         Err(PublishError::NotQueued(report)) => {
@@ -182,7 +182,7 @@ async fn a_flooding_owner_does_not_starve_another() {
     let globex = Owner::new("globex");
     for state in [RunState::Queued, RunState::Running, RunState::Succeeded] {
         let report = registry
-            .publish_for(&globex, RunStatus::TYPE, &status(state))
+            .publish(&globex, RunStatus::TYPE, &status(state))
             .await
             .expect("globex's events are queued");
         assert_eq!(report.deliveries.len(), 1);
@@ -242,7 +242,7 @@ async fn a_full_memory_engine_is_an_error_on_every_path() {
     }
     // Three hanging webhooks (and `ok`) against a capacity of two.
     match registry
-        .publish(RunStatus::TYPE, &status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &status(RunState::Running))
         .await
     {
         Err(err @ PublishError::NotQueued(_)) => {

@@ -431,7 +431,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     // A run goes through its states; each one is published.
     for state in [RunState::Queued, RunState::Running, RunState::Succeeded] {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(state))
+            .broadcast(RunStatus::TYPE, &run_status(state))
             .await
             .unwrap();
         assert_eq!(report.deliveries.len(), 1);
@@ -494,7 +494,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     assert_eq!(shown["previous"].as_array().unwrap().len(), 1);
 
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     let hit = receiver.wait_for(4).await.pop().unwrap();
@@ -517,7 +517,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
         .is_empty());
     assert!(webhook(&router, ACME, "runs").await["rotation_ends_at"].is_null());
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Canceled))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Canceled))
         .await
         .unwrap();
     let hit = receiver.wait_for(5).await.pop().unwrap();
@@ -556,7 +556,7 @@ async fn standard_webhooks_scheme_signs_with_both_secrets_during_rotation() {
     .await;
     let second = rotated.json["secret"].as_str().unwrap().to_owned();
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     let hit = receiver.wait_for(1).await.pop().unwrap();
@@ -938,7 +938,7 @@ async fn tenants_cannot_see_each_other() {
     assert_ne!(acme_secret, globex_secret);
 
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("acme"),
             RunStatus::TYPE,
             &run_status(RunState::Running),
@@ -980,7 +980,7 @@ async fn tenants_cannot_see_each_other() {
 
     // Publishing to everyone reaches both.
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 2);
@@ -1181,7 +1181,7 @@ async fn custom_header_values_are_write_only_in_get_and_conversations() {
         }
     }
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Queued))
         .await
         .unwrap();
     let hit = &receiver.wait_for(1).await[0];
@@ -1306,7 +1306,7 @@ async fn disable_and_enable_routes() {
     assert_eq!(disabled.json["enabled"], false);
     assert_eq!(disabled.json["disabled_reason"], "disabled through the API");
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Queued))
         .await
         .unwrap();
     assert!(
@@ -1317,7 +1317,7 @@ async fn disable_and_enable_routes() {
     assert_eq!(enabled.json["enabled"], true);
     assert!(enabled.json["disabled_reason"].is_null());
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Queued))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -1380,7 +1380,7 @@ async fn trigger_conversations_resend_and_recover() {
     let mut failed = Vec::new();
     for _ in 0..3 {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
             .await
             .unwrap();
         failed.push(report.deliveries[0].delivery_id.clone());
@@ -1629,7 +1629,7 @@ async fn resend_of_a_pending_delivery_is_a_conflict_and_rate_limits_delay() {
     let mut last = None;
     for _ in 0..5 {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
             .await
             .unwrap();
         last = Some(report.deliveries[0].clone());
@@ -1685,7 +1685,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     // One bad attempt is not enough, nor are two exhausted deliveries.
     for _ in 0..2 {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
             .await
             .unwrap();
         wait_conversation(
@@ -1702,7 +1702,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
 
     // The third exhausted delivery within the hour disables it.
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
     let view = wait_webhook(&router, ACME, "flaky", |v| v["enabled"] == false).await;
@@ -1721,7 +1721,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     assert_eq!(event["data"]["webhook_id"], "flaky");
 
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
     assert!(report.deliveries.is_empty());
@@ -1738,7 +1738,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     .await;
     assert_eq!(enabled.json["enabled"], true);
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -1765,7 +1765,7 @@ async fn gone_disables_at_once() {
     receiver.answer(410);
     create_ok(&router, ACME, "gone", &receiver.url("/hook")).await;
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
     let view = wait_webhook(&router, ACME, "gone", |v| v["enabled"] == false).await;
@@ -1788,7 +1788,7 @@ async fn delete_cancels_queued_deliveries() {
     };
     create_ok(&router, ACME, "doomed", &format!("http://{addr}/hook")).await;
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("acme"),
             RunStatus::TYPE,
             &run_status(RunState::Running),
@@ -1885,7 +1885,7 @@ async fn delete_during_an_attempt_stops_its_retries() {
 
     create_ok(&router, ACME, "busy", &format!("http://{addr}/hook")).await;
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("acme"),
             RunStatus::TYPE,
             &run_status(RunState::Running),
@@ -1937,18 +1937,18 @@ async fn publish_checks_the_event_type_and_scopes_owners() {
     create_ok(&router, ACME, "p", &receiver.url("/a")).await;
     create_ok(&router, GLOBEX, "p", &receiver.url("/g")).await;
     let err = registry
-        .publish("run.created", &json!({}))
+        .broadcast("run.created", &json!({}))
         .await
         .unwrap_err();
     assert!(matches!(err, PublishError::UnknownEventType(ref t) if t == "run.created"));
     // Declared, but nobody subscribes.
     let report = registry
-        .publish("app.deployed", &json!({"v": 2}))
+        .broadcast("app.deployed", &json!({"v": 2}))
         .await
         .unwrap();
     assert!(report.deliveries.is_empty());
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("globex"),
             RunStatus::TYPE,
             &run_status(RunState::Queued),
@@ -2188,7 +2188,7 @@ async fn registry_on_the_sqlite_store() {
     create_ok(&router, ACME, "durable", &receiver.url("/hook")).await;
     receiver.answer(500);
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     let delivery = report.deliveries[0].delivery_id.clone();
@@ -2237,7 +2237,7 @@ async fn registry_on_the_sqlite_store() {
 
     receiver.answer(500);
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     let second = report.deliveries[0].delivery_id.clone();
@@ -2313,7 +2313,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     .await
     .unwrap();
     let report = registry
-        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -2348,7 +2348,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     .await
     .unwrap();
     let report = registry
-        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     let delivery = report.deliveries[0].delivery_id.clone();
@@ -2387,7 +2387,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     let mut tx = app.begin().await.unwrap();
     assert!(matches!(
         plain
-            .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
+            .broadcast_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
             .await,
         Err(PublishError::NoOutbox)
     ));
@@ -2408,7 +2408,7 @@ async fn conversation_cursors_are_stable_while_deliveries_arrive() {
     let mut published = Vec::new();
     let publish = || async {
         registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
             .await
             .unwrap()
             .deliveries[0]

@@ -19,7 +19,7 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower_webhooks::registry::{EndpointState, MemoryEndpointState, Owner, RateLimit};
+use tower_webhooks::registry::{EndpointRateLimit, EndpointState, MemoryEndpointState, Owner};
 
 /// The PostgreSQL URL of the ignored tests; they fail loudly without it.
 #[cfg(feature = "postgres")]
@@ -74,7 +74,7 @@ async fn turn(
     id: &str,
     now: SystemTime,
 ) -> Option<SystemTime> {
-    let limit = RateLimit::per_second(10).with_burst(2);
+    let limit = EndpointRateLimit::per_second(10).with_burst(2);
     state
         .take_turn(&Owner::new(owner), id, limit, now)
         .await
@@ -174,8 +174,8 @@ mod two_registries {
 
     use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
     use tower_webhooks::registry::{
-        DisabledNotice, EventType, HealthRule, RunState, RunStatus, SigningScheme,
-        SubscriptionStore, Webhook, WebhookRegistry,
+        DisabledNotice, Endpoint, EventType, HealthRule, RunState, RunStatus, SigningScheme,
+        SubscriptionStore, WebhookRegistry,
     };
 
     use super::support::Receiver;
@@ -221,8 +221,8 @@ mod two_registries {
         }
     }
 
-    fn webhook(id: &str, url: String) -> Webhook {
-        Webhook::new(
+    fn webhook(id: &str, url: String) -> Endpoint {
+        Endpoint::new(
             Owner::new("acme"),
             id,
             url,
@@ -260,7 +260,7 @@ mod two_registries {
         for replica in [&one, &one, &two, &two] {
             let report = replica
                 .registry
-                .publish(RunStatus::TYPE, &status())
+                .broadcast(RunStatus::TYPE, &status())
                 .await
                 .unwrap();
             assert_eq!(
@@ -290,7 +290,7 @@ mod two_registries {
         for replica in [&one, &two] {
             let report = replica
                 .registry
-                .publish(RunStatus::TYPE, &status())
+                .broadcast(RunStatus::TYPE, &status())
                 .await
                 .unwrap();
             assert!(report.deliveries.is_empty(), "neither publishes to it");
@@ -306,7 +306,7 @@ mod two_registries {
     ) {
         let receiver = Receiver::status(200).await;
         let mut paced = webhook("paced", receiver.url("/hook"));
-        paced.rate_limit = Some(RateLimit::per_second(1).with_burst(3));
+        paced.rate_limit = Some(EndpointRateLimit::per_second(1).with_burst(3));
         a.insert(paced).await.unwrap();
         let rule = HealthRule::default();
         let (one, two) = (replica(a, rule), replica(b, rule));
@@ -314,7 +314,7 @@ mod two_registries {
         for replica in [&one, &two, &one, &two, &one, &two] {
             let report = replica
                 .registry
-                .publish(RunStatus::TYPE, &status())
+                .broadcast(RunStatus::TYPE, &status())
                 .await
                 .unwrap();
             not_before.push(report.deliveries[0].not_before);
@@ -417,8 +417,6 @@ mod gateways {
     use serde_json::{json, Value};
     use std::time::Instant;
     use tokio::process::{Child, Command};
-
-    use tower_webhooks::registry::rfc3339;
 
     use super::support::{self, Receiver};
     use super::*;
@@ -555,7 +553,11 @@ mod gateways {
         for gateway in [&one, &two, &one, &two, &one, &two] {
             let (status, queued) = http(gateway, "POST", "/v1/webhooks/paced/trigger", "").await;
             assert_eq!(status, 202, "{queued}");
-            not_before.push(queued["not_before"].as_str().and_then(rfc3339::parse));
+            not_before.push(queued["not_before"].as_str().and_then(|text| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .map(SystemTime::from)
+            }));
         }
         let immediate = not_before.iter().filter(|t| t.is_none()).count();
         assert_eq!(immediate, 3, "{not_before:?}");

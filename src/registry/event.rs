@@ -244,7 +244,7 @@ impl EndpointDisabled {
 }
 
 /// RFC 3339 text for `SystemTime`, as serde `with` helpers and plain functions.
-pub mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -254,7 +254,7 @@ pub mod rfc3339 {
     /// `time` as RFC 3339 in UTC (`2026-01-02T03:04:05.678Z`; fractional seconds only when
     /// there are some), to the millisecond: the precision the durable stores keep, so a
     /// record reads the same in the answer that created it and in every later one.
-    pub fn format(time: SystemTime) -> String {
+    pub(crate) fn format(time: SystemTime) -> String {
         let time = OffsetDateTime::from(time);
         let millis = time.nanosecond() / 1_000_000 * 1_000_000;
         time.replace_nanosecond(millis)
@@ -264,19 +264,24 @@ pub mod rfc3339 {
     }
 
     /// Parses RFC 3339 text with any offset (`Z`, `+02:00`).
-    pub fn parse(text: &str) -> Option<SystemTime> {
+    pub(crate) fn parse(text: &str) -> Option<SystemTime> {
         OffsetDateTime::parse(text.trim(), &Rfc3339)
             .ok()
             .map(SystemTime::from)
     }
 
     /// serde: serialises as [`format()`].
-    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(*time))
     }
 
     /// serde: deserialises with [`parse()`].
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 date-time"))
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt as _;
 
 use super::event::EndpointDisabled;
-use super::model::{split_endpoint_key, Owner, Webhook};
+use super::model::{split_endpoint_key, Endpoint, Owner};
 use super::SubscriptionError;
 use super::WebhookRegistry;
 use crate::delivery::DeliveryReport;
@@ -183,10 +183,7 @@ impl WebhookRegistry {
                         reason,
                         disabled_at: now,
                     };
-                    if let Err(err) = self
-                        .publish_for(owner, EndpointDisabled::TYPE, &payload)
-                        .await
-                    {
+                    if let Err(err) = self.publish(owner, EndpointDisabled::TYPE, &payload).await {
                         tracing::warn!(error = %err, "endpoint.disabled not published");
                     }
                 }
@@ -208,7 +205,7 @@ impl WebhookRegistry {
         id: &str,
         enabled: bool,
         reason: Option<String>,
-    ) -> Result<Option<(Webhook, bool)>, SubscriptionError> {
+    ) -> Result<Option<(Endpoint, bool)>, SubscriptionError> {
         let now = self.now();
         let mut changed = false;
         let webhook = self

@@ -4,7 +4,7 @@
 //! Users register endpoints for the event types the application declares (the
 //! [Nextmv](https://docs.nextmv.io/docs/platform/run-app-remotely/webhooks) model: caller-chosen
 //! ids, a signing secret per webhook, `Nextmv-Signature: t=..,v1=..` by default); the
-//! application calls `publish("run.status", payload)`; each subscribed webhook gets its own
+//! application calls `publish(owner, "run.status", payload)`; each subscribed webhook gets its own
 //! signed [`Delivery`] through the same
 //! [`DeliveryEngine`] as the forward layer — retries, SSRF guard, conversations, and the
 //! durability of whichever [store](crate::store) the engine has.
@@ -27,7 +27,7 @@
 //!
 //! // Whenever a run changes state:
 //! let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
-//! let report = registry.publish(RunStatus::TYPE, &status).await?;
+//! let report = registry.publish(&"acme".into(), RunStatus::TYPE, &status).await?;
 //! println!("{} deliveries queued", report.deliveries.len());
 //! # Ok(())
 //! # }
@@ -73,7 +73,7 @@
 //! `sqlite`, `SqliteSubscriptions` keeps them in a SQLite file (the delivery store's file
 //! is fine); with feature `postgres`, `PostgresSubscriptions` keeps them in a
 //! `PostgresStore`'s database and schema. Both keep every
-//! field of a [`Webhook`], secrets included. Configure encryption keys
+//! field of a [`Endpoint`], secrets included. Configure encryption keys
 //! (`SqliteSubscriptions::connect_encrypted`, `PostgresOptions::encryption_keys`) so the
 //! signing secrets and custom header values are stored encrypted (XChaCha20-Poly1305, key
 //! rotation by key id); without them **the database is as sensitive as the secrets**
@@ -124,7 +124,7 @@
 //!
 //! # Rate limits
 //!
-//! A webhook may carry a [`RateLimit`]; the registry then spaces the first attempts of its
+//! A webhook may carry a [`EndpointRateLimit`]; the registry then spaces the first attempts of its
 //! deliveries (a token bucket that sets each delivery's due time), so bursts wait in the
 //! queue rather than being dropped. Retries follow the engine's policy; the engine also caps
 //! concurrent attempts per endpoint host
@@ -159,9 +159,9 @@ mod subscriptions;
 
 pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens, PartsAuth};
 pub use builder::RegistryBuilder;
-pub use event::{rfc3339, EndpointDisabled, Event, EventType, RunState, RunStatus};
+pub use event::{EndpointDisabled, Event, EventType, RunState, RunStatus};
 pub use health::{DisabledNotice, HealthRule};
-pub use model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
+pub use model::{Endpoint, EndpointRateLimit, Owner, SigningScheme, WebhookSecret};
 pub use publish::{PublishError, PublishReport, PublishedDelivery, RejectedDelivery};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -299,7 +299,7 @@ impl WebhookRegistry {
     /// signed with the webhook's current secrets.
     pub(crate) async fn resend(
         &self,
-        webhook: &Webhook,
+        webhook: &Endpoint,
         delivery_id: &str,
     ) -> Result<(), StoreError> {
         self.inner
@@ -311,7 +311,7 @@ impl WebhookRegistry {
     /// Re-sends every failed delivery of `webhook` created at or after `since`; how many.
     pub(crate) async fn recover(
         &self,
-        webhook: &Webhook,
+        webhook: &Endpoint,
         since: SystemTime,
     ) -> Result<usize, StoreError> {
         let query = crate::store::ConversationQuery::new()

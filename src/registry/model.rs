@@ -1,4 +1,4 @@
-//! The subscription record ([`Webhook`]) and the values it is made of.
+//! The subscription record ([`Endpoint`]) and the values it is made of.
 
 use std::fmt;
 use std::sync::Arc;
@@ -190,7 +190,7 @@ impl WebhookSecret {
 /// later), never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimit {
+pub struct EndpointRateLimit {
     /// Deliveries per second (at least 1).
     pub per_second: u32,
     /// How many may go at once after a quiet period (at least 1; by default `per_second`).
@@ -198,7 +198,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl RateLimit {
+impl EndpointRateLimit {
     /// `per_second` deliveries a second with a burst of the same size.
     pub fn per_second(per_second: u32) -> Self {
         Self {
@@ -232,7 +232,7 @@ impl RateLimit {
 /// `Debug` never prints the secrets nor the custom header values.
 #[derive(Clone)]
 #[non_exhaustive]
-pub struct Webhook {
+pub struct Endpoint {
     /// The tenant.
     pub owner: Owner,
     /// The caller-chosen id, unique per owner (`[A-Za-z0-9_-]`, 1 to 64 characters).
@@ -254,16 +254,16 @@ pub struct Webhook {
     /// Why it was disabled (by a user, or automatically by the health rule).
     pub disabled_reason: Option<String>,
     /// The optional delivery rate limit.
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<EndpointRateLimit>,
     /// When it was registered.
     pub created_at: SystemTime,
     /// When it last changed.
     pub updated_at: SystemTime,
 }
 
-impl fmt::Debug for Webhook {
+impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Webhook")
+        f.debug_struct("Endpoint")
             .field("owner", &self.owner)
             .field("id", &self.id)
             .field(
@@ -284,7 +284,7 @@ impl fmt::Debug for Webhook {
     }
 }
 
-impl Webhook {
+impl Endpoint {
     /// A new enabled webhook with one fresh secret for `scheme`.
     pub fn new(
         owner: Owner,
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn rotation_keeps_the_previous_secret_for_the_grace_period() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut hook = Webhook::new(
+        let mut hook = Endpoint::new(
             Owner::new("acme"),
             "hook",
             "https://example.com",
@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn primary_only_schemes_sign_with_the_newest_secret() {
         let t0 = SystemTime::now();
-        let mut hook = Webhook::new(
+        let mut hook = Endpoint::new(
             Owner::new("acme"),
             "hook",
             "https://example.com",

@@ -8,8 +8,8 @@ use super::publish::{PublishError, PublishReport};
 use super::WebhookRegistry;
 
 impl WebhookRegistry {
-    /// [`publish`](Self::publish) through the application's own PostgreSQL transaction: the
-    /// **transactional outbox**. The event is recorded if and only if the application's
+    /// [`publish`](Self::publish) to `owner`'s webhooks through the application's own
+    /// PostgreSQL transaction: the **transactional outbox**. The event is recorded if and only if the application's
     /// change commits.
     ///
     /// Fans out exactly as `publish` (same body, signing, headers, keys, rate limits), but
@@ -43,7 +43,7 @@ impl WebhookRegistry {
     ///     .execute(&mut *tx)
     ///     .await?;
     /// let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
-    /// registry.publish_in_transaction(&mut tx, RunStatus::TYPE, &status).await?;
+    /// registry.publish_in_transaction(&mut tx, &"acme".into(), RunStatus::TYPE, &status).await?;
     /// tx.commit().await?; // the deliveries exist (and go out) from here on
     /// # Ok(())
     /// # }
@@ -60,26 +60,6 @@ impl WebhookRegistry {
     pub async fn publish_in_transaction<T>(
         &self,
         conn: &mut sqlx::PgConnection,
-        event_type: &str,
-        payload: &T,
-    ) -> Result<PublishReport, PublishError>
-    where
-        T: Serialize + ?Sized,
-    {
-        self.publish_in_transaction_inner(conn, None, event_type, payload)
-            .await
-    }
-
-    /// [`publish_in_transaction`](Self::publish_in_transaction) to `owner`'s webhooks only.
-    ///
-    /// # Errors
-    ///
-    /// As [`publish_in_transaction`](Self::publish_in_transaction).
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub async fn publish_for_in_transaction<T>(
-        &self,
-        conn: &mut sqlx::PgConnection,
         owner: &Owner,
         event_type: &str,
         payload: &T,
@@ -88,6 +68,27 @@ impl WebhookRegistry {
         T: Serialize + ?Sized,
     {
         self.publish_in_transaction_inner(conn, Some(owner), event_type, payload)
+            .await
+    }
+
+    /// [`publish_in_transaction`](Self::publish_in_transaction) to the subscribed webhooks of
+    /// every owner (as [`broadcast`](Self::broadcast)).
+    ///
+    /// # Errors
+    ///
+    /// As [`publish_in_transaction`](Self::publish_in_transaction).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn broadcast_in_transaction<T>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        self.publish_in_transaction_inner(conn, None, event_type, payload)
             .await
     }
 

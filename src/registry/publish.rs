@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::event::{self, rfc3339};
-use super::model::{Owner, Webhook};
+use super::model::{Endpoint, Owner};
 use super::{SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::store::{Delivery, Source, StoreError};
@@ -107,7 +107,7 @@ pub struct PublishedDelivery {
     pub webhook_id: String,
     /// The delivery (its conversation id and `X-Request-Id`).
     pub delivery_id: String,
-    /// When its first attempt is due, when a [`RateLimit`] delayed it.
+    /// When its first attempt is due, when a [`EndpointRateLimit`] delayed it.
     pub not_before: Option<SystemTime>,
 }
 
@@ -149,7 +149,9 @@ impl PublishReport {
 
 impl WebhookRegistry {
     /// Publishes an event of `event_type` with `payload` as its `data` to every enabled
-    /// webhook subscribed to it, of every owner.
+    /// webhook of `owner` subscribed to it (the tenant whose run, order or document
+    /// changed). [`broadcast`](Self::broadcast) sends to the subscribed webhooks of every
+    /// owner.
     ///
     /// The body is serialised once ([`Event`]); each webhook gets its own delivery, signed
     /// with its own secrets in its own scheme, with its custom headers, recorded under its
@@ -166,22 +168,6 @@ impl WebhookRegistry {
     /// [`PublishError::NotQueued`] with the per-webhook report when the engine refused some.
     pub async fn publish<T>(
         &self,
-        event_type: &str,
-        payload: &T,
-    ) -> Result<PublishReport, PublishError>
-    where
-        T: Serialize + ?Sized,
-    {
-        self.publish_inner(None, event_type, payload).await
-    }
-
-    /// [`publish`](Self::publish) to `owner`'s webhooks only.
-    ///
-    /// # Errors
-    ///
-    /// As [`publish`](Self::publish).
-    pub async fn publish_for<T>(
-        &self,
         owner: &Owner,
         event_type: &str,
         payload: &T,
@@ -192,6 +178,23 @@ impl WebhookRegistry {
         self.publish_inner(Some(owner), event_type, payload).await
     }
 
+    /// [`publish`](Self::publish) to the subscribed webhooks of **every** owner: for events
+    /// that concern all tenants alike (a maintenance notice), never for one tenant's data.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn broadcast<T>(
+        &self,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<PublishReport, PublishError>
+    where
+        T: Serialize + ?Sized,
+    {
+        self.publish_inner(None, event_type, payload).await
+    }
+
     /// The webhooks `event_type` goes to, the event's id and its body.
     pub(super) async fn prepare<T>(
         &self,
@@ -199,7 +202,7 @@ impl WebhookRegistry {
         event_type: &str,
         payload: &T,
         now: SystemTime,
-    ) -> Result<(Vec<Webhook>, String, Bytes), PublishError>
+    ) -> Result<(Vec<Endpoint>, String, Bytes), PublishError>
     where
         T: Serialize + ?Sized,
     {
@@ -256,7 +259,7 @@ impl WebhookRegistry {
     /// The delivery of `body` to `webhook` (its rate limit applied).
     pub(super) async fn delivery(
         &self,
-        webhook: &Webhook,
+        webhook: &Endpoint,
         event_type: &str,
         body: Bytes,
         now: SystemTime,
@@ -283,7 +286,7 @@ impl WebhookRegistry {
     /// Queues one delivery of `body` to `webhook`.
     pub(crate) async fn deliver(
         &self,
-        webhook: &Webhook,
+        webhook: &Endpoint,
         event_type: &str,
         body: Bytes,
         now: SystemTime,

@@ -13,7 +13,7 @@ use super::error::{printable, ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Authed};
 use super::webhooks::{load, ok_json};
 use crate::registry::event::rfc3339;
-use crate::registry::model::Webhook;
+use crate::registry::model::Endpoint;
 use crate::registry::WebhookRegistry;
 use crate::store::{
     Conversation, ConversationPosition, ConversationQuery, DeliveryState, StoreError,
@@ -94,7 +94,7 @@ pub(super) async fn list_conversations(
 /// skips: fine for the first pages the API allows, offset ≤ 10 000).
 pub(super) async fn conversation_page(
     registry: &WebhookRegistry,
-    webhook: &Webhook,
+    webhook: &Endpoint,
     state: Option<DeliveryState>,
     after: Option<ConversationPosition>,
     offset: usize,
@@ -127,7 +127,7 @@ pub(super) fn parse_state(text: &str) -> Option<DeliveryState> {
 /// The webhook's conversation `delivery_id`, or 404 (also when it belongs to another webhook).
 pub(super) async fn load_conversation(
     registry: &WebhookRegistry,
-    webhook: &Webhook,
+    webhook: &Endpoint,
     delivery_id: &str,
 ) -> ApiResult<Conversation> {
     let conversation = registry

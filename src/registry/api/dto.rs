@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::registry::event::rfc3339;
-use crate::registry::model::{RateLimit, SigningScheme, Webhook};
+use crate::registry::model::{Endpoint, EndpointRateLimit, SigningScheme};
 use crate::sensitive::{is_sensitive_header, REDACTED};
 use crate::store::{Attempt, AttemptOutcome, Conversation, DeliveryState};
 
@@ -34,7 +34,7 @@ pub struct CreateWebhook {
     pub scheme: Option<String>,
     /// An optional delivery rate limit.
     #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<EndpointRateLimit>,
 }
 
 /// `PUT /v1/webhooks/{id}`: every field replaced (omitted optional fields take their
@@ -58,7 +58,7 @@ pub struct UpdateWebhook {
     pub scheme: Option<String>,
     /// The rate limit (none when omitted).
     #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<EndpointRateLimit>,
 }
 
 /// A webhook as the API shows it: never its secret.
@@ -81,7 +81,7 @@ pub struct WebhookView {
     /// Custom headers: the names, with every value shown as `[redacted]` (values are write-only).
     pub headers: BTreeMap<String, String>,
     /// The rate limit.
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<EndpointRateLimit>,
     /// When the previous secret stops signing, during a rotation (RFC 3339).
     pub rotation_ends_at: Option<String>,
     /// RFC 3339.
@@ -91,7 +91,7 @@ pub struct WebhookView {
 }
 
 impl WebhookView {
-    pub(super) fn new(webhook: &Webhook, now: SystemTime) -> Self {
+    pub(super) fn new(webhook: &Endpoint, now: SystemTime) -> Self {
         Self {
             id: webhook.id.clone(),
             endpoint_url: webhook.endpoint_url.clone(),
@@ -150,7 +150,7 @@ pub struct PreviousSecret {
 }
 
 impl SecretView {
-    pub(super) fn new(webhook: &Webhook, now: SystemTime) -> Self {
+    pub(super) fn new(webhook: &Endpoint, now: SystemTime) -> Self {
         let text = |s: &crate::Secret| String::from_utf8_lossy(s.expose()).into_owned();
         let mut active = webhook.secrets.iter().filter(|s| s.is_active(now));
         let current = active.next();

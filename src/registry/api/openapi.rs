@@ -17,7 +17,7 @@ use super::dto::{
 use super::event_types::{EventTypeList, EventTypeView};
 use super::extract::MountPoint;
 use super::{conversations, event_types, secrets, webhooks};
-use crate::registry::model::{RateLimit, SigningScheme};
+use crate::registry::model::{EndpointRateLimit, SigningScheme};
 use crate::registry::WebhookRegistry;
 
 /// The document of `registry`'s API mounted at `prefix`, as JSON.
@@ -202,7 +202,7 @@ impl Modify for BearerAuth {
     components(schemas(
         CreateWebhook, UpdateWebhook, WebhookView, WebhookList, SecretView, PreviousSecret,
         RotateSecret, SetHeaders, Trigger, Queued, Recover, Recovered, ConversationView,
-        AttemptView, OutcomeView, OutcomeKind, ResponseView, ConversationList, ProblemDocument, SigningScheme, RateLimit,
+        AttemptView, OutcomeView, OutcomeKind, ResponseView, ConversationList, ProblemDocument, SigningScheme, EndpointRateLimit,
         crate::registry::RunStatus, crate::registry::RunState, EventTypeView, EventTypeList,
     )),
     modifiers(&BearerAuth),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::error::{printable, ApiError, ApiResult};
-use crate::registry::model::{RateLimit, SigningScheme};
+use crate::registry::model::{EndpointRateLimit, SigningScheme};
 use crate::registry::WebhookRegistry;
 
 const MAX_HEADERS: usize = 20;
@@ -34,7 +34,7 @@ pub(super) struct Fields {
     pub(super) event_types: Vec<String>,
     pub(super) description: String,
     pub(super) scheme: SigningScheme,
-    pub(super) rate_limit: Option<RateLimit>,
+    pub(super) rate_limit: Option<EndpointRateLimit>,
 }
 
 impl WebhookRegistry {
@@ -44,7 +44,7 @@ impl WebhookRegistry {
         event_types: Vec<String>,
         description: Option<String>,
         scheme: Option<String>,
-        rate_limit: Option<RateLimit>,
+        rate_limit: Option<EndpointRateLimit>,
     ) -> ApiResult<Fields> {
         let endpoint_url = self.validate_endpoint(endpoint_url).await?;
         if event_types.is_empty() || event_types.len() > 32 {
@@ -104,7 +104,7 @@ impl WebhookRegistry {
                     "`per_second` is 1 to 10000, `burst` at most 10000",
                 ))
             }
-            other => other.map(RateLimit::normalised),
+            other => other.map(EndpointRateLimit::normalised),
         };
         Ok(Fields {
             endpoint_url,

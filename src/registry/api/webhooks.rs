@@ -17,14 +17,14 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Authed, MountPoint};
 use super::validate::{validate_headers, validate_id};
 use super::BASE_PATH;
-use crate::registry::model::{Owner, Webhook};
+use crate::registry::model::{Endpoint, Owner};
 use crate::registry::{Modification, WebhookRegistry};
 
 pub(super) async fn load(
     registry: &WebhookRegistry,
     owner: &Owner,
     id: &str,
-) -> ApiResult<Webhook> {
+) -> ApiResult<Endpoint> {
     registry
         .subscriptions()
         .get(owner, id)
@@ -39,7 +39,7 @@ pub(super) async fn modify<'a>(
     owner: &'a Owner,
     id: &'a str,
     change: Modification<'a>,
-) -> ApiResult<Webhook> {
+) -> ApiResult<Endpoint> {
     registry
         .subscriptions()
         .modify(owner, id, change)
@@ -104,7 +104,7 @@ pub(super) async fn create_webhook(
         )));
     }
     let now = registry.now();
-    let mut webhook = Webhook::new(
+    let mut webhook = Endpoint::new(
         owner,
         body.id,
         fields.endpoint_url,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::endpoint_state::{turn_at, EndpointState};
 use super::sql::backend;
 use super::SubscriptionFuture;
-use crate::registry::model::{Owner, RateLimit};
+use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
 
 /// Bucket times are Unix microseconds: the shortest interval a [`RateLimit`] allows
 /// (10 000 per second) is 100 µs, which milliseconds would round away.
