@@ -15,79 +15,79 @@ use crate::store::{Attempt, AttemptOutcome, Conversation, DeliveryState};
 /// `POST /v1/webhooks`: a new webhook.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateWebhook {
+pub(super) struct CreateWebhook {
     /// The caller-chosen id, unique per owner: letters, digits, `_` and `-`, 1 to 64.
     #[schema(example = "my-webhook")]
-    pub id: String,
+    pub(super) id: String,
     /// The absolute `http`/`https` URL events are POSTed to; internal addresses are refused.
     #[schema(example = "https://example.com/webhookhandler")]
-    pub endpoint_url: String,
+    pub(super) endpoint_url: String,
     /// The declared event types to receive (at least one).
     #[schema(example = json!(["run.status"]))]
-    pub event_types: Vec<String>,
+    pub(super) event_types: Vec<String>,
     /// A free description (at most 1024 characters).
     #[serde(default)]
-    pub description: Option<String>,
+    pub(super) description: Option<String>,
     /// The signature format, `nextmv` by default.
     #[serde(default)]
     #[schema(value_type = Option<SigningScheme>)]
-    pub scheme: Option<String>,
+    pub(super) scheme: Option<String>,
     /// An optional delivery rate limit.
     #[serde(default)]
-    pub rate_limit: Option<EndpointRateLimit>,
+    pub(super) rate_limit: Option<EndpointRateLimit>,
 }
 
 /// `PUT /v1/webhooks/{id}`: every field replaced (omitted optional fields take their
 /// defaults). Changing between a Standard Webhooks scheme and another generates a new secret.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateWebhook {
+pub(super) struct UpdateWebhook {
     /// When present, it must equal the id in the path (ids cannot change).
     #[serde(default)]
-    pub id: Option<String>,
+    pub(super) id: Option<String>,
     /// The endpoint.
-    pub endpoint_url: String,
+    pub(super) endpoint_url: String,
     /// The event types.
-    pub event_types: Vec<String>,
+    pub(super) event_types: Vec<String>,
     /// The description.
     #[serde(default)]
-    pub description: Option<String>,
+    pub(super) description: Option<String>,
     /// The signature format, `nextmv` by default.
     #[serde(default)]
     #[schema(value_type = Option<SigningScheme>)]
-    pub scheme: Option<String>,
+    pub(super) scheme: Option<String>,
     /// The rate limit (none when omitted).
     #[serde(default)]
-    pub rate_limit: Option<EndpointRateLimit>,
+    pub(super) rate_limit: Option<EndpointRateLimit>,
 }
 
 /// A webhook as the API shows it: never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookView {
+pub(super) struct WebhookView {
     /// The id.
-    pub id: String,
+    pub(super) id: String,
     /// The endpoint.
-    pub endpoint_url: String,
+    pub(super) endpoint_url: String,
     /// The event types.
-    pub event_types: Vec<String>,
+    pub(super) event_types: Vec<String>,
     /// The description.
-    pub description: String,
+    pub(super) description: String,
     /// The signature format.
-    pub scheme: SigningScheme,
+    pub(super) scheme: SigningScheme,
     /// Whether events are delivered.
-    pub enabled: bool,
+    pub(super) enabled: bool,
     /// Why it is disabled.
-    pub disabled_reason: Option<String>,
+    pub(super) disabled_reason: Option<String>,
     /// Custom headers: the names, with every value shown as `[redacted]` (values are write-only).
-    pub headers: BTreeMap<String, String>,
+    pub(super) headers: BTreeMap<String, String>,
     /// The rate limit.
-    pub rate_limit: Option<EndpointRateLimit>,
+    pub(super) rate_limit: Option<EndpointRateLimit>,
     /// When the previous secret stops signing, during a rotation (RFC 3339).
-    pub rotation_ends_at: Option<String>,
+    pub(super) rotation_ends_at: Option<String>,
     /// RFC 3339.
-    pub created_at: String,
+    pub(super) created_at: String,
     /// RFC 3339.
-    pub updated_at: String,
+    pub(super) updated_at: String,
 }
 
 impl WebhookView {
@@ -122,31 +122,31 @@ impl WebhookView {
 
 /// A page of webhooks.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookList {
+pub(super) struct WebhookList {
     /// The webhooks, ordered by id.
-    pub data: Vec<WebhookView>,
+    pub(super) data: Vec<WebhookView>,
     /// An opaque cursor: pass it as `cursor` for the next page; `null` on the last one.
-    pub next_cursor: Option<String>,
+    pub(super) next_cursor: Option<String>,
 }
 
 /// `GET /v1/webhooks/{id}/secret`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SecretView {
+pub(super) struct SecretView {
     /// The current signing secret: the HMAC key, used as UTF-8 text.
-    pub secret: String,
+    pub(super) secret: String,
     /// The signature format.
-    pub scheme: SigningScheme,
+    pub(super) scheme: SigningScheme,
     /// Rotated-out secrets that still sign during their grace period.
-    pub previous: Vec<PreviousSecret>,
+    pub(super) previous: Vec<PreviousSecret>,
 }
 
 /// A rotated-out secret that still signs.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PreviousSecret {
+pub(super) struct PreviousSecret {
     /// The secret.
-    pub secret: String,
+    pub(super) secret: String,
     /// When it stops signing (RFC 3339).
-    pub expires_at: String,
+    pub(super) expires_at: String,
 }
 
 impl SecretView {
@@ -170,58 +170,58 @@ impl SecretView {
 /// `POST /v1/webhooks/{id}/secret/rotate` (the body is optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RotateSecret {
+pub(super) struct RotateSecret {
     /// How long the previous secret keeps signing, in seconds (the registry's default, 24 h,
     /// when omitted; `0` ends it at once; at most 30 days).
     #[serde(default)]
-    pub grace_period_seconds: Option<u64>,
+    pub(super) grace_period_seconds: Option<u64>,
 }
 
 /// `PUT /v1/webhooks/{id}/headers`: the whole set of custom headers.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SetHeaders {
+pub(super) struct SetHeaders {
     /// Header name to value (at most 20). Hop-by-hop headers, `Host`, `Content-Length`,
     /// `Content-Type`, `User-Agent`, `X-Request-Id` and signature headers are refused.
-    pub headers: BTreeMap<String, String>,
+    pub(super) headers: BTreeMap<String, String>,
 }
 
 /// `POST /v1/webhooks/{id}/trigger` (the body is optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Trigger {
+pub(super) struct Trigger {
     /// The event type of the test event (by default the webhook's first one).
     #[serde(default)]
-    pub event_type: Option<String>,
+    pub(super) event_type: Option<String>,
 }
 
 /// A delivery was queued.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Queued {
+pub(super) struct Queued {
     /// The delivery: see `/conversations/{delivery_id}`.
-    pub delivery_id: String,
+    pub(super) delivery_id: String,
     /// The event, for a trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
+    pub(super) event_id: Option<String>,
     /// When its first attempt is due (RFC 3339), when the webhook's rate limit delayed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
+    pub(super) not_before: Option<String>,
 }
 
 /// `POST /v1/webhooks/{id}/recover`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Recover {
+pub(super) struct Recover {
     /// Re-send every failed delivery created at or after this time (RFC 3339).
     #[schema(example = "2026-01-02T03:04:05Z")]
-    pub since: String,
+    pub(super) since: String,
 }
 
 /// What a recovery queued.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Recovered {
+pub(super) struct Recovered {
     /// How many failed deliveries were queued again (one manual attempt each).
-    pub queued: usize,
+    pub(super) queued: usize,
 }
 
 /// One delivery and its attempts, the request sent and the endpoint's answers: the one JSON
@@ -339,29 +339,29 @@ pub struct ResponseView {
 
 /// A page of conversations.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ConversationList {
+pub(super) struct ConversationList {
     /// Newest first.
-    pub data: Vec<ConversationView>,
+    pub(super) data: Vec<ConversationView>,
     /// An opaque cursor: pass it as `cursor` for the next page (keyset pagination: stable
     /// while new deliveries arrive, no depth limit); `null` on the last one.
-    pub next_cursor: Option<String>,
+    pub(super) next_cursor: Option<String>,
     /// The older offset pagination: pass it as `offset` for the next page; `null` on the last
     /// one, when paging by `cursor`, or beyond the offset limit (10000).
-    pub next_offset: Option<usize>,
+    pub(super) next_offset: Option<usize>,
 }
 
 /// An `application/problem+json` error (RFC 9457).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ProblemDocument {
+pub(super) struct ProblemDocument {
     /// A stable URI: `tag:tower-webhooks,2026:<slug>`.
     #[serde(rename = "type")]
-    pub type_uri: String,
+    pub(super) type_uri: String,
     /// The summary for the type.
-    pub title: String,
+    pub(super) title: String,
     /// The HTTP status.
-    pub status: u16,
+    pub(super) status: u16,
     /// This occurrence.
-    pub detail: Option<String>,
+    pub(super) detail: Option<String>,
 }
 
 impl From<Conversation> for ConversationView {

@@ -1,5 +1,10 @@
 //! The management API: the request and response bodies, the handlers, the router and the
 //! OpenAPI document. See the [registry docs](super#routes) for the route table.
+//!
+//! Public here: the [conversation view](ConversationView) (the one JSON shape of a delivery
+//! and its attempts, for an application that shows conversations of its own), the route
+//! table and the generic OpenAPI document. The other request and response bodies are
+//! described by the OpenAPI document.
 
 mod conversations;
 pub(crate) mod cursor;
@@ -13,12 +18,7 @@ mod secrets;
 mod validate;
 mod webhooks;
 
-pub use dto::{
-    AttemptView, ConversationList, ConversationView, CreateWebhook, OutcomeKind, OutcomeView,
-    PreviousSecret, ProblemDocument, Queued, Recover, Recovered, ResponseView, RotateSecret,
-    SecretView, SetHeaders, Trigger, UpdateWebhook, WebhookList, WebhookView,
-};
-pub use event_types::{EventTypeList, EventTypeView};
+pub use dto::{AttemptView, ConversationView, OutcomeKind, OutcomeView, ResponseView};
 pub use openapi::openapi;
 pub use router::routes;
 
