@@ -15,18 +15,20 @@
 //!
 //! Every attempt times out after 5 s here (15 s by default) to keep row 3 short.
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::routing::post;
 use axum::Router;
 use http::HeaderMap;
 use tokio::sync::Notify;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
-use tower_webhooks::registry::{
-    BearerTokens, Endpoint, EventType, Owner, RunState, RunStatus, SigningScheme, WebhookRegistry,
-};
+use tower_webhooks::registry::{BearerTokens, Endpoint, Owner, SigningScheme, WebhookRegistry};
 
 /// Arrival instants by delivery id (`X-Request-Id`).
 #[derive(Clone, Default)]
@@ -93,7 +95,7 @@ async fn registry(engine: EngineBuilder, b_url: &str, flood: &[String]) -> Webho
                 .attempt_timeout(Duration::from_secs(5))
                 .metrics_interval(None),
         )
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(BearerTokens::new())
         .build();
     let now = SystemTime::now();

@@ -12,17 +12,20 @@
 //! cap applies per endpoint, as in production). Deliveries per second count deliveries
 //! *received*, from the first submit or publish to the last arrival.
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::Notify;
 use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, Endpoint, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme,
-    WebhookRegistry,
+    BearerTokens, Endpoint, Owner, PublishError, SigningScheme, WebhookRegistry,
 };
 use tower_webhooks::scheme::Nextmv;
 use tower_webhooks::store::{Delivery, Signing};
@@ -108,7 +111,7 @@ async fn engine_baseline(urls: &[String], n: usize, counter: &Counter) -> f64 {
 async fn registry_for(urls: &[String]) -> WebhookRegistry {
     let registry = WebhookRegistry::builder()
         .engine(engine_builder())
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(BearerTokens::new())
         .build();
     let now = SystemTime::now();

@@ -18,10 +18,14 @@
 //! accepted delivery (delivered, still queued, dead-lettered or refused: none may be missing)
 //! and the process RSS (`VmRSS`) at the start, during and at the end of the load.
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::body::{to_bytes, Body};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -33,8 +37,7 @@ use tower::ServiceExt;
 use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::registry::{
-    BearerTokens, Endpoint, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme,
-    WebhookRegistry,
+    BearerTokens, Endpoint, Owner, PublishError, SigningScheme, WebhookRegistry,
 };
 use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
 use tower_webhooks::store::{
@@ -244,7 +247,7 @@ async fn soak(duration: Duration) {
         .build();
     let registry = WebhookRegistry::builder()
         .shared_engine(engine.clone())
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(BearerTokens::new())
         .build();
     let _ = registry_slot.set(registry.clone());

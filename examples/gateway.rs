@@ -799,6 +799,9 @@ mod forward_demo {
 #[cfg(feature = "registry")]
 #[path = "gateway/inbox.rs"]
 mod inbox;
+#[cfg(feature = "registry")]
+#[path = "gateway/run_status.rs"]
+mod run_status;
 
 /// `[registry]`: the subscription API and demo runs that publish `run.status`.
 mod registry_demo {
@@ -846,6 +849,7 @@ mod registry_demo {
         use std::time::Duration;
 
         use super::*;
+        use crate::run_status::{RunState, RunStatus};
         use axum::body::Bytes;
         use axum::http::{HeaderMap, StatusCode};
         use axum::response::{IntoResponse, Response};
@@ -854,7 +858,7 @@ mod registry_demo {
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
             Authenticate, BearerTokens, EventType, MemorySubscriptions, Owner, PublishError,
-            RunState, RunStatus, SubscriptionStore, WebhookRegistry,
+            SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
 
@@ -1024,7 +1028,7 @@ mod registry_demo {
                 // `on_finished` hook for the health rule, and its deliveries keep the
                 // registry's SSRF guard and retry policy.
                 .engine(engine.name("registry").guard(guard).policy(Policy::standard()))
-                .event_type(EventType::run_status())
+                .event_type(crate::run_status::event_type())
                 .event_type(EventType::endpoint_disabled())
                 .auth(tokens.clone())
                 .on_disabled(|notice| {

@@ -4,10 +4,13 @@
 //! caller sees (an `Err` from `publish`, a problem with `Retry-After` from the API).
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
 mod support;
 
 use std::time::{Duration, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::body::{to_bytes, Body};
 use axum::Router;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -17,8 +20,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, EnqueueError, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PublishError, RegistryBuilder, RunState, RunStatus,
-    WebhookRegistry,
+    BearerTokens, Owner, PublishError, RegistryBuilder, WebhookRegistry,
 };
 
 const ACME: &str = "key-acme";
@@ -57,7 +59,7 @@ fn registry(
 ) -> (WebhookRegistry, Router) {
     let builder = WebhookRegistry::builder()
         .engine(engine.guard(SsrfGuard::new().allow_host("127.0.0.1")))
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(
             BearerTokens::new()
                 .token(ACME, "acme")

@@ -5,6 +5,8 @@
 //! document against the router.
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
 mod support;
 
 use std::collections::BTreeSet;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::body::{to_bytes, Body};
 use axum::routing::any;
 use axum::Router;
@@ -25,8 +28,8 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, RunState,
-    RunStatus, WebhookRegistry, WEBHOOK_DELETED,
+    api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, WebhookRegistry,
+    WEBHOOK_DELETED,
 };
 use tower_webhooks::scheme::{Scheme, StandardWebhooks, Verification};
 use tower_webhooks::store::DeliveryState;
@@ -161,7 +164,7 @@ fn setup_with(
     let notices = Arc::new(Mutex::new(Vec::new()));
     let builder = WebhookRegistry::builder()
         .engine(engine())
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .event_type(EventType::new(
             "app.deployed",
             "An application version went live",

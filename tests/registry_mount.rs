@@ -3,6 +3,9 @@
 //! catalog, and authentication reusing what an outer layer of the application established.
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -24,7 +27,7 @@ fn builder() -> RegistryBuilder {
                 .guard(SsrfGuard::new().allow_host("127.0.0.1"))
                 .policy(Policy::custom([Duration::from_millis(10)])),
         )
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .event_type(
             EventType::new("invoice.paid", "An invoice was paid").schema(json!({
                 "type": "object",

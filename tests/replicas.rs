@@ -15,6 +15,8 @@
 //! `TOWER_WEBHOOKS_POSTGRES_URL` (one schema per test, dropped after).
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -172,10 +174,10 @@ mod two_registries {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
+    use crate::run_status::{RunState, RunStatus};
     use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
     use tower_webhooks::registry::{
-        DisabledNotice, Endpoint, EventType, HealthRule, RunState, RunStatus, SigningScheme,
-        SubscriptionStore, WebhookRegistry,
+        DisabledNotice, Endpoint, HealthRule, SigningScheme, SubscriptionStore, WebhookRegistry,
     };
 
     use super::support::Receiver;
@@ -201,7 +203,7 @@ mod two_registries {
                     .policy(Policy::custom([]))
                     .attempt_timeout(Duration::from_secs(5)),
             )
-            .event_type(EventType::run_status())
+            .event_type(crate::run_status::event_type())
             .health(rule)
             .on_finished({
                 let finished = finished.clone();

@@ -120,7 +120,7 @@ impl RegistryBuilder {
     ///     .build();
     /// let registry = WebhookRegistry::builder()
     ///     .shared_engine(engine.clone())
-    ///     .event_type(EventType::run_status())
+    ///     .event_type(EventType::new("run.status", "A run changed state."))
     ///     .build();
     /// let _ = registry_slot.set(registry.clone());
     /// // `engine` also serves a `WebhookForwardLayer`.
@@ -225,7 +225,7 @@ impl RegistryBuilder {
     /// let registry = WebhookRegistry::builder()
     ///     .engine(EngineBuilder::new().store(store.clone()))
     ///     .outbox(store)
-    ///     .event_type(EventType::run_status())
+    ///     .event_type(EventType::new("run.status", "A run changed state."))
     ///     .build();
     /// # let _ = registry;
     /// # Ok(())

@@ -12,12 +12,15 @@
 //! # Example
 //!
 //! ```no_run
-//! use tower_webhooks::registry::{BearerTokens, EventType, RunState, RunStatus, WebhookRegistry};
+//! use tower_webhooks::registry::{BearerTokens, EventType, Owner, WebhookRegistry};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = WebhookRegistry::builder()
-//!     .event_type(EventType::run_status())
+//!     .event_type(
+//!         EventType::new("run.status", "A run changed state.")
+//!             .example(serde_json::json!({"run_id": "run-1", "status": "succeeded"})),
+//!     )
 //!     .auth(BearerTokens::new().token("api-key-of-acme", "acme"))
 //!     .build();
 //!
@@ -25,9 +28,9 @@
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 //! tokio::spawn(async move { axum::serve(listener, app).await });
 //!
-//! // Whenever a run changes state:
-//! let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
-//! let report = registry.publish(&"acme".into(), RunStatus::TYPE, &status).await?;
+//! // Whenever one of acme's runs changes state:
+//! let status = serde_json::json!({"run_id": "run-1", "status": "succeeded"});
+//! let report = registry.publish(&Owner::new("acme"), "run.status", &status).await?;
 //! println!("{} deliveries queued", report.deliveries.len());
 //! # Ok(())
 //! # }
@@ -159,7 +162,7 @@ mod subscriptions;
 
 pub use auth::{bearer_token, AuthFuture, Authenticate, BearerTokens, PartsAuth};
 pub use builder::RegistryBuilder;
-pub use event::{EndpointDisabled, Event, EventType, RunState, RunStatus};
+pub use event::{EndpointDisabled, Event, EventType};
 pub use health::{DisabledNotice, HealthRule};
 pub use model::{Endpoint, EndpointRateLimit, Owner, SigningScheme, WebhookSecret};
 pub use publish::{PublishError, PublishReport, PublishedDelivery, RejectedDelivery};

@@ -25,7 +25,7 @@ impl WebhookRegistry {
     ///
     /// ```no_run
     /// use tower_webhooks::delivery::EngineBuilder;
-    /// use tower_webhooks::registry::{EventType, RunState, RunStatus, WebhookRegistry};
+    /// use tower_webhooks::registry::{EventType, WebhookRegistry};
     /// use tower_webhooks::store::PostgresStore;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -34,7 +34,7 @@ impl WebhookRegistry {
     /// let registry = WebhookRegistry::builder()
     ///     .engine(EngineBuilder::new().store(store.clone()))
     ///     .outbox(store.clone())
-    ///     .event_type(EventType::run_status())
+    ///     .event_type(EventType::new("run.status", "A run changed state."))
     ///     .build();
     ///
     /// let mut tx = store.pool().begin().await?;
@@ -42,8 +42,8 @@ impl WebhookRegistry {
     ///     .bind("run-1")
     ///     .execute(&mut *tx)
     ///     .await?;
-    /// let status = RunStatus::new("run-1", "routing-app", RunState::Succeeded, std::time::SystemTime::now());
-    /// registry.publish_in_transaction(&mut tx, &"acme".into(), RunStatus::TYPE, &status).await?;
+    /// let status = serde_json::json!({"run_id": "run-1", "status": "succeeded"});
+    /// registry.publish_in_transaction(&mut tx, &"acme".into(), "run.status", &status).await?;
     /// tx.commit().await?; // the deliveries exist (and go out) from here on
     /// # Ok(())
     /// # }

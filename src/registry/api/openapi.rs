@@ -203,7 +203,7 @@ impl Modify for BearerAuth {
         CreateWebhook, UpdateWebhook, WebhookView, WebhookList, SecretView, PreviousSecret,
         RotateSecret, SetHeaders, Trigger, Queued, Recover, Recovered, ConversationView,
         AttemptView, OutcomeView, OutcomeKind, ResponseView, ConversationList, ProblemDocument, SigningScheme, EndpointRateLimit,
-        crate::registry::RunStatus, crate::registry::RunState, EventTypeView, EventTypeList,
+        EventTypeView, EventTypeList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
