@@ -15,12 +15,12 @@ impl WebhookRegistry {
     /// Fans out exactly as `publish` (same body, signing, headers, keys, rate limits), but
     /// writes every delivery row through `conn` — pass `&mut tx` for a
     /// `sqlx::Transaction<'_, Postgres>` — into the tables of the registry's
-    /// [outbox](RegistryBuilder::outbox) store. The `NOTIFY` that wakes the workers is part
+    /// [outbox](super::RegistryBuilder::outbox) store. The `NOTIFY` that wakes the workers is part
     /// of the transaction, so nothing is sent before the commit; after a rollback there is no
     /// delivery, no conversation, and nothing is sent. Once committed, the deliveries are
     /// ordinary rows of the engine's queue (retries, conversations, resend).
     ///
-    /// The webhooks are read from the [subscription store](RegistryBuilder::subscriptions)
+    /// The webhooks are read from the [subscription store](super::RegistryBuilder::subscriptions)
     /// (not through `conn`). An empty report (no subscribed webhook) writes nothing.
     ///
     /// ```no_run

@@ -17,7 +17,7 @@ use crate::store::{Delivery, Source, StoreError};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// The event type was not declared on the [`RegistryBuilder`].
+    /// The event type was not declared on the [`RegistryBuilder`](super::RegistryBuilder).
     UnknownEventType(String),
     /// The payload does not serialise to JSON.
     Payload(serde_json::Error),
@@ -107,7 +107,7 @@ pub struct PublishedDelivery {
     pub webhook_id: String,
     /// The delivery (its conversation id and `X-Request-Id`).
     pub delivery_id: String,
-    /// When its first attempt is due, when a [`EndpointRateLimit`] delayed it.
+    /// When its first attempt is due, when an [`EndpointRateLimit`](super::EndpointRateLimit) delayed it.
     pub not_before: Option<SystemTime>,
 }
 
@@ -153,7 +153,7 @@ impl WebhookRegistry {
     /// changed). [`broadcast`](Self::broadcast) sends to the subscribed webhooks of every
     /// owner.
     ///
-    /// The body is serialised once ([`Event`]); each webhook gets its own delivery, signed
+    /// The body is serialised once ([`Event`](super::Event)); each webhook gets its own delivery, signed
     /// with its own secrets in its own scheme, with its custom headers, recorded under its
     /// key so that its conversations list it.
     ///

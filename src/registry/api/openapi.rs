@@ -223,7 +223,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 impl WebhookRegistry {
     /// The OpenAPI document of this registry's management API as served at the root: the
-    /// generic [`openapi`] with the application's [`info`](super::RegistryBuilder::api_info)
+    /// generic [`openapi`] with the application's [`info`](crate::registry::RegistryBuilder::api_info)
     /// and each declared event type as a component named `event.<type>`. The served
     /// `openapi.json` also puts every path under the router's mount point.
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
