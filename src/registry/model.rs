@@ -115,7 +115,7 @@ impl SigningScheme {
     }
 
     /// The signer that writes this format.
-    pub fn signer(self) -> SharedSigner {
+    pub(crate) fn signer(self) -> SharedSigner {
         match self {
             Self::Nextmv => Arc::new(Nextmv::new()),
             Self::Stripe => Arc::new(Stripe::new()),
@@ -128,14 +128,14 @@ impl SigningScheme {
 
     /// Whether the format carries one signature per secret, so that the previous secret keeps
     /// verifying during a rotation's grace period. The others sign with the newest secret only.
-    pub fn signs_with_every_secret(self) -> bool {
+    pub(crate) fn signs_with_every_secret(self) -> bool {
         matches!(self, Self::Nextmv | Self::Stripe | Self::StandardWebhooks)
     }
 
     /// A fresh secret from the operating system's CSPRNG (32 bytes) in the shape the format
     /// expects: `whsec_<base64>` for Standard Webhooks and Stripe-style `whsec_<hex>` for
     /// Stripe, lowercase hex for the others.
-    pub fn generate_secret(self) -> Secret {
+    pub(crate) fn generate_secret(self) -> Secret {
         match self {
             Self::StandardWebhooks => Secret::generate_base64("whsec_", 32),
             Self::Stripe => Secret::generate_hex("whsec_", 32),
@@ -214,7 +214,7 @@ impl EndpointRateLimit {
     }
 
     /// The spacing between two deliveries at the sustained rate.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         Duration::from_secs(1) / self.per_second.max(1)
     }
 
@@ -313,7 +313,7 @@ impl Endpoint {
 
     /// The key deliveries are recorded under ([`Delivery::endpoint_id`](crate::store::Delivery::endpoint_id)):
     /// `{owner}/{id}`, so that two tenants using the same id never share conversations.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         endpoint_key(&self.owner, &self.id)
     }
 
@@ -337,13 +337,13 @@ impl Endpoint {
     }
 
     /// How deliveries are signed at `now`.
-    pub fn signing(&self, now: SystemTime) -> Signing {
+    pub(crate) fn signing(&self, now: SystemTime) -> Signing {
         Signing::new(self.scheme.signer(), self.active_secrets(now))
     }
 
     /// The custom headers as a map (entries that are not valid headers are skipped; the API
     /// validates them when they are set).
-    pub fn header_map(&self) -> HeaderMap {
+    pub(crate) fn header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             if let (Ok(name), Ok(value)) = (
