@@ -1,5 +1,5 @@
 //! One tenant cannot starve another, as figures: tenant B's delivery delay
-//! (from `publish_for` to arrival at B's receiver) unloaded, and while tenant A floods 400
+//! (from `publish` to arrival at B's receiver) unloaded, and while tenant A floods 400
 //! webhooks whose endpoints accept connections and never answer. Same run, same engine
 //! defaults, so the two rows compare directly.
 //!
@@ -15,18 +15,20 @@
 //!
 //! Every attempt times out after 5 s here (15 s by default) to keep row 3 short.
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::routing::post;
 use axum::Router;
 use http::HeaderMap;
 use tokio::sync::Notify;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
-use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, RunState, RunStatus, SigningScheme, Webhook, WebhookRegistry,
-};
+use tower_webhooks::registry::{BearerTokens, Endpoint, Owner, SigningScheme, WebhookRegistry};
 
 /// Arrival instants by delivery id (`X-Request-Id`).
 #[derive(Clone, Default)]
@@ -93,7 +95,7 @@ async fn registry(engine: EngineBuilder, b_url: &str, flood: &[String]) -> Webho
                 .attempt_timeout(Duration::from_secs(5))
                 .metrics_interval(None),
         )
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(BearerTokens::new())
         .build();
     let now = SystemTime::now();
@@ -103,7 +105,7 @@ async fn registry(engine: EngineBuilder, b_url: &str, flood: &[String]) -> Webho
         hooks.push(("tenant-a", format!("a-hook-{i}"), url));
     }
     for (owner, id, url) in hooks {
-        let webhook = Webhook::new(
+        let webhook = Endpoint::new(
             Owner::new(owner),
             id,
             url,
@@ -127,7 +129,7 @@ async fn tenant_b(registry: &WebhookRegistry, arrivals: &Arrivals, events: usize
     for _ in 0..events {
         let started = Instant::now();
         let report = registry
-            .publish_for(&b, RunStatus::TYPE, &status())
+            .publish(&b, RunStatus::TYPE, &status())
             .await
             .expect("tenant B's event is queued");
         let id = &report.deliveries[0].delivery_id;
@@ -139,7 +141,7 @@ async fn tenant_b(registry: &WebhookRegistry, arrivals: &Arrivals, events: usize
 /// Tenant A's flood: one event to its 400 webhooks; how many were queued.
 async fn flood(registry: &WebhookRegistry) -> usize {
     let a = Owner::new("tenant-a");
-    match registry.publish_for(&a, RunStatus::TYPE, &status()).await {
+    match registry.publish(&a, RunStatus::TYPE, &status()).await {
         Ok(report) => report.deliveries.len(),
         Err(tower_webhooks::registry::PublishError::NotQueued(report)) => report.deliveries.len(),
         Err(err) => panic!("flood: {err}"),
@@ -181,7 +183,7 @@ fn main() {
         let b_url = receiver(arrivals.clone()).await;
         let flood_urls = hanging(10).await;
 
-        println!("tenant B's delivery delay, publish_for -> arrival (default engine shares):");
+        println!("tenant B's delivery delay, publish -> arrival (default engine shares):");
         let unloaded_registry = registry(EngineBuilder::new(), &b_url, &flood_urls).await;
         // Warm-up (the connection to B's receiver, the allocator).
         tenant_b(&unloaded_registry, &arrivals, 10).await;

@@ -12,18 +12,21 @@
 //! cap applies per endpoint, as in production). Deliveries per second count deliveries
 //! *received*, from the first submit or publish to the last arrival.
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::routing::post;
 use axum::Router;
 use tokio::sync::Notify;
 use tower_webhooks::delivery::{Delivery, SigningSpec};
 use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
-    WebhookRegistry,
+    BearerTokens, Endpoint, Owner, PublishError, SigningScheme, WebhookRegistry,
 };
 use tower_webhooks::scheme::Nextmv;
 
@@ -108,12 +111,12 @@ async fn engine_baseline(urls: &[String], n: usize, counter: &Counter) -> f64 {
 async fn registry_for(urls: &[String]) -> WebhookRegistry {
     let registry = WebhookRegistry::builder()
         .engine(engine_builder())
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(BearerTokens::new())
         .build();
     let now = SystemTime::now();
     for (i, url) in urls.iter().enumerate() {
-        let webhook = Webhook::new(
+        let webhook = Endpoint::new(
             Owner::new(format!("tenant-{}", i % 7)),
             format!("hook-{i}"),
             url.clone(),
@@ -138,7 +141,10 @@ async fn fan_out(urls: &[String], events: usize, counter: &Counter) -> (f64, Dur
     let started = Instant::now();
     for _ in 0..events {
         let t = Instant::now();
-        let report = registry.publish(RunStatus::TYPE, &status()).await.unwrap();
+        let report = registry
+            .broadcast(RunStatus::TYPE, &status())
+            .await
+            .unwrap();
         publish_times.push(t.elapsed());
         assert_eq!(report.deliveries.len(), urls.len());
     }
@@ -166,7 +172,7 @@ async fn steady(
     let started = Instant::now();
     for _ in 0..total {
         interval.tick().await;
-        rejected += match registry.publish(RunStatus::TYPE, &status()).await {
+        rejected += match registry.broadcast(RunStatus::TYPE, &status()).await {
             Ok(_) => 0,
             Err(PublishError::NotQueued(report)) => report.rejected.len(),
             Err(err) => panic!("publish failed: {err}"),

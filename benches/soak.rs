@@ -18,10 +18,14 @@
 //! accepted delivery (delivered, still queued, dead-lettered or refused: none may be missing)
 //! and the process RSS (`VmRSS`) at the start, during and at the end of the load.
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::body::{to_bytes, Body};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -34,8 +38,7 @@ use tower_webhooks::delivery::{ConversationPosition, ConversationQuery, Delivery
 use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
 use tower_webhooks::forward::WebhookForwardLayer;
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PublishError, RunState, RunStatus, SigningScheme, Webhook,
-    WebhookRegistry,
+    BearerTokens, Endpoint, Owner, PublishError, SigningScheme, WebhookRegistry,
 };
 use tower_webhooks::scheme::{Message, Scheme, StandardWebhooks};
 use tower_webhooks::store::DeliveryStore;
@@ -243,7 +246,7 @@ async fn soak(duration: Duration) {
         .build();
     let registry = WebhookRegistry::builder()
         .shared_engine(engine.clone())
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(BearerTokens::new())
         .build();
     let _ = registry_slot.set(registry.clone());
@@ -269,7 +272,7 @@ async fn soak(duration: Duration) {
         format!("{hanging}/hook"),
     ));
     for (owner, id, url) in webhooks {
-        let webhook = Webhook::new(
+        let webhook = Endpoint::new(
             Owner::new(owner),
             id,
             url,
@@ -389,7 +392,7 @@ async fn soak(duration: Duration) {
                     RunState::Succeeded,
                     SystemTime::now(),
                 );
-                match registry.publish(RunStatus::TYPE, &status).await {
+                match registry.broadcast(RunStatus::TYPE, &status).await {
                     Ok(report) => {
                         add(&counts.published_events, 1);
                         add(&counts.publish_accepted, report.deliveries.len() as u64);

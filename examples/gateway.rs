@@ -732,12 +732,25 @@ mod forward_demo {
         StatusCode::OK
     }
 
+    /// A conversation in the registry's JSON shape, so both halves of the gateway describe
+    /// attempts alike (RFC 3339 times, `latency_ms`, a structured `outcome`).
+    #[cfg(feature = "registry")]
+    fn view(conversation: tower_webhooks::delivery::Conversation) -> impl serde::Serialize {
+        tower_webhooks::registry::api::ConversationView::from(conversation)
+    }
+
+    /// Without the registry, the engine's own record.
+    #[cfg(not(feature = "registry"))]
+    fn view(conversation: tower_webhooks::delivery::Conversation) -> impl serde::Serialize {
+        conversation
+    }
+
     async fn conversation(
         State(engine): State<DeliveryEngine>,
         Path(id): Path<String>,
     ) -> axum::response::Response {
         match engine.conversation(&id).await {
-            Ok(Some(conversation)) => Json(conversation).into_response(),
+            Ok(Some(conversation)) => Json(view(conversation)).into_response(),
             Ok(None) => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", "No such run").into_response()
             }
@@ -793,6 +806,9 @@ mod forward_demo {
 #[cfg(feature = "registry")]
 #[path = "gateway/inbox.rs"]
 pub(crate) mod inbox;
+#[cfg(feature = "registry")]
+#[path = "gateway/run_status.rs"]
+pub(crate) mod run_status;
 
 /// `[registry]`: the subscription API and demo runs that publish `run.status`.
 mod registry_demo {
@@ -840,6 +856,7 @@ mod registry_demo {
         use std::time::Duration;
 
         use super::*;
+        use crate::run_status::{RunState, RunStatus};
         use axum::body::Bytes;
         use axum::http::{HeaderMap, StatusCode};
         use axum::response::{IntoResponse, Response};
@@ -848,7 +865,7 @@ mod registry_demo {
         use tower_webhooks::delivery::{DeliveryEngine, EngineBuilder, Policy, SsrfGuard};
         use tower_webhooks::registry::{
             Authenticate, BearerTokens, EventType, MemorySubscriptions, Owner, PublishError,
-            RunState, RunStatus, SubscriptionStore, WebhookRegistry,
+            SubscriptionStore, WebhookRegistry,
         };
         use tower_webhooks::{Problem, Secret};
 
@@ -1018,7 +1035,7 @@ mod registry_demo {
                 // `on_finished` hook for the health rule, and its deliveries keep the
                 // registry's SSRF guard and retry policy.
                 .engine(engine.name("registry").guard(guard).policy(Policy::standard()))
-                .event_type(EventType::run_status())
+                .event_type(crate::run_status::event_type())
                 .event_type(EventType::endpoint_disabled())
                 .auth(tokens.clone())
                 .on_disabled(|notice| {
@@ -1101,7 +1118,7 @@ mod registry_demo {
             // be queued (a full memory queue, its share of the engine taken) gets the problem
             // with `Retry-After` instead of a run whose webhooks never hear of it.
             let queued = RunStatus::new(&run_id, &application_id, states[0], created);
-            if let Err(err) = registry.publish_for(&owner, RunStatus::TYPE, &queued).await {
+            if let Err(err) = registry.publish(&owner, RunStatus::TYPE, &queued).await {
                 tracing::warn!(run = %run_id, error = %err, "run refused: run.status not queued");
                 return publish_problem(err).into_response();
             }
@@ -1112,7 +1129,7 @@ mod registry_demo {
                         tokio::time::sleep(step).await;
                         let status = RunStatus::new(&run_id, &application_id, state, created)
                             .updated_at(std::time::SystemTime::now());
-                        match registry.publish_for(&owner, RunStatus::TYPE, &status).await {
+                        match registry.publish(&owner, RunStatus::TYPE, &status).await {
                             Ok(report) => {
                                 tracing::info!(run = %run_id, status = state.as_str(), deliveries = report.deliveries.len(), "run.status published")
                             }

@@ -236,13 +236,13 @@ mod subscriptions {
     use std::time::SystemTime;
 
     use tower_webhooks::registry::{
-        Owner, SigningScheme, SqliteSubscriptions, SubscriptionError, SubscriptionStore, Webhook,
+        Endpoint, Owner, SigningScheme, SqliteSubscriptions, SubscriptionError, SubscriptionStore,
     };
 
     use super::*;
 
-    pub(crate) fn webhook() -> Webhook {
-        let mut webhook = Webhook::new(
+    pub(crate) fn webhook() -> Endpoint {
+        let mut webhook = Endpoint::new(
             Owner::new("acme"),
             "w",
             "https://example.com/hook",

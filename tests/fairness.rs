@@ -4,10 +4,13 @@
 //! caller sees (an `Err` from `publish`, a problem with `Retry-After` from the API).
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
 mod support;
 
 use std::time::{Duration, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::body::{to_bytes, Body};
 use axum::Router;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -17,8 +20,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, EnqueueError, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PublishError, RegistryBuilder, RunState, RunStatus,
-    WebhookRegistry,
+    BearerTokens, Owner, PublishError, RegistryBuilder, WebhookRegistry,
 };
 
 const ACME: &str = "key-acme";
@@ -57,7 +59,7 @@ fn registry(
 ) -> (WebhookRegistry, Router) {
     let builder = WebhookRegistry::builder()
         .engine(engine.guard(SsrfGuard::new().allow_host("127.0.0.1")))
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .auth(
             BearerTokens::new()
                 .token(ACME, "acme")
@@ -148,7 +150,7 @@ async fn a_flooding_owner_does_not_starve_another() {
     // told which webhooks the event was not queued for.
     let acme = Owner::new("acme");
     match registry
-        .publish_for(&acme, RunStatus::TYPE, &status(RunState::Queued))
+        .publish(&acme, RunStatus::TYPE, &status(RunState::Queued))
         .await
     {
         Err(PublishError::NotQueued(report)) => {
@@ -182,7 +184,7 @@ async fn a_flooding_owner_does_not_starve_another() {
     let globex = Owner::new("globex");
     for state in [RunState::Queued, RunState::Running, RunState::Succeeded] {
         let report = registry
-            .publish_for(&globex, RunStatus::TYPE, &status(state))
+            .publish(&globex, RunStatus::TYPE, &status(state))
             .await
             .expect("globex's events are queued");
         assert_eq!(report.deliveries.len(), 1);
@@ -242,7 +244,7 @@ async fn a_full_memory_engine_is_an_error_on_every_path() {
     }
     // Three hanging webhooks (and `ok`) against a capacity of two.
     match registry
-        .publish(RunStatus::TYPE, &status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &status(RunState::Running))
         .await
     {
         Err(err @ PublishError::NotQueued(_)) => {

@@ -593,3 +593,99 @@ fn registry_store_may_not_be_the_forward_file() {
         "{stderr}"
     );
 }
+
+/// Every key of `value` as a path (`/attempts/[]/outcome/kind`), array items merged.
+fn key_paths(value: &serde_json::Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                let path = format!("{at}/{key}");
+                out.insert(path.clone());
+                key_paths(item, &path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{at}/[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Polls `path` until its conversation is delivered; the conversation.
+fn delivered_conversation(port: u16, path: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, conversation) = request(port, "GET", path, None);
+        if status == 200 && conversation["state"] == "delivered" {
+            return conversation;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} not delivered: {status} {conversation}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A forwarded delivery's conversation (`/v4/runs/{id}/conversation`) and a registry
+/// delivery's (`/v1/webhooks/{id}/conversations/{delivery_id}`) describe their attempts in one
+/// JSON shape: the same keys, RFC 3339 times, `latency_ms`, a structured `outcome`.
+#[test]
+fn forward_and_registry_conversations_have_one_shape() {
+    let gateway = start_gateway();
+    let port = gateway.port;
+    let receiver = format!("http%3A%2F%2F127.0.0.1%3A{port}%2Fdemo%2Freceiver");
+    let answer = post(
+        port,
+        &format!("/v4/p-demo/app/run?webhookEndpoint={receiver}"),
+        "X-Webhook-Secret: my-secret\r\n",
+        r#"{"param": "hello world"}"#,
+    );
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    let run: serde_json::Value = serde_json::from_str(body).unwrap();
+    let run_id = run["run_id"].as_str().unwrap_or_else(|| panic!("{answer}"));
+    let forwarded = delivered_conversation(port, &format!("/v4/runs/{run_id}/conversation"));
+
+    let webhook = format!(
+        r#"{{"id":"shape-hook","endpoint_url":"http://127.0.0.1:{port}/demo/inbox/shape-hook","event_types":["run.status"]}}"#
+    );
+    let (status, created) = request(port, "POST", "/v1/webhooks", Some(&webhook));
+    assert_eq!(status, 201, "{created}");
+    let (status, queued) = request(port, "POST", "/v1/webhooks/shape-hook/trigger", None);
+    assert_eq!(status, 202, "{queued}");
+    let delivery_id = queued["delivery_id"].as_str().unwrap();
+    let published = delivered_conversation(
+        port,
+        &format!("/v1/webhooks/shape-hook/conversations/{delivery_id}"),
+    );
+
+    let shape = |conversation: &serde_json::Value| {
+        let mut paths = std::collections::BTreeSet::new();
+        key_paths(conversation, "", &mut paths);
+        paths
+    };
+    assert_eq!(
+        shape(&forwarded),
+        shape(&published),
+        "{forwarded}\n{published}"
+    );
+    for conversation in [&forwarded, &published] {
+        let created_at = conversation["created_at"].as_str().unwrap();
+        assert!(
+            created_at.ends_with('Z') && created_at.contains('T'),
+            "{conversation}"
+        );
+        let attempt = &conversation["attempts"][0];
+        assert!(attempt["started_at"].as_str().unwrap().ends_with('Z'));
+        assert!(attempt["latency_ms"].as_f64().unwrap() >= 0.0, "{attempt}");
+        assert_eq!(
+            attempt["outcome"],
+            serde_json::json!({"kind": "status", "status": 200, "detail": "HTTP 200"}),
+            "{attempt}"
+        );
+    }
+    assert_eq!(forwarded["event_type"], serde_json::Value::Null);
+    assert_eq!(published["event_type"], "run.status");
+}

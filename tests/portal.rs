@@ -18,8 +18,12 @@ use support::{Receiver, Reply};
 use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, HealthRule, Owner, RunState, RunStatus, Webhook, WebhookRegistry,
+    BearerTokens, Endpoint, EventType, HealthRule, Owner, WebhookRegistry,
 };
+
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+use crate::run_status::{RunState, RunStatus};
 
 const ACME: &str = "key-acme";
 const GLOBEX: &str = "key-globex";
@@ -38,7 +42,7 @@ fn setup() -> Setup {
                 .policy(Policy::custom([]))
                 .attempt_timeout(Duration::from_secs(5)),
         )
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .event_type(EventType::new("build.finished", "A build finished"))
         // Failures are what these tests look at: no automatic disabling in between.
         .health(HealthRule::never())
@@ -418,7 +422,7 @@ async fn markup_in_urls_payloads_and_answers_renders_as_text() {
     let Setup { registry, app } = setup();
     // Straight into the store: the API would refuse this URL, an older row may hold anything.
     let now = registry.now();
-    let webhook = Webhook::new(
+    let webhook = Endpoint::new(
         Owner::new("acme"),
         "xss",
         "https://example.com/<script>alert(1)</script>",
@@ -433,7 +437,10 @@ async fn markup_in_urls_payloads_and_answers_renders_as_text() {
         RunState::Failed,
         now,
     );
-    let report = registry.publish(RunStatus::TYPE, &status).await.unwrap();
+    let report = registry
+        .publish(&Owner::new("acme"), RunStatus::TYPE, &status)
+        .await
+        .unwrap();
     let delivery = &report.deliveries[0].delivery_id;
 
     let acme = login(&app, ACME).await;
@@ -464,6 +471,7 @@ async fn every_answer_carries_a_strict_policy_and_pages_hold_no_script_or_secret
         .to_owned();
     let report = registry
         .publish(
+            &Owner::new("acme"),
             RunStatus::TYPE,
             &RunStatus::new("r", "a", RunState::Queued, registry.now()),
         )
@@ -625,7 +633,10 @@ async fn deliveries_filter_by_state_event_type_and_time_and_page_by_cursor() {
     let acme = login(&app, ACME).await;
     for i in 0..30 {
         let status = RunStatus::new(format!("run-{i}"), "a", RunState::Queued, registry.now());
-        let report = registry.publish(RunStatus::TYPE, &status).await.unwrap();
+        let report = registry
+            .publish(&Owner::new("acme"), RunStatus::TYPE, &status)
+            .await
+            .unwrap();
         assert_eq!(report.deliveries.len(), 1);
     }
     acme.post(

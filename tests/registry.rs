@@ -5,6 +5,8 @@
 //! document against the router.
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
 mod support;
 
 use std::collections::BTreeSet;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::run_status::{RunState, RunStatus};
 use axum::body::{to_bytes, Body};
 use axum::routing::any;
 use axum::Router;
@@ -26,8 +29,8 @@ use tower::ServiceExt;
 use tower_webhooks::delivery::DeliveryState;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, RunState,
-    RunStatus, WebhookRegistry, WEBHOOK_DELETED,
+    api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, WebhookRegistry,
+    WEBHOOK_DELETED,
 };
 use tower_webhooks::scheme::{Scheme, StandardWebhooks, Verification};
 use tower_webhooks::SecretSet;
@@ -161,7 +164,7 @@ fn setup_with(
     let notices = Arc::new(Mutex::new(Vec::new()));
     let builder = WebhookRegistry::builder()
         .engine(engine())
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .event_type(EventType::new(
             "app.deployed",
             "An application version went live",
@@ -431,7 +434,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     // A run goes through its states; each one is published.
     for state in [RunState::Queued, RunState::Running, RunState::Succeeded] {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(state))
+            .broadcast(RunStatus::TYPE, &run_status(state))
             .await
             .unwrap();
         assert_eq!(report.deliveries.len(), 1);
@@ -494,7 +497,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
     assert_eq!(shown["previous"].as_array().unwrap().len(), 1);
 
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     let hit = receiver.wait_for(4).await.pop().unwrap();
@@ -517,7 +520,7 @@ async fn end_to_end_run_status_nextmv_signature_and_rotation() {
         .is_empty());
     assert!(webhook(&router, ACME, "runs").await["rotation_ends_at"].is_null());
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Canceled))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Canceled))
         .await
         .unwrap();
     let hit = receiver.wait_for(5).await.pop().unwrap();
@@ -556,7 +559,7 @@ async fn standard_webhooks_scheme_signs_with_both_secrets_during_rotation() {
     .await;
     let second = rotated.json["secret"].as_str().unwrap().to_owned();
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     let hit = receiver.wait_for(1).await.pop().unwrap();
@@ -938,7 +941,7 @@ async fn tenants_cannot_see_each_other() {
     assert_ne!(acme_secret, globex_secret);
 
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("acme"),
             RunStatus::TYPE,
             &run_status(RunState::Running),
@@ -980,7 +983,7 @@ async fn tenants_cannot_see_each_other() {
 
     // Publishing to everyone reaches both.
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 2);
@@ -1181,7 +1184,7 @@ async fn custom_header_values_are_write_only_in_get_and_conversations() {
         }
     }
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Queued))
         .await
         .unwrap();
     let hit = &receiver.wait_for(1).await[0];
@@ -1306,7 +1309,7 @@ async fn disable_and_enable_routes() {
     assert_eq!(disabled.json["enabled"], false);
     assert_eq!(disabled.json["disabled_reason"], "disabled through the API");
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Queued))
         .await
         .unwrap();
     assert!(
@@ -1317,7 +1320,7 @@ async fn disable_and_enable_routes() {
     assert_eq!(enabled.json["enabled"], true);
     assert!(enabled.json["disabled_reason"].is_null());
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Queued))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Queued))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -1380,7 +1383,7 @@ async fn trigger_conversations_resend_and_recover() {
     let mut failed = Vec::new();
     for _ in 0..3 {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
             .await
             .unwrap();
         failed.push(report.deliveries[0].delivery_id.clone());
@@ -1390,7 +1393,10 @@ async fn trigger_conversations_resend_and_recover() {
         let attempts = conversation["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 2);
         assert_eq!(attempts[1]["response"]["status"], 500);
-        assert_eq!(attempts[1]["outcome"], "HTTP 500");
+        assert_eq!(
+            attempts[1]["outcome"],
+            json!({"kind": "status", "status": 500, "detail": "HTTP 500"})
+        );
     }
 
     // Conversations: newest first, paginated, filtered.
@@ -1626,7 +1632,7 @@ async fn resend_of_a_pending_delivery_is_a_conflict_and_rate_limits_delay() {
     let mut last = None;
     for _ in 0..5 {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
             .await
             .unwrap();
         last = Some(report.deliveries[0].clone());
@@ -1682,7 +1688,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     // One bad attempt is not enough, nor are two exhausted deliveries.
     for _ in 0..2 {
         let report = registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
             .await
             .unwrap();
         wait_conversation(
@@ -1699,7 +1705,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
 
     // The third exhausted delivery within the hour disables it.
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
     let view = wait_webhook(&router, ACME, "flaky", |v| v["enabled"] == false).await;
@@ -1718,7 +1724,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     assert_eq!(event["data"]["webhook_id"], "flaky");
 
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
     assert!(report.deliveries.is_empty());
@@ -1735,7 +1741,7 @@ async fn failing_endpoint_is_disabled_and_re_enabled() {
     .await;
     assert_eq!(enabled.json["enabled"], true);
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -1762,7 +1768,7 @@ async fn gone_disables_at_once() {
     receiver.answer(410);
     create_ok(&router, ACME, "gone", &receiver.url("/hook")).await;
     let _published = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Running))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
         .await
         .unwrap();
     let view = wait_webhook(&router, ACME, "gone", |v| v["enabled"] == false).await;
@@ -1785,7 +1791,7 @@ async fn delete_cancels_queued_deliveries() {
     };
     create_ok(&router, ACME, "doomed", &format!("http://{addr}/hook")).await;
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("acme"),
             RunStatus::TYPE,
             &run_status(RunState::Running),
@@ -1882,7 +1888,7 @@ async fn delete_during_an_attempt_stops_its_retries() {
 
     create_ok(&router, ACME, "busy", &format!("http://{addr}/hook")).await;
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("acme"),
             RunStatus::TYPE,
             &run_status(RunState::Running),
@@ -1934,18 +1940,18 @@ async fn publish_checks_the_event_type_and_scopes_owners() {
     create_ok(&router, ACME, "p", &receiver.url("/a")).await;
     create_ok(&router, GLOBEX, "p", &receiver.url("/g")).await;
     let err = registry
-        .publish("run.created", &json!({}))
+        .broadcast("run.created", &json!({}))
         .await
         .unwrap_err();
     assert!(matches!(err, PublishError::UnknownEventType(ref t) if t == "run.created"));
     // Declared, but nobody subscribes.
     let report = registry
-        .publish("app.deployed", &json!({"v": 2}))
+        .broadcast("app.deployed", &json!({"v": 2}))
         .await
         .unwrap();
     assert!(report.deliveries.is_empty());
     let report = registry
-        .publish_for(
+        .publish(
             &Owner::new("globex"),
             RunStatus::TYPE,
             &run_status(RunState::Queued),
@@ -2185,7 +2191,7 @@ async fn registry_on_the_sqlite_store() {
     create_ok(&router, ACME, "durable", &receiver.url("/hook")).await;
     receiver.answer(500);
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     let delivery = report.deliveries[0].delivery_id.clone();
@@ -2234,7 +2240,7 @@ async fn registry_on_the_sqlite_store() {
 
     receiver.answer(500);
     let report = registry
-        .publish(RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     let second = report.deliveries[0].delivery_id.clone();
@@ -2310,7 +2316,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     .await
     .unwrap();
     let report = registry
-        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
+        .broadcast_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
         .await
         .unwrap();
     assert_eq!(report.deliveries.len(), 1);
@@ -2345,7 +2351,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     .await
     .unwrap();
     let report = registry
-        .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
+        .broadcast_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Succeeded))
         .await
         .unwrap();
     let delivery = report.deliveries[0].delivery_id.clone();
@@ -2384,7 +2390,7 @@ async fn postgres_publish_in_transaction_commits_or_rolls_back_with_the_applicat
     let mut tx = app.begin().await.unwrap();
     assert!(matches!(
         plain
-            .publish_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
+            .broadcast_in_transaction(&mut tx, RunStatus::TYPE, &run_status(RunState::Failed))
             .await,
         Err(PublishError::NoOutbox)
     ));
@@ -2405,7 +2411,7 @@ async fn conversation_cursors_are_stable_while_deliveries_arrive() {
     let mut published = Vec::new();
     let publish = || async {
         registry
-            .publish(RunStatus::TYPE, &run_status(RunState::Running))
+            .broadcast(RunStatus::TYPE, &run_status(RunState::Running))
             .await
             .unwrap()
             .deliveries[0]

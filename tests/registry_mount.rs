@@ -3,6 +3,9 @@
 //! catalog, and authentication reusing what an outer layer of the application established.
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
+
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -12,7 +15,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    BearerTokens, EventType, Owner, PartsAuth, RegistryBuilder, WebhookRegistry,
+    api, BearerTokens, EventType, Owner, PartsAuth, RegistryBuilder, WebhookRegistry,
 };
 
 const ACME: &str = "key-acme";
@@ -24,7 +27,7 @@ fn builder() -> RegistryBuilder {
                 .guard(SsrfGuard::new().allow_host("127.0.0.1"))
                 .policy(Policy::custom([Duration::from_millis(10)])),
         )
-        .event_type(EventType::run_status())
+        .event_type(crate::run_status::event_type())
         .event_type(
             EventType::new("invoice.paid", "An invoice was paid").schema(json!({
                 "type": "object",
@@ -155,6 +158,55 @@ async fn a_prefix_with_path_parameters_is_filled_in_links_and_kept_in_the_docume
     assert!(paths
         .keys()
         .all(|path| path.starts_with("/tenants/{tenant}/v1/")));
+}
+
+#[tokio::test]
+async fn a_prefix_with_path_parameters_declares_them_on_every_operation() {
+    let registry = builder().build();
+    let app = Router::new().nest("/tenants/{tenant}/hooks", registry.router());
+    let document = call(
+        &app,
+        Method::GET,
+        "/tenants/acme/hooks/v1/webhooks/openapi.json",
+        None,
+    )
+    .await;
+    assert_eq!(document.status, StatusCode::OK);
+    let paths = document.json["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        assert!(path.starts_with("/tenants/{tenant}/hooks/v1/"), "{path}");
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let declared: Vec<&str> = operation["parameters"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} has no parameters"))
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            // Every `{name}` of the path, the prefix's included, is a declared path
+            // parameter, once, and the prefix's comes first.
+            let in_path: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(declared, in_path, "{method} {path}");
+            let tenant = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "tenant")
+                .unwrap();
+            assert_eq!(tenant["required"], true, "{method} {path}");
+            assert_eq!(tenant["schema"]["type"], "string", "{method} {path}");
+        }
+    }
+    assert_eq!(operations, api::routes().len());
+    // The document at the root (no prefix) has no such parameter.
+    let root = serde_json::to_value(registry.openapi()).unwrap();
+    let root_text = root.to_string();
+    assert!(!root_text.contains("\"tenant\""), "{root_text}");
 }
 
 #[tokio::test]

@@ -15,11 +15,13 @@
 //! `TOWER_WEBHOOKS_POSTGRES_URL` (one schema per test, dropped after).
 #![cfg(feature = "registry")]
 
+#[path = "../examples/gateway/run_status.rs"]
+mod run_status;
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower_webhooks::registry::{EndpointState, MemoryEndpointState, Owner, RateLimit};
+use tower_webhooks::registry::{EndpointRateLimit, EndpointState, MemoryEndpointState, Owner};
 
 /// The PostgreSQL URL of the ignored tests; they fail loudly without it.
 #[cfg(feature = "postgres")]
@@ -74,7 +76,7 @@ async fn turn(
     id: &str,
     now: SystemTime,
 ) -> Option<SystemTime> {
-    let limit = RateLimit::per_second(10).with_burst(2);
+    let limit = EndpointRateLimit::per_second(10).with_burst(2);
     state
         .take_turn(&Owner::new(owner), id, limit, now)
         .await
@@ -172,10 +174,10 @@ mod two_registries {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
+    use crate::run_status::{RunState, RunStatus};
     use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
     use tower_webhooks::registry::{
-        DisabledNotice, EventType, HealthRule, RunState, RunStatus, SigningScheme,
-        SubscriptionStore, Webhook, WebhookRegistry,
+        DisabledNotice, Endpoint, HealthRule, SigningScheme, SubscriptionStore, WebhookRegistry,
     };
 
     use super::support::Receiver;
@@ -201,7 +203,7 @@ mod two_registries {
                     .policy(Policy::custom([]))
                     .attempt_timeout(Duration::from_secs(5)),
             )
-            .event_type(EventType::run_status())
+            .event_type(crate::run_status::event_type())
             .health(rule)
             .on_finished({
                 let finished = finished.clone();
@@ -221,8 +223,8 @@ mod two_registries {
         }
     }
 
-    fn webhook(id: &str, url: String) -> Webhook {
-        Webhook::new(
+    fn webhook(id: &str, url: String) -> Endpoint {
+        Endpoint::new(
             Owner::new("acme"),
             id,
             url,
@@ -260,7 +262,7 @@ mod two_registries {
         for replica in [&one, &one, &two, &two] {
             let report = replica
                 .registry
-                .publish(RunStatus::TYPE, &status())
+                .broadcast(RunStatus::TYPE, &status())
                 .await
                 .unwrap();
             assert_eq!(
@@ -290,7 +292,7 @@ mod two_registries {
         for replica in [&one, &two] {
             let report = replica
                 .registry
-                .publish(RunStatus::TYPE, &status())
+                .broadcast(RunStatus::TYPE, &status())
                 .await
                 .unwrap();
             assert!(report.deliveries.is_empty(), "neither publishes to it");
@@ -306,7 +308,7 @@ mod two_registries {
     ) {
         let receiver = Receiver::status(200).await;
         let mut paced = webhook("paced", receiver.url("/hook"));
-        paced.rate_limit = Some(RateLimit::per_second(1).with_burst(3));
+        paced.rate_limit = Some(EndpointRateLimit::per_second(1).with_burst(3));
         a.insert(paced).await.unwrap();
         let rule = HealthRule::default();
         let (one, two) = (replica(a, rule), replica(b, rule));
@@ -314,7 +316,7 @@ mod two_registries {
         for replica in [&one, &two, &one, &two, &one, &two] {
             let report = replica
                 .registry
-                .publish(RunStatus::TYPE, &status())
+                .broadcast(RunStatus::TYPE, &status())
                 .await
                 .unwrap();
             not_before.push(report.deliveries[0].not_before);
@@ -417,8 +419,6 @@ mod gateways {
     use serde_json::{json, Value};
     use std::time::Instant;
     use tokio::process::{Child, Command};
-
-    use tower_webhooks::registry::rfc3339;
 
     use super::support::{self, Receiver};
     use super::*;
@@ -555,7 +555,11 @@ mod gateways {
         for gateway in [&one, &two, &one, &two, &one, &two] {
             let (status, queued) = http(gateway, "POST", "/v1/webhooks/paced/trigger", "").await;
             assert_eq!(status, 202, "{queued}");
-            not_before.push(queued["not_before"].as_str().and_then(rfc3339::parse));
+            not_before.push(queued["not_before"].as_str().and_then(|text| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .map(SystemTime::from)
+            }));
         }
         let immediate = not_before.iter().filter(|t| t.is_none()).count();
         assert_eq!(immediate, 3, "{not_before:?}");

@@ -1,6 +1,6 @@
 //! The `SubscriptionStore` contract, run against every store: memory, SQLite (temp files) and
 //! PostgreSQL (when `TOWER_WEBHOOKS_POSTGRES_URL` is set; one schema per test, dropped after),
-//! and a restart of the durable ones that must lose nothing a `Webhook` holds.
+//! and a restart of the durable ones that must lose nothing a `Endpoint` holds.
 #![cfg(feature = "registry")]
 
 mod support;
@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tower_webhooks::registry::{
-    MemorySubscriptions, Owner, RateLimit, SigningScheme, SubscriptionError, SubscriptionStore,
-    Webhook,
+    Endpoint, EndpointRateLimit, MemorySubscriptions, Owner, SigningScheme, SubscriptionError,
+    SubscriptionStore,
 };
 
 /// A time with whole milliseconds (what the SQL stores keep).
@@ -17,8 +17,8 @@ fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-fn hook(owner: &str, id: &str, types: &[&str]) -> Webhook {
-    Webhook::new(
+fn hook(owner: &str, id: &str, types: &[&str]) -> Endpoint {
+    Endpoint::new(
         Owner::new(owner),
         id,
         "https://example.com/hook",
@@ -30,9 +30,9 @@ fn hook(owner: &str, id: &str, types: &[&str]) -> Webhook {
 
 /// A webhook using every field: rotated secrets (one in its grace period), custom headers,
 /// disabled with a reason, a rate limit, a description, another scheme.
-fn full(owner: &str, id: &str) -> Webhook {
+fn full(owner: &str, id: &str) -> Endpoint {
     let t0 = at(1_700_000_000_123);
-    let mut webhook = Webhook::new(
+    let mut webhook = Endpoint::new(
         Owner::new(owner),
         id,
         "https://hooks.example.com/in?tenant=1",
@@ -48,13 +48,13 @@ fn full(owner: &str, id: &str) -> Webhook {
     ];
     webhook.enabled = false;
     webhook.disabled_reason = Some("10 failed deliveries within 86400 s".into());
-    webhook.rate_limit = Some(RateLimit::per_second(5).with_burst(9));
+    webhook.rate_limit = Some(EndpointRateLimit::per_second(5).with_burst(9));
     webhook.updated_at = at(1_700_000_200_789);
     webhook
 }
 
 /// Every field equal (secrets by value, times to the millisecond).
-fn assert_same(a: &Webhook, b: &Webhook) {
+fn assert_same(a: &Endpoint, b: &Endpoint) {
     assert_eq!(a.owner, b.owner);
     assert_eq!(a.id, b.id);
     assert_eq!(a.endpoint_url, b.endpoint_url);
@@ -75,7 +75,7 @@ fn assert_same(a: &Webhook, b: &Webhook) {
     }
 }
 
-fn ids(page: &[Webhook]) -> Vec<&str> {
+fn ids(page: &[Endpoint]) -> Vec<&str> {
     page.iter().map(|w| w.id.as_str()).collect()
 }
 

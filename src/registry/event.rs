@@ -1,4 +1,4 @@
-//! Event types, the delivered event envelope, and the `run.status` example type.
+//! Event types, the delivered event envelope, and the registry's own `endpoint.disabled`.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -53,19 +53,6 @@ impl EventType {
     pub fn example(mut self, example: impl Serialize) -> Self {
         self.example = serde_json::to_value(example).expect("an example event serialises");
         self
-    }
-
-    /// `run.status`: a run changed state. The payload is [`RunStatus`].
-    pub fn run_status() -> Self {
-        Self::new(
-            RunStatus::TYPE,
-            "A run changed state (queued, running, succeeded, failed or canceled).",
-        )
-        .example(RunStatus::example())
-        .schema(
-            serde_json::to_value(<RunStatus as utoipa::PartialSchema>::schema())
-                .unwrap_or_default(),
-        )
     }
 
     /// `endpoint.disabled`: one of the owner's webhooks was disabled by the health rule. The
@@ -134,95 +121,6 @@ pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A run's state, as carried by `run.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RunState {
-    /// Accepted, waiting for a worker.
-    Queued,
-    /// Running.
-    Running,
-    /// Finished successfully.
-    Succeeded,
-    /// Finished with an error.
-    Failed,
-    /// Canceled before it finished.
-    Canceled,
-}
-
-impl RunState {
-    /// The JSON name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
-}
-
-/// The `run.status` payload (the `data` of the [`Event`]): which run of which application is
-/// now in which state.
-///
-/// ```json
-/// {"run_id": "run-123", "application_id": "routing-app", "status": "succeeded",
-///  "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:04:35Z"}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[non_exhaustive]
-pub struct RunStatus {
-    /// The run.
-    pub run_id: String,
-    /// The application the run belongs to.
-    pub application_id: String,
-    /// Its state now.
-    pub status: RunState,
-    /// When the run was created (RFC 3339).
-    #[serde(with = "rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: SystemTime,
-    /// When it entered `status` (RFC 3339).
-    #[serde(with = "rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: SystemTime,
-}
-
-impl RunStatus {
-    /// The event type name.
-    pub const TYPE: &'static str = "run.status";
-
-    /// A payload for `run_id` of `application_id` in `status`, created and updated at `at`.
-    pub fn new(
-        run_id: impl Into<String>,
-        application_id: impl Into<String>,
-        status: RunState,
-        at: SystemTime,
-    ) -> Self {
-        Self {
-            run_id: run_id.into(),
-            application_id: application_id.into(),
-            status,
-            created_at: at,
-            updated_at: at,
-        }
-    }
-
-    /// Sets when the run entered its state.
-    pub fn updated_at(mut self, at: SystemTime) -> Self {
-        self.updated_at = at;
-        self
-    }
-
-    /// The test event's payload.
-    pub fn example() -> Self {
-        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_731_381_205);
-        Self::new("test-run", "test-application", RunState::Succeeded, at)
-    }
-}
-
 /// The `endpoint.disabled` payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -244,7 +142,7 @@ impl EndpointDisabled {
 }
 
 /// RFC 3339 text for `SystemTime`, as serde `with` helpers and plain functions.
-pub mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -254,7 +152,7 @@ pub mod rfc3339 {
     /// `time` as RFC 3339 in UTC (`2026-01-02T03:04:05.678Z`; fractional seconds only when
     /// there are some), to the millisecond: the precision the durable stores keep, so a
     /// record reads the same in the answer that created it and in every later one.
-    pub fn format(time: SystemTime) -> String {
+    pub(crate) fn format(time: SystemTime) -> String {
         let time = OffsetDateTime::from(time);
         let millis = time.nanosecond() / 1_000_000 * 1_000_000;
         time.replace_nanosecond(millis)
@@ -264,19 +162,24 @@ pub mod rfc3339 {
     }
 
     /// Parses RFC 3339 text with any offset (`Z`, `+02:00`).
-    pub fn parse(text: &str) -> Option<SystemTime> {
+    pub(crate) fn parse(text: &str) -> Option<SystemTime> {
         OffsetDateTime::parse(text.trim(), &Rfc3339)
             .ok()
             .map(SystemTime::from)
     }
 
     /// serde: serialises as [`format()`].
-    pub fn serialize<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&format(*time))
     }
 
     /// serde: deserialises with [`parse()`].
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SystemTime, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 date-time"))
     }
@@ -302,19 +205,17 @@ mod tests {
     }
 
     #[test]
-    fn run_status_shape() {
+    fn event_shape() {
         let event = Event::new(
-            RunStatus::TYPE,
+            "run.status",
             SystemTime::UNIX_EPOCH,
-            RunStatus::example(),
+            serde_json::json!({"run_id": "run-1"}),
         );
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "run.status");
         assert!(json["id"].as_str().unwrap().starts_with("evt_"));
         assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
-        assert_eq!(json["data"]["status"], "succeeded");
-        assert_eq!(json["data"]["run_id"], "test-run");
-        assert_eq!(json["data"]["updated_at"], "2024-11-12T03:13:25Z");
+        assert_eq!(json["data"]["run_id"], "run-1");
     }
 
     #[test]

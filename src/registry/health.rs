@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use futures_util::FutureExt as _;
 
 use super::event::EndpointDisabled;
-use super::model::{split_endpoint_key, Owner};
+use super::model::{split_endpoint_key, Endpoint, Owner};
+use super::SubscriptionError;
 use super::WebhookRegistry;
 use crate::delivery::DeliveryReport;
 use crate::delivery::{DeliveryState, Source};
@@ -182,10 +183,7 @@ impl WebhookRegistry {
                         reason,
                         disabled_at: now,
                     };
-                    if let Err(err) = self
-                        .publish_for(owner, EndpointDisabled::TYPE, &payload)
-                        .await
-                    {
+                    if let Err(err) = self.publish(owner, EndpointDisabled::TYPE, &payload).await {
                         tracing::warn!(error = %err, "endpoint.disabled not published");
                     }
                 }
@@ -193,5 +191,42 @@ impl WebhookRegistry {
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "webhook not disabled"),
         }
+    }
+
+    /// Enables or disables `owner`'s webhook `id`; returns it and whether it changed
+    /// (`None` when there is no such webhook). Enabling forgets its recent failures.
+    ///
+    /// # Errors
+    ///
+    /// The subscription store's error.
+    pub async fn set_enabled(
+        &self,
+        owner: &Owner,
+        id: &str,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<Option<(Endpoint, bool)>, SubscriptionError> {
+        let now = self.now();
+        let mut changed = false;
+        let webhook = self
+            .inner
+            .subscriptions
+            .modify(
+                owner,
+                id,
+                Box::new(|webhook| {
+                    changed = webhook.enabled != enabled;
+                    if changed {
+                        webhook.enabled = enabled;
+                        webhook.disabled_reason = if enabled { None } else { reason };
+                        webhook.updated_at = now;
+                    }
+                }),
+            )
+            .await?;
+        if webhook.is_some() {
+            self.forget_failures(owner, id).await;
+        }
+        Ok(webhook.map(|w| (w, changed)))
     }
 }

@@ -1,4 +1,4 @@
-//! The subscription record ([`Webhook`]) and the values it is made of.
+//! The subscription record ([`Endpoint`]) and the values it is made of.
 
 use std::fmt;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ impl SigningScheme {
     }
 
     /// The built-in scheme that writes this format, as a delivery carries it.
-    pub fn spec(self) -> SchemeSpec {
+    pub(crate) fn spec(self) -> SchemeSpec {
         match self {
             Self::Nextmv => Nextmv::new().into(),
             Self::Stripe => Stripe::new().into(),
@@ -128,14 +128,14 @@ impl SigningScheme {
 
     /// Whether the format carries one signature per secret, so that the previous secret keeps
     /// verifying during a rotation's grace period. The others sign with the newest secret only.
-    pub fn signs_with_every_secret(self) -> bool {
+    pub(crate) fn signs_with_every_secret(self) -> bool {
         matches!(self, Self::Nextmv | Self::Stripe | Self::StandardWebhooks)
     }
 
     /// A fresh secret from the operating system's CSPRNG (32 bytes) in the shape the format
     /// expects: `whsec_<base64>` for Standard Webhooks and Stripe-style `whsec_<hex>` for
     /// Stripe, lowercase hex for the others.
-    pub fn generate_secret(self) -> Secret {
+    pub(crate) fn generate_secret(self) -> Secret {
         match self {
             Self::StandardWebhooks => Secret::generate_base64("whsec_", 32),
             Self::Stripe => Secret::generate_hex("whsec_", 32),
@@ -190,7 +190,7 @@ impl WebhookSecret {
 /// later), never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimit {
+pub struct EndpointRateLimit {
     /// Deliveries per second (at least 1).
     pub per_second: u32,
     /// How many may go at once after a quiet period (at least 1; by default `per_second`).
@@ -198,7 +198,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl RateLimit {
+impl EndpointRateLimit {
     /// `per_second` deliveries a second with a burst of the same size.
     pub fn per_second(per_second: u32) -> Self {
         Self {
@@ -214,7 +214,7 @@ impl RateLimit {
     }
 
     /// The spacing between two deliveries at the sustained rate.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         Duration::from_secs(1) / self.per_second.max(1)
     }
 
@@ -232,7 +232,7 @@ impl RateLimit {
 /// `Debug` never prints the secrets nor the custom header values.
 #[derive(Clone)]
 #[non_exhaustive]
-pub struct Webhook {
+pub struct Endpoint {
     /// The tenant.
     pub owner: Owner,
     /// The caller-chosen id, unique per owner (`[A-Za-z0-9_-]`, 1 to 64 characters).
@@ -254,16 +254,16 @@ pub struct Webhook {
     /// Why it was disabled (by a user, or automatically by the health rule).
     pub disabled_reason: Option<String>,
     /// The optional delivery rate limit.
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<EndpointRateLimit>,
     /// When it was registered.
     pub created_at: SystemTime,
     /// When it last changed.
     pub updated_at: SystemTime,
 }
 
-impl fmt::Debug for Webhook {
+impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Webhook")
+        f.debug_struct("Endpoint")
             .field("owner", &self.owner)
             .field("id", &self.id)
             .field(
@@ -284,7 +284,7 @@ impl fmt::Debug for Webhook {
     }
 }
 
-impl Webhook {
+impl Endpoint {
     /// A new enabled webhook with one fresh secret for `scheme`.
     pub fn new(
         owner: Owner,
@@ -313,7 +313,7 @@ impl Webhook {
 
     /// The key deliveries are recorded under ([`Delivery::endpoint_id`](crate::delivery::Delivery::endpoint_id)):
     /// `{owner}/{id}`, so that two tenants using the same id never share conversations.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         endpoint_key(&self.owner, &self.id)
     }
 
@@ -337,13 +337,13 @@ impl Webhook {
     }
 
     /// How deliveries are signed at `now`.
-    pub fn signing(&self, now: SystemTime) -> SigningSpec {
+    pub(crate) fn signing(&self, now: SystemTime) -> SigningSpec {
         SigningSpec::new(self.scheme.spec(), self.active_secrets(now))
     }
 
     /// The custom headers as a map (entries that are not valid headers are skipped; the API
     /// validates them when they are set).
-    pub fn header_map(&self) -> HeaderMap {
+    pub(crate) fn header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             if let (Ok(name), Ok(value)) = (
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn rotation_keeps_the_previous_secret_for_the_grace_period() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut hook = Webhook::new(
+        let mut hook = Endpoint::new(
             Owner::new("acme"),
             "hook",
             "https://example.com",
@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn primary_only_schemes_sign_with_the_newest_secret() {
         let t0 = SystemTime::now();
-        let mut hook = Webhook::new(
+        let mut hook = Endpoint::new(
             Owner::new("acme"),
             "hook",
             "https://example.com",

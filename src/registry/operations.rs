@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::event::rfc3339;
-use super::model::{Owner, Webhook};
+use super::model::{Endpoint, Owner};
 use super::{PublishedDelivery, SubscriptionError, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::delivery::{Conversation, ConversationPosition, ConversationQuery, DeliveryState};
@@ -56,7 +56,7 @@ pub(crate) async fn load(
     registry: &WebhookRegistry,
     owner: &Owner,
     id: &str,
-) -> Result<Webhook, OperationError> {
+) -> Result<Endpoint, OperationError> {
     registry
         .subscriptions()
         .get(owner, id)
@@ -69,7 +69,7 @@ pub(crate) async fn load(
 /// webhook, which may be another tenant's).
 pub(crate) async fn load_conversation(
     registry: &WebhookRegistry,
-    webhook: &Webhook,
+    webhook: &Endpoint,
     delivery_id: &str,
 ) -> Result<Conversation, OperationError> {
     let conversation = registry
@@ -89,7 +89,7 @@ pub(crate) async fn load_conversation(
 /// skips: fine for the first pages the API allows, offset ≤ 10 000).
 pub(crate) async fn conversation_page(
     registry: &WebhookRegistry,
-    webhook: &Webhook,
+    webhook: &Endpoint,
     state: Option<DeliveryState>,
     after: Option<ConversationPosition>,
     offset: usize,
@@ -127,7 +127,7 @@ pub(crate) async fn rotate_secret(
     owner: &Owner,
     id: &str,
     grace_seconds: Option<u64>,
-) -> Result<Webhook, OperationError> {
+) -> Result<Endpoint, OperationError> {
     let grace = match grace_seconds.map(Duration::from_secs) {
         None => registry.rotation_grace(),
         Some(grace) if grace <= MAX_GRACE => grace,
@@ -153,7 +153,7 @@ pub(crate) async fn set_enabled(
     id: &str,
     enabled: bool,
     reason: &str,
-) -> Result<Webhook, OperationError> {
+) -> Result<Endpoint, OperationError> {
     let reason = (!enabled).then(|| reason.to_owned());
     registry
         .set_enabled(owner, id, enabled, reason)

@@ -1,4 +1,4 @@
-//! Per-webhook rate limits: a [`RateLimit`] spaces the first attempts of a webhook's
+//! Per-webhook rate limits: a [`EndpointRateLimit`] spaces the first attempts of a webhook's
 //! deliveries (a token bucket that sets each delivery's due time), so bursts wait in the
 //! queue rather than being dropped.
 //!
@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use super::model::Webhook;
+use super::model::Endpoint;
 use super::WebhookRegistry;
 
 impl WebhookRegistry {
@@ -17,7 +17,7 @@ impl WebhookRegistry {
     ///
     /// A store that fails to count lets the delivery go now (logged): an accepted event is
     /// never held back by the limiter's own trouble.
-    pub(super) async fn not_before(&self, webhook: &Webhook) -> Option<SystemTime> {
+    pub(super) async fn not_before(&self, webhook: &Endpoint) -> Option<SystemTime> {
         let limit = webhook.rate_limit?.normalised();
         let turn = self
             .inner

@@ -32,7 +32,7 @@ mod summary;
 
 // The example's modules name the helpers they share `crate::…` (the example's root): these
 // imports make the same paths resolve here.
-use gateway::{encryption_keys, inbox, without_password};
+use gateway::{encryption_keys, inbox, run_status, without_password};
 
 /// Sign, verify, receive and send webhooks of every built-in scheme; inspect and re-send a
 /// store's deliveries; run the gateway.

@@ -6,22 +6,24 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiResult, Authed, ProblemDocument};
+use super::dto::ProblemDocument;
+use super::error::ApiResult;
+use super::extract::Authed;
 use crate::registry::{EventType, WebhookRegistry};
 
 /// One declared event type.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EventTypeView {
+pub(super) struct EventTypeView {
     /// The name webhooks subscribe to, such as `run.status`.
-    pub name: String,
+    pub(super) name: String,
     /// What it means.
-    pub description: String,
+    pub(super) description: String,
     /// The JSON Schema of the events' `data`, when the application declared one.
     #[schema(value_type = Option<Object>)]
-    pub schema: Option<serde_json::Value>,
+    pub(super) schema: Option<serde_json::Value>,
     /// The `data` of a test event (the trigger route sends it).
     #[schema(value_type = Object)]
-    pub example: serde_json::Value,
+    pub(super) example: serde_json::Value,
 }
 
 impl EventTypeView {
@@ -37,9 +39,9 @@ impl EventTypeView {
 
 /// `GET /v1/event-types`: every declared event type, ordered by name.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EventTypeList {
+pub(super) struct EventTypeList {
     /// The event types.
-    pub data: Vec<EventTypeView>,
+    pub(super) data: Vec<EventTypeView>,
 }
 
 #[utoipa::path(

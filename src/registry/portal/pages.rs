@@ -19,7 +19,7 @@ use crate::delivery::{
 use crate::problem::Problem;
 use crate::registry::api::{cursor, ConversationView, WebhookView};
 use crate::registry::event::rfc3339;
-use crate::registry::model::Webhook;
+use crate::registry::model::Endpoint;
 use crate::registry::operations;
 use crate::store::StoreError;
 
@@ -300,7 +300,7 @@ pub(super) async fn webhook(
     let now = registry.now();
     let view = WebhookView::new(&webhook, now);
     let deliveries: Vec<ConversationView> =
-        deliveries.into_iter().map(ConversationView::new).collect();
+        deliveries.into_iter().map(ConversationView::from).collect();
     let form = FilterForm {
         state: query.state.clone(),
         event_type: query.event_type.clone(),
@@ -333,7 +333,7 @@ struct Filter<'a> {
 /// matched here, reading batches until the page is full or [`MAX_SCAN`] were read.
 async fn filtered_page(
     registry: &crate::registry::WebhookRegistry,
-    webhook: &Webhook,
+    webhook: &Endpoint,
     filter: &Filter<'_>,
     after: Option<ConversationPosition>,
 ) -> Result<(Vec<Conversation>, Option<String>), StoreError> {
@@ -414,7 +414,7 @@ pub(super) async fn delivery(
             &viewer.frame(),
             query.notice.text().as_deref(),
             &id,
-            &ConversationView::new(conversation),
+            &ConversationView::from(conversation),
         )),
         Err(err) => problem(err),
     }

@@ -286,7 +286,7 @@ pub(super) fn webhook(frame: &Frame<'_>, notice: Option<&str>, w: &WebhookPage<'
                                 td { (delivery.event_type.as_deref().unwrap_or("")) }
                                 td { span.badge.(delivery.state) { (delivery.state) } }
                                 td { (delivery.attempts.len()) }
-                                td { (delivery.attempts.last().map(|a| a.outcome.as_str()).unwrap_or("")) }
+                                td { (delivery.attempts.last().map(|a| a.outcome.detail.as_str()).unwrap_or("")) }
                                 td { (delivery.created_at) }
                             }
                         }
@@ -316,7 +316,7 @@ fn attempt(attempt: &AttemptView) -> Markup {
     html! {
         section.attempt data-number=(attempt.number) {
             h3 {
-                "Attempt " (attempt.number) " · " span.outcome { (attempt.outcome) }
+                "Attempt " (attempt.number) " · " span.outcome { (attempt.outcome.detail) }
                 @if attempt.manual { " " span.badge { "re-send" } }
             }
             p {

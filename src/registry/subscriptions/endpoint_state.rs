@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::{SubscriptionFuture, SubscriptionStore};
-use crate::registry::model::{Owner, RateLimit};
+use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
 
 /// The per-webhook counters behind the [`HealthRule`](crate::registry::HealthRule) and
 /// [`RateLimit`]s.

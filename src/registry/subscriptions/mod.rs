@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::model::{Owner, Webhook};
+use super::model::{Endpoint as Webhook, Owner};
 
 pub(crate) mod endpoint_state;
 #[cfg(feature = "postgres")]

@@ -10,7 +10,7 @@ use super::sql::{backend, is_unique_violation, Record, COLUMNS};
 use super::{
     EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
 };
-use crate::registry::model::{Owner, Webhook};
+use crate::registry::model::{Endpoint as Webhook, Owner};
 use crate::store::{EncryptionKeys, PostgresStore};
 
 /// A durable [`SubscriptionStore`] in PostgreSQL, shared by every replica: webhooks survive

@@ -4,7 +4,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::SubscriptionError;
-use crate::registry::model::{Owner, RateLimit, SigningScheme, Webhook, WebhookSecret};
+use crate::registry::model::{
+    Endpoint as Webhook, EndpointRateLimit as RateLimit, Owner, SigningScheme, WebhookSecret,
+};
 use crate::secret::Secret;
 use crate::store::encryption::{open_column, seal_column};
 use crate::store::EncryptionKeys;

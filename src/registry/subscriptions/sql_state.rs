@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use super::endpoint_state::{turn_at, EndpointState};
 use super::sql::backend;
 use super::SubscriptionFuture;
-use crate::registry::model::{Owner, RateLimit};
+use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
 use crate::time::{from_unix_micros, unix_micros, unix_millis};
 
 // Bucket times are Unix microseconds: the shortest interval a [`RateLimit`] allows

@@ -14,7 +14,7 @@ use super::sql::{backend, is_unique_violation, Record, COLUMNS};
 use super::{
     EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
 };
-use crate::registry::model::{Owner, Webhook};
+use crate::registry::model::{Endpoint as Webhook, Owner};
 use crate::store::{EncryptionKeys, SqliteStore};
 
 /// A durable [`SubscriptionStore`] in a SQLite file: webhooks survive a restart with

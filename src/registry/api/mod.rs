@@ -1,0 +1,30 @@
+//! The management API: the request and response bodies, the handlers, the router and the
+//! OpenAPI document. See the [registry docs](super#routes) for the route table.
+//!
+//! Public here: the [conversation view](ConversationView) (the one JSON shape of a delivery
+//! and its attempts, for an application that shows conversations of its own), the route
+//! table and the generic OpenAPI document. The other request and response bodies are
+//! described by the OpenAPI document.
+
+mod conversations;
+pub(crate) mod cursor;
+mod dto;
+mod error;
+mod event_types;
+mod extract;
+mod openapi;
+mod router;
+mod secrets;
+mod validate;
+mod webhooks;
+
+pub use dto::{AttemptView, ConversationView, OutcomeKind, OutcomeView, ResponseView};
+pub use openapi::openapi;
+pub use router::routes;
+
+// The portal renders the same views and answers with the same problems as the JSON API.
+pub(crate) use dto::{SecretView, WebhookView};
+pub(crate) use error::ApiError;
+
+/// The path every route lives under.
+pub const BASE_PATH: &str = "/v1/webhooks";
