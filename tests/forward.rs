@@ -2,7 +2,6 @@
 //! 127.0.0.1 started here): signatures checked with the Cerebrium seed's algorithm, the whole
 //! retry table, timeouts, refused connections, async and legacy modes, the SSRF guard,
 //! backpressure and graceful drain.
-#![cfg(feature = "forward")]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

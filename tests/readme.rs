@@ -5,7 +5,7 @@
 //! The gateway binary is built by `cargo test`; `cargo test --test readme` alone builds it
 //! when it is missing (rebuild it after changing `examples/gateway.rs`).
 
-#![cfg(all(unix, feature = "registry"))]
+#![cfg(unix)]
 
 use std::fs;
 use std::io::{Read, Write};

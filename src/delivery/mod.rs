@@ -78,7 +78,8 @@ pub use builder::{
     DEFAULT_RETAIN_DELIVERED, DEFAULT_RETAIN_FAILED,
 };
 pub use client::{
-    ClientBody, ClientBuilder, Connector, DeliveryClient, GuardedHttpConnector, HyperClient,
+    ClientBody, ClientBuilder, Connecting, Connection, Connector, DeliveryClient,
+    GuardedHttpConnector, HyperClient,
 };
 pub use engine::{DeliveryEngine, DeliveryReport, EngineStats, Reservation, ShutdownReport};
 pub use enqueue::EnqueueError;
