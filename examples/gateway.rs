@@ -654,7 +654,7 @@ mod forward_demo {
             builder = builder.shared_store(store);
         }
         let engine = builder.build();
-        let mut layer = WebhookForwardLayer::new(engine.clone());
+        let mut layer = WebhookForwardLayer::new(engine.clone()).legacy_body_field(true);
         if let Some(secret) = &config.default_secret {
             layer = layer.default_secret(secret.clone());
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::layer::Config;
 use super::BodyMode;
 use crate::delivery::{display_endpoint, DeliveryEngine, EnqueueError, Reservation};
 use crate::store::{Delivery, Signing, Source};
@@ -86,7 +87,31 @@ enum EnvelopeResult<'a> {
 }
 
 impl Job {
-    /// The delivery body for `result` (decision 3: envelope by default, raw as an option).
+    /// A run through `config`'s engine, holding `reservation` until its delivery is stored.
+    pub(super) fn new(
+        config: &Config,
+        reservation: Reservation,
+        run_id: String,
+        endpoint: String,
+        signing: Option<Signing>,
+        source: Source,
+    ) -> Self {
+        Self {
+            engine: config.engine.clone(),
+            reservation: Some(reservation),
+            held: false,
+            run_id,
+            endpoint,
+            signing,
+            source,
+            body_mode: config.body_mode,
+            capture_limit: config.capture_limit,
+            started: Instant::now(),
+        }
+    }
+
+    /// The delivery body for `result`: the envelope, or the raw body when asked for and the run
+    /// succeeded (a failure has no body of its own to send).
     pub(crate) fn body(&self, result: &RunResult) -> Bytes {
         if self.body_mode == BodyMode::Raw && result.error.is_none() {
             return result.body.clone();

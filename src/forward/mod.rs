@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `?webhookEndpoint=<url-encoded URL>` on any route | sync | the inner response unchanged, plus `X-Request-Id: <run id>` |
 //! | `?async=true&webhookEndpoint=…` | async | `202 {"run_id": …}` at once |
-//! | `{"webhook_endpoint": "<url>", …}` in a JSON body (legacy) | async | `200 {"run_id", "webhook_endpoint", "message"}` at once |
+//! | `{"webhook_endpoint": "<url>", …}` in a JSON body (legacy, opt-in: [`legacy_body_field`](WebhookForwardLayer::legacy_body_field)) | async | `200 {"run_id", "webhook_endpoint", "message"}` at once |
 //! | a [`ForwardTo`] request extension (set by an outer layer) or [`endpoint_fn`](WebhookForwardLayer::endpoint_fn) | sync, or async if asked | as above |
 //! | a [`ForwardTo`] **response** extension (set by the handler) | sync | the inner response |
 //!
@@ -32,8 +32,8 @@
 //!
 //! # The delivered body
 //!
-//! By default the envelope (wire-format decision 3), where `result` is the inner JSON response,
-//! or a string when it is not JSON:
+//! By default an envelope, where `result` is the inner JSON response, or a string when it is
+//! not JSON:
 //!
 //! ```json
 //! {"run_id":"5f0c…","run_time_ms":12.5,"status_code":200,"timestamp":1731381205,"result":{"smile":"wave"}}
@@ -107,11 +107,15 @@
 //! # }
 //! ```
 
+mod async_run;
 mod body;
 mod future;
 mod job;
 mod layer;
+mod legacy;
+mod problems;
 mod service;
+mod trigger;
 
 use crate::secret::Secret;
 
