@@ -28,7 +28,7 @@ pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 type SendFuture = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, BoxError>> + Send>>;
 
 /// The TCP connector with the SSRF guard (resolver and IP-literal check).
-pub type GuardedHttpConnector = GuardedConnector<HttpConnector<GuardedResolver>>;
+type GuardedHttpConnector = GuardedConnector<HttpConnector<GuardedResolver>>;
 
 /// What [`Connector`] wraps: TLS over the guarded TCP connector when `rustls` is compiled in.
 #[cfg(feature = "rustls")]
@@ -36,8 +36,9 @@ type Transport = hyper_rustls::HttpsConnector<GuardedHttpConnector>;
 #[cfg(not(feature = "rustls"))]
 type Transport = GuardedHttpConnector;
 
-/// The connector of the default client: [`GuardedHttpConnector`], with TLS for `https://`
-/// endpoints when the `rustls` feature is on.
+/// The connector of the default client: hyper-util's TCP connector behind the SSRF guard
+/// ([`GuardedResolver`] for host names, [`GuardedConnector`] for IP literals), with TLS for
+/// `https://` endpoints when the `rustls` feature is on.
 ///
 /// It is the same type with or without TLS, so code that names it (or [`HyperClient`])
 /// compiles under every set of features; `rustls` only adds `https://` support.

@@ -77,11 +77,8 @@ pub use builder::{
     DEFAULT_MAX_PER_ENDPOINT, DEFAULT_MAX_QUEUED_PER_OWNER, DEFAULT_RESPONSE_BODY_LIMIT,
     DEFAULT_RETAIN_DELIVERED, DEFAULT_RETAIN_FAILED,
 };
-pub use client::{
-    ClientBody, ClientBuilder, Connecting, Connection, Connector, DeliveryClient,
-    GuardedHttpConnector, HyperClient,
-};
-pub use engine::{DeliveryEngine, DeliveryReport, EngineStats, Reservation, ShutdownReport};
+pub use client::{ClientBody, ClientBuilder, Connector, DeliveryClient, HyperClient};
+pub use engine::{CapacitySlot, DeliveryEngine, DeliveryReport, EngineStats, ShutdownReport};
 pub use enqueue::EnqueueError;
 pub use owners::delivery_owner;
 pub(crate) use owners::endpoint_host;

@@ -1,4 +1,8 @@
 //! The request and response bodies of [`WebhookForward`](super::WebhookForward).
+//!
+//! Both are `pub` because the service's `Service` impl names them, but the module is private
+//! and they are not re-exported: an inner service takes any `http_body::Body`, and a caller
+//! reads the response as one, so neither needs their names.
 
 use std::collections::VecDeque;
 use std::fmt;

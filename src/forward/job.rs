@@ -11,14 +11,14 @@ use tokio::sync::oneshot;
 
 use super::layer::Config;
 use super::BodyMode;
-use crate::delivery::{display_endpoint, DeliveryEngine, EnqueueError, Reservation};
+use crate::delivery::{display_endpoint, CapacitySlot, DeliveryEngine, EnqueueError};
 use crate::store::{Delivery, Signing, Source};
 
 /// A run whose result will be delivered.
 pub(crate) struct Job {
     pub(crate) engine: DeliveryEngine,
     /// The capacity slot, until the delivery (or its placeholder) is stored.
-    pub(crate) reservation: Option<Reservation>,
+    pub(crate) reservation: Option<CapacitySlot>,
     /// Whether a placeholder is stored (async mode): the result completes it.
     pub(crate) held: bool,
     pub(crate) run_id: String,
@@ -90,7 +90,7 @@ impl Job {
     /// A run through `config`'s engine, holding `reservation` until its delivery is stored.
     pub(super) fn new(
         config: &Config,
-        reservation: Reservation,
+        reservation: CapacitySlot,
         run_id: String,
         endpoint: String,
         signing: Option<Signing>,

@@ -119,7 +119,6 @@ mod trigger;
 
 use crate::secret::Secret;
 
-pub use body::{RequestBody, ResponseBody};
 pub use future::ResponseFuture;
 pub use layer::{
     WebhookForwardLayer, DEFAULT_CAPTURE_LIMIT, DEFAULT_LEGACY_BODY_LIMIT, MAX_ENDPOINT_LEN,

@@ -53,7 +53,7 @@ mod connect;
 mod ranges;
 
 pub use connect::{GuardedConnecting, GuardedConnector, GuardedResolver};
-pub use ranges::classify;
+pub(crate) use ranges::classify;
 
 /// Why an endpoint or address was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
