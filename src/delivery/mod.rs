@@ -83,7 +83,7 @@ pub use enqueue::EnqueueError;
 pub use owners::delivery_owner;
 pub(crate) use owners::endpoint_host;
 pub use policy::{Class, Classifier, Policy, Verdict};
-pub use ssrf::{Cidr, GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
+pub use ssrf::{GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
 
 /// A boxed error, as tower and hyper use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -154,13 +154,14 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// An IP range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
+/// An IP range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address): an entry of the
+/// guard's allow-list, which is only ever given as text ([`SsrfGuard::allow_cidr`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr(IpNet);
+pub(crate) struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses match IPv4 ranges).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&canonical(ip))
     }
 }
