@@ -1,7 +1,7 @@
 //! Soak: mixed inbound, forward and publish load against one in-process setup for a fixed
 //! time, with a hostile tenant, then an audit of the delivery store.
 //!
-//! Run with `cargo bench --bench soak --features sqlite` (`SOAK_SECS`, default 300; `SOAK_SECS=60`
+//! Run with `cargo bench --bench soak --features registry,sqlite` (`SOAK_SECS`, default 300; `SOAK_SECS=60`
 //! for a quick run); without the `sqlite` feature the engine uses its memory store, which the
 //! audit reads the same way. Loopback only, every loop bounded by the deadline. The setup:
 //!

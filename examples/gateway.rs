@@ -1,16 +1,16 @@
 //! The demo gateway: inbound routes (and their schemes) from a TOML file.
 //!
 //! ```text
-//! cargo run --example gateway                              # examples/gateway.toml, 127.0.0.1:3000
-//! cargo run --example gateway -- --config my.toml          # another configuration
-//! PORT=8080 cargo run --example gateway                    # another port
+//! cargo run --example gateway --features registry,sqlite                      # examples/gateway.toml, 127.0.0.1:3000
+//! cargo run --example gateway --features registry,sqlite -- --config my.toml  # another configuration
+//! PORT=8080 cargo run --example gateway --features registry,sqlite            # another port
 //! ```
 //!
 //! At start-up it prints one `curl` line per route that sends a correctly signed request
 //! (valid for the scheme's replay window: five minutes by default). The configuration format
 //! is documented in `examples/gateway.toml`.
 //!
-//! With a `[registry]` table (and the `registry` feature, on by default) it also serves the
+//! With a `[registry]` table (and the `registry` feature) it also serves the
 //! webhook subscription API at `/v1/webhooks` and `POST /v1/runs`, which starts a demo run
 //! that publishes `run.status` (queued, running, then succeeded or failed) to the caller's
 //! webhooks, and `/demo/inbox/{id}`, a receiver on the gateway itself that verifies the
@@ -661,7 +661,7 @@ mod forward_demo {
             builder = builder.shared_store(store);
         }
         let engine = builder.build();
-        let mut layer = WebhookForwardLayer::new(engine.clone());
+        let mut layer = WebhookForwardLayer::new(engine.clone()).legacy_body_field(true);
         if let Some(secret) = &config.default_secret {
             layer = layer.default_secret(secret.clone());
         }

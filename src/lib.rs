@@ -39,18 +39,23 @@
 //!
 //! # Cargo features
 //!
-//! | feature | default | what it adds |
-//! |---|---|---|
-//! | `jwt` | yes | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
-//! | `ed25519` | yes | Standard Webhooks asymmetric `v1a` signatures (Ed25519, `whsk_`/`whpk_` keys) via `ed25519-dalek`, which `jwt` builds anyway; without it `v1a` entries are ignored and `whsk_` keys cannot sign |
-//! | `forward` | yes | the outbound half: [`forward`] (`WebhookForwardLayer`), [`delivery`] (engine, retry policy, SSRF guard, hyper-util client), [`store`] |
-//! | `rustls` | yes | `https://` deliveries (rustls, `ring`, webpki roots) |
-//! | `http2` | no | HTTP/2 deliveries (ALPN over TLS) |
-//! | `sqlite` | no | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`); with `registry`, `registry::SqliteSubscriptions`; `replay::SqliteReplayStore` |
-//! | `postgres` | no | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`); with `registry`, `registry::PostgresSubscriptions` and the transactional outbox (`publish_in_transaction`); `replay::PostgresReplayStore` |
-//! | `redis` | no | `replay::RedisReplayStore`: de-duplication shared by replicas through Redis |
-//! | `registry` | yes | [`registry`]: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa` (needs `forward`) |
-//! | `portal` | no | `WebhookRegistry::portal`: server-rendered delivery pages for each owner (login, deliveries, attempts, re-send), HTML through `maud` (needs `registry`) |
+//! The default build is the inbound half only: [`WebhookSignatureLayer`], the extractors, every
+//! HMAC scheme and the in-memory replay store. Each feature adds to it, and none changes a type
+//! that exists without it.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `jwt` | Valohai JWT conditions (HS256/384/512, RS256/384/512, ES256) via `jsonwebtoken` |
+//! | `ed25519` | Standard Webhooks asymmetric `v1a` signatures (Ed25519, `whsk_`/`whpk_` keys) via `ed25519-dalek`; without it `v1a` entries are ignored and `whsk_` keys cannot sign |
+//! | `forward` | the outbound half: `forward` (`WebhookForwardLayer`), `delivery` (engine, retry policy, SSRF guard, hyper-util client), `store` |
+//! | `rustls` | `https://` deliveries (rustls, `ring`, webpki roots) through the same `delivery::Connector`; implies `forward` |
+//! | `http2` | HTTP/2 deliveries (ALPN over TLS); implies `forward` |
+//! | `sqlite` | `store::SqliteStore`: the embedded durable delivery store (bundled SQLite, `sqlx`); with `registry`, `registry::SqliteSubscriptions`; `replay::SqliteReplayStore` |
+//! | `postgres` | `store::PostgresStore`: a durable queue shared by several replicas (`sqlx`); with `registry`, `registry::PostgresSubscriptions` and the transactional outbox (`publish_in_transaction`); `replay::PostgresReplayStore` |
+//! | `redis` | `replay::RedisReplayStore`: de-duplication shared by replicas through Redis |
+//! | `registry` | `registry`: a webhook subscription API (`axum::Router`), `publish` fan-out, OpenAPI via `utoipa`; implies `forward` |
+//! | `portal` | `WebhookRegistry::portal`: server-rendered delivery pages for each owner (login, deliveries, attempts, re-send), HTML through `maud`; implies `registry` |
+//! | `cli` | the `tower-webhooks` binary (sign, verify, listen, send, deliveries, serve); implies every feature it uses |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub, clippy::todo, clippy::dbg_macro)]

@@ -1,7 +1,6 @@
 //! Secrets at rest: the SQLite files are private to their owner, and with encryption keys the
 //! bytes on disk (SQLite files, PostgreSQL tables) never hold a signing secret or a custom
 //! header value; keys rotate, and a wrong or missing key is a clear error.
-#![cfg(feature = "sqlite")]
 
 mod support;
 

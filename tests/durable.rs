@@ -2,7 +2,6 @@
 //! (status classes, `Retry-After`, `410`), resume after a restart, re-sends, retention,
 //! metrics; and on PostgreSQL (when `TOWER_WEBHOOKS_POSTGRES_URL` is set) lease takeover,
 //! fencing, `LISTEN/NOTIFY` wake-ups and connection loss.
-#![cfg(all(feature = "forward", feature = "sqlite"))]
 
 mod support;
 

@@ -2,7 +2,6 @@
 //! another. A flooding tenant's webhooks point at listeners that accept connections and never
 //! answer; the other tenant's events must still arrive, and every refusal is an error the
 //! caller sees (an `Err` from `publish`, a problem with `Retry-After` from the API).
-#![cfg(feature = "registry")]
 
 #[path = "../examples/gateway/run_status.rs"]
 mod run_status;

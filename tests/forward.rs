@@ -2,7 +2,6 @@
 //! 127.0.0.1 started here): signatures checked with Cerebrium's documented algorithm, the whole
 //! retry table, timeouts, refused connections, async and legacy modes, the SSRF guard,
 //! backpressure and graceful drain.
-#![cfg(feature = "forward")]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +19,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
-use tower::ServiceExt;
+use tower::{Layer as _, ServiceExt};
 use tower_webhooks::delivery::{AttemptOutcome, Decision, DeliveryState};
 use tower_webhooks::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::forward::{ForwardTo, RunId, WebhookForwardLayer};
@@ -465,7 +464,8 @@ async fn programmatic_triggers() {
 async fn bad_endpoints_are_400_problems_before_the_inner_service() {
     let harness = Harness::fast();
     let calls = Calls::default();
-    let app = app(harness.layer(), &calls);
+    // The legacy body field is on so that its bad values are checked too.
+    let app = app(harness.layer().legacy_body_field(true), &calls);
     for endpoint in [
         "not a url",
         "ftp://example.com/x",
@@ -790,7 +790,7 @@ async fn async_mode_answers_202_then_delivers() {
 async fn legacy_body_field_answers_200_with_message() {
     let harness = Harness::fast();
     let calls = Calls::default();
-    let app = app(harness.layer(), &calls);
+    let app = app(harness.layer().legacy_body_field(true), &calls);
     let receiver = Receiver::status(200).await;
     let endpoint = receiver.url("/legacy");
 
@@ -819,6 +819,76 @@ async fn legacy_body_field_answers_200_with_message() {
     let response = call(&app, "/v4/p/a/predict", None, json!({"prompt": "x"})).await;
     assert_eq!(json_body(response).await["input"], json!({"prompt": "x"}));
     assert_eq!(calls.count(), 2);
+}
+
+/// Without `legacy_body_field(true)` a `webhook_endpoint` field is the inner service's own
+/// data: no run starts, no delivery is made, and the body reaches the service untouched.
+#[tokio::test]
+async fn legacy_body_field_is_off_by_default() {
+    let harness = Harness::fast();
+    let calls = Calls::default();
+    let app = app(harness.layer(), &calls);
+    let receiver = Receiver::status(200).await;
+
+    let body = json!({"prompt": "x", "webhook_endpoint": receiver.url("/legacy")});
+    let response = call(&app, "/v4/p/a/predict", Some(SECRET), body.clone()).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        !response.headers().contains_key("x-request-id"),
+        "no run was started"
+    );
+    let answer = json_body(response).await;
+    assert_eq!(answer["smile"], "wave", "the inner service answered");
+    assert_eq!(answer["input"], body, "it saw the body intact");
+    assert_eq!(answer["run_id"], Value::Null, "and no run id");
+    assert_eq!(calls.count(), 1);
+    let stats = harness.engine.stats().await.unwrap();
+    assert_eq!(stats.outstanding, 0, "no delivery slot was taken");
+    let stored = stats.store.pending + stats.store.in_flight + stats.store.finished;
+    assert_eq!(stored, 0, "nothing was stored");
+}
+
+/// The body is only buffered when the legacy field is asked for: by default the inner service
+/// runs while the request body is still arriving (here it never ends), and with the field on
+/// the layer waits for the body before it runs.
+#[tokio::test]
+async fn only_the_legacy_body_field_buffers_json_bodies() {
+    fn endless_json() -> http::Request<Body> {
+        let first =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{\"a\":"))]);
+        let endless = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        http::Request::post("/")
+            .header("content-type", "application/json")
+            .body(Body::from_stream(endless))
+            .unwrap()
+    }
+    let harness = Harness::fast();
+    // Answers without reading the body.
+    let service = tower::service_fn(|_request: http::Request<_>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("ran")))
+    });
+
+    let default = harness.layer().layer(service);
+    let response = tokio::time::timeout(Duration::from_secs(10), default.oneshot(endless_json()))
+        .await
+        .expect("the inner service ran without waiting for the body")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        &http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes()[..],
+        b"ran"
+    );
+
+    let legacy = harness.layer().legacy_body_field(true).layer(service);
+    let pending =
+        tokio::time::timeout(Duration::from_millis(300), legacy.oneshot(endless_json())).await;
+    assert!(
+        pending.is_err(),
+        "with the legacy field on, the body is read first"
+    );
 }
 
 #[tokio::test]
@@ -864,7 +934,7 @@ async fn ssrf_guard_refuses_internal_endpoints() {
     // The default guard: nothing internal allowed.
     let harness = Harness::new(DeliveryEngine::builder().policy(fast_policy()));
     let calls = Calls::default();
-    let app = app(harness.layer(), &calls);
+    let app = app(harness.layer().legacy_body_field(true), &calls);
     let receiver = Receiver::status(200).await;
     let port = receiver.addr.port();
 

@@ -13,7 +13,6 @@
 //!
 //! PostgreSQL tests are ignored unless run with `--include-ignored` and
 //! `TOWER_WEBHOOKS_POSTGRES_URL` (one schema per test, dropped after).
-#![cfg(feature = "registry")]
 
 #[path = "../examples/gateway/run_status.rs"]
 mod run_status;

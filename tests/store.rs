@@ -1,6 +1,5 @@
 //! The `DeliveryStore` contract, run against every store: memory, SQLite (temp files) and
 //! PostgreSQL (when `TOWER_WEBHOOKS_POSTGRES_URL` is set; one schema per test, dropped after).
-#![cfg(feature = "forward")]
 
 mod support;
 

@@ -8,13 +8,12 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::routing::post;
 use axum::Router;
 use http::{HeaderMap, Request, StatusCode};
 use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
-use support::Receiver;
 use tower::ServiceExt;
 use tower_webhooks::inbound::WebhookSignatureLayer;
 use tower_webhooks::replay::MemoryReplayStore;
@@ -56,6 +55,7 @@ impl Recorded {
         values.get(key).map(|value| value.load(Ordering::SeqCst))
     }
 
+    #[cfg(feature = "forward")]
     fn samples(&self, key: &str) -> Vec<f64> {
         let samples = self.samples.lock().unwrap();
         samples
@@ -194,8 +194,12 @@ fn inbound_counters_by_scheme_rejection_kind_and_duplicates() {
     );
 }
 
+#[cfg(feature = "forward")]
 #[test]
 fn two_engines_keep_apart_gauges_and_time_attempts_and_deliveries() {
+    use std::time::{Duration, Instant};
+
+    use support::Receiver;
     use tower_webhooks::delivery::{Delivery, DeliveryState};
     use tower_webhooks::delivery::{DeliveryEngine, SsrfGuard};
 

@@ -520,13 +520,13 @@ async fn service_builder_ext_verifies_webhooks() {
 #[cfg(feature = "forward")]
 #[tokio::test]
 async fn service_builder_ext_forwards_webhooks() {
-    use tower_webhooks::forward::RequestBody;
     use tower_webhooks::{DeliveryEngine, WebhookForward};
 
     let engine = DeliveryEngine::new();
     let service: WebhookForward<_> = ServiceBuilder::new()
         .forward_webhooks(engine.clone())
-        .service_fn(|_: Request<RequestBody<axum::body::Body>>| async {
+        // The inner service's body type is the layer's own (unnamed): any `http_body::Body`.
+        .service_fn(|_: Request<_>| async {
             Ok::<_, Infallible>(Response::new(axum::body::Body::from("inner")))
         });
     // No endpoint named: the request passes through, nothing is queued.

@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -26,16 +28,133 @@ pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 type SendFuture = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, BoxError>> + Send>>;
 
 /// The TCP connector with the SSRF guard (resolver and IP-literal check).
-pub type GuardedHttpConnector = GuardedConnector<HttpConnector<GuardedResolver>>;
+type GuardedHttpConnector = GuardedConnector<HttpConnector<GuardedResolver>>;
 
-/// The connector of the default client: TLS (when the `rustls` feature is on) over
-/// [`GuardedHttpConnector`].
+/// What [`Connector`] wraps: TLS over the guarded TCP connector when `rustls` is compiled in.
 #[cfg(feature = "rustls")]
-#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
-pub type Connector = hyper_rustls::HttpsConnector<GuardedHttpConnector>;
-/// The connector of the default client: [`GuardedHttpConnector`] (the `rustls` feature is off).
+type Transport = hyper_rustls::HttpsConnector<GuardedHttpConnector>;
 #[cfg(not(feature = "rustls"))]
-pub type Connector = GuardedHttpConnector;
+type Transport = GuardedHttpConnector;
+
+/// The connector of the default client: hyper-util's TCP connector behind the SSRF guard
+/// ([`GuardedResolver`] for host names, [`GuardedConnector`] for IP literals), with TLS for
+/// `https://` endpoints when the `rustls` feature is on.
+///
+/// It is the same type with or without TLS, so code that names it (or [`HyperClient`])
+/// compiles under every set of features; `rustls` only adds `https://` support.
+#[derive(Clone)]
+pub struct Connector {
+    transport: Transport,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("tls", &cfg!(feature = "rustls"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service<Uri> for Connector {
+    type Response = Connection;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.transport.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Connecting {
+            inner: self.transport.call(uri),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Connector`]: a [`Connection`], or why none was made (an SSRF refusal,
+    /// a connect or TLS error).
+    pub struct Connecting {
+        #[pin]
+        inner: <Transport as Service<Uri>>::Future,
+    }
+}
+
+impl fmt::Debug for Connecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connecting").finish_non_exhaustive()
+    }
+}
+
+impl Future for Connecting {
+    type Output = Result<Connection, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Both transports already fail with a `BoxError` (an SSRF refusal, a connect or TLS
+        // error), so only the stream is wrapped.
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|connected| connected.map(|stream| Connection { stream }))
+    }
+}
+
+/// One connection of [`Connector`]: TCP, or TLS over TCP when the `rustls` feature is on.
+pub struct Connection {
+    stream: <Transport as Service<Uri>>::Response,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+impl hyper::rt::Read for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Connection {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.stream.connected()
+    }
+}
 
 /// The default client as a concrete tower `Service<Request<Full<Bytes>>>`: wrap it in your own
 /// layers, then hand it to [`DeliveryClient::from_service`].
@@ -158,7 +277,7 @@ impl ClientBuilder {
         http.set_connect_timeout(Some(self.connect_timeout));
         let guarded = GuardedConnector::new(http, self.guard.clone());
         #[cfg(feature = "rustls")]
-        {
+        let transport = {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_provider_and_webpki_roots(provider)
@@ -168,11 +287,10 @@ impl ClientBuilder {
             #[cfg(feature = "http2")]
             let builder = builder.enable_http2();
             builder.wrap_connector(guarded)
-        }
+        };
         #[cfg(not(feature = "rustls"))]
-        {
-            guarded
-        }
+        let transport = guarded;
+        Connector { transport }
     }
 
     /// The client as a tower service (pooled; redirects are never followed).

@@ -138,23 +138,23 @@ impl fmt::Debug for DeliveryEngine {
 
 /// A slot in the engine's capacity, taken before the work that produces a delivery (the
 /// forward layer takes it before calling the inner service). Dropping it unused frees it.
-#[must_use = "a reservation is released when dropped"]
-pub struct Reservation {
+#[must_use = "the slot is released when dropped"]
+pub struct CapacitySlot {
     shared: Option<Arc<Shared>>,
     /// The owner whose share of queued deliveries this reservation holds.
     owner: Option<String>,
 }
 
-impl fmt::Debug for Reservation {
+impl fmt::Debug for CapacitySlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reservation")
+        f.debug_struct("CapacitySlot")
             .field("armed", &self.shared.is_some())
             .field("owner", &self.owner)
             .finish()
     }
 }
 
-impl Drop for Reservation {
+impl Drop for CapacitySlot {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
             if let Some(owner) = self.owner.take() {
@@ -205,7 +205,7 @@ impl DeliveryEngine {
     ///
     /// [`EnqueueError::Full`] at capacity (never with a [durable](DeliveryStore::is_durable)
     /// store), [`EnqueueError::ShuttingDown`] after [`shutdown`](Self::shutdown).
-    pub fn try_reserve(&self) -> Result<Reservation, EnqueueError> {
+    pub fn try_reserve(&self) -> Result<CapacitySlot, EnqueueError> {
         self.reserve(None)
     }
 
@@ -217,11 +217,11 @@ impl DeliveryEngine {
     ///
     /// As [`try_reserve`](Self::try_reserve), and [`EnqueueError::OwnerFull`] when `owner`
     /// holds its share.
-    pub fn try_reserve_for(&self, owner: &str) -> Result<Reservation, EnqueueError> {
+    pub fn try_reserve_for(&self, owner: &str) -> Result<CapacitySlot, EnqueueError> {
         self.reserve(Some(owner))
     }
 
-    fn reserve(&self, owner: Option<&str>) -> Result<Reservation, EnqueueError> {
+    fn reserve(&self, owner: Option<&str>) -> Result<CapacitySlot, EnqueueError> {
         let shared = &self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
             return Err(EnqueueError::ShuttingDown);
@@ -260,7 +260,7 @@ impl DeliveryEngine {
             }
         }
         self.ensure_started();
-        Ok(Reservation {
+        Ok(CapacitySlot {
             shared: Some(shared.clone()),
             owner: owner.map(str::to_owned),
         })
@@ -275,7 +275,7 @@ impl DeliveryEngine {
     /// the slot is then freed.
     pub async fn enqueue(
         &self,
-        reservation: Reservation,
+        reservation: CapacitySlot,
         delivery: Delivery,
     ) -> Result<(), EnqueueError> {
         let id = delivery.id.clone();
@@ -359,7 +359,7 @@ impl DeliveryEngine {
     /// As [`enqueue`](Self::enqueue).
     pub async fn hold(
         &self,
-        reservation: Reservation,
+        reservation: CapacitySlot,
         placeholder: Delivery,
     ) -> Result<(), EnqueueError> {
         let held = placeholder.not_before(SystemTime::now() + self.shared.config.hold);

@@ -79,10 +79,8 @@ pub use builder::{
     DEFAULT_MAX_PER_ENDPOINT, DEFAULT_MAX_QUEUED_PER_OWNER, DEFAULT_RESPONSE_BODY_LIMIT,
     DEFAULT_RETAIN_DELIVERED, DEFAULT_RETAIN_FAILED,
 };
-pub use client::{
-    ClientBody, ClientBuilder, Connector, DeliveryClient, GuardedHttpConnector, HyperClient,
-};
-pub use engine::{DeliveryEngine, DeliveryReport, EngineStats, Reservation, ShutdownReport};
+pub use client::{ClientBody, ClientBuilder, Connector, DeliveryClient, HyperClient};
+pub use engine::{CapacitySlot, DeliveryEngine, DeliveryReport, EngineStats, ShutdownReport};
 pub use enqueue::EnqueueError;
 pub use model::{
     Attempt, AttemptOutcome, AttemptResponse, Claim, Conversation, ConversationPosition,
@@ -92,7 +90,7 @@ pub use model::{
 pub use owners::delivery_owner;
 pub(crate) use owners::endpoint_host;
 pub use policy::{Class, Classifier, Policy, Verdict};
-pub use ssrf::{Cidr, GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
+pub use ssrf::{GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
 
 /// A boxed error, as tower and hyper use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

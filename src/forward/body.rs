@@ -1,4 +1,8 @@
 //! The request and response bodies of [`WebhookForward`](super::WebhookForward).
+//!
+//! Both are `pub` because the service's `Service` impl names them, but the module is private
+//! and they are not re-exported: an inner service takes any `http_body::Body`, and a caller
+//! reads the response as one, so neither needs their names.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -7,11 +11,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
-use super::job::Capture;
+use super::job::{request_id_value, Capture, Job};
 use crate::delivery::BoxError;
 
 pin_project! {
@@ -309,4 +314,19 @@ where
             }
         }
     }
+}
+
+/// Wraps a sync-mode response: adds `X-Request-Id` and captures the body for `job`.
+pub(super) fn wrap_response<B>(response: Response<B>, job: Option<Job>) -> Response<ResponseBody<B>>
+where
+    B: Body,
+{
+    let (mut parts, body) = response.into_parts();
+    let capture = job.map(|job| {
+        if let Some(value) = request_id_value(&job.run_id) {
+            parts.headers.insert("x-request-id", value);
+        }
+        Box::new(Capture::new(job, parts.status, &parts.headers))
+    });
+    Response::from_parts(parts, ResponseBody::inner(body, capture))
 }

@@ -12,10 +12,10 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
-use super::body::ResponseBody;
+use super::body::{wrap_response, ResponseBody};
 use super::job::{Job, RunResult};
 use super::layer::Config;
-use super::service::{response_trigger, wrap_response};
+use super::trigger::response_trigger;
 use crate::secret::Secret;
 
 type BoxResponseFuture<B, E> =

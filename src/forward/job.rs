@@ -9,15 +9,16 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::layer::Config;
 use super::BodyMode;
-use crate::delivery::{display_endpoint, DeliveryEngine, EnqueueError, Reservation};
+use crate::delivery::{display_endpoint, CapacitySlot, DeliveryEngine, EnqueueError};
 use crate::delivery::{Delivery, SigningSpec, Source};
 
 /// A run whose result will be delivered.
 pub(crate) struct Job {
     pub(crate) engine: DeliveryEngine,
     /// The capacity slot, until the delivery (or its placeholder) is stored.
-    pub(crate) reservation: Option<Reservation>,
+    pub(crate) reservation: Option<CapacitySlot>,
     /// Whether a placeholder is stored (async mode): the result completes it.
     pub(crate) held: bool,
     pub(crate) run_id: String,
@@ -86,8 +87,31 @@ enum EnvelopeResult<'a> {
 }
 
 impl Job {
-    /// The delivery body for `result` (the envelope by default, so the receiver gets the run id, status and
-    /// timing with the result; raw as an option).
+    /// A run through `config`'s engine, holding `reservation` until its delivery is stored.
+    pub(super) fn new(
+        config: &Config,
+        reservation: CapacitySlot,
+        run_id: String,
+        endpoint: String,
+        signing: Option<SigningSpec>,
+        source: Source,
+    ) -> Self {
+        Self {
+            engine: config.engine.clone(),
+            reservation: Some(reservation),
+            held: false,
+            run_id,
+            endpoint,
+            signing,
+            source,
+            body_mode: config.body_mode,
+            capture_limit: config.capture_limit,
+            started: Instant::now(),
+        }
+    }
+
+    /// The delivery body for `result`: the envelope, or the raw body when asked for and the run
+    /// succeeded (a failure has no body of its own to send).
     pub(crate) fn body(&self, result: &RunResult) -> Bytes {
         if self.body_mode == BodyMode::Raw && result.error.is_none() {
             return result.body.clone();

@@ -85,7 +85,8 @@ impl fmt::Debug for WebhookForwardLayer {
 
 impl WebhookForwardLayer {
     /// Forwards through `engine`, signing with [`Cerebrium`] when a secret is given, envelope
-    /// bodies, every trigger on.
+    /// bodies; every trigger on but the legacy body field
+    /// ([`legacy_body_field`](Self::legacy_body_field)), so no request body is buffered.
     pub fn new(engine: DeliveryEngine) -> Self {
         Self {
             config: Arc::new(Config {
@@ -94,7 +95,7 @@ impl WebhookForwardLayer {
                 default_secret: None,
                 body_mode: BodyMode::Envelope,
                 capture_limit: DEFAULT_CAPTURE_LIMIT,
-                legacy_body_field: true,
+                legacy_body_field: false,
                 legacy_body_limit: DEFAULT_LEGACY_BODY_LIMIT,
                 query_param: "webhookEndpoint".to_owned(),
                 endpoint_fn: None,
@@ -146,8 +147,9 @@ impl WebhookForwardLayer {
     }
 
     /// Whether a JSON request body's `webhook_endpoint` field triggers the legacy async mode
-    /// (default on). When on, JSON request bodies are buffered up to
-    /// [`legacy_body_limit`](Self::legacy_body_limit) to look for it.
+    /// (default off). When on, every `POST`/`PUT`/`PATCH` with a JSON body and no other trigger
+    /// is buffered (up to [`legacy_body_limit`](Self::legacy_body_limit)) before the inner
+    /// service runs, to look for it; when off, such a field is the inner service's own data.
     pub fn legacy_body_field(self, enabled: bool) -> Self {
         self.map(|c| c.legacy_body_field = enabled)
     }

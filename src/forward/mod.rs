@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `?webhookEndpoint=<url-encoded URL>` on any route | sync | the inner response unchanged, plus `X-Request-Id: <run id>` |
 //! | `?async=true&webhookEndpoint=…` | async | `202 {"run_id": …}` at once |
-//! | `{"webhook_endpoint": "<url>", …}` in a JSON body (legacy) | async | `200 {"run_id", "webhook_endpoint", "message"}` at once |
+//! | `{"webhook_endpoint": "<url>", …}` in a JSON body (legacy, opt-in: [`legacy_body_field`](WebhookForwardLayer::legacy_body_field)) | async | `200 {"run_id", "webhook_endpoint", "message"}` at once |
 //! | a [`ForwardTo`] request extension (set by an outer layer) or [`endpoint_fn`](WebhookForwardLayer::endpoint_fn) | sync, or async if asked | as above |
 //! | a [`ForwardTo`] **response** extension (set by the handler) | sync | the inner response |
 //!
@@ -32,8 +32,8 @@
 //!
 //! # The delivered body
 //!
-//! By default the envelope (so the receiver learns the run id, status and timing), where `result` is the inner JSON response,
-//! or a string when it is not JSON:
+//! By default an envelope, where `result` is the inner JSON response, or a string when it is
+//! not JSON:
 //!
 //! ```json
 //! {"run_id":"5f0c…","run_time_ms":12.5,"status_code":200,"timestamp":1731381205,"result":{"smile":"wave"}}
@@ -48,7 +48,7 @@
 //! A malformed endpoint is a `400` problem (`application/problem+json`) before the inner
 //! service runs. An endpoint refused by the [SSRF guard](crate::delivery::SsrfGuard) is a `400`
 //! in async mode (IP literals, and host names resolved when the request is accepted) and a
-//! recorded [`Refused`](crate::delivery::DeliveryState::Refused) delivery in sync mode. When the
+//! recorded [`Refused`](crate::store::DeliveryState::Refused) delivery in sync mode. When the
 //! engine (with a memory store) holds its capacity of unfinished deliveries, forwarding requests
 //! get `503` with `Retry-After`, before the inner service runs; a durable store takes every
 //! delivery. A handler's [`ForwardTo`] that the engine cannot take turns its response into that
@@ -75,7 +75,7 @@
 //! use tower::ServiceExt;
 //! use tower_webhooks::delivery::{DeliveryClient, DeliveryEngine};
 //! use tower_webhooks::forward::WebhookForwardLayer;
-//! use tower_webhooks::delivery::DeliveryState;
+//! use tower_webhooks::store::DeliveryState;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -107,15 +107,18 @@
 //! # }
 //! ```
 
+mod async_run;
 mod body;
 mod future;
 mod job;
 mod layer;
+mod legacy;
+mod problems;
 mod service;
+mod trigger;
 
 use crate::secret::Secret;
 
-pub use body::{RequestBody, ResponseBody};
 pub use future::ResponseFuture;
 pub use layer::{
     WebhookForwardLayer, DEFAULT_CAPTURE_LIMIT, DEFAULT_LEGACY_BODY_LIMIT, MAX_ENDPOINT_LEN,

@@ -53,7 +53,7 @@ mod connect;
 mod ranges;
 
 pub use connect::{GuardedConnecting, GuardedConnector, GuardedResolver};
-pub use ranges::classify;
+pub(crate) use ranges::classify;
 
 /// Why an endpoint or address was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,13 +154,14 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// An IP range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
+/// An IP range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address): an entry of the
+/// guard's allow-list, which is only ever given as text ([`SsrfGuard::allow_cidr`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr(IpNet);
+pub(crate) struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses match IPv4 ranges).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.contains(&canonical(ip))
     }
 }

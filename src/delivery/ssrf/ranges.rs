@@ -162,7 +162,7 @@ impl Embedding {
 }
 
 /// The refused class of an address, or `None` for a globally reachable one.
-pub fn classify(ip: IpAddr) -> Option<RefusalKind> {
+pub(crate) fn classify(ip: IpAddr) -> Option<RefusalKind> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
