@@ -9,14 +9,12 @@ use super::cursor::{self, bad_cursor, parse_limit, parse_query, MAX_OFFSET};
 use super::dto::{
     ConversationList, ConversationView, ProblemDocument, Queued, Recover, Recovered, Trigger,
 };
-use super::error::{printable, ApiError, ApiResult};
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Authed};
 use super::webhooks::{load, ok_json};
-use crate::delivery::{Conversation, ConversationPosition, ConversationQuery, DeliveryState};
 use crate::registry::event::rfc3339;
-use crate::registry::model::Endpoint;
+use crate::registry::operations;
 use crate::registry::WebhookRegistry;
-use crate::store::StoreError;
 
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/conversations", tag = "conversations", operation_id = "list_webhook_conversations",
@@ -65,15 +63,16 @@ pub(super) async fn list_conversations(
     };
     let state = match query.state.as_deref() {
         None => None,
-        Some(text) => Some(parse_state(text).ok_or_else(|| {
+        Some(text) => Some(operations::parse_state(text).ok_or_else(|| {
             ApiError::pagination("`state` is one of pending, in_flight, delivered, failed, refused")
         })?),
     };
     let webhook = load(&registry, &owner, &id).await?;
     let keyset = after.is_some();
-    let mut page = conversation_page(&registry, &webhook, state, after, offset, limit + 1)
-        .await
-        .map_err(|err| ApiError::store(err, ""))?;
+    let mut page =
+        operations::conversation_page(&registry, &webhook, state, after, offset, limit + 1)
+            .await
+            .map_err(|err| ApiError::store(err, ""))?;
     let more = page.len() > limit;
     page.truncate(limit);
     Ok(ok_json(ConversationList {
@@ -86,59 +85,6 @@ pub(super) async fn list_conversations(
         next_offset: (more && !keyset && offset + limit <= MAX_OFFSET).then_some(offset + limit),
         data: page.into_iter().map(ConversationView::from).collect(),
     }))
-}
-
-/// One page of a webhook's conversations, newest first: after a cursor's position (keyset),
-/// or skipping `offset` (the store has no offset, so this asks for `offset + limit` and
-/// skips: fine for the first pages the API allows, offset ≤ 10 000).
-pub(super) async fn conversation_page(
-    registry: &WebhookRegistry,
-    webhook: &Endpoint,
-    state: Option<DeliveryState>,
-    after: Option<ConversationPosition>,
-    offset: usize,
-    limit: usize,
-) -> Result<Vec<Conversation>, StoreError> {
-    let mut query = ConversationQuery::new()
-        .endpoint_id(webhook.key())
-        .limit(offset + limit);
-    if let Some(state) = state {
-        query = query.state(state);
-    }
-    if let Some(after) = after {
-        query = query.after(after);
-    }
-    let all = registry.engine().conversations(&query).await?;
-    Ok(all.into_iter().skip(offset).take(limit).collect())
-}
-
-pub(super) fn parse_state(text: &str) -> Option<DeliveryState> {
-    Some(match text {
-        "pending" => DeliveryState::Pending,
-        "in_flight" => DeliveryState::InFlight,
-        "delivered" => DeliveryState::Delivered,
-        "failed" => DeliveryState::Failed,
-        "refused" => DeliveryState::Refused,
-        _ => return None,
-    })
-}
-
-/// The webhook's conversation `delivery_id`, or 404 (also when it belongs to another webhook).
-pub(super) async fn load_conversation(
-    registry: &WebhookRegistry,
-    webhook: &Endpoint,
-    delivery_id: &str,
-) -> ApiResult<Conversation> {
-    let conversation = registry
-        .engine()
-        .conversation(delivery_id)
-        .await
-        .map_err(|err| ApiError::store(err, delivery_id))?
-        .ok_or_else(|| ApiError::delivery_not_found(delivery_id))?;
-    if conversation.delivery.endpoint_id.as_deref() != Some(webhook.key().as_str()) {
-        return Err(ApiError::delivery_not_found(delivery_id));
-    }
-    Ok(conversation)
 }
 
 #[utoipa::path(
@@ -160,7 +106,7 @@ pub(super) async fn get_conversation(
     ApiPath((id, delivery_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let webhook = load(&registry, &owner, &id).await?;
-    let conversation = load_conversation(&registry, &webhook, &delivery_id).await?;
+    let conversation = operations::load_conversation(&registry, &webhook, &delivery_id).await?;
     Ok(ok_json(ConversationView::from(conversation)))
 }
 
@@ -184,24 +130,8 @@ pub(super) async fn trigger(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Option<Trigger>>,
 ) -> ApiResult<Response> {
-    let webhook = load(&registry, &owner, &id).await?;
-    let name = body
-        .and_then(|t| t.event_type)
-        .or_else(|| webhook.event_types.first().cloned())
-        .unwrap_or_default();
-    let event_type = registry.event_type(&name).ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown-event-type",
-            "Unknown event type",
-            format!("`{}` is not an event type", printable(&name)),
-        )
-    })?;
-    let now = registry.now();
-    let (event_id, body) = registry.body(&name, &event_type.example, now);
-    let queued = registry
-        .deliver(&webhook, &name, body, now)
-        .await
-        .map_err(ApiError::enqueue)?;
+    let event_type = body.and_then(|t| t.event_type);
+    let (event_id, queued) = operations::trigger(&registry, &owner, &id, event_type).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Queued {
@@ -233,12 +163,7 @@ pub(super) async fn resend(
     Authed(owner): Authed,
     ApiPath((id, delivery_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let webhook = load(&registry, &owner, &id).await?;
-    load_conversation(&registry, &webhook, &delivery_id).await?;
-    registry
-        .resend(&webhook, &delivery_id)
-        .await
-        .map_err(|err| ApiError::store(err, &delivery_id))?;
+    operations::resend(&registry, &owner, &id, &delivery_id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Queued {
@@ -269,17 +194,6 @@ pub(super) async fn recover(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Recover>,
 ) -> ApiResult<Response> {
-    let since = rfc3339::parse(&body.since).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid-time",
-            "Invalid time",
-            "`since` is an RFC 3339 date-time such as 2026-01-02T03:04:05Z",
-        )
-    })?;
-    let webhook = load(&registry, &owner, &id).await?;
-    let queued = registry
-        .recover(&webhook, since)
-        .await
-        .map_err(|err| ApiError::store(err, ""))?;
+    let queued = operations::recover(&registry, &owner, &id, &body.since).await?;
     Ok((StatusCode::ACCEPTED, Json(Recovered { queued })).into_response())
 }

@@ -1,17 +1,14 @@
 //! A webhook's signing secret: read it, rotate it.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::response::Response;
 
 use super::dto::{ProblemDocument, RotateSecret, SecretView};
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, Authed};
-use super::webhooks::{load, modify, no_store, ok_json};
+use super::webhooks::{load, no_store, ok_json};
+use crate::registry::operations;
 use crate::registry::WebhookRegistry;
-
-const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/secret", tag = "secrets", operation_id = "get_webhook_secret",
@@ -50,24 +47,7 @@ pub(super) async fn rotate_secret(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Option<RotateSecret>>,
 ) -> ApiResult<Response> {
-    let grace = match body.and_then(|b| b.grace_period_seconds) {
-        None => registry.rotation_grace(),
-        Some(seconds) if Duration::from_secs(seconds) <= MAX_GRACE => Duration::from_secs(seconds),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid-grace-period",
-                "Invalid grace period",
-                "`grace_period_seconds` is at most 30 days",
-            ))
-        }
-    };
-    let now = registry.now();
-    let webhook = modify(
-        &registry,
-        &owner,
-        &id,
-        Box::new(move |webhook| webhook.rotate_secret(now, grace)),
-    )
-    .await?;
-    Ok(no_store(ok_json(SecretView::new(&webhook, now))))
+    let grace = body.and_then(|b| b.grace_period_seconds);
+    let webhook = operations::rotate_secret(&registry, &owner, &id, grace).await?;
+    Ok(no_store(ok_json(SecretView::new(&webhook, registry.now()))))
 }

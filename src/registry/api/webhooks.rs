@@ -18,6 +18,7 @@ use super::extract::{ApiJson, ApiPath, Authed, MountPoint};
 use super::validate::{validate_headers, validate_id};
 use super::BASE_PATH;
 use crate::registry::model::{Endpoint, Owner};
+use crate::registry::operations;
 use crate::registry::{Modification, WebhookRegistry};
 
 pub(super) async fn load(
@@ -25,12 +26,7 @@ pub(super) async fn load(
     owner: &Owner,
     id: &str,
 ) -> ApiResult<Endpoint> {
-    registry
-        .subscriptions()
-        .get(owner, id)
-        .await
-        .map_err(ApiError::subscriptions)?
-        .ok_or_else(|| ApiError::webhook_not_found(id))
+    Ok(operations::load(registry, owner, id).await?)
 }
 
 /// Applies `change` to the webhook, or 404.
@@ -326,12 +322,8 @@ pub(super) async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> ApiResult<Response> {
-    let reason = (!enabled).then(|| "disabled through the API".to_owned());
-    let (webhook, _) = registry
-        .set_enabled(owner, id, enabled, reason)
-        .await
-        .map_err(ApiError::subscriptions)?
-        .ok_or_else(|| ApiError::webhook_not_found(id))?;
+    let webhook =
+        operations::set_enabled(registry, owner, id, enabled, "disabled through the API").await?;
     Ok(ok_json(WebhookView::new(&webhook, registry.now())))
 }
 

@@ -62,7 +62,7 @@ impl WebhookRegistry {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let registry = WebhookRegistry::builder()
-    ///     .event_type(EventType::run_status())
+    ///     .event_type(EventType::new("invoice.paid", "An invoice was paid"))
     ///     .auth(BearerTokens::new().token("key-of-acme", "acme"))
     ///     .build();
     /// let app = axum::Router::new()
