@@ -75,7 +75,7 @@
 //! use tower::ServiceExt;
 //! use tower_webhooks::delivery::{DeliveryClient, DeliveryEngine};
 //! use tower_webhooks::forward::WebhookForwardLayer;
-//! use tower_webhooks::store::DeliveryState;
+//! use tower_webhooks::delivery::DeliveryState;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
