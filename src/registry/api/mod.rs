@@ -23,7 +23,9 @@ pub use openapi::openapi;
 pub use router::routes;
 
 // The portal renders the same views and answers with the same problems as the JSON API.
+#[cfg(feature = "portal")]
 pub(crate) use dto::{SecretView, WebhookView};
+#[cfg(feature = "portal")]
 pub(crate) use error::ApiError;
 
 /// The path every route lives under.
