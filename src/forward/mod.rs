@@ -48,7 +48,7 @@
 //! A malformed endpoint is a `400` problem (`application/problem+json`) before the inner
 //! service runs. An endpoint refused by the [SSRF guard](crate::delivery::SsrfGuard) is a `400`
 //! in async mode (IP literals, and host names resolved when the request is accepted) and a
-//! recorded [`Refused`](crate::store::DeliveryState::Refused) delivery in sync mode. When the
+//! recorded [`Refused`](crate::delivery::DeliveryState::Refused) delivery in sync mode. When the
 //! engine (with a memory store) holds its capacity of unfinished deliveries, forwarding requests
 //! get `503` with `Retry-After`, before the inner service runs; a durable store takes every
 //! delivery. A handler's [`ForwardTo`] that the engine cannot take turns its response into that

@@ -5,7 +5,7 @@
 //! [Nextmv](https://docs.nextmv.io/docs/platform/run-app-remotely/webhooks) model: caller-chosen
 //! ids, a signing secret per webhook, `Nextmv-Signature: t=..,v1=..` by default); the
 //! application calls `publish(owner, "run.status", payload)`; each subscribed webhook gets its own
-//! signed [`Delivery`](crate::store::Delivery) through the same
+//! signed [`Delivery`](crate::delivery::Delivery) through the same
 //! [`DeliveryEngine`] as the forward layer — retries, SSRF guard, conversations, and the
 //! durability of whichever [store](crate::store) the engine has.
 //!
