@@ -1,6 +1,8 @@
 //! The crate's migrations beside an application's own sqlx migrations in the same database (and
 //! schema): either order works, re-runs are no-ops, and a database migrated by 0.1 (history in
-//! `_sqlx_migrations`) is taken over without running anything twice.
+//! `_sqlx_migrations`) is taken over without running anything twice. The registry's tables have
+//! their own migrations and history: a database whose registry tables were created by the
+//! delivery store's migrations (versions 3 and 4 in `tower_webhooks_migrations`) still opens.
 #![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 mod support;
@@ -25,9 +27,48 @@ async fn app_migrations(dir: &Path) -> Migrator {
     Migrator::new(dir).await.unwrap()
 }
 
-/// The statement `CHANGELOG.md` gives for removing 0.1's rows from `_sqlx_migrations`.
+/// The statement `CHANGELOG.md` gives for removing 0.1's rows from `_sqlx_migrations` (the
+/// registry's history exists once a registry store opened the database).
 const REMOVE_0_1_HISTORY: &str = "DELETE FROM _sqlx_migrations \
-     WHERE (version, checksum) IN (SELECT version, checksum FROM tower_webhooks_migrations)";
+     WHERE (version, checksum) IN (SELECT version, checksum FROM tower_webhooks_migrations) \
+     OR (version, checksum) IN \
+        (SELECT version, checksum FROM tower_webhooks_registry_migrations)";
+
+/// The versions a migrator knows.
+fn known(migrator: &Migrator) -> Vec<i64> {
+    migrator.iter().map(|m| m.version).collect()
+}
+
+/// The registry's history table as the delivery store's: the layout before the registry kept
+/// its own, with every set's rows in `tower_webhooks_migrations` (`$blob` is the checksum type).
+macro_rules! old_layout {
+    ($pool:expr, $blob:literal, $migrators:expr) => {{
+        sqlx::raw_sql(concat!(
+            "CREATE TABLE tower_webhooks_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, checksum ",
+            $blob,
+            " NOT NULL, applied_at BIGINT NOT NULL)"
+        ))
+        .execute($pool)
+        .await
+        .unwrap();
+        for migrator in $migrators {
+            for migration in migrator.iter() {
+                sqlx::raw_sql(&migration.sql).execute($pool).await.unwrap();
+                sqlx::query(
+                    "INSERT INTO tower_webhooks_migrations \
+                     (version, description, checksum, applied_at) VALUES ($1, $2, $3, 0)",
+                )
+                .bind(migration.version)
+                .bind(&*migration.description)
+                .bind(&*migration.checksum)
+                .execute($pool)
+                .await
+                .unwrap();
+            }
+        }
+    }};
+}
 
 /// The versions in `table`, in order.
 macro_rules! versions {
@@ -73,7 +114,10 @@ mod sqlite {
         SqliteStore::connect(&path).await.unwrap();
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            known(&SqliteStore::migrator().await)
+        );
     }
 
     #[tokio::test]
@@ -87,7 +131,10 @@ mod sqlite {
         store.migrate().await.unwrap();
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            known(&SqliteStore::migrator().await)
+        );
         let tables: Vec<(String,)> = sqlx::query_as(
             "SELECT name FROM sqlite_master WHERE type = 'table' \
              AND name IN ('app_users', 'app_orders', 'deliveries', 'webhooks') ORDER BY name",
@@ -95,7 +142,9 @@ mod sqlite {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(tables.len(), 4);
+        // The registry's tables are the registry's: the delivery store alone does not create
+        // them.
+        assert_eq!(tables.len(), 3);
     }
 
     #[tokio::test]
@@ -103,16 +152,38 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         let pool = pool(&path).await;
-        // What 0.1's `connect` did: the crate's migrations through sqlx's own migrator.
+        // What 0.1's `connect` did: the crate's migrations through sqlx's own migrator (the
+        // registry's were among them then).
         SqliteStore::migrator().await.run(&pool).await.unwrap();
+        #[cfg(feature = "registry")]
+        registry::SqliteSubscriptions::migrator()
+            .await
+            .run(&pool)
+            .await
+            .unwrap();
         // Nothing runs twice (`CREATE TABLE deliveries` would fail), and the history is
-        // now in the crate's table.
+        // now in the crate's tables.
         SqliteStore::connect(&path).await.unwrap();
         SqliteStore::connect(&path).await.unwrap();
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
-        // The old rows are left to the application; the CHANGELOG's statement removes them,
-        // and then the application's own migrations run.
-        assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2]);
+        #[cfg(feature = "registry")]
+        {
+            registry::SqliteSubscriptions::connect(&path).await.unwrap();
+            assert_eq!(
+                versions!(&pool, "tower_webhooks_registry_migrations"),
+                [3, 4]
+            );
+            // The old rows are left to the application; the CHANGELOG's statement removes
+            // them, and then the application's own migrations run.
+            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+        }
+        #[cfg(not(feature = "registry"))]
+        sqlx::raw_sql(
+            "CREATE TABLE tower_webhooks_registry_migrations (version BIGINT, checksum BLOB)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         sqlx::query(REMOVE_0_1_HISTORY)
             .execute(&pool)
             .await
@@ -121,6 +192,95 @@ mod sqlite {
         app.run(&pool).await.unwrap();
         SqliteStore::connect(&path).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
+    }
+
+    /// A file migrated when the registry's tables were store migrations 3 and 4 opens, in
+    /// either order, runs nothing twice, and keeps its webhooks.
+    #[cfg(feature = "registry")]
+    #[tokio::test]
+    async fn sqlite_registry_tables_of_the_store_history_are_taken_over() {
+        use tower_webhooks::registry::{SqliteSubscriptions, SubscriptionStore};
+
+        for subscriptions_first in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("split.db");
+            let pool = pool(&path).await;
+            old_layout!(
+                &pool,
+                "BLOB",
+                [
+                    SqliteStore::migrator().await,
+                    SqliteSubscriptions::migrator().await
+                ]
+            );
+            let webhook = registry::webhook("kept");
+            sqlx::query(
+                "INSERT INTO webhooks (owner, id, endpoint_url, event_types, description, \
+                 scheme, secrets, headers, enabled, created_at, updated_at) \
+                 VALUES ('acme', $1, 'https://example.com/hook', '[\"run.status\"]', '', \
+                 'nextmv', '[]', '[]', 1, 0, 0)",
+            )
+            .bind(&webhook)
+            .execute(&pool)
+            .await
+            .unwrap();
+            let subscriptions = if subscriptions_first {
+                let subscriptions = SqliteSubscriptions::connect(&path).await.unwrap();
+                SqliteStore::connect(&path).await.unwrap();
+                subscriptions
+            } else {
+                SqliteStore::connect(&path).await.unwrap();
+                SqliteSubscriptions::connect(&path).await.unwrap()
+            };
+            // Copied, not moved: an earlier release still opens the file.
+            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+            assert_eq!(
+                versions!(&pool, "tower_webhooks_registry_migrations"),
+                [3, 4]
+            );
+            let owner = tower_webhooks::registry::Owner::new("acme");
+            let found = subscriptions.get(&owner, &webhook).await.unwrap().unwrap();
+            assert_eq!(found.endpoint_url, "https://example.com/hook");
+            let subscribed = subscriptions.subscribed("run.status", None).await.unwrap();
+            assert_eq!(subscribed.len(), 1);
+            // Re-opening runs nothing.
+            SqliteSubscriptions::connect(&path).await.unwrap();
+            SqliteStore::connect(&path).await.unwrap();
+        }
+    }
+
+    /// The registry's tables alone, in a fresh file: its own history, none of the store's.
+    #[cfg(feature = "registry")]
+    #[tokio::test]
+    async fn sqlite_registry_migrates_alone() {
+        use tower_webhooks::registry::SqliteSubscriptions;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        SqliteSubscriptions::connect(&path).await.unwrap();
+        let pool = pool(&path).await;
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_registry_migrations"),
+            known(&SqliteSubscriptions::migrator().await)
+        );
+        let tables: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('deliveries', 'tower_webhooks_migrations') ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(tables.is_empty(), "{tables:?}");
+    }
+}
+
+#[cfg(feature = "registry")]
+mod registry {
+    pub use tower_webhooks::registry::*;
+
+    /// A webhook id unique to the test.
+    pub fn webhook(name: &str) -> String {
+        format!("{name}-{}", uuid::Uuid::new_v4().simple())
     }
 }
 
@@ -167,7 +327,10 @@ mod postgres {
         drop(store(&url, &schema).await);
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            known(&PostgresStore::migrator().await)
+        );
         pool.close().await;
         support::drop_schema(&url, &schema).await;
     }
@@ -185,7 +348,10 @@ mod postgres {
         store.migrate().await.unwrap();
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            known(&PostgresStore::migrator().await)
+        );
         drop(store);
         pool.close().await;
         support::drop_schema(&url, &schema).await;
@@ -198,10 +364,35 @@ mod postgres {
         let schema = support::unique_schema("mig_old");
         let pool = pool(&url, &schema).await;
         PostgresStore::migrator().await.run(&pool).await.unwrap();
+        #[cfg(feature = "registry")]
+        registry::PostgresSubscriptions::migrator()
+            .await
+            .run(&pool)
+            .await
+            .unwrap();
         drop(store(&url, &schema).await);
         drop(store(&url, &schema).await);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
-        assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2]);
+        #[cfg(feature = "registry")]
+        {
+            let store = store(&url, &schema).await;
+            registry::PostgresSubscriptions::new(&store)
+                .migrate()
+                .await
+                .unwrap();
+            assert_eq!(
+                versions!(&pool, "tower_webhooks_registry_migrations"),
+                [3, 4]
+            );
+            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+        }
+        #[cfg(not(feature = "registry"))]
+        sqlx::raw_sql(
+            "CREATE TABLE tower_webhooks_registry_migrations (version BIGINT, checksum BYTEA)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         sqlx::query(REMOVE_0_1_HISTORY)
             .execute(&pool)
             .await
@@ -213,5 +404,68 @@ mod postgres {
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
         pool.close().await;
         support::drop_schema(&url, &schema).await;
+    }
+
+    /// A schema migrated when the registry's tables were store migrations 3 and 4 opens, in
+    /// either order, runs nothing twice, and keeps its webhooks.
+    #[cfg(feature = "registry")]
+    #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
+    #[tokio::test]
+    async fn postgres_registry_tables_of_the_store_history_are_taken_over() {
+        use tower_webhooks::registry::{Owner, PostgresSubscriptions, SubscriptionStore};
+
+        let url = support::postgres_url();
+        for subscriptions_first in [false, true] {
+            let schema = support::unique_schema("mig_split");
+            let pool = pool(&url, &schema).await;
+            old_layout!(
+                &pool,
+                "BYTEA",
+                [
+                    PostgresStore::migrator().await,
+                    PostgresSubscriptions::migrator().await
+                ]
+            );
+            let webhook = registry::webhook("kept");
+            sqlx::query(
+                "INSERT INTO webhooks (owner, id, endpoint_url, event_types, description, \
+                 scheme, secrets, headers, enabled, created_at, updated_at) \
+                 VALUES ('acme', $1, 'https://example.com/hook', ARRAY['run.status'], '', \
+                 'nextmv', '[]', '[]', TRUE, 0, 0)",
+            )
+            .bind(&webhook)
+            .execute(&pool)
+            .await
+            .unwrap();
+            let store = if subscriptions_first {
+                let plain = PostgresStore::builder(&url)
+                    .schema(&schema)
+                    .listen(false)
+                    .migrate(false)
+                    .connect()
+                    .await
+                    .unwrap();
+                PostgresSubscriptions::new(&plain).migrate().await.unwrap();
+                store(&url, &schema).await
+            } else {
+                store(&url, &schema).await
+            };
+            let subscriptions = PostgresSubscriptions::new(&store);
+            subscriptions.migrate().await.unwrap();
+            // Copied, not moved: an earlier release still opens the schema.
+            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+            assert_eq!(
+                versions!(&pool, "tower_webhooks_registry_migrations"),
+                [3, 4]
+            );
+            let owner = Owner::new("acme");
+            let found = subscriptions.get(&owner, &webhook).await.unwrap().unwrap();
+            assert_eq!(found.endpoint_url, "https://example.com/hook");
+            let subscribed = subscriptions.subscribed("run.status", None).await.unwrap();
+            assert_eq!(subscribed.len(), 1);
+            drop((subscriptions, store));
+            pool.close().await;
+            support::drop_schema(&url, &schema).await;
+        }
     }
 }

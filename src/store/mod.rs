@@ -112,7 +112,7 @@ use crate::delivery::model::{
 pub(crate) mod encryption;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod migrations;
+pub(crate) mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

@@ -11,21 +11,15 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::model::{Endpoint as Webhook, Owner};
 
 pub(crate) mod endpoint_state;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql_state;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 
 pub use endpoint_state::{EndpointState, MemoryEndpointState};
 
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresSubscriptions;
+pub use sql::PostgresSubscriptions;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteSubscriptions;
+pub use sql::SqliteSubscriptions;
 
 /// The future every [`SubscriptionStore`] method returns.
 pub type SubscriptionFuture<'a, T> =

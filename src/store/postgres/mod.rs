@@ -35,7 +35,7 @@ use queue::{
 sql::impl_row_ext!(PgRow);
 
 /// The PostgreSQL migrations shipped in `migrations/postgres/`.
-const MIGRATIONS: Embedded = Embedded(&[
+const MIGRATIONS: Embedded = Embedded::store(&[
     (
         1,
         "deliveries",
@@ -45,16 +45,6 @@ const MIGRATIONS: Embedded = Embedded(&[
         2,
         "finished index",
         include_str!("../../../migrations/postgres/0002_finished_index.sql"),
-    ),
-    (
-        3,
-        "webhooks",
-        include_str!("../../../migrations/postgres/0003_webhooks.sql"),
-    ),
-    (
-        4,
-        "endpoint state",
-        include_str!("../../../migrations/postgres/0004_endpoint_state.sql"),
     ),
 ]);
 

@@ -35,7 +35,7 @@ use queue::{checkpoint_loop, claim, recover, release, renew, spawn_writer, updat
 sql::impl_row_ext!(SqliteRow);
 
 /// The SQLite migrations shipped in `migrations/sqlite/`.
-const MIGRATIONS: Embedded = Embedded(&[
+const MIGRATIONS: Embedded = Embedded::store(&[
     (
         1,
         "deliveries",
@@ -45,16 +45,6 @@ const MIGRATIONS: Embedded = Embedded(&[
         2,
         "finished index",
         include_str!("../../../migrations/sqlite/0002_finished_index.sql"),
-    ),
-    (
-        3,
-        "webhooks",
-        include_str!("../../../migrations/sqlite/0003_webhooks.sql"),
-    ),
-    (
-        4,
-        "endpoint state",
-        include_str!("../../../migrations/sqlite/0004_endpoint_state.sql"),
     ),
 ]);
 
@@ -316,12 +306,6 @@ impl SqliteStore {
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         run_migrations(&self.inner.readers).await
-    }
-
-    /// Runs the migrations on `pool` (the subscriptions' own pool on the same file).
-    #[cfg(feature = "registry")]
-    pub(crate) async fn migrate_pool(pool: &SqlitePool) -> Result<(), StoreError> {
-        run_migrations(pool).await
     }
 
     /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.

@@ -1,15 +1,17 @@
-//! What the SQL subscription stores share: a [`Webhook`] as columns and back.
+//! A [`Webhook`] as columns and back, in either database.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::SubscriptionError;
+use super::dialect::SubscriptionDialect;
 use crate::registry::model::{
     Endpoint as Webhook, EndpointRateLimit as RateLimit, Owner, SigningScheme, WebhookSecret,
 };
+use crate::registry::subscriptions::SubscriptionError;
 use crate::secret::Secret;
 use crate::store::encryption::{open_column, seal_column};
-use crate::store::EncryptionKeys;
+use crate::store::sql::SqlQuery;
+use crate::store::{EncryptionKeys, StoreError};
 use crate::time::{from_unix_millis, unix_millis};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -26,6 +28,14 @@ const HEADERS_COLUMN: &str = "webhooks.headers";
 /// A backend error (bind values, hence secrets, never appear in sqlx's messages).
 pub(super) fn backend(err: impl std::fmt::Display) -> SubscriptionError {
     SubscriptionError::Backend(err.to_string())
+}
+
+/// A row that could not be read as a [`SubscriptionError`].
+pub(super) fn from_store(err: StoreError) -> SubscriptionError {
+    match err {
+        StoreError::Backend(why) => SubscriptionError::Backend(why),
+        other => SubscriptionError::Backend(other.to_string()),
+    }
 }
 
 /// Whether a database error is a unique violation (the `(owner, id)` key is taken).
@@ -100,6 +110,52 @@ impl Record {
             created_at: unix_millis(webhook.created_at),
             updated_at: unix_millis(webhook.updated_at),
         })
+    }
+
+    /// A row of [`COLUMNS`].
+    pub(super) fn read<DB: SubscriptionDialect>(row: &DB::Row) -> Result<Self, SubscriptionError> {
+        let columns = DB::columns(row);
+        let text = |column: &str| columns.text(column).map_err(from_store);
+        let int = |column: &str| columns.int(column).map_err(from_store);
+        let opt_int = |column: &str| columns.opt_int(column).map_err(from_store);
+        Ok(Self {
+            owner: text("owner")?,
+            id: text("id")?,
+            endpoint_url: text("endpoint_url")?,
+            event_types: DB::read_event_types(row)?,
+            description: text("description")?,
+            scheme: text("scheme")?,
+            secrets: text("secrets")?,
+            headers: text("headers")?,
+            enabled: columns.flag("enabled").map_err(from_store)?,
+            disabled_reason: columns.opt_text("disabled_reason").map_err(from_store)?,
+            rate_per_second: opt_int("rate_per_second")?,
+            rate_burst: opt_int("rate_burst")?,
+            created_at: int("created_at")?,
+            updated_at: int("updated_at")?,
+        })
+    }
+
+    /// `sql` with every column bound at `$1..$14`, in [`COLUMNS`] order.
+    pub(super) fn bind<'q, DB: SubscriptionDialect>(
+        &self,
+        sql: &'q str,
+    ) -> Result<SqlQuery<'q, DB>, SubscriptionError> {
+        let text = |query, value: &String| DB::text(query, Some(value.clone()));
+        let query = text(sqlx::query(sql), &self.owner);
+        let query = text(query, &self.id);
+        let query = text(query, &self.endpoint_url);
+        let query = DB::event_types(query, &self.event_types)?;
+        let query = text(query, &self.description);
+        let query = text(query, &self.scheme);
+        let query = text(query, &self.secrets);
+        let query = text(query, &self.headers);
+        let query = DB::flag(query, self.enabled);
+        let query = DB::text(query, self.disabled_reason.clone());
+        let query = DB::int(query, self.rate_per_second);
+        let query = DB::int(query, self.rate_burst);
+        let query = DB::int(query, Some(self.created_at));
+        Ok(DB::int(query, Some(self.updated_at)))
     }
 
     /// The webhook, its secret columns opened with `keys` when they were sealed.
