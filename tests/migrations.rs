@@ -41,6 +41,7 @@ fn known(migrator: &Migrator) -> Vec<i64> {
 
 /// The registry's history table as the delivery store's: the layout before the registry kept
 /// its own, with every set's rows in `tower_webhooks_migrations` (`$blob` is the checksum type).
+#[cfg(feature = "registry")]
 macro_rules! old_layout {
     ($pool:expr, $blob:literal, $migrators:expr) => {{
         sqlx::raw_sql(concat!(
