@@ -183,7 +183,7 @@ impl PostgresOptions {
             .await
             .map_err(backend)?;
         if self.migrate {
-            run_migrations(&pool).await?;
+            migrations::run_postgres(&pool, MIGRATIONS).await?;
         }
         let owner = self.owner.unwrap_or_else(sql::owner_name);
         let channel = Channel {
@@ -214,10 +214,6 @@ impl PostgresOptions {
             }),
         })
     }
-}
-
-async fn run_migrations(pool: &PgPool) -> Result<(), StoreError> {
-    migrations::run_postgres(pool, MIGRATIONS).await
 }
 
 /// A durable [`DeliveryStore`] in PostgreSQL, for several replicas sharing one queue.
@@ -317,7 +313,7 @@ impl PostgresStore {
     ///
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        run_migrations(&self.inner.pool).await
+        migrations::run_postgres(&self.inner.pool, MIGRATIONS).await
     }
 
     /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.

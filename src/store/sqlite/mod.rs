@@ -182,7 +182,7 @@ impl SqliteOptions {
             .await
             .map_err(backend)?;
         if self.migrate {
-            run_migrations(&readers).await?;
+            migrations::run_sqlite(&readers, MIGRATIONS).await?;
         }
         // The writer never checkpoints: a background task does, on a reader connection, so
         // copying the WAL back into the database runs beside the writes, not between them.
@@ -217,10 +217,6 @@ impl SqliteOptions {
         }
         Ok(store)
     }
-}
-
-async fn run_migrations(pool: &SqlitePool) -> Result<(), StoreError> {
-    migrations::run_sqlite(pool, MIGRATIONS).await
 }
 
 /// A durable [`DeliveryStore`] in one SQLite file: the embedded default for single-instance
@@ -305,7 +301,7 @@ impl SqliteStore {
     ///
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        run_migrations(&self.inner.readers).await
+        migrations::run_sqlite(&self.inner.readers, MIGRATIONS).await
     }
 
     /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.

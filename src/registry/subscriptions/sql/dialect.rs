@@ -80,11 +80,21 @@ pub(crate) trait SubscriptionDialect: Dialect {
     ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
 }
 
-/// Implements the calls of [`SubscriptionDialect`] that only name sqlx's concrete types.
+/// Implements the calls of [`SubscriptionDialect`] that only name sqlx's concrete types:
+/// `$run_migrations` runs an [`Embedded`] set on a pool, `$encode_types` makes the list of event
+/// types a value of the `event_types` column.
 macro_rules! subscription_calls {
-    ($run_migrations:path) => {
+    ($run_migrations:path, $encode_types:expr) => {
         fn flag(query: SqlQuery<'_, Self>, value: bool) -> SqlQuery<'_, Self> {
             query.bind(value)
+        }
+
+        fn event_types<'q>(
+            query: SqlQuery<'q, Self>,
+            types: &[String],
+        ) -> Result<SqlQuery<'q, Self>, SubscriptionError> {
+            let encode = $encode_types;
+            Ok(query.bind(encode(types)?))
         }
 
         fn columns(row: &Self::Row) -> &dyn RowExt {
@@ -180,21 +190,16 @@ impl SubscriptionDialect for sqlx::Sqlite {
          RETURNING tat AS n";
     const MIGRATIONS: Embedded = registry_migrations!("sqlite");
 
-    fn event_types<'q>(
-        query: SqlQuery<'q, Self>,
-        types: &[String],
-    ) -> Result<SqlQuery<'q, Self>, SubscriptionError> {
-        let json = serde_json::to_string(types).map_err(super::record::backend)?;
-        Ok(query.bind(json))
-    }
-
     fn read_event_types(row: &Self::Row) -> Result<Vec<String>, SubscriptionError> {
         let text = row.text("event_types").map_err(super::record::from_store)?;
         serde_json::from_str(&text)
             .map_err(|_| SubscriptionError::Backend("unreadable webhook event_types column".into()))
     }
 
-    subscription_calls!(crate::store::migrations::run_sqlite);
+    subscription_calls!(
+        crate::store::migrations::run_sqlite,
+        |types: &[String]| { serde_json::to_string(types).map_err(super::record::backend) }
+    );
 }
 
 #[cfg(feature = "postgres")]
@@ -216,16 +221,12 @@ impl SubscriptionDialect for sqlx::Postgres {
          RETURNING tat AS n";
     const MIGRATIONS: Embedded = registry_migrations!("postgres");
 
-    fn event_types<'q>(
-        query: SqlQuery<'q, Self>,
-        types: &[String],
-    ) -> Result<SqlQuery<'q, Self>, SubscriptionError> {
-        Ok(query.bind(types.to_vec()))
-    }
-
     fn read_event_types(row: &Self::Row) -> Result<Vec<String>, SubscriptionError> {
         sqlx::Row::try_get(row, "event_types").map_err(super::record::backend)
     }
 
-    subscription_calls!(crate::store::migrations::run_postgres);
+    subscription_calls!(
+        crate::store::migrations::run_postgres,
+        |types: &[String]| { Ok::<_, SubscriptionError>(types.to_vec()) }
+    );
 }

@@ -127,18 +127,17 @@ const DELETE: &str = "DELETE FROM webhooks WHERE owner = $1 AND id = $2";
 // The helpers below are functions, not inherent methods: their bound is a crate-private
 // trait, which an inherent impl of a public type may not name.
 
-/// A store on `pool`; `migrated` when the registry's migrations already ran on it.
+/// A store on `pool`, its migrations still to run.
 fn on_pool<DB: SubscriptionDialect>(
     pool: Pool<DB>,
     keys: Option<EncryptionKeys>,
     location: Location,
-    migrated: bool,
 ) -> SqlSubscriptions<DB> {
     SqlSubscriptions {
         pool,
         keys,
         location,
-        migrated: Arc::new(OnceCell::new_with(migrated.then_some(()))),
+        migrated: Arc::new(OnceCell::new()),
         statements: Arc::new(Statements::new::<DB>()),
     }
 }

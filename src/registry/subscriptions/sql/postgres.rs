@@ -63,7 +63,6 @@ impl SqlSubscriptions<sqlx::Postgres> {
             store.pool().clone(),
             store.encryption_keys().cloned(),
             Location::Schema(store.schema().map(str::to_owned)),
-            false,
         )
     }
 

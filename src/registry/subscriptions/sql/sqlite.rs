@@ -96,7 +96,7 @@ impl SqlSubscriptions<sqlx::Sqlite> {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        let store = on_pool(pool, keys, Location::Path(path), false);
+        let store = on_pool(pool, keys, Location::Path(path));
         run_migrations(&store).await?;
         Ok(store)
     }
