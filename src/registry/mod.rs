@@ -172,6 +172,9 @@ pub use publish::{PublishError, PublishReport, PublishedDelivery, RejectedDelive
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use subscriptions::PostgresSubscriptions;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use subscriptions::SqlSubscriptions;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use subscriptions::SqliteSubscriptions;

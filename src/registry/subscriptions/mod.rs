@@ -18,6 +18,8 @@ pub use endpoint_state::{EndpointState, MemoryEndpointState};
 
 #[cfg(feature = "postgres")]
 pub use sql::PostgresSubscriptions;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::SqlSubscriptions;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteSubscriptions;
 

@@ -37,8 +37,9 @@ pub use postgres::PostgresSubscriptions;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSubscriptions;
 
-/// A durable [`SubscriptionStore`] in a SQL database `DB`: see `SqliteSubscriptions` and
-/// `PostgresSubscriptions`, its two instances.
+/// A durable [`SubscriptionStore`] (and [`EndpointState`]) in a SQL database `DB`, written
+/// once for both: use it as `SqliteSubscriptions` (feature `sqlite`) or
+/// `PostgresSubscriptions` (feature `postgres`), whose constructors differ.
 pub struct SqlSubscriptions<DB: Database> {
     pool: Pool<DB>,
     keys: Option<EncryptionKeys>,
