@@ -56,6 +56,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "endpoint state",
         include_str!("../../../migrations/postgres/0004_endpoint_state.sql"),
     ),
+    (
+        5,
+        "delivery counts",
+        include_str!("../../../migrations/postgres/0005_delivery_counts.sql"),
+    ),
 ]);
 
 /// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].

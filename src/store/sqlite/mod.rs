@@ -56,6 +56,11 @@ const MIGRATIONS: Embedded = Embedded(&[
         "endpoint state",
         include_str!("../../../migrations/sqlite/0004_endpoint_state.sql"),
     ),
+    (
+        5,
+        "delivery counts",
+        include_str!("../../../migrations/sqlite/0005_delivery_counts.sql"),
+    ),
 ]);
 
 /// How hard SQLite pushes each commit to the disk.
