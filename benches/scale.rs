@@ -183,7 +183,10 @@ async fn seed_postgres(pool: &sqlx::PgPool, n: usize) {
     sqlx::query(&deliveries).execute(&mut *tx).await.unwrap();
     sqlx::query(&attempts).execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
-    sqlx::query("ANALYZE deliveries").execute(pool).await.unwrap();
+    sqlx::query("ANALYZE deliveries")
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("ANALYZE attempts").execute(pool).await.unwrap();
 }
 
@@ -220,7 +223,12 @@ async fn seed_memory(store: &MemoryStore, n: usize) {
         }
         for claim in claims {
             store
-                .record_attempt(&claim.delivery.id, claim.lease, delivered(1), final_delivered())
+                .record_attempt(
+                    &claim.delivery.id,
+                    claim.lease,
+                    delivered(1),
+                    final_delivered(),
+                )
                 .await
                 .unwrap();
         }
@@ -444,7 +452,9 @@ async fn postgres_stores(sizes: &[usize], n: usize) {
 
 #[cfg(not(feature = "postgres"))]
 async fn postgres_stores(_sizes: &[usize], _n: usize) {
-    println!("\npostgres: skipped: build with --features postgres and set TOWER_WEBHOOKS_POSTGRES_URL");
+    println!(
+        "\npostgres: skipped: build with --features postgres and set TOWER_WEBHOOKS_POSTGRES_URL"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,7 +694,12 @@ fn inner() -> impl Service<
 
 fn tenants_row(body: &Bytes, tenants: usize, calls: usize) -> f64 {
     let map: HashMap<String, SecretSet> = (0..tenants)
-        .map(|t| (format!("t{t}"), SecretSet::new().add_secret(format!("secret-of-t{t}"))))
+        .map(|t| {
+            (
+                format!("t{t}"),
+                SecretSet::new().add_secret(format!("secret-of-t{t}")),
+            )
+        })
         .collect();
     let requests: Vec<_> = (0..tenants.min(256))
         .map(|t| {
@@ -729,8 +744,14 @@ fn inbound(calls: usize) {
         "secrets", "tenant lookup (map)", "growth", "one tenant, n secrets (last signs)", "growth"
     );
     let sizes = [1, 10, 1_000];
-    let tenants: Vec<f64> = sizes.iter().map(|&n| tenants_row(&body, n, calls)).collect();
-    let rotation: Vec<f64> = sizes.iter().map(|&n| rotation_row(&body, n, calls)).collect();
+    let tenants: Vec<f64> = sizes
+        .iter()
+        .map(|&n| tenants_row(&body, n, calls))
+        .collect();
+    let rotation: Vec<f64> = sizes
+        .iter()
+        .map(|&n| rotation_row(&body, n, calls))
+        .collect();
     for (i, n) in sizes.iter().enumerate() {
         println!(
             "{:>9} {:>19.0} ns {:>7} {:>31.0} ns {:>9}",

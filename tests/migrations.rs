@@ -73,7 +73,10 @@ mod sqlite {
         SqliteStore::connect(&path).await.unwrap();
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            [1, 2, 3, 4, 5]
+        );
     }
 
     #[tokio::test]
@@ -87,7 +90,10 @@ mod sqlite {
         store.migrate().await.unwrap();
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            [1, 2, 3, 4, 5]
+        );
         let tables: Vec<(String,)> = sqlx::query_as(
             "SELECT name FROM sqlite_master WHERE type = 'table' \
              AND name IN ('app_users', 'app_orders', 'deliveries', 'webhooks') ORDER BY name",
@@ -109,7 +115,10 @@ mod sqlite {
         // now in the crate's table.
         SqliteStore::connect(&path).await.unwrap();
         SqliteStore::connect(&path).await.unwrap();
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            [1, 2, 3, 4, 5]
+        );
         // The old rows are left to the application; the CHANGELOG's statement removes them,
         // and then the application's own migrations run.
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4, 5]);
@@ -167,7 +176,10 @@ mod postgres {
         drop(store(&url, &schema).await);
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            [1, 2, 3, 4, 5]
+        );
         pool.close().await;
         support::drop_schema(&url, &schema).await;
     }
@@ -185,7 +197,10 @@ mod postgres {
         store.migrate().await.unwrap();
         app.run(&pool).await.unwrap();
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2]);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            [1, 2, 3, 4, 5]
+        );
         drop(store);
         pool.close().await;
         support::drop_schema(&url, &schema).await;
@@ -200,7 +215,10 @@ mod postgres {
         PostgresStore::migrator().await.run(&pool).await.unwrap();
         drop(store(&url, &schema).await);
         drop(store(&url, &schema).await);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            versions!(&pool, "tower_webhooks_migrations"),
+            [1, 2, 3, 4, 5]
+        );
         assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4, 5]);
         sqlx::query(REMOVE_0_1_HISTORY)
             .execute(&pool)

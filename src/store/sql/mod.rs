@@ -139,7 +139,13 @@ fn filter_for(shape: usize) -> String {
     TERMS
         .iter()
         .enumerate()
-        .map(|(bit, (unset, set))| if shape & (1 << bit) != 0 { *set } else { *unset })
+        .map(|(bit, (unset, set))| {
+            if shape & (1 << bit) != 0 {
+                *set
+            } else {
+                *unset
+            }
+        })
         .collect::<Vec<_>>()
         .join(" AND ")
 }

@@ -77,9 +77,9 @@ impl Inner {
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {
         // The counts the triggers of migration 0005 keep, not a count of the table.
         let rows = sqlx::query("SELECT bucket AS state, n FROM delivery_counts")
-        .fetch_all(&self.readers)
-        .await
-        .map_err(backend)?;
+            .fetch_all(&self.readers)
+            .await
+            .map_err(backend)?;
         let mut stats = StoreStats::default();
         for row in &rows {
             let n = usize::try_from(row.int("n")?).unwrap_or(0);
