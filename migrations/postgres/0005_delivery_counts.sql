@@ -13,28 +13,28 @@ INSERT INTO delivery_count_changes (bucket, delta)
 SELECT CASE WHEN due_at IS NULL THEN 'finished' ELSE state END, COUNT(*)
 FROM deliveries GROUP BY 1;
 
--- The schema is the table's own (TG_TABLE_SCHEMA): an application may insert through a
--- qualified name from a connection with another search path (the outbox).
-CREATE FUNCTION delivery_counts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The function keeps the migration's search path (the store's schema): an application may
+-- insert through a qualified name from a connection with another search path (the outbox).
+-- Static statements, so PL/pgSQL plans them once per session.
+CREATE FUNCTION delivery_counts_changed() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        EXECUTE format(
-            'INSERT INTO %I.delivery_count_changes (bucket, delta) '
-            'SELECT CASE WHEN due_at IS NULL THEN ''finished'' ELSE state END, COUNT(*) '
-            'FROM new_rows GROUP BY 1', TG_TABLE_SCHEMA);
+        INSERT INTO delivery_count_changes (bucket, delta)
+        SELECT CASE WHEN due_at IS NULL THEN 'finished' ELSE state END, COUNT(*)
+        FROM new_rows GROUP BY 1;
     ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE format(
-            'INSERT INTO %I.delivery_count_changes (bucket, delta) '
-            'SELECT CASE WHEN due_at IS NULL THEN ''finished'' ELSE state END, -COUNT(*) '
-            'FROM old_rows GROUP BY 1', TG_TABLE_SCHEMA);
+        INSERT INTO delivery_count_changes (bucket, delta)
+        SELECT CASE WHEN due_at IS NULL THEN 'finished' ELSE state END, -COUNT(*)
+        FROM old_rows GROUP BY 1;
     ELSE
-        EXECUTE format(
-            'INSERT INTO %I.delivery_count_changes (bucket, delta) '
-            'SELECT bucket, SUM(delta) FROM ('
-            'SELECT CASE WHEN due_at IS NULL THEN ''finished'' ELSE state END AS bucket, '
-            '1 AS delta FROM new_rows UNION ALL '
-            'SELECT CASE WHEN due_at IS NULL THEN ''finished'' ELSE state END, -1 FROM old_rows'
-            ') AS changes GROUP BY bucket HAVING SUM(delta) <> 0', TG_TABLE_SCHEMA);
+        INSERT INTO delivery_count_changes (bucket, delta)
+        SELECT bucket, SUM(delta) FROM (
+            SELECT CASE WHEN due_at IS NULL THEN 'finished' ELSE state END AS bucket,
+                   1 AS delta FROM new_rows
+            UNION ALL
+            SELECT CASE WHEN due_at IS NULL THEN 'finished' ELSE state END, -1 FROM old_rows
+        ) AS changes GROUP BY bucket HAVING SUM(delta) <> 0;
     END IF;
     RETURN NULL;
 END
