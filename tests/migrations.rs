@@ -166,7 +166,7 @@ mod sqlite {
         // now in the crate's tables.
         SqliteStore::connect(&path).await.unwrap();
         SqliteStore::connect(&path).await.unwrap();
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2]);
+        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 5]);
         #[cfg(feature = "registry")]
         {
             registry::SqliteSubscriptions::connect(&path).await.unwrap();
@@ -176,7 +176,7 @@ mod sqlite {
             );
             // The old rows are left to the application; the CHANGELOG's statement removes
             // them, and then the application's own migrations run.
-            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4, 5]);
         }
         #[cfg(not(feature = "registry"))]
         sqlx::raw_sql(
@@ -234,7 +234,7 @@ mod sqlite {
                 SqliteSubscriptions::connect(&path).await.unwrap()
             };
             // Copied, not moved: an earlier release still opens the file.
-            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
             assert_eq!(
                 versions!(&pool, "tower_webhooks_registry_migrations"),
                 [3, 4]
@@ -373,7 +373,7 @@ mod postgres {
             .unwrap();
         drop(store(&url, &schema).await);
         drop(store(&url, &schema).await);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2]);
+        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 5]);
         #[cfg(feature = "registry")]
         {
             let store = store(&url, &schema).await;
@@ -385,7 +385,7 @@ mod postgres {
                 versions!(&pool, "tower_webhooks_registry_migrations"),
                 [3, 4]
             );
-            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4]);
+            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4, 5]);
         }
         #[cfg(not(feature = "registry"))]
         sqlx::raw_sql(
@@ -454,7 +454,7 @@ mod postgres {
             let subscriptions = PostgresSubscriptions::new(&store);
             subscriptions.migrate().await.unwrap();
             // Copied, not moved: an earlier release still opens the schema.
-            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4]);
+            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
             assert_eq!(
                 versions!(&pool, "tower_webhooks_registry_migrations"),
                 [3, 4]

@@ -783,3 +783,65 @@ async fn postgres_store_contract() {
     drop(store);
     support::drop_schema(&url, &schema).await;
 }
+
+/// Migration 0005 counts the rows already there when it runs (an upgraded database), and
+/// `stats` reads those counts afterwards as the rows change.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_stats_count_the_rows_stored_before_the_counts_existed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upgraded.db");
+    let store = tower_webhooks::store::SqliteStore::connect(&path)
+        .await
+        .unwrap();
+    for id in ["a", "b", "c"] {
+        store
+            .enqueue(Delivery::new(id, "https://example.com/hook", "{}"))
+            .await
+            .unwrap();
+    }
+    let claims = store.claim_due(later(10), 2, LEASE).await.unwrap();
+    let first = &claims[0];
+    store
+        .record_attempt(
+            &first.delivery.id,
+            first.lease,
+            attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
+            delivered(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    // The database as 0.x before migration 0005 left it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER delivery_counts_insert; DROP TRIGGER delivery_counts_update; \
+         DROP TRIGGER delivery_counts_delete; DROP TABLE delivery_counts; \
+         DELETE FROM tower_webhooks_migrations WHERE version = 5",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = tower_webhooks::store::SqliteStore::builder(&path)
+        .recover_in_flight(false)
+        .connect()
+        .await
+        .unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight, stats.finished), (1, 1, 1));
+    store
+        .enqueue(Delivery::new("d", "https://example.com/hook", "{}"))
+        .await
+        .unwrap();
+    let purged = store
+        .purge(DeliveryState::Delivered, later(1000), 10)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight, stats.finished), (2, 1, 0));
+}

@@ -70,10 +70,16 @@ impl Inner {
             .retry("stats", |pool| {
                 Box::pin(
                     sqlx::query(
-                        "SELECT state, COUNT(*) AS n FROM deliveries WHERE due_at IS NOT NULL \
-                         GROUP BY state \
-                         UNION ALL SELECT 'finished', COUNT(*) FROM deliveries \
-                         WHERE due_at IS NULL \
+                        // The counts the triggers of migration 0005 keep: this statement's
+                        // snapshot holds every committed change; the changes are folded into
+                        // one row per bucket on the way, so the next read sums a few rows.
+                        "WITH folded AS (DELETE FROM delivery_count_changes \
+                           RETURNING bucket, delta), \
+                         kept AS (INSERT INTO delivery_count_changes (bucket, delta) \
+                           SELECT bucket, SUM(delta) FROM folded GROUP BY bucket \
+                           HAVING SUM(delta) <> 0) \
+                         SELECT bucket AS state, SUM(delta)::BIGINT AS n \
+                         FROM delivery_count_changes GROUP BY bucket \
                          UNION ALL \
                          SELECT 'oldest_due', (SELECT due_at FROM deliveries \
                            WHERE due_at IS NOT NULL AND state = 'pending' \

@@ -46,6 +46,11 @@ const MIGRATIONS: Embedded = Embedded::store(&[
         "finished index",
         include_str!("../../../migrations/postgres/0002_finished_index.sql"),
     ),
+    (
+        5,
+        "delivery counts",
+        include_str!("../../../migrations/postgres/0005_delivery_counts.sql"),
+    ),
 ]);
 
 /// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].

@@ -96,6 +96,14 @@ impl Filter {
         }
     }
 
+    /// Which filters are set, as the index of their statement ([`filter_for`]).
+    pub(crate) fn shape(&self) -> usize {
+        usize::from(self.endpoint.is_some())
+            | usize::from(self.endpoint_id.is_some()) << 1
+            | usize::from(self.state.is_some()) << 2
+            | usize::from(self.since.is_some()) << 3
+    }
+
     /// The filter of [`resend_matching`](crate::store::DeliveryStore::resend_matching): its
     /// state (failed by default) must be final; every match when no limit is given.
     pub(crate) fn resend(query: &ConversationQuery) -> Result<Self, StoreError> {
@@ -115,6 +123,32 @@ const FILTER: &str = "(CAST($1 AS TEXT) IS NULL OR endpoint = $1) \
      AND (CAST($2 AS TEXT) IS NULL OR endpoint_id = $2) \
      AND (CAST($3 AS TEXT) IS NULL OR state = $3) \
      AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4)";
+
+/// [`FILTER`] for one combination of set filters (bit 0 endpoint, 1 endpoint id, 2 state,
+/// 3 since; see [`Filter::shape`]): a set filter as a plain comparison, which the planner
+/// serves from its index (`endpoint = $1` walks `deliveries_endpoint` newest first), an unset
+/// one as a test of its `NULL` bind. [`FILTER`]'s `$1 IS NULL OR …` form hides the index,
+/// so a tenant with few deliveries was found by scanning the whole table.
+fn filter_for(shape: usize) -> String {
+    const TERMS: [(&str, &str); 4] = [
+        ("CAST($1 AS TEXT) IS NULL", "endpoint = $1"),
+        ("CAST($2 AS TEXT) IS NULL", "endpoint_id = $2"),
+        ("CAST($3 AS TEXT) IS NULL", "state = $3"),
+        ("CAST($4 AS BIGINT) IS NULL", "created_at >= $4"),
+    ];
+    TERMS
+        .iter()
+        .enumerate()
+        .map(|(bit, (unset, set))| {
+            if shape & (1 << bit) != 0 {
+                *set
+            } else {
+                *unset
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
 
 /// The keyset of [`ConversationQuery::after`], its binds at `$6` (the id) and `$7` (its
 /// creation time): the rows stored before that delivery, or created before it once purged.
@@ -171,7 +205,8 @@ fn bind_filter<'q, DB: Dialect>(query: SqlQuery<'q, DB>, filter: &Filter) -> Sql
 /// The statements the two dialects share, as text (`format!`ed once per store).
 #[derive(Debug)]
 pub(crate) struct Statements {
-    list: String,
+    /// One per [`Filter::shape`].
+    list: Vec<String>,
     resend_matching: String,
     fail_pending: String,
     cancel_endpoint: String,
@@ -189,10 +224,15 @@ impl Statements {
             )
         };
         Self {
-            list: format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {FILTER} AND {AFTER} \
-                 ORDER BY seq DESC LIMIT $5"
-            ),
+            list: (0..16)
+                .map(|shape| {
+                    format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {} AND {AFTER} \
+                         ORDER BY seq DESC LIMIT $5",
+                        filter_for(shape)
+                    )
+                })
+                .collect(),
             resend_matching: format!(
                 "UPDATE deliveries SET state = 'pending', manual = TRUE, next_attempt_at = $6, \
                  due_at = $6, last_error = NULL, updated_at = $6, \
@@ -212,7 +252,7 @@ impl Statements {
         filter: &Filter,
         query: &ConversationQuery,
     ) -> SqlQuery<'q, DB> {
-        let bound = bind_filter(sqlx::query(&self.list), filter);
+        let bound = bind_filter(sqlx::query(&self.list[filter.shape()]), filter);
         let after = query.after.as_ref();
         let bound = DB::text(bound, after.map(|p| p.id.clone()));
         DB::int(bound, after.map(|p| unix_millis(p.created_at)))

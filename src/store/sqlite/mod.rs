@@ -46,6 +46,11 @@ const MIGRATIONS: Embedded = Embedded::store(&[
         "finished index",
         include_str!("../../../migrations/sqlite/0002_finished_index.sql"),
     ),
+    (
+        5,
+        "delivery counts",
+        include_str!("../../../migrations/sqlite/0005_delivery_counts.sql"),
+    ),
 ]);
 
 /// How hard SQLite pushes each commit to the disk.
