@@ -12,7 +12,9 @@ use tracing::Instrument;
 
 use super::attempt::display_endpoint;
 use super::engine::{lock, DeliveryReport, Shared};
-use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
+use super::model::{
+    Attempt, AttemptOutcome, AttemptRecord, Decision, Delivery, DeliveryState, Lease, Next,
+};
 use super::owners::{delivery_owner, endpoint_host};
 use super::policy::Verdict;
 use crate::store::StoreError;
@@ -199,11 +201,8 @@ impl Shared {
                 "webhook delivery failed"
             ),
         }
-        match self
-            .store
-            .record_attempt(&delivery.id, lease, attempt, next.clone())
-            .await
-        {
+        let record = AttemptRecord::new(delivery.id.clone(), lease, attempt, next.clone());
+        match self.recorder.record(&*self.store, record).await {
             Ok(()) => {}
             Err(StoreError::LeaseLost(_)) => {
                 // Fencing: the lease expired and another worker claimed the delivery; its
