@@ -24,7 +24,7 @@ enum Reply {
     /// Its record was written (or not).
     Done(Result<(), StoreError>),
     /// Nobody writes: it writes the next batch, starting with its record (handed back).
-    Write(AttemptRecord),
+    Write(Box<AttemptRecord>),
 }
 
 type Queued = (AttemptRecord, oneshot::Sender<Reply>);
@@ -66,7 +66,7 @@ impl Recorder {
                 Ok(Reply::Done(result)) => return result,
                 Ok(Reply::Write(record)) => {
                     let (reply, own) = oneshot::channel();
-                    self.lock().queue.push_front((record, reply));
+                    self.lock().queue.push_front((*record, reply));
                     answer = own;
                 }
                 Err(_) => return Err(interrupted()),
@@ -114,7 +114,7 @@ impl Drop for Writer<'_> {
         while let Some((record, reply)) = state.queue.pop_front() {
             // A worker that went away meanwhile passes the turn on (its record is dropped:
             // the delivery stays leased and is attempted again when the lease expires).
-            if reply.send(Reply::Write(record)).is_ok() {
+            if reply.send(Reply::Write(Box::new(record))).is_ok() {
                 return;
             }
         }

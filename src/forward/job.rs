@@ -176,19 +176,31 @@ impl Job {
             tracing::warn!(run_id = %self.run_id, error = %error, "forwarded run failed; delivering the error");
         }
         let body = self.body(&result);
-        let endpoint = display_endpoint(&self.endpoint).to_owned();
         if self.held {
             if let Err(err) = self.engine.complete_held(&self.run_id, body).await {
+                let endpoint = display_endpoint(&self.endpoint);
                 tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be completed");
             }
             return;
         }
-        let delivery = self.delivery(body);
         let Some(reservation) = self.reservation.take() else {
             return;
         };
-        if let Err(err) = self.engine.enqueue(reservation, delivery).await {
-            tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be queued");
+        // The run's strings move into the delivery: nothing is copied on the way to the store.
+        let Job {
+            engine,
+            run_id,
+            endpoint,
+            signing,
+            source,
+            ..
+        } = self;
+        let mut delivery = Delivery::new(run_id, endpoint, body).with_source(source);
+        delivery.signing = signing;
+        let id = delivery.id.clone();
+        let shown = display_endpoint(&delivery.endpoint).to_owned();
+        if let Err(err) = engine.enqueue(reservation, delivery).await {
+            tracing::error!(run_id = %id, endpoint = %shown, error = %err, "webhook delivery could not be queued");
         }
     }
 
