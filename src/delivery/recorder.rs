@@ -125,3 +125,146 @@ impl Drop for Writer<'_> {
 fn interrupted() -> StoreError {
     StoreError::Backend("recording the attempt was interrupted".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::delivery::model::{
+        Attempt, AttemptOutcome, Claim, Conversation, ConversationQuery, Delivery, DeliveryState,
+        Lease, Next,
+    };
+    use crate::store::{MemoryStore, StoreFuture, StoreStats};
+
+    /// A memory store whose batch writes wait for a gate and are counted.
+    struct Gated {
+        inner: MemoryStore,
+        gate: Arc<Semaphore>,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl DeliveryStore for Gated {
+        fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
+            self.inner.enqueue(delivery)
+        }
+        fn enqueue_claimed(
+            &self,
+            delivery: Delivery,
+            until: SystemTime,
+        ) -> StoreFuture<'_, Option<Claim>> {
+            self.inner.enqueue_claimed(delivery, until)
+        }
+        fn claim_due(
+            &self,
+            now: SystemTime,
+            limit: usize,
+            lease_for: Duration,
+        ) -> StoreFuture<'_, Vec<Claim>> {
+            self.inner.claim_due(now, limit, lease_for)
+        }
+        fn record_attempt<'a>(
+            &'a self,
+            id: &'a str,
+            lease: Lease,
+            attempt: Attempt,
+            next: Next,
+        ) -> StoreFuture<'a, ()> {
+            self.inner.record_attempt(id, lease, attempt, next)
+        }
+        fn record_attempts(
+            &self,
+            records: Vec<AttemptRecord>,
+        ) -> StoreFuture<'_, Vec<Result<(), StoreError>>> {
+            Box::pin(async move {
+                self.batches.lock().unwrap().push(records.len());
+                self.gate.acquire().await.unwrap().forget();
+                self.inner.record_attempts(records).await
+            })
+        }
+        fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {
+            self.inner.release(id, lease)
+        }
+        fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>> {
+            self.inner.next_due()
+        }
+        fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Conversation>> {
+            self.inner.get(id)
+        }
+        fn list<'a>(&'a self, query: &'a ConversationQuery) -> StoreFuture<'a, Vec<Conversation>> {
+            self.inner.list(query)
+        }
+        fn stats(&self) -> StoreFuture<'_, StoreStats> {
+            self.inner.stats()
+        }
+    }
+
+    fn delivered(number: u32) -> (Attempt, Next) {
+        let attempt = Attempt::new(number, SystemTime::now(), AttemptOutcome::Status(200));
+        let next = Next::Final {
+            state: DeliveryState::Delivered,
+            reason: None,
+        };
+        (attempt, next)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_that_arrive_during_a_write_go_in_the_next_batch_and_each_gets_its_answer() {
+        let store = Arc::new(Gated {
+            inner: MemoryStore::new(),
+            gate: Arc::new(Semaphore::new(0)),
+            batches: Mutex::new(Vec::new()),
+        });
+        let recorder = Arc::new(Recorder::default());
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let mut leases = Vec::new();
+        for i in 0..5 {
+            let delivery = Delivery::new(format!("d{i}"), "http://example.com/", "{}");
+            let claim = store.enqueue_claimed(delivery, until).await.unwrap().unwrap();
+            leases.push(claim.lease);
+        }
+        let record = |i: usize, lease: Lease| {
+            let (store, recorder) = (store.clone(), recorder.clone());
+            tokio::spawn(async move {
+                let (attempt, next) = delivered(1);
+                let record = AttemptRecord::new(format!("d{i}"), lease, attempt, next);
+                recorder.record(&*store, record).await
+            })
+        };
+        // The first record is being written (held at the gate) ...
+        let first = record(0, leases[0]);
+        while store.batches.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // ... while four more arrive; one of them has a stale lease.
+        let stale = Lease {
+            token: leases[4].token + 100,
+            ..leases[4]
+        };
+        let mut rest = Vec::new();
+        for (i, lease) in leases.iter().enumerate().skip(1) {
+            rest.push(record(i, if i == 4 { stale } else { *lease }));
+        }
+        while recorder.lock().queue.len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        store.gate.add_permits(2);
+        assert_eq!(first.await.unwrap(), Ok(()));
+        let mut answers = Vec::new();
+        for task in rest {
+            answers.push(task.await.unwrap());
+        }
+        assert_eq!(*store.batches.lock().unwrap(), [1, 4]);
+        assert_eq!(answers[..3], [Ok(()), Ok(()), Ok(())]);
+        assert_eq!(answers[3], Err(StoreError::LeaseLost("d4".into())));
+        for i in 0..4 {
+            let conversation = store.get(&format!("d{i}")).await.unwrap().unwrap();
+            assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
+            assert_eq!(conversation.attempts.len(), 1);
+        }
+        assert!(!recorder.lock().writing, "nobody writes once the queue is empty");
+    }
+}
