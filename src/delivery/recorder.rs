@@ -223,7 +223,11 @@ mod tests {
         let mut leases = Vec::new();
         for i in 0..5 {
             let delivery = Delivery::new(format!("d{i}"), "http://example.com/", "{}");
-            let claim = store.enqueue_claimed(delivery, until).await.unwrap().unwrap();
+            let claim = store
+                .enqueue_claimed(delivery, until)
+                .await
+                .unwrap()
+                .unwrap();
             leases.push(claim.lease);
         }
         let record = |i: usize, lease: Lease| {
@@ -265,6 +269,9 @@ mod tests {
             assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
             assert_eq!(conversation.attempts.len(), 1);
         }
-        assert!(!recorder.lock().writing, "nobody writes once the queue is empty");
+        assert!(
+            !recorder.lock().writing,
+            "nobody writes once the queue is empty"
+        );
     }
 }

@@ -120,7 +120,7 @@ impl Shared {
             let mut permits = pin!(permits);
             let mut current = lease;
             let check = (self.config.lease / 3).max(Duration::from_millis(10));
-            let _permits = loop {
+            let held = loop {
                 match tokio::time::timeout(check, permits.as_mut()).await {
                     Ok(permits) => break permits,
                     Err(_) if self.keep_lease(&delivery.id, &mut current).await => {}
@@ -131,27 +131,26 @@ impl Shared {
                 return None;
             }
             // Boxed: a task waiting for its permits stays small.
-            Some(
-                Box::pin(
-                    self.attempt(&delivery, number)
-                        .instrument(tracing::debug_span!("webhook.attempt", number)),
-                )
-                .await,
+            let attempted = Box::pin(
+                self.attempt(&delivery, number)
+                    .instrument(tracing::debug_span!("webhook.attempt", number)),
             )
+            .await;
+            Some((attempted, held))
         };
         let stopped = stop.wait_for(|stopped| *stopped);
         let (result, lease_lost) = match select(pin!(work), pin!(stopped)).await {
             Either::Left((result, _)) => (result, true),
             Either::Right(_) => (None, false),
         };
-        self.forget_host(&host, semaphore);
-        self.owners.forget(&owner, share);
-        if result.is_none() && lease_lost {
-            tracing::warn!("lease lost before the attempt: another worker has the delivery");
-            self.finish(&delivery.id);
-            return;
-        }
-        let Some((attempt, retry_after)) = result else {
+        let Some(((attempt, retry_after), held)) = result else {
+            self.forget_host(&host, semaphore);
+            self.owners.forget(&owner, share);
+            if lease_lost {
+                tracing::warn!("lease lost before the attempt: another worker has the delivery");
+                self.finish(&delivery.id);
+                return;
+            }
             tracing::info!("shutdown: delivery returned to the queue");
             if let Err(err) = self.store.release(&delivery.id, lease).await {
                 tracing::error!(error = %err, "webhook delivery store: release failed");
@@ -160,6 +159,12 @@ impl Shared {
         };
         // Boxed too, so the task's own future stays small while it waits for permits.
         Box::pin(self.conclude(delivery, lease, attempt, retry_after)).await;
+        // The attempt keeps its owner's, endpoint's and global slot until its record is
+        // stored (records are written in batches): the deliveries sent and not yet recorded
+        // stay within those caps.
+        drop(held);
+        self.forget_host(&host, semaphore);
+        self.owners.forget(&owner, share);
     }
 
     /// Applies the policy to an attempt, records it, and finishes a final delivery.
