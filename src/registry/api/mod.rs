@@ -18,6 +18,7 @@ mod secrets;
 mod validate;
 mod webhooks;
 
+pub use cursor::ConversationCursor;
 pub use dto::{AttemptView, ConversationView, OutcomeKind, OutcomeView, ResponseView};
 pub use openapi::openapi;
 pub use router::routes;
