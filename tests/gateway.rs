@@ -114,7 +114,11 @@ fn printed_curl_lines_are_accepted() {
         "expected a curl line per HMAC route: {:?}",
         gateway.stdout
     );
-    require("curl", &["--version"], "curl is needed to paste the printed lines");
+    require(
+        "curl",
+        &["--version"],
+        "curl is needed to paste the printed lines",
+    );
     for line in curls {
         let output = Command::new("sh")
             .arg("-c")
@@ -287,7 +291,11 @@ fn post(port: u16, path: &str, headers: &str, body: &str) -> String {
 /// verification code: sync, async and the legacy body field all arrive signed and verified.
 #[test]
 fn forwarded_results_verify_with_cerebriums_own_code() {
-    require("python3", &["--version"], "python3 is needed for the Cerebrium receiver");
+    require(
+        "python3",
+        &["--version"],
+        "python3 is needed for the Cerebrium receiver",
+    );
     let gateway = start_gateway();
     let receiver_port = free_port();
     let out = std::env::temp_dir().join(format!("tw-receiver-{receiver_port}.jsonl"));
@@ -411,7 +419,11 @@ fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, ser
 /// conversations (both attempts) are still served by `/v1/webhooks/{id}/conversations`.
 #[test]
 fn registry_deliveries_survive_a_gateway_restart() {
-    require("python3", &["--version"], "python3 is needed for the Nextmv receiver");
+    require(
+        "python3",
+        &["--version"],
+        "python3 is needed for the Nextmv receiver",
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("gateway.db").display());
     let receiver_port = free_port();

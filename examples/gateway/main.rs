@@ -39,6 +39,7 @@ use serde::Deserialize;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tower_webhooks::inbound::sensitive_headers;
+use tower_webhooks::scheme::Scheme as _;
 
 mod forward;
 mod inbound;

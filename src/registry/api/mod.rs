@@ -13,6 +13,7 @@ mod error;
 mod event_types;
 mod extract;
 mod openapi;
+mod responses;
 mod router;
 mod secrets;
 mod validate;

@@ -2,7 +2,7 @@
 //! library's store and engine, with the filters of the registry's API.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 use tower_webhooks::delivery::{ConversationPosition, ConversationQuery, DeliveryState};
@@ -188,6 +188,8 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]

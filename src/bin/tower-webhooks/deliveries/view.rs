@@ -51,8 +51,9 @@ pub(crate) async fn list(store: &Arc<dyn DeliveryStore>, args: ListArgs) -> Resu
     let page = store.list(&query).await.map_err(store_failure)?;
     let next = (page.len() == limit)
         .then(|| {
-            page.last()
-                .map(|last| ConversationCursor::from(ConversationPosition::of(&last.delivery)).to_string())
+            page.last().map(|last| {
+                ConversationCursor::from(ConversationPosition::of(&last.delivery)).to_string()
+            })
         })
         .flatten();
     if args.json {
