@@ -75,7 +75,12 @@ pub fn redacted_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// As [`redacted_headers`], also redacting every header named in `write_only` (for example a
 /// webhook's custom headers, whose values are never shown whatever their names).
-pub fn redacted_headers_with(headers: &HeaderMap, write_only: &HeaderMap) -> Vec<(String, String)> {
+// The delivery engine records attempts with it; without `forward` nothing does.
+#[cfg_attr(not(feature = "forward"), allow(dead_code))]
+pub(crate) fn redacted_headers_with(
+    headers: &HeaderMap,
+    write_only: &HeaderMap,
+) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(name, value)| {

@@ -180,8 +180,9 @@ fn verify_exit_statuses_say_valid_invalid_or_usage() {
     );
     assert!(ok, "{headers}");
     let headers: Value = serde_json::from_str(&headers).unwrap();
-    let header_args = |headers: &Value| -> Vec<String> {
-        headers
+    // `verify --json` of `body` with the vendor's signature headers.
+    let verify_signed = |body: &str| {
+        let header_args = headers
             .as_object()
             .unwrap()
             .iter()
@@ -190,24 +191,24 @@ fn verify_exit_statuses_say_valid_invalid_or_usage() {
                     "-H".to_owned(),
                     format!("{name}: {}", value.as_str().unwrap()),
                 ]
-            })
-            .collect()
+            });
+        cli()
+            .args([
+                "verify",
+                "--scheme",
+                "standard",
+                "--secret-env",
+                "CLI_SECRET",
+                "--json",
+            ])
+            .args(header_args)
+            .args(["--body", body])
+            .env("CLI_SECRET", secret)
+            .output()
+            .unwrap()
     };
 
-    let valid = cli()
-        .args([
-            "verify",
-            "--scheme",
-            "standard",
-            "--secret-env",
-            "CLI_SECRET",
-            "--json",
-        ])
-        .args(header_args(&headers))
-        .args(["--body", body])
-        .env("CLI_SECRET", secret)
-        .output()
-        .unwrap();
+    let valid = verify_signed(body);
     assert_eq!(valid.status.code(), Some(0), "{valid:?}");
     let verdict = stdout_json(&valid);
     assert_eq!(verdict["valid"], true);
@@ -216,20 +217,7 @@ fn verify_exit_statuses_say_valid_invalid_or_usage() {
     assert!(!String::from_utf8_lossy(&valid.stdout).contains(secret));
 
     // A tampered body: exit 1, with the rejection kind.
-    let tampered = cli()
-        .args([
-            "verify",
-            "--scheme",
-            "standard",
-            "--secret-env",
-            "CLI_SECRET",
-            "--json",
-        ])
-        .args(header_args(&headers))
-        .args(["--body", &body.replace("created", "deleted")])
-        .env("CLI_SECRET", secret)
-        .output()
-        .unwrap();
+    let tampered = verify_signed(&body.replace("created", "deleted"));
     assert_eq!(tampered.status.code(), Some(1), "{tampered:?}");
     assert_eq!(stdout_json(&tampered)["reason"], "invalid-signature");
 

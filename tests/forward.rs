@@ -344,7 +344,7 @@ async fn sync_delivery_is_signed_enveloped_and_never_delays_the_caller() {
         .starts_with("v1,"));
     assert!(
         verify_cerebrium(&hit, SECRET),
-        "signature verifies with the seed's algorithm"
+        "signature verifies with Cerebrium's documented algorithm"
     );
     assert!(!verify_cerebrium(&hit, "another-secret"));
     let ts: u64 = hit.headers["x-cerebrium-webhook-timestamp"]

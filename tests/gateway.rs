@@ -114,10 +114,11 @@ fn printed_curl_lines_are_accepted() {
         "expected a curl line per HMAC route: {:?}",
         gateway.stdout
     );
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl is not installed: skipping the paste-the-curl-line check");
-        return;
-    }
+    require(
+        "curl",
+        &["--version"],
+        "curl is needed to paste the printed lines",
+    );
     for line in curls {
         let output = Command::new("sh")
             .arg("-c")
@@ -231,19 +232,12 @@ fn chunked_and_oversized_requests_over_tcp() {
 
 #[test]
 fn vendor_libraries_against_the_gateway() {
-    let probe = Command::new("python3")
-        .args(["-c", "import standardwebhooks, svix, stripe, slack_sdk"])
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => {}
-        _ => {
-            eprintln!(
-                "skipped: python3 with the packages of tests/clients/requirements.txt is needed \
-                 (pip install -r tests/clients/requirements.txt)"
-            );
-            return;
-        }
-    }
+    require(
+        "python3",
+        &["-c", "import standardwebhooks, svix, stripe, slack_sdk"],
+        "python3 with the vendor libraries is needed: \
+         pip install -r tests/clients/requirements.txt",
+    );
     let gateway = start_gateway();
     let root = env!("CARGO_MANIFEST_DIR");
     let output = Command::new("python3")
@@ -260,6 +254,17 @@ fn vendor_libraries_against_the_gateway() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!stdout.contains("FAIL"));
+}
+
+/// Fails the test, naming what to install, unless `program args` runs and succeeds: the tools
+/// the gateway is checked against are part of the test, never a reason to pass without it.
+fn require(program: &str, args: &[&str], why: &str) {
+    let ran = Command::new(program).args(args).output();
+    assert!(
+        ran.is_ok_and(|output| output.status.success()),
+        "`{program} {}` failed: {why}",
+        args.join(" ")
+    );
 }
 
 fn free_port() -> u16 {
@@ -286,10 +291,11 @@ fn post(port: u16, path: &str, headers: &str, body: &str) -> String {
 /// verification code: sync, async and the legacy body field all arrive signed and verified.
 #[test]
 fn forwarded_results_verify_with_cerebriums_own_code() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is needed for the Cerebrium receiver");
-        return;
-    }
+    require(
+        "python3",
+        &["--version"],
+        "python3 is needed for the Cerebrium receiver",
+    );
     let gateway = start_gateway();
     let receiver_port = free_port();
     let out = std::env::temp_dir().join(format!("tw-receiver-{receiver_port}.jsonl"));
@@ -413,10 +419,11 @@ fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, ser
 /// conversations (both attempts) are still served by `/v1/webhooks/{id}/conversations`.
 #[test]
 fn registry_deliveries_survive_a_gateway_restart() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is needed for the Nextmv receiver");
-        return;
-    }
+    require(
+        "python3",
+        &["--version"],
+        "python3 is needed for the Nextmv receiver",
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("gateway.db").display());
     let receiver_port = free_port();

@@ -3,7 +3,7 @@
 //! free port, so the README cannot rot; and the gateway drains on SIGTERM as on Ctrl-C.
 //!
 //! The gateway binary is built by `cargo test`; `cargo test --test readme` alone builds it
-//! when it is missing (rebuild it after changing `examples/gateway.rs`).
+//! when it is missing (rebuild it after changing `examples/gateway/`).
 
 #![cfg(unix)]
 

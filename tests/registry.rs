@@ -1333,14 +1333,65 @@ async fn disable_and_enable_routes() {
     }
 }
 
+/// A webhook `t` of ACME's that received two test events (the default type and
+/// `app.deployed`), then failed three `run.status` deliveries (each after its two attempts):
+/// what the conversation, re-send and recover routes work on.
+struct FailedDeliveries {
+    router: Router,
+    receiver: Receiver,
+    /// The failed deliveries' ids, oldest first.
+    failed: Vec<String>,
+}
+
+impl FailedDeliveries {
+    async fn new() -> Self {
+        let Setup {
+            registry, router, ..
+        } = setup();
+        let receiver = Receiver::start().await;
+        create_ok(&router, ACME, "t", &receiver.url("/hook")).await;
+        for event_type in [None, Some(json!({"event_type": "app.deployed"}))] {
+            let triggered = call(
+                &router,
+                Method::POST,
+                "/v1/webhooks/t/trigger",
+                ACME,
+                event_type,
+            )
+            .await;
+            assert_eq!(
+                triggered.status,
+                StatusCode::ACCEPTED,
+                "{:?}",
+                triggered.json
+            );
+        }
+        receiver.wait_for(2).await;
+        receiver.answer(500);
+        let mut failed = Vec::new();
+        for _ in 0..3 {
+            let report = registry
+                .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
+                .await
+                .unwrap();
+            failed.push(report.deliveries[0].delivery_id.clone());
+        }
+        for id in &failed {
+            wait_conversation(&router, ACME, "t", id, "failed").await;
+        }
+        Self {
+            router,
+            receiver,
+            failed,
+        }
+    }
+}
+
 #[tokio::test]
-async fn trigger_conversations_resend_and_recover() {
-    let Setup {
-        registry, router, ..
-    } = setup();
+async fn trigger_sends_the_event_types_example() {
+    let Setup { router, .. } = setup();
     let receiver = Receiver::start().await;
     create_ok(&router, ACME, "t", &receiver.url("/hook")).await;
-    let since = "2000-01-01T00:00:00Z";
 
     // Trigger: a test event with the type's example payload.
     let triggered = call(&router, Method::POST, "/v1/webhooks/t/trigger", ACME, None).await;
@@ -1377,17 +1428,11 @@ async fn trigger_conversations_resend_and_recover() {
     .await;
     assert_eq!(other.status, StatusCode::ACCEPTED);
     receiver.wait_for(2).await;
+}
 
-    // The endpoint fails: every delivery exhausts its two attempts.
-    receiver.answer(500);
-    let mut failed = Vec::new();
-    for _ in 0..3 {
-        let report = registry
-            .broadcast(RunStatus::TYPE, &run_status(RunState::Failed))
-            .await
-            .unwrap();
-        failed.push(report.deliveries[0].delivery_id.clone());
-    }
+#[tokio::test]
+async fn failed_conversations_hold_every_attempt() {
+    let FailedDeliveries { router, failed, .. } = FailedDeliveries::new().await;
     for id in &failed {
         let conversation = wait_conversation(&router, ACME, "t", id, "failed").await;
         let attempts = conversation["attempts"].as_array().unwrap();
@@ -1398,7 +1443,11 @@ async fn trigger_conversations_resend_and_recover() {
             json!({"kind": "status", "status": 500, "detail": "HTTP 500"})
         );
     }
+}
 
+#[tokio::test]
+async fn conversations_are_listed_newest_first_by_offset_and_cursor() {
+    let FailedDeliveries { router, failed, .. } = FailedDeliveries::new().await;
     // Conversations: newest first, paginated, filtered.
     let page = call(
         &router,
@@ -1479,23 +1528,6 @@ async fn trigger_conversations_resend_and_recover() {
         .unwrap()
         .iter()
         .all(|c| c["state"] == "failed"));
-    // A webhook cursor is not a conversation cursor.
-    let webhook_cursor = call(&router, Method::GET, "/v1/webhooks?limit=1", ACME, None)
-        .await
-        .json["next_cursor"]
-        .clone();
-    if let Some(webhook_cursor) = webhook_cursor.as_str() {
-        let answer = call(
-            &router,
-            Method::GET,
-            &format!("/v1/webhooks/t/conversations?cursor={webhook_cursor}"),
-            ACME,
-            None,
-        )
-        .await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-        assert_eq!(answer.problem(), "invalid-pagination");
-    }
     let only_failed = call(
         &router,
         Method::GET,
@@ -1505,6 +1537,28 @@ async fn trigger_conversations_resend_and_recover() {
     )
     .await;
     assert_eq!(only_failed.json["data"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn conversation_queries_are_validated() {
+    let Setup { router, .. } = setup();
+    create_ok(&router, ACME, "t", "https://93.184.215.14/hook").await;
+    create_ok(&router, ACME, "u", "https://93.184.215.14/hook").await;
+    // A webhook cursor is not a conversation cursor.
+    let webhooks = call(&router, Method::GET, "/v1/webhooks?limit=1", ACME, None).await;
+    let webhook_cursor = webhooks.json["next_cursor"]
+        .as_str()
+        .expect("two webhooks, one a page: a next cursor");
+    let answer = call(
+        &router,
+        Method::GET,
+        &format!("/v1/webhooks/t/conversations?cursor={webhook_cursor}"),
+        ACME,
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.problem(), "invalid-pagination");
     for query in [
         "limit=0",
         "limit=x",
@@ -1540,8 +1594,15 @@ async fn trigger_conversations_resend_and_recover() {
     .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.problem(), "delivery-not-found");
+}
 
-    // The endpoint recovers; re-send one delivery.
+#[tokio::test]
+async fn resend_redelivers_a_failed_delivery_under_its_id() {
+    let FailedDeliveries {
+        router,
+        receiver,
+        failed,
+    } = FailedDeliveries::new().await;
     receiver.answer(200);
     let before = receiver.hits().len();
     let resent = call(
@@ -1572,8 +1633,17 @@ async fn trigger_conversations_resend_and_recover() {
     )
     .await;
     assert_eq!(missing.problem(), "delivery-not-found");
+}
 
-    // Recover every failed delivery since a time: the two others.
+#[tokio::test]
+async fn recover_requeues_the_failed_deliveries_since_a_time() {
+    let FailedDeliveries {
+        router,
+        receiver,
+        failed,
+    } = FailedDeliveries::new().await;
+    receiver.answer(200);
+    let since = "2000-01-01T00:00:00Z";
     let bad_time = call(
         &router,
         Method::POST,
@@ -1608,8 +1678,8 @@ async fn trigger_conversations_resend_and_recover() {
         "{:?}",
         recovered.json
     );
-    assert_eq!(recovered.json["queued"], 2);
-    for id in &failed[1..] {
+    assert_eq!(recovered.json["queued"], 3);
+    for id in &failed {
         wait_conversation(&router, ACME, "t", id, "delivered").await;
     }
 }
@@ -2106,13 +2176,12 @@ async fn gateway_example_publishes_run_status() {
         binary.pop();
     }
     let binary = binary.join("examples").join("gateway");
-    if !binary.exists() {
-        eprintln!(
-            "{} is missing (cargo test builds it): skipped",
-            binary.display()
-        );
-        return;
-    }
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test --all-features` builds it, or \
+         `cargo build --all-features --examples`",
+        binary.display()
+    );
     let config = std::env::temp_dir().join(format!("registry-gateway-{}.toml", std::process::id()));
     std::fs::write(
         &config,

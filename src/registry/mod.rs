@@ -194,7 +194,7 @@ pub const DEFAULT_MAX_WEBHOOKS_PER_OWNER: usize = 100;
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// The registry's source of time: secrets' grace periods, health windows, record timestamps.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 type DisabledHook = Arc<dyn Fn(&DisabledNotice) + Send + Sync>;
 type FinishedHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;

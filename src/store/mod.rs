@@ -125,18 +125,13 @@ mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use encryption::{EncryptionKey, EncryptionKeyError, EncryptionKeys, ENCRYPTION_KEYS_ENV};
-pub use memory::{
-    MemoryStore, DEFAULT_MAX_FINISHED, DEFAULT_MAX_FINISHED_BYTES, DEFAULT_MAX_UNFINISHED,
-};
+pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
-
-/// The crate's one rule for secret header values, also reachable here.
-pub use crate::sensitive::{is_sensitive_header, redacted_headers};
 
 /// The future every [`DeliveryStore`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -4,8 +4,7 @@
     python3 tests/clients/nextmv_receiver.py PORT SECRET OUT.jsonl
 
 Listens on 127.0.0.1:PORT, checks every POST's `Nextmv-Signature` with `check_signature` as
-Nextmv's sample handler writes it (the seed, section 2.2 of shared/specs/wire-formats.md:
-exactly two comma-separated parts, t first, HMAC-SHA256 over "{t}.{raw body}" keyed with the
+Nextmv's sample handler writes it (exactly two comma-separated parts, t first, HMAC-SHA256 over "{t}.{raw body}" keyed with the
 raw UTF-8 secret, lowercase hex, `now - 300 < t < now + 60`), and appends one JSON line per
 request to OUT.jsonl: {"request_id", "verified", "reason", "path", "body", "headers"}.
 Answers as the handler does: 200 {"message": "Webhook received!", ...} or 401 text/plain.

@@ -96,7 +96,7 @@ def sign_slack(secret, body: str, ts: int):
 
 
 def valohai_requests(route, now):
-    """The seed's own launch snippets, for the condition set the route declares."""
+    """Valohai's documented launch snippets, for the condition set the route declares."""
     conditions = route["scheme"].get("conditions", [])
     auth = next(c for c in conditions if c["type"] == "web_authentication")
     token = resolve(auth["secret"])

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 mod deliveries;
 mod exit;
 /// The gateway example's own code, behind `serve`.
-#[path = "../../../examples/gateway.rs"]
+#[path = "../../../examples/gateway/main.rs"]
 mod gateway;
 mod input;
 mod listen;

@@ -1,4 +1,4 @@
-//! `serve`: the gateway (`examples/gateway.rs`, included by `main.rs`) as this binary's
+//! `serve`: the gateway (`examples/gateway/`, included by `main.rs`) as this binary's
 //! subcommand, so it runs without a Rust toolchain.
 
 use std::path::PathBuf;

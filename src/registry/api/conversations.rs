@@ -11,6 +11,7 @@ use super::dto::{
 };
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Authed};
+use super::responses::{DeliveryNotFound, QueueFull, Unauthorized, WebhookNotFound};
 use super::webhooks::{load, ok_json};
 use crate::registry::event::rfc3339;
 use crate::registry::operations;
@@ -29,8 +30,8 @@ use crate::registry::WebhookRegistry;
     responses(
         (status = 200, description = "A page of conversations, newest first", body = ConversationList),
         (status = 400, description = "Invalid pagination (a bad `cursor`, `offset` or `state`, or both `cursor` and `offset`)", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn list_conversations(
@@ -96,8 +97,8 @@ pub(super) async fn list_conversations(
     ),
     responses(
         (status = 200, description = "The conversation", body = ConversationView),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook or delivery", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        DeliveryNotFound,
     )
 )]
 pub(super) async fn get_conversation(
@@ -118,10 +119,10 @@ pub(super) async fn get_conversation(
     responses(
         (status = 202, description = "The test delivery was queued", body = Queued),
         (status = 400, description = "Unknown event type or invalid body", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
         (status = 429, description = "The owner's deliveries fill its share of the queue", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
+        QueueFull,
     )
 )]
 pub(super) async fn trigger(
@@ -152,10 +153,10 @@ pub(super) async fn trigger(
     ),
     responses(
         (status = 202, description = "Queued", body = Queued),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook or delivery", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        DeliveryNotFound,
         (status = 409, description = "The delivery is still pending", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
+        QueueFull,
     )
 )]
 pub(super) async fn resend(
@@ -183,9 +184,9 @@ pub(super) async fn resend(
     responses(
         (status = 202, description = "Queued", body = Recovered),
         (status = 400, description = "Invalid body or time", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 503, description = "The delivery queue is full", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
+        QueueFull,
     )
 )]
 pub(super) async fn recover(

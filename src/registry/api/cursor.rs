@@ -5,6 +5,7 @@
 //! conversation. The `.` keeps them apart from webhook ids, which older clients passed as
 //! `cursor` and which are still accepted.
 
+use std::fmt;
 use std::time::SystemTime;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,4 +89,49 @@ pub(crate) fn parse_conversation(cursor: &str) -> Option<ConversationPosition> {
         return None;
     }
     Some(ConversationPosition::new(id, from_unix_millis(ms)))
+}
+
+/// The opaque cursor of a conversation list: the position of the last conversation of a page,
+/// which the next page continues after.
+///
+/// The management API's `next_cursor` and the command line's `deliveries list --cursor` are
+/// this one format (`v1.` and URL-safe base64; the time to the millisecond, what the stores
+/// keep), so a cursor from either reads back in the other.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use tower_webhooks::delivery::ConversationPosition;
+/// use tower_webhooks::registry::api::ConversationCursor;
+///
+/// let position = ConversationPosition::new("dlv_1", UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+/// let cursor = ConversationCursor::from(position.clone()).to_string();
+/// assert!(cursor.starts_with("v1."));
+/// assert_eq!(ConversationCursor::parse(&cursor).unwrap().into_position(), position);
+/// assert!(ConversationCursor::parse("dlv_1").is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationCursor(ConversationPosition);
+
+impl ConversationCursor {
+    /// The position inside `text`, when it is a conversation cursor.
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_conversation(text).map(Self)
+    }
+
+    /// The position the next page continues after.
+    pub fn into_position(self) -> ConversationPosition {
+        self.0
+    }
+}
+
+impl From<ConversationPosition> for ConversationCursor {
+    fn from(position: ConversationPosition) -> Self {
+        Self(position)
+    }
+}
+
+impl fmt::Display for ConversationCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&conversation(&self.0.id, self.0.created_at))
+    }
 }

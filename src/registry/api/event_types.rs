@@ -6,9 +6,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::dto::ProblemDocument;
 use super::error::ApiResult;
 use super::extract::Authed;
+use super::responses::Unauthorized;
 use crate::registry::{EventType, WebhookRegistry};
 
 /// One declared event type.
@@ -49,7 +49,7 @@ pub(super) struct EventTypeList {
     summary = "List the event types webhooks can subscribe to.",
     responses(
         (status = 200, description = "Every declared event type", body = EventTypeList),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
     )
 )]
 pub(super) async fn list_event_types(

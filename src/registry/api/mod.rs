@@ -13,11 +13,13 @@ mod error;
 mod event_types;
 mod extract;
 mod openapi;
+mod responses;
 mod router;
 mod secrets;
 mod validate;
 mod webhooks;
 
+pub use cursor::ConversationCursor;
 pub use dto::{AttemptView, ConversationView, OutcomeKind, OutcomeView, ResponseView};
 pub use openapi::openapi;
 pub use router::routes;

@@ -6,6 +6,7 @@ use axum::response::Response;
 use super::dto::{ProblemDocument, RotateSecret, SecretView};
 use super::error::ApiResult;
 use super::extract::{ApiJson, ApiPath, Authed};
+use super::responses::{Unauthorized, WebhookNotFound};
 use super::webhooks::{load, no_store, ok_json};
 use crate::registry::operations;
 use crate::registry::WebhookRegistry;
@@ -16,8 +17,8 @@ use crate::registry::WebhookRegistry;
     params(("id" = String, Path, description = "The webhook id")),
     responses(
         (status = 200, description = "The secret (and the previous ones during a rotation)", body = SecretView),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn get_secret(
@@ -37,8 +38,8 @@ pub(super) async fn get_secret(
     responses(
         (status = 200, description = "The new secret", body = SecretView),
         (status = 400, description = "Invalid body", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn rotate_secret(

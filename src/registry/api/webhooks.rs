@@ -15,6 +15,7 @@ use super::dto::{
 };
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Authed, MountPoint};
+use super::responses::{Unauthorized, WebhookNotFound};
 use super::validate::{validate_headers, validate_id};
 use super::BASE_PATH;
 use crate::registry::model::{Endpoint, Owner};
@@ -62,7 +63,7 @@ pub(super) fn no_store(mut response: Response) -> Response {
     responses(
         (status = 201, description = "Created", body = WebhookView),
         (status = 400, description = "Invalid body, id, URL, event type or scheme", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 409, description = "The id is taken", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, description = "The owner has its maximum number of webhooks", body = ProblemDocument, content_type = "application/problem+json"),
     )
@@ -136,7 +137,7 @@ pub(super) async fn create_webhook(
     responses(
         (status = 200, description = "A page of webhooks", body = WebhookList),
         (status = 400, description = "Invalid pagination", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
     )
 )]
 pub(super) async fn list_webhooks(
@@ -186,8 +187,8 @@ pub(super) async fn list_webhooks(
     params(("id" = String, Path, description = "The webhook id")),
     responses(
         (status = 200, description = "The webhook", body = WebhookView),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn get_webhook(
@@ -207,8 +208,8 @@ pub(super) async fn get_webhook(
     responses(
         (status = 200, description = "The updated webhook", body = WebhookView),
         (status = 400, description = "Invalid body, URL, event type or scheme", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn update_webhook(
@@ -263,8 +264,8 @@ pub(super) async fn update_webhook(
     params(("id" = String, Path, description = "The webhook id")),
     responses(
         (status = 204, description = "Deleted; its queued deliveries are cancelled (final, not sent)"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn delete_webhook(
@@ -291,8 +292,8 @@ pub(super) async fn delete_webhook(
     responses(
         (status = 200, description = "The updated webhook", body = WebhookView),
         (status = 400, description = "A header is refused or invalid", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn set_headers(
@@ -333,8 +334,8 @@ pub(super) async fn set_enabled(
     params(("id" = String, Path, description = "The webhook id")),
     responses(
         (status = 200, description = "The disabled webhook", body = WebhookView),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn disable_webhook(
@@ -351,8 +352,8 @@ pub(super) async fn disable_webhook(
     params(("id" = String, Path, description = "The webhook id")),
     responses(
         (status = 200, description = "The enabled webhook", body = WebhookView),
-        (status = 401, description = "Missing or invalid credentials", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 404, description = "No such webhook", body = ProblemDocument, content_type = "application/problem+json"),
+        Unauthorized,
+        WebhookNotFound,
     )
 )]
 pub(super) async fn enable_webhook(

@@ -14,11 +14,11 @@ use crate::delivery::model::{
 };
 
 /// The default number of final conversations kept.
-pub const DEFAULT_MAX_FINISHED: usize = 10_000;
+pub(crate) const DEFAULT_MAX_FINISHED: usize = 10_000;
 /// The default byte budget of final conversations kept (64 MiB).
-pub const DEFAULT_MAX_FINISHED_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_FINISHED_BYTES: usize = 64 * 1024 * 1024;
 /// The default bound on deliveries not yet final (pending or in flight).
-pub const DEFAULT_MAX_UNFINISHED: usize = 100_000;
+pub(crate) const DEFAULT_MAX_UNFINISHED: usize = 100_000;
 
 /// An in-memory [`DeliveryStore`]: the queue and the conversation log in one map.
 ///

@@ -2,10 +2,11 @@
 //! library's store and engine, with the filters of the registry's API.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 use tower_webhooks::delivery::{ConversationPosition, ConversationQuery, DeliveryState};
+use tower_webhooks::registry::api::ConversationCursor;
 use tower_webhooks::store::{
     DeliveryStore, EncryptionKeys, PostgresOptions, SqliteOptions, StoreError, ENCRYPTION_KEYS_ENV,
 };
@@ -172,28 +173,12 @@ fn parse_since(text: &str) -> Result<SystemTime, String> {
         .ok_or_else(|| "that age reaches before 1970".to_owned())
 }
 
-/// The cursor of the page after `position`: its creation time in nanoseconds and its id.
-/// The time comes from the store, so it reads back exactly.
-pub(crate) fn cursor(position: &ConversationPosition) -> String {
-    let nanos = position
-        .created_at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{nanos}.{}", position.id)
-}
-
+/// `--cursor`: the registry's conversation cursor, so one format serves the management API's
+/// `next_cursor` and this command.
 pub(crate) fn parse_cursor(text: &str) -> Result<ConversationPosition, String> {
-    let (nanos, id) = text
-        .split_once('.')
-        .ok_or_else(|| "not a cursor printed by `deliveries list`".to_owned())?;
-    let nanos: u64 = nanos
-        .parse()
-        .map_err(|_| "not a cursor printed by `deliveries list`".to_owned())?;
-    Ok(ConversationPosition::new(
-        id,
-        UNIX_EPOCH + Duration::from_nanos(nanos),
-    ))
+    ConversationCursor::parse(text)
+        .map(ConversationCursor::into_position)
+        .ok_or_else(|| "not a cursor printed by `deliveries list`".to_owned())
 }
 
 /// A time as RFC 3339 to the second, UTC.
@@ -203,15 +188,18 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]
     fn cursors_read_back() {
         let position = ConversationPosition::new(
             "msg.1",
-            UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         );
-        assert_eq!(parse_cursor(&cursor(&position)).unwrap(), position);
+        let cursor = ConversationCursor::from(position.clone()).to_string();
+        assert_eq!(parse_cursor(&cursor).unwrap(), position);
         assert!(parse_cursor("msg_1").is_err());
     }
 

@@ -8,7 +8,9 @@ use serde_json::json;
 use tower_webhooks::delivery::{Attempt, Conversation, ConversationPosition, Decision};
 use tower_webhooks::store::DeliveryStore;
 
-use super::{cursor, parse_cursor, rfc3339, store_failure, Filters};
+use tower_webhooks::registry::api::ConversationCursor;
+
+use super::{parse_cursor, rfc3339, store_failure, Filters};
 use crate::exit::Failure;
 
 /// Body bytes shown by `show` (the store keeps response bodies up to the engine's limit).
@@ -49,8 +51,9 @@ pub(crate) async fn list(store: &Arc<dyn DeliveryStore>, args: ListArgs) -> Resu
     let page = store.list(&query).await.map_err(store_failure)?;
     let next = (page.len() == limit)
         .then(|| {
-            page.last()
-                .map(|last| cursor(&ConversationPosition::of(&last.delivery)))
+            page.last().map(|last| {
+                ConversationCursor::from(ConversationPosition::of(&last.delivery)).to_string()
+            })
         })
         .flatten();
     if args.json {
