@@ -234,7 +234,10 @@ mod sqlite {
                 SqliteSubscriptions::connect(&path).await.unwrap()
             };
             // Copied, not moved: an earlier release still opens the file.
-            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+            assert_eq!(
+                versions!(&pool, "tower_webhooks_migrations"),
+                [1, 2, 3, 4, 5]
+            );
             assert_eq!(
                 versions!(&pool, "tower_webhooks_registry_migrations"),
                 [3, 4]
@@ -454,7 +457,10 @@ mod postgres {
             let subscriptions = PostgresSubscriptions::new(&store);
             subscriptions.migrate().await.unwrap();
             // Copied, not moved: an earlier release still opens the schema.
-            assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 3, 4, 5]);
+            assert_eq!(
+                versions!(&pool, "tower_webhooks_migrations"),
+                [1, 2, 3, 4, 5]
+            );
             assert_eq!(
                 versions!(&pool, "tower_webhooks_registry_migrations"),
                 [3, 4]
