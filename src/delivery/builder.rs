@@ -13,11 +13,9 @@ use super::client::DeliveryClient;
 use super::engine::{DeliveryEngine, DeliveryReport, Shared};
 use super::owners::Owners;
 use super::policy::Policy;
-use super::recorder::Recorder;
 use super::signers::CustomSigners;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
-use super::workers::Workers;
 use crate::scheme::SharedSigner;
 use crate::store::{DeliveryStore, MemoryStore};
 
@@ -394,8 +392,6 @@ impl EngineBuilder {
                 stop,
                 hook: self.hook,
                 cancelled: Mutex::new(VecDeque::new()),
-                recorder: Recorder::default(),
-                workers: Workers::default(),
             }),
         };
         engine.ensure_started();

@@ -1,5 +1,5 @@
-//! The dispatcher: claims due deliveries within the claim budget and hands each to a worker
-//! (`workers.rs`); and the engine's housekeeping (retention, queue gauges).
+//! The dispatcher: claims due deliveries within the claim budget and starts one task per
+//! delivery; and the engine's housekeeping (retention, queue gauges).
 
 use std::pin::pin;
 use std::sync::atomic::Ordering;
@@ -22,7 +22,7 @@ use crate::telemetry::{
 /// batch after batch without waiting).
 const CLAIM_GAP: Duration = Duration::from_millis(2);
 
-/// The dispatcher: claims due deliveries and hands each to a worker.
+/// The dispatcher: claims due deliveries and spawns one task per delivery.
 pub(super) async fn dispatch(
     shared: Weak<Shared>,
     wake: Arc<Notify>,
@@ -176,11 +176,10 @@ impl Shared {
                 }
             };
             let claimed = claims.len();
-            let runtime = tokio::runtime::Handle::current();
             for claim in claims {
                 match self.claim_budget.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        self.workers.start(&runtime, self.clone(), claim, permit);
+                        tokio::spawn(run(self.clone(), claim, permit));
                     }
                     Err(_) => {
                         let _ = self.store.release(&claim.delivery.id, claim.lease).await;

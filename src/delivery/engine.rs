@@ -12,17 +12,15 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use super::builder::{Config, EngineBuilder, FinishHook};
 use super::client::DeliveryClient;
-use super::dispatch::{dispatch, gauges, retention};
+use super::dispatch::{dispatch, gauges, retention, run};
 use super::enqueue::EnqueueError;
 use super::model::{
     AttemptOutcome, Conversation, ConversationQuery, Delivery, DeliveryState, SigningSpec, Source,
 };
 use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
-use super::recorder::Recorder;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
-use super::workers::Workers;
 use crate::store::{DeliveryStore, StoreError, StoreStats};
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
@@ -76,7 +74,7 @@ pub struct EngineStats {
 }
 
 /// The delivery engine: accepts [`Delivery`] records into its [store](crate::store), sends
-/// each attempt (signed, SSRF-guarded, time-limited) from its worker tasks, applies the
+/// each attempt (signed, SSRF-guarded, time-limited) from per-delivery tasks, applies the
 /// [`Policy`], and records every attempt as part of the delivery's conversation.
 ///
 /// Cheap to clone; every clone is the same engine. See the [module docs](super) for an example.
@@ -118,10 +116,6 @@ pub(super) struct Shared {
     /// Registered endpoints cancelled by this engine ([`DeliveryEngine::cancel_endpoint`]):
     /// endpoint id, when, why; newest last, at most [`CANCELLED_KEPT`].
     pub(super) cancelled: Mutex<VecDeque<(String, SystemTime, String)>>,
-    /// Attempt records waiting to be written in the next batch.
-    pub(super) recorder: Recorder,
-    /// The tasks that run claimed deliveries.
-    pub(super) workers: Workers,
 }
 
 /// How many cancelled endpoints an engine remembers for the attempts in flight when they were
@@ -332,9 +326,7 @@ impl DeliveryEngine {
                 reservation.owner = None;
                 match (claimed, budget, runtime) {
                     (Some(claim), Some(permit), Some(runtime)) => {
-                        shared
-                            .workers
-                            .start(&runtime, shared.clone(), claim, permit);
+                        runtime.spawn(run(shared.clone(), claim, permit));
                     }
                     _ => shared.wake.notify_one(),
                 }

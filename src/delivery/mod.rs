@@ -7,8 +7,7 @@
 //! 1. accepts it into its [store](crate::store) within a bounded **capacity** (reserve a slot
 //!    with [`DeliveryEngine::try_reserve`] before doing the work, so a full engine can answer
 //!    `503` instead of dropping results);
-//! 2. claims due deliveries in batches (a delivery due when it is accepted is claimed as it is
-//!    stored) and hands each to a **worker task** (a pool that grows on demand), at most
+//! 2. claims due deliveries in batches and runs **one task per delivery**, at most
 //!    [`max_in_flight`](EngineBuilder::max_in_flight) attempts at once and at most
 //!    [`max_per_endpoint`](EngineBuilder::max_per_endpoint) per endpoint host, so one slow
 //!    endpoint cannot stall the others;
@@ -19,8 +18,7 @@
 //!    [`SsrfGuard`] when the endpoint is internal;
 //! 4. classifies the outcome with the [`Policy`] (retry at a time, give up, disable the
 //!    endpoint) and records the [`Attempt`] (redacted headers, body
-//!    digest, status, truncated response, latency) in the delivery's conversation, the
-//!    attempts that finish together in one batch ([`DeliveryStore::record_attempts`](crate::store::DeliveryStore::record_attempts));
+//!    digest, status, truncated response, latency) in the delivery's conversation;
 //! 5. drains on [`shutdown`](DeliveryEngine::shutdown) within a deadline.
 //!
 //! Each delivery runs in a `webhook.delivery` tracing span (id, endpoint without query,
@@ -70,12 +68,10 @@ mod enqueue;
 pub(crate) mod model;
 mod owners;
 pub mod policy;
-mod recorder;
 mod signers;
 mod slots;
 pub mod ssrf;
 mod worker;
-mod workers;
 
 pub(crate) use attempt::display_endpoint;
 pub use builder::{
@@ -87,9 +83,9 @@ pub use client::{ClientBody, ClientBuilder, Connector, DeliveryClient, HyperClie
 pub use engine::{CapacitySlot, DeliveryEngine, DeliveryReport, EngineStats, ShutdownReport};
 pub use enqueue::EnqueueError;
 pub use model::{
-    Attempt, AttemptOutcome, AttemptRecord, AttemptResponse, Claim, Conversation,
-    ConversationPosition, ConversationQuery, Decision, Delivery, DeliveryState, Lease, Next,
-    SchemeSpec, SigningSpec, Source,
+    Attempt, AttemptOutcome, AttemptResponse, Claim, Conversation, ConversationPosition,
+    ConversationQuery, Decision, Delivery, DeliveryState, Lease, Next, SchemeSpec, SigningSpec,
+    Source,
 };
 pub use owners::delivery_owner;
 pub(crate) use owners::endpoint_host;

@@ -489,33 +489,6 @@ pub struct Claim {
     pub lease: Lease,
 }
 
-/// One attempt to record, for [`DeliveryStore::record_attempts`](crate::store::DeliveryStore::record_attempts):
-/// the arguments of one [`record_attempt`](crate::store::DeliveryStore::record_attempt) call.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct AttemptRecord {
-    /// The delivery id.
-    pub id: String,
-    /// The lease the attempt was made under.
-    pub lease: Lease,
-    /// The attempt.
-    pub attempt: Attempt,
-    /// The delivery's next state.
-    pub next: Next,
-}
-
-impl AttemptRecord {
-    /// The record of `attempt` on delivery `id` under `lease`, moving it to `next`.
-    pub fn new(id: impl Into<String>, lease: Lease, attempt: Attempt, next: Next) -> Self {
-        Self {
-            id: id.into(),
-            lease,
-            attempt,
-            next,
-        }
-    }
-}
-
 /// A delivery with every attempt made so far.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]

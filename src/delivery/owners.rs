@@ -30,20 +30,14 @@ use super::model::Delivery;
 /// endpoint) is accounted to its endpoint's host and port, so one slow receiving service costs
 /// only the deliveries bound for it.
 pub fn delivery_owner(delivery: &Delivery) -> String {
-    match registered_owner(delivery) {
-        Some(owner) => owner.to_owned(),
-        None => endpoint_host(&delivery.endpoint),
-    }
-}
-
-/// The owner part of a registered delivery's endpoint id, if it has one; otherwise the
-/// owner is the endpoint's host ([`delivery_owner`]).
-pub(crate) fn registered_owner(delivery: &Delivery) -> Option<&str> {
-    delivery
+    match delivery
         .endpoint_id
         .as_deref()
         .and_then(|id| id.rsplit_once('/'))
-        .map(|(owner, _)| owner)
+    {
+        Some((owner, _)) => owner.to_owned(),
+        None => endpoint_host(&delivery.endpoint),
+    }
 }
 
 /// The host (and port) of an endpoint URL, lowercased; empty when it has none.

@@ -12,10 +12,8 @@ use tracing::Instrument;
 
 use super::attempt::display_endpoint;
 use super::engine::{lock, DeliveryReport, Shared};
-use super::model::{
-    Attempt, AttemptOutcome, AttemptRecord, Decision, Delivery, DeliveryState, Lease, Next,
-};
-use super::owners::{endpoint_host, registered_owner};
+use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
+use super::owners::{delivery_owner, endpoint_host};
 use super::policy::Verdict;
 use crate::store::StoreError;
 use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
@@ -51,12 +49,7 @@ impl Shared {
     }
 
     pub(super) fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {
-        let mut hosts = lock(&self.hosts);
-        // Looked up by `&str` first: the key is allocated only for a new host.
-        if let Some(semaphore) = hosts.get(host) {
-            return semaphore.clone();
-        }
-        hosts
+        lock(&self.hosts)
             .entry(host.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_endpoint)))
             .clone()
@@ -80,8 +73,7 @@ impl Shared {
         let number = delivery.attempts + 1;
         let host = endpoint_host(&delivery.endpoint);
         let semaphore = self.host_semaphore(&host);
-        // The endpoint is parsed once: a forwarded delivery's owner is its host.
-        let owner = registered_owner(&delivery).map_or_else(|| host.clone(), str::to_owned);
+        let owner = delivery_owner(&delivery);
         let share = self.owners.in_flight(&owner);
         let mut stop = self.stop.subscribe();
         let work = async {
@@ -120,7 +112,7 @@ impl Shared {
             let mut permits = pin!(permits);
             let mut current = lease;
             let check = (self.config.lease / 3).max(Duration::from_millis(10));
-            let held = loop {
+            let _permits = loop {
                 match tokio::time::timeout(check, permits.as_mut()).await {
                     Ok(permits) => break permits,
                     Err(_) if self.keep_lease(&delivery.id, &mut current).await => {}
@@ -131,26 +123,27 @@ impl Shared {
                 return None;
             }
             // Boxed: a task waiting for its permits stays small.
-            let attempted = Box::pin(
-                self.attempt(&delivery, number)
-                    .instrument(tracing::debug_span!("webhook.attempt", number)),
+            Some(
+                Box::pin(
+                    self.attempt(&delivery, number)
+                        .instrument(tracing::debug_span!("webhook.attempt", number)),
+                )
+                .await,
             )
-            .await;
-            Some((attempted, held))
         };
         let stopped = stop.wait_for(|stopped| *stopped);
         let (result, lease_lost) = match select(pin!(work), pin!(stopped)).await {
             Either::Left((result, _)) => (result, true),
             Either::Right(_) => (None, false),
         };
-        let Some(((attempt, retry_after), held)) = result else {
-            self.forget_host(&host, semaphore);
-            self.owners.forget(&owner, share);
-            if lease_lost {
-                tracing::warn!("lease lost before the attempt: another worker has the delivery");
-                self.finish(&delivery.id);
-                return;
-            }
+        self.forget_host(&host, semaphore);
+        self.owners.forget(&owner, share);
+        if result.is_none() && lease_lost {
+            tracing::warn!("lease lost before the attempt: another worker has the delivery");
+            self.finish(&delivery.id);
+            return;
+        }
+        let Some((attempt, retry_after)) = result else {
             tracing::info!("shutdown: delivery returned to the queue");
             if let Err(err) = self.store.release(&delivery.id, lease).await {
                 tracing::error!(error = %err, "webhook delivery store: release failed");
@@ -159,12 +152,6 @@ impl Shared {
         };
         // Boxed too, so the task's own future stays small while it waits for permits.
         Box::pin(self.conclude(delivery, lease, attempt, retry_after)).await;
-        // The attempt keeps its owner's, endpoint's and global slot until its record is
-        // stored (records are written in batches): the deliveries sent and not yet recorded
-        // stay within those caps.
-        drop(held);
-        self.forget_host(&host, semaphore);
-        self.owners.forget(&owner, share);
     }
 
     /// Applies the policy to an attempt, records it, and finishes a final delivery.
@@ -212,8 +199,11 @@ impl Shared {
                 "webhook delivery failed"
             ),
         }
-        let record = AttemptRecord::new(delivery.id.clone(), lease, attempt, next.clone());
-        match self.recorder.record(&*self.store, record).await {
+        match self
+            .store
+            .record_attempt(&delivery.id, lease, attempt, next.clone())
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::LeaseLost(_)) => {
                 // Fencing: the lease expired and another worker claimed the delivery; its

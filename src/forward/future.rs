@@ -10,9 +10,10 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 
 use super::body::{wrap_response, ResponseBody};
-use super::job::{Job, RunResult, Storing};
+use super::job::{Job, RunResult};
 use super::layer::Config;
 use super::trigger::response_trigger;
 use crate::secret::Secret;
@@ -39,7 +40,7 @@ pin_project! {
         Ready { response: Option<Response<ResponseBody<B>>> },
         Boxed { future: BoxResponseFuture<B, E> },
         // An empty response waits until its delivery is stored.
-        Storing { response: Option<Response<ResponseBody<B>>>, stored: Storing },
+        Storing { response: Option<Response<ResponseBody<B>>>, stored: oneshot::Receiver<()> },
     }
 }
 
@@ -110,11 +111,10 @@ where
                     Ok(response) => wrap_response(response, job),
                     Err(err) => {
                         if let Some(job) = job {
-                            // Nobody waits for this one: it is stored in the background.
-                            drop(job.storing(RunResult::failed(
+                            job.deliver_in_background(RunResult::failed(
                                 StatusCode::INTERNAL_SERVER_ERROR,
                                 format!("the service failed: {err}"),
-                            )));
+                            ));
                         }
                         return Poll::Ready(Err(err));
                     }
@@ -145,7 +145,7 @@ where
             KindProj::Boxed { future } => return future.as_mut().poll(cx),
             KindProj::Storing { response, stored } => {
                 // The store's answer (an error, too) releases the response.
-                ready!(Pin::new(stored).poll(cx));
+                let _ = ready!(Pin::new(stored).poll(cx));
                 return Poll::Ready(Ok(response
                     .take()
                     .expect("ResponseFuture polled after completion")));

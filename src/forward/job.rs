@@ -1,15 +1,13 @@
 //! One forwarded run: what the layer knows about it, how its result becomes a delivery body.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 use super::layer::Config;
 use super::BodyMode;
@@ -176,82 +174,39 @@ impl Job {
             tracing::warn!(run_id = %self.run_id, error = %error, "forwarded run failed; delivering the error");
         }
         let body = self.body(&result);
+        let endpoint = display_endpoint(&self.endpoint).to_owned();
         if self.held {
             if let Err(err) = self.engine.complete_held(&self.run_id, body).await {
-                let endpoint = display_endpoint(&self.endpoint);
                 tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be completed");
             }
             return;
         }
+        let delivery = self.delivery(body);
         let Some(reservation) = self.reservation.take() else {
             return;
         };
-        // The run's strings move into the delivery: nothing is copied on the way to the store.
-        let Job {
-            engine,
-            run_id,
-            endpoint,
-            signing,
-            source,
-            ..
-        } = self;
-        let mut delivery = Delivery::new(run_id, endpoint, body).with_source(source);
-        delivery.signing = signing;
-        let id = delivery.id.clone();
-        let shown = display_endpoint(&delivery.endpoint).to_owned();
-        if let Err(err) = engine.enqueue(reservation, delivery).await {
-            tracing::error!(run_id = %id, endpoint = %shown, error = %err, "webhook delivery could not be queued");
+        if let Err(err) = self.engine.enqueue(reservation, delivery).await {
+            tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be queued");
         }
     }
 
-    /// [`deliver`](Self::deliver) as a future the response (or its body) polls in place;
-    /// dropped unfinished, it completes in a task of its own.
-    pub(crate) fn storing(self, result: RunResult) -> Storing {
-        Storing {
-            future: Some(Box::pin(self.deliver(result))),
-        }
-    }
-}
-
-/// A delivery on its way into the engine (the store's answer), polled by the response that
-/// waits for it, so the common case needs no task of its own. Dropped before the store
-/// answered (the caller went away, or nobody waits), it is polled once more and, if still
-/// unfinished, spawned: an accepted result is never dropped.
-#[must_use = "dropping it hands the delivery to a background task"]
-pub(crate) struct Storing {
-    future: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-}
-
-impl Future for Storing {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(future) = self.future.as_mut() {
-            ready!(future.as_mut().poll(cx));
-            self.future = None;
-        }
-        Poll::Ready(())
-    }
-}
-
-impl Drop for Storing {
-    fn drop(&mut self) {
-        let Some(mut future) = self.future.take() else {
-            return;
-        };
-        // A store that answers at once (memory) finishes here, without a task.
-        let mut cx = Context::from_waker(Waker::noop());
-        if future.as_mut().poll(&mut cx).is_ready() {
-            return;
-        }
+    /// [`deliver`](Self::deliver) in a background task (from a body's poll or drop); the
+    /// receiver completes once the store has answered (a durable store: the row is committed).
+    pub(crate) fn deliver_in_background(self, result: RunResult) -> oneshot::Receiver<()> {
+        let (stored, ack) = oneshot::channel();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(future);
+                handle.spawn(async move {
+                    self.deliver(result).await;
+                    let _ = stored.send(());
+                });
             }
             Err(_) => tracing::error!(
+                run_id = %self.run_id,
                 "webhook delivery dropped: the response finished outside a Tokio runtime"
             ),
         }
+        ack
     }
 }
 
@@ -290,14 +245,13 @@ impl Capture {
         self.chunks.push(data.clone());
     }
 
-    /// Hands the captured result to the engine in the background; `note` says why it is
-    /// incomplete.
+    /// Hands the captured result to the engine; `note` says why it is incomplete.
     pub(crate) fn finish(self: Box<Self>, note: Option<String>) {
-        drop(self.finish_storing(note));
+        drop(self.finish_acked(note));
     }
 
-    /// [`finish`](Self::finish) as a future that completes once the delivery is stored.
-    pub(crate) fn finish_storing(self: Box<Self>, note: Option<String>) -> Storing {
+    /// [`finish`](Self::finish); the receiver completes once the delivery is stored.
+    pub(crate) fn finish_acked(self: Box<Self>, note: Option<String>) -> oneshot::Receiver<()> {
         let Capture {
             job,
             status,
@@ -326,7 +280,7 @@ impl Capture {
                 buf.freeze()
             }
         };
-        job.storing(RunResult {
+        job.deliver_in_background(RunResult {
             status,
             json,
             body,

@@ -104,8 +104,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::delivery::model::{
-    Attempt, AttemptRecord, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease,
-    Next, SigningSpec,
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
+    SigningSpec,
 };
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -251,33 +251,6 @@ pub trait DeliveryStore: Send + Sync + 'static {
         attempt: Attempt,
         next: Next,
     ) -> StoreFuture<'a, ()>;
-
-    /// [`record_attempt`](Self::record_attempt) for several deliveries at once (the engine
-    /// gathers the attempts that finish while a write is under way): one result per record,
-    /// in order, each with the same meaning as a `record_attempt` answer. Each record is
-    /// atomic on its own; the batch need not be. An outer error fails every record.
-    ///
-    /// The default makes the `record_attempt` calls concurrently (a store that groups its
-    /// writes, as `SqliteStore` does, commits them together); a store that can write them
-    /// in one round trip overrides it.
-    fn record_attempts(
-        &self,
-        records: Vec<AttemptRecord>,
-    ) -> StoreFuture<'_, Vec<Result<(), StoreError>>> {
-        Box::pin(async move {
-            let mut ids = Vec::with_capacity(records.len());
-            let mut rest = Vec::with_capacity(records.len());
-            for record in records {
-                ids.push(record.id);
-                rest.push((record.lease, record.attempt, record.next));
-            }
-            let writes = ids
-                .iter()
-                .zip(rest)
-                .map(|(id, (lease, attempt, next))| self.record_attempt(id, lease, attempt, next));
-            Ok(futures_util::future::join_all(writes).await)
-        })
-    }
 
     /// Returns a claimed delivery to the queue, due now, without recording an attempt.
     fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()>;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
 use crate::delivery::model::{
-    Attempt, AttemptRecord, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease,
-    Next, SigningSpec,
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
+    SigningSpec,
 };
 
 /// The default number of final conversations kept.
@@ -203,33 +203,8 @@ impl MemoryStore {
         attempt: Attempt,
         next: Next,
     ) -> Result<(), StoreError> {
-        self.record_locked(&mut self.lock(), id, lease, attempt, next)
-    }
-
-    fn record_batch_now(&self, records: Vec<AttemptRecord>) -> Vec<Result<(), StoreError>> {
         let mut guard = self.lock();
-        records
-            .into_iter()
-            .map(|record| {
-                self.record_locked(
-                    &mut guard,
-                    &record.id,
-                    record.lease,
-                    record.attempt,
-                    record.next,
-                )
-            })
-            .collect()
-    }
-
-    fn record_locked(
-        &self,
-        inner: &mut Inner,
-        id: &str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> Result<(), StoreError> {
+        let inner = &mut *guard;
         let entry = inner
             .entries
             .get_mut(id)
@@ -586,14 +561,6 @@ impl DeliveryStore for MemoryStore {
     ) -> StoreFuture<'a, ()> {
         let result = self.record_now(id, lease, attempt, next);
         Box::pin(std::future::ready(result))
-    }
-
-    fn record_attempts(
-        &self,
-        records: Vec<AttemptRecord>,
-    ) -> StoreFuture<'_, Vec<Result<(), StoreError>>> {
-        let results = self.record_batch_now(records);
-        Box::pin(std::future::ready(Ok(results)))
     }
 
     fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {
