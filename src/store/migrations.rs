@@ -13,7 +13,7 @@
 //! Each set of migrations ([`Embedded`]) names its own history table, so a component (the
 //! delivery store, the registry) migrates its tables alone; a new history takes over the rows
 //! of the tables named in [`Embedded::adopt_from`] the same way (see `docs/design.md`, "Storage"
-//! item 18).
+//! item 17).
 
 use std::borrow::Cow;
 use std::future::Future;
