@@ -320,7 +320,8 @@ async fn measure_store(
     })
     .await;
     let next_due = mean(200, || async {
-        assert!(store.next_due().await.unwrap().is_some());
+        // The seeded pending rows are due tomorrow; the warm-up seeds none.
+        assert_eq!(store.next_due().await.unwrap().is_some(), rows > 0);
     })
     .await;
     let first_page = ConversationQuery::new().limit(20);
