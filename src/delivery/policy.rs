@@ -134,8 +134,9 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The Cerebrium seed: 3 attempts at most, at most 5 s apart (2 s, then 4 s); network
-    /// errors, timeouts, `404` and 1xx/3xx are retried; other 4xx and all 5xx are not.
+    /// Cerebrium's documented retry rules: 3 attempts at most, at most 5 s apart (2 s, then
+    /// 4 s); network errors, timeouts, `404` and 1xx/3xx are retried; other 4xx and all 5xx
+    /// are not.
     pub fn cerebrium() -> Self {
         Self {
             classifier: Classifier::Cerebrium,
