@@ -63,6 +63,21 @@ struct Inner {
     token: u64,
 }
 
+/// The in-flight entry `id` while `lease` holds it.
+fn leased<'a>(
+    entries: &'a mut HashMap<String, Entry>,
+    id: &str,
+    lease: Lease,
+) -> Result<&'a mut Entry, StoreError> {
+    let entry = entries
+        .get_mut(id)
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
+        return Err(StoreError::LeaseLost(id.to_owned()));
+    }
+    Ok(entry)
+}
+
 impl MemoryStore {
     /// A store with the default bounds.
     pub fn new() -> Self {
@@ -205,13 +220,7 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let entry = inner
-            .entries
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
-            return Err(StoreError::LeaseLost(id.to_owned()));
-        }
+        let entry = leased(&mut inner.entries, id, lease)?;
         let now = SystemTime::now();
         entry.delivery.attempts = entry.delivery.attempts.max(attempt.number);
         entry.delivery.updated_at = now;
@@ -256,13 +265,7 @@ impl MemoryStore {
     fn release_now(&self, id: &str, lease: Lease) -> Result<(), StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let entry = inner
-            .entries
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
-            return Err(StoreError::LeaseLost(id.to_owned()));
-        }
+        let entry = leased(&mut inner.entries, id, lease)?;
         let now = SystemTime::now();
         entry.lease = 0;
         entry.delivery.state = DeliveryState::Pending;
@@ -275,13 +278,7 @@ impl MemoryStore {
 
     fn renew_now(&self, id: &str, lease: Lease, until: SystemTime) -> Result<Lease, StoreError> {
         let mut inner = self.lock();
-        let entry = inner
-            .entries
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        if entry.lease != lease.token || entry.delivery.state != DeliveryState::InFlight {
-            return Err(StoreError::LeaseLost(id.to_owned()));
-        }
+        let entry = leased(&mut inner.entries, id, lease)?;
         entry.lease_until = until;
         Ok(Lease {
             token: lease.token,
