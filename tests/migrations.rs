@@ -376,7 +376,7 @@ mod postgres {
             .unwrap();
         drop(store(&url, &schema).await);
         drop(store(&url, &schema).await);
-        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 5]);
+        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 5, 6]);
         #[cfg(feature = "registry")]
         {
             let store = store(&url, &schema).await;
@@ -388,7 +388,7 @@ mod postgres {
                 versions!(&pool, "tower_webhooks_registry_migrations"),
                 [3, 4]
             );
-            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4, 5]);
+            assert_eq!(versions!(&pool, "_sqlx_migrations"), [1, 2, 3, 4, 5, 6]);
         }
         #[cfg(not(feature = "registry"))]
         sqlx::raw_sql(
@@ -459,7 +459,7 @@ mod postgres {
             // Copied, not moved: an earlier release still opens the schema.
             assert_eq!(
                 versions!(&pool, "tower_webhooks_migrations"),
-                [1, 2, 3, 4, 5]
+                [1, 2, 3, 4, 5, 6]
             );
             assert_eq!(
                 versions!(&pool, "tower_webhooks_registry_migrations"),
@@ -474,5 +474,115 @@ mod postgres {
             pool.close().await;
             support::drop_schema(&url, &schema).await;
         }
+    }
+
+    /// A schema migrated up to 0005 (counts kept by triggers) upgrades: 0006 drops the
+    /// triggers, their function and table, and `stats` still counts the queue exactly.
+    #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
+    #[tokio::test]
+    async fn postgres_upgrade_drops_the_count_triggers() {
+        use std::time::{Duration, SystemTime};
+        use tower_webhooks::delivery::{
+            Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Next,
+        };
+        use tower_webhooks::store::DeliveryStore;
+
+        let url = support::postgres_url();
+        let schema = support::unique_schema("mig_counts");
+        let pool = pool(&url, &schema).await;
+        sqlx::raw_sql(
+            "CREATE TABLE tower_webhooks_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, checksum BYTEA NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        for migration in PostgresStore::migrator().await.iter() {
+            if migration.version > 5 {
+                continue;
+            }
+            sqlx::raw_sql(&migration.sql).execute(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO tower_webhooks_migrations \
+                 (version, description, checksum, applied_at) VALUES ($1, $2, $3, 0)",
+            )
+            .bind(migration.version)
+            .bind(&*migration.description)
+            .bind(&*migration.checksum)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let later = SystemTime::now() + Duration::from_secs(60);
+        let lease_for = Duration::from_secs(30);
+        // Rows written while the triggers still ran.
+        let old = PostgresStore::builder(&url)
+            .schema(&schema)
+            .listen(false)
+            .migrate(false)
+            .connect()
+            .await
+            .unwrap();
+        for id in ["a", "b", "c"] {
+            old.enqueue(Delivery::new(id, "https://example.com/hook", "{}"))
+                .await
+                .unwrap();
+        }
+        let claims = old.claim_due(later, 2, lease_for).await.unwrap();
+        let mut attempt = Attempt::new(1, SystemTime::now(), AttemptOutcome::Status(200));
+        attempt.decision = Decision::Delivered;
+        let delivered = Next::Final {
+            state: DeliveryState::Delivered,
+            reason: None,
+        };
+        old.record_attempt(&claims[0].delivery.id, claims[0].lease, attempt.clone(), delivered.clone())
+            .await
+            .unwrap();
+        let (changes,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM delivery_count_changes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(changes > 0, "the triggers of 0005 ran");
+        drop(old);
+
+        let store = store(&url, &schema).await;
+        assert_eq!(versions!(&pool, "tower_webhooks_migrations"), [1, 2, 5, 6]);
+        let (triggers, counts_table): (i64, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pg_trigger \
+               WHERE tgrelid = 'deliveries'::regclass AND NOT tgisinternal), \
+             to_regclass('delivery_count_changes')::TEXT",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((triggers, counts_table), (0, None));
+        let (due_index,): (String,) =
+            sqlx::query_as("SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_due' \
+                 AND schemaname = current_schema()")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(due_index.contains("INCLUDE (state)"), "{due_index}");
+
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.in_flight, stats.finished), (1, 1, 1));
+        store
+            .enqueue(Delivery::new("d", "https://example.com/hook", "{}"))
+            .await
+            .unwrap();
+        store
+            .record_attempt(&claims[1].delivery.id, claims[1].lease, attempt, delivered)
+            .await
+            .unwrap();
+        let purged = store
+            .purge(DeliveryState::Delivered, later, 1)
+            .await
+            .unwrap();
+        assert_eq!(purged, 1);
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.in_flight, stats.finished), (2, 0, 1));
+        drop(store);
+        pool.close().await;
+        support::drop_schema(&url, &schema).await;
     }
 }

@@ -137,16 +137,25 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Queue figures, for metrics and health checks.
+///
+/// `pending`, `in_flight` and `oldest_due` are exact in every store: they are what shows a
+/// backlog or a stalled queue. `finished` is exact in the memory and SQLite stores; the
+/// PostgreSQL store counts it exactly up to 10,000 final deliveries and estimates it beyond
+/// (the table's row estimate from PostgreSQL's statistics, less the exact unfinished count), so
+/// reading the figures costs the same at any table size and no write pays for keeping a count.
+/// That estimate follows the table within seconds as it grows, and after a purge once
+/// autovacuum has visited the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreStats {
-    /// Deliveries waiting (due or not).
+    /// Deliveries waiting (due or not). Exact.
     pub pending: usize,
-    /// Deliveries claimed by a worker.
+    /// Deliveries claimed by a worker. Exact.
     pub in_flight: usize,
-    /// Final deliveries still kept as conversations.
+    /// Final deliveries still kept as conversations: exact, but an estimate beyond 10,000 of
+    /// them on PostgreSQL (see above).
     pub finished: usize,
-    /// When the oldest due-or-waiting delivery is due.
+    /// When the oldest due-or-waiting delivery is due. Exact.
     pub oldest_due: Option<SystemTime>,
 }
 

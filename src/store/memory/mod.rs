@@ -13,6 +13,10 @@ use crate::delivery::model::{
     SigningSpec,
 };
 
+mod index;
+
+use index::Indexes;
+
 /// The default number of final conversations kept.
 pub(crate) const DEFAULT_MAX_FINISHED: usize = 10_000;
 /// The default byte budget of final conversations kept (64 MiB).
@@ -54,6 +58,8 @@ struct Inner {
     due: BTreeSet<(SystemTime, u64)>,
     /// Every entry by insertion sequence.
     order: BTreeMap<u64, String>,
+    /// The entries by endpoint, endpoint id and state, for a filtered `list`.
+    index: Indexes,
     /// Final entries, oldest first (eviction order).
     finished: VecDeque<u64>,
     finished_bytes: usize,
@@ -76,6 +82,20 @@ fn leased<'a>(
         return Err(StoreError::LeaseLost(id.to_owned()));
     }
     Ok(entry)
+}
+
+impl Inner {
+    /// Where a page of `query` starts (keyset): the entries inserted before the position's
+    /// delivery, or (purged) those created before it.
+    fn keyset(&self, query: &ConversationQuery) -> (u64, Option<SystemTime>) {
+        match &query.after {
+            None => (u64::MAX, None),
+            Some(position) => match self.entries.get(&position.id) {
+                Some(entry) => (entry.seq, None),
+                None => (u64::MAX, Some(position.created_at)),
+            },
+        }
+    }
 }
 
 impl MemoryStore {
@@ -150,6 +170,7 @@ impl MemoryStore {
             }
         };
         inner.order.insert(seq, delivery.id.clone());
+        inner.index.add(&delivery, seq);
         inner.unfinished += 1;
         let size = delivery.approx_size();
         let claim = claim_until.map(|until| Claim {
@@ -195,7 +216,9 @@ impl MemoryStore {
             inner.token += 1;
             entry.lease = inner.token;
             entry.lease_until = now + lease_for;
-            entry.delivery.state = DeliveryState::InFlight;
+            inner
+                .index
+                .set_state(&mut entry.delivery, seq, DeliveryState::InFlight);
             entry.delivery.updated_at = now;
             inner.in_flight += 1;
             claims.push(Claim {
@@ -231,12 +254,14 @@ impl MemoryStore {
         inner.in_flight -= 1;
         match next {
             Next::Retry { at } => {
-                entry.delivery.state = DeliveryState::Pending;
+                inner
+                    .index
+                    .set_state(&mut entry.delivery, entry.seq, DeliveryState::Pending);
                 entry.delivery.next_attempt_at = at;
                 inner.due.insert((at, entry.seq));
             }
             Next::Final { state, reason } => {
-                entry.delivery.state = state;
+                inner.index.set_state(&mut entry.delivery, entry.seq, state);
                 entry.delivery.last_error = reason;
                 inner.unfinished -= 1;
                 inner.finished.push_back(entry.seq);
@@ -254,10 +279,16 @@ impl MemoryStore {
             let Some(seq) = inner.finished.pop_front() else {
                 break;
             };
-            if let Some(id) = inner.order.remove(&seq) {
-                if let Some(entry) = inner.entries.remove(&id) {
-                    inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
-                }
+            Self::remove_entry(inner, seq);
+        }
+    }
+
+    /// Removes entry `seq` (final) and forgets it in the indexes.
+    fn remove_entry(inner: &mut Inner, seq: u64) {
+        if let Some(id) = inner.order.remove(&seq) {
+            if let Some(entry) = inner.entries.remove(&id) {
+                inner.index.remove(&entry.delivery, seq);
+                inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
             }
         }
     }
@@ -268,7 +299,9 @@ impl MemoryStore {
         let entry = leased(&mut inner.entries, id, lease)?;
         let now = SystemTime::now();
         entry.lease = 0;
-        entry.delivery.state = DeliveryState::Pending;
+        inner
+            .index
+            .set_state(&mut entry.delivery, entry.seq, DeliveryState::Pending);
         entry.delivery.next_attempt_at = now;
         entry.delivery.updated_at = now;
         inner.due.insert((now, entry.seq));
@@ -301,7 +334,9 @@ impl MemoryStore {
             return Err(StoreError::NotFinal(id.to_owned()));
         }
         let seq = entry.seq;
-        entry.delivery.state = DeliveryState::Pending;
+        inner
+            .index
+            .set_state(&mut entry.delivery, seq, DeliveryState::Pending);
         entry.delivery.manual = true;
         entry.delivery.next_attempt_at = now;
         entry.delivery.updated_at = now;
@@ -391,7 +426,9 @@ impl MemoryStore {
         for (at, seq, id) in due {
             inner.due.remove(&(at, seq));
             if let Some(entry) = inner.entries.get_mut(&id) {
-                entry.delivery.state = DeliveryState::Failed;
+                inner
+                    .index
+                    .set_state(&mut entry.delivery, seq, DeliveryState::Failed);
                 entry.delivery.last_error = Some(reason.to_owned());
                 entry.delivery.manual = false;
                 entry.delivery.updated_at = now;
@@ -424,11 +461,7 @@ impl MemoryStore {
                 kept.push_back(seq);
                 continue;
             }
-            if let Some(id) = inner.order.remove(&seq) {
-                if let Some(entry) = inner.entries.remove(&id) {
-                    inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
-                }
-            }
+            Self::remove_entry(inner, seq);
             purged += 1;
         }
         inner.finished = kept;
@@ -473,25 +506,22 @@ impl MemoryStore {
     fn list_now(&self, query: &ConversationQuery) -> Vec<Conversation> {
         let limit = if query.limit == 0 { 100 } else { query.limit };
         let inner = self.lock();
-        // Keyset: the entries inserted before the position's delivery, or (purged) those
-        // created before it.
-        let (before, created_before) = match &query.after {
-            None => (u64::MAX, None),
-            Some(position) => match inner.entries.get(&position.id) {
-                Some(entry) => (entry.seq, None),
-                None => (u64::MAX, Some(position.created_at)),
-            },
+        let (before, created_before) = inner.keyset(query);
+        // Newest first, through the narrowest index of the query's filters: a page costs the
+        // entries of that endpoint (or state) it skips, not the whole table.
+        let page = |seqs: &mut dyn Iterator<Item = u64>| -> Vec<Conversation> {
+            seqs.filter_map(|seq| inner.order.get(&seq))
+                .filter_map(|id| inner.entries.get(id))
+                .filter(|entry| created_before.is_none_or(|at| entry.delivery.created_at < at))
+                .filter(|entry| query.matches(&entry.delivery))
+                .take(limit)
+                .map(Self::conversation)
+                .collect()
         };
-        inner
-            .order
-            .range(..before)
-            .rev()
-            .filter_map(|(_, id)| inner.entries.get(id))
-            .filter(|entry| created_before.is_none_or(|at| entry.delivery.created_at < at))
-            .filter(|entry| query.matches(&entry.delivery))
-            .take(limit)
-            .map(Self::conversation)
-            .collect()
+        match inner.index.candidates(query) {
+            Some(seqs) => page(&mut seqs.range(..before).rev().copied()),
+            None => page(&mut inner.order.range(..before).rev().map(|(&seq, _)| seq)),
+        }
     }
 
     fn stats_now(&self) -> StoreStats {

@@ -10,6 +10,22 @@ use crate::store::sql::{
 use crate::store::{StoreError, StoreStats};
 use crate::time::from_unix_millis;
 
+/// Final deliveries `stats` counts one by one; beyond this many it estimates them (see
+/// [`StoreStats::finished`]), so reading the figures costs the same at any table size.
+pub(super) const FINISHED_COUNTED_UP_TO: usize = 10_000;
+
+/// The `finished` figure: `counted` (at most [`FINISHED_COUNTED_UP_TO`]) when the count stopped
+/// short of the bound, else the table's estimated rows less the `unfinished` ones (counted
+/// exactly), never below the bound.
+fn finished(counted: usize, estimated_rows: Option<usize>, unfinished: usize) -> usize {
+    if counted < FINISHED_COUNTED_UP_TO {
+        return counted;
+    }
+    estimated_rows
+        .map_or(0, |rows| rows.saturating_sub(unfinished))
+        .max(counted)
+}
+
 impl Inner {
     async fn attempts_of(&self, ids: &[String]) -> Result<Vec<(String, Attempt)>, StoreError> {
         if ids.is_empty() {
@@ -70,44 +86,52 @@ impl Inner {
             .retry("stats", |pool| {
                 Box::pin(
                     sqlx::query(
-                        // The counts the triggers of migration 0005 keep: this statement's
-                        // snapshot holds every committed change; the changes are folded into
-                        // one row per bucket on the way, so the next read sums a few rows.
-                        "WITH folded AS (DELETE FROM delivery_count_changes \
-                           RETURNING bucket, delta), \
-                         kept AS (INSERT INTO delivery_count_changes (bucket, delta) \
-                           SELECT bucket, SUM(delta) FROM folded GROUP BY bucket \
-                           HAVING SUM(delta) <> 0) \
-                         SELECT bucket AS state, SUM(delta)::BIGINT AS n \
-                         FROM delivery_count_changes GROUP BY bucket \
+                        // The unfinished rows by state, read from the due index alone (it
+                        // carries the state); the finished rows counted up to the bound, and
+                        // the table's estimated size (the statistics' live-row count, or
+                        // pg_class's density times the table's current pages, whichever is
+                        // larger: each lags in its own way) for beyond it.
+                        "SELECT state, COUNT(*)::BIGINT AS n FROM deliveries \
+                           WHERE due_at IS NOT NULL GROUP BY state \
+                         UNION ALL \
+                         SELECT 'finished', COUNT(*)::BIGINT FROM (SELECT 1 FROM deliveries \
+                           WHERE due_at IS NULL LIMIT $1) AS counted \
+                         UNION ALL \
+                         SELECT 'rows', GREATEST(pg_stat_get_live_tuples(c.oid), \
+                           CASE WHEN c.relpages > 0 AND c.reltuples >= 0 \
+                             THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) \
+                               / current_setting('block_size')::BIGINT) END)::BIGINT \
+                           FROM pg_class c WHERE c.oid = 'deliveries'::regclass \
                          UNION ALL \
                          SELECT 'oldest_due', (SELECT due_at FROM deliveries \
                            WHERE due_at IS NOT NULL AND state = 'pending' \
                            ORDER BY due_at LIMIT 1)",
                     )
+                    .bind(sql::count(FINISHED_COUNTED_UP_TO))
                     .fetch_all(pool),
                 )
             })
             .await?;
         let mut stats = StoreStats::default();
+        let mut counted = 0;
+        let mut estimated_rows = None;
         for row in &rows {
             let state = row.text("state")?;
             let n = row.opt_int("n")?;
-            if state == "oldest_due" {
-                stats.oldest_due = n.map(from_unix_millis);
-                continue;
-            }
-            let n = usize::try_from(n.unwrap_or(0)).unwrap_or(0);
-            if state == "finished" {
-                stats.finished += n;
-                continue;
-            }
-            match sql::decode_state(&state)? {
-                DeliveryState::Pending => stats.pending += n,
-                DeliveryState::InFlight => stats.in_flight += n,
-                _ => stats.finished += n,
+            let count = || usize::try_from(n.unwrap_or(0)).unwrap_or(0);
+            match state.as_str() {
+                "oldest_due" => stats.oldest_due = n.map(from_unix_millis),
+                "finished" => counted = count(),
+                "rows" => estimated_rows = n.map(|_| count()),
+                state => match sql::decode_state(state)? {
+                    DeliveryState::Pending => stats.pending += count(),
+                    DeliveryState::InFlight => stats.in_flight += count(),
+                    // A final row always has no due time; counted with the finished ones.
+                    _ => counted += count(),
+                },
             }
         }
+        stats.finished = finished(counted, estimated_rows, stats.pending + stats.in_flight);
         Ok(stats)
     }
 
@@ -124,5 +148,24 @@ impl Inner {
             })
             .await?;
         Ok(next.map(from_unix_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_is_exact_below_the_bound_and_estimated_beyond() {
+        // Below the bound the count is the figure, whatever the statistics say.
+        assert_eq!(finished(42, Some(1_000_000), 10), 42);
+        assert_eq!(finished(0, None, 3), 0);
+        let bound = FINISHED_COUNTED_UP_TO;
+        // At the bound: the estimated rows less the unfinished ones...
+        assert_eq!(finished(bound, Some(1_000_000), 200_000), 800_000);
+        // ...never below what was counted (statistics lag behind a growing table, or were
+        // reset), and the bound when there are no statistics at all.
+        assert_eq!(finished(bound, Some(bound + 5), 200_000), bound);
+        assert_eq!(finished(bound, None, 0), bound);
     }
 }

@@ -51,6 +51,11 @@ const MIGRATIONS: Embedded = Embedded::store(&[
         "delivery counts",
         include_str!("../../../migrations/postgres/0005_delivery_counts.sql"),
     ),
+    (
+        6,
+        "counts without triggers",
+        include_str!("../../../migrations/postgres/0006_counts_without_triggers.sql"),
+    ),
 ]);
 
 /// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].
