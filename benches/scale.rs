@@ -316,7 +316,9 @@ async fn measure_store(
     claims_timed.sort();
     let stats = mean(20, || async {
         let stats = store.stats().await.unwrap();
-        assert!(stats.pending + stats.finished + 1 >= rows);
+        // PostgreSQL estimates the finished rows beyond 10,000 from its statistics, which
+        // may lag the last second's writes.
+        assert!(stats.pending + stats.finished + 1 >= rows * 9 / 10);
     })
     .await;
     let next_due = mean(200, || async {

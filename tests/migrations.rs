@@ -535,9 +535,14 @@ mod postgres {
             state: DeliveryState::Delivered,
             reason: None,
         };
-        old.record_attempt(&claims[0].delivery.id, claims[0].lease, attempt.clone(), delivered.clone())
-            .await
-            .unwrap();
+        old.record_attempt(
+            &claims[0].delivery.id,
+            claims[0].lease,
+            attempt.clone(),
+            delivered.clone(),
+        )
+        .await
+        .unwrap();
         let (changes,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM delivery_count_changes")
             .fetch_one(&pool)
             .await
@@ -556,12 +561,13 @@ mod postgres {
         .await
         .unwrap();
         assert_eq!((triggers, counts_table), (0, None));
-        let (due_index,): (String,) =
-            sqlx::query_as("SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_due' \
-                 AND schemaname = current_schema()")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let (due_index,): (String,) = sqlx::query_as(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_due' \
+                 AND schemaname = current_schema()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         assert!(due_index.contains("INCLUDE (state)"), "{due_index}");
 
         let stats = store.stats().await.unwrap();

@@ -38,7 +38,8 @@ impl<K: Hash + Eq> SeqIndex<K> {
                 seqs.insert(seq);
             }
             None => {
-                self.by_value.insert(value.to_owned(), BTreeSet::from([seq]));
+                self.by_value
+                    .insert(value.to_owned(), BTreeSet::from([seq]));
             }
         }
     }
@@ -108,7 +109,10 @@ impl Indexes {
     /// one with the fewest entries), or `None` when it has no indexed filter.
     pub(super) fn candidates(&self, query: &ConversationQuery) -> Option<&BTreeSet<u64>> {
         let endpoint = query.endpoint.as_deref().map(|e| self.endpoint.of(e));
-        let endpoint_id = query.endpoint_id.as_deref().map(|id| self.endpoint_id.of(id));
+        let endpoint_id = query
+            .endpoint_id
+            .as_deref()
+            .map(|id| self.endpoint_id.of(id));
         let state = query.state.map(|state| self.state.of(&state));
         [endpoint, endpoint_id, state]
             .into_iter()

@@ -141,8 +141,15 @@ fn finished_conversations_are_bounded() {
 /// deliveries, tenants and endpoints of the run.
 #[derive(Debug, Clone)]
 enum Step {
-    Enqueue { tenant: u8, endpoint: u8, later: bool },
-    EnqueueClaimed { tenant: u8, endpoint: u8 },
+    Enqueue {
+        tenant: u8,
+        endpoint: u8,
+        later: bool,
+    },
+    EnqueueClaimed {
+        tenant: u8,
+        endpoint: u8,
+    },
     Claim(u8),
     Retry(u8),
     Finish(u8, u8),
@@ -221,7 +228,9 @@ fn apply(
         }
         Step::EnqueueClaimed { tenant, endpoint } => {
             let delivery = new_delivery(tenant, endpoint, ids);
-            let claim = block(store.enqueue_claimed(delivery, due)).unwrap().unwrap();
+            let claim = block(store.enqueue_claimed(delivery, due))
+                .unwrap()
+                .unwrap();
             held.push((claim.delivery.id, claim.lease));
         }
         Step::Claim(limit) => {
@@ -231,9 +240,12 @@ fn apply(
         Step::Retry(n) | Step::Finish(n, _) | Step::Release(n) if !held.is_empty() => {
             let (id, lease) = held.remove(pick(n, held.len()));
             let result = match *step {
-                Step::Retry(_) => {
-                    block(store.record_attempt(&id, lease, attempt(1, 503), Next::Retry { at: now }))
-                }
+                Step::Retry(_) => block(store.record_attempt(
+                    &id,
+                    lease,
+                    attempt(1, 503),
+                    Next::Retry { at: now },
+                )),
                 Step::Finish(_, state) => block(store.record_attempt(
                     &id,
                     lease,
@@ -377,7 +389,8 @@ fn a_tenant_page_walks_only_that_tenants_entries() {
     let store = MemoryStore::new();
     for i in 0..50 {
         let tenant = if i % 10 == 0 { "rare" } else { "busy" };
-        let delivery = Delivery::new(format!("d{i}"), "http://x.test/", "{}").with_endpoint_id(tenant);
+        let delivery =
+            Delivery::new(format!("d{i}"), "http://x.test/", "{}").with_endpoint_id(tenant);
         block(store.enqueue(delivery)).unwrap();
     }
     let inner = store.lock();
