@@ -845,3 +845,52 @@ async fn sqlite_stats_count_the_rows_stored_before_the_counts_existed() {
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.pending, stats.in_flight, stats.finished), (2, 1, 0));
 }
+
+/// Beyond 10,000 final deliveries PostgreSQL estimates the finished figure from its
+/// statistics (no count of the table), while the unfinished figures stay exact.
+#[cfg(feature = "postgres")]
+#[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
+#[tokio::test]
+async fn postgres_stats_estimate_the_finished_rows_beyond_ten_thousand() {
+    use sqlx::Connection as _;
+
+    const FINISHED: usize = 15_000;
+    let url = support::postgres_url();
+    let schema = support::unique_schema("stats");
+    let store = tower_webhooks::store::PostgresStore::builder(&url)
+        .schema(&schema)
+        .listen(false)
+        .connect()
+        .await
+        .unwrap();
+    for id in ["a", "b", "c"] {
+        store
+            .enqueue(Delivery::new(id, "https://example.com/hook", "{}"))
+            .await
+            .unwrap();
+    }
+    let claim = store.claim_due(later(10), 1, LEASE).await.unwrap();
+    assert_eq!(claim.len(), 1);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SET search_path = \"{schema}\"; \
+         INSERT INTO deliveries (id, endpoint, source, headers, body, state, attempts, \
+           next_attempt_at, created_at, updated_at) \
+         SELECT 'old-' || i, 'https://example.com/hook', 'forward', '[]', '\\x7b7d'::bytea, \
+           'delivered', 1, i, i, i FROM generate_series(1, {FINISHED}) AS i; \
+         ANALYZE deliveries"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight), (2, 1));
+    assert!(
+        stats.finished > 10_000 && stats.finished < 2 * FINISHED,
+        "{stats:?}"
+    );
+    drop(store);
+    support::drop_schema(&url, &schema).await;
+}
