@@ -480,6 +480,32 @@ async fn a_failed_claim_is_tried_again_after_the_poll_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shutdown_keeps_sending_retries_that_fall_due_before_its_deadline() {
+    let delay = Duration::from_secs(60);
+    let endpoint = Endpoint::default().answer("d1", [Answer::Status(503)]);
+    let mut h = harness(endpoint, Policy::custom([delay]), |builder| builder);
+    h.submit("d1").await;
+    h.wait_for_records("d1", 1).await;
+
+    let engine = h.engine.clone();
+    let shutdown = tokio::spawn(async move { engine.shutdown(Duration::from_secs(3600)).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(matches!(
+        h.engine.submit(Delivery::new("late", URL, "{}")).await,
+        Err(EnqueueError::ShuttingDown)
+    ));
+    assert!(!shutdown.is_finished());
+
+    h.clock.advance(delay);
+    let report = shutdown.await.unwrap();
+    assert!(report.drained);
+    assert_eq!(report.unfinished, 0);
+    let delivered = h.finished().await;
+    assert_eq!(delivered.state, DeliveryState::Delivered);
+    assert_eq!(delivered.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_returns_unfinished_deliveries_to_the_store() {
     let endpoint = Endpoint::default().answer("stuck", [Answer::Hang]);
     let mut h = harness(endpoint, Policy::custom([]), |builder| {
