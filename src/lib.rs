@@ -80,7 +80,6 @@ pub mod sensitive;
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod store;
 pub mod telemetry;
-#[cfg(feature = "forward")]
 mod time;
 
 pub use ext::ServiceBuilderExt;

@@ -1,13 +1,60 @@
-//! The crate's one conversion between [`SystemTime`] and the integers the stores keep and the
-//! conversations show (Unix milliseconds, or microseconds where milliseconds are too coarse).
+//! The crate's one source of "now" ([`Clock`]) and its one conversion between [`SystemTime`]
+//! and the integers the stores keep, the schemes sign and the conversations show (Unix
+//! seconds, milliseconds, or microseconds where milliseconds are too coarse).
 //!
 //! Both directions saturate instead of panicking: a time before 1970 is a negative count, and
 //! a count no `SystemTime` can hold becomes the nearest end of what this function accepts (the
 //! epoch for an unrepresentable stored value, which a corrupt row must not turn into a panic).
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Where a component reads the time: the system clock, or a function put in its place (tests
+/// freeze or move it; the inbound verifier and the registry let applications set it).
+///
+/// Cheap to clone; the system clock costs no indirect call.
+#[derive(Clone, Default)]
+pub(crate) struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
+
+impl Clock {
+    /// A clock that reads `now`.
+    pub(crate) fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(now)))
+    }
+
+    /// A clock that reads `now` in Unix seconds (the inbound verifier's public form).
+    pub(crate) fn from_unix_seconds(now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self::new(move || unsigned(now(), Duration::from_secs))
+    }
+
+    /// The current time.
+    pub(crate) fn now(&self) -> SystemTime {
+        match &self.0 {
+            Some(now) => now(),
+            None => SystemTime::now(),
+        }
+    }
+
+    /// The current time in Unix seconds, as signatures carry it.
+    pub(crate) fn unix_seconds(&self) -> i64 {
+        unix_seconds(self.now())
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "<fn>" } else { "system" })
+    }
+}
+
+/// Unix seconds of `time` (negative before 1970, saturating at `i64`'s ends).
+pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
+    signed(time, |d| u128::from(d.as_secs()))
+}
+
 /// Unix milliseconds of `time` (negative before 1970, saturating at `i64`'s ends).
+#[cfg(feature = "forward")]
 pub(crate) fn unix_millis(time: SystemTime) -> i64 {
     signed(time, |d| d.as_millis())
 }
@@ -39,7 +86,6 @@ fn signed(time: SystemTime, count: fn(Duration) -> u128) -> i64 {
     }
 }
 
-#[cfg(any(feature = "registry", feature = "sqlite", feature = "postgres"))]
 fn unsigned(count: i64, unit: fn(u64) -> Duration) -> SystemTime {
     let span = unit(count.unsigned_abs());
     let time = if count >= 0 {
@@ -50,13 +96,30 @@ fn unsigned(count: i64, unit: fn(u64) -> Duration) -> SystemTime {
     time.unwrap_or(UNIX_EPOCH)
 }
 
-#[cfg(all(
-    test,
-    any(feature = "registry", feature = "sqlite", feature = "postgres")
-))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_default_clock_reads_the_system_time() {
+        let before = SystemTime::now();
+        let now = Clock::default().now();
+        assert!(before <= now && now <= SystemTime::now());
+        assert_eq!(format!("{:?}", Clock::default()), "system");
+    }
+
+    #[test]
+    fn a_clock_in_unix_seconds_round_trips_on_both_sides_of_the_epoch() {
+        for seconds in [0, 1, 1_700_000_000, -1, -86_400] {
+            let clock = Clock::from_unix_seconds(move || seconds);
+            assert_eq!(clock.unix_seconds(), seconds);
+            assert_eq!(format!("{clock:?}"), "<fn>");
+        }
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        assert_eq!(Clock::new(move || at).unix_seconds(), 1_700_000_000);
+    }
+
+    #[cfg(any(feature = "registry", feature = "sqlite", feature = "postgres"))]
     #[test]
     fn milliseconds_round_trip_on_both_sides_of_the_epoch() {
         for ms in [0, 1, 1_731_381_205_123, -1, -86_400_000] {
@@ -68,6 +131,7 @@ mod tests {
         );
     }
 
+    #[cfg(any(feature = "registry", feature = "sqlite", feature = "postgres"))]
     #[test]
     fn extremes_saturate_instead_of_panicking() {
         // Whatever the platform's range, neither direction panics.

@@ -1,7 +1,7 @@
 //! One attempt: the signed request, the guarded send within the attempt timeout, the
 //! response read up to its limit, and errors classified as outcomes.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -12,11 +12,12 @@ use sha2::{Digest, Sha256};
 use super::client::ClientBody;
 use super::engine::Shared;
 use super::model::{Attempt, AttemptOutcome, AttemptResponse, Delivery};
-use super::policy::parse_retry_after;
+use super::policy::retry_after_at;
 use super::ssrf::Refusal;
 use super::BoxError;
 use crate::scheme::Message;
 use crate::sensitive::redacted_headers;
+use crate::time::unix_seconds;
 
 type RecordedHeaders = Vec<(String, String)>;
 
@@ -27,7 +28,7 @@ impl Shared {
         delivery: &Delivery,
         number: u32,
     ) -> (Attempt, Option<Duration>) {
-        let started_at = SystemTime::now();
+        let started_at = self.now();
         let started = Instant::now();
         let mut attempt = Attempt::new(number, started_at, AttemptOutcome::Timeout);
         attempt.body_size = delivery.body.len();
@@ -63,7 +64,7 @@ impl Shared {
                     .headers
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                    .and_then(|value| retry_after_at(value, self.now()));
                 let status = parts.status.as_u16();
                 attempt.response = Some(AttemptResponse::new(
                     status,
@@ -98,9 +99,7 @@ impl Shared {
             headers.append(name, value.clone());
         }
         if let Some(signing) = &delivery.signing {
-            let timestamp = now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let timestamp = unix_seconds(now);
             self.config
                 .custom_signers
                 .sign(

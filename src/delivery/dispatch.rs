@@ -4,7 +4,7 @@
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -88,10 +88,11 @@ pub(super) async fn retention(shared: Weak<Shared>) {
         let store = engine.store.clone();
         let batch = config.retention_batch;
         let name = config.name;
+        let clock = config.clock.clone();
         drop(engine);
         for (state, age) in rules {
             let Some(age) = age else { continue };
-            let before = SystemTime::now() - age;
+            let before = clock.now() - age;
             let mut total = 0;
             loop {
                 match store.purge(state, before, batch).await {
@@ -129,6 +130,7 @@ pub(super) async fn gauges(shared: Weak<Shared>, interval: Duration) {
         let store = engine.store.clone();
         let in_flight = engine.in_flight.in_use();
         let name = engine.config.name;
+        let clock = engine.config.clock.clone();
         drop(engine);
         match store.stats().await {
             Ok(stats) => {
@@ -136,7 +138,7 @@ pub(super) async fn gauges(shared: Weak<Shared>, interval: Duration) {
                 metrics::gauge!(IN_FLIGHT, "engine" => name).set(stats.in_flight as f64);
                 metrics::gauge!(ATTEMPTS_RUNNING, "engine" => name).set(in_flight as f64);
                 let age = stats
-                    .oldest_due_age(SystemTime::now())
+                    .oldest_due_age(clock.now())
                     .unwrap_or_default()
                     .as_secs_f64();
                 metrics::gauge!(OLDEST_DUE_AGE, "engine" => name).set(age);
@@ -166,7 +168,7 @@ impl Shared {
             let limit = available.min(self.config.batch);
             let claims = match self
                 .store
-                .claim_due(SystemTime::now(), limit, self.config.lease)
+                .claim_due(self.now(), limit, self.config.lease)
                 .await
             {
                 Ok(claims) => claims,
@@ -192,7 +194,7 @@ impl Shared {
         }
         match self.store.next_due().await {
             Ok(Some(at)) => at
-                .duration_since(SystemTime::now())
+                .duration_since(self.now())
                 .unwrap_or(Duration::ZERO)
                 .min(self.config.poll_interval),
             _ => self.config.poll_interval,

@@ -118,6 +118,13 @@ pub(super) struct Shared {
     pub(super) cancelled: Mutex<VecDeque<(String, SystemTime, String)>>,
 }
 
+impl Shared {
+    /// The engine's current time.
+    pub(super) fn now(&self) -> SystemTime {
+        self.config.clock.now()
+    }
+}
+
 /// How many cancelled endpoints an engine remembers for the attempts in flight when they were
 /// cancelled.
 const CANCELLED_KEPT: usize = 1024;
@@ -302,7 +309,7 @@ impl DeliveryEngine {
         // A delivery due now is claimed as it is stored when the claim budget has room:
         // one write instead of an enqueue and then a claim, and no trip through the
         // dispatcher before its attempt.
-        let now = SystemTime::now();
+        let now = shared.now();
         let runtime = tokio::runtime::Handle::try_current().ok();
         let budget = if delivery.next_attempt_at <= now && runtime.is_some() {
             shared.claim_budget.clone().try_acquire_owned().ok()
@@ -362,7 +369,7 @@ impl DeliveryEngine {
         reservation: CapacitySlot,
         placeholder: Delivery,
     ) -> Result<(), EnqueueError> {
-        let held = placeholder.not_before(SystemTime::now() + self.shared.config.hold);
+        let held = placeholder.not_before(self.shared.now() + self.shared.config.hold);
         self.enqueue(reservation, held).await
     }
 
@@ -378,7 +385,7 @@ impl DeliveryEngine {
     /// [`StoreError::LeaseLost`] when it is no longer held (a worker took the placeholder),
     /// or the store's error.
     pub async fn keep_held(&self, id: &str) -> Result<(), StoreError> {
-        let due = SystemTime::now() + self.shared.config.hold;
+        let due = self.shared.now() + self.shared.config.hold;
         self.shared.store.update_pending(id, None, due).await
     }
 
@@ -391,7 +398,7 @@ impl DeliveryEngine {
     pub async fn complete_held(&self, id: &str, body: Bytes) -> Result<(), StoreError> {
         self.shared
             .store
-            .update_pending(id, Some(body), SystemTime::now())
+            .update_pending(id, Some(body), self.shared.now())
             .await?;
         self.shared.wake.notify_one();
         Ok(())
@@ -541,7 +548,8 @@ impl DeliveryEngine {
             if cancelled.len() >= CANCELLED_KEPT {
                 cancelled.pop_front();
             }
-            cancelled.push_back((endpoint_id.to_owned(), SystemTime::now(), reason.to_owned()));
+            let now = self.shared.now();
+            cancelled.push_back((endpoint_id.to_owned(), now, reason.to_owned()));
         }
         let mut total = 0;
         loop {

@@ -71,6 +71,8 @@ pub mod policy;
 mod signers;
 mod slots;
 pub mod ssrf;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 pub(crate) use attempt::display_endpoint;

@@ -286,15 +286,17 @@ impl Policy {
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (relative to now).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    retry_after_at(value, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] with an HTTP date taken relative to `now` (the engine's clock).
+pub(crate) fn retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

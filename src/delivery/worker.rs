@@ -4,7 +4,7 @@
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -183,7 +183,7 @@ impl Shared {
         match &next {
             Next::Retry { at } => tracing::info!(
                 outcome = %outcome,
-                retry_in_ms = at.duration_since(SystemTime::now()).unwrap_or_default().as_millis() as u64,
+                retry_in_ms = at.duration_since(self.now()).unwrap_or_default().as_millis() as u64,
                 "webhook attempt failed, will retry"
             ),
             Next::Final {
@@ -229,7 +229,8 @@ impl Shared {
         if let Next::Final { state, .. } = next {
             metrics::counter!(DELIVERIES_FINISHED, "engine" => engine, "state" => state.as_str())
                 .increment(1);
-            let latency = SystemTime::now()
+            let latency = self
+                .now()
                 .duration_since(delivery.created_at)
                 .unwrap_or_default();
             metrics::histogram!(DELIVERY_LATENCY, "engine" => engine, "state" => state.as_str())
@@ -253,7 +254,7 @@ impl Shared {
     /// Renews `lease` when less than half of it is left (the claim waited for a slot);
     /// `false` when it is lost.
     pub(super) async fn keep_lease(&self, id: &str, lease: &mut Lease) -> bool {
-        let now = SystemTime::now();
+        let now = self.now();
         let left = lease.until.duration_since(now).unwrap_or_default();
         if left >= self.config.lease / 2 {
             return true;
@@ -348,7 +349,7 @@ impl Shared {
                     false,
                 ),
                 Verdict::Retry(delay) => {
-                    let at = SystemTime::now() + delay;
+                    let at = self.now() + delay;
                     (Decision::RetryAt(at), Next::Retry { at }, false)
                 }
                 Verdict::DisableEndpoint => (

@@ -19,10 +19,11 @@ use super::collect::{BoxError, Buffer};
 use super::key::SecretSource;
 use super::rejection::{render, Rejection, RejectionResponse};
 use super::telemetry::{SchemeLabel, Telemetry};
-use super::verifier::{Clock, Rejections, WebhookVerifier};
+use super::verifier::{Rejections, WebhookVerifier};
 use crate::replay::{Outcome, ReplayFuture, ReplayRecord, ReplayStore, Reservation};
 use crate::scheme::{RequestHead, Scheme, Verified};
 use crate::secret::SecretSet;
+use crate::time::Clock;
 
 /// Marks a response the layer answered for a duplicate of an already processed delivery
 /// (inserted into the response extensions), with the duplicate's verification metadata.
@@ -591,7 +592,7 @@ impl ReplayGuard {
     fn finish(mut self, outcome: Outcome) -> ReplayFuture<()> {
         self.armed = false;
         self.store
-            .complete(&self.key, outcome, self.clock.now(), self.ttl)
+            .complete(&self.key, outcome, self.clock.unix_seconds(), self.ttl)
     }
 }
 
@@ -600,9 +601,12 @@ impl Drop for ReplayGuard {
         if !self.armed {
             return;
         }
-        let release = self
-            .store
-            .complete(&self.key, Outcome::Failed, self.clock.now(), self.ttl);
+        let release = self.store.complete(
+            &self.key,
+            Outcome::Failed,
+            self.clock.unix_seconds(),
+            self.ttl,
+        );
         // The in-memory store has already done the work; a remote store needs its future run.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(release);

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, StatusCode};
@@ -17,6 +17,7 @@ use super::telemetry::{SchemeLabel, Telemetry};
 use crate::replay::{scoped_key, ReplayStore};
 use crate::scheme::{RequestHead, Scheme, Verified, VerifyError};
 use crate::secret::SecretSet;
+use crate::time::Clock;
 
 /// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
 pub const DEFAULT_LIMIT: usize = 2_097_152;
@@ -29,27 +30,6 @@ pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(600);
 /// The default deadline for receiving a request's body: 30 s, after which the layer answers
 /// `408`.
 pub const DEFAULT_BODY_READ_DEADLINE: Duration = Duration::from_secs(30);
-
-/// An injectable "now" in Unix seconds.
-#[derive(Clone, Default)]
-pub(crate) struct Clock(Option<Arc<dyn Fn() -> i64 + Send + Sync>>);
-
-impl Clock {
-    pub(crate) fn now(&self) -> i64 {
-        match &self.0 {
-            Some(clock) => clock(),
-            None => system_now(),
-        }
-    }
-}
-
-fn system_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
-}
 
 pub(crate) struct Shared<Sc, K> {
     pub(crate) scheme: Sc,
@@ -105,17 +85,7 @@ impl<Sc: fmt::Debug, K> fmt::Debug for WebhookVerifier<Sc, K> {
             .field("scheme", &self.shared.scheme)
             .field("secrets", &format_args!("[redacted]"))
             .field("limit", &self.limit)
-            .field(
-                "clock",
-                &format_args!(
-                    "{}",
-                    if self.clock.0.is_some() {
-                        "<fn>"
-                    } else {
-                        "system"
-                    }
-                ),
-            )
+            .field("clock", &self.clock)
             .field("replay_store", &self.replay.is_some())
             .field("replay_ttl", &self.replay_ttl)
             .field("replay_scope", &self.replay_scope)
@@ -166,7 +136,7 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
     /// Replaces the clock (Unix seconds) used for the timestamp window and the replay store;
     /// the default reads the system time. For tests.
     pub fn clock(mut self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
-        self.clock = Clock(Some(Arc::new(now)));
+        self.clock = Clock::from_unix_seconds(now);
         self
     }
 
@@ -216,7 +186,7 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
     /// The current time of this verifier's clock, in Unix seconds.
     #[must_use]
     pub fn now(&self) -> i64 {
-        self.clock.now()
+        self.clock.unix_seconds()
     }
 }
 

@@ -164,7 +164,7 @@ impl RegistryBuilder {
     where
         F: Fn() -> SystemTime + Send + Sync + 'static,
     {
-        self.clock = Some(Arc::new(clock));
+        self.clock = Some(Clock::new(clock));
         self
     }
 
@@ -275,7 +275,7 @@ impl RegistryBuilder {
                 .unwrap_or_else(|| Arc::new(|_: &http::HeaderMap| None)),
             api_info: self.api_info,
             openapi: OnceLock::new(),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+            clock: self.clock.unwrap_or_default(),
             grace: self.grace,
             max_webhooks: self.max_webhooks,
             health: self.health,

@@ -147,6 +147,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::delivery::{DeliveryEngine, DeliveryReport};
 use crate::store::StoreError;
+use crate::time::Clock;
 
 pub mod api;
 mod auth;
@@ -193,9 +194,6 @@ pub const DEFAULT_MAX_WEBHOOKS_PER_OWNER: usize = 100;
 /// The default grace period of a rotated-out secret.
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-/// The registry's source of time: secrets' grace periods, health windows, record timestamps.
-pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
 type DisabledHook = Arc<dyn Fn(&DisabledNotice) + Send + Sync>;
 type FinishedHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
 
@@ -216,6 +214,8 @@ pub(super) struct Inner {
     api_info: Option<(String, String)>,
     /// The OpenAPI document at the root, made once: it is served without authentication.
     openapi: OnceLock<serde_json::Value>,
+    /// The registry's source of time: secrets' grace periods, health windows, record
+    /// timestamps.
     clock: Clock,
     grace: Duration,
     max_webhooks: usize,
@@ -258,7 +258,7 @@ impl WebhookRegistry {
 
     /// The registry's clock.
     pub fn now(&self) -> SystemTime {
-        (self.inner.clock)()
+        self.inner.clock.now()
     }
 
     /// The default grace period of a rotation.
