@@ -3,7 +3,10 @@
 //! with the same client (the physical reference).
 //!
 //! Run with `cargo bench --bench forward` (`FORWARD_BENCH_N` deliveries per round, default
-//! 20 000; `FORWARD_BENCH_CONCURRENCY` callers, default 64).
+//! 20 000; `FORWARD_BENCH_CONCURRENCY` callers, default 64). `FORWARD_BENCH_PACED=0` skips the
+//! paced latency rows, so that a profiler (`valgrind --tool=callgrind`, `perf record`) sees only
+//! the saturated rounds; `FORWARD_BENCH_SIDE=layer` (or `bare`) runs only that side's rounds, so
+//! that a profile of one side is not mixed with the other.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -312,12 +315,21 @@ fn main() {
         run_layer(&app, &responded, &arrivals, &uri, 2_000.min(n), concurrency).await;
         run_bare(&client, &arrivals, &receiver, sample.clone(), 2_000.min(n), concurrency).await;
 
+        let side = std::env::var("FORWARD_BENCH_SIDE").unwrap_or_default();
         let mut best_bare = 0f64;
         let mut best_layer = 0f64;
         let mut best_delays = Vec::new();
         for round in 1..=2 {
-            let bare = run_bare(&client, &arrivals, &receiver, sample.clone(), n, concurrency).await;
-            let (layer, delays) = run_layer(&app, &responded, &arrivals, &uri, n, concurrency).await;
+            let bare = if side == "layer" {
+                f64::NAN
+            } else {
+                run_bare(&client, &arrivals, &receiver, sample.clone(), n, concurrency).await
+            };
+            let (layer, delays) = if side == "bare" {
+                (f64::NAN, Vec::new())
+            } else {
+                run_layer(&app, &responded, &arrivals, &uri, n, concurrency).await
+            };
             println!(
                 "round {round}: bare {bare:>9.0} req/s | layer {layer:>9.0} deliveries/s | delay p50 {:>8.2?} p99 {:>8.2?} ({} measured)",
                 percentile(&delays, 0.5),
@@ -340,7 +352,8 @@ fn main() {
             percentile(&best_delays, 0.99)
         );
         // Latency below saturation: an open loop at a fixed rate, so no queue builds up.
-        for rate in [1_000u64, 5_000] {
+        let paced = std::env::var("FORWARD_BENCH_PACED").map_or(true, |v| v != "0");
+        for rate in [1_000u64, 5_000].into_iter().filter(|_| paced) {
             let (achieved, delays) = run_paced(&app, &responded, &arrivals, &uri, rate, Duration::from_secs(2)).await;
             println!(
                 "paced at {rate}/s ({achieved:.0} deliveries/s): inner response -> first attempt p50 {:.2?}, p99 {:.2?}",
