@@ -53,11 +53,35 @@ pub fn is_sensitive_header(name: &str) -> bool {
     SECRET_NAMES
         .iter()
         .any(|secret| name.eq_ignore_ascii_case(secret.as_bytes()))
-        || SECRET_WORDS.iter().any(|word| {
-            name.windows(word.len())
-                .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+        || (0..name.len()).any(|start| {
+            let rest = &name[start..];
+            let mut words = WORDS_BY_FIRST_BYTE[usize::from(rest[0])];
+            while words != 0 {
+                let word = SECRET_WORDS[words.trailing_zeros() as usize].as_bytes();
+                if rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word) {
+                    return true;
+                }
+                words &= words - 1;
+            }
+            false
         })
 }
+
+/// For each byte, the [`SECRET_WORDS`] that start with it (in either case), one bit per word:
+/// most positions of a name start no word and cost one lookup. Comparing a window for every
+/// word at every position was about a fifth of an outbound attempt's own instructions.
+const WORDS_BY_FIRST_BYTE: [u16; 256] = {
+    assert!(SECRET_WORDS.len() <= 16, "one bit per word in a u16");
+    let mut table = [0u16; 256];
+    let mut index = 0;
+    while index < SECRET_WORDS.len() {
+        let first = SECRET_WORDS[index].as_bytes()[0];
+        table[first.to_ascii_lowercase() as usize] |= 1 << index;
+        table[first.to_ascii_uppercase() as usize] |= 1 << index;
+        index += 1;
+    }
+    table
+};
 
 /// `value`, or [`REDACTED`] when the header `name` is sensitive.
 pub fn redact<'a>(name: &str, value: &'a str) -> &'a str {

@@ -30,14 +30,17 @@ use super::model::Delivery;
 /// endpoint) is accounted to its endpoint's host and port, so one slow receiving service costs
 /// only the deliveries bound for it.
 pub fn delivery_owner(delivery: &Delivery) -> String {
-    match delivery
+    registered_owner(delivery).map_or_else(|| endpoint_host(&delivery.endpoint), str::to_owned)
+}
+
+/// The owner of a delivery to a registered endpoint (see [`delivery_owner`]); `None` for any
+/// other delivery, whose owner is its endpoint's host.
+pub(crate) fn registered_owner(delivery: &Delivery) -> Option<&str> {
+    delivery
         .endpoint_id
         .as_deref()
         .and_then(|id| id.rsplit_once('/'))
-    {
-        Some((owner, _)) => owner.to_owned(),
-        None => endpoint_host(&delivery.endpoint),
-    }
+        .map(|(owner, _)| owner)
 }
 
 /// The host (and port) of an endpoint URL, lowercased; empty when it has none.

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::attempt::display_endpoint;
 use super::engine::{lock, DeliveryReport, Shared};
 use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
-use super::owners::{delivery_owner, endpoint_host};
+use super::owners::{endpoint_host, registered_owner};
 use super::policy::Verdict;
 use crate::store::StoreError;
 use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
@@ -49,7 +49,12 @@ impl Shared {
     }
 
     pub(super) fn host_semaphore(&self, host: &str) -> Arc<Semaphore> {
-        lock(&self.hosts)
+        let mut hosts = lock(&self.hosts);
+        // Looked up by `&str` first: the key is allocated only for a new host.
+        if let Some(semaphore) = hosts.get(host) {
+            return semaphore.clone();
+        }
+        hosts
             .entry(host.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_endpoint)))
             .clone()
@@ -73,7 +78,8 @@ impl Shared {
         let number = delivery.attempts + 1;
         let host = endpoint_host(&delivery.endpoint);
         let semaphore = self.host_semaphore(&host);
-        let owner = delivery_owner(&delivery);
+        // The host is parsed once: it is also the owner of an unregistered endpoint.
+        let owner = registered_owner(&delivery).map_or_else(|| host.clone(), str::to_owned);
         let share = self.owners.in_flight(&owner);
         let mut stop = self.stop.subscribe();
         let work = async {

@@ -14,9 +14,8 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
-use super::job::{request_id_value, Capture, Job};
+use super::job::{request_id_value, Capture, Job, PendingStore};
 use crate::delivery::BoxError;
 
 pin_project! {
@@ -142,16 +141,17 @@ pin_project! {
     /// unchanged, copied (up to the capture limit) for the delivery as it streams to the
     /// caller; or a body the layer wrote itself (an async-mode answer or a problem).
     ///
-    /// The delivery is handed to the engine when the body ends (or is dropped), in the
-    /// background; only the body's last frame waits until the store has the delivery, so
-    /// that with a durable store the caller's complete answer means "on disk".
+    /// The delivery is handed to the engine when the body ends, by the poll that reads its
+    /// last frame (in a background task only when the body is dropped first): the last frame
+    /// waits until the store has the delivery, so that with a durable store the caller's
+    /// complete answer means "on disk".
     pub struct ResponseBody<B> {
         #[pin]
         kind: ResponseKind<B>,
         capture: Option<Box<Capture>>,
         // The last frame, held until the delivery is stored.
         held: Option<Option<Frame<Bytes>>>,
-        stored: Option<oneshot::Receiver<()>>,
+        stored: Option<PendingStore>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -180,12 +180,12 @@ impl<B> ResponseBody<B> {
     where
         B: Body,
     {
-        // An empty body may never be polled: hand the delivery over now (the response future
-        // waits for the store before the caller gets the response, `take_pending_store`).
+        // An empty body may never be polled: its delivery is made now, and the response future
+        // drives the store write before the caller gets the response (`take_pending_store`).
         let mut stored = None;
         if body.is_end_stream() {
             if let Some(capture) = capture.take() {
-                stored = Some(capture.finish_acked(None));
+                stored = Some(capture.into_store(None));
             }
         }
         Self {
@@ -197,7 +197,7 @@ impl<B> ResponseBody<B> {
     }
 
     /// For an empty body: the store's answer the response must wait for.
-    pub(crate) fn take_pending_store(&mut self) -> Option<oneshot::Receiver<()>> {
+    pub(crate) fn take_pending_store(&mut self) -> Option<PendingStore> {
         let stored = self.stored.take()?;
         self.held = None;
         Some(stored)
@@ -254,7 +254,7 @@ where
             ResponseKindProj::Inner { mut body } => {
                 if let Some(stored) = this.stored.as_mut() {
                     // The delivery's store answer (an error, too) releases the last frame.
-                    let _ = ready!(Pin::new(stored).poll(cx));
+                    ready!(Pin::new(stored).poll(cx));
                     *this.stored = None;
                     return Poll::Ready(this.held.take().flatten().map(Ok));
                 }
@@ -267,7 +267,7 @@ where
                             }
                             if body.is_end_stream() {
                                 if let Some(capture) = this.capture.take() {
-                                    let mut stored = capture.finish_acked(None);
+                                    let mut stored = capture.into_store(None);
                                     if Pin::new(&mut stored).poll(cx).is_pending() {
                                         *this.held = Some(polled.and_then(Result::ok));
                                         *this.stored = Some(stored);
@@ -284,7 +284,7 @@ where
                         }
                         None => {
                             if let Some(capture) = this.capture.take() {
-                                let mut stored = capture.finish_acked(None);
+                                let mut stored = capture.into_store(None);
                                 if Pin::new(&mut stored).poll(cx).is_pending() {
                                     *this.held = Some(None);
                                     *this.stored = Some(stored);

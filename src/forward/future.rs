@@ -10,10 +10,9 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
 use super::body::{wrap_response, ResponseBody};
-use super::job::{Job, RunResult};
+use super::job::{Job, PendingStore, RunResult};
 use super::layer::Config;
 use super::trigger::response_trigger;
 use crate::secret::Secret;
@@ -40,7 +39,7 @@ pin_project! {
         Ready { response: Option<Response<ResponseBody<B>>> },
         Boxed { future: BoxResponseFuture<B, E> },
         // An empty response waits until its delivery is stored.
-        Storing { response: Option<Response<ResponseBody<B>>>, stored: oneshot::Receiver<()> },
+        Storing { response: Option<Response<ResponseBody<B>>>, stored: PendingStore },
     }
 }
 
@@ -145,7 +144,7 @@ where
             KindProj::Boxed { future } => return future.as_mut().poll(cx),
             KindProj::Storing { response, stored } => {
                 // The store's answer (an error, too) releases the response.
-                let _ = ready!(Pin::new(stored).poll(cx));
+                ready!(Pin::new(stored).poll(cx));
                 return Poll::Ready(Ok(response
                     .take()
                     .expect("ResponseFuture polled after completion")));

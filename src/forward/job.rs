@@ -1,13 +1,15 @@
 //! One forwarded run: what the layer knows about it, how its result becomes a delivery body.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
 
 use super::layer::Config;
 use super::BodyMode;
@@ -174,39 +176,67 @@ impl Job {
             tracing::warn!(run_id = %self.run_id, error = %error, "forwarded run failed; delivering the error");
         }
         let body = self.body(&result);
-        let endpoint = display_endpoint(&self.endpoint).to_owned();
         if self.held {
             if let Err(err) = self.engine.complete_held(&self.run_id, body).await {
-                tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be completed");
+                tracing::error!(run_id = %self.run_id, endpoint = %display_endpoint(&self.endpoint), error = %err, "webhook delivery could not be completed");
             }
             return;
         }
-        let delivery = self.delivery(body);
         let Some(reservation) = self.reservation.take() else {
             return;
         };
+        // The run's strings move into the delivery; the log line of a refusal reads them back.
+        let mut delivery = Delivery::new(self.run_id, self.endpoint, body).with_source(self.source);
+        if let Some(signing) = self.signing {
+            delivery = delivery.with_signing(signing);
+        }
+        let (run_id, endpoint) = (delivery.id.clone(), delivery.endpoint.clone());
         if let Err(err) = self.engine.enqueue(reservation, delivery).await {
-            tracing::error!(run_id = %self.run_id, endpoint = %endpoint, error = %err, "webhook delivery could not be queued");
+            tracing::error!(run_id = %run_id, endpoint = %display_endpoint(&endpoint), error = %err, "webhook delivery could not be queued");
         }
     }
 
-    /// [`deliver`](Self::deliver) in a background task (from a body's poll or drop); the
-    /// receiver completes once the store has answered (a durable store: the row is committed).
-    pub(crate) fn deliver_in_background(self, result: RunResult) -> oneshot::Receiver<()> {
-        let (stored, ack) = oneshot::channel();
+    /// [`deliver`](Self::deliver) as a [`PendingStore`] that its waiter drives.
+    pub(crate) fn into_store(self, result: RunResult) -> PendingStore {
+        PendingStore(Some(Box::pin(self.deliver(result))))
+    }
+
+    /// [`deliver`](Self::deliver) in a background task (the service failed: nobody waits).
+    pub(crate) fn deliver_in_background(self, result: RunResult) {
+        drop(self.into_store(result));
+    }
+}
+
+/// A delivery being handed to the engine, driven by the poll that waits for it (the response
+/// body's last frame, or the response future of an empty body): no task is spawned per
+/// response. Dropped before it is done (the caller went away), it finishes in a background
+/// task, so an accepted run is never lost with its caller.
+#[must_use = "dropping it moves the store write to a background task"]
+pub(crate) struct PendingStore(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Future for PendingStore {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(store) = self.0.as_mut() {
+            ready!(store.as_mut().poll(cx));
+            self.0 = None;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Drop for PendingStore {
+    fn drop(&mut self) {
+        let Some(store) = self.0.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(async move {
-                    self.deliver(result).await;
-                    let _ = stored.send(());
-                });
+                handle.spawn(store);
             }
             Err(_) => tracing::error!(
-                run_id = %self.run_id,
                 "webhook delivery dropped: the response finished outside a Tokio runtime"
             ),
         }
-        ack
     }
 }
 
@@ -245,13 +275,14 @@ impl Capture {
         self.chunks.push(data.clone());
     }
 
-    /// Hands the captured result to the engine; `note` says why it is incomplete.
+    /// Hands the captured result to the engine in the background; `note` says why it is
+    /// incomplete.
     pub(crate) fn finish(self: Box<Self>, note: Option<String>) {
-        drop(self.finish_acked(note));
+        drop(self.into_store(note));
     }
 
-    /// [`finish`](Self::finish); the receiver completes once the delivery is stored.
-    pub(crate) fn finish_acked(self: Box<Self>, note: Option<String>) -> oneshot::Receiver<()> {
+    /// The captured result's delivery, stored once the returned future completes.
+    pub(crate) fn into_store(self: Box<Self>, note: Option<String>) -> PendingStore {
         let Capture {
             job,
             status,
@@ -280,7 +311,7 @@ impl Capture {
                 buf.freeze()
             }
         };
-        job.deliver_in_background(RunResult {
+        job.into_store(RunResult {
             status,
             json,
             body,
