@@ -68,13 +68,13 @@ mod ext;
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod forward;
 pub mod inbound;
-pub mod problem;
+mod problem;
 #[cfg(feature = "registry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 pub mod registry;
 pub mod replay;
 pub mod scheme;
-pub mod secret;
+mod secret;
 pub mod sensitive;
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
@@ -86,7 +86,7 @@ pub use ext::ServiceBuilderExt;
 pub use inbound::{Rejection, VerifiedWebhook, WebhookSignature, WebhookSignatureLayer};
 pub use problem::Problem;
 pub use scheme::{Scheme, Verified};
-pub use secret::{Secret, SecretSet};
+pub use secret::{Secret, SecretError, SecretSet};
 
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]

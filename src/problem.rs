@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 /// The media type of every error body this crate produces.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem document.
 ///

@@ -15,6 +15,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 
 /// A secret value. `Debug` and `Display` never print it; it is shared cheaply (`Arc`).
+///
+/// It is the raw key material as the vendor writes it (for example a Stripe `whsec_…` string
+/// or a Cerebrium caller-chosen token). Each scheme decides how to turn it into MAC key
+/// bytes, so the same `Secret` can be handed to any scheme.
 #[derive(Clone)]
 pub struct Secret {
     inner: Arc<SecretInner>,
