@@ -38,8 +38,8 @@ use axum::Router;
 use serde::Deserialize;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-use tower_webhooks::inbound::sensitive_headers;
 use tower_webhooks::scheme::Scheme as _;
+use tower_webhooks::sensitive::sensitive_header_names;
 
 mod forward;
 mod inbound;
@@ -236,7 +236,9 @@ pub(crate) async fn run(args: Vec<String>) -> ExitCode {
             )
         })
         .layer(TraceLayer::new_for_http())
-        .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()));
+        .layer(SetSensitiveRequestHeadersLayer::new(
+            sensitive_header_names(),
+        ));
 
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

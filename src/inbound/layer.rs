@@ -96,13 +96,13 @@ impl<Sc, K, R> WebhookSignatureLayer<Sc, K, R> {
 
     /// Names this route in replay keys (by default the scheme's name): each route sharing a
     /// replay store needs its own name, the same in every replica. Keys are also scoped by
-    /// the matched secret (the tenant); see [`crate::replay::scoped_key`].
+    /// the matched secret (the tenant); see
+    /// [the replay docs](crate::replay#keys-are-scoped-by-route-and-tenant).
     pub fn replay_scope(self, name: impl Into<std::sync::Arc<str>>) -> Self {
         self.map(|verifier| verifier.replay_scope(name))
     }
 
-    /// How long the body may take to arrive (default 30 s,
-    /// [`DEFAULT_BODY_READ_DEADLINE`](super::DEFAULT_BODY_READ_DEADLINE)); a slower one is
+    /// How long the body may take to arrive (default 30 s); a slower one is
     /// answered `408`. The timer runs only while the body is awaited. `None` turns it off.
     pub fn body_read_deadline(self, deadline: Option<Duration>) -> Self {
         self.map(|verifier| verifier.body_read_deadline(deadline))

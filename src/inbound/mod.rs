@@ -161,22 +161,22 @@
 //!
 //! # Logging and sensitive headers
 //!
-//! The layer marks the signature headers of every built-in scheme
-//! ([`SIGNATURE_HEADERS`](crate::scheme::SIGNATURE_HEADERS)) sensitive, so `TraceLayer` and
+//! The layer marks the signature headers of every built-in scheme sensitive, so `TraceLayer` and
 //! other layers *inside* it redact them. A `TraceLayer` *outside* sees the request first: put
 //! `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer` with
-//! [`sensitive_headers()`] before it:
+//! [`sensitive_header_names()`](crate::sensitive::sensitive_header_names) before it:
 //!
 //! ```
 //! use axum::{routing::post, Router};
 //! use tower::ServiceBuilder;
 //! use tower_http::{sensitive_headers::SetSensitiveRequestHeadersLayer, trace::TraceLayer};
-//! use tower_webhooks::inbound::{sensitive_headers, WebhookSignatureLayer};
+//! use tower_webhooks::inbound::WebhookSignatureLayer;
 //! use tower_webhooks::scheme::Cerebrium;
+//! use tower_webhooks::sensitive::sensitive_header_names;
 //!
 //! let app: Router = Router::new().route("/hook", post(|| async { "ok" })).layer(
 //!     ServiceBuilder::new()
-//!         .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
+//!         .layer(SetSensitiveRequestHeadersLayer::new(sensitive_header_names()))
 //!         .layer(TraceLayer::new_for_http())
 //!         .layer(WebhookSignatureLayer::new(Cerebrium::new(), "secret")),
 //! );
@@ -251,14 +251,6 @@ pub use key::{secret_source_async, AsyncSecretSource, SecretLookup, SecretSource
 pub use layer::WebhookSignatureLayer;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use service::WebhookSignature;
-pub use verifier::{
-    WebhookVerifier, DEFAULT_BODY_READ_DEADLINE, DEFAULT_LIMIT, DEFAULT_REPLAY_TTL,
-};
-
-/// The signature header names of the built-in schemes and the common credential headers as
-/// [`HeaderName`](http::HeaderName)s, for
-/// `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new`: see
-/// [`crate::sensitive`], the one rule.
-pub fn sensitive_headers() -> impl Iterator<Item = http::HeaderName> + Clone {
-    crate::sensitive::sensitive_header_names()
-}
+pub use verifier::WebhookVerifier;
+#[cfg(test)]
+pub(crate) use verifier::DEFAULT_REPLAY_TTL;

@@ -20,16 +20,16 @@ use crate::secret::SecretSet;
 use crate::time::Clock;
 
 /// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
-pub const DEFAULT_LIMIT: usize = 2_097_152;
+pub(crate) const DEFAULT_LIMIT: usize = 2_097_152;
 
 /// The default time a replay key is remembered: the widest default window end to end
 /// (Standard Webhooks' 300 s back plus 300 s ahead), since a message sent from ahead stays
 /// inside the window that long.
-pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(600);
 
 /// The default deadline for receiving a request's body: 30 s, after which the layer answers
 /// `408`.
-pub const DEFAULT_BODY_READ_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BODY_READ_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) struct Shared<Sc, K> {
     pub(crate) scheme: Sc,
@@ -158,7 +158,7 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
 
     /// Names this route in replay keys (by default the scheme's name). Give each route that
     /// shares a replay store a name of its own, the same in every replica; see
-    /// [`crate::replay::scoped_key`].
+    /// [the replay docs](crate::replay#keys-are-scoped-by-route-and-tenant).
     pub fn replay_scope(mut self, name: impl Into<Arc<str>>) -> Self {
         self.replay_scope = Some(name.into());
         self
@@ -422,6 +422,26 @@ mod tests {
             "x-hub-signature-25",
         ] {
             assert!(!is_signature_header(other), "{other}");
+        }
+    }
+
+    /// A duplicate must be remembered for as long as its timestamp stays inside the window,
+    /// which for a message sent from ahead is the whole window, past and future.
+    #[test]
+    fn default_replay_ttl_covers_every_default_window() {
+        use crate::scheme::{Cerebrium, Nextmv, Slack, StandardWebhooks, Stripe};
+
+        let windows = [
+            ("cerebrium", Cerebrium::new().replay_window),
+            ("nextmv", Nextmv::new().replay_window),
+            ("stripe", Stripe::new().replay_window),
+            ("standard_webhooks", StandardWebhooks::new().replay_window),
+            ("slack", Slack::new().replay_window),
+        ];
+        for (name, window) in windows {
+            let window = window.unwrap_or_else(|| panic!("{name} has a default window"));
+            let span = u64::from(window.past_secs) + u64::from(window.future_secs);
+            assert!(DEFAULT_REPLAY_TTL.as_secs() >= span, "{name}: {span} s");
         }
     }
 }

@@ -11,11 +11,12 @@
 //!
 //! # Keys are scoped by route and tenant
 //!
-//! The layer never stores the scheme's key alone: [`scoped_key`] prefixes it with the
+//! The layer never stores the scheme's key alone: it stores `{scope}/{tenant}/{key}`, the
+//! scheme's [`Verified::replay_key`](crate::Verified::replay_key) prefixed with the
 //! route's name ([`WebhookSignatureLayer::replay_scope`](crate::WebhookSignatureLayer::replay_scope),
 //! by default the scheme's name) and a fingerprint of the secret that matched (a keyed hash:
 //! it identifies the tenant of a [`SecretSource`](crate::inbound::SecretSource) route without
-//! revealing the secret). So on a multi-tenant route one tenant cannot pre-empt another's
+//! revealing the secret; `-` when the scheme reports none). So on a multi-tenant route one tenant cannot pre-empt another's
 //! message ids, and two routes sharing a store do not collide. Both parts are stable across
 //! restarts and replicas. During a rotation a retry signed with the other secret is a
 //! different key.
@@ -197,7 +198,7 @@ impl<T: ReplayStore + ?Sized> ReplayStore for Arc<T> {
 /// The fingerprint is a keyed hash of a fixed label, so it reveals nothing of the secret, yet
 /// is the same in every replica and after a restart.
 #[must_use]
-pub fn scoped_key(scope: &str, secret: Option<&Secret>, key: &str) -> String {
+pub(crate) fn scoped_key(scope: &str, secret: Option<&Secret>, key: &str) -> String {
     const TENANT_HEX: usize = 32;
     let mut out = String::with_capacity(scope.len() + TENANT_HEX + key.len() + 2);
     out.push_str(scope);

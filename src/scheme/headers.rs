@@ -95,7 +95,7 @@ pub(crate) fn insert_header(headers: &mut HeaderMap, name: &'static str, text: &
 
 /// The signature header names of every built-in scheme, for `SetSensitiveRequestHeaders`
 /// and for redaction in logs.
-pub const SIGNATURE_HEADERS: &[&str] = &[
+pub(crate) const SIGNATURE_HEADERS: &[&str] = &[
     "x-cerebrium-webhook-signature",
     "nextmv-signature",
     "stripe-signature",

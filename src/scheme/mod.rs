@@ -89,17 +89,17 @@ pub use builtin::{BuiltinScheme, BuiltinVerification};
 pub use cerebrium::Cerebrium;
 pub use error::{SignError, VerifyError, VerifyErrorKind};
 pub use github::GitHub;
-pub use headers::SIGNATURE_HEADERS;
 pub(crate) use headers::{
     find_headers, head_of, header_str, header_value, id_header_value, insert_header, required,
+    SIGNATURE_HEADERS,
 };
 pub use mac::{Algorithm, Encoding, HmacVerification};
 
 pub use signer::{SharedSigner, Signer};
 pub use slack::Slack;
 pub use standard::{StandardVerification, StandardWebhooks};
-pub(crate) use timestamp::parse_unix_timestamp_bytes;
-pub use timestamp::{parse_unix_timestamp, ReplayWindow};
+pub use timestamp::ReplayWindow;
+pub(crate) use timestamp::{parse_unix_timestamp, parse_unix_timestamp_bytes};
 pub use timestamped::{Nextmv, Stripe};
 pub use valohai::Valohai;
 pub use verified::{MessageId, SecretMatch, SuccessResponse, Verified};

@@ -6,7 +6,7 @@ use super::{VerifyError, VerifyErrorKind};
 
 /// Parses a Unix timestamp: ASCII digits only (no sign, no spaces, no `+`), at most 19 digits,
 /// so neither parsing nor the window arithmetic can overflow.
-pub fn parse_unix_timestamp(text: &str) -> Option<i64> {
+pub(crate) fn parse_unix_timestamp(text: &str) -> Option<i64> {
     parse_unix_timestamp_bytes(text.as_bytes())
 }
 

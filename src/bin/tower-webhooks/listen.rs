@@ -20,9 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-use tower_webhooks::inbound::{
-    Delivery, Rejection, RejectionKind, WebhookVerifier, DEFAULT_BODY_READ_DEADLINE, DEFAULT_LIMIT,
-};
+use tower_webhooks::inbound::{Delivery, Rejection, RejectionKind, WebhookVerifier};
 use tower_webhooks::replay::MemoryReplayStore;
 use tower_webhooks::scheme::{BuiltinScheme, Scheme};
 use tower_webhooks::sensitive::redacted_headers;
@@ -51,9 +49,10 @@ pub(crate) struct ListenArgs {
     /// answer the sender with the application's response.
     #[arg(long, value_name = "URL")]
     forward: Option<Uri>,
-    /// The largest accepted body in bytes (larger ones are answered 413).
-    #[arg(long, default_value_t = DEFAULT_LIMIT)]
-    limit: usize,
+    /// The largest accepted body in bytes (larger ones are answered 413) [default: the
+    /// layer's, 2 MiB].
+    #[arg(long)]
+    limit: Option<usize>,
     /// How many body bytes to print per request.
     #[arg(long, default_value_t = 4096)]
     print_limit: usize,
@@ -97,17 +96,21 @@ pub(crate) async fn run(args: ListenArgs) -> Result<(), Failure> {
         }
     }
     let name = scheme.name().to_owned();
-    let mut verifier = WebhookVerifier::new(scheme, secrets).limit(args.limit);
+    let mut verifier = WebhookVerifier::new(scheme, secrets);
+    if let Some(limit) = args.limit {
+        verifier = verifier.limit(limit);
+    }
     if args.dedupe {
         verifier = verifier.replay_store(MemoryReplayStore::new(100_000));
     }
+    let verifier_limit = verifier.body_limit();
     let listener = Arc::new(Listener {
         verifier,
         forward: args.forward.clone().map(|url| Forward {
             url,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }),
-        limit: args.limit,
+        limit: verifier_limit,
         print_limit: args.print_limit,
         json: args.json,
         seen: AtomicUsize::new(0),
@@ -145,13 +148,16 @@ pub(crate) async fn run(args: ListenArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::environment(format!("serving on {address}: {e}")))
 }
 
+/// How long a body may take to arrive: the layer's default body read deadline.
+const BODY_READ_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Every request, whatever its method and path.
 async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Response {
     let (head, body) = request.into_parts();
     // Read here rather than by the verifier, so that a rejected body is printed too; the
     // limit and the deadline are the layer's.
     let collected = tokio::time::timeout(
-        DEFAULT_BODY_READ_DEADLINE,
+        BODY_READ_DEADLINE,
         Limited::new(body, listener.limit).collect(),
     )
     .await;
@@ -169,7 +175,7 @@ async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Res
             RejectionKind::BodyTimeout,
             format!(
                 "the body was not received within {}s",
-                DEFAULT_BODY_READ_DEADLINE.as_secs()
+                BODY_READ_DEADLINE.as_secs()
             ),
         )),
     };

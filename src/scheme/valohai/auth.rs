@@ -63,7 +63,7 @@ pub enum AuthType {
 }
 
 /// The default JWT clock leeway, in seconds.
-pub const DEFAULT_JWT_LEEWAY: u64 = 5;
+const DEFAULT_JWT_LEEWAY: u64 = 5;
 
 impl WebAuthentication {
     /// A condition of `auth` type reading its token from `lookup`, using the verifier's secrets.
@@ -92,7 +92,7 @@ impl WebAuthentication {
         )
     }
 
-    /// A JWT signed with `algorithm`, with the default leeway.
+    /// A JWT signed with `algorithm`, with the default leeway (5 seconds).
     #[cfg(feature = "jwt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn jwt(lookup: Lookup, algorithm: JwtAlgorithm) -> Self {

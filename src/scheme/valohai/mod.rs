@@ -93,7 +93,7 @@ mod tests;
 mod timestamp;
 mod verification;
 
-pub use auth::{AuthType, Basestring, WebAuthentication, DEFAULT_JWT_LEEWAY};
+pub use auth::{AuthType, Basestring, WebAuthentication};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::JwtAlgorithm;
