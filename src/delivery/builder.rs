@@ -21,22 +21,22 @@ use crate::store::{DeliveryStore, MemoryStore};
 use crate::time::Clock;
 
 /// The default number of deliveries accepted and not yet final.
-pub const DEFAULT_CAPACITY: usize = 1024;
+const DEFAULT_CAPACITY: usize = 1024;
 /// The default number of attempts in flight at once.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// The default number of attempts in flight at once to one endpoint host.
-pub const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
+const DEFAULT_MAX_PER_ENDPOINT: usize = 8;
 /// The default number of attempts in flight at once for one owner
 /// ([`delivery_owner`](super::delivery_owner)).
-pub const DEFAULT_MAX_IN_FLIGHT_PER_OWNER: usize = 16;
+const DEFAULT_MAX_IN_FLIGHT_PER_OWNER: usize = 16;
 /// The default number of unfinished deliveries one owner may hold in an engine.
-pub const DEFAULT_MAX_QUEUED_PER_OWNER: usize = 256;
+const DEFAULT_MAX_QUEUED_PER_OWNER: usize = 256;
 /// How long delivered deliveries are kept by default.
-pub const DEFAULT_RETAIN_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+const DEFAULT_RETAIN_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long dead letters (failed and refused deliveries) are kept by default.
-pub const DEFAULT_RETAIN_FAILED: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_RETAIN_FAILED: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The most response-body bytes read and kept per attempt.
-pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
+const DEFAULT_RESPONSE_BODY_LIMIT: usize = 20_000;
 
 pub(super) type FinishHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
 
@@ -177,19 +177,20 @@ impl EngineBuilder {
     /// with [`EnqueueError::Full`](super::EnqueueError::Full) (every HTTP route answers `503` with `Retry-After`). A durable
     /// store is the buffer: every accepted delivery is written, and the engine sends them as
     /// its [in-flight](Self::max_in_flight) and [claim](Self::max_claimed) budgets free up.
+    /// 1024 by default.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.config.capacity = capacity.max(1);
         self
     }
 
-    /// Attempts in flight at once, over all endpoints.
+    /// Attempts in flight at once, over all endpoints; 64 by default.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.config.max_in_flight = max.max(1);
         self
     }
 
     /// Attempts in flight at once to one endpoint host, so one slow endpoint cannot take
-    /// every slot.
+    /// every slot; 8 by default.
     pub fn max_per_endpoint(mut self, max: usize) -> Self {
         self.config.max_per_endpoint = max.max(1);
         self
@@ -244,7 +245,7 @@ impl EngineBuilder {
         self
     }
 
-    /// How many response-body bytes are read and kept per attempt.
+    /// How many response-body bytes are read and kept per attempt; 20 000 by default.
     pub fn response_body_limit(mut self, limit: usize) -> Self {
         self.config.response_body_limit = limit;
         self
@@ -274,7 +275,7 @@ impl EngineBuilder {
     }
 
     /// Deletes [delivered](super::DeliveryState::Delivered) deliveries and their attempts once they
-    /// are `age` old: 7 days by default ([`DEFAULT_RETAIN_DELIVERED`]), `None` keeps them
+    /// are `age` old: 7 days by default, `None` keeps them
     /// forever. Retention runs every minute in batches of 500 rows, pausing between batches so
     /// the workers are not blocked.
     pub fn retain_delivered(mut self, age: impl Into<Option<Duration>>) -> Self {
@@ -284,7 +285,7 @@ impl EngineBuilder {
 
     /// Deletes dead letters ([failed](super::DeliveryState::Failed) and
     /// [refused](super::DeliveryState::Refused) deliveries) once they are `age` old: 30 days by
-    /// default ([`DEFAULT_RETAIN_FAILED`]), so they stay queryable and can be re-sent for a
+    /// default, so they stay queryable and can be re-sent for a
     /// month; `None` keeps them forever.
     pub fn retain_failed(mut self, age: impl Into<Option<Duration>>) -> Self {
         self.config.retain_failed = age.into();

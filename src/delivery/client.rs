@@ -23,7 +23,7 @@ use super::ssrf::{GuardedConnector, GuardedResolver, SsrfGuard};
 use super::BoxError;
 
 /// The response body type the engine reads.
-pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 
 type SendFuture = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, BoxError>> + Send>>;
 
@@ -222,7 +222,7 @@ impl DeliveryClient {
     }
 
     /// Sends one request.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         request: Request<Full<Bytes>>,
     ) -> impl Future<Output = Result<Response<ClientBody>, BoxError>> + Send {

@@ -67,21 +67,17 @@ mod engine;
 mod enqueue;
 pub(crate) mod model;
 mod owners;
-pub mod policy;
+mod policy;
 mod signers;
 mod slots;
-pub mod ssrf;
+pub(crate) mod ssrf;
 #[cfg(test)]
 mod tests;
 mod worker;
 
 pub(crate) use attempt::display_endpoint;
-pub use builder::{
-    EngineBuilder, DEFAULT_CAPACITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_OWNER,
-    DEFAULT_MAX_PER_ENDPOINT, DEFAULT_MAX_QUEUED_PER_OWNER, DEFAULT_RESPONSE_BODY_LIMIT,
-    DEFAULT_RETAIN_DELIVERED, DEFAULT_RETAIN_FAILED,
-};
-pub use client::{ClientBody, ClientBuilder, Connector, DeliveryClient, HyperClient};
+pub use builder::EngineBuilder;
+pub use client::{ClientBuilder, Connector, DeliveryClient, HyperClient};
 pub use engine::{CapacitySlot, DeliveryEngine, DeliveryReport, EngineStats, ShutdownReport};
 pub use enqueue::EnqueueError;
 pub use model::{
@@ -92,7 +88,7 @@ pub use model::{
 pub use owners::delivery_owner;
 pub(crate) use owners::endpoint_host;
 pub use policy::{Class, Classifier, Policy, Verdict};
-pub use ssrf::{GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
+pub use ssrf::{CidrError, GuardedConnector, GuardedResolver, Refusal, RefusalKind, SsrfGuard};
 
 /// A boxed error, as tower and hyper use.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,29 +1,4 @@
 //! Retry policies: how an attempt's outcome is classified, and when the next attempt is due.
-//!
-//! | preset | attempts | delays | retried | not retried |
-//! |---|---|---|---|---|
-//! | [`Policy::cerebrium`] (default) | 3 | 2 s, 4 s (≤ 5 s apart) | network errors, timeouts, `404`, 1xx/3xx | other 4xx, all 5xx |
-//! | [`Policy::standard`] | 8 | 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, ±20 % | every non-2xx but `410` | `410 Gone` (disables the endpoint) |
-//! | [`Policy::exponential`] | chosen | doubling from a base, capped, ±20 % | as `standard` | as `standard` |
-//!
-//! `standard` and `exponential` honour `Retry-After` on `429`/`503` within a clamp.
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_webhooks::delivery::{Class, Policy, Verdict};
-//! use tower_webhooks::delivery::AttemptOutcome;
-//!
-//! let policy = Policy::cerebrium();
-//! assert_eq!(policy.max_attempts(), 3);
-//! assert_eq!(policy.classify(&AttemptOutcome::Status(404)), Class::Retry);
-//! assert_eq!(policy.classify(&AttemptOutcome::Status(503)), Class::GiveUp);
-//! assert!(matches!(policy.decide(1, &AttemptOutcome::Timeout, None), Verdict::Retry(_)));
-//! assert_eq!(policy.decide(3, &AttemptOutcome::Timeout, None), Verdict::GiveUp);
-//!
-//! // Tests use the same classification with a fast schedule:
-//! let fast = Policy::cerebrium().with_delays([Duration::from_millis(10); 2]);
-//! assert_eq!(fast.decide(1, &AttemptOutcome::Status(302), None), Verdict::Retry(Duration::from_millis(10)));
-//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -117,8 +92,32 @@ impl Classifier {
 
 /// A retry policy: a classifier, a schedule of delays, jitter and `Retry-After` handling.
 ///
-/// The number of attempts is one more than the number of delays. See the
-/// [module docs](self) for the presets.
+/// The number of attempts is one more than the number of delays.
+///
+/// | preset | attempts | delays | retried | not retried |
+/// |---|---|---|---|---|
+/// | [`Policy::cerebrium`] (default) | 3 | 2 s, 4 s (≤ 5 s apart) | network errors, timeouts, `404`, 1xx/3xx | other 4xx, all 5xx |
+/// | [`Policy::standard`] | 8 | 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, ±20 % | every non-2xx but `410` | `410 Gone` (disables the endpoint) |
+/// | [`Policy::exponential`] | chosen | doubling from a base, capped, ±20 % | as `standard` | as `standard` |
+///
+/// `standard` and `exponential` honour `Retry-After` on `429`/`503` within a clamp.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_webhooks::delivery::{Class, Policy, Verdict};
+/// use tower_webhooks::delivery::AttemptOutcome;
+///
+/// let policy = Policy::cerebrium();
+/// assert_eq!(policy.max_attempts(), 3);
+/// assert_eq!(policy.classify(&AttemptOutcome::Status(404)), Class::Retry);
+/// assert_eq!(policy.classify(&AttemptOutcome::Status(503)), Class::GiveUp);
+/// assert!(matches!(policy.decide(1, &AttemptOutcome::Timeout, None), Verdict::Retry(_)));
+/// assert_eq!(policy.decide(3, &AttemptOutcome::Timeout, None), Verdict::GiveUp);
+///
+/// // Tests use the same classification with a fast schedule:
+/// let fast = Policy::cerebrium().with_delays([Duration::from_millis(10); 2]);
+/// assert_eq!(fast.decide(1, &AttemptOutcome::Status(302), None), Verdict::Retry(Duration::from_millis(10)));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Policy {
     classifier: Classifier,
@@ -284,12 +283,8 @@ impl Policy {
     }
 }
 
-/// Parses a `Retry-After` value: delay-seconds or an HTTP date (relative to now).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    retry_after_at(value, std::time::SystemTime::now())
-}
-
-/// [`parse_retry_after`] with an HTTP date taken relative to `now` (the engine's clock).
+/// Parses a `Retry-After` value: delay-seconds, or an HTTP date taken relative to `now` (the
+/// engine's clock).
 pub(crate) fn retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
@@ -409,11 +404,12 @@ mod tests {
             _ => Class::GiveUp,
         });
         assert_eq!(custom.classify(&AttemptOutcome::Status(500)), Class::Retry);
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let now = std::time::SystemTime::now();
+        assert_eq!(retry_after_at(" 7 ", now), Some(Duration::from_secs(7)));
         assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            retry_after_at("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::ZERO)
         );
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(retry_after_at("soon", now), None);
     }
 }

@@ -1,42 +1,4 @@
 //! The SSRF guard: deliveries go to the public internet only, unless allow-listed.
-//!
-//! Webhook endpoints are chosen by callers, so without a guard a caller could make the server
-//! POST to its own admin ports, to other hosts of a private network, or to a cloud metadata
-//! service (`169.254.169.254`). The guard refuses:
-//!
-//! | range | examples |
-//! |---|---|
-//! | loopback | `127.0.0.0/8`, `::1` |
-//! | private | `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16` |
-//! | link-local | `169.254.0.0/16` (cloud metadata), `fe80::/10` |
-//! | unique-local / site-local | `fc00::/7`, `fec0::/10` |
-//! | shared (CGNAT) | `100.64.0.0/10` |
-//! | multicast, broadcast, unspecified | `224.0.0.0/4`, `ff00::/8`, `255.255.255.255`, `0.0.0.0/8`, `::` |
-//! | documentation, benchmarking | `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `198.18.0.0/15`, `2001:db8::/32`, `3fff::/20`, `2001:2::/48` |
-//! | reserved, not globally reachable | `192.0.0.0/24`, `192.88.99.0/24`, `240.0.0.0/4`, `100::/64`, `2001::/23` (but its global anycast entries), local-use NAT64 `64:ff9b:1::/48`, `5f00::/16`, every IPv6 address outside `2000::/3` |
-//! | an IPv4 address carried in IPv6, judged as that address | mapped `::ffff:0:0/96`, compatible `::/96`, translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32` (server and client) |
-//!
-//! The ranges are the IANA special-purpose address registries' entries that are not globally
-//! reachable. Only `http` and `https` are accepted, with a port (when given) in 1–65535. The check runs on the **addresses actually connected
-//! to**: the default client resolves names through [`GuardedResolver`], which drops refused
-//! addresses (so DNS rebinding cannot slip through between a check and the connect), and
-//! [`GuardedConnector`] checks IP-literal hosts, which skip the resolver.
-//!
-//! For development and tests, allow ranges or host names explicitly:
-//!
-//! ```
-//! use tower_webhooks::delivery::SsrfGuard;
-//!
-//! let guard = SsrfGuard::new();
-//! assert!(guard.check_ip("127.0.0.1".parse().unwrap()).is_err());
-//! assert!(guard.check_ip("169.254.169.254".parse().unwrap()).is_err());
-//! assert!(guard.check_ip("93.184.215.14".parse().unwrap()).is_ok());
-//!
-//! let dev = SsrfGuard::new().allow_cidr("127.0.0.0/8").unwrap().allow_host("receiver.internal");
-//! assert!(dev.check_ip("127.0.0.1".parse().unwrap()).is_ok());
-//! assert!(dev.check_url("http://receiver.internal:8080/hook").is_ok());
-//! assert!(dev.check_url("ftp://example.com/").is_err());
-//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,7 +14,7 @@ use super::BoxError;
 mod connect;
 mod ranges;
 
-pub use connect::{GuardedConnecting, GuardedConnector, GuardedResolver};
+pub use connect::{GuardedConnector, GuardedResolver};
 pub(crate) use ranges::classify;
 
 /// Why an endpoint or address was refused.
@@ -200,7 +162,46 @@ impl FromStr for Cidr {
     }
 }
 
-/// The SSRF policy: which endpoints deliveries may reach. Cheap to clone.
+/// The SSRF policy: which endpoints deliveries may reach, the public internet only unless
+/// allow-listed. Cheap to clone.
+///
+/// Webhook endpoints are chosen by callers, so without a guard a caller could make the server
+/// POST to its own admin ports, to other hosts of a private network, or to a cloud metadata
+/// service (`169.254.169.254`). The guard refuses:
+///
+/// | range | examples |
+/// |---|---|
+/// | loopback | `127.0.0.0/8`, `::1` |
+/// | private | `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16` |
+/// | link-local | `169.254.0.0/16` (cloud metadata), `fe80::/10` |
+/// | unique-local / site-local | `fc00::/7`, `fec0::/10` |
+/// | shared (CGNAT) | `100.64.0.0/10` |
+/// | multicast, broadcast, unspecified | `224.0.0.0/4`, `ff00::/8`, `255.255.255.255`, `0.0.0.0/8`, `::` |
+/// | documentation, benchmarking | `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `198.18.0.0/15`, `2001:db8::/32`, `3fff::/20`, `2001:2::/48` |
+/// | reserved, not globally reachable | `192.0.0.0/24`, `192.88.99.0/24`, `240.0.0.0/4`, `100::/64`, `2001::/23` (but its global anycast entries), local-use NAT64 `64:ff9b:1::/48`, `5f00::/16`, every IPv6 address outside `2000::/3` |
+/// | an IPv4 address carried in IPv6, judged as that address | mapped `::ffff:0:0/96`, compatible `::/96`, translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32` (server and client) |
+///
+/// The ranges are the IANA special-purpose address registries' entries that are not globally
+/// reachable. Only `http` and `https` are accepted, with a port (when given) in 1–65535. The check runs on the **addresses actually connected
+/// to**: the default client resolves names through [`GuardedResolver`], which drops refused
+/// addresses (so DNS rebinding cannot slip through between a check and the connect), and
+/// [`GuardedConnector`] checks IP-literal hosts, which skip the resolver.
+///
+/// For development and tests, allow ranges or host names explicitly:
+///
+/// ```
+/// use tower_webhooks::delivery::SsrfGuard;
+///
+/// let guard = SsrfGuard::new();
+/// assert!(guard.check_ip("127.0.0.1".parse().unwrap()).is_err());
+/// assert!(guard.check_ip("169.254.169.254".parse().unwrap()).is_err());
+/// assert!(guard.check_ip("93.184.215.14".parse().unwrap()).is_ok());
+///
+/// let dev = SsrfGuard::new().allow_cidr("127.0.0.0/8").unwrap().allow_host("receiver.internal");
+/// assert!(dev.check_ip("127.0.0.1".parse().unwrap()).is_ok());
+/// assert!(dev.check_url("http://receiver.internal:8080/hook").is_ok());
+/// assert!(dev.check_url("ftp://example.com/").is_err());
+/// ```
 #[derive(Debug, Clone)]
 pub struct SsrfGuard {
     enabled: bool,
