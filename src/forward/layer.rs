@@ -13,11 +13,11 @@ use crate::scheme::Cerebrium;
 use crate::secret::SecretSet;
 
 /// The default capture limit for a forwarded response body (4 MiB).
-pub const DEFAULT_CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+const DEFAULT_CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
 /// The default limit for buffering a JSON request body to look for `webhook_endpoint` (1 MiB).
-pub const DEFAULT_LEGACY_BODY_LIMIT: usize = 1024 * 1024;
+const DEFAULT_LEGACY_BODY_LIMIT: usize = 1024 * 1024;
 /// The longest endpoint URL accepted.
-pub const MAX_ENDPOINT_LEN: usize = 2048;
+pub(super) const MAX_ENDPOINT_LEN: usize = 2048;
 
 type EndpointFn = Arc<dyn Fn(&http::request::Parts) -> Option<ForwardTo> + Send + Sync>;
 
@@ -141,7 +141,7 @@ impl WebhookForwardLayer {
     }
 
     /// The most response-body bytes captured for a delivery; a larger result is delivered
-    /// as an envelope with `"result": null` and an `"error"`.
+    /// as an envelope with `"result": null` and an `"error"`. Default 4 MiB.
     pub fn capture_limit(self, limit: usize) -> Self {
         self.map(|c| c.capture_limit = limit)
     }
@@ -155,7 +155,7 @@ impl WebhookForwardLayer {
     }
 
     /// How much of a JSON request body is buffered to look for `webhook_endpoint`; a longer
-    /// body is passed on unread beyond that and not searched.
+    /// body is passed on unread beyond that and not searched. Default 1 MiB.
     pub fn legacy_body_limit(self, limit: usize) -> Self {
         self.map(|c| c.legacy_body_limit = limit)
     }

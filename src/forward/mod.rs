@@ -45,7 +45,7 @@
 //!
 //! # Errors and backpressure
 //!
-//! A malformed endpoint is a `400` problem (`application/problem+json`) before the inner
+//! A malformed endpoint (or one longer than 2048 characters) is a `400` problem (`application/problem+json`) before the inner
 //! service runs. An endpoint refused by the [SSRF guard](crate::delivery::SsrfGuard) is a `400`
 //! in async mode (IP literals, and host names resolved when the request is accepted) and a
 //! recorded [`Refused`](crate::delivery::DeliveryState::Refused) delivery in sync mode. When the
@@ -120,9 +120,7 @@ mod trigger;
 use crate::secret::Secret;
 
 pub use future::ResponseFuture;
-pub use layer::{
-    WebhookForwardLayer, DEFAULT_CAPTURE_LIMIT, DEFAULT_LEGACY_BODY_LIMIT, MAX_ENDPOINT_LEN,
-};
+pub use layer::WebhookForwardLayer;
 pub use service::WebhookForward;
 
 /// What the delivered body is.
