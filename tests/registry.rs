@@ -30,10 +30,12 @@ use tower_webhooks::delivery::DeliveryState;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
     api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, WebhookRegistry,
-    WEBHOOK_DELETED,
 };
 use tower_webhooks::scheme::{Scheme, StandardWebhooks, Verification};
 use tower_webhooks::SecretSet;
+
+/// The `last_error` of a delivery cancelled by `WebhookRegistry::delete`.
+const WEBHOOK_DELETED: &str = "webhook deleted: not sent";
 
 const ACME: &str = "key-acme";
 const GLOBEX: &str = "key-globex";

@@ -168,8 +168,7 @@ impl RegistryBuilder {
         self
     }
 
-    /// How many webhooks one owner may create through the API (100 by default,
-    /// [`DEFAULT_MAX_WEBHOOKS_PER_OWNER`]); beyond it `POST /v1/webhooks` answers
+    /// How many webhooks one owner may create through the API (100 by default); beyond it `POST /v1/webhooks` answers
     /// `422 webhook-limit-reached`. It bounds what one tenant can make the engine send per
     /// event. Webhooks inserted into the subscription store directly are not counted against it.
     pub fn max_webhooks_per_owner(mut self, max: usize) -> Self {

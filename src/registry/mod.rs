@@ -186,13 +186,13 @@ pub use subscriptions::{
 
 /// The `last_error` of the queued deliveries cancelled because their webhook was deleted
 /// ([`WebhookRegistry::delete`]).
-pub const WEBHOOK_DELETED: &str = "webhook deleted: not sent";
+const WEBHOOK_DELETED: &str = "webhook deleted: not sent";
 
 /// The default number of webhooks one owner may register through the API.
-pub const DEFAULT_MAX_WEBHOOKS_PER_OWNER: usize = 100;
+const DEFAULT_MAX_WEBHOOKS_PER_OWNER: usize = 100;
 
 /// The default grace period of a rotated-out secret.
-pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 type DisabledHook = Arc<dyn Fn(&DisabledNotice) + Send + Sync>;
 type FinishedHook = Arc<dyn Fn(&DeliveryReport) + Send + Sync>;
@@ -268,7 +268,7 @@ impl WebhookRegistry {
 
     /// Deletes `owner`'s webhook `id` and cancels its queued deliveries
     /// ([`DeliveryEngine::cancel_endpoint`]): the pending ones end
-    /// [failed](crate::delivery::DeliveryState::Failed) with the reason [`WEBHOOK_DELETED`] and are never sent; one in
+    /// [failed](crate::delivery::DeliveryState::Failed) with the reason `webhook deleted: not sent` and are never sent; one in
     /// flight finishes its attempt and is not retried. Their conversations stay in the delivery
     /// store until retention removes them. `false` when there is no such webhook (nothing is
     /// cancelled then: only the owner's own webhook's deliveries are touched).

@@ -232,66 +232,66 @@ pub(super) struct Recovered {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConversationView {
     /// The delivery id (`X-Request-Id`).
-    pub delivery_id: String,
+    pub(crate) delivery_id: String,
     /// The event type; `null` for a delivery that is not a published event (a forwarded
     /// result).
-    pub event_type: Option<String>,
+    pub(crate) event_type: Option<String>,
     /// `pending`, `in_flight`, `delivered`, `failed` or `refused`.
-    pub state: String,
+    pub(crate) state: String,
     /// The endpoint it was sent to.
-    pub endpoint_url: String,
+    pub(crate) endpoint_url: String,
     /// The body sent.
-    pub request_body: String,
+    pub(crate) request_body: String,
     /// Why it failed, for a final failure.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// RFC 3339.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// RFC 3339.
-    pub updated_at: String,
+    pub(crate) updated_at: String,
     /// When the next attempt is due, while pending (RFC 3339).
-    pub next_attempt_at: Option<String>,
+    pub(crate) next_attempt_at: Option<String>,
     /// Every attempt, oldest first.
-    pub attempts: Vec<AttemptView>,
+    pub(crate) attempts: Vec<AttemptView>,
 }
 
 /// One attempt.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AttemptView {
+pub(crate) struct AttemptView {
     /// 1 for the first.
-    pub number: u32,
+    pub(crate) number: u32,
     /// RFC 3339.
-    pub started_at: String,
+    pub(crate) started_at: String,
     /// Milliseconds until the answer or the failure.
-    pub latency_ms: f64,
+    pub(crate) latency_ms: f64,
     /// The request headers (signatures and secrets redacted).
-    pub request_headers: Vec<(String, String)>,
+    pub(crate) request_headers: Vec<(String, String)>,
     /// The body size in bytes.
-    pub body_size: usize,
+    pub(crate) body_size: usize,
     /// The lowercase hex SHA-256 of the body.
     pub body_sha256: String,
     /// The answer, when there was one.
-    pub response: Option<ResponseView>,
+    pub(crate) response: Option<ResponseView>,
     /// What happened.
-    pub outcome: OutcomeView,
+    pub(crate) outcome: OutcomeView,
     /// Whether a user asked for it (a re-send).
-    pub manual: bool,
+    pub(crate) manual: bool,
 }
 
 /// What happened on one attempt: `{"kind": "status", "status": 200, "detail": "HTTP 200"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OutcomeView {
+pub(crate) struct OutcomeView {
     /// The kind of outcome.
-    pub kind: OutcomeKind,
+    pub(crate) kind: OutcomeKind,
     /// The HTTP status, when the endpoint answered (`kind` is `status`).
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// A human-readable summary (`HTTP 200`, `timeout`, `connect error: …`).
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// The kind of an attempt's [outcome](OutcomeView).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
+pub(crate) enum OutcomeKind {
     /// The endpoint answered (any status).
     Status,
     /// No (complete) answer within the attempt's timeout.
@@ -326,15 +326,15 @@ impl From<&AttemptOutcome> for OutcomeView {
 
 /// The endpoint's answer to an attempt.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ResponseView {
+pub(crate) struct ResponseView {
     /// The status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// The headers.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// The body, truncated.
-    pub body: String,
+    pub(crate) body: String,
     /// Whether it was truncated.
-    pub body_truncated: bool,
+    pub(crate) body_truncated: bool,
 }
 
 /// A page of conversations.

@@ -3,8 +3,8 @@
 //!
 //! Public here: the [conversation view](ConversationView) (the one JSON shape of a delivery
 //! and its attempts, for an application that shows conversations of its own), the route
-//! table and the generic OpenAPI document. The other request and response bodies are
-//! described by the OpenAPI document.
+//! table and the generic OpenAPI document. The request and response bodies, this view's
+//! fields included, are described by the OpenAPI document.
 
 mod conversations;
 pub(crate) mod cursor;
@@ -20,7 +20,9 @@ mod validate;
 mod webhooks;
 
 pub use cursor::ConversationCursor;
-pub use dto::{AttemptView, ConversationView, OutcomeKind, OutcomeView, ResponseView};
+#[cfg(feature = "portal")]
+pub(crate) use dto::AttemptView;
+pub use dto::ConversationView;
 pub use openapi::openapi;
 pub use router::routes;
 
@@ -31,4 +33,4 @@ pub(crate) use dto::{SecretView, WebhookView};
 pub(crate) use error::ApiError;
 
 /// The path every route lives under.
-pub const BASE_PATH: &str = "/v1/webhooks";
+const BASE_PATH: &str = "/v1/webhooks";
