@@ -85,7 +85,7 @@ impl MemoryReplayStore {
     }
 
     /// The synchronous core of [`ReplayStore::reserve`].
-    pub fn reserve_now(&self, key: &str, now: i64, ttl: Duration) -> Reservation {
+    pub(crate) fn reserve_now(&self, key: &str, now: i64, ttl: Duration) -> Reservation {
         let mut slots = self.lock();
         if let Some(slot) = slots.map.get(key) {
             if slot.expires_at > now {
@@ -100,7 +100,7 @@ impl MemoryReplayStore {
     }
 
     /// The synchronous core of [`ReplayStore::complete`].
-    pub fn complete_now(&self, key: &str, outcome: Outcome, now: i64, ttl: Duration) {
+    pub(crate) fn complete_now(&self, key: &str, outcome: Outcome, now: i64, ttl: Duration) {
         let mut slots = self.lock();
         match outcome {
             Outcome::Processed(record) => match slots.map.get_mut(key) {

@@ -24,7 +24,7 @@ const SIGNATURE_SHA1: &str = "x-hub-signature";
 pub struct GitHub {
     /// Also accept the legacy `X-Hub-Signature: sha1=<hex>` when the SHA-256 header is absent.
     #[serde(default)]
-    pub accept_sha1: bool,
+    pub(crate) accept_sha1: bool,
 }
 
 impl GitHub {
@@ -33,7 +33,8 @@ impl GitHub {
         Self::default()
     }
 
-    /// Accept the legacy SHA-1 header when the SHA-256 one is absent.
+    /// Also accept the legacy `X-Hub-Signature: sha1=<hex>` when the SHA-256 header is
+    /// absent.
     pub fn accept_sha1(mut self, accept: bool) -> Self {
         self.accept_sha1 = accept;
         self

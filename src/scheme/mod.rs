@@ -43,8 +43,8 @@ macro_rules! windowed_scheme {
                 default = "crate::scheme::timestamp::optional_window::default",
                 with = "crate::scheme::timestamp::optional_window"
             )]
-            pub replay_window: Option<crate::scheme::ReplayWindow>,
-            $( $(#[$field_meta])* #[serde(default)] pub $field: $ty, )*
+            pub(crate) replay_window: Option<crate::scheme::ReplayWindow>,
+            $( $(#[$field_meta])* #[serde(default)] pub(crate) $field: $ty, )*
         }
 
         impl Default for $name {

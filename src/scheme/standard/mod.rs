@@ -60,11 +60,11 @@ pub struct StandardWebhooks {
         default = "crate::scheme::timestamp::optional_symmetric_window::default",
         with = "crate::scheme::timestamp::optional_symmetric_window"
     )]
-    pub replay_window: Option<ReplayWindow>,
+    pub(crate) replay_window: Option<ReplayWindow>,
     /// Sign with `svix-id` / `svix-timestamp` / `svix-signature` instead of `webhook-*`.
     /// Verification always accepts both.
     #[serde(default)]
-    pub svix_headers: bool,
+    pub(crate) svix_headers: bool,
 }
 
 impl Default for StandardWebhooks {
@@ -88,7 +88,8 @@ impl StandardWebhooks {
         self
     }
 
-    /// Signs with `svix-*` header names.
+    /// Signs with `svix-id` / `svix-timestamp` / `svix-signature` instead of `webhook-*`.
+    /// Verification always accepts both.
     pub fn svix_headers(mut self, svix: bool) -> Self {
         self.svix_headers = svix;
         self

@@ -63,6 +63,7 @@ pub enum AuthType {
 }
 
 /// The default JWT clock leeway, in seconds.
+#[cfg(feature = "jwt")]
 const DEFAULT_JWT_LEEWAY: u64 = 5;
 
 impl WebAuthentication {
