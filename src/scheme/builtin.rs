@@ -48,11 +48,14 @@ pub enum BuiltinScheme {
 
 /// The verification state of a [`BuiltinScheme`].
 #[derive(Debug)]
-#[non_exhaustive]
+pub struct BuiltinVerification(BuiltinState);
+
+/// The state of the chosen scheme's own verification.
+#[derive(Debug)]
 // The large variant is the common one (every HMAC scheme): boxing it would allocate on every
 // verified request, which the inline state exists to avoid.
 #[allow(clippy::large_enum_variant)]
-pub enum BuiltinVerification {
+enum BuiltinState {
     /// Every HMAC-header format but Standard Webhooks.
     Hmac(HmacVerification),
     /// Standard Webhooks (`v1` HMAC and `v1a` Ed25519).
@@ -91,25 +94,25 @@ impl Scheme for BuiltinScheme {
         match self {
             Self::Valohai(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Valohai),
+                .map(|state| BuiltinVerification(BuiltinState::Valohai(state))),
             Self::Cerebrium(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Hmac),
+                .map(|state| BuiltinVerification(BuiltinState::Hmac(state))),
             Self::Nextmv(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Hmac),
+                .map(|state| BuiltinVerification(BuiltinState::Hmac(state))),
             Self::Stripe(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Hmac),
+                .map(|state| BuiltinVerification(BuiltinState::Hmac(state))),
             Self::StandardWebhooks(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::StandardWebhooks),
+                .map(|state| BuiltinVerification(BuiltinState::StandardWebhooks(state))),
             Self::GitHub(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Hmac),
+                .map(|state| BuiltinVerification(BuiltinState::Hmac(state))),
             Self::Slack(scheme) => scheme
                 .begin(head, secrets, now)
-                .map(BuiltinVerification::Hmac),
+                .map(|state| BuiltinVerification(BuiltinState::Hmac(state))),
         }
     }
 
@@ -142,18 +145,18 @@ impl Scheme for BuiltinScheme {
 impl Verification for BuiltinVerification {
     #[inline]
     fn update(&mut self, chunk: &[u8]) {
-        match self {
-            Self::Hmac(verification) => verification.update(chunk),
-            Self::StandardWebhooks(verification) => verification.update(chunk),
-            Self::Valohai(verification) => verification.update(chunk),
+        match &mut self.0 {
+            BuiltinState::Hmac(verification) => verification.update(chunk),
+            BuiltinState::StandardWebhooks(verification) => verification.update(chunk),
+            BuiltinState::Valohai(verification) => verification.update(chunk),
         }
     }
 
     fn finish(self, body: &Bytes) -> Result<Verified, VerifyError> {
-        match self {
-            Self::Hmac(verification) => verification.finish(body),
-            Self::StandardWebhooks(verification) => verification.finish(body),
-            Self::Valohai(verification) => verification.finish(body),
+        match self.0 {
+            BuiltinState::Hmac(verification) => verification.finish(body),
+            BuiltinState::StandardWebhooks(verification) => verification.finish(body),
+            BuiltinState::Valohai(verification) => verification.finish(body),
         }
     }
 }
