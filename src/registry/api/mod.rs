@@ -2,8 +2,9 @@
 //! OpenAPI document. See the [registry docs](super#routes) for the route table.
 //!
 //! Public here: the [conversation view](ConversationView) (the one JSON shape of a delivery
-//! and its attempts, for an application that shows conversations of its own), the route
-//! table and the generic OpenAPI document. The request and response bodies, this view's
+//! and its attempts, for an application that shows conversations of its own), its page
+//! cursor and the route table; the OpenAPI document is
+//! [`WebhookRegistry::openapi`](super::WebhookRegistry::openapi). The request and response bodies, this view's
 //! fields included, are described by the OpenAPI document.
 
 mod conversations;
@@ -23,7 +24,6 @@ pub use cursor::ConversationCursor;
 #[cfg(feature = "portal")]
 pub(crate) use dto::AttemptView;
 pub use dto::ConversationView;
-pub use openapi::openapi;
 pub use router::routes;
 
 // The portal renders the same views and answers with the same problems as the JSON API.

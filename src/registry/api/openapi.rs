@@ -217,13 +217,13 @@ impl Modify for BearerAuth {
 struct ApiDoc;
 
 /// The OpenAPI document of the management API, generated from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
 impl WebhookRegistry {
     /// The OpenAPI document of this registry's management API as served at the root: the
-    /// generic [`openapi`] with the application's [`info`](crate::registry::RegistryBuilder::api_info)
+    /// generic document generated from the handlers, with the application's [`info`](crate::registry::RegistryBuilder::api_info)
     /// and each declared event type as a component named `event.<type>`. The served
     /// `openapi.json` also puts every path under the router's mount point.
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
