@@ -41,9 +41,14 @@ fn known(migrator: &Migrator) -> Vec<i64> {
 
 /// The registry's history table as the delivery store's: the layout before the registry kept
 /// its own, with every set's rows in `tower_webhooks_migrations` (`$blob` is the checksum type).
-#[cfg(feature = "registry")]
+/// With `up_to`, only the migrations up to that version are applied (a database of an older
+/// release).
+#[cfg(any(feature = "registry", feature = "postgres"))]
 macro_rules! old_layout {
-    ($pool:expr, $blob:literal, $migrators:expr) => {{
+    ($pool:expr, $blob:literal, $migrators:expr) => {
+        old_layout!($pool, $blob, $migrators, up_to = i64::MAX)
+    };
+    ($pool:expr, $blob:literal, $migrators:expr, up_to = $up_to:expr) => {{
         sqlx::raw_sql(concat!(
             "CREATE TABLE tower_webhooks_migrations (version BIGINT PRIMARY KEY, \
              description TEXT NOT NULL, checksum ",
@@ -54,7 +59,7 @@ macro_rules! old_layout {
         .await
         .unwrap();
         for migrator in $migrators {
-            for migration in migrator.iter() {
+            for migration in migrator.iter().filter(|m| m.version <= $up_to) {
                 sqlx::raw_sql(&migration.sql).execute($pool).await.unwrap();
                 sqlx::query(
                     "INSERT INTO tower_webhooks_migrations \
@@ -490,29 +495,7 @@ mod postgres {
         let url = support::postgres_url();
         let schema = support::unique_schema("mig_counts");
         let pool = pool(&url, &schema).await;
-        sqlx::raw_sql(
-            "CREATE TABLE tower_webhooks_migrations (version BIGINT PRIMARY KEY, \
-             description TEXT NOT NULL, checksum BYTEA NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        for migration in PostgresStore::migrator().await.iter() {
-            if migration.version > 5 {
-                continue;
-            }
-            sqlx::raw_sql(&migration.sql).execute(&pool).await.unwrap();
-            sqlx::query(
-                "INSERT INTO tower_webhooks_migrations \
-                 (version, description, checksum, applied_at) VALUES ($1, $2, $3, 0)",
-            )
-            .bind(migration.version)
-            .bind(&*migration.description)
-            .bind(&*migration.checksum)
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
+        old_layout!(&pool, "BYTEA", [PostgresStore::migrator().await], up_to = 5);
         let later = SystemTime::now() + Duration::from_secs(60);
         let lease_for = Duration::from_secs(30);
         // Rows written while the triggers still ran.

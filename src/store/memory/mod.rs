@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the in-memory, bounded [`DeliveryStore`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -13,8 +13,10 @@ use crate::delivery::model::{
     SigningSpec,
 };
 
+mod finished;
 mod index;
 
+use finished::FinishedQueue;
 use index::Indexes;
 
 /// The default number of final conversations kept.
@@ -65,7 +67,7 @@ struct Inner {
     /// The entries by endpoint, endpoint id and state, for a filtered `list`.
     index: Indexes,
     /// Final entries, oldest first (eviction order).
-    finished: VecDeque<u64>,
+    finished: FinishedQueue,
     finished_bytes: usize,
     unfinished: usize,
     in_flight: usize,
@@ -268,7 +270,7 @@ impl MemoryStore {
                 inner.index.set_state(&mut entry.delivery, entry.seq, state);
                 entry.delivery.last_error = reason;
                 inner.unfinished -= 1;
-                inner.finished.push_back(entry.seq);
+                inner.finished.push(entry.seq);
                 inner.finished_bytes += entry.size;
                 self.evict(inner);
             }
@@ -280,7 +282,7 @@ impl MemoryStore {
         while inner.finished.len() > self.max_finished
             || (inner.finished_bytes > self.max_finished_bytes && !inner.finished.is_empty())
         {
-            let Some(seq) = inner.finished.pop_front() else {
+            let Some(seq) = inner.finished.pop_oldest() else {
                 break;
             };
             Self::remove_entry(inner, seq);
@@ -351,8 +353,7 @@ impl MemoryStore {
         let size = entry.size;
         inner.due.insert((now, seq));
         inner.unfinished += 1;
-        if let Some(at) = inner.finished.iter().position(|s| *s == seq) {
-            inner.finished.remove(at);
+        if inner.finished.remove(seq) {
             inner.finished_bytes = inner.finished_bytes.saturating_sub(size);
         }
         Ok(())
@@ -384,7 +385,7 @@ impl MemoryStore {
         let ids: Vec<String> = inner
             .finished
             .iter()
-            .filter_map(|seq| inner.order.get(seq))
+            .filter_map(|seq| inner.order.get(&seq))
             .filter(|id| {
                 inner
                     .entries
@@ -437,7 +438,7 @@ impl MemoryStore {
                 entry.delivery.manual = false;
                 entry.delivery.updated_at = now;
                 inner.unfinished -= 1;
-                inner.finished.push_back(seq);
+                inner.finished.push(seq);
                 inner.finished_bytes += entry.size;
             }
             ids.push(id);
@@ -452,24 +453,25 @@ impl MemoryStore {
         }
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut purged = 0;
-        let mut kept = VecDeque::with_capacity(inner.finished.len());
-        while let Some(seq) = inner.finished.pop_front() {
-            let old = purged < limit
-                && inner
+        // Oldest final first; the scan stops at `limit`, so each retention batch reads only
+        // what it purges and what it keeps before that.
+        let old: Vec<u64> = inner
+            .finished
+            .iter()
+            .filter(|seq| {
+                inner
                     .order
-                    .get(&seq)
+                    .get(seq)
                     .and_then(|id| inner.entries.get(id))
-                    .is_some_and(|e| e.delivery.state == state && e.delivery.updated_at < before);
-            if !old {
-                kept.push_back(seq);
-                continue;
-            }
+                    .is_some_and(|e| e.delivery.state == state && e.delivery.updated_at < before)
+            })
+            .take(limit)
+            .collect();
+        for &seq in &old {
+            inner.finished.remove(seq);
             Self::remove_entry(inner, seq);
-            purged += 1;
         }
-        inner.finished = kept;
-        purged
+        old.len()
     }
 
     fn update_pending_now(
