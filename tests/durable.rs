@@ -5,7 +5,9 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+#[cfg(feature = "postgres")]
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +19,9 @@ use tower_webhooks::delivery::{
 };
 use tower_webhooks::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::scheme::Cerebrium;
-use tower_webhooks::store::{DeliveryStore, SqliteStore, StoreError};
+#[cfg(feature = "postgres")]
+use tower_webhooks::store::DeliveryStore;
+use tower_webhooks::store::{SqliteStore, StoreError};
 
 const SECRET: &str = "durable-secret";
 
