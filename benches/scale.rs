@@ -21,9 +21,14 @@
 //!     cargo bench --all-features --bench scale
 //! ```
 //!
+//! 4. **Re-send** (memory store): `resend_matching` of one endpoint's 1,000 newest failed
+//!    deliveries among 10,000, 100,000 and 1,000,000 final ones: µs per re-sent delivery (a
+//!    re-send once searched the final entries from the oldest, so re-sending recent deliveries
+//!    cost the whole table each).
+//!
 //! Knobs: `SCALE_BENCH_MAX_ROWS` (largest table, 1,000,000), `SCALE_BENCH_N` (deliveries
 //! timed per store and size, 5,000), `SCALE_BENCH_PARTS` (comma-separated `store`, `fanout`,
-//! `inbound`; all by default), `SCALE_BENCH_STORES` (`memory`, `sqlite`, `postgres`).
+//! `inbound`, `resend`; all by default), `SCALE_BENCH_STORES` (`memory`, `sqlite`, `postgres`).
 
 #[path = "../examples/gateway/run_status.rs"]
 mod run_status;
@@ -771,6 +776,70 @@ fn inbound(calls: usize) {
     );
 }
 
+/// The failed deliveries [`resend_row`] re-sends.
+const RESENT: usize = 1_000;
+
+/// `resend_matching` of one endpoint's [`RESENT`] newest failed deliveries in a memory store
+/// holding `rows` final ones: the time per re-sent delivery.
+async fn resend_row(rows: usize) -> Duration {
+    let store = MemoryStore::new()
+        .max_finished(rows + 1)
+        .max_finished_bytes(usize::MAX)
+        .max_unfinished(rows + 1);
+    let target = "http://127.0.0.1:9/resend";
+    for i in 0..rows {
+        let endpoint = if i >= rows - RESENT {
+            target
+        } else {
+            "http://127.0.0.1:9/other"
+        };
+        store
+            .enqueue(Delivery::new(format!("final-{i}"), endpoint, "{}"))
+            .await
+            .unwrap();
+        // Final in the order enqueued: the target's deliveries are the newest.
+        let claim = store
+            .claim_due(SystemTime::now(), 1, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .remove(0);
+        let mut attempt = Attempt::new(1, SystemTime::now(), AttemptOutcome::Status(500));
+        attempt.decision = Decision::GaveUp;
+        let next = Next::Final {
+            state: DeliveryState::Failed,
+            reason: Some("bench".into()),
+        };
+        store
+            .record_attempt(&claim.delivery.id, claim.lease, attempt, next)
+            .await
+            .unwrap();
+    }
+    let query = ConversationQuery::new()
+        .state(DeliveryState::Failed)
+        .endpoint(target);
+    let started = Instant::now();
+    let resent = store.resend_matching(&query, None).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(resent, RESENT);
+    elapsed / RESENT as u32
+}
+
+async fn resends(max_rows: usize) {
+    let sizes: Vec<usize> = [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&rows| rows <= max_rows)
+        .collect();
+    println!();
+    println!("memory: resend_matching of one endpoint's {RESENT} newest failed deliveries, growth vs the smallest");
+    println!("{:>9} {:>16} {:>8}", "final", "µs per re-send", "growth");
+    let mut base = None;
+    for rows in sizes {
+        let per = resend_row(rows).await.as_secs_f64();
+        let base = *base.get_or_insert(per);
+        println!("{rows:>9} {:>16.3} {:>8}", per * 1e6, growth(per, base));
+    }
+}
+
 fn main() {
     let max_rows = env_usize("SCALE_BENCH_MAX_ROWS", 1_000_000);
     let n = env_usize("SCALE_BENCH_N", 5_000);
@@ -791,5 +860,8 @@ fn main() {
     }
     if wanted("SCALE_BENCH_PARTS", "inbound") {
         inbound(env_usize("SCALE_BENCH_VERIFY_CALLS", 200_000));
+    }
+    if wanted("SCALE_BENCH_PARTS", "resend") {
+        runtime.block_on(resends(max_rows));
     }
 }

@@ -382,19 +382,33 @@ impl MemoryStore {
             query.limit
         };
         let mut inner = self.lock();
-        let ids: Vec<String> = inner
-            .finished
-            .iter()
-            .filter_map(|seq| inner.order.get(&seq))
-            .filter(|id| {
+        // Newest first, as the SQL stores; through the query's most selective index (the state
+        // is always set), so re-sending one endpoint's deliveries does not read every entry.
+        let matching = |seq: &u64| {
+            inner.order.get(seq).filter(|id| {
                 inner
                     .entries
                     .get(*id)
-                    .is_some_and(|entry| query.matches(&entry.delivery))
+                    .is_some_and(|e| query.matches(&e.delivery))
             })
-            .take(limit)
-            .cloned()
-            .collect();
+        };
+        let ids: Vec<String> = match inner.index.candidates(&query) {
+            Some(seqs) => seqs
+                .iter()
+                .rev()
+                .filter_map(matching)
+                .take(limit)
+                .cloned()
+                .collect(),
+            None => inner
+                .order
+                .keys()
+                .rev()
+                .filter_map(matching)
+                .take(limit)
+                .cloned()
+                .collect(),
+        };
         let now = SystemTime::now();
         for id in &ids {
             Self::resend_entry(&mut inner, id, signing.clone(), now)?;
