@@ -24,7 +24,9 @@
 //! 4. **Re-send** (memory store): `resend_matching` of one endpoint's 1,000 newest failed
 //!    deliveries among 10,000, 100,000 and 1,000,000 final ones: µs per re-sent delivery (a
 //!    re-send once searched the final entries from the oldest, so re-sending recent deliveries
-//!    cost the whole table each).
+//!    cost the whole table each); and `fail_pending` (a `410 Gone`) of one endpoint's 1,000
+//!    pending deliveries among 10,000, 100,000 and 1,000,000 pending ones, in the engine's
+//!    batches of 500: µs per given-up delivery.
 //!
 //! Knobs: `SCALE_BENCH_MAX_ROWS` (largest table, 1,000,000), `SCALE_BENCH_N` (deliveries
 //! timed per store and size, 5,000), `SCALE_BENCH_PARTS` (comma-separated `store`, `fanout`,
@@ -824,6 +826,36 @@ async fn resend_row(rows: usize) -> Duration {
     elapsed / RESENT as u32
 }
 
+/// `fail_pending` of one endpoint's [`RESENT`] pending deliveries, in batches of 500 as the
+/// engine gives up an endpoint that answered `410 Gone`, among `rows` pending ones: the time
+/// per given-up delivery.
+async fn give_up_row(rows: usize) -> Duration {
+    let store = MemoryStore::new().max_unfinished(rows + 1);
+    let target = "http://127.0.0.1:9/gone";
+    let later = SystemTime::now() + Duration::from_secs(3_600);
+    for i in 0..rows {
+        let endpoint = if i % (rows / RESENT) == 0 {
+            target
+        } else {
+            "http://127.0.0.1:9/other"
+        };
+        let delivery = Delivery::new(format!("pending-{i}"), endpoint, "{}").not_before(later);
+        store.enqueue(delivery).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut given_up = 0;
+    loop {
+        let ids = store.fail_pending(target, "410 Gone", 500).await.unwrap();
+        given_up += ids.len();
+        if ids.len() < 500 {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(given_up, RESENT);
+    elapsed / RESENT as u32
+}
+
 async fn resends(max_rows: usize) {
     let sizes: Vec<usize> = [10_000, 100_000, 1_000_000]
         .into_iter()
@@ -835,6 +867,18 @@ async fn resends(max_rows: usize) {
     let mut base = None;
     for rows in sizes {
         let per = resend_row(rows).await.as_secs_f64();
+        let base = *base.get_or_insert(per);
+        println!("{rows:>9} {:>16.3} {:>8}", per * 1e6, growth(per, base));
+    }
+    println!();
+    println!("memory: fail_pending (410 Gone) of one endpoint's {RESENT} pending deliveries, growth vs the smallest");
+    println!("{:>9} {:>16} {:>8}", "pending", "µs per give-up", "growth");
+    let mut base = None;
+    for rows in [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&rows| rows <= max_rows)
+    {
+        let per = give_up_row(rows).await.as_secs_f64();
         let base = *base.get_or_insert(per);
         println!("{rows:>9} {:>16.3} {:>8}", per * 1e6, growth(per, base));
     }

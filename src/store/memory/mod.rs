@@ -417,26 +417,36 @@ impl MemoryStore {
     }
 
     fn fail_pending_now(&self, endpoint: &str, reason: &str, limit: usize) -> Vec<String> {
-        self.fail_pending_where(|delivery| delivery.endpoint == endpoint, reason, limit)
+        let pending = ConversationQuery::new()
+            .state(DeliveryState::Pending)
+            .endpoint(endpoint);
+        self.fail_pending_where(&pending, reason, limit)
     }
 
-    /// Fails at most `limit` pending deliveries matching `matches` with `reason`. (An
-    /// in-flight delivery is never abandoned in one process: see `claim_now`.)
+    /// Fails at most `limit` deliveries matching `pending` (a query for pending ones) with
+    /// `reason`. (An in-flight delivery is never abandoned in one process: see `claim_now`.)
     fn fail_pending_where(
         &self,
-        matches: impl Fn(&Delivery) -> bool,
+        pending: &ConversationQuery,
         reason: &str,
         limit: usize,
     ) -> Vec<String> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        // Through the endpoint's (or the pending state's) index: a `410 Gone` gives up its
+        // endpoint's queue in batches, and a batch must not read every pending delivery. A
+        // pending entry's due key is its `next_attempt_at`, as `update_pending_now` relies on.
         let due: Vec<(SystemTime, u64, String)> = inner
-            .due
-            .iter()
-            .filter_map(|&(at, seq)| {
+            .index
+            .candidates(pending)
+            .into_iter()
+            .flatten()
+            .filter_map(|&seq| {
                 let id = inner.order.get(&seq)?;
                 let entry = inner.entries.get(id)?;
-                matches(&entry.delivery).then(|| (at, seq, id.clone()))
+                pending
+                    .matches(&entry.delivery)
+                    .then(|| (entry.delivery.next_attempt_at, seq, id.clone()))
             })
             .take(limit)
             .collect();
@@ -667,11 +677,10 @@ impl DeliveryStore for MemoryStore {
         reason: &'a str,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
-        let ids = self.fail_pending_where(
-            |delivery| delivery.endpoint_id.as_deref() == Some(endpoint_id),
-            reason,
-            limit,
-        );
+        let pending = ConversationQuery::new()
+            .state(DeliveryState::Pending)
+            .endpoint_id(endpoint_id);
+        let ids = self.fail_pending_where(&pending, reason, limit);
         Box::pin(std::future::ready(Ok(ids)))
     }
 
