@@ -121,10 +121,12 @@ impl Shared {
 /// The body's SHA-256 in lowercase hex, written into one buffer (`hex::encode` builds the string
 /// a character at a time, a measurable share of an attempt's own cost).
 fn sha256_hex(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
     let mut text = [0u8; 64];
-    match hex::encode_to_slice(Sha256::digest(body), &mut text) {
+    // 32 bytes fill the 64 digits exactly; the fallback only keeps this free of a panic.
+    match hex::encode_to_slice(digest, &mut text) {
         Ok(()) => String::from_utf8_lossy(&text).into_owned(),
-        Err(_) => hex::encode(Sha256::digest(body)),
+        Err(_) => hex::encode(digest),
     }
 }
 

@@ -183,6 +183,13 @@ impl<Sc, K> WebhookVerifier<Sc, K> {
         self.limit
     }
 
+    /// How long a body may take to arrive ([`body_read_deadline`](Self::body_read_deadline));
+    /// `None` when it may take any time.
+    #[must_use]
+    pub fn body_deadline(&self) -> Option<Duration> {
+        self.body_deadline
+    }
+
     /// The current time of this verifier's clock, in Unix seconds.
     #[must_use]
     pub fn now(&self) -> i64 {

@@ -72,7 +72,6 @@ pub(crate) struct ListenArgs {
 struct Listener {
     verifier: WebhookVerifier<BuiltinScheme>,
     forward: Option<Forward>,
-    limit: usize,
     print_limit: usize,
     json: bool,
     seen: AtomicUsize,
@@ -103,14 +102,12 @@ pub(crate) async fn run(args: ListenArgs) -> Result<(), Failure> {
     if args.dedupe {
         verifier = verifier.replay_store(MemoryReplayStore::new(100_000));
     }
-    let verifier_limit = verifier.body_limit();
     let listener = Arc::new(Listener {
         verifier,
         forward: args.forward.clone().map(|url| Forward {
             url,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }),
-        limit: verifier_limit,
         print_limit: args.print_limit,
         json: args.json,
         seen: AtomicUsize::new(0),
@@ -148,24 +145,22 @@ pub(crate) async fn run(args: ListenArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::environment(format!("serving on {address}: {e}")))
 }
 
-/// How long a body may take to arrive: the layer's default body read deadline.
-const BODY_READ_DEADLINE: Duration = Duration::from_secs(30);
-
 /// Every request, whatever its method and path.
 async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Response {
     let (head, body) = request.into_parts();
     // Read here rather than by the verifier, so that a rejected body is printed too; the
     // limit and the deadline are the layer's.
-    let collected = tokio::time::timeout(
-        BODY_READ_DEADLINE,
-        Limited::new(body, listener.limit).collect(),
-    )
-    .await;
+    let limit = listener.verifier.body_limit();
+    let read = Limited::new(body, limit).collect();
+    let collected = match listener.verifier.body_deadline() {
+        Some(deadline) => tokio::time::timeout(deadline, read).await,
+        None => Ok(read.await),
+    };
     let body = match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(Rejection::new(
             RejectionKind::BodyTooLarge,
-            format!("the body is larger than {} bytes", listener.limit),
+            format!("the body is larger than {limit} bytes"),
         )),
         Ok(Err(_)) => Err(Rejection::new(
             RejectionKind::BodyError,
@@ -175,7 +170,11 @@ async fn receive(State(listener): State<Arc<Listener>>, request: Request) -> Res
             RejectionKind::BodyTimeout,
             format!(
                 "the body was not received within {}s",
-                BODY_READ_DEADLINE.as_secs()
+                listener
+                    .verifier
+                    .body_deadline()
+                    .unwrap_or_default()
+                    .as_secs()
             ),
         )),
     };

@@ -72,33 +72,24 @@ impl MemoryStore {
             query.limit
         };
         let mut inner = self.lock();
-        // Newest first, as the SQL stores; through the query's most selective index (the state
-        // is always set), so re-sending one endpoint's deliveries does not read every entry.
-        let matching = |seq: &u64| {
-            inner.order.get(seq).filter(|id| {
+        // Newest first, as the SQL stores; through the query's most selective index (its state
+        // is set, so there is always one): re-sending one endpoint's deliveries reads only its
+        // entries.
+        let ids: Vec<String> = inner
+            .index
+            .candidates(&query)
+            .into_iter()
+            .flat_map(|seqs| seqs.iter().rev())
+            .filter_map(|seq| inner.order.get(seq))
+            .filter(|id| {
                 inner
                     .entries
                     .get(*id)
                     .is_some_and(|e| query.matches(&e.delivery))
             })
-        };
-        let ids: Vec<String> = match inner.index.candidates(&query) {
-            Some(seqs) => seqs
-                .iter()
-                .rev()
-                .filter_map(matching)
-                .take(limit)
-                .cloned()
-                .collect(),
-            None => inner
-                .order
-                .keys()
-                .rev()
-                .filter_map(matching)
-                .take(limit)
-                .cloned()
-                .collect(),
-        };
+            .take(limit)
+            .cloned()
+            .collect();
         let now = SystemTime::now();
         for id in &ids {
             Self::resend_entry(&mut inner, id, signing.clone(), now)?;
@@ -106,26 +97,16 @@ impl MemoryStore {
         Ok(ids.len())
     }
 
-    pub(super) fn fail_pending_now(
+    /// Fails at most `limit` pending deliveries matching `filter` (an endpoint or an endpoint
+    /// id) with `reason`. (An in-flight delivery is never abandoned in one process: see
+    /// `claim_now`.)
+    pub(super) fn give_up_pending(
         &self,
-        endpoint: &str,
+        filter: ConversationQuery,
         reason: &str,
         limit: usize,
     ) -> Vec<String> {
-        let pending = ConversationQuery::new()
-            .state(DeliveryState::Pending)
-            .endpoint(endpoint);
-        self.fail_pending_where(&pending, reason, limit)
-    }
-
-    /// Fails at most `limit` deliveries matching `pending` (a query for pending ones) with
-    /// `reason`. (An in-flight delivery is never abandoned in one process: see `claim_now`.)
-    pub(super) fn fail_pending_where(
-        &self,
-        pending: &ConversationQuery,
-        reason: &str,
-        limit: usize,
-    ) -> Vec<String> {
+        let pending = filter.state(DeliveryState::Pending);
         let mut guard = self.lock();
         let inner = &mut *guard;
         // Through the endpoint's (or the pending state's) index: a `410 Gone` gives up its
@@ -133,7 +114,7 @@ impl MemoryStore {
         // pending entry's due key is its `next_attempt_at`, as `update_pending_now` relies on.
         let due: Vec<(SystemTime, u64, String)> = inner
             .index
-            .candidates(pending)
+            .candidates(&pending)
             .into_iter()
             .flatten()
             .filter_map(|&seq| {

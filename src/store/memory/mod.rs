@@ -467,7 +467,7 @@ impl DeliveryStore for MemoryStore {
         reason: &'a str,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
-        let ids = self.fail_pending_now(endpoint, reason, limit);
+        let ids = self.give_up_pending(ConversationQuery::new().endpoint(endpoint), reason, limit);
         Box::pin(std::future::ready(Ok(ids)))
     }
 
@@ -477,10 +477,8 @@ impl DeliveryStore for MemoryStore {
         reason: &'a str,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>> {
-        let pending = ConversationQuery::new()
-            .state(DeliveryState::Pending)
-            .endpoint_id(endpoint_id);
-        let ids = self.fail_pending_where(&pending, reason, limit);
+        let filter = ConversationQuery::new().endpoint_id(endpoint_id);
+        let ids = self.give_up_pending(filter, reason, limit);
         Box::pin(std::future::ready(Ok(ids)))
     }
 
