@@ -2,11 +2,11 @@
 
 use std::time::SystemTime;
 
+use sqlx::postgres::PgRow;
+
 use super::Inner;
-use crate::delivery::model::{Attempt, Conversation, ConversationQuery, Delivery, DeliveryState};
-use crate::store::sql::{
-    self, conversations, delivery_from_row, Filter, RowExt, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
-};
+use crate::delivery::model::{Attempt, Conversation, ConversationQuery, DeliveryState};
+use crate::store::sql::{self, RowExt, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::{StoreError, StoreStats};
 use crate::time::from_unix_millis;
 
@@ -27,7 +27,11 @@ fn finished(counted: usize, estimated_rows: Option<usize>, unfinished: usize) ->
 }
 
 impl Inner {
-    async fn attempts_of(&self, ids: &[String]) -> Result<Vec<(String, Attempt)>, StoreError> {
+    async fn conversations(&self, rows: &[PgRow]) -> Result<Vec<Conversation>, StoreError> {
+        sql::conversations_of(rows, &self.signers, |ids| self.attempts_of(ids)).await
+    }
+
+    async fn attempts_of(&self, ids: Vec<String>) -> Result<Vec<(String, Attempt)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -37,7 +41,7 @@ impl Inner {
         );
         let (rows, _) = self
             .retry("attempts", |pool| {
-                Box::pin(sqlx::query(&sql).bind(ids).fetch_all(pool))
+                Box::pin(sqlx::query(&sql).bind(ids.as_slice()).fetch_all(pool))
             })
             .await?;
         rows.iter().map(sql::attempt_from_row).collect()
@@ -50,35 +54,23 @@ impl Inner {
                 Box::pin(sqlx::query(&sql).bind(id).fetch_optional(pool))
             })
             .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let delivery = delivery_from_row(&row, &self.signers)?;
-        let attempts = self.attempts_of(&[id.to_owned()]).await?;
-        Ok(conversations(vec![delivery], attempts).pop())
+        Ok(self.conversations(row.as_slice()).await?.pop())
     }
 
     pub(super) async fn list(
         &self,
         query: &ConversationQuery,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let filter = Filter::new(query, 100);
         let (rows, _) = self
             .retry("list", |pool| {
                 Box::pin(
                     self.statements
-                        .list::<sqlx::Postgres>(&filter, query)
+                        .list::<sqlx::Postgres>(query)
                         .fetch_all(pool),
                 )
             })
             .await?;
-        let deliveries: Vec<Delivery> = rows
-            .iter()
-            .map(|row| delivery_from_row(row, &self.signers))
-            .collect::<Result<_, _>>()?;
-        let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
-        let attempts = self.attempts_of(&ids).await?;
-        Ok(conversations(deliveries, attempts))
+        self.conversations(&rows).await
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -4,7 +4,6 @@
 use std::time::SystemTime;
 
 use super::Inner;
-use crate::delivery::model::{ConversationQuery, DeliveryState, SigningSpec};
 use crate::store::sql::{self, FailCondition, Filter};
 use crate::store::StoreError;
 use crate::time::unix_millis;
@@ -12,10 +11,10 @@ use crate::time::unix_millis;
 impl Inner {
     pub(super) async fn resend(
         &self,
-        id: &str,
-        signing: Option<SigningSpec>,
+        id: String,
+        signing: Option<(String, String)>,
     ) -> Result<(), StoreError> {
-        let (scheme, secrets) = sql::encode_optional(signing, &self.signers)?.unzip();
+        let (scheme, secrets) = signing.unzip();
         let now = unix_millis(SystemTime::now());
         let (done, retried) = self
             .retry("resend", |pool| {
@@ -29,13 +28,13 @@ impl Inner {
                     .bind(now)
                     .bind(&scheme)
                     .bind(&secrets)
-                    .bind(id)
+                    .bind(&id)
                     .execute(pool),
                 )
             })
             .await?;
         if done.rows_affected() == 0 && !retried {
-            return Err(match self.missing(id).await {
+            return Err(match self.missing(&id).await {
                 StoreError::LeaseLost(id) => StoreError::NotFinal(id),
                 other => other,
             });
@@ -45,11 +44,9 @@ impl Inner {
 
     pub(super) async fn resend_matching(
         &self,
-        query: &ConversationQuery,
-        signing: Option<SigningSpec>,
+        filter: Filter,
+        signing: Option<(String, String)>,
     ) -> Result<usize, StoreError> {
-        let filter = Filter::resend(query)?;
-        let signing = sql::encode_optional(signing, &self.signers)?;
         let now = unix_millis(SystemTime::now());
         let (rows, _) = self
             .retry("resend_matching", |pool| {
@@ -67,24 +64,21 @@ impl Inner {
     /// releasing any lease (rows locked elsewhere are skipped); returns their ids.
     pub(super) async fn fail_matching(
         &self,
-        what: &'static str,
         condition: FailCondition,
-        key: &str,
-        reason: &str,
-        limit: usize,
+        key: String,
+        reason: String,
+        limit: i64,
     ) -> Result<Vec<String>, StoreError> {
+        let what = match condition {
+            FailCondition::Pending => "fail_pending",
+            FailCondition::Endpoint => "cancel_endpoint",
+        };
         let now = unix_millis(SystemTime::now());
         let (rows, _) = self
             .retry(what, |pool| {
                 Box::pin(
                     self.statements
-                        .fail_matching::<sqlx::Postgres>(
-                            condition,
-                            key,
-                            reason,
-                            now,
-                            sql::count(limit),
-                        )
+                        .fail_matching::<sqlx::Postgres>(condition, &key, &reason, now, limit)
                         .fetch_all(pool),
                 )
             })
@@ -95,14 +89,10 @@ impl Inner {
     /// Deletes a batch of old final deliveries and their attempts in one statement.
     pub(super) async fn purge(
         &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
+        state: &'static str,
+        before: i64,
+        limit: i64,
     ) -> Result<usize, StoreError> {
-        if !state.is_final() {
-            return Ok(0);
-        }
-        let before = unix_millis(before);
         let sql = format!(
             "WITH gone AS (DELETE FROM deliveries WHERE seq IN ({}) RETURNING id), \
              attempts_gone AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)) \
@@ -113,9 +103,9 @@ impl Inner {
             .retry("purge", |pool| {
                 Box::pin(
                     sqlx::query_scalar::<_, i64>(&sql)
-                        .bind(state.as_str())
+                        .bind(state)
                         .bind(before)
-                        .bind(sql::count(limit))
+                        .bind(limit)
                         .fetch_one(pool),
                 )
             })

@@ -2,26 +2,19 @@
 //! `postgres`).
 
 use std::collections::HashSet;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, Notify};
 
 use super::migrations::{self, Embedded};
-use super::sql::{
-    self, backend, DeliveryRow, FailCondition, RecordRow, RowExt, Signers, Statements,
-};
-use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
-use crate::delivery::model::{
-    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
-    SigningSpec,
-};
+use super::sql::{self, backend, DeliveryRow, RecordRow, RowExt, Signers, Statements};
+#[cfg(doc)]
+use super::DeliveryStore;
+use super::StoreError;
+use crate::delivery::model::Delivery;
 use crate::time::unix_millis;
 
 mod log;
@@ -105,38 +98,10 @@ impl PostgresOptions {
         self
     }
 
-    /// Whether [`connect`](Self::connect) runs the migrations (on by default; concurrent
-    /// replicas serialise on an advisory lock). When off, call [`PostgresStore::migrate`].
-    ///
-    /// Their history is kept in the schema's `tower_webhooks_migrations` table, not in sqlx's
-    /// `_sqlx_migrations`, so the application's own `sqlx::migrate!()` can run in the same
-    /// schema, before or after.
-    pub fn migrate(mut self, migrate: bool) -> Self {
-        self.migrate = migrate;
-        self
-    }
-
     /// Whether idle workers are woken by `LISTEN/NOTIFY` when any replica enqueues (on by
     /// default); without it they find new work at the engine's poll interval.
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
-        self
-    }
-
-    /// The lease owner recorded on claimed rows (by default the process id and a random
-    /// suffix); useful to tell replicas apart when looking at the table.
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = Some(owner.into());
-        self
-    }
-
-    /// Encrypts the secrets kept in the tables (signing secrets and custom header values,
-    /// also those of the registry's `PostgresSubscriptions` built on
-    /// this store) with the newest key of `keys`; older keys still decrypt, and values
-    /// written before a key was configured still read. Without keys,
-    /// [`connect`](Self::connect) logs a warning. Every replica needs the same ring.
-    pub fn encryption_keys(mut self, keys: crate::store::EncryptionKeys) -> Self {
-        self.signers.set_keys(keys);
         self
     }
 
@@ -291,51 +256,17 @@ impl Drop for Inner {
     }
 }
 
-impl fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("schema", &self.inner.schema)
-            .field("owner", &self.inner.owner)
-            .field("channel", &self.inner.channel)
-            .field("signers", &self.inner.signers)
-            .finish_non_exhaustive()
-    }
+sql::sql_store_api! {
+    store: PostgresStore,
+    options: PostgresOptions,
+    target: url: impl Into<String>,
+    connect_doc: "Connects to `url` with the defaults",
+    builder_doc: "Options for the database at `url`.",
+    migrations: migrations::run_postgres, on pool,
+    debug: [schema, owner, channel, signers],
 }
 
 impl PostgresStore {
-    /// Connects to `url` with the defaults ([`PostgresOptions::new`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`PostgresOptions::connect`].
-    pub async fn connect(url: impl Into<String>) -> Result<Self, StoreError> {
-        PostgresOptions::new(url).connect().await
-    }
-
-    /// Options for the database at `url`.
-    pub fn builder(url: impl Into<String>) -> PostgresOptions {
-        PostgresOptions::new(url)
-    }
-
-    /// Runs the migrations (when [`PostgresOptions::migrate`] was turned off).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] when a migration fails.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrations::run_postgres(&self.inner.pool, MIGRATIONS).await
-    }
-
-    /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.
-    ///
-    /// A sqlx migrator records them in `_sqlx_migrations`, beside the application's own;
-    /// [`migrate`](Self::migrate) and [`connect`](PostgresOptions::connect) keep the crate's
-    /// history in `tower_webhooks_migrations` (in the store's schema) instead, out of the way
-    /// of the application's `sqlx::migrate!()`. Use one or the other on a database, not both.
-    pub async fn migrator() -> Migrator {
-        migrations::migrator(MIGRATIONS).await
-    }
-
     /// The connection pool (the tables live in the configured schema).
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
@@ -426,176 +357,66 @@ impl PostgresStore {
     }
 }
 
-impl DeliveryStore for PostgresStore {
-    fn is_durable(&self) -> bool {
-        true
-    }
+sql::sql_delivery_store!(PostgresStore);
 
-    fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
-        Box::pin(self.inner.enqueue(delivery))
-    }
-
-    fn enqueue_claimed(
-        &self,
-        delivery: Delivery,
-        until: SystemTime,
-    ) -> StoreFuture<'_, Option<Claim>> {
-        Box::pin(self.inner.enqueue_claimed(delivery, until))
-    }
-
-    fn claim_due(
-        &self,
-        now: SystemTime,
-        limit: usize,
-        lease_for: Duration,
-    ) -> StoreFuture<'_, Vec<Claim>> {
-        Box::pin(self.inner.claim(now, limit, lease_for))
-    }
-
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(self.inner.record(id, lease, attempt, next))
-    }
-
-    fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {
-        let token = sql::token(lease.token);
-        Box::pin(self.inner.update_leased(
+/// The operations of [`sql::sql_delivery_store!`] that are one statement each; the others
+/// are in `queue`, `log` and `maintenance`.
+impl Inner {
+    async fn release(&self, id: String, token: i64) -> Result<(), StoreError> {
+        self.update_leased(
             "release",
             "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
              lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
              WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
-            id,
+            &id,
             token,
             unix_millis(SystemTime::now()),
-        ))
+        )
+        .await
     }
 
-    fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>> {
-        Box::pin(self.inner.next_due())
+    async fn renew(&self, id: String, token: i64, until: i64) -> Result<(), StoreError> {
+        self.update_leased(
+            "renew",
+            "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
+             WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+            &id,
+            token,
+            until,
+        )
+        .await
     }
 
-    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Conversation>> {
-        Box::pin(self.inner.get(id))
-    }
-
-    fn list<'a>(&'a self, query: &'a ConversationQuery) -> StoreFuture<'a, Vec<Conversation>> {
-        Box::pin(self.inner.list(query))
-    }
-
-    fn stats(&self) -> StoreFuture<'_, StoreStats> {
-        Box::pin(self.inner.stats())
-    }
-
-    fn renew<'a>(&'a self, id: &'a str, lease: Lease, until: SystemTime) -> StoreFuture<'a, Lease> {
-        let token = sql::token(lease.token);
-        Box::pin(async move {
-            self.inner
-                .update_leased(
-                    "renew",
-                    "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
-                     WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
-                    id,
-                    token,
-                    unix_millis(until),
-                )
-                .await?;
-            Ok(Lease {
-                token: lease.token,
-                until,
-            })
-        })
-    }
-
-    fn resend<'a>(&'a self, id: &'a str, signing: Option<SigningSpec>) -> StoreFuture<'a, ()> {
-        Box::pin(self.inner.resend(id, signing))
-    }
-
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<bytes::Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let body = body.map(|b| b.to_vec());
-            let (due, now) = (unix_millis(due), unix_millis(SystemTime::now()));
-            let (done, retried) = self
-                .inner
-                .retry("update_pending", |pool| {
-                    Box::pin(
-                        sqlx::query(
-                            "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, \
-                             body = COALESCE($2, body), updated_at = $3 \
-                             WHERE id = $4 AND state = 'pending' AND attempts = 0",
-                        )
-                        .bind(due)
-                        .bind(&body)
-                        .bind(now)
-                        .bind(id)
-                        .execute(pool),
-                    )
-                })
-                .await?;
-            if done.rows_affected() == 0 && !retried {
-                return Err(self.inner.missing(id).await);
-            }
-            Ok(())
-        })
-    }
-
-    fn resend_matching<'a>(
-        &'a self,
-        query: &'a ConversationQuery,
-        signing: Option<SigningSpec>,
-    ) -> StoreFuture<'a, usize> {
-        Box::pin(self.inner.resend_matching(query, signing))
-    }
-
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(self.inner.fail_matching(
-            "fail_pending",
-            FailCondition::Pending,
-            endpoint,
-            reason,
-            limit,
-        ))
-    }
-
-    fn cancel_endpoint<'a>(
-        &'a self,
-        endpoint_id: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(self.inner.fail_matching(
-            "cancel_endpoint",
-            FailCondition::Endpoint,
-            endpoint_id,
-            reason,
-            limit,
-        ))
-    }
-
-    fn purge(
+    async fn update_pending(
         &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        Box::pin(self.inner.purge(state, before, limit))
+        id: String,
+        body: Option<Vec<u8>>,
+        due: i64,
+    ) -> Result<(), StoreError> {
+        let now = unix_millis(SystemTime::now());
+        let (done, retried) = self
+            .retry("update_pending", |pool| {
+                Box::pin(
+                    sqlx::query(
+                        "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, \
+                         body = COALESCE($2, body), updated_at = $3 \
+                         WHERE id = $4 AND state = 'pending' AND attempts = 0",
+                    )
+                    .bind(due)
+                    .bind(&body)
+                    .bind(now)
+                    .bind(&id)
+                    .execute(pool),
+                )
+            })
+            .await?;
+        if done.rows_affected() == 0 && !retried {
+            return Err(self.missing(&id).await);
+        }
+        Ok(())
     }
 
-    fn work_notified(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.inner.notify.notified())
+    fn work_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }

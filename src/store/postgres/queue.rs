@@ -8,17 +8,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgListener, PgPool, PgRow};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::{Inner, RETRY_FOR};
-use crate::delivery::model::{Attempt, Claim, Delivery, DeliveryState, Lease, Next};
 use crate::store::sql::{
-    backend, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow, NextRow, RecordRow,
-    RowExt, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
+    backend, DeliveryRow, RecordRow, RowExt, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
 };
 use crate::store::StoreError;
-use crate::time::{from_unix_millis, unix_millis};
+use crate::time::unix_millis;
 
 /// Wakes the engine's idle workers on every notification; reconnects after a lost
 /// connection (and wakes them then too, as notifications may have been missed).
@@ -91,21 +89,7 @@ impl Inner {
         what: &'static str,
         mut op: impl FnMut(&'a PgPool) -> SqlFuture<'a, T>,
     ) -> Result<(T, bool), StoreError> {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(50);
-        let mut retried = false;
-        loop {
-            match op(&self.pool).await {
-                Ok(value) => return Ok((value, retried)),
-                Err(err) if transient(&err) && started.elapsed() < RETRY_FOR => {
-                    tracing::warn!(error = %err, operation = what, "webhook delivery store: retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                    retried = true;
-                }
-                Err(err) => return Err(backend(err)),
-            }
-        }
+        retry_on(what, || op(&self.pool)).await
     }
 
     /// `NotFound` or `LeaseLost`, for an update that matched no row.
@@ -126,46 +110,16 @@ impl Inner {
         }
     }
 
-    pub(super) async fn enqueue(&self, delivery: Delivery) -> Result<(), StoreError> {
-        let row = DeliveryRow::new(&delivery, &self.signers)?;
-        self.insert(row).await
-    }
-
-    pub(super) async fn enqueue_claimed(
-        &self,
-        mut delivery: Delivery,
-        until: SystemTime,
-    ) -> Result<Option<Claim>, StoreError> {
-        let mut row = DeliveryRow::new(&delivery, &self.signers)?;
-        let until = unix_millis(until);
-        row.claimed_until = Some(until);
-        self.insert(row).await?;
-        delivery.state = DeliveryState::InFlight;
-        delivery.updated_at = SystemTime::now();
-        Ok(Some(Claim {
-            delivery,
-            lease: Lease {
-                token: 1,
-                until: from_unix_millis(until),
-            },
-        }))
-    }
-
     pub(super) async fn insert(&self, row: DeliveryRow) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.enqueues
-            .send((row, reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        submit(&self.enqueues, row).await
     }
 
     pub(super) async fn claim(
         &self,
-        now: SystemTime,
-        limit: usize,
-        lease_for: Duration,
-    ) -> Result<Vec<Claim>, StoreError> {
+        now: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<PgRow>, StoreError> {
         let sql = format!(
             "UPDATE deliveries AS d SET state = 'in_flight', lease_owner = $1, \
              lease_expires_at = $2, due_at = $2, lease_token = d.lease_token + 1, \
@@ -175,52 +129,23 @@ impl Inner {
              WHERE d.seq = due.seq \
              RETURNING {DELIVERY_COLUMNS}"
         );
-        let (now_ms, until) = (unix_millis(now), unix_millis(now + lease_for));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (rows, _) = self
             .retry("claim", |pool| {
                 Box::pin(
                     sqlx::query(&sql)
                         .bind(&self.owner)
                         .bind(until)
-                        .bind(now_ms)
+                        .bind(now)
                         .bind(limit)
                         .fetch_all(pool),
                 )
             })
             .await?;
-        let mut claims = rows
-            .iter()
-            .map(|row| {
-                Ok(Claim {
-                    delivery: delivery_from_row(row, &self.signers)?,
-                    lease: lease_from_row(row)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        claims.sort_by_key(|claim| claim.delivery.next_attempt_at);
-        Ok(claims)
+        Ok(rows)
     }
 
-    pub(super) async fn record(
-        &self,
-        id: &str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> Result<(), StoreError> {
-        let row = RecordRow {
-            id: id.to_owned(),
-            token: i64::try_from(lease.token).unwrap_or(i64::MAX),
-            attempt: AttemptRow::new(&attempt),
-            next: NextRow::new(&next),
-        };
-        let (reply, answer) = oneshot::channel();
-        self.records
-            .send((row, reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+    pub(super) async fn record(&self, row: RecordRow) -> Result<(), StoreError> {
+        submit(&self.records, row).await
     }
 
     /// An update of one row by id (and lease token); `NotFound`/`LeaseLost` when none matched.
@@ -261,6 +186,13 @@ const BATCHES_IN_FLIGHT: usize = 2;
 
 pub(super) fn stopped() -> StoreError {
     StoreError::Backend("the PostgreSQL store has stopped".into())
+}
+
+/// Hands `row` to its batcher and waits for its batch's outcome.
+async fn submit<T>(batcher: &mpsc::Sender<(T, Reply)>, row: T) -> Result<(), StoreError> {
+    let (reply, answer) = oneshot::channel();
+    batcher.send((row, reply)).await.map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
 }
 
 pub(super) type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<(), StoreError>>> + Send>>;

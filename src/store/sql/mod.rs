@@ -8,15 +8,21 @@
 //! connection) and the statements whose shape differs (multi-row inserts, `LISTEN/NOTIFY`).
 
 use std::fmt;
+use std::future::Future;
+use std::time::SystemTime;
 
 use sqlx::query::Query;
 use sqlx::Database;
 
-use crate::delivery::model::{ConversationQuery, DeliveryState};
+use crate::delivery::model::{
+    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
+};
 use crate::store::StoreError;
-use crate::time::unix_millis;
+use crate::time::{from_unix_millis, unix_millis};
 
+mod api;
 mod codec;
+mod store;
 
 pub(crate) use codec::{
     attempt_from_row, conversations, decode_state, delivery_from_row, encode_optional,
@@ -24,7 +30,9 @@ pub(crate) use codec::{
     DELIVERY_COLUMNS,
 };
 
+pub(crate) use api::sql_store_api;
 pub(crate) use codec::impl_row_ext;
+pub(crate) use store::sql_delivery_store;
 
 /// A backend error as a [`StoreError`] (bind values, hence secrets, never appear in sqlx's
 /// messages).
@@ -47,6 +55,51 @@ pub(crate) struct RecordRow {
     pub(crate) token: i64,
     pub(crate) attempt: AttemptRow,
     pub(crate) next: NextRow,
+}
+
+impl RecordRow {
+    pub(crate) fn new(id: &str, lease: &Lease, attempt: &Attempt, next: &Next) -> Self {
+        Self {
+            id: id.to_owned(),
+            token: token(lease.token),
+            attempt: AttemptRow::new(attempt),
+            next: NextRow::new(next),
+        }
+    }
+}
+
+/// The row that stores `delivery` already claimed until `until` (claim on insert: in flight,
+/// fencing token 1), and the claim its caller holds once the row is stored.
+pub(crate) fn claimed_on_insert(
+    mut delivery: Delivery,
+    until: SystemTime,
+    signers: &Signers,
+) -> Result<(DeliveryRow, Claim), StoreError> {
+    let mut row = DeliveryRow::new(&delivery, signers)?;
+    let until = unix_millis(until);
+    row.claimed_until = Some(until);
+    delivery.state = DeliveryState::InFlight;
+    delivery.updated_at = SystemTime::now();
+    let lease = Lease {
+        token: 1,
+        until: from_unix_millis(until),
+    };
+    Ok((row, Claim { delivery, lease }))
+}
+
+/// The claims of the rows a claim statement returned ([`DELIVERY_COLUMNS`]), oldest due first.
+pub(crate) fn claims(rows: &[impl RowExt], signers: &Signers) -> Result<Vec<Claim>, StoreError> {
+    let mut claims = rows
+        .iter()
+        .map(|row| {
+            Ok(Claim {
+                delivery: delivery_from_row(row, signers)?,
+                lease: lease_from_row(row)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claims.sort_by_key(|claim| claim.delivery.next_attempt_at);
+    Ok(claims)
 }
 
 /// A lease's fencing token as stored.
@@ -246,12 +299,9 @@ impl Statements {
     }
 
     /// The rows of [`DeliveryStore::list`](crate::store::DeliveryStore::list), newest first
-    /// ([`DELIVERY_COLUMNS`]).
-    pub(crate) fn list<'q, DB: Dialect>(
-        &'q self,
-        filter: &Filter,
-        query: &ConversationQuery,
-    ) -> SqlQuery<'q, DB> {
+    /// ([`DELIVERY_COLUMNS`]; 100 when the query sets no limit).
+    pub(crate) fn list<'q, DB: Dialect>(&'q self, query: &ConversationQuery) -> SqlQuery<'q, DB> {
+        let filter = &Filter::new(query, 100);
         let bound = bind_filter(sqlx::query(&self.list[filter.shape()]), filter);
         let after = query.after.as_ref();
         let bound = DB::text(bound, after.map(|p| p.id.clone()));
@@ -302,6 +352,26 @@ pub(crate) enum FailCondition {
     Pending,
     /// The queued deliveries of a registered endpoint ([`CANCEL_ENDPOINT_CONDITION`]).
     Endpoint,
+}
+
+/// The conversations of the delivery `rows` ([`DELIVERY_COLUMNS`]), in their order, with the
+/// attempts `attempts_of` reads for their ids.
+pub(crate) async fn conversations_of<F, Fut>(
+    rows: &[impl RowExt],
+    signers: &Signers,
+    attempts_of: F,
+) -> Result<Vec<Conversation>, StoreError>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: Future<Output = Result<Vec<(String, Attempt)>, StoreError>>,
+{
+    let deliveries = rows
+        .iter()
+        .map(|row| delivery_from_row(row, signers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ids = deliveries.iter().map(|d| d.id.clone()).collect();
+    let attempts = attempts_of(ids).await?;
+    Ok(conversations(deliveries, attempts))
 }
 
 /// The ids a statement returned.

@@ -6,22 +6,17 @@ use std::time::SystemTime;
 use sqlx::sqlite::SqliteRow;
 
 use super::Inner;
-use crate::delivery::model::{Attempt, Conversation, ConversationQuery, Delivery, DeliveryState};
-use crate::store::sql::{
-    self, backend, conversations, delivery_from_row, Filter, RowExt, ATTEMPT_COLUMNS,
-    DELIVERY_COLUMNS,
-};
+use crate::delivery::model::{Attempt, Conversation, ConversationQuery, DeliveryState};
+use crate::store::sql::{self, backend, RowExt, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use crate::store::{StoreError, StoreStats};
 use crate::time::from_unix_millis;
 
 impl Inner {
-    fn deliveries(&self, rows: &[SqliteRow]) -> Result<Vec<Delivery>, StoreError> {
-        rows.iter()
-            .map(|row| delivery_from_row(row, &self.signers))
-            .collect()
+    async fn conversations(&self, rows: &[SqliteRow]) -> Result<Vec<Conversation>, StoreError> {
+        sql::conversations_of(rows, &self.signers, |ids| self.attempts_of(ids)).await
     }
 
-    async fn attempts_of(&self, ids: &[&str]) -> Result<Vec<(String, Attempt)>, StoreError> {
+    async fn attempts_of(&self, ids: Vec<String>) -> Result<Vec<(String, Attempt)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -30,7 +25,7 @@ impl Inner {
         ));
         let mut list = query.separated(", ");
         for id in ids {
-            list.push_bind(*id);
+            list.push_bind(id);
         }
         query.push(") ORDER BY delivery_id, number, seq");
         let rows = query
@@ -49,29 +44,20 @@ impl Inner {
         .fetch_optional(&self.readers)
         .await
         .map_err(backend)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let delivery = delivery_from_row(&row, &self.signers)?;
-        let attempts = self.attempts_of(&[id]).await?;
-        Ok(conversations(vec![delivery], attempts).pop())
+        Ok(self.conversations(row.as_slice()).await?.pop())
     }
 
     pub(super) async fn list(
         &self,
         query: &ConversationQuery,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let filter = Filter::new(query, 100);
         let rows = self
             .statements
-            .list::<sqlx::Sqlite>(&filter, query)
+            .list::<sqlx::Sqlite>(query)
             .fetch_all(&self.readers)
             .await
             .map_err(backend)?;
-        let deliveries = self.deliveries(&rows)?;
-        let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
-        let attempts = self.attempts_of(&ids).await?;
-        Ok(conversations(deliveries, attempts))
+        self.conversations(&rows).await
     }
 
     pub(super) async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use sqlx::sqlite::SqliteConnection;
 
-use super::queue::missing;
+use super::queue::update_one;
 use crate::store::sql::{self, backend, FailCondition, Filter, Statements};
 use crate::store::StoreError;
 use crate::time::unix_millis;
@@ -17,7 +17,7 @@ pub(super) async fn resend(
 ) -> Result<(), StoreError> {
     let now = unix_millis(SystemTime::now());
     let (scheme, secrets) = signing.unzip();
-    let done = sqlx::query(
+    let query = sqlx::query(
         "UPDATE deliveries SET state = 'pending', manual = 1, next_attempt_at = $1, due_at = $1, \
          last_error = NULL, updated_at = $1, scheme = COALESCE($2, scheme), \
          secrets = COALESCE($3, secrets) \
@@ -26,17 +26,12 @@ pub(super) async fn resend(
     .bind(now)
     .bind(scheme)
     .bind(secrets)
-    .bind(&id)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    if done.rows_affected() == 0 {
-        return Err(match missing(conn, id).await {
-            StoreError::LeaseLost(id) => StoreError::NotFinal(id),
-            other => other,
-        });
-    }
-    Ok(())
+    .bind(&id);
+    // A row that is there but not final answers as a lost lease would.
+    update_one(conn, query, &id).await.map_err(|err| match err {
+        StoreError::LeaseLost(id) => StoreError::NotFinal(id),
+        other => other,
+    })
 }
 
 pub(super) async fn resend_matching(

@@ -1,11 +1,9 @@
 //! [`SqliteStore`]: the embedded, durable [`DeliveryStore`] (feature `sqlite`).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -15,15 +13,11 @@ use tokio::sync::mpsc;
 
 use super::migrations::{self, Embedded};
 use super::sql::{
-    self, backend, delivery_from_row, lease_from_row, AttemptRow, DeliveryRow, FailCondition,
-    Filter, NextRow, RecordRow, Signers, Statements,
+    self, backend, DeliveryRow, FailCondition, Filter, RecordRow, Signers, Statements,
 };
-use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
-use crate::delivery::model::{
-    Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
-    SigningSpec,
-};
-use crate::time::{from_unix_millis, unix_millis};
+#[cfg(doc)]
+use super::DeliveryStore;
+use super::StoreError;
 
 mod log;
 mod maintenance;
@@ -120,39 +114,12 @@ impl SqliteOptions {
         self
     }
 
-    /// Whether [`connect`](Self::connect) runs the migrations (on by default); when off, call
-    /// [`SqliteStore::migrate`] yourself.
-    ///
-    /// Their history is kept in the `tower_webhooks_migrations` table, not in sqlx's
-    /// `_sqlx_migrations`, so the application's own `sqlx::migrate!()` can run on the same
-    /// file, before or after.
-    pub fn migrate(mut self, migrate: bool) -> Self {
-        self.migrate = migrate;
-        self
-    }
-
     /// Whether [`connect`](Self::connect) returns the deliveries that were in flight when the
     /// last process stopped to the queue at once (on by default). That is right when one
     /// process uses the file at a time, as intended; turn it off if several processes share
     /// it, and their leases expire instead.
     pub fn recover_in_flight(mut self, recover: bool) -> Self {
         self.recover = recover;
-        self
-    }
-
-    /// The lease owner recorded on claimed rows (by default the process id and a random
-    /// suffix).
-    pub fn owner(mut self, owner: impl Into<String>) -> Self {
-        self.owner = Some(owner.into());
-        self
-    }
-
-    /// Encrypts the secrets kept in the file (signing secrets and custom header values) with
-    /// the newest key of `keys`; older keys still decrypt, and values written before a key
-    /// was configured still read. Without keys, [`connect`](Self::connect) logs a warning.
-    /// See [`EncryptionKeys`](crate::store::EncryptionKeys).
-    pub fn encryption_keys(mut self, keys: crate::store::EncryptionKeys) -> Self {
-        self.signers.set_keys(keys);
         self
     }
 
@@ -275,266 +242,110 @@ struct Inner {
     path: PathBuf,
 }
 
-impl fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .field("owner", &self.inner.owner)
-            .field("signers", &self.inner.signers)
-            .finish_non_exhaustive()
-    }
+sql::sql_store_api! {
+    store: SqliteStore,
+    options: SqliteOptions,
+    target: path: impl AsRef<Path>,
+    connect_doc: "Opens (or creates) the store at `path` with the defaults",
+    builder_doc: "Options for the store at `path`.",
+    migrations: migrations::run_sqlite, on readers,
+    debug: [path, owner, signers],
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store at `path` with the defaults ([`SqliteOptions::new`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`SqliteOptions::connect`].
-    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        SqliteOptions::new(path).connect().await
-    }
-
-    /// Options for the store at `path`.
-    pub fn builder(path: impl AsRef<Path>) -> SqliteOptions {
-        SqliteOptions::new(path)
-    }
-
-    /// Runs the migrations (when [`SqliteOptions::migrate`] was turned off).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] when a migration fails.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrations::run_sqlite(&self.inner.readers, MIGRATIONS).await
-    }
-
-    /// The migrations as a sqlx [`Migrator`], to run them with your own tooling.
-    ///
-    /// A sqlx migrator records them in `_sqlx_migrations`, beside the application's own;
-    /// [`migrate`](Self::migrate) and [`connect`](SqliteOptions::connect) keep the crate's
-    /// history in `tower_webhooks_migrations` instead, out of the way of the application's
-    /// `sqlx::migrate!()`. Use one or the other on a database, not both.
-    pub async fn migrator() -> Migrator {
-        migrations::migrator(MIGRATIONS).await
-    }
-
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+}
 
-    fn fail_matching(
+sql::sql_delivery_store!(SqliteStore);
+
+/// The operations [`sql::sql_delivery_store!`] asks of a backend, each run by the writer.
+impl Inner {
+    async fn insert(&self, row: DeliveryRow) -> Result<(), StoreError> {
+        self.write_row(|reply| Job::Enqueue(row, reply)).await
+    }
+
+    async fn claim(&self, now: i64, until: i64, limit: i64) -> Result<Vec<SqliteRow>, StoreError> {
+        let owner = self.owner.clone();
+        self.write(move |conn| Box::pin(claim(conn, owner, now, until, limit)))
+            .await
+    }
+
+    async fn record(&self, row: RecordRow) -> Result<(), StoreError> {
+        self.write_row(|reply| Job::Record(row, reply)).await
+    }
+
+    async fn release(&self, id: String, token: i64) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(release(conn, id, token)))
+            .await
+    }
+
+    async fn renew(&self, id: String, token: i64, until: i64) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(renew(conn, id, token, until)))
+            .await
+    }
+
+    async fn update_pending(
+        &self,
+        id: String,
+        body: Option<Vec<u8>>,
+        due: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(update_pending(conn, id, body, due)))
+            .await
+    }
+
+    async fn resend(
+        &self,
+        id: String,
+        signing: Option<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(resend(conn, id, signing)))
+            .await
+    }
+
+    async fn resend_matching(
+        &self,
+        filter: Filter,
+        signing: Option<(String, String)>,
+    ) -> Result<usize, StoreError> {
+        let statements = self.statements.clone();
+        self.write(move |conn| {
+            Box::pin(async move { resend_matching(conn, &statements, filter, signing).await })
+        })
+        .await
+    }
+
+    async fn fail_matching(
         &self,
         condition: FailCondition,
         key: String,
         reason: String,
-        limit: usize,
-    ) -> StoreFuture<'_, Vec<String>> {
-        let statements = self.inner.statements.clone();
-        let limit = sql::count(limit);
-        Box::pin(self.inner.write(move |conn| {
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let statements = self.statements.clone();
+        self.write(move |conn| {
             Box::pin(async move {
                 fail_matching(conn, &statements, condition, key, reason, limit).await
             })
-        }))
-    }
-}
-
-impl DeliveryStore for SqliteStore {
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    fn enqueue(&self, delivery: Delivery) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let row = DeliveryRow::new(&delivery, &self.inner.signers)?;
-            self.inner.write_row(|reply| Job::Enqueue(row, reply)).await
         })
+        .await
     }
 
-    fn enqueue_claimed(
+    async fn purge(
         &self,
-        mut delivery: Delivery,
-        until: SystemTime,
-    ) -> StoreFuture<'_, Option<Claim>> {
-        Box::pin(async move {
-            let mut row = DeliveryRow::new(&delivery, &self.inner.signers)?;
-            let until_ms = unix_millis(until);
-            row.claimed_until = Some(until_ms);
-            self.inner
-                .write_row(|reply| Job::Enqueue(row, reply))
-                .await?;
-            delivery.state = DeliveryState::InFlight;
-            delivery.updated_at = SystemTime::now();
-            Ok(Some(Claim {
-                delivery,
-                lease: Lease {
-                    token: 1,
-                    until: from_unix_millis(until_ms),
-                },
-            }))
-        })
+        state: &'static str,
+        before: i64,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| Box::pin(purge(conn, state, before, limit)))
+            .await
     }
 
-    fn claim_due(
-        &self,
-        now: SystemTime,
-        limit: usize,
-        lease_for: Duration,
-    ) -> StoreFuture<'_, Vec<Claim>> {
-        Box::pin(async move {
-            let owner = self.inner.owner.clone();
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let (now, until) = (unix_millis(now), unix_millis(now + lease_for));
-            let rows = self
-                .inner
-                .write(move |conn| Box::pin(claim(conn, owner, now, until, limit)))
-                .await?;
-            let mut claims = rows
-                .iter()
-                .map(|row| {
-                    Ok(Claim {
-                        delivery: delivery_from_row(row, &self.inner.signers)?,
-                        lease: lease_from_row(row)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            claims.sort_by_key(|claim| claim.delivery.next_attempt_at);
-            Ok(claims)
-        })
-    }
-
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()> {
-        let row = RecordRow {
-            id: id.to_owned(),
-            token: sql::token(lease.token),
-            attempt: AttemptRow::new(&attempt),
-            next: NextRow::new(&next),
-        };
-        Box::pin(self.inner.write_row(|reply| Job::Record(row, reply)))
-    }
-
-    fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {
-        let (id, token) = (id.to_owned(), sql::token(lease.token));
-        Box::pin(
-            self.inner
-                .write(move |conn| Box::pin(release(conn, id, token))),
-        )
-    }
-
-    fn next_due(&self) -> StoreFuture<'_, Option<SystemTime>> {
-        Box::pin(self.inner.next_due())
-    }
-
-    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Conversation>> {
-        Box::pin(self.inner.get(id))
-    }
-
-    fn list<'a>(&'a self, query: &'a ConversationQuery) -> StoreFuture<'a, Vec<Conversation>> {
-        Box::pin(self.inner.list(query))
-    }
-
-    fn stats(&self) -> StoreFuture<'_, StoreStats> {
-        Box::pin(self.inner.stats())
-    }
-
-    fn renew<'a>(&'a self, id: &'a str, lease: Lease, until: SystemTime) -> StoreFuture<'a, Lease> {
-        let (id, token, ms) = (id.to_owned(), sql::token(lease.token), unix_millis(until));
-        Box::pin(async move {
-            self.inner
-                .write(move |conn| Box::pin(renew(conn, id, token, ms)))
-                .await?;
-            Ok(Lease {
-                token: lease.token,
-                until,
-            })
-        })
-    }
-
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<bytes::Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
-        let (id, body, due) = (id.to_owned(), body.map(|b| b.to_vec()), unix_millis(due));
-        Box::pin(
-            self.inner
-                .write(move |conn| Box::pin(update_pending(conn, id, body, due))),
-        )
-    }
-
-    fn resend<'a>(&'a self, id: &'a str, signing: Option<SigningSpec>) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let signing = sql::encode_optional(signing, &self.inner.signers)?;
-            let id = id.to_owned();
-            self.inner
-                .write(move |conn| Box::pin(resend(conn, id, signing)))
-                .await
-        })
-    }
-
-    fn resend_matching<'a>(
-        &'a self,
-        query: &'a ConversationQuery,
-        signing: Option<SigningSpec>,
-    ) -> StoreFuture<'a, usize> {
-        Box::pin(async move {
-            let filter = Filter::resend(query)?;
-            let signing = sql::encode_optional(signing, &self.inner.signers)?;
-            let statements = self.inner.statements.clone();
-            self.inner
-                .write(move |conn| {
-                    Box::pin(
-                        async move { resend_matching(conn, &statements, filter, signing).await },
-                    )
-                })
-                .await
-        })
-    }
-
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let (endpoint, reason) = (endpoint.to_owned(), reason.to_owned());
-        self.fail_matching(FailCondition::Pending, endpoint, reason, limit)
-    }
-
-    fn cancel_endpoint<'a>(
-        &'a self,
-        endpoint_id: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let (endpoint_id, reason) = (endpoint_id.to_owned(), reason.to_owned());
-        self.fail_matching(FailCondition::Endpoint, endpoint_id, reason, limit)
-    }
-
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        Box::pin(async move {
-            if !state.is_final() {
-                return Ok(0);
-            }
-            let (state, before) = (state.as_str(), unix_millis(before));
-            let limit = sql::count(limit);
-            self.inner
-                .write(move |conn| Box::pin(purge(conn, state, before, limit)))
-                .await
-        })
+    /// One process per file: no other enqueues to wake up for.
+    fn work_notified(&self) -> std::future::Pending<()> {
+        std::future::pending()
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Inner;
 use crate::store::sql::{
-    backend, DeliveryRow, RecordRow, RowExt, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
+    backend, DeliveryRow, RecordRow, RowExt, SqlQuery, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
 };
 use crate::store::StoreError;
 use crate::time::unix_millis;
@@ -449,7 +449,7 @@ pub(super) async fn claim(
 }
 
 /// `NotFound` or `LeaseLost`, for an update that matched no row.
-pub(super) async fn missing(conn: &mut SqliteConnection, id: String) -> StoreError {
+async fn missing(conn: &mut SqliteConnection, id: String) -> StoreError {
     match sqlx::query("SELECT 1 FROM deliveries WHERE id = $1")
         .bind(&id)
         .fetch_optional(conn)
@@ -468,21 +468,15 @@ pub(super) async fn update_pending(
     due: i64,
 ) -> Result<(), StoreError> {
     let now = unix_millis(SystemTime::now());
-    let done = sqlx::query(
+    let query = sqlx::query(
         "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, body = COALESCE($2, body), \
          updated_at = $3 WHERE id = $4 AND state = 'pending' AND attempts = 0",
     )
     .bind(due)
     .bind(body)
     .bind(now)
-    .bind(&id)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    if done.rows_affected() == 0 {
-        return Err(missing(conn, id).await);
-    }
-    Ok(())
+    .bind(&id);
+    update_one(conn, query, &id).await
 }
 
 pub(super) async fn release(
@@ -529,15 +523,20 @@ pub(super) async fn fenced_update(
     id: String,
     token: i64,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(sql)
-        .bind(at)
-        .bind(&id)
-        .bind(token)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    let query = sqlx::query(sql).bind(at).bind(&id).bind(token);
+    update_one(conn, query, &id).await
+}
+
+/// Runs `query`, an update of the row `id`; no row changed means the delivery is gone or not
+/// in the state the update requires, which `missing` tells apart.
+pub(super) async fn update_one(
+    conn: &mut SqliteConnection,
+    query: SqlQuery<'_, sqlx::Sqlite>,
+    id: &str,
+) -> Result<(), StoreError> {
+    let done = query.execute(&mut *conn).await.map_err(backend)?;
     if done.rows_affected() == 0 {
-        return Err(missing(conn, id).await);
+        return Err(missing(conn, id.to_owned()).await);
     }
     Ok(())
 }
