@@ -52,6 +52,25 @@ pub(crate) struct Embedded {
     pub(crate) moved: &'static [i64],
 }
 
+/// The delivery store's migrations for `$backend` (`sqlite`, `postgres`): the versions and
+/// names every backend shares, their SQL from `migrations/$backend/`, then the backend's own
+/// (`$version, $name, $file`).
+macro_rules! store_migrations {
+    ($backend:literal $(, ($version:literal, $name:literal, $file:literal))* $(,)?) => {
+        $crate::store::migrations::Embedded::store(&[
+            (1, "deliveries", $crate::store::migrations::store_migrations!(@sql $backend, "0001_deliveries.sql")),
+            (2, "finished index", $crate::store::migrations::store_migrations!(@sql $backend, "0002_finished_index.sql")),
+            (5, "delivery counts", $crate::store::migrations::store_migrations!(@sql $backend, "0005_delivery_counts.sql")),
+            $(($version, $name, $crate::store::migrations::store_migrations!(@sql $backend, $file)),)*
+        ])
+    };
+    (@sql $backend:literal, $file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $backend, "/", $file))
+    };
+}
+
+pub(crate) use store_migrations;
+
 impl Embedded {
     /// The delivery store's migrations: history in [`HISTORY_TABLE`], taken over from 0.1's
     /// `_sqlx_migrations`. Versions 3 and 4 (the registry's tables) were recorded there

@@ -32,9 +32,6 @@ impl Inner {
     }
 
     async fn attempts_of(&self, ids: Vec<String>) -> Result<Vec<(String, Attempt)>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let sql = format!(
             "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ANY($1) \
              ORDER BY delivery_id, number, seq"

@@ -28,28 +28,14 @@ use queue::{
 sql::impl_row_ext!(PgRow);
 
 /// The PostgreSQL migrations shipped in `migrations/postgres/`.
-const MIGRATIONS: Embedded = Embedded::store(&[
-    (
-        1,
-        "deliveries",
-        include_str!("../../../migrations/postgres/0001_deliveries.sql"),
-    ),
-    (
-        2,
-        "finished index",
-        include_str!("../../../migrations/postgres/0002_finished_index.sql"),
-    ),
-    (
-        5,
-        "delivery counts",
-        include_str!("../../../migrations/postgres/0005_delivery_counts.sql"),
-    ),
+const MIGRATIONS: Embedded = migrations::store_migrations!(
+    "postgres",
     (
         6,
         "counts without triggers",
-        include_str!("../../../migrations/postgres/0006_counts_without_triggers.sql"),
+        "0006_counts_without_triggers.sql"
     ),
-]);
+);
 
 /// The `NOTIFY` payload of [`PostgresStore::enqueue_in_transaction`].
 const OUTBOX_PAYLOAD: &str = "outbox";

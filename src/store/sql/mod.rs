@@ -355,7 +355,7 @@ pub(crate) enum FailCondition {
 }
 
 /// The conversations of the delivery `rows` ([`DELIVERY_COLUMNS`]), in their order, with the
-/// attempts `attempts_of` reads for their ids.
+/// attempts `attempts_of` reads for their ids (never called without any).
 pub(crate) async fn conversations_of<F, Fut>(
     rows: &[impl RowExt],
     signers: &Signers,
@@ -369,6 +369,9 @@ where
         .iter()
         .map(|row| delivery_from_row(row, signers))
         .collect::<Result<Vec<_>, _>>()?;
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids = deliveries.iter().map(|d| d.id.clone()).collect();
     let attempts = attempts_of(ids).await?;
     Ok(conversations(deliveries, attempts))

@@ -17,9 +17,6 @@ impl Inner {
     }
 
     async fn attempts_of(&self, ids: Vec<String>) -> Result<Vec<(String, Attempt)>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut query = sqlx::QueryBuilder::new(format!(
             "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id IN ("
         ));

@@ -29,23 +29,7 @@ use queue::{checkpoint_loop, claim, recover, release, renew, spawn_writer, updat
 sql::impl_row_ext!(SqliteRow);
 
 /// The SQLite migrations shipped in `migrations/sqlite/`.
-const MIGRATIONS: Embedded = Embedded::store(&[
-    (
-        1,
-        "deliveries",
-        include_str!("../../../migrations/sqlite/0001_deliveries.sql"),
-    ),
-    (
-        2,
-        "finished index",
-        include_str!("../../../migrations/sqlite/0002_finished_index.sql"),
-    ),
-    (
-        5,
-        "delivery counts",
-        include_str!("../../../migrations/sqlite/0005_delivery_counts.sql"),
-    ),
-]);
+const MIGRATIONS: Embedded = migrations::store_migrations!("sqlite");
 
 /// How hard SQLite pushes each commit to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
