@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use super::Inner;
-use crate::store::sql::{self, FailCondition, Filter};
+use crate::store::sql::{self, FailRequest, Filter};
 use crate::store::StoreError;
 use crate::time::unix_millis;
 
@@ -60,25 +60,18 @@ impl Inner {
         Ok(rows.len())
     }
 
-    /// Makes up to `limit` deliveries matching `condition` final as failed with `reason`,
-    /// releasing any lease (rows locked elsewhere are skipped); returns their ids.
+    /// Makes the deliveries of `request` final as failed, releasing any lease (rows locked
+    /// elsewhere are skipped); returns their ids.
     pub(super) async fn fail_matching(
         &self,
-        condition: FailCondition,
-        key: String,
-        reason: String,
-        limit: i64,
+        request: FailRequest,
     ) -> Result<Vec<String>, StoreError> {
-        let what = match condition {
-            FailCondition::Pending => "fail_pending",
-            FailCondition::Endpoint => "cancel_endpoint",
-        };
         let now = unix_millis(SystemTime::now());
         let (rows, _) = self
-            .retry(what, |pool| {
+            .retry(request.operation(), |pool| {
                 Box::pin(
                     self.statements
-                        .fail_matching::<sqlx::Postgres>(condition, &key, &reason, now, limit)
+                        .fail_matching::<sqlx::Postgres>(&request, now)
                         .fetch_all(pool),
                 )
             })

@@ -328,20 +328,17 @@ impl Statements {
     /// releasing any lease; returns their ids.
     pub(crate) fn fail_matching<'q, DB: Dialect>(
         &'q self,
-        condition: FailCondition,
-        key: &str,
-        reason: &str,
+        request: &FailRequest,
         now: i64,
-        limit: i64,
     ) -> SqlQuery<'q, DB> {
-        let sql = match condition {
+        let sql = match request.condition {
             FailCondition::Pending => &self.fail_pending,
             FailCondition::Endpoint => &self.cancel_endpoint,
         };
-        let bound = DB::text(sqlx::query(sql), Some(reason.to_owned()));
+        let bound = DB::text(sqlx::query(sql), Some(request.reason.clone()));
         let bound = DB::int(bound, Some(now));
-        let bound = DB::text(bound, Some(key.to_owned()));
-        DB::int(bound, Some(limit))
+        let bound = DB::text(bound, Some(request.key.clone()));
+        DB::int(bound, Some(request.limit))
     }
 }
 
@@ -375,6 +372,35 @@ where
     let ids = deliveries.iter().map(|d| d.id.clone()).collect();
     let attempts = attempts_of(ids).await?;
     Ok(conversations(deliveries, attempts))
+}
+
+/// What [`Statements::fail_matching`] fails: at most `limit` deliveries matching `condition`
+/// for `key` (an endpoint URL or id), which get `reason` as their last error.
+#[derive(Debug, Clone)]
+pub(crate) struct FailRequest {
+    pub(crate) condition: FailCondition,
+    pub(crate) key: String,
+    pub(crate) reason: String,
+    pub(crate) limit: i64,
+}
+
+impl FailRequest {
+    pub(crate) fn new(condition: FailCondition, key: &str, reason: &str, limit: usize) -> Self {
+        Self {
+            condition,
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+            limit: count(limit),
+        }
+    }
+
+    /// The operation's name, for logs.
+    pub(crate) fn operation(&self) -> &'static str {
+        match self.condition {
+            FailCondition::Pending => "fail_pending",
+            FailCondition::Endpoint => "cancel_endpoint",
+        }
+    }
 }
 
 /// The ids a statement returned.

@@ -16,7 +16,7 @@
 /// | `update_pending` | id, body, due (ms) | `()` |
 /// | `resend` | id, encoded signing | `()` |
 /// | `resend_matching` | [`Filter`](super::Filter), encoded signing | how many |
-/// | `fail_matching` | [`FailCondition`](super::FailCondition), key, reason, limit | the ids |
+/// | `fail_matching` | [`FailRequest`](super::FailRequest) | the ids |
 /// | `purge` | final state, before (ms), limit | how many |
 /// | `next_due`, `get`, `list`, `stats`, `work_notified` | as the trait | as the trait |
 ///
@@ -172,12 +172,9 @@ macro_rules! sql_delivery_store {
                 reason: &'a str,
                 limit: usize,
             ) -> $crate::store::StoreFuture<'a, Vec<String>> {
-                Box::pin(self.inner.fail_matching(
-                    $crate::store::sql::FailCondition::Pending,
-                    endpoint.to_owned(),
-                    reason.to_owned(),
-                    $crate::store::sql::count(limit),
-                ))
+                use $crate::store::sql::{FailCondition, FailRequest};
+                let request = FailRequest::new(FailCondition::Pending, endpoint, reason, limit);
+                Box::pin(self.inner.fail_matching(request))
             }
 
             fn cancel_endpoint<'a>(
@@ -186,12 +183,9 @@ macro_rules! sql_delivery_store {
                 reason: &'a str,
                 limit: usize,
             ) -> $crate::store::StoreFuture<'a, Vec<String>> {
-                Box::pin(self.inner.fail_matching(
-                    $crate::store::sql::FailCondition::Endpoint,
-                    endpoint_id.to_owned(),
-                    reason.to_owned(),
-                    $crate::store::sql::count(limit),
-                ))
+                use $crate::store::sql::{FailCondition, FailRequest};
+                let request = FailRequest::new(FailCondition::Endpoint, endpoint_id, reason, limit);
+                Box::pin(self.inner.fail_matching(request))
             }
 
             fn purge(

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use sqlx::sqlite::SqliteConnection;
 
 use super::queue::update_one;
-use crate::store::sql::{self, backend, FailCondition, Filter, Statements};
+use crate::store::sql::{self, backend, FailRequest, Filter, Statements};
 use crate::store::StoreError;
 use crate::time::unix_millis;
 
@@ -52,14 +52,11 @@ pub(super) async fn resend_matching(
 pub(super) async fn fail_matching(
     conn: &mut SqliteConnection,
     statements: &Statements,
-    condition: FailCondition,
-    key: String,
-    reason: String,
-    limit: i64,
+    request: FailRequest,
 ) -> Result<Vec<String>, StoreError> {
     let now = unix_millis(SystemTime::now());
     let rows = statements
-        .fail_matching::<sqlx::Sqlite>(condition, &key, &reason, now, limit)
+        .fail_matching::<sqlx::Sqlite>(&request, now)
         .fetch_all(conn)
         .await
         .map_err(backend)?;
