@@ -22,7 +22,7 @@ impl WebhookRegistry {
         let turn = self
             .inner
             .state
-            .take_turn(&webhook.owner, &webhook.id, limit, SystemTime::now())
+            .take_turn(&webhook.owner, &webhook.id, limit, self.now())
             .await;
         turn.unwrap_or_else(|err| {
             tracing::warn!(webhook = %webhook.id, error = %err, "rate limit not applied");
