@@ -394,7 +394,8 @@ impl FailRequest {
         }
     }
 
-    /// The operation's name, for logs.
+    /// The operation's name, for PostgreSQL's retry log.
+    #[cfg(feature = "postgres")]
     pub(crate) fn operation(&self) -> &'static str {
         match self.condition {
             FailCondition::Pending => "fail_pending",
