@@ -378,10 +378,10 @@ where
 /// for `key` (an endpoint URL or id), which get `reason` as their last error.
 #[derive(Debug, Clone)]
 pub(crate) struct FailRequest {
-    pub(crate) condition: FailCondition,
-    pub(crate) key: String,
-    pub(crate) reason: String,
-    pub(crate) limit: i64,
+    condition: FailCondition,
+    key: String,
+    reason: String,
+    limit: i64,
 }
 
 impl FailRequest {
