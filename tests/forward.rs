@@ -705,14 +705,7 @@ async fn conversation_records_every_attempt() {
         panic!("two attempts")
     };
     assert_eq!((first.number, second.number), (1, 2));
-    let header = |name: &str| {
-        first
-            .request_headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
+    let header = |name: &str| first.request_headers.get(name).unwrap().to_owned();
     assert_eq!(header("x-cerebrium-webhook-signature"), "[redacted]");
     assert_eq!(header("x-request-id"), run_id);
     assert_eq!(header("content-type"), "application/json");

@@ -25,10 +25,9 @@ fn attempt(number: u32, outcome: AttemptOutcome, decision: Decision) -> Attempt 
     attempt.latency = Duration::from_micros(1234);
     attempt.body_size = 2;
     attempt.body_sha256 = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".into();
-    attempt.request_headers = vec![
-        ("x-request-id".into(), "a".into()),
-        ("authorization".into(), "Bearer leaked".into()),
-    ];
+    attempt.request_headers = [("x-request-id", "a"), ("authorization", "Bearer leaked")]
+        .into_iter()
+        .collect();
     attempt
 }
 

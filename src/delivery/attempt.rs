@@ -11,15 +11,12 @@ use sha2::{Digest, Sha256};
 
 use super::client::ClientBody;
 use super::engine::Shared;
-use super::model::{Attempt, AttemptOutcome, AttemptResponse, Delivery};
+use super::model::{Attempt, AttemptOutcome, AttemptResponse, Delivery, RecordedHeaders};
 use super::policy::retry_after_at;
 use super::ssrf::Refusal;
 use super::BoxError;
 use crate::scheme::Message;
-use crate::sensitive::redacted_headers;
 use crate::time::unix_seconds;
-
-type RecordedHeaders = Vec<(String, String)>;
 
 impl Shared {
     /// Makes one attempt; returns its record (decision not yet set) and the `Retry-After`.
@@ -68,7 +65,7 @@ impl Shared {
                 let status = parts.status.as_u16();
                 attempt.response = Some(AttemptResponse::new(
                     status,
-                    redacted_headers(&parts.headers),
+                    RecordedHeaders::redacted(&parts.headers, &HeaderMap::new()),
                     body,
                     truncated,
                 ));
@@ -109,7 +106,7 @@ impl Shared {
                 )
                 .map_err(|err| AttemptOutcome::SignFailed(err.to_string()))?;
         }
-        let recorded = crate::sensitive::redacted_headers_with(&headers, &delivery.headers);
+        let recorded = RecordedHeaders::redacted(&headers, &delivery.headers);
         let mut request = Request::new(Full::new(delivery.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
