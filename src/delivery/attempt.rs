@@ -65,7 +65,7 @@ impl Shared {
                 let status = parts.status.as_u16();
                 attempt.response = Some(AttemptResponse::new(
                     status,
-                    RecordedHeaders::redacted(&parts.headers, &HeaderMap::new()),
+                    RecordedHeaders::redacted_copies(&parts.headers),
                     body,
                     truncated,
                 ));

@@ -19,15 +19,35 @@ use crate::sensitive::{is_sensitive_header, REDACTED};
 pub struct RecordedHeaders(HeaderMap);
 
 impl RecordedHeaders {
-    /// `headers` as recorded: redacted where [sensitive](crate::sensitive) or named in
-    /// `write_only`.
+    /// A request's `headers` as recorded: redacted where [sensitive](crate::sensitive) or
+    /// named in `write_only`. The values are shared with the request (the engine made them, or
+    /// they are the delivery's own).
     pub(crate) fn redacted(headers: &HeaderMap, write_only: &HeaderMap) -> Self {
+        Self::record(headers, write_only, |value| value.clone())
+    }
+
+    /// A response's `headers` as recorded, redacted where sensitive. Each value is copied:
+    /// the client's values are slices of the connection's read buffer, which a shared value
+    /// would keep alive as long as the conversation.
+    pub(crate) fn redacted_copies(headers: &HeaderMap) -> Self {
+        Self::record(headers, &HeaderMap::new(), |value| {
+            HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+        })
+    }
+
+    fn record(
+        headers: &HeaderMap,
+        write_only: &HeaderMap,
+        keep: impl Fn(&HeaderValue) -> HeaderValue,
+    ) -> Self {
         let mut recorded = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             let value = if write_only.contains_key(name) || is_sensitive_header(name.as_str()) {
                 HeaderValue::from_static(REDACTED)
+            } else if std::str::from_utf8(value.as_bytes()).is_ok() {
+                keep(value)
             } else {
-                text_value(value)
+                lossy_value(value)
             };
             recorded.append(name.clone(), value);
         }
@@ -55,12 +75,9 @@ impl RecordedHeaders {
     }
 }
 
-/// A value whose bytes are UTF-8 as it is; any other made so (the replacement character for
-/// each invalid sequence), so that [`value_text`] always has text to give.
-fn text_value(value: &HeaderValue) -> HeaderValue {
-    if std::str::from_utf8(value.as_bytes()).is_ok() {
-        return value.clone();
-    }
+/// A value whose bytes are not UTF-8, made so (the replacement character for each invalid
+/// sequence), so that [`value_text`] always has text to give.
+fn lossy_value(value: &HeaderValue) -> HeaderValue {
     let text = String::from_utf8_lossy(value.as_bytes());
     // Replacement characters are bytes above ASCII, which header values allow; a value holds
     // no control byte, so the lossy text is a valid value too.
@@ -184,6 +201,8 @@ mod tests {
         sent.insert("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap());
         let recorded = RecordedHeaders::redacted(&sent, &HeaderMap::new());
         assert_eq!(recorded.get("x-raw"), Some("caf\u{fffd}"));
+        let copied = RecordedHeaders::redacted_copies(&sent);
+        assert_eq!(copied, recorded);
     }
 
     #[test]
