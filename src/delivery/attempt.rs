@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 
@@ -17,6 +17,10 @@ use super::ssrf::Refusal;
 use super::BoxError;
 use crate::scheme::Message;
 use crate::time::unix_seconds;
+
+/// `X-Request-Id`: a delivery's id on every attempt, and a forwarded run's id on its answer. A
+/// constant, so inserting it allocates no name.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Shared {
     /// Makes one attempt; returns its record (decision not yet set) and the `Retry-After`.
@@ -91,7 +95,7 @@ impl Shared {
         let id = HeaderValue::from_str(&delivery.id).map_err(|_| {
             AttemptOutcome::SignFailed("the delivery id is not a valid header value".into())
         })?;
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
         for (name, value) in &delivery.headers {
             headers.append(name, value.clone());
         }

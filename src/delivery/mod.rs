@@ -76,7 +76,7 @@ pub(crate) mod ssrf;
 mod tests;
 mod worker;
 
-pub(crate) use attempt::display_endpoint;
+pub(crate) use attempt::{display_endpoint, X_REQUEST_ID};
 pub use builder::EngineBuilder;
 pub use client::{ClientBuilder, Connector, DeliveryClient, HyperClient};
 pub use engine::{CapacitySlot, DeliveryEngine, DeliveryReport, EngineStats, ShutdownReport};
