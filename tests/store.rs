@@ -192,7 +192,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let mut answer = attempt(2, AttemptOutcome::Status(200), Decision::Delivered);
     answer.response = Some(AttemptResponse::new(
         200,
-        vec![("content-type".into(), "text/plain".into())],
+        [("content-type", "text/plain")].into_iter().collect(),
         bytes::Bytes::from_static(b"thanks"),
         false,
     ));
