@@ -439,13 +439,11 @@ impl Attempt {
     }
 
     pub(crate) fn approx_size(&self) -> usize {
-        let headers =
-            |h: &RecordedHeaders| h.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>();
-        256 + headers(&self.request_headers)
+        256 + self.request_headers.approx_size()
             + self
                 .response
                 .as_ref()
-                .map_or(0, |r| r.body.len() + headers(&r.headers))
+                .map_or(0, |r| r.body.len() + r.headers.approx_size())
     }
 }
 

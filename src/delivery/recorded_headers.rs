@@ -69,6 +69,15 @@ impl RecordedHeaders {
         self.0.len()
     }
 
+    /// About the bytes the record holds, for a store's memory budget (the raw lengths: no
+    /// value is read as text to count it).
+    pub(crate) fn approx_size(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 48)
+            .sum()
+    }
+
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
