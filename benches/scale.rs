@@ -24,7 +24,7 @@
 //! 4. **Re-send** (memory store): `resend_matching` of one endpoint's 1,000 newest failed
 //!    deliveries among 10,000, 100,000 and 1,000,000 final ones: µs per re-sent delivery (a
 //!    re-send once searched the final entries from the oldest, so re-sending recent deliveries
-//!    cost the whole table each); and `fail_pending` (a `410 Gone`) of one endpoint's 1,000
+//!    cost the whole table each); and `fail_queued` (a `410 Gone`) of one endpoint's 1,000
 //!    pending deliveries among 10,000, 100,000 and 1,000,000 pending ones, in the engine's
 //!    batches of 500: µs per given-up delivery.
 //!
@@ -57,7 +57,7 @@ use tower_webhooks::delivery::{
 use tower_webhooks::inbound::{VerifiedBody, WebhookSignatureLayer};
 use tower_webhooks::registry::{BearerTokens, Endpoint, Owner, SigningScheme, WebhookRegistry};
 use tower_webhooks::scheme::{Cerebrium, Message, RequestHead, Scheme};
-use tower_webhooks::store::{DeliveryStore, MemoryStore, SqliteStore};
+use tower_webhooks::store::{DeliveryStore, FailRequest, MemoryStore, SqliteStore};
 use tower_webhooks::SecretSet;
 
 use crate::run_status::{RunState, RunStatus};
@@ -826,7 +826,7 @@ async fn resend_row(rows: usize) -> Duration {
     elapsed / RESENT as u32
 }
 
-/// `fail_pending` of one endpoint's [`RESENT`] pending deliveries, in batches of 500 as the
+/// `fail_queued` of one endpoint's [`RESENT`] pending deliveries, in batches of 500 as the
 /// engine gives up an endpoint that answered `410 Gone`, among `rows` pending ones: the time
 /// per given-up delivery.
 async fn give_up_row(rows: usize) -> Duration {
@@ -845,7 +845,10 @@ async fn give_up_row(rows: usize) -> Duration {
     let started = Instant::now();
     let mut given_up = 0;
     loop {
-        let ids = store.fail_pending(target, "410 Gone", 500).await.unwrap();
+        let ids = store
+            .fail_queued(FailRequest::gone(target, "410 Gone", 500))
+            .await
+            .unwrap();
         given_up += ids.len();
         if ids.len() < 500 {
             break;
@@ -871,7 +874,7 @@ async fn resends(max_rows: usize) {
         println!("{rows:>9} {:>16.3} {:>8}", per * 1e6, growth(per, base));
     }
     println!();
-    println!("memory: fail_pending (410 Gone) of one endpoint's {RESENT} pending deliveries, growth vs the smallest");
+    println!("memory: fail_queued (410 Gone) of one endpoint's {RESENT} pending deliveries, growth vs the smallest");
     println!("{:>9} {:>16} {:>8}", "pending", "µs per give-up", "growth");
     let mut base = None;
     for rows in [10_000, 100_000, 1_000_000]

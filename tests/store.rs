@@ -10,7 +10,7 @@ use tower_webhooks::delivery::{
     Delivery, DeliveryState, Next, SigningSpec, Source,
 };
 use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
-use tower_webhooks::store::{DeliveryStore, MemoryStore, StoreError};
+use tower_webhooks::store::{DeliveryStore, FailRequest, MemoryStore, StoreError};
 use tower_webhooks::{Secret, SecretSet};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -293,7 +293,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
 
     // 410: the pending deliveries to the endpoint are given up.
     let mut ids = store
-        .fail_pending("http://x.test/hook", "410 Gone", 100)
+        .fail_queued(FailRequest::gone("http://x.test/hook", "410 Gone", 100))
         .await
         .unwrap();
     ids.sort();
@@ -520,7 +520,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     }
 }
 
-/// `cancel_endpoint`: a deleted endpoint's pending deliveries (and, in the SQL stores, its
+/// `fail_queued` of a deleted endpoint: its pending deliveries (and, in the SQL stores, its
 /// abandoned claims) end failed with the reason and are never claimed again; a live claim,
 /// final deliveries and other endpoints' deliveries are left alone.
 async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
@@ -568,11 +568,14 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let abandoned = claim("abandoned", SystemTime::now() - Duration::from_secs(1)).await;
 
     // Batches: the limit holds.
-    let mut ids = store.cancel_endpoint("acme/wh-1", REASON, 1).await.unwrap();
+    let mut ids = store
+        .fail_queued(FailRequest::deleted("acme/wh-1", REASON, 1))
+        .await
+        .unwrap();
     assert_eq!(ids.len(), 1);
     ids.extend(
         store
-            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .fail_queued(FailRequest::deleted("acme/wh-1", REASON, 100))
             .await
             .unwrap(),
     );
@@ -624,7 +627,7 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         .unwrap();
     assert_eq!(
         store
-            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .fail_queued(FailRequest::deleted("acme/wh-1", REASON, 100))
             .await
             .unwrap(),
         ["live"]
@@ -639,7 +642,7 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     claimed.sort();
     assert_eq!(claimed, ["no-id", "other", "other-tenant"]);
     assert!(store
-        .cancel_endpoint("acme/wh-404", REASON, 100)
+        .fail_queued(FailRequest::deleted("acme/wh-404", REASON, 100))
         .await
         .unwrap()
         .is_empty());

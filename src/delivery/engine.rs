@@ -21,7 +21,7 @@ use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
-use crate::store::{DeliveryStore, StoreError, StoreStats};
+use crate::store::{DeliveryStore, FailRequest, StoreError, StoreStats};
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -526,7 +526,7 @@ impl DeliveryEngine {
     /// ([`Delivery::endpoint_id`]; the [registry](crate::registry) calls it when a webhook is
     /// deleted): every one that is pending (or whose claim was abandoned) becomes
     /// [failed](DeliveryState::Failed) with `reason` and is never sent
-    /// ([`DeliveryStore::cancel_endpoint`]); the conversations stay. A delivery in flight
+    /// ([`DeliveryStore::fail_queued`]); the conversations stay. A delivery in flight
     /// finishes its current attempt; if this engine runs that attempt, it is not retried
     /// (it ends failed with `reason`). An attempt that another process (another replica on
     /// the same PostgreSQL store) has in flight keeps its retry schedule: that process does not
@@ -556,7 +556,7 @@ impl DeliveryEngine {
             let ids = self
                 .shared
                 .store
-                .cancel_endpoint(endpoint_id, reason, BATCH)
+                .fail_queued(FailRequest::deleted(endpoint_id, reason, BATCH))
                 .await?;
             for id in &ids {
                 self.shared.finish(id);

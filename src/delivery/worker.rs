@@ -15,7 +15,7 @@ use super::engine::{lock, DeliveryReport, Shared};
 use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
 use super::owners::{endpoint_host, registered_owner};
 use super::policy::Verdict;
-use crate::store::StoreError;
+use crate::store::{FailRequest, StoreError};
 use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
 
 /// The `outcome` label of `webhook_attempts_total`.
@@ -295,7 +295,8 @@ impl Shared {
         const BATCH: usize = 500;
         let reason = "the endpoint answered 410 Gone: not retried";
         loop {
-            match self.store.fail_pending(endpoint, reason, BATCH).await {
+            let request = FailRequest::gone(endpoint, reason, BATCH);
+            match self.store.fail_queued(request).await {
                 Ok(ids) => {
                     for id in &ids {
                         self.finish(id);

@@ -15,8 +15,7 @@
 //! | [`get`](DeliveryStore::get) / [`list`](DeliveryStore::list) | the conversations, for users |
 //! | [`renew`](DeliveryStore::renew) | extends a held lease (same fencing token) |
 //! | [`resend`](DeliveryStore::resend) / [`resend_matching`](DeliveryStore::resend_matching) | one manual attempt of final deliveries (dead letters) |
-//! | [`fail_pending`](DeliveryStore::fail_pending) | gives up the pending deliveries to an endpoint that answered `410 Gone` |
-//! | [`cancel_endpoint`](DeliveryStore::cancel_endpoint) | cancels the queued deliveries of a registered endpoint (a deleted webhook) |
+//! | [`fail_queued`](DeliveryStore::fail_queued) | gives up the pending deliveries to an endpoint that answered `410 Gone`, or cancels the queued deliveries of a registered endpoint (a deleted webhook) ([`FailRequest`]) |
 //! | [`purge`](DeliveryStore::purge) | retention: deletes old final deliveries in small batches |
 //! | [`work_notified`](DeliveryStore::work_notified) | wakes idle workers when another process enqueued |
 //!
@@ -206,6 +205,65 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// The queued deliveries [`DeliveryStore::fail_queued`] ends as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailTarget<'a> {
+    /// The [`Pending`](DeliveryState::Pending) deliveries to exactly this endpoint URL (it
+    /// answered `410 Gone`).
+    Gone {
+        /// The endpoint URL, as in [`Delivery::endpoint`].
+        endpoint: &'a str,
+    },
+    /// The deliveries recorded under this registered endpoint ([`Delivery::endpoint_id`], a
+    /// webhook that was deleted) that are not final and not in flight under a live lease:
+    /// [`Pending`](DeliveryState::Pending) ones (whatever their due time) and
+    /// [`InFlight`](DeliveryState::InFlight) ones whose lease expired (abandoned claims;
+    /// moving them fences the old worker out). A delivery in flight under a live lease is left
+    /// to finish its attempt.
+    Deleted {
+        /// The endpoint's id, as in [`Delivery::endpoint_id`].
+        endpoint_id: &'a str,
+    },
+}
+
+/// What [`DeliveryStore::fail_queued`] fails: at most `limit` deliveries of `target`, which
+/// get `reason` as their last error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailRequest<'a> {
+    /// Whose deliveries.
+    pub target: FailTarget<'a>,
+    /// Their `last_error`.
+    pub reason: &'a str,
+    /// The most failed by one call.
+    pub limit: usize,
+}
+
+impl<'a> FailRequest<'a> {
+    /// At most `limit` pending deliveries to `endpoint`, which answered `410 Gone`
+    /// ([`FailTarget::Gone`]).
+    pub fn gone(endpoint: &'a str, reason: &'a str, limit: usize) -> Self {
+        let target = FailTarget::Gone { endpoint };
+        Self {
+            target,
+            reason,
+            limit,
+        }
+    }
+
+    /// At most `limit` queued deliveries of the deleted registered endpoint `endpoint_id`
+    /// ([`FailTarget::Deleted`]).
+    pub fn deleted(endpoint_id: &'a str, reason: &'a str, limit: usize) -> Self {
+        let target = FailTarget::Deleted { endpoint_id };
+        Self {
+            target,
+            reason,
+            limit,
+        }
+    }
+}
+
 /// A queue of deliveries and their conversations.
 ///
 /// Contract for implementations (the engine relies on it):
@@ -312,41 +370,19 @@ pub trait DeliveryStore: Send + Sync + 'static {
         ))))
     }
 
-    /// Gives up at most `limit` [`Pending`](DeliveryState::Pending) deliveries to exactly
-    /// `endpoint` (the endpoint answered `410 Gone`): they become
-    /// [`Failed`](DeliveryState::Failed) dead letters with `reason`. Returns their ids.
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let _ = (endpoint, reason, limit);
-        Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "fail_pending",
-        ))))
-    }
-
-    /// Cancels at most `limit` deliveries recorded under `endpoint_id`
-    /// ([`Delivery::endpoint_id`], a registered endpoint that was deleted) that are not final
-    /// and not in flight under a live lease: [`Pending`](DeliveryState::Pending) ones (whatever
-    /// their due time) and [`InFlight`](DeliveryState::InFlight) ones whose lease expired
-    /// (abandoned claims; moving them fences the old worker out). They become
-    /// [`Failed`](DeliveryState::Failed) with `reason` as their `last_error` and are never
-    /// attempted again (unless re-sent by hand); their conversations stay queryable. A
-    /// delivery in flight under a live lease is left to finish its attempt. Returns the ids.
+    /// Ends at most `request.limit` queued deliveries of [`request.target`](FailTarget) as
+    /// [`Failed`](DeliveryState::Failed) dead letters with `request.reason` as their
+    /// `last_error`: they are never attempted again (unless re-sent by hand) and their
+    /// conversations stay queryable. Returns their ids; the caller repeats while a full batch
+    /// comes back.
     ///
     /// The default answers [`StoreError::Unsupported`]: a store that does not implement it
-    /// keeps sending a deleted endpoint's queued deliveries on their retry schedule.
-    fn cancel_endpoint<'a>(
-        &'a self,
-        endpoint_id: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let _ = (endpoint_id, reason, limit);
+    /// keeps retrying a gone endpoint's deliveries and keeps sending a deleted endpoint's
+    /// queued deliveries on their retry schedule.
+    fn fail_queued<'a>(&'a self, request: FailRequest<'a>) -> StoreFuture<'a, Vec<String>> {
+        let _ = request;
         Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "cancel_endpoint",
+            "fail_queued",
         ))))
     }
 

@@ -14,7 +14,7 @@ use crate::delivery::engine::lock;
 use crate::delivery::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
 };
-use crate::store::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use crate::store::{DeliveryStore, FailRequest, FailTarget, StoreError, StoreFuture, StoreStats};
 use crate::time::Clock;
 
 /// One call the engine made, as the store received it (failed ones included).
@@ -305,21 +305,21 @@ impl DeliveryStore for FakeStore {
         })
     }
 
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
+    fn fail_queued<'a>(&'a self, request: FailRequest<'a>) -> StoreFuture<'a, Vec<String>> {
+        let FailTarget::Gone { endpoint } = request.target else {
+            return Box::pin(std::future::ready(Err(StoreError::Unsupported(
+                "fail_queued",
+            ))));
+        };
         self.run(Call::FailPending(endpoint.to_owned()), move |inner| {
             let mut given_up = Vec::new();
             for row in inner.rows.values_mut() {
-                if given_up.len() < limit
+                if given_up.len() < request.limit
                     && row.delivery.endpoint == endpoint
                     && row.delivery.state == DeliveryState::Pending
                 {
                     row.delivery.state = DeliveryState::Failed;
-                    row.delivery.last_error = Some(reason.to_owned());
+                    row.delivery.last_error = Some(request.reason.to_owned());
                     given_up.push(row.delivery.id.clone());
                 }
             }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use super::{DeliveryStore, FailRequest, FailTarget, StoreError, StoreFuture, StoreStats};
 use crate::delivery::model::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
     SigningSpec,
@@ -461,24 +461,14 @@ impl DeliveryStore for MemoryStore {
         Box::pin(std::future::ready(self.resend_matching_now(query, signing)))
     }
 
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let ids = self.give_up_pending(ConversationQuery::new().endpoint(endpoint), reason, limit);
-        Box::pin(std::future::ready(Ok(ids)))
-    }
-
-    fn cancel_endpoint<'a>(
-        &'a self,
-        endpoint_id: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let filter = ConversationQuery::new().endpoint_id(endpoint_id);
-        let ids = self.give_up_pending(filter, reason, limit);
+    fn fail_queued<'a>(&'a self, request: FailRequest<'a>) -> StoreFuture<'a, Vec<String>> {
+        let filter = match request.target {
+            FailTarget::Gone { endpoint } => ConversationQuery::new().endpoint(endpoint),
+            FailTarget::Deleted { endpoint_id } => {
+                ConversationQuery::new().endpoint_id(endpoint_id)
+            }
+        };
+        let ids = self.give_up_pending(filter, request.reason, request.limit);
         Box::pin(std::future::ready(Ok(ids)))
     }
 

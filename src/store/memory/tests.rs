@@ -270,11 +270,11 @@ fn apply(
             block(store.resend_matching(&query, None)).unwrap();
         }
         Step::FailPending(endpoint_n) => {
-            block(store.fail_pending(&endpoint(endpoint_n), "gone", 2)).unwrap();
+            block(store.fail_queued(FailRequest::gone(&endpoint(endpoint_n), "gone", 2))).unwrap();
         }
         Step::Cancel(tenant_n) => {
             if let Some(tenant) = tenant(tenant_n) {
-                block(store.cancel_endpoint(&tenant, "deleted", 2)).unwrap();
+                block(store.fail_queued(FailRequest::deleted(&tenant, "deleted", 2))).unwrap();
             }
         }
         Step::Purge(state, limit) => {

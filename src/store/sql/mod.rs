@@ -112,12 +112,12 @@ pub(crate) fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The deliveries [`fail_pending`](crate::store::DeliveryStore::fail_pending) fails, as a
-/// condition for [`fail_matching`] (`$2` is now, `$3` is the endpoint URL): the pending ones.
+/// The deliveries [`FailTarget::Gone`](crate::store::FailTarget::Gone) names, as a condition
+/// for [`fail_matching`] (`$2` is now, `$3` is the endpoint URL): the pending ones.
 pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
 
-/// The deliveries [`cancel_endpoint`](crate::store::DeliveryStore::cancel_endpoint) fails, as
-/// a condition for [`fail_matching`] (`$2` is now, `$3` the endpoint id): the pending ones,
+/// The deliveries [`FailTarget::Deleted`](crate::store::FailTarget::Deleted) names, as a
+/// condition for [`fail_matching`] (`$2` is now, `$3` the endpoint id): the pending ones,
 /// and the in-flight ones whose lease has run out (`due_at` is the lease expiry then); a live
 /// claim is left to finish.
 pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
@@ -328,7 +328,7 @@ impl Statements {
     /// releasing any lease; returns their ids.
     pub(crate) fn fail_matching<'q, DB: Dialect>(
         &'q self,
-        request: &FailRequest,
+        request: &FailRow,
         now: i64,
     ) -> SqlQuery<'q, DB> {
         let sql = match request.condition {
@@ -374,23 +374,28 @@ where
     Ok(conversations(deliveries, attempts))
 }
 
-/// What [`Statements::fail_matching`] fails: at most `limit` deliveries matching `condition`
-/// for `key` (an endpoint URL or id), which get `reason` as their last error.
+/// A [`FailRequest`](crate::store::FailRequest) as bind values, for
+/// [`Statements::fail_matching`] (owned: SQLite's writer runs it on its own task).
 #[derive(Debug, Clone)]
-pub(crate) struct FailRequest {
+pub(crate) struct FailRow {
     condition: FailCondition,
     key: String,
     reason: String,
     limit: i64,
 }
 
-impl FailRequest {
-    pub(crate) fn new(condition: FailCondition, key: &str, reason: &str, limit: usize) -> Self {
+impl FailRow {
+    pub(crate) fn new(request: &crate::store::FailRequest<'_>) -> Self {
+        use crate::store::FailTarget;
+        let (condition, key) = match request.target {
+            FailTarget::Gone { endpoint } => (FailCondition::Pending, endpoint),
+            FailTarget::Deleted { endpoint_id } => (FailCondition::Endpoint, endpoint_id),
+        };
         Self {
             condition,
             key: key.to_owned(),
-            reason: reason.to_owned(),
-            limit: count(limit),
+            reason: request.reason.to_owned(),
+            limit: count(request.limit),
         }
     }
 

@@ -16,7 +16,7 @@
 /// | `update_pending` | id, body, due (ms) | `()` |
 /// | `resend` | id, encoded signing | `()` |
 /// | `resend_matching` | [`Filter`](super::Filter), encoded signing | how many |
-/// | `fail_matching` | [`FailRequest`](super::FailRequest) | the ids |
+/// | `fail_matching` | [`FailRow`](super::FailRow) | the ids |
 /// | `purge` | final state, before (ms), limit | how many |
 /// | `next_due`, `get`, `list`, `stats`, `work_notified` | as the trait | as the trait |
 ///
@@ -166,26 +166,12 @@ macro_rules! sql_delivery_store {
                 })
             }
 
-            fn fail_pending<'a>(
+            fn fail_queued<'a>(
                 &'a self,
-                endpoint: &'a str,
-                reason: &'a str,
-                limit: usize,
+                request: $crate::store::FailRequest<'a>,
             ) -> $crate::store::StoreFuture<'a, Vec<String>> {
-                use $crate::store::sql::{FailCondition, FailRequest};
-                let request = FailRequest::new(FailCondition::Pending, endpoint, reason, limit);
-                Box::pin(self.inner.fail_matching(request))
-            }
-
-            fn cancel_endpoint<'a>(
-                &'a self,
-                endpoint_id: &'a str,
-                reason: &'a str,
-                limit: usize,
-            ) -> $crate::store::StoreFuture<'a, Vec<String>> {
-                use $crate::store::sql::{FailCondition, FailRequest};
-                let request = FailRequest::new(FailCondition::Endpoint, endpoint_id, reason, limit);
-                Box::pin(self.inner.fail_matching(request))
+                let row = $crate::store::sql::FailRow::new(&request);
+                Box::pin(self.inner.fail_matching(row))
             }
 
             fn purge(

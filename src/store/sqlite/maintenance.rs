@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use sqlx::sqlite::SqliteConnection;
 
 use super::queue::update_one;
-use crate::store::sql::{self, backend, FailRequest, Filter, Statements};
+use crate::store::sql::{self, backend, FailRow, Filter, Statements};
 use crate::store::StoreError;
 use crate::time::unix_millis;
 
@@ -52,7 +52,7 @@ pub(super) async fn resend_matching(
 pub(super) async fn fail_matching(
     conn: &mut SqliteConnection,
     statements: &Statements,
-    request: FailRequest,
+    request: FailRow,
 ) -> Result<Vec<String>, StoreError> {
     let now = unix_millis(SystemTime::now());
     let rows = statements

@@ -12,7 +12,7 @@ use sqlx::ConnectOptions;
 use tokio::sync::mpsc;
 
 use super::migrations::{self, Embedded};
-use super::sql::{self, backend, DeliveryRow, FailRequest, Filter, RecordRow, Signers, Statements};
+use super::sql::{self, backend, DeliveryRow, FailRow, Filter, RecordRow, Signers, Statements};
 #[cfg(doc)]
 use super::DeliveryStore;
 use super::StoreError;
@@ -300,7 +300,7 @@ impl Inner {
         .await
     }
 
-    async fn fail_matching(&self, request: FailRequest) -> Result<Vec<String>, StoreError> {
+    async fn fail_matching(&self, request: FailRow) -> Result<Vec<String>, StoreError> {
         let statements = self.statements.clone();
         self.write(move |conn| {
             Box::pin(async move { fail_matching(conn, &statements, request).await })
