@@ -180,8 +180,8 @@ pub use subscriptions::SqlSubscriptions;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
-    EndpointState, MemoryEndpointState, MemorySubscriptions, Modification, SubscriptionError,
-    SubscriptionFuture, SubscriptionStore,
+    EndpointFailure, EndpointState, EndpointTurn, MemoryEndpointState, MemorySubscriptions,
+    Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore, WebhookKey,
 };
 
 /// The `last_error` of the queued deliveries cancelled because their webhook was deleted
@@ -283,7 +283,7 @@ impl WebhookRegistry {
         if !self.inner.subscriptions.delete(owner, id).await? {
             return Ok(false);
         }
-        if let Err(err) = self.inner.state.forget(owner, id).await {
+        if let Err(err) = self.inner.state.forget(WebhookKey::new(owner, id)).await {
             tracing::warn!(webhook = %id, error = %err, "webhook deleted: its counts were not");
         }
         let key = model::endpoint_key(owner, id);

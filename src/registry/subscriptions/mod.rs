@@ -14,7 +14,9 @@ pub(crate) mod endpoint_state;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
-pub use endpoint_state::{EndpointState, MemoryEndpointState};
+pub use endpoint_state::{
+    EndpointFailure, EndpointState, EndpointTurn, MemoryEndpointState, WebhookKey,
+};
 
 #[cfg(feature = "postgres")]
 pub use sql::PostgresSubscriptions;
