@@ -490,7 +490,7 @@ mod postgres {
         use tower_webhooks::delivery::{
             Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Next,
         };
-        use tower_webhooks::store::DeliveryStore;
+        use tower_webhooks::store::{DeliveryStore, PurgeRequest};
 
         let url = support::postgres_url();
         let schema = support::unique_schema("mig_counts");
@@ -564,7 +564,11 @@ mod postgres {
             .await
             .unwrap();
         let purged = store
-            .purge(DeliveryState::Delivered, later, 1)
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: later,
+                limit: 1,
+            })
             .await
             .unwrap();
         assert_eq!(purged, 1);

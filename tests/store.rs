@@ -10,7 +10,7 @@ use tower_webhooks::delivery::{
     Delivery, DeliveryState, Next, SigningSpec, Source,
 };
 use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
-use tower_webhooks::store::{DeliveryStore, FailRequest, MemoryStore, StoreError};
+use tower_webhooks::store::{DeliveryStore, FailRequest, MemoryStore, PurgeRequest, StoreError};
 use tower_webhooks::{Secret, SecretSet};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -372,11 +372,11 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     }
     assert_eq!(
         store
-            .purge(
-                DeliveryState::Delivered,
-                SystemTime::now() - Duration::from_secs(60),
-                10
-            )
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: SystemTime::now() - Duration::from_secs(60),
+                limit: 10,
+            })
             .await
             .unwrap(),
         0,
@@ -384,21 +384,33 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     );
     assert_eq!(
         store
-            .purge(DeliveryState::Delivered, later(1000), 2)
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: later(1000),
+                limit: 2,
+            })
             .await
             .unwrap(),
         2
     );
     assert_eq!(
         store
-            .purge(DeliveryState::Delivered, later(1000), 10)
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: later(1000),
+                limit: 10,
+            })
             .await
             .unwrap(),
         3
     );
     assert_eq!(
         store
-            .purge(DeliveryState::Pending, later(1000), 10)
+            .purge(PurgeRequest {
+                state: DeliveryState::Pending,
+                before: later(1000),
+                limit: 10,
+            })
             .await
             .unwrap(),
         0
@@ -841,7 +853,11 @@ async fn sqlite_stats_count_the_rows_stored_before_the_counts_existed() {
         .await
         .unwrap();
     let purged = store
-        .purge(DeliveryState::Delivered, later(1000), 10)
+        .purge(PurgeRequest {
+            state: DeliveryState::Delivered,
+            before: later(1000),
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(purged, 1);

@@ -21,7 +21,7 @@ use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
-use crate::store::{DeliveryStore, FailRequest, StoreError, StoreStats};
+use crate::store::{DeliveryStore, FailRequest, PendingUpdate, StoreError, StoreStats};
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -386,7 +386,12 @@ impl DeliveryEngine {
     /// or the store's error.
     pub async fn keep_held(&self, id: &str) -> Result<(), StoreError> {
         let due = self.shared.now() + self.shared.config.hold;
-        self.shared.store.update_pending(id, None, due).await
+        let update = PendingUpdate {
+            id,
+            body: None,
+            due,
+        };
+        self.shared.store.update_pending(update).await
     }
 
     /// Replaces a held delivery's body with the result and makes it due now.
@@ -396,10 +401,10 @@ impl DeliveryEngine {
     /// [`StoreError::LeaseLost`] when it is no longer held (the placeholder was delivered:
     /// the result came too late), or the store's error.
     pub async fn complete_held(&self, id: &str, body: Bytes) -> Result<(), StoreError> {
-        self.shared
-            .store
-            .update_pending(id, Some(body), self.shared.now())
-            .await?;
+        let body = Some(body);
+        let due = self.shared.now();
+        let update = PendingUpdate { id, body, due };
+        self.shared.store.update_pending(update).await?;
         self.shared.wake.notify_one();
         Ok(())
     }

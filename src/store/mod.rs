@@ -264,6 +264,29 @@ impl<'a> FailRequest<'a> {
     }
 }
 
+/// What [`DeliveryStore::purge`] deletes: at most `limit` deliveries in the final `state`
+/// last updated before `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeRequest {
+    /// A final state (nothing else is purged).
+    pub state: DeliveryState,
+    /// Those last updated before this time.
+    pub before: SystemTime,
+    /// The most deleted by one call.
+    pub limit: usize,
+}
+
+/// What [`DeliveryStore::update_pending`] rewrites in the pending delivery `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpdate<'a> {
+    /// The delivery.
+    pub id: &'a str,
+    /// Its new body; `None` keeps it.
+    pub body: Option<Bytes>,
+    /// Its new due time.
+    pub due: SystemTime,
+}
+
 /// A queue of deliveries and their conversations.
 ///
 /// Contract for implementations (the engine relies on it):
@@ -386,32 +409,21 @@ pub trait DeliveryStore: Send + Sync + 'static {
         ))))
     }
 
-    /// Deletes at most `limit` deliveries in the final `state` last updated before `before`,
-    /// with their attempts (retention); returns how many.
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        let _ = (state, before, limit);
+    /// Deletes the deliveries of `request` with their attempts (retention); returns how many.
+    fn purge(&self, request: PurgeRequest) -> StoreFuture<'_, usize> {
+        let _ = request;
         Box::pin(std::future::ready(Err(StoreError::Unsupported("purge"))))
     }
 
     /// Rewrites a [`Pending`](DeliveryState::Pending) delivery that has not been attempted
-    /// yet: its due time, and its body when given. The engine holds an async-mode delivery
-    /// this way (a placeholder saying the run was interrupted, due later and postponed while
-    /// the run goes on) and completes it with the run's result.
+    /// yet ([`PendingUpdate`]): its due time, and its body when given. The engine holds an
+    /// async-mode delivery this way (a placeholder saying the run was interrupted, due later
+    /// and postponed while the run goes on) and completes it with the run's result.
     ///
     /// [`StoreError::LeaseLost`] when the delivery is no longer pending and unattempted
     /// (another worker took the placeholder), [`StoreError::NotFound`].
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
-        let _ = (id, body, due);
+    fn update_pending<'a>(&'a self, update: PendingUpdate<'a>) -> StoreFuture<'a, ()> {
+        let _ = update;
         Box::pin(std::future::ready(Err(StoreError::Unsupported(
             "update_pending",
         ))))

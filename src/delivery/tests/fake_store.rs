@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::wait_until;
@@ -14,7 +13,10 @@ use crate::delivery::engine::lock;
 use crate::delivery::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
 };
-use crate::store::{DeliveryStore, FailRequest, FailTarget, StoreError, StoreFuture, StoreStats};
+use crate::store::{
+    DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError, StoreFuture,
+    StoreStats,
+};
 use crate::time::Clock;
 
 /// One call the engine made, as the store received it (failed ones included).
@@ -327,22 +329,13 @@ impl DeliveryStore for FakeStore {
         })
     }
 
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        let _ = limit;
+    fn purge(&self, request: PurgeRequest) -> StoreFuture<'_, usize> {
+        let PurgeRequest { state, before, .. } = request;
         self.run(Call::Purge { state, before }, |_| Ok(0))
     }
 
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
+    fn update_pending<'a>(&'a self, update: PendingUpdate<'a>) -> StoreFuture<'a, ()> {
+        let PendingUpdate { id, body, due } = update;
         let call = Call::UpdatePending {
             id: id.to_owned(),
             due,

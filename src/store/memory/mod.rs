@@ -5,9 +5,10 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
-use super::{DeliveryStore, FailRequest, FailTarget, StoreError, StoreFuture, StoreStats};
+use super::{
+    DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError, StoreFuture,
+    StoreStats,
+};
 use crate::delivery::model::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
     SigningSpec,
@@ -472,23 +473,14 @@ impl DeliveryStore for MemoryStore {
         Box::pin(std::future::ready(Ok(ids)))
     }
 
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        let purged = self.purge_now(state, before, limit);
+    fn purge(&self, request: PurgeRequest) -> StoreFuture<'_, usize> {
+        let purged = self.purge_now(request.state, request.before, request.limit);
         Box::pin(std::future::ready(Ok(purged)))
     }
 
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(self.update_pending_now(id, body, due)))
+    fn update_pending<'a>(&'a self, update: PendingUpdate<'a>) -> StoreFuture<'a, ()> {
+        let updated = self.update_pending_now(update.id, update.body, update.due);
+        Box::pin(std::future::ready(updated))
     }
 }
 

@@ -279,11 +279,23 @@ fn apply(
         }
         Step::Purge(state, limit) => {
             let before = now + Duration::from_secs(3600);
-            block(store.purge(FINAL[usize::from(state)], before, limit.into())).unwrap();
+            let state = FINAL[usize::from(state)];
+            let limit = limit.into();
+            block(store.purge(PurgeRequest {
+                state,
+                before,
+                limit,
+            }))
+            .unwrap();
         }
         Step::UpdatePending(n) if !ids.is_empty() => {
             let (id, _) = &ids[pick(n, ids.len())];
-            let _ = block(store.update_pending(id, None, now));
+            let update = PendingUpdate {
+                id,
+                body: None,
+                due: now,
+            };
+            let _ = block(store.update_pending(update));
         }
         _ => {}
     }

@@ -132,13 +132,11 @@ macro_rules! sql_delivery_store {
 
             fn update_pending<'a>(
                 &'a self,
-                id: &'a str,
-                body: Option<bytes::Bytes>,
-                due: std::time::SystemTime,
+                update: $crate::store::PendingUpdate<'a>,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let body = body.map(|body| body.to_vec());
-                let due = $crate::time::unix_millis(due);
-                Box::pin(self.inner.update_pending(id.to_owned(), body, due))
+                let body = update.body.map(|body| body.to_vec());
+                let due = $crate::time::unix_millis(update.due);
+                Box::pin(self.inner.update_pending(update.id.to_owned(), body, due))
             }
 
             fn resend<'a>(
@@ -176,10 +174,13 @@ macro_rules! sql_delivery_store {
 
             fn purge(
                 &self,
-                state: $crate::delivery::model::DeliveryState,
-                before: std::time::SystemTime,
-                limit: usize,
+                request: $crate::store::PurgeRequest,
             ) -> $crate::store::StoreFuture<'_, usize> {
+                let $crate::store::PurgeRequest {
+                    state,
+                    before,
+                    limit,
+                } = request;
                 if !state.is_final() {
                     return Box::pin(std::future::ready(Ok(0)));
                 }
