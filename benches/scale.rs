@@ -57,7 +57,7 @@ use tower_webhooks::delivery::{
 use tower_webhooks::inbound::{VerifiedBody, WebhookSignatureLayer};
 use tower_webhooks::registry::{BearerTokens, Endpoint, Owner, SigningScheme, WebhookRegistry};
 use tower_webhooks::scheme::{Cerebrium, Message, RequestHead, Scheme};
-use tower_webhooks::store::{DeliveryStore, FailRequest, MemoryStore, SqliteStore};
+use tower_webhooks::store::{AttemptRecord, DeliveryStore, FailRequest, MemoryStore, SqliteStore};
 use tower_webhooks::SecretSet;
 
 use crate::run_status::{RunState, RunStatus};
@@ -230,12 +230,12 @@ async fn seed_memory(store: &MemoryStore, n: usize) {
         }
         for claim in claims {
             store
-                .record_attempt(
-                    &claim.delivery.id,
-                    claim.lease,
-                    delivered(1),
-                    final_delivered(),
-                )
+                .record_attempt(AttemptRecord {
+                    id: &claim.delivery.id,
+                    lease: claim.lease,
+                    attempt: delivered(1),
+                    next: final_delivered(),
+                })
                 .await
                 .unwrap();
         }
@@ -308,12 +308,12 @@ async fn measure_store(
         claims_timed.push(t.elapsed());
         assert_eq!(claims.len(), ROUND, "only the new deliveries are due");
         let records = claims.iter().map(|claim| {
-            store.record_attempt(
-                &claim.delivery.id,
-                claim.lease,
-                delivered(1),
-                final_delivered(),
-            )
+            store.record_attempt(AttemptRecord {
+                id: &claim.delivery.id,
+                lease: claim.lease,
+                attempt: delivered(1),
+                next: final_delivered(),
+            })
         });
         for result in join_all(records).await {
             result.unwrap();
@@ -812,7 +812,12 @@ async fn resend_row(rows: usize) -> Duration {
             reason: Some("bench".into()),
         };
         store
-            .record_attempt(&claim.delivery.id, claim.lease, attempt, next)
+            .record_attempt(AttemptRecord {
+                id: &claim.delivery.id,
+                lease: claim.lease,
+                attempt,
+                next,
+            })
             .await
             .unwrap();
     }

@@ -490,7 +490,7 @@ mod postgres {
         use tower_webhooks::delivery::{
             Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Next,
         };
-        use tower_webhooks::store::{DeliveryStore, PurgeRequest};
+        use tower_webhooks::store::{AttemptRecord, DeliveryStore, PurgeRequest};
 
         let url = support::postgres_url();
         let schema = support::unique_schema("mig_counts");
@@ -518,12 +518,12 @@ mod postgres {
             state: DeliveryState::Delivered,
             reason: None,
         };
-        old.record_attempt(
-            &claims[0].delivery.id,
-            claims[0].lease,
-            attempt.clone(),
-            delivered.clone(),
-        )
+        old.record_attempt(AttemptRecord {
+            id: &claims[0].delivery.id,
+            lease: claims[0].lease,
+            attempt: attempt.clone(),
+            next: delivered.clone(),
+        })
         .await
         .unwrap();
         let (changes,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM delivery_count_changes")
@@ -560,7 +560,12 @@ mod postgres {
             .await
             .unwrap();
         store
-            .record_attempt(&claims[1].delivery.id, claims[1].lease, attempt, delivered)
+            .record_attempt(AttemptRecord {
+                id: &claims[1].delivery.id,
+                lease: claims[1].lease,
+                attempt,
+                next: delivered,
+            })
             .await
             .unwrap();
         let purged = store

@@ -15,7 +15,7 @@ use super::engine::{lock, DeliveryReport, Shared};
 use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
 use super::owners::{endpoint_host, registered_owner};
 use super::policy::Verdict;
-use crate::store::{FailRequest, StoreError};
+use crate::store::{AttemptRecord, FailRequest, StoreError};
 use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
 
 /// The `outcome` label of `webhook_attempts_total`.
@@ -207,7 +207,12 @@ impl Shared {
         }
         match self
             .store
-            .record_attempt(&delivery.id, lease, attempt, next.clone())
+            .record_attempt(AttemptRecord {
+                id: &delivery.id,
+                lease,
+                attempt,
+                next: next.clone(),
+            })
             .await
         {
             Ok(()) => {}

@@ -264,6 +264,20 @@ impl<'a> FailRequest<'a> {
     }
 }
 
+/// What [`DeliveryStore::record_attempt`] records: an attempt of the claimed delivery `id`,
+/// under the claim's `lease`, and what comes next for the delivery.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    /// The delivery.
+    pub id: &'a str,
+    /// The lease it was claimed under (the fencing token the store checks).
+    pub lease: Lease,
+    /// The attempt, appended to the delivery's conversation.
+    pub attempt: Attempt,
+    /// The delivery's next state.
+    pub next: Next,
+}
+
 /// What [`DeliveryStore::purge`] deletes: at most `limit` deliveries in the final `state`
 /// last updated before `before`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,8 +310,8 @@ pub struct PendingUpdate<'a> {
 ///   [`Pending`](DeliveryState::Pending) with `next_attempt_at <= now` (or
 ///   [`InFlight`](DeliveryState::InFlight) with an expired lease), oldest due first, each
 ///   moved to `InFlight` under a fresh [`Lease`] with a larger token. Never loads the whole queue.
-/// - [`record_attempt`](Self::record_attempt) appends the attempt, sets `attempts` to its number,
-///   and applies `next`, atomically, only if `lease` is still current
+/// - [`record_attempt`](Self::record_attempt) appends the record's attempt, sets `attempts` to
+///   its number, and applies its `next`, atomically, only if its `lease` is still current
 ///   (else [`StoreError::LeaseLost`]).
 /// - Memory stays bounded: conversations of final deliveries may be evicted oldest first.
 pub trait DeliveryStore: Send + Sync + 'static {
@@ -333,14 +347,8 @@ pub trait DeliveryStore: Send + Sync + 'static {
         lease_for: Duration,
     ) -> StoreFuture<'_, Vec<Claim>>;
 
-    /// Records an attempt and the delivery's next state.
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()>;
+    /// Records an attempt and the delivery's next state ([`AttemptRecord`]).
+    fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()>;
 
     /// Returns a claimed delivery to the queue, due now, without recording an attempt.
     fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()>;

@@ -14,8 +14,8 @@ use crate::delivery::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
 };
 use crate::store::{
-    DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError, StoreFuture,
-    StoreStats,
+    AttemptRecord, DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError,
+    StoreFuture, StoreStats,
 };
 use crate::time::Clock;
 
@@ -215,13 +215,13 @@ impl DeliveryStore for FakeStore {
         })
     }
 
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()> {
+    fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()> {
+        let AttemptRecord {
+            id,
+            lease,
+            attempt,
+            next,
+        } = record;
         let call = Call::Record {
             id: id.to_owned(),
             next: next.clone(),

@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError, StoreFuture,
-    StoreStats,
+    AttemptRecord, DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError,
+    StoreFuture, StoreStats,
 };
 use crate::delivery::model::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
@@ -410,13 +410,13 @@ impl DeliveryStore for MemoryStore {
         Box::pin(std::future::ready(Ok(claims)))
     }
 
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()> {
+    fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()> {
+        let AttemptRecord {
+            id,
+            lease,
+            attempt,
+            next,
+        } = record;
         let result = self.record_now(id, lease, attempt, next);
         Box::pin(std::future::ready(result))
     }

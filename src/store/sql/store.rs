@@ -73,12 +73,15 @@ macro_rules! sql_delivery_store {
 
             fn record_attempt<'a>(
                 &'a self,
-                id: &'a str,
-                lease: $crate::delivery::model::Lease,
-                attempt: $crate::delivery::model::Attempt,
-                next: $crate::delivery::model::Next,
+                record: $crate::store::AttemptRecord<'a>,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let row = $crate::store::sql::RecordRow::new(id, &lease, &attempt, &next);
+                let $crate::store::AttemptRecord {
+                    id,
+                    lease,
+                    attempt,
+                    next,
+                } = &record;
+                let row = $crate::store::sql::RecordRow::new(id, lease, attempt, next);
                 Box::pin(self.inner.record(row))
             }
 
