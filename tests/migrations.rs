@@ -205,7 +205,7 @@ mod sqlite {
     #[cfg(feature = "registry")]
     #[tokio::test]
     async fn sqlite_registry_tables_of_the_store_history_are_taken_over() {
-        use tower_webhooks::registry::{SqliteSubscriptions, SubscriptionStore};
+        use tower_webhooks::registry::{SqliteSubscriptions, SubscriptionStore, WebhookKey};
 
         for subscriptions_first in [false, true] {
             let dir = tempfile::tempdir().unwrap();
@@ -248,7 +248,11 @@ mod sqlite {
                 [3, 4]
             );
             let owner = tower_webhooks::registry::Owner::new("acme");
-            let found = subscriptions.get(&owner, &webhook).await.unwrap().unwrap();
+            let found = subscriptions
+                .get(WebhookKey::new(&owner, &webhook))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(found.endpoint_url, "https://example.com/hook");
             let subscribed = subscriptions.subscribed("run.status", None).await.unwrap();
             assert_eq!(subscribed.len(), 1);
@@ -421,7 +425,9 @@ mod postgres {
     #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
     #[tokio::test]
     async fn postgres_registry_tables_of_the_store_history_are_taken_over() {
-        use tower_webhooks::registry::{Owner, PostgresSubscriptions, SubscriptionStore};
+        use tower_webhooks::registry::{
+            Owner, PostgresSubscriptions, SubscriptionStore, WebhookKey,
+        };
 
         let url = support::postgres_url();
         for subscriptions_first in [false, true] {
@@ -471,7 +477,11 @@ mod postgres {
                 [3, 4]
             );
             let owner = Owner::new("acme");
-            let found = subscriptions.get(&owner, &webhook).await.unwrap().unwrap();
+            let found = subscriptions
+                .get(WebhookKey::new(&owner, &webhook))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(found.endpoint_url, "https://example.com/hook");
             let subscribed = subscriptions.subscribed("run.status", None).await.unwrap();
             assert_eq!(subscribed.len(), 1);

@@ -250,7 +250,7 @@ mod two_registries {
 
     async fn enabled(store: &dyn SubscriptionStore, id: &str) -> bool {
         store
-            .get(&Owner::new("acme"), id)
+            .get(WebhookKey::new(&Owner::new("acme"), id))
             .await
             .unwrap()
             .expect("the webhook exists")
@@ -293,7 +293,11 @@ mod two_registries {
         let notices = || one.notices.lock().unwrap().len() + two.notices.lock().unwrap().len();
         eventually("the on_disabled notice", || async { notices() > 0 }).await;
         assert_eq!(notices(), 1, "disabled once");
-        let stored = a.get(&Owner::new("acme"), "flaky").await.unwrap().unwrap();
+        let stored = a
+            .get(WebhookKey::new(&Owner::new("acme"), "flaky"))
+            .await
+            .unwrap()
+            .unwrap();
         let reason = stored.disabled_reason.unwrap();
         assert!(
             reason.starts_with("4 failed deliveries within 3600 s"),

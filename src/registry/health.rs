@@ -222,8 +222,7 @@ impl WebhookRegistry {
             .inner
             .subscriptions
             .modify(
-                owner,
-                id,
+                WebhookKey::new(owner, id),
                 Box::new(|webhook| {
                     changed = webhook.enabled != enabled;
                     if changed {

@@ -182,6 +182,7 @@ pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
     EndpointFailure, EndpointState, EndpointTurn, MemoryEndpointState, MemorySubscriptions,
     Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore, WebhookKey,
+    WebhookPage,
 };
 
 /// The `last_error` of the queued deliveries cancelled because their webhook was deleted
@@ -280,7 +281,12 @@ impl WebhookRegistry {
     ///
     /// The subscription store's error (nothing is deleted or cancelled then).
     pub async fn delete(&self, owner: &Owner, id: &str) -> Result<bool, SubscriptionError> {
-        if !self.inner.subscriptions.delete(owner, id).await? {
+        if !self
+            .inner
+            .subscriptions
+            .delete(WebhookKey::new(owner, id))
+            .await?
+        {
             return Ok(false);
         }
         if let Err(err) = self.inner.state.forget(WebhookKey::new(owner, id)).await {

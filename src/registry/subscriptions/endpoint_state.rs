@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use super::{SubscriptionFuture, SubscriptionStore};
+use super::{SubscriptionFuture, SubscriptionStore, WebhookKey};
 use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
 
 /// The per-webhook counters behind the [`HealthRule`](crate::registry::HealthRule) and
@@ -43,22 +43,6 @@ pub trait EndpointState: Send + Sync + 'static {
 
     /// Forgets everything about the webhook (it was deleted).
     fn forget<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()>;
-}
-
-/// A webhook, as [`EndpointState`] names it: the key of the [`SubscriptionStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookKey<'a> {
-    /// The webhook's owner.
-    pub owner: &'a Owner,
-    /// The webhook's id.
-    pub id: &'a str,
-}
-
-impl<'a> WebhookKey<'a> {
-    /// `owner`'s webhook `id`.
-    pub fn new(owner: &'a Owner, id: &'a str) -> Self {
-        Self { owner, id }
-    }
 }
 
 /// A failed delivery of `webhook`, for [`EndpointState::record_failure`], counted under the
@@ -131,10 +115,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn key(webhook: WebhookKey<'_>) -> (Owner, String) {
-    (webhook.owner.clone(), webhook.id.to_owned())
-}
-
 fn ready<'a, T: Send + 'a>(value: T) -> SubscriptionFuture<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
@@ -143,7 +123,7 @@ impl EndpointState for MemoryEndpointState {
     fn record_failure<'a>(&'a self, failure: EndpointFailure<'a>) -> SubscriptionFuture<'a, u32> {
         let EndpointFailure { at, within, .. } = failure;
         let mut failures = lock(&self.failures);
-        let window = failures.entry(key(failure.webhook)).or_default();
+        let window = failures.entry(failure.webhook.owned()).or_default();
         window.push_back(at);
         while window
             .front()
@@ -158,7 +138,7 @@ impl EndpointState for MemoryEndpointState {
     fn forget_failures<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()> {
         let mut failures = lock(&self.failures);
         if !failures.is_empty() {
-            failures.remove(&key(webhook));
+            failures.remove(&webhook.owned());
         }
         ready(())
     }
@@ -172,13 +152,13 @@ impl EndpointState for MemoryEndpointState {
         if buckets.len() > PRUNE_ABOVE {
             buckets.retain(|_, tat| *tat > now);
         }
-        let bucket = buckets.entry(key(turn.webhook)).or_insert(now);
+        let bucket = buckets.entry(turn.webhook.owned()).or_insert(now);
         *bucket = (*bucket).max(now) + limit.interval();
         ready(turn_at(*bucket, limit, now))
     }
 
     fn forget<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()> {
-        let key = key(webhook);
+        let key = webhook.owned();
         lock(&self.failures).remove(&key);
         lock(&self.buckets).remove(&key);
         ready(())

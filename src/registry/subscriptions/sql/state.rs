@@ -15,11 +15,11 @@ use std::time::{Duration, SystemTime};
 
 use super::dialect::SubscriptionDialect;
 use super::record::{backend, from_store};
-use super::{connection, run_migrations, SqlSubscriptions};
+use super::{connection, key, run_migrations, SqlSubscriptions};
 use crate::registry::subscriptions::endpoint_state::{
-    turn_at, EndpointFailure, EndpointState, EndpointTurn, WebhookKey,
+    turn_at, EndpointFailure, EndpointState, EndpointTurn,
 };
-use crate::registry::subscriptions::{SubscriptionError, SubscriptionFuture};
+use crate::registry::subscriptions::{SubscriptionError, SubscriptionFuture, WebhookKey};
 use crate::store::sql::SqlQuery;
 use crate::time::{from_unix_micros, unix_micros, unix_millis};
 
@@ -44,11 +44,9 @@ fn bound<'q, DB: SubscriptionDialect>(
     webhook: WebhookKey<'_>,
     values: &[i64],
 ) -> SqlQuery<'q, DB> {
-    let query = DB::text(sqlx::query(sql), Some(webhook.owner.as_str().to_owned()));
-    let query = DB::text(query, Some(webhook.id.to_owned()));
-    values
-        .iter()
-        .fold(query, |query, value| DB::int(query, Some(*value)))
+    values.iter().fold(key(sql, webhook), |query, value| {
+        DB::int(query, Some(*value))
+    })
 }
 
 /// The `n` column of the one row `query` returns.
