@@ -68,6 +68,72 @@ impl RecordRow {
     }
 }
 
+/// An update of one in-flight delivery that applies only while `token` is its current lease
+/// token (fencing): `sql` binds `at` (a time), `id` and `token` at `$1`, `$2` and `$3`. No row
+/// changed means the lease is lost or the delivery is gone, which each backend's `missing`
+/// tells apart.
+pub(crate) struct LeasedUpdate {
+    /// The operation's name, for PostgreSQL's retry log.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) operation: &'static str,
+    pub(crate) sql: &'static str,
+    pub(crate) at: i64,
+    pub(crate) id: String,
+    pub(crate) token: i64,
+}
+
+impl LeasedUpdate {
+    /// [`DeliveryStore::release`](crate::store::DeliveryStore::release): the delivery back to
+    /// the queue, due now.
+    pub(crate) fn release(id: &str, lease: &Lease) -> Self {
+        Self {
+            operation: "release",
+            sql: "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
+                  lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+                  WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+            at: unix_millis(SystemTime::now()),
+            id: id.to_owned(),
+            token: token(lease.token),
+        }
+    }
+
+    /// [`DeliveryStore::renew`](crate::store::DeliveryStore::renew): the lease held until
+    /// `until`.
+    pub(crate) fn renew(id: &str, lease: &Lease, until: SystemTime) -> Self {
+        Self {
+            operation: "renew",
+            sql: "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
+                  WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+            at: unix_millis(until),
+            id: id.to_owned(),
+            token: token(lease.token),
+        }
+    }
+}
+
+/// A [`PendingUpdate`](crate::store::PendingUpdate) as bind values, for [`UPDATE_PENDING`].
+pub(crate) struct PendingRow {
+    pub(crate) id: String,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) due: i64,
+}
+
+impl PendingRow {
+    pub(crate) fn new(update: crate::store::PendingUpdate<'_>) -> Self {
+        Self {
+            id: update.id.to_owned(),
+            body: update.body.map(|body| body.to_vec()),
+            due: unix_millis(update.due),
+        }
+    }
+}
+
+/// Rewrites a pending, unattempted delivery: `$1` its due time, `$2` its body (`NULL` keeps
+/// it), `$3` now, `$4` its id.
+pub(crate) const UPDATE_PENDING: &str = "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, \
+     body = COALESCE($2, body), updated_at = $3 \
+     WHERE id = $4 AND state = 'pending' AND attempts = 0";
+
 /// The row that stores `delivery` already claimed until `until` (claim on insert: in flight,
 /// fencing token 1), and the claim its caller holds once the row is stored.
 pub(crate) fn claimed_on_insert(

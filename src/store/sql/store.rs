@@ -11,9 +11,8 @@
 /// | `insert` | [`DeliveryRow`](super::DeliveryRow) | `()` |
 /// | `claim` | now, lease expiry (ms), limit | the claimed rows |
 /// | `record` | [`RecordRow`](super::RecordRow) | `()` |
-/// | `release` | id, token | `()` |
-/// | `renew` | id, token, lease expiry (ms) | `()` |
-/// | `update_pending` | id, body, due (ms) | `()` |
+/// | `update_leased` (`release`, `renew`) | [`LeasedUpdate`](super::LeasedUpdate) | `()` |
+/// | `update_pending` | [`PendingRow`](super::PendingRow) | `()` |
 /// | `resend` | id, encoded signing | `()` |
 /// | `resend_matching` | [`Filter`](super::Filter), encoded signing | how many |
 /// | `fail_matching` | [`FailRow`](super::FailRow) | the ids |
@@ -90,8 +89,8 @@ macro_rules! sql_delivery_store {
                 id: &'a str,
                 lease: $crate::delivery::model::Lease,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let token = $crate::store::sql::token(lease.token);
-                Box::pin(self.inner.release(id.to_owned(), token))
+                let update = $crate::store::sql::LeasedUpdate::release(id, &lease);
+                Box::pin(self.inner.update_leased(update))
             }
 
             fn next_due(&self) -> $crate::store::StoreFuture<'_, Option<std::time::SystemTime>> {
@@ -122,10 +121,9 @@ macro_rules! sql_delivery_store {
                 lease: $crate::delivery::model::Lease,
                 until: std::time::SystemTime,
             ) -> $crate::store::StoreFuture<'a, $crate::delivery::model::Lease> {
-                let token = $crate::store::sql::token(lease.token);
-                let until_ms = $crate::time::unix_millis(until);
+                let update = $crate::store::sql::LeasedUpdate::renew(id, &lease, until);
                 Box::pin(async move {
-                    self.inner.renew(id.to_owned(), token, until_ms).await?;
+                    self.inner.update_leased(update).await?;
                     Ok($crate::delivery::model::Lease {
                         token: lease.token,
                         until,
@@ -137,9 +135,8 @@ macro_rules! sql_delivery_store {
                 &'a self,
                 update: $crate::store::PendingUpdate<'a>,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let body = update.body.map(|body| body.to_vec());
-                let due = $crate::time::unix_millis(update.due);
-                Box::pin(self.inner.update_pending(update.id.to_owned(), body, due))
+                let row = $crate::store::sql::PendingRow::new(update);
+                Box::pin(self.inner.update_pending(row))
             }
 
             fn resend<'a>(
