@@ -10,7 +10,7 @@
 //!     cargo bench --bench durability --features sqlite,postgres
 //! ```
 //!
-//! Targets: SQLite ≥ 0.5× and PostgreSQL ≥ 0.3× the memory store's throughput, and
+//! Targets: SQLite ≥ 0.6× and PostgreSQL ≥ 0.4× the memory store's throughput, and
 //! SQLite ≥ 1,000 durable deliveries/s on a 2-core machine.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,6 +7,10 @@
 //! paced latency rows, so that a profiler (`valgrind --tool=callgrind`, `perf record`) sees only
 //! the saturated rounds; `FORWARD_BENCH_SIDE=layer` (or `bare`) runs only that side's rounds, so
 //! that a profile of one side is not mixed with the other.
+//!
+//! Each round also times the app alone (the same calls without the trigger): with it, the
+//! bench prints the ratio an engine that cost nothing would reach (the app call plus the POST
+//! on the same two cores) and the engine's own cost per delivery.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -188,6 +192,34 @@ async fn run_paced(
     (n as f64 / elapsed.as_secs_f64(), delays)
 }
 
+/// The application alone: the same calls without the trigger (no delivery), so the layer's
+/// end-to-end figure can be set against what the app call and the POST cost without any
+/// engine. Returns calls/s.
+async fn run_caller_only(app: &Router, uri: &str, n: usize, concurrency: usize) -> f64 {
+    let plain = uri.split('?').next().unwrap_or(uri).to_owned();
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..concurrency {
+        let (app, next, plain) = (app.clone(), next.clone(), plain.clone());
+        callers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let request = http::Request::post(&plain)
+                    .header("content-type", "application/json")
+                    .header("x-webhook-secret", "bench-secret")
+                    .body(Body::from(r#"{"param":"hello world"}"#))
+                    .unwrap();
+                let response = app.clone().oneshot(request).await.unwrap();
+                let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 /// The reference: the same bodies POSTed by the same client, `concurrency` loops.
 async fn run_bare<C>(
     client: &C,
@@ -293,29 +325,6 @@ fn main() {
         let id = responded.lock().unwrap().keys().next().cloned().unwrap();
         let sample = engine.conversation(&id).await.unwrap().unwrap().delivery.body;
 
-        if std::env::var("FORWARD_BENCH_CALLER_ONLY").is_ok() {
-            let plain = uri.split('?').next().unwrap().to_owned();
-            let started = Instant::now();
-            let next = Arc::new(AtomicUsize::new(0));
-            let mut callers = Vec::new();
-            for _ in 0..concurrency {
-                let (app, next, plain) = (app.clone(), next.clone(), plain.clone());
-                callers.push(tokio::spawn(async move {
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
-                        let request = http::Request::post(&plain)
-                            .header("content-type", "application/json")
-                            .body(Body::from(r#"{"param":"hello world"}"#))
-                            .unwrap();
-                        let response = app.clone().oneshot(request).await.unwrap();
-                        let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
-                    }
-                }));
-            }
-            for caller in callers {
-                caller.await.unwrap();
-            }
-            println!("caller side only (no trigger): {:.0} calls/s", n as f64 / started.elapsed().as_secs_f64());
-        }
         println!("forward bench: {n} deliveries per round, {concurrency} concurrent callers, 2 worker threads");
         println!("delivered body: {} bytes, Cerebrium-signed", sample.len());
         // Warm-up.
@@ -325,6 +334,7 @@ fn main() {
         let side = std::env::var("FORWARD_BENCH_SIDE").unwrap_or_default();
         let mut best_bare = 0f64;
         let mut best_layer = 0f64;
+        let mut best_caller = 0f64;
         let mut best_delays = Vec::new();
         for round in 1..=2 {
             let bare = if side == "layer" {
@@ -337,13 +347,19 @@ fn main() {
             } else {
                 run_layer(&app, &responded, &arrivals, &uri, n, concurrency).await
             };
+            let caller = if side.is_empty() {
+                run_caller_only(&app, &uri, n, concurrency).await
+            } else {
+                f64::NAN
+            };
             println!(
-                "round {round}: bare {bare:>9.0} req/s | layer {layer:>9.0} deliveries/s | delay p50 {:>8.2?} p99 {:>8.2?} ({} measured)",
+                "round {round}: bare {bare:>9.0} req/s | layer {layer:>9.0} deliveries/s | app alone {caller:>9.0} calls/s | delay p50 {:>8.2?} p99 {:>8.2?} ({} measured)",
                 percentile(&delays, 0.5),
                 percentile(&delays, 0.99),
                 delays.len()
             );
             best_bare = best_bare.max(bare);
+            best_caller = best_caller.max(caller);
             if layer > best_layer {
                 best_layer = layer;
                 best_delays = delays;
@@ -352,7 +368,17 @@ fn main() {
         println!();
         println!("bare loop (same client, same bodies): {best_bare:.0} POST/s");
         println!("WebhookForwardLayer end to end:       {best_layer:.0} deliveries/s");
+        println!("the app alone (no trigger):           {best_caller:.0} calls/s");
         println!("ratio layer / bare:                   {:.2}", best_layer / best_bare);
+        // Both sides use the same two cores: with an engine that cost nothing, a delivery would
+        // cost the app call plus the POST, and the layer would reach this ratio.
+        let floor = 1.0 / (1.0 / best_bare + 1.0 / best_caller);
+        println!("ratio with a free engine (floor):     {:.2}", floor / best_bare);
+        println!(
+            "engine's own cost per delivery:       {:.1} µs of the machine ({:.1} µs at the floor)",
+            1e6 / best_layer - 1e6 / floor,
+            1e6 / floor
+        );
         println!(
             "saturated, inner response -> first attempt: p50 {:.2?}, p99 {:.2?}",
             percentile(&best_delays, 0.5),

@@ -15,36 +15,61 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
 /// Cheap to clone; the system clock costs no indirect call.
 #[derive(Clone, Default)]
-pub(crate) struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
+pub(crate) struct Clock(Source);
+
+#[derive(Clone, Default)]
+enum Source {
+    #[default]
+    System,
+    #[cfg(feature = "forward")]
+    Time(Arc<dyn Fn() -> SystemTime + Send + Sync>),
+    /// Kept in seconds: the inbound verifier reads it on every request, in seconds.
+    UnixSeconds(Arc<dyn Fn() -> i64 + Send + Sync>),
+}
 
 impl Clock {
     /// A clock that reads `now`.
+    #[cfg(feature = "forward")]
     pub(crate) fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        Self(Some(Arc::new(now)))
+        Self(Source::Time(Arc::new(now)))
     }
 
     /// A clock that reads `now` in Unix seconds (the inbound verifier's public form).
     pub(crate) fn from_unix_seconds(now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
-        Self::new(move || unsigned(now(), Duration::from_secs))
+        Self(Source::UnixSeconds(Arc::new(now)))
     }
 
     /// The current time.
     pub(crate) fn now(&self) -> SystemTime {
         match &self.0 {
-            Some(now) => now(),
-            None => SystemTime::now(),
+            Source::System => SystemTime::now(),
+            #[cfg(feature = "forward")]
+            Source::Time(now) => now(),
+            Source::UnixSeconds(now) => unsigned(now(), Duration::from_secs),
         }
     }
 
     /// The current time in Unix seconds, as signatures carry it.
     pub(crate) fn unix_seconds(&self) -> i64 {
-        unix_seconds(self.now())
+        match &self.0 {
+            // Any platform's `SystemTime` holds these (1970 to 2286) exactly, so the answer is
+            // the one a round trip through it gives; other counts take that round trip, which
+            // saturates where the platform's `SystemTime` ends.
+            Source::UnixSeconds(now) => match now() {
+                seconds @ 0..=10_000_000_000 => seconds,
+                seconds => unix_seconds(unsigned(seconds, Duration::from_secs)),
+            },
+            _ => unix_seconds(self.now()),
+        }
     }
 }
 
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "<fn>" } else { "system" })
+        f.write_str(match self.0 {
+            Source::System => "system",
+            _ => "<fn>",
+        })
     }
 }
 
@@ -115,8 +140,30 @@ mod tests {
             assert_eq!(clock.unix_seconds(), seconds);
             assert_eq!(format!("{clock:?}"), "<fn>");
         }
-        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
-        assert_eq!(Clock::new(move || at).unix_seconds(), 1_700_000_000);
+        #[cfg(feature = "forward")]
+        {
+            let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+            assert_eq!(Clock::new(move || at).unix_seconds(), 1_700_000_000);
+        }
+    }
+
+    #[test]
+    fn a_clock_in_unix_seconds_reads_as_the_round_trip_through_system_time_does() {
+        for seconds in [
+            0,
+            10_000_000_000,
+            10_000_000_001,
+            -10_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let round_trip = unix_seconds(unsigned(seconds, Duration::from_secs));
+            assert_eq!(
+                Clock::from_unix_seconds(move || seconds).unix_seconds(),
+                round_trip,
+                "{seconds}"
+            );
+        }
     }
 
     #[cfg(any(feature = "registry", feature = "sqlite", feature = "postgres"))]

@@ -27,10 +27,9 @@ fn attempt(number: u32, outcome: AttemptOutcome, decision: Decision) -> Attempt 
     attempt.latency = Duration::from_micros(1234);
     attempt.body_size = 2;
     attempt.body_sha256 = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".into();
-    attempt.request_headers = vec![
-        ("x-request-id".into(), "a".into()),
-        ("authorization".into(), "Bearer leaked".into()),
-    ];
+    attempt.request_headers = [("x-request-id", "a"), ("authorization", "Bearer leaked")]
+        .into_iter()
+        .collect();
     attempt
 }
 
@@ -195,7 +194,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let mut answer = attempt(2, AttemptOutcome::Status(200), Decision::Delivered);
     answer.response = Some(AttemptResponse::new(
         200,
-        vec![("content-type".into(), "text/plain".into())],
+        [("content-type", "text/plain")].into_iter().collect(),
         bytes::Bytes::from_static(b"thanks"),
         false,
     ));
@@ -722,6 +721,57 @@ async fn sqlite_store_cancels_an_endpoint() {
         .await
         .unwrap();
     cancel_contract(&store, true).await;
+}
+
+/// Under a steady stream of commits the WAL is written from its start again, so its file stays
+/// near SQLite's checkpoint threshold (1000 pages) instead of growing with every delivery.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_starts_over_under_a_steady_stream_of_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let store = std::sync::Arc::new(
+        tower_webhooks::store::SqliteStore::connect(&path)
+            .await
+            .unwrap(),
+    );
+    const WRITERS: usize = 64;
+    const PER_WRITER: usize = 150;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_WRITER {
+                    let body = "x".repeat(512);
+                    let delivery = Delivery::new(format!("w{writer}-{i}"), "http://x.test/", body);
+                    let claim = store
+                        .enqueue_claimed(delivery, later(30_000))
+                        .await
+                        .unwrap()
+                        .expect("claimed on insert");
+                    let attempt = attempt(1, AttemptOutcome::Status(200), Decision::Delivered);
+                    store
+                        .record_attempt(AttemptRecord {
+                            id: &claim.delivery.id,
+                            lease: claim.lease,
+                            attempt,
+                            next: delivered(),
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let wal = std::fs::metadata(dir.path().join("wal.db-wal")).map_or(0, |m| m.len());
+    let database = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        wal < 12 * 1024 * 1024,
+        "the WAL holds {wal} bytes for a database of {database} bytes"
+    );
 }
 
 #[cfg(feature = "postgres")]

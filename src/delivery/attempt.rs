@@ -5,21 +5,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 
 use super::client::ClientBody;
 use super::engine::Shared;
-use super::model::{Attempt, AttemptOutcome, AttemptResponse, Delivery};
+use super::model::{Attempt, AttemptOutcome, AttemptResponse, Delivery, RecordedHeaders};
 use super::policy::retry_after_at;
 use super::ssrf::Refusal;
 use super::BoxError;
 use crate::scheme::Message;
-use crate::sensitive::redacted_headers;
 use crate::time::unix_seconds;
 
-type RecordedHeaders = Vec<(String, String)>;
+/// `X-Request-Id`: a delivery's id on every attempt, and a forwarded run's id on its answer. A
+/// constant, so inserting it allocates no name.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Shared {
     /// Makes one attempt; returns its record (decision not yet set) and the `Retry-After`.
@@ -68,7 +69,7 @@ impl Shared {
                 let status = parts.status.as_u16();
                 attempt.response = Some(AttemptResponse::new(
                     status,
-                    redacted_headers(&parts.headers),
+                    RecordedHeaders::redacted_copies(&parts.headers),
                     body,
                     truncated,
                 ));
@@ -94,7 +95,7 @@ impl Shared {
         let id = HeaderValue::from_str(&delivery.id).map_err(|_| {
             AttemptOutcome::SignFailed("the delivery id is not a valid header value".into())
         })?;
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
         for (name, value) in &delivery.headers {
             headers.append(name, value.clone());
         }
@@ -109,7 +110,7 @@ impl Shared {
                 )
                 .map_err(|err| AttemptOutcome::SignFailed(err.to_string()))?;
         }
-        let recorded = crate::sensitive::redacted_headers_with(&headers, &delivery.headers);
+        let recorded = RecordedHeaders::redacted(&headers, &delivery.headers);
         let mut request = Request::new(Full::new(delivery.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;

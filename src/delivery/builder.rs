@@ -1,6 +1,6 @@
 //! [`EngineBuilder`]: an engine's configuration and its defaults.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -397,9 +397,9 @@ impl EngineBuilder {
                 config,
                 wake: Arc::new(Notify::new()),
                 outstanding: AtomicUsize::new(0),
-                counted: Mutex::new(HashMap::new()),
+                counted: Mutex::default(),
                 drained: Notify::new(),
-                hosts: Mutex::new(HashMap::new()),
+                hosts: Mutex::default(),
                 accepting: AtomicBool::new(true),
                 started: AtomicBool::new(false),
                 starved: AtomicBool::new(false),

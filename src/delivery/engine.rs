@@ -1,6 +1,6 @@
 //! [`DeliveryEngine`]: accepting deliveries, the queries and re-sends over them, shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +21,7 @@ use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
+use super::FastMap;
 use crate::store::{DeliveryStore, FailRequest, PendingUpdate, StoreError, StoreStats};
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
@@ -98,7 +99,7 @@ pub(super) struct Shared {
     pub(super) outstanding: AtomicUsize,
     /// Ids accepted by this engine whose slot is released when they become final, with the
     /// owner whose share they count in.
-    pub(super) counted: Mutex<HashMap<String, String>>,
+    pub(super) counted: Mutex<FastMap<String, String>>,
     pub(super) drained: Notify,
     /// The global attempt slots, round-robin over owners.
     pub(super) in_flight: Arc<FairSlots>,
@@ -106,7 +107,7 @@ pub(super) struct Shared {
     /// Room for claimed deliveries waiting for their endpoint outside the claim budget: a
     /// backlog to one capped endpoint cannot make the engine claim (and hold) the whole queue.
     pub(super) parked: Arc<Semaphore>,
-    pub(super) hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub(super) hosts: Mutex<FastMap<String, Arc<Semaphore>>>,
     pub(super) accepting: AtomicBool,
     pub(super) started: AtomicBool,
     /// The dispatcher stopped claiming because the claim budget was spent.

@@ -23,6 +23,8 @@ use crate::secret::SecretSet;
 use crate::sensitive::redacted_headers;
 use crate::time::unix_millis;
 
+pub(crate) use super::recorded_headers::RecordedHeaders;
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -371,7 +373,7 @@ pub struct AttemptResponse {
     /// The status code.
     pub status: u16,
     /// The response headers (`Set-Cookie` redacted).
-    pub headers: Vec<(String, String)>,
+    pub headers: RecordedHeaders,
     /// The body, truncated to the engine's response limit (20 000 bytes by default).
     #[serde(serialize_with = "ser_body")]
     pub body: Bytes,
@@ -381,12 +383,7 @@ pub struct AttemptResponse {
 
 impl AttemptResponse {
     /// A response record.
-    pub fn new(
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Bytes,
-        body_truncated: bool,
-    ) -> Self {
+    pub fn new(status: u16, headers: RecordedHeaders, body: Bytes, body_truncated: bool) -> Self {
         Self {
             status,
             headers,
@@ -409,7 +406,7 @@ pub struct Attempt {
     #[serde(serialize_with = "ser_duration")]
     pub latency: Duration,
     /// The request headers sent, signatures, secrets and `Authorization` redacted.
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: RecordedHeaders,
     /// The size of the body sent.
     pub body_size: usize,
     /// The lowercase hex SHA-256 of the body sent.
@@ -431,7 +428,7 @@ impl Attempt {
             number,
             started_at,
             latency: Duration::ZERO,
-            request_headers: Vec::new(),
+            request_headers: RecordedHeaders::default(),
             body_size: 0,
             body_sha256: String::new(),
             response: None,
@@ -442,13 +439,11 @@ impl Attempt {
     }
 
     pub(crate) fn approx_size(&self) -> usize {
-        let headers =
-            |h: &[(String, String)]| h.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>();
-        256 + headers(&self.request_headers)
+        256 + self.request_headers.approx_size()
             + self
                 .response
                 .as_ref()
-                .map_or(0, |r| r.body.len() + headers(&r.headers))
+                .map_or(0, |r| r.body.len() + r.headers.approx_size())
     }
 }
 

@@ -15,12 +15,13 @@
 //! newcomer's attempt gets one of the next slots to free (each attempt is bounded by the
 //! attempt timeout), before the saturating owners' further attempts.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Semaphore;
 
 use super::model::Delivery;
+use super::FastMap;
 
 /// The owner a delivery's attempts are accounted to.
 ///
@@ -30,7 +31,13 @@ use super::model::Delivery;
 /// endpoint) is accounted to its endpoint's host and port, so one slow receiving service costs
 /// only the deliveries bound for it.
 pub fn delivery_owner(delivery: &Delivery) -> String {
-    registered_owner(delivery).map_or_else(|| endpoint_host(&delivery.endpoint), str::to_owned)
+    owner_of(delivery).into_owned()
+}
+
+/// [`delivery_owner`], borrowed from the delivery where no lowercasing is needed (every
+/// attempt looks its owner up).
+pub(crate) fn owner_of(delivery: &Delivery) -> Cow<'_, str> {
+    registered_owner(delivery).map_or_else(|| endpoint_host(&delivery.endpoint), Cow::Borrowed)
 }
 
 /// The owner of a delivery to a registered endpoint (see [`delivery_owner`]); `None` for any
@@ -43,13 +50,30 @@ pub(crate) fn registered_owner(delivery: &Delivery) -> Option<&str> {
         .map(|(owner, _)| owner)
 }
 
-/// The host (and port) of an endpoint URL, lowercased; empty when it has none.
-pub(crate) fn endpoint_host(endpoint: &str) -> String {
-    endpoint
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| uri.authority().map(|a| a.as_str().to_ascii_lowercase()))
-        .unwrap_or_default()
+/// The authority (host and port) of an endpoint URL, lowercased; empty when it has none.
+///
+/// Read off the text rather than parsed as a `Uri`: a delivery looks its host up at acceptance
+/// and at every attempt, and a parse allocates. Every endpoint was parsed when it was accepted
+/// (the trigger, the registry and the engine's URL check refuse one that does not parse), so
+/// the text is a valid URL here; a malformed one only changes which share its single, refused
+/// attempt is counted in.
+pub(crate) fn endpoint_host(endpoint: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return Cow::Borrowed("");
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if !scheme_ok || authority.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return Cow::Borrowed("");
+    }
+    if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(authority.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(authority)
+    }
 }
 
 #[derive(Debug)]
@@ -65,7 +89,7 @@ struct Share {
 pub(crate) struct Owners {
     max_queued: usize,
     max_in_flight: usize,
-    shares: Mutex<HashMap<String, Share>>,
+    shares: Mutex<FastMap<String, Share>>,
 }
 
 impl Owners {
@@ -73,17 +97,17 @@ impl Owners {
         Self {
             max_queued,
             max_in_flight,
-            shares: Mutex::new(HashMap::new()),
+            shares: Mutex::default(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Share>> {
+    fn lock(&self) -> MutexGuard<'_, FastMap<String, Share>> {
         self.shares
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn share<'a>(&self, shares: &'a mut HashMap<String, Share>, owner: &str) -> &'a mut Share {
+    fn share<'a>(&self, shares: &'a mut FastMap<String, Share>, owner: &str) -> &'a mut Share {
         // Looked up by `&str` first: the owner's key is allocated only for a new share.
         if !shares.contains_key(owner) {
             shares.insert(
@@ -163,6 +187,29 @@ mod tests {
         assert_eq!(delivery_owner(&forwarded), "hooks.example.com:8443");
         let unkeyed = Delivery::new("d3", "http://10.0.0.1/", "{}").with_endpoint_id("plain");
         assert_eq!(delivery_owner(&unkeyed), "10.0.0.1");
+    }
+
+    #[test]
+    fn the_host_is_the_parsed_authority_lowercased() {
+        for endpoint in [
+            "https://hooks.example.com/a/b?x=1#f",
+            "http://Hooks.Example.COM:8080",
+            "https://user:pass@example.com:8443/path",
+            "http://[::1]:9000/hook",
+            "https://example.com?query=only",
+            "http://127.0.0.1#frag",
+        ] {
+            let parsed: http::Uri = endpoint.parse().unwrap();
+            let expected = parsed.authority().unwrap().as_str().to_ascii_lowercase();
+            assert_eq!(endpoint_host(endpoint), expected, "{endpoint}");
+        }
+        for malformed in ["", "no-scheme", "/relative/path", "http://bad host/"] {
+            assert_eq!(endpoint_host(malformed), "", "{malformed}");
+        }
+        assert!(matches!(
+            endpoint_host("https://lower.example/x"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

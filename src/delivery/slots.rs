@@ -6,15 +6,17 @@
 //! attempts therefore gets one slot per round like every other, however early its attempts
 //! queued (round-robin with an equal cost per attempt: deficit round-robin's special case).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+use super::FastMap;
+
 #[derive(Debug, Default)]
 struct State {
     free: usize,
-    waiting: HashMap<String, VecDeque<oneshot::Sender<SlotPermit>>>,
+    waiting: FastMap<String, VecDeque<oneshot::Sender<SlotPermit>>>,
     /// Owners with waiting attempts, the next to be served first.
     turn: VecDeque<String>,
 }

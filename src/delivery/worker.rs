@@ -1,6 +1,7 @@
 //! A claimed delivery's task: its owner's, endpoint's and global permits, the attempt, the
 //! policy's decision and its record.
 
+use std::borrow::Cow;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -78,8 +79,8 @@ impl Shared {
         let number = delivery.attempts + 1;
         let host = endpoint_host(&delivery.endpoint);
         let semaphore = self.host_semaphore(&host);
-        // The host is parsed once: it is also the owner of an unregistered endpoint.
-        let owner = registered_owner(&delivery).map_or_else(|| host.clone(), str::to_owned);
+        // The host is read once: it is also the owner of an unregistered endpoint.
+        let owner = registered_owner(&delivery).map_or_else(|| host.clone(), Cow::Borrowed);
         let share = self.owners.in_flight(&owner);
         let mut stop = self.stop.subscribe();
         let work = async {

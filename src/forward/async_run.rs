@@ -17,6 +17,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::job::{may_be_json, request_id_value, Job, RunResult};
 use super::layer::Config;
 use super::problems::unavailable;
+use crate::delivery::X_REQUEST_ID;
 
 const LEGACY_MESSAGE: &str =
     "We will return the output to the endpoint provided when the task is complete.";
@@ -44,7 +45,7 @@ fn json_response<B>(
         HeaderValue::from_static("application/json"),
     );
     if let Some(value) = request_id_value(run_id) {
-        headers.insert("x-request-id", value);
+        headers.insert(X_REQUEST_ID, value);
     }
     response
 }

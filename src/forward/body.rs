@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::job::{request_id_value, Capture, Job, PendingStore};
-use crate::delivery::BoxError;
+use crate::delivery::{BoxError, X_REQUEST_ID};
 
 pin_project! {
     /// The request body the inner service sees: the original stream, or (when the layer
@@ -324,7 +324,7 @@ where
     let (mut parts, body) = response.into_parts();
     let capture = job.map(|job| {
         if let Some(value) = request_id_value(&job.run_id) {
-            parts.headers.insert("x-request-id", value);
+            parts.headers.insert(X_REQUEST_ID, value);
         }
         Box::new(Capture::new(job, parts.status, &parts.headers))
     });

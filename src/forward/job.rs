@@ -140,8 +140,14 @@ impl Job {
             result: value,
             error: result.error.as_deref(),
         };
-        // A struct of strings, numbers and already-valid JSON always serialises.
-        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+        // Sized once for the result and the envelope's fields (about 110 bytes), so the
+        // buffer does not grow by doubling. A struct of strings, numbers and already-valid
+        // JSON always serialises.
+        let mut buffer = Vec::with_capacity(result.body.len() + self.run_id.len() + 128);
+        match serde_json::to_writer(&mut buffer, &envelope) {
+            Ok(()) => Bytes::from(buffer),
+            Err(_) => Bytes::new(),
+        }
     }
 
     /// The delivery of `body`.

@@ -2,8 +2,12 @@
 //! inbound counters of [`telemetry`](crate::telemetry).
 //!
 //! Lean on purpose: the span is boxed only when a subscriber wants it (a disabled span is
-//! a pointer-sized `None` in the response future), and the accepted counter's key is built
-//! from labels interned when the layer is built, so recording it allocates nothing.
+//! a pointer-sized `None` in the response future), and the accepted and duplicate counters'
+//! keys are built (and hashed) once per scheme name when the layer is built, so recording
+//! them allocates and hashes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use metrics::{Key, Label, Level, Metadata};
 use tracing::field::{display, Empty};
@@ -16,23 +20,40 @@ use crate::telemetry::{label, INBOUND_ACCEPTED, INBOUND_DUPLICATES, INBOUND_REJE
 static METADATA: Metadata<'static> =
     Metadata::new("tower_webhooks::inbound", Level::INFO, Some(module_path!()));
 
-/// A scheme's label, made once per layer: a thin pointer, as it rides in every response
-/// future.
+/// A scheme's label and counter keys, made once per scheme name: a thin pointer, as it rides
+/// in every response future.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SchemeLabel {
+pub(crate) struct SchemeLabel(&'static SchemeKeys);
+
+#[derive(Debug)]
+struct SchemeKeys {
     labels: &'static [Label; 1],
+    // A key hashes its name and labels when it is made: made here, that is once per scheme.
+    accepted: Key,
+    duplicates: Key,
 }
 
 impl SchemeLabel {
     /// The label of the scheme called `name`.
     pub(crate) fn new(name: &str) -> Self {
-        Self {
-            labels: label("scheme", name),
-        }
+        static KEYS: OnceLock<Mutex<HashMap<&'static str, &'static SchemeKeys>>> = OnceLock::new();
+        let labels = label("scheme", name);
+        let mut keys = KEYS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: one per distinct scheme name, when a layer or verifier is built.
+        Self(keys.entry(labels[0].value()).or_insert_with(|| {
+            Box::leak(Box::new(SchemeKeys {
+                labels,
+                accepted: Key::from_static_parts(INBOUND_ACCEPTED, labels),
+                duplicates: Key::from_static_parts(INBOUND_DUPLICATES, labels),
+            }))
+        }))
     }
 
     fn name(self) -> &'static str {
-        self.labels[0].value()
+        self.0.labels[0].value()
     }
 }
 
@@ -73,8 +94,8 @@ impl Telemetry {
     /// The request passed verification and is handed to the handler.
     #[inline]
     pub(crate) fn accepted(&self, verified: Option<&Verified>) {
-        let key = Key::from_static_parts(INBOUND_ACCEPTED, self.scheme.labels);
-        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA)).increment(1);
+        let key = &self.scheme.0.accepted;
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
         self.record("accepted", verified);
     }
 
@@ -88,8 +109,8 @@ impl Telemetry {
 
     /// A duplicate of a processed webhook was answered without the handler.
     pub(crate) fn duplicate(&self, verified: Option<&Verified>) {
-        let key = Key::from_static_parts(INBOUND_DUPLICATES, self.scheme.labels);
-        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA)).increment(1);
+        let key = &self.scheme.0.duplicates;
+        metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
         self.record("duplicate", verified);
     }
 

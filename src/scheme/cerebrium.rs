@@ -1,13 +1,13 @@
 //! Cerebrium: `X-Request-Id` / `X-Cerebrium-Webhook-Timestamp` /
 //! `X-Cerebrium-Webhook-Signature: v1,<hex>` over `{id}.{timestamp}.{body}`.
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::mac::{compute, Algorithm, Candidates, Encoding, HmacVerification};
+use super::mac::{Algorithm, Candidates, HmacVerification, MacState};
 use super::timestamp::check_window;
 use super::{
-    find_headers, id_header_value, insert_header, parse_unix_timestamp_bytes, required, Message,
-    MessageId, RequestHead, Scheme, SignError, Verified, VerifyError,
+    find_headers, header_value_bytes, id_header_value, parse_unix_timestamp_bytes, required,
+    Message, MessageId, RequestHead, Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::KeyDerivation;
 use crate::secret::SecretSet;
@@ -85,24 +85,32 @@ impl Scheme for Cerebrium {
         let secret = secrets.primary().ok_or(SignError::NoSecret)?;
         let id = message.id.ok_or(SignError::MissingId)?;
         let id_value = id_header_value(id)?;
-        let timestamp = message.timestamp.to_string();
-        let mac = compute(
-            Algorithm::Sha256,
-            secret.expose(),
-            &[
-                id.as_bytes(),
-                b".",
-                timestamp.as_bytes(),
-                b".",
-                message.body,
-            ],
-        );
+        // The timestamp's header value is also the MAC's input, and the signature is written
+        // on the stack: every attempt signs, and each string would be an allocation.
+        let mut timestamp = HeaderValue::from(message.timestamp);
+        timestamp.set_sensitive(true);
+        let mut mac = MacState::new(Algorithm::Sha256, secret.expose());
+        for part in [
+            id.as_bytes(),
+            b".",
+            timestamp.as_bytes(),
+            b".",
+            message.body,
+        ] {
+            mac.update(part);
+        }
+        let mac = mac.finalize();
+        let mut signature = [0u8; 3 + 64];
+        signature[..3].copy_from_slice(b"v1,");
+        let written = 3 + 2 * mac.len();
+        // An HMAC-SHA256 is 32 bytes: its hex fills the buffer exactly.
+        hex::encode_to_slice(&*mac, &mut signature[3..written])
+            .map_err(|_| SignError::Unsupported("a MAC longer than HMAC-SHA256"))?;
         headers.insert(HeaderName::from_static(ID), id_value);
-        insert_header(headers, TIMESTAMP, &timestamp);
-        insert_header(
-            headers,
-            SIGNATURE,
-            &format!("v1,{}", Encoding::Hex.encode(&mac)),
+        headers.insert(HeaderName::from_static(TIMESTAMP), timestamp);
+        headers.insert(
+            HeaderName::from_static(SIGNATURE),
+            header_value_bytes(&signature[..written]),
         );
         Ok(())
     }

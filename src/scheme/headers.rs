@@ -75,6 +75,13 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
     value
 }
 
+/// [`header_value`] of bytes a signer wrote (always visible ASCII), without a `str` first.
+pub(crate) fn header_value_bytes(bytes: &[u8]) -> HeaderValue {
+    let mut value = HeaderValue::from_bytes(bytes).expect("signers only produce visible ASCII");
+    value.set_sensitive(true);
+    value
+}
+
 /// The message id as a header value. The id is the caller's text, not the signer's, so it is
 /// checked here (before any header is written) instead of trusted like `header_value`'s input,
 /// by the rule the verifier reads it with ([`MessageId`](super::MessageId)): `http` alone

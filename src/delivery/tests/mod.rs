@@ -332,9 +332,8 @@ async fn attempts_are_signed_at_the_clock_time_and_the_receiver_can_verify_them(
         .clone();
     let value = |name: &str| {
         recorded
-            .iter()
-            .find(|(recorded, _)| recorded == name)
-            .map(|(_, value)| value.clone())
+            .get(name)
+            .map(str::to_owned)
             .unwrap_or_else(|| panic!("{name} recorded"))
     };
     assert_eq!(value("webhook-id"), "msg_1");

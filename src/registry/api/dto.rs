@@ -7,7 +7,7 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::delivery::{Attempt, AttemptOutcome, Conversation, DeliveryState};
+use crate::delivery::{Attempt, AttemptOutcome, Conversation, DeliveryState, RecordedHeaders};
 use crate::registry::event::rfc3339;
 use crate::registry::model::{Endpoint, EndpointRateLimit, SigningScheme};
 use crate::sensitive::{is_sensitive_header, REDACTED};
@@ -395,15 +395,16 @@ impl AttemptView {
     /// `custom` are the delivery's custom headers: write-only, so redacted here as in `GET`
     /// (attempts recorded before that rule are redacted on the way out too).
     pub(super) fn new(attempt: Attempt, custom: &HeaderMap) -> Self {
-        let redact = |headers: Vec<(String, String)>, write_only: &HeaderMap| {
+        let redact = |headers: RecordedHeaders, write_only: &HeaderMap| {
             headers
-                .into_iter()
+                .iter()
                 .map(|(name, value)| {
-                    let secret = is_sensitive_header(&name)
+                    let secret = is_sensitive_header(name)
                         || write_only
                             .keys()
-                            .any(|c| c.as_str().eq_ignore_ascii_case(&name));
-                    (name, if secret { REDACTED.to_owned() } else { value })
+                            .any(|c| c.as_str().eq_ignore_ascii_case(name));
+                    let value = if secret { REDACTED } else { value };
+                    (name.to_owned(), value.to_owned())
                 })
                 .collect()
         };

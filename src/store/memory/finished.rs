@@ -2,7 +2,9 @@
 //! and a re-send takes one out from anywhere, each in logarithmic time (a queue searched for the
 //! re-sent entry made `resend_matching` quadratic in the number of re-sent deliveries).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::delivery::FastMap;
 
 /// Final entries (by insertion sequence), oldest final first.
 #[derive(Debug, Default)]
@@ -10,7 +12,7 @@ pub(super) struct FinishedQueue {
     /// When each entry became final (a counter) → its sequence.
     by_turn: BTreeMap<u64, u64>,
     /// Each entry's turn, to take it out of `by_turn`.
-    turn_of: HashMap<u64, u64>,
+    turn_of: FastMap<u64, u64>,
     next_turn: u64,
 }
 

@@ -4,10 +4,11 @@
 //! of that value newest first instead of every entry.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use crate::delivery::model::{ConversationQuery, Delivery, DeliveryState};
+use crate::delivery::FastMap;
 
 /// The set of a value no entry has.
 static NONE: BTreeSet<u64> = BTreeSet::new();
@@ -15,13 +16,13 @@ static NONE: BTreeSet<u64> = BTreeSet::new();
 /// Insertion sequences by the value of one field.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct SeqIndex<K: Hash + Eq> {
-    by_value: HashMap<K, BTreeSet<u64>>,
+    by_value: FastMap<K, BTreeSet<u64>>,
 }
 
 impl<K: Hash + Eq> Default for SeqIndex<K> {
     fn default() -> Self {
         Self {
-            by_value: HashMap::new(),
+            by_value: FastMap::default(),
         }
     }
 }

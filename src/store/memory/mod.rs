@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the in-memory, bounded [`DeliveryStore`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -13,6 +13,7 @@ use crate::delivery::model::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
     SigningSpec,
 };
+use crate::delivery::FastMap;
 
 mod finished;
 mod index;
@@ -61,7 +62,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    entries: FastMap<String, Entry>,
     /// Pending deliveries by due time.
     due: BTreeSet<(SystemTime, u64)>,
     /// Every entry by insertion sequence.
@@ -79,7 +80,7 @@ struct Inner {
 
 /// The in-flight entry `id` while `lease` holds it.
 fn leased<'a>(
-    entries: &'a mut HashMap<String, Entry>,
+    entries: &'a mut FastMap<String, Entry>,
     id: &str,
     lease: Lease,
 ) -> Result<&'a mut Entry, StoreError> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::backend;
 use crate::delivery::model::{
     Attempt, AttemptOutcome, AttemptResponse, Conversation, Decision, Delivery, DeliveryState,
-    Lease, Next, SchemeSpec, SigningSpec, Source,
+    Lease, Next, RecordedHeaders, SchemeSpec, SigningSpec, Source,
 };
 use crate::secret::{Secret, SecretSet};
 use crate::store::StoreError;
@@ -262,16 +262,17 @@ fn decode_headers(text: &str, signers: &Signers) -> Result<HeaderMap, StoreError
 }
 
 /// Recorded (already redacted) header pairs, redacted again on the way in.
-pub(crate) fn encode_pairs(pairs: &[(String, String)]) -> String {
+pub(crate) fn encode_pairs(pairs: &RecordedHeaders) -> String {
     let redacted: Vec<(&str, &str)> = pairs
         .iter()
-        .map(|(name, value)| (name.as_str(), crate::sensitive::redact(name, value)))
+        .map(|(name, value)| (name, crate::sensitive::redact(name, value)))
         .collect();
     serde_json::to_string(&redacted).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn decode_pairs(text: &str) -> Result<Vec<(String, String)>, StoreError> {
-    serde_json::from_str(text)
+fn decode_pairs(text: &str) -> Result<RecordedHeaders, StoreError> {
+    serde_json::from_str::<Vec<(String, String)>>(text)
+        .map(RecordedHeaders::from_iter)
         .map_err(|_| StoreError::Backend("unreadable recorded headers column".into()))
 }
 

@@ -40,21 +40,51 @@ pub(super) fn spawn_writer(
     Ok(())
 }
 
-/// Checkpoints the WAL every 100 ms while the store is open.
+/// WAL frames (pages) past which the writer checkpoints too: SQLite's own automatic
+/// checkpoint threshold, which the writer's connection turns off.
+const WAL_RESTART_FRAMES: i64 = 1000;
+
+/// Checkpoints the WAL every 100 ms while the store is open, and asks the writer to
+/// checkpoint as well when the WAL has grown past [`WAL_RESTART_FRAMES`].
+///
+/// SQLite writes the WAL from its start again only when a write transaction begins with
+/// every frame copied back; under a steady stream of commits, frames are appended while this
+/// checkpoint copies the earlier ones, so that never happens here and the WAL grew without
+/// end (170 MB for a 40 MB database after 40 000 deliveries), each commit appending to new
+/// blocks of the file. A checkpoint on the writer's own connection, between two of its
+/// transactions, copies the last few frames with nothing appended meanwhile, so its next
+/// transaction starts the WAL over.
 pub(super) async fn checkpoint_loop(readers: SqlitePool, alive: mpsc::WeakSender<Job>) {
     let mut every = tokio::time::interval(Duration::from_millis(100));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if alive.upgrade().is_none() {
+        let Some(writer) = alive.upgrade() else {
             return;
-        }
-        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&readers)
+        };
+        // Columns: busy, frames in the WAL, frames checkpointed.
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&readers)
             .await
         {
-            tracing::debug!(error = %err, "webhook delivery store (SQLite): checkpoint failed");
+            Ok((_, frames, _)) if frames >= WAL_RESTART_FRAMES => {
+                // Full queue: the writer is busy, and asked again at the next tick.
+                let _ = writer.try_send(Job::Checkpoint);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "webhook delivery store (SQLite): checkpoint failed");
+            }
         }
+    }
+}
+
+async fn checkpoint_wal(conn: &mut SqliteConnection) {
+    if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(conn)
+        .await
+    {
+        tracing::debug!(error = %err, "webhook delivery store (SQLite): checkpoint failed");
     }
 }
 
@@ -73,6 +103,8 @@ pub(super) enum Job {
     Enqueue(DeliveryRow, Reply),
     Record(RecordRow, Reply),
     Op(OpJob),
+    /// A checkpoint after the batch's commit (see [`checkpoint_loop`]).
+    Checkpoint,
 }
 
 impl Inner {
@@ -148,12 +180,18 @@ pub(super) async fn write_loop(
         let mut enqueues = Vec::new();
         let mut records = Vec::new();
         let mut ops = Vec::new();
+        let mut checkpoint = false;
         for job in batch.drain(..) {
             match job {
                 Job::Enqueue(row, reply) => enqueues.push((row, reply)),
                 Job::Record(row, reply) => records.push((row, reply)),
                 Job::Op(op) => ops.push(op),
+                Job::Checkpoint => checkpoint = true,
             }
+        }
+        if enqueues.is_empty() && records.is_empty() && ops.is_empty() {
+            checkpoint_wal(&mut conn).await;
+            continue;
         }
         let mut poisoned = false;
         let mut bulk = |results: Result<Vec<Result<(), StoreError>>, StoreError>,
@@ -202,6 +240,9 @@ pub(super) async fn write_loop(
         };
         for finish in finishes.drain(..) {
             finish(failed.as_ref());
+        }
+        if checkpoint {
+            checkpoint_wal(&mut conn).await;
         }
     }
     let _ = conn.close().await;
