@@ -24,7 +24,7 @@
 //! 4. **Re-send** (memory store): `resend_matching` of one endpoint's 1,000 newest failed
 //!    deliveries among 10,000, 100,000 and 1,000,000 final ones: µs per re-sent delivery (a
 //!    re-send once searched the final entries from the oldest, so re-sending recent deliveries
-//!    cost the whole table each); and `fail_pending` (a `410 Gone`) of one endpoint's 1,000
+//!    cost the whole table each); and `fail_queued` (a `410 Gone`) of one endpoint's 1,000
 //!    pending deliveries among 10,000, 100,000 and 1,000,000 pending ones, in the engine's
 //!    batches of 500: µs per given-up delivery.
 //!
@@ -57,7 +57,7 @@ use tower_webhooks::delivery::{
 use tower_webhooks::inbound::{VerifiedBody, WebhookSignatureLayer};
 use tower_webhooks::registry::{BearerTokens, Endpoint, Owner, SigningScheme, WebhookRegistry};
 use tower_webhooks::scheme::{Cerebrium, Message, RequestHead, Scheme};
-use tower_webhooks::store::{DeliveryStore, MemoryStore, SqliteStore};
+use tower_webhooks::store::{AttemptRecord, DeliveryStore, FailRequest, MemoryStore, SqliteStore};
 use tower_webhooks::SecretSet;
 
 use crate::run_status::{RunState, RunStatus};
@@ -230,12 +230,12 @@ async fn seed_memory(store: &MemoryStore, n: usize) {
         }
         for claim in claims {
             store
-                .record_attempt(
-                    &claim.delivery.id,
-                    claim.lease,
-                    delivered(1),
-                    final_delivered(),
-                )
+                .record_attempt(AttemptRecord {
+                    id: &claim.delivery.id,
+                    lease: claim.lease,
+                    attempt: delivered(1),
+                    next: final_delivered(),
+                })
                 .await
                 .unwrap();
         }
@@ -308,12 +308,12 @@ async fn measure_store(
         claims_timed.push(t.elapsed());
         assert_eq!(claims.len(), ROUND, "only the new deliveries are due");
         let records = claims.iter().map(|claim| {
-            store.record_attempt(
-                &claim.delivery.id,
-                claim.lease,
-                delivered(1),
-                final_delivered(),
-            )
+            store.record_attempt(AttemptRecord {
+                id: &claim.delivery.id,
+                lease: claim.lease,
+                attempt: delivered(1),
+                next: final_delivered(),
+            })
         });
         for result in join_all(records).await {
             result.unwrap();
@@ -812,7 +812,12 @@ async fn resend_row(rows: usize) -> Duration {
             reason: Some("bench".into()),
         };
         store
-            .record_attempt(&claim.delivery.id, claim.lease, attempt, next)
+            .record_attempt(AttemptRecord {
+                id: &claim.delivery.id,
+                lease: claim.lease,
+                attempt,
+                next,
+            })
             .await
             .unwrap();
     }
@@ -826,7 +831,7 @@ async fn resend_row(rows: usize) -> Duration {
     elapsed / RESENT as u32
 }
 
-/// `fail_pending` of one endpoint's [`RESENT`] pending deliveries, in batches of 500 as the
+/// `fail_queued` of one endpoint's [`RESENT`] pending deliveries, in batches of 500 as the
 /// engine gives up an endpoint that answered `410 Gone`, among `rows` pending ones: the time
 /// per given-up delivery.
 async fn give_up_row(rows: usize) -> Duration {
@@ -845,7 +850,10 @@ async fn give_up_row(rows: usize) -> Duration {
     let started = Instant::now();
     let mut given_up = 0;
     loop {
-        let ids = store.fail_pending(target, "410 Gone", 500).await.unwrap();
+        let ids = store
+            .fail_queued(FailRequest::gone(target, "410 Gone", 500))
+            .await
+            .unwrap();
         given_up += ids.len();
         if ids.len() < 500 {
             break;
@@ -871,7 +879,7 @@ async fn resends(max_rows: usize) {
         println!("{rows:>9} {:>16.3} {:>8}", per * 1e6, growth(per, base));
     }
     println!();
-    println!("memory: fail_pending (410 Gone) of one endpoint's {RESENT} pending deliveries, growth vs the smallest");
+    println!("memory: fail_queued (410 Gone) of one endpoint's {RESENT} pending deliveries, growth vs the smallest");
     println!("{:>9} {:>16} {:>8}", "pending", "µs per give-up", "growth");
     let mut base = None;
     for rows in [10_000, 100_000, 1_000_000]

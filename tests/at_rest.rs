@@ -236,6 +236,7 @@ mod subscriptions {
 
     use tower_webhooks::registry::{
         Endpoint, Owner, SigningScheme, SqliteSubscriptions, SubscriptionError, SubscriptionStore,
+        WebhookKey,
     };
 
     use super::*;
@@ -282,7 +283,11 @@ mod subscriptions {
             SqliteSubscriptions::connect_encrypted(&path, Some(ring(&[("k2", 2), ("k1", 1)])))
                 .await
                 .unwrap();
-        let read = rotated.get(&owner, "w").await.unwrap().unwrap();
+        let read = rotated
+            .get(WebhookKey::new(&owner, "w"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(read.secrets[0].secret.expose_str().unwrap(), secret);
         assert_eq!(
             read.headers,
@@ -293,7 +298,7 @@ mod subscriptions {
         let wrong = SqliteSubscriptions::connect_encrypted(&path, Some(ring(&[("k1", 7)])))
             .await
             .unwrap();
-        match wrong.get(&owner, "w").await {
+        match wrong.get(WebhookKey::new(&owner, "w")).await {
             Err(SubscriptionError::Backend(message)) => {
                 assert!(
                     message.contains("cannot be decrypted with key `k1`"),

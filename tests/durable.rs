@@ -20,7 +20,7 @@ use tower_webhooks::delivery::{
 use tower_webhooks::delivery::{DeliveryEngine, DeliveryReport, EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::scheme::Cerebrium;
 #[cfg(feature = "postgres")]
-use tower_webhooks::store::DeliveryStore;
+use tower_webhooks::store::{AttemptRecord, DeliveryStore};
 use tower_webhooks::store::{SqliteStore, StoreError};
 
 const SECRET: &str = "durable-secret";
@@ -659,15 +659,15 @@ mod postgres {
         );
         stale.decision = Decision::GaveUp;
         let refused = a
-            .record_attempt(
-                "t1",
-                claim.lease,
-                stale,
-                tower_webhooks::delivery::Next::Final {
+            .record_attempt(AttemptRecord {
+                id: "t1",
+                lease: claim.lease,
+                attempt: stale,
+                next: tower_webhooks::delivery::Next::Final {
                     state: DeliveryState::Failed,
                     reason: None,
                 },
-            )
+            })
             .await;
         assert!(
             matches!(refused, Err(StoreError::LeaseLost(_))),

@@ -205,7 +205,7 @@ mod sqlite {
     #[cfg(feature = "registry")]
     #[tokio::test]
     async fn sqlite_registry_tables_of_the_store_history_are_taken_over() {
-        use tower_webhooks::registry::{SqliteSubscriptions, SubscriptionStore};
+        use tower_webhooks::registry::{SqliteSubscriptions, SubscriptionStore, WebhookKey};
 
         for subscriptions_first in [false, true] {
             let dir = tempfile::tempdir().unwrap();
@@ -248,7 +248,11 @@ mod sqlite {
                 [3, 4]
             );
             let owner = tower_webhooks::registry::Owner::new("acme");
-            let found = subscriptions.get(&owner, &webhook).await.unwrap().unwrap();
+            let found = subscriptions
+                .get(WebhookKey::new(&owner, &webhook))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(found.endpoint_url, "https://example.com/hook");
             let subscribed = subscriptions.subscribed("run.status", None).await.unwrap();
             assert_eq!(subscribed.len(), 1);
@@ -421,7 +425,9 @@ mod postgres {
     #[ignore = "needs PostgreSQL: set TOWER_WEBHOOKS_POSTGRES_URL"]
     #[tokio::test]
     async fn postgres_registry_tables_of_the_store_history_are_taken_over() {
-        use tower_webhooks::registry::{Owner, PostgresSubscriptions, SubscriptionStore};
+        use tower_webhooks::registry::{
+            Owner, PostgresSubscriptions, SubscriptionStore, WebhookKey,
+        };
 
         let url = support::postgres_url();
         for subscriptions_first in [false, true] {
@@ -471,7 +477,11 @@ mod postgres {
                 [3, 4]
             );
             let owner = Owner::new("acme");
-            let found = subscriptions.get(&owner, &webhook).await.unwrap().unwrap();
+            let found = subscriptions
+                .get(WebhookKey::new(&owner, &webhook))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(found.endpoint_url, "https://example.com/hook");
             let subscribed = subscriptions.subscribed("run.status", None).await.unwrap();
             assert_eq!(subscribed.len(), 1);
@@ -490,7 +500,7 @@ mod postgres {
         use tower_webhooks::delivery::{
             Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Next,
         };
-        use tower_webhooks::store::DeliveryStore;
+        use tower_webhooks::store::{AttemptRecord, DeliveryStore, PurgeRequest};
 
         let url = support::postgres_url();
         let schema = support::unique_schema("mig_counts");
@@ -518,12 +528,12 @@ mod postgres {
             state: DeliveryState::Delivered,
             reason: None,
         };
-        old.record_attempt(
-            &claims[0].delivery.id,
-            claims[0].lease,
-            attempt.clone(),
-            delivered.clone(),
-        )
+        old.record_attempt(AttemptRecord {
+            id: &claims[0].delivery.id,
+            lease: claims[0].lease,
+            attempt: attempt.clone(),
+            next: delivered.clone(),
+        })
         .await
         .unwrap();
         let (changes,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM delivery_count_changes")
@@ -560,11 +570,20 @@ mod postgres {
             .await
             .unwrap();
         store
-            .record_attempt(&claims[1].delivery.id, claims[1].lease, attempt, delivered)
+            .record_attempt(AttemptRecord {
+                id: &claims[1].delivery.id,
+                lease: claims[1].lease,
+                attempt,
+                next: delivered,
+            })
             .await
             .unwrap();
         let purged = store
-            .purge(DeliveryState::Delivered, later, 1)
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: later,
+                limit: 1,
+            })
             .await
             .unwrap();
         assert_eq!(purged, 1);

@@ -29,7 +29,8 @@ use tower::ServiceExt;
 use tower_webhooks::delivery::DeliveryState;
 use tower_webhooks::delivery::{EngineBuilder, Policy, SsrfGuard};
 use tower_webhooks::registry::{
-    api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, WebhookRegistry,
+    api, BearerTokens, DisabledNotice, EventType, HealthRule, Owner, PublishError, WebhookKey,
+    WebhookRegistry,
 };
 use tower_webhooks::scheme::{Scheme, StandardWebhooks, Verification};
 use tower_webhooks::SecretSet;
@@ -1100,7 +1101,7 @@ async fn secrets_only_in_the_secret_route() {
         .contains(&secret));
     let stored = registry
         .subscriptions()
-        .get(&Owner::new("acme"), "s")
+        .get(WebhookKey::new(&Owner::new("acme"), "s"))
         .await
         .unwrap()
         .unwrap();

@@ -20,7 +20,10 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower_webhooks::registry::{EndpointRateLimit, EndpointState, MemoryEndpointState, Owner};
+use tower_webhooks::registry::{
+    EndpointFailure, EndpointRateLimit, EndpointState, EndpointTurn, MemoryEndpointState, Owner,
+    WebhookKey,
+};
 
 /// The PostgreSQL URL of the ignored tests; they fail loudly without it.
 #[cfg(feature = "postgres")]
@@ -61,11 +64,14 @@ fn at(ms: u64) -> SystemTime {
 
 /// One failure of `owner`'s webhook `hook` at `ms`, under a rule of 3 within the hour.
 async fn fail(state: &dyn EndpointState, owner: &str, ms: u64) -> u32 {
-    let hour = Duration::from_secs(3600);
-    state
-        .record_failure(&Owner::new(owner), "hook", at(ms), hour, 3)
-        .await
-        .unwrap()
+    let owner = Owner::new(owner);
+    let failure = EndpointFailure {
+        webhook: WebhookKey::new(&owner, "hook"),
+        at: at(ms),
+        within: Duration::from_secs(3600),
+        keep: 3,
+    };
+    state.record_failure(failure).await.unwrap()
 }
 
 /// One turn of `owner`'s webhook `id` under 10 a second, burst 2.
@@ -75,11 +81,13 @@ async fn turn(
     id: &str,
     now: SystemTime,
 ) -> Option<SystemTime> {
-    let limit = EndpointRateLimit::per_second(10).with_burst(2);
-    state
-        .take_turn(&Owner::new(owner), id, limit, now)
-        .await
-        .unwrap()
+    let owner = Owner::new(owner);
+    let turn = EndpointTurn {
+        webhook: WebhookKey::new(&owner, id),
+        limit: EndpointRateLimit::per_second(10).with_burst(2),
+        now,
+    };
+    state.take_turn(turn).await.unwrap()
 }
 
 async fn endpoint_state_contract(state: &dyn EndpointState) {
@@ -97,7 +105,10 @@ async fn endpoint_state_contract(state: &dyn EndpointState) {
     assert_eq!(fail(state, "acme", t0 + 3_600_002).await, 3);
     // Never more than the threshold kept.
     assert_eq!(fail(state, "acme", t0 + 3_600_003).await, 3);
-    state.forget_failures(&acme, "hook").await.unwrap();
+    state
+        .forget_failures(WebhookKey::new(&acme, "hook"))
+        .await
+        .unwrap();
     assert_eq!(fail(state, "acme", t0 + 3_600_004).await, 1);
     assert_eq!(
         fail(state, "globex", t0 + 10_001).await,
@@ -120,8 +131,8 @@ async fn endpoint_state_contract(state: &dyn EndpointState) {
     assert!(turn(state, "acme", "paced", later).await.is_some());
 
     // A deleted webhook starts afresh.
-    state.forget(&acme, "paced").await.unwrap();
-    state.forget(&acme, "hook").await.unwrap();
+    state.forget(WebhookKey::new(&acme, "paced")).await.unwrap();
+    state.forget(WebhookKey::new(&acme, "hook")).await.unwrap();
     assert_eq!(turn(state, "acme", "paced", later).await, None);
     assert_eq!(fail(state, "acme", t0 + 3_600_005).await, 1);
 }
@@ -239,7 +250,7 @@ mod two_registries {
 
     async fn enabled(store: &dyn SubscriptionStore, id: &str) -> bool {
         store
-            .get(&Owner::new("acme"), id)
+            .get(WebhookKey::new(&Owner::new("acme"), id))
             .await
             .unwrap()
             .expect("the webhook exists")
@@ -282,7 +293,11 @@ mod two_registries {
         let notices = || one.notices.lock().unwrap().len() + two.notices.lock().unwrap().len();
         eventually("the on_disabled notice", || async { notices() > 0 }).await;
         assert_eq!(notices(), 1, "disabled once");
-        let stored = a.get(&Owner::new("acme"), "flaky").await.unwrap().unwrap();
+        let stored = a
+            .get(WebhookKey::new(&Owner::new("acme"), "flaky"))
+            .await
+            .unwrap()
+            .unwrap();
         let reason = stored.disabled_reason.unwrap();
         assert!(
             reason.starts_with("4 failed deliveries within 3600 s"),

@@ -10,7 +10,9 @@ use tower_webhooks::delivery::{
     Delivery, DeliveryState, Next, SigningSpec, Source,
 };
 use tower_webhooks::scheme::{Cerebrium, StandardWebhooks};
-use tower_webhooks::store::{DeliveryStore, MemoryStore, StoreError};
+use tower_webhooks::store::{
+    AttemptRecord, DeliveryStore, FailRequest, MemoryStore, PurgeRequest, StoreError,
+};
 use tower_webhooks::{Secret, SecretSet};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -110,12 +112,12 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     };
     assert!(matches!(
         store
-            .record_attempt(
-                "a",
-                stale,
-                attempt(1, AttemptOutcome::Status(500), Decision::GaveUp),
-                delivered()
-            )
+            .record_attempt(AttemptRecord {
+                id: "a",
+                lease: stale,
+                attempt: attempt(1, AttemptOutcome::Status(500), Decision::GaveUp),
+                next: delivered()
+            })
             .await,
         Err(StoreError::LeaseLost(_))
     ));
@@ -126,16 +128,16 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let lease = store.renew("a", lease, later(60_000)).await.unwrap();
     let retry_at = later(1);
     store
-        .record_attempt(
-            "a",
+        .record_attempt(AttemptRecord {
+            id: "a",
             lease,
-            attempt(
+            attempt: attempt(
                 1,
                 AttemptOutcome::Connect("refused".into()),
                 Decision::RetryAt(retry_at),
             ),
-            Next::Retry { at: retry_at },
-        )
+            next: Next::Retry { at: retry_at },
+        })
         .await
         .unwrap();
     // The old lease is spent.
@@ -171,12 +173,12 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         assert!(taken[0].lease.token > third.lease.token);
         assert!(matches!(
             store
-                .record_attempt(
-                    "a",
-                    third.lease,
-                    attempt(2, AttemptOutcome::Status(200), Decision::Delivered),
-                    delivered()
-                )
+                .record_attempt(AttemptRecord {
+                    id: "a",
+                    lease: third.lease,
+                    attempt: attempt(2, AttemptOutcome::Status(200), Decision::Delivered),
+                    next: delivered()
+                })
                 .await,
             Err(StoreError::LeaseLost(_))
         ));
@@ -197,7 +199,12 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         false,
     ));
     store
-        .record_attempt("a", claim.lease, answer, delivered())
+        .record_attempt(AttemptRecord {
+            id: "a",
+            lease: claim.lease,
+            attempt: answer,
+            next: delivered(),
+        })
         .await
         .unwrap();
 
@@ -250,7 +257,12 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let mut one = attempt(3, AttemptOutcome::Status(500), Decision::GaveUp);
     one.manual = true;
     store
-        .record_attempt("a", manual.lease, one, failed("manual re-send failed"))
+        .record_attempt(AttemptRecord {
+            id: "a",
+            lease: manual.lease,
+            attempt: one,
+            next: failed("manual re-send failed"),
+        })
         .await
         .unwrap();
     let conversation = store.get("a").await.unwrap().unwrap();
@@ -292,7 +304,7 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
 
     // 410: the pending deliveries to the endpoint are given up.
     let mut ids = store
-        .fail_pending("http://x.test/hook", "410 Gone", 100)
+        .fail_queued(FailRequest::gone("http://x.test/hook", "410 Gone", 100))
         .await
         .unwrap();
     ids.sort();
@@ -360,22 +372,22 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
             .unwrap()
             .remove(0);
         store
-            .record_attempt(
-                &claim.delivery.id,
-                claim.lease,
-                attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
-                delivered(),
-            )
+            .record_attempt(AttemptRecord {
+                id: &claim.delivery.id,
+                lease: claim.lease,
+                attempt: attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
+                next: delivered(),
+            })
             .await
             .unwrap_or_else(|err| panic!("c{i}: {err}"));
     }
     assert_eq!(
         store
-            .purge(
-                DeliveryState::Delivered,
-                SystemTime::now() - Duration::from_secs(60),
-                10
-            )
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: SystemTime::now() - Duration::from_secs(60),
+                limit: 10,
+            })
             .await
             .unwrap(),
         0,
@@ -383,21 +395,33 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     );
     assert_eq!(
         store
-            .purge(DeliveryState::Delivered, later(1000), 2)
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: later(1000),
+                limit: 2,
+            })
             .await
             .unwrap(),
         2
     );
     assert_eq!(
         store
-            .purge(DeliveryState::Delivered, later(1000), 10)
+            .purge(PurgeRequest {
+                state: DeliveryState::Delivered,
+                before: later(1000),
+                limit: 10,
+            })
             .await
             .unwrap(),
         3
     );
     assert_eq!(
         store
-            .purge(DeliveryState::Pending, later(1000), 10)
+            .purge(PurgeRequest {
+                state: DeliveryState::Pending,
+                before: later(1000),
+                limit: 10,
+            })
             .await
             .unwrap(),
         0
@@ -429,9 +453,24 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     };
     let ok = || attempt(1, AttemptOutcome::Status(200), Decision::Delivered);
     let (current, old, y_done) = tokio::join!(
-        store.record_attempt("z", z.lease, ok(), delivered()),
-        store.record_attempt("z", stale, ok(), delivered()),
-        store.record_attempt("y", y.lease, ok(), delivered()),
+        store.record_attempt(AttemptRecord {
+            id: "z",
+            lease: z.lease,
+            attempt: ok(),
+            next: delivered()
+        }),
+        store.record_attempt(AttemptRecord {
+            id: "z",
+            lease: stale,
+            attempt: ok(),
+            next: delivered()
+        }),
+        store.record_attempt(AttemptRecord {
+            id: "y",
+            lease: y.lease,
+            attempt: ok(),
+            next: delivered()
+        }),
     );
     current.unwrap();
     y_done.unwrap();
@@ -483,11 +522,23 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         ..claim.lease
     };
     assert!(matches!(
-        store.record_attempt("c", stale, ok(), delivered()).await,
+        store
+            .record_attempt(AttemptRecord {
+                id: "c",
+                lease: stale,
+                attempt: ok(),
+                next: delivered()
+            })
+            .await,
         Err(StoreError::LeaseLost(_))
     ));
     store
-        .record_attempt("c", claim.lease, ok(), delivered())
+        .record_attempt(AttemptRecord {
+            id: "c",
+            lease: claim.lease,
+            attempt: ok(),
+            next: delivered(),
+        })
         .await
         .unwrap();
     let c = store.get("c").await.unwrap().unwrap();
@@ -508,18 +559,28 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
         assert!(taken.lease.token > first.lease.token);
         assert!(matches!(
             store
-                .record_attempt("d", first.lease, ok(), delivered())
+                .record_attempt(AttemptRecord {
+                    id: "d",
+                    lease: first.lease,
+                    attempt: ok(),
+                    next: delivered()
+                })
                 .await,
             Err(StoreError::LeaseLost(_))
         ));
         store
-            .record_attempt("d", taken.lease, ok(), delivered())
+            .record_attempt(AttemptRecord {
+                id: "d",
+                lease: taken.lease,
+                attempt: ok(),
+                next: delivered(),
+            })
             .await
             .unwrap();
     }
 }
 
-/// `cancel_endpoint`: a deleted endpoint's pending deliveries (and, in the SQL stores, its
+/// `fail_queued` of a deleted endpoint: its pending deliveries (and, in the SQL stores, its
 /// abandoned claims) end failed with the reason and are never claimed again; a live claim,
 /// final deliveries and other endpoints' deliveries are left alone.
 async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
@@ -556,22 +617,25 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     let live = claim("live", later(60_000)).await;
     let done = claim("done", later(60_000)).await;
     store
-        .record_attempt(
-            "done",
-            done.lease,
-            attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
-            delivered(),
-        )
+        .record_attempt(AttemptRecord {
+            id: "done",
+            lease: done.lease,
+            attempt: attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
+            next: delivered(),
+        })
         .await
         .unwrap();
     let abandoned = claim("abandoned", SystemTime::now() - Duration::from_secs(1)).await;
 
     // Batches: the limit holds.
-    let mut ids = store.cancel_endpoint("acme/wh-1", REASON, 1).await.unwrap();
+    let mut ids = store
+        .fail_queued(FailRequest::deleted("acme/wh-1", REASON, 1))
+        .await
+        .unwrap();
     assert_eq!(ids.len(), 1);
     ids.extend(
         store
-            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .fail_queued(FailRequest::deleted("acme/wh-1", REASON, 100))
             .await
             .unwrap(),
     );
@@ -599,12 +663,12 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     if durable_takeover {
         assert!(matches!(
             store
-                .record_attempt(
-                    "abandoned",
-                    abandoned.lease,
-                    attempt(1, AttemptOutcome::Status(500), Decision::GaveUp),
-                    failed("late"),
-                )
+                .record_attempt(AttemptRecord {
+                    id: "abandoned",
+                    lease: abandoned.lease,
+                    attempt: attempt(1, AttemptOutcome::Status(500), Decision::GaveUp),
+                    next: failed("late")
+                })
                 .await,
             Err(StoreError::LeaseLost(_))
         ));
@@ -613,17 +677,17 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     // The live claim finishes its attempt; its retry is caught by cancelling again.
     let retry_at = later(1_000);
     store
-        .record_attempt(
-            "live",
-            live.lease,
-            attempt(1, AttemptOutcome::Status(503), Decision::RetryAt(retry_at)),
-            Next::Retry { at: retry_at },
-        )
+        .record_attempt(AttemptRecord {
+            id: "live",
+            lease: live.lease,
+            attempt: attempt(1, AttemptOutcome::Status(503), Decision::RetryAt(retry_at)),
+            next: Next::Retry { at: retry_at },
+        })
         .await
         .unwrap();
     assert_eq!(
         store
-            .cancel_endpoint("acme/wh-1", REASON, 100)
+            .fail_queued(FailRequest::deleted("acme/wh-1", REASON, 100))
             .await
             .unwrap(),
         ["live"]
@@ -638,7 +702,7 @@ async fn cancel_contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     claimed.sort();
     assert_eq!(claimed, ["no-id", "other", "other-tenant"]);
     assert!(store
-        .cancel_endpoint("acme/wh-404", REASON, 100)
+        .fail_queued(FailRequest::deleted("acme/wh-404", REASON, 100))
         .await
         .unwrap()
         .is_empty());
@@ -687,7 +751,12 @@ async fn sqlite_wal_starts_over_under_a_steady_stream_of_commits() {
                         .expect("claimed on insert");
                     let attempt = attempt(1, AttemptOutcome::Status(200), Decision::Delivered);
                     store
-                        .record_attempt(&claim.delivery.id, claim.lease, attempt, delivered())
+                        .record_attempt(AttemptRecord {
+                            id: &claim.delivery.id,
+                            lease: claim.lease,
+                            attempt,
+                            next: delivered(),
+                        })
                         .await
                         .unwrap();
                 }
@@ -848,12 +917,12 @@ async fn sqlite_stats_count_the_rows_stored_before_the_counts_existed() {
     let claims = store.claim_due(later(10), 2, LEASE).await.unwrap();
     let first = &claims[0];
     store
-        .record_attempt(
-            &first.delivery.id,
-            first.lease,
-            attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
-            delivered(),
-        )
+        .record_attempt(AttemptRecord {
+            id: &first.delivery.id,
+            lease: first.lease,
+            attempt: attempt(1, AttemptOutcome::Status(200), Decision::Delivered),
+            next: delivered(),
+        })
         .await
         .unwrap();
     drop(store);
@@ -883,7 +952,11 @@ async fn sqlite_stats_count_the_rows_stored_before_the_counts_existed() {
         .await
         .unwrap();
     let purged = store
-        .purge(DeliveryState::Delivered, later(1000), 10)
+        .purge(PurgeRequest {
+            state: DeliveryState::Delivered,
+            before: later(1000),
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(purged, 1);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tower_webhooks::registry::{
     Endpoint, EndpointRateLimit, MemorySubscriptions, Owner, SigningScheme, SubscriptionError,
-    SubscriptionStore,
+    SubscriptionStore, WebhookKey, WebhookPage,
 };
 
 /// A time with whole milliseconds (what the SQL stores keep).
@@ -79,6 +79,15 @@ fn ids(page: &[Endpoint]) -> Vec<&str> {
     page.iter().map(|w| w.id.as_str()).collect()
 }
 
+/// At most `limit` of `owner`'s webhooks after `after`.
+fn page<'a>(owner: &'a Owner, after: Option<&'a str>, limit: usize) -> WebhookPage<'a> {
+    WebhookPage {
+        owner,
+        after,
+        limit,
+    }
+}
+
 /// The contract every store must meet.
 async fn contract(store: &dyn SubscriptionStore) {
     let (a, b, c) = (Owner::new("a"), Owner::new("b"), Owner::new("org/c"));
@@ -95,19 +104,29 @@ async fn contract(store: &dyn SubscriptionStore) {
     );
 
     // Scoped by owner.
-    assert!(store.get(&a, "x").await.unwrap().is_some());
-    assert!(store.get(&c, "x").await.unwrap().is_none());
-    assert!(store.get(&a, "missing").await.unwrap().is_none());
+    assert!(store.get(WebhookKey::new(&a, "x")).await.unwrap().is_some());
+    assert!(store.get(WebhookKey::new(&c, "x")).await.unwrap().is_none());
+    assert!(store
+        .get(WebhookKey::new(&a, "missing"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(
-        ids(&store.list(&a, None, 10).await.unwrap()),
+        ids(&store.list(page(&a, None, 10)).await.unwrap()),
         ["x", "y", "z"]
     );
-    assert_eq!(ids(&store.list(&b, None, 10).await.unwrap()), ["x"]);
-    assert!(store.list(&c, None, 10).await.unwrap().is_empty());
+    assert_eq!(ids(&store.list(page(&b, None, 10)).await.unwrap()), ["x"]);
+    assert!(store.list(page(&c, None, 10)).await.unwrap().is_empty());
     // Keyset pages.
-    assert_eq!(ids(&store.list(&a, None, 2).await.unwrap()), ["x", "y"]);
-    assert_eq!(ids(&store.list(&a, Some("y"), 2).await.unwrap()), ["z"]);
-    assert!(store.list(&a, Some("z"), 2).await.unwrap().is_empty());
+    assert_eq!(
+        ids(&store.list(page(&a, None, 2)).await.unwrap()),
+        ["x", "y"]
+    );
+    assert_eq!(
+        ids(&store.list(page(&a, Some("y"), 2)).await.unwrap()),
+        ["z"]
+    );
+    assert!(store.list(page(&a, Some("z"), 2)).await.unwrap().is_empty());
 
     // Fan-out: enabled subscribers of the type, of every owner or one.
     let mut all = store.subscribed("run.status", None).await.unwrap();
@@ -127,8 +146,7 @@ async fn contract(store: &dyn SubscriptionStore) {
     // Modify: atomic, scoped, cannot move a webhook to another owner or id.
     let changed = store
         .modify(
-            &a,
-            "x",
+            WebhookKey::new(&a, "x"),
             Box::new(|w| {
                 w.enabled = false;
                 w.owner = Owner::new("b");
@@ -140,15 +158,33 @@ async fn contract(store: &dyn SubscriptionStore) {
         .unwrap();
     assert!(!changed.enabled);
     assert_eq!((changed.owner.as_str(), changed.id.as_str()), ("a", "x"));
-    assert!(!store.get(&a, "x").await.unwrap().unwrap().enabled);
-    assert!(store.get(&b, "stolen").await.unwrap().is_none());
-    assert!(store.get(&b, "x").await.unwrap().unwrap().enabled);
+    assert!(
+        !store
+            .get(WebhookKey::new(&a, "x"))
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+    assert!(store
+        .get(WebhookKey::new(&b, "stolen"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store
+            .get(WebhookKey::new(&b, "x"))
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
     assert_eq!(
         ids(&store.subscribed("run.status", Some(&a)).await.unwrap()),
         ["z"]
     );
     assert!(store
-        .modify(&c, "x", Box::new(|w| w.enabled = false))
+        .modify(WebhookKey::new(&c, "x"), Box::new(|w| w.enabled = false))
         .await
         .unwrap()
         .is_none());
@@ -156,21 +192,31 @@ async fn contract(store: &dyn SubscriptionStore) {
     // Every field round-trips, through insert and through modify.
     let original = full("org/c", "full");
     store.insert(original.clone()).await.unwrap();
-    assert_same(&store.get(&c, "full").await.unwrap().unwrap(), &original);
+    assert_same(
+        &store
+            .get(WebhookKey::new(&c, "full"))
+            .await
+            .unwrap()
+            .unwrap(),
+        &original,
+    );
     let mut expected = original.clone();
     let now = at(1_700_000_300_000);
     expected.rotate_secret(now, Duration::from_secs(60));
     let rotated = store
         .modify(
-            &c,
-            "full",
+            WebhookKey::new(&c, "full"),
             Box::new(move |w| w.rotate_secret(now, Duration::from_secs(60))),
         )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(rotated.secrets.len(), expected.secrets.len());
-    let stored = store.get(&c, "full").await.unwrap().unwrap();
+    let stored = store
+        .get(WebhookKey::new(&c, "full"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_same(&stored, &rotated);
     assert_eq!(stored.secrets[1].secret, original.secrets[0].secret);
     assert_eq!(
@@ -187,10 +233,13 @@ async fn contract(store: &dyn SubscriptionStore) {
     assert!(!debug.contains("k3y-value"), "{debug}");
 
     // Delete: scoped.
-    assert!(!store.delete(&b, "y").await.unwrap());
-    assert!(store.delete(&a, "y").await.unwrap());
-    assert!(!store.delete(&a, "y").await.unwrap());
-    assert_eq!(ids(&store.list(&a, None, 10).await.unwrap()), ["x", "z"]);
+    assert!(!store.delete(WebhookKey::new(&b, "y")).await.unwrap());
+    assert!(store.delete(WebhookKey::new(&a, "y")).await.unwrap());
+    assert!(!store.delete(WebhookKey::new(&a, "y")).await.unwrap());
+    assert_eq!(
+        ids(&store.list(page(&a, None, 10)).await.unwrap()),
+        ["x", "z"]
+    );
 }
 
 #[tokio::test]
@@ -214,12 +263,19 @@ async fn sqlite_subscriptions_contract_and_restart() {
     // A restart loses nothing.
     let reopened = SqliteSubscriptions::connect(&path).await.unwrap();
     let c = Owner::new("org/c");
-    let stored = reopened.get(&c, "full").await.unwrap().unwrap();
+    let stored = reopened
+        .get(WebhookKey::new(&c, "full"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.secrets.len(), 3);
     assert_eq!(stored.headers.len(), 2);
     assert!(!stored.enabled);
     assert_eq!(
-        ids(&reopened.list(&Owner::new("a"), None, 10).await.unwrap()),
+        ids(&reopened
+            .list(page(&Owner::new("a"), None, 10))
+            .await
+            .unwrap()),
         ["x", "z"]
     );
 }
@@ -240,7 +296,7 @@ async fn sqlite_subscriptions_share_the_delivery_store_file() {
     let store = SqliteSubscriptions::connect(&path).await.unwrap();
     assert_same(
         &store
-            .get(&Owner::new("acme"), "hook")
+            .get(WebhookKey::new(&Owner::new("acme"), "hook"))
             .await
             .unwrap()
             .unwrap(),
@@ -274,7 +330,7 @@ async fn postgres_subscriptions_contract_and_restart() {
         .unwrap();
     let reopened = PostgresSubscriptions::new(&store);
     let stored = reopened
-        .get(&Owner::new("org/c"), "full")
+        .get(WebhookKey::new(&Owner::new("org/c"), "full"))
         .await
         .unwrap()
         .unwrap();

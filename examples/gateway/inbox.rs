@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use tower_webhooks::inbound::WebhookVerifier;
-use tower_webhooks::registry::{Authenticate, BearerTokens, Owner, WebhookRegistry};
+use tower_webhooks::registry::{Authenticate, BearerTokens, Owner, WebhookKey, WebhookRegistry};
 use tower_webhooks::scheme::BuiltinScheme;
 use tower_webhooks::Problem;
 
@@ -81,7 +81,12 @@ async fn inbox_receive(
     // verifies it, so the body is read once and offered to each in turn.
     let mut candidates = Vec::new();
     for owner in &inbox.owners {
-        if let Ok(Some(webhook)) = inbox.registry.subscriptions().get(owner, &id).await {
+        if let Ok(Some(webhook)) = inbox
+            .registry
+            .subscriptions()
+            .get(WebhookKey::new(owner, &id))
+            .await
+        {
             candidates.push(webhook);
         }
     }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::attempt::display_endpoint;
 use super::engine::Shared;
 use super::model::{Claim, DeliveryState};
-use crate::store::DeliveryStore;
+use crate::store::{DeliveryStore, PurgeRequest};
 use crate::telemetry::{
     ATTEMPTS_RUNNING, DELIVERIES_PURGED, IN_FLIGHT, OLDEST_DUE_AGE, QUEUE_DEPTH,
 };
@@ -95,7 +95,12 @@ pub(super) async fn retention(shared: Weak<Shared>) {
             let before = clock.now() - age;
             let mut total = 0;
             loop {
-                match store.purge(state, before, batch).await {
+                let request = PurgeRequest {
+                    state,
+                    before,
+                    limit: batch,
+                };
+                match store.purge(request).await {
                     Ok(purged) => {
                         total += purged;
                         if purged < batch {

@@ -22,7 +22,7 @@ use super::policy::Policy;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
 use super::FastMap;
-use crate::store::{DeliveryStore, StoreError, StoreStats};
+use crate::store::{DeliveryStore, FailRequest, PendingUpdate, StoreError, StoreStats};
 
 /// A delivery that reached a final state, as passed to [`EngineBuilder::on_finished`].
 #[derive(Debug, Clone)]
@@ -387,7 +387,12 @@ impl DeliveryEngine {
     /// or the store's error.
     pub async fn keep_held(&self, id: &str) -> Result<(), StoreError> {
         let due = self.shared.now() + self.shared.config.hold;
-        self.shared.store.update_pending(id, None, due).await
+        let update = PendingUpdate {
+            id,
+            body: None,
+            due,
+        };
+        self.shared.store.update_pending(update).await
     }
 
     /// Replaces a held delivery's body with the result and makes it due now.
@@ -397,10 +402,10 @@ impl DeliveryEngine {
     /// [`StoreError::LeaseLost`] when it is no longer held (the placeholder was delivered:
     /// the result came too late), or the store's error.
     pub async fn complete_held(&self, id: &str, body: Bytes) -> Result<(), StoreError> {
-        self.shared
-            .store
-            .update_pending(id, Some(body), self.shared.now())
-            .await?;
+        let body = Some(body);
+        let due = self.shared.now();
+        let update = PendingUpdate { id, body, due };
+        self.shared.store.update_pending(update).await?;
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -527,7 +532,7 @@ impl DeliveryEngine {
     /// ([`Delivery::endpoint_id`]; the [registry](crate::registry) calls it when a webhook is
     /// deleted): every one that is pending (or whose claim was abandoned) becomes
     /// [failed](DeliveryState::Failed) with `reason` and is never sent
-    /// ([`DeliveryStore::cancel_endpoint`]); the conversations stay. A delivery in flight
+    /// ([`DeliveryStore::fail_queued`]); the conversations stay. A delivery in flight
     /// finishes its current attempt; if this engine runs that attempt, it is not retried
     /// (it ends failed with `reason`). An attempt that another process (another replica on
     /// the same PostgreSQL store) has in flight keeps its retry schedule: that process does not
@@ -557,7 +562,7 @@ impl DeliveryEngine {
             let ids = self
                 .shared
                 .store
-                .cancel_endpoint(endpoint_id, reason, BATCH)
+                .fail_queued(FailRequest::deleted(endpoint_id, reason, BATCH))
                 .await?;
             for id in &ids {
                 self.shared.finish(id);

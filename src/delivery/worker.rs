@@ -16,7 +16,7 @@ use super::engine::{lock, DeliveryReport, Shared};
 use super::model::{Attempt, AttemptOutcome, Decision, Delivery, DeliveryState, Lease, Next};
 use super::owners::{endpoint_host, registered_owner};
 use super::policy::Verdict;
-use crate::store::StoreError;
+use crate::store::{AttemptRecord, FailRequest, StoreError};
 use crate::telemetry::{ATTEMPTS, ATTEMPT_DURATION, DELIVERIES_FINISHED, DELIVERY_LATENCY};
 
 /// The `outcome` label of `webhook_attempts_total`.
@@ -208,7 +208,12 @@ impl Shared {
         }
         match self
             .store
-            .record_attempt(&delivery.id, lease, attempt, next.clone())
+            .record_attempt(AttemptRecord {
+                id: &delivery.id,
+                lease,
+                attempt,
+                next: next.clone(),
+            })
             .await
         {
             Ok(()) => {}
@@ -296,7 +301,8 @@ impl Shared {
         const BATCH: usize = 500;
         let reason = "the endpoint answered 410 Gone: not retried";
         loop {
-            match self.store.fail_pending(endpoint, reason, BATCH).await {
+            let request = FailRequest::gone(endpoint, reason, BATCH);
+            match self.store.fail_queued(request).await {
                 Ok(ids) => {
                     for id in &ids {
                         self.finish(id);

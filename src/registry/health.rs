@@ -13,8 +13,8 @@ use futures_util::FutureExt as _;
 
 use super::event::EndpointDisabled;
 use super::model::{split_endpoint_key, Endpoint, Owner};
-use super::SubscriptionError;
 use super::WebhookRegistry;
+use super::{EndpointFailure, SubscriptionError, WebhookKey};
 use crate::delivery::DeliveryReport;
 use crate::delivery::{DeliveryState, Source};
 
@@ -119,7 +119,12 @@ impl WebhookRegistry {
 
     /// Forgets `owner`'s webhook `id`'s recorded failures (logged when the store fails).
     pub(super) async fn forget_failures(&self, owner: &Owner, id: &str) {
-        if let Err(err) = self.inner.state.forget_failures(owner, id).await {
+        if let Err(err) = self
+            .inner
+            .state
+            .forget_failures(WebhookKey::new(owner, id))
+            .await
+        {
             tracing::warn!(webhook = %id, error = %err, "failure count not reset");
         }
     }
@@ -139,7 +144,12 @@ impl WebhookRegistry {
             let recorded = self
                 .inner
                 .state
-                .record_failure(&owner, id, now, rule.within, rule.failures)
+                .record_failure(EndpointFailure {
+                    webhook: WebhookKey::new(&owner, id),
+                    at: now,
+                    within: rule.within,
+                    keep: rule.failures,
+                })
                 .await;
             match recorded {
                 Ok(count) if count >= rule.failures => format!(
@@ -212,8 +222,7 @@ impl WebhookRegistry {
             .inner
             .subscriptions
             .modify(
-                owner,
-                id,
+                WebhookKey::new(owner, id),
                 Box::new(|webhook| {
                     changed = webhook.enabled != enabled;
                     if changed {

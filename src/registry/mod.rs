@@ -180,8 +180,9 @@ pub use subscriptions::SqlSubscriptions;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use subscriptions::SqliteSubscriptions;
 pub use subscriptions::{
-    EndpointState, MemoryEndpointState, MemorySubscriptions, Modification, SubscriptionError,
-    SubscriptionFuture, SubscriptionStore,
+    EndpointFailure, EndpointState, EndpointTurn, MemoryEndpointState, MemorySubscriptions,
+    Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore, WebhookKey,
+    WebhookPage,
 };
 
 /// The `last_error` of the queued deliveries cancelled because their webhook was deleted
@@ -280,10 +281,15 @@ impl WebhookRegistry {
     ///
     /// The subscription store's error (nothing is deleted or cancelled then).
     pub async fn delete(&self, owner: &Owner, id: &str) -> Result<bool, SubscriptionError> {
-        if !self.inner.subscriptions.delete(owner, id).await? {
+        if !self
+            .inner
+            .subscriptions
+            .delete(WebhookKey::new(owner, id))
+            .await?
+        {
             return Ok(false);
         }
-        if let Err(err) = self.inner.state.forget(owner, id).await {
+        if let Err(err) = self.inner.state.forget(WebhookKey::new(owner, id)).await {
             tracing::warn!(webhook = %id, error = %err, "webhook deleted: its counts were not");
         }
         let key = model::endpoint_key(owner, id);

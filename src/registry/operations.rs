@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::event::rfc3339;
 use super::model::{Endpoint, Owner};
-use super::{PublishedDelivery, SubscriptionError, WebhookRegistry};
+use super::{PublishedDelivery, SubscriptionError, WebhookKey, WebhookRegistry};
 use crate::delivery::EnqueueError;
 use crate::delivery::{Conversation, ConversationPosition, ConversationQuery, DeliveryState};
 use crate::store::StoreError;
@@ -59,7 +59,7 @@ pub(crate) async fn load(
 ) -> Result<Endpoint, OperationError> {
     registry
         .subscriptions()
-        .get(owner, id)
+        .get(WebhookKey::new(owner, id))
         .await
         .map_err(OperationError::Subscriptions)?
         .ok_or_else(|| OperationError::WebhookNotFound(id.to_owned()))
@@ -137,8 +137,7 @@ pub(crate) async fn rotate_secret(
     registry
         .subscriptions()
         .modify(
-            owner,
-            id,
+            WebhookKey::new(owner, id),
             Box::new(move |webhook| webhook.rotate_secret(now, grace)),
         )
         .await

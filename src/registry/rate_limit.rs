@@ -9,7 +9,7 @@
 use std::time::SystemTime;
 
 use super::model::Endpoint;
-use super::WebhookRegistry;
+use super::{EndpointTurn, WebhookKey, WebhookRegistry};
 
 impl WebhookRegistry {
     /// Takes `webhook`'s next turn under its rate limit: when its delivery's first attempt is
@@ -19,11 +19,12 @@ impl WebhookRegistry {
     /// never held back by the limiter's own trouble.
     pub(super) async fn not_before(&self, webhook: &Endpoint) -> Option<SystemTime> {
         let limit = webhook.rate_limit?.normalised();
-        let turn = self
-            .inner
-            .state
-            .take_turn(&webhook.owner, &webhook.id, limit, self.now())
-            .await;
+        let turn = EndpointTurn {
+            webhook: WebhookKey::new(&webhook.owner, &webhook.id),
+            limit,
+            now: self.now(),
+        };
+        let turn = self.inner.state.take_turn(turn).await;
         turn.unwrap_or_else(|err| {
             tracing::warn!(webhook = %webhook.id, error = %err, "rate limit not applied");
             None

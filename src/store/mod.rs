@@ -15,8 +15,7 @@
 //! | [`get`](DeliveryStore::get) / [`list`](DeliveryStore::list) | the conversations, for users |
 //! | [`renew`](DeliveryStore::renew) | extends a held lease (same fencing token) |
 //! | [`resend`](DeliveryStore::resend) / [`resend_matching`](DeliveryStore::resend_matching) | one manual attempt of final deliveries (dead letters) |
-//! | [`fail_pending`](DeliveryStore::fail_pending) | gives up the pending deliveries to an endpoint that answered `410 Gone` |
-//! | [`cancel_endpoint`](DeliveryStore::cancel_endpoint) | cancels the queued deliveries of a registered endpoint (a deleted webhook) |
+//! | [`fail_queued`](DeliveryStore::fail_queued) | gives up the pending deliveries to an endpoint that answered `410 Gone`, or cancels the queued deliveries of a registered endpoint (a deleted webhook) ([`FailRequest`]) |
 //! | [`purge`](DeliveryStore::purge) | retention: deletes old final deliveries in small batches |
 //! | [`work_notified`](DeliveryStore::work_notified) | wakes idle workers when another process enqueued |
 //!
@@ -206,6 +205,102 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// The queued deliveries [`DeliveryStore::fail_queued`] ends as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailTarget<'a> {
+    /// The [`Pending`](DeliveryState::Pending) deliveries to exactly this endpoint URL (it
+    /// answered `410 Gone`).
+    Gone {
+        /// The endpoint URL, as in [`Delivery::endpoint`].
+        endpoint: &'a str,
+    },
+    /// The deliveries recorded under this registered endpoint ([`Delivery::endpoint_id`], a
+    /// webhook that was deleted) that are not final and not in flight under a live lease:
+    /// [`Pending`](DeliveryState::Pending) ones (whatever their due time) and
+    /// [`InFlight`](DeliveryState::InFlight) ones whose lease expired (abandoned claims;
+    /// moving them fences the old worker out). A delivery in flight under a live lease is left
+    /// to finish its attempt.
+    Deleted {
+        /// The endpoint's id, as in [`Delivery::endpoint_id`].
+        endpoint_id: &'a str,
+    },
+}
+
+/// What [`DeliveryStore::fail_queued`] fails: at most `limit` deliveries of `target`, which
+/// get `reason` as their last error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailRequest<'a> {
+    /// Whose deliveries.
+    pub target: FailTarget<'a>,
+    /// Their `last_error`.
+    pub reason: &'a str,
+    /// The most failed by one call.
+    pub limit: usize,
+}
+
+impl<'a> FailRequest<'a> {
+    /// At most `limit` pending deliveries to `endpoint`, which answered `410 Gone`
+    /// ([`FailTarget::Gone`]).
+    pub fn gone(endpoint: &'a str, reason: &'a str, limit: usize) -> Self {
+        let target = FailTarget::Gone { endpoint };
+        Self {
+            target,
+            reason,
+            limit,
+        }
+    }
+
+    /// At most `limit` queued deliveries of the deleted registered endpoint `endpoint_id`
+    /// ([`FailTarget::Deleted`]).
+    pub fn deleted(endpoint_id: &'a str, reason: &'a str, limit: usize) -> Self {
+        let target = FailTarget::Deleted { endpoint_id };
+        Self {
+            target,
+            reason,
+            limit,
+        }
+    }
+}
+
+/// What [`DeliveryStore::record_attempt`] records: an attempt of the claimed delivery `id`,
+/// under the claim's `lease`, and what comes next for the delivery.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    /// The delivery.
+    pub id: &'a str,
+    /// The lease it was claimed under (the fencing token the store checks).
+    pub lease: Lease,
+    /// The attempt, appended to the delivery's conversation.
+    pub attempt: Attempt,
+    /// The delivery's next state.
+    pub next: Next,
+}
+
+/// What [`DeliveryStore::purge`] deletes: at most `limit` deliveries in the final `state`
+/// last updated before `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeRequest {
+    /// A final state (nothing else is purged).
+    pub state: DeliveryState,
+    /// Those last updated before this time.
+    pub before: SystemTime,
+    /// The most deleted by one call.
+    pub limit: usize,
+}
+
+/// What [`DeliveryStore::update_pending`] rewrites in the pending delivery `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpdate<'a> {
+    /// The delivery.
+    pub id: &'a str,
+    /// Its new body; `None` keeps it.
+    pub body: Option<Bytes>,
+    /// Its new due time.
+    pub due: SystemTime,
+}
+
 /// A queue of deliveries and their conversations.
 ///
 /// Contract for implementations (the engine relies on it):
@@ -215,8 +310,8 @@ impl std::error::Error for StoreError {}
 ///   [`Pending`](DeliveryState::Pending) with `next_attempt_at <= now` (or
 ///   [`InFlight`](DeliveryState::InFlight) with an expired lease), oldest due first, each
 ///   moved to `InFlight` under a fresh [`Lease`] with a larger token. Never loads the whole queue.
-/// - [`record_attempt`](Self::record_attempt) appends the attempt, sets `attempts` to its number,
-///   and applies `next`, atomically, only if `lease` is still current
+/// - [`record_attempt`](Self::record_attempt) appends the record's attempt, sets `attempts` to
+///   its number, and applies its `next`, atomically, only if its `lease` is still current
 ///   (else [`StoreError::LeaseLost`]).
 /// - Memory stays bounded: conversations of final deliveries may be evicted oldest first.
 pub trait DeliveryStore: Send + Sync + 'static {
@@ -252,14 +347,8 @@ pub trait DeliveryStore: Send + Sync + 'static {
         lease_for: Duration,
     ) -> StoreFuture<'_, Vec<Claim>>;
 
-    /// Records an attempt and the delivery's next state.
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()>;
+    /// Records an attempt and the delivery's next state ([`AttemptRecord`]).
+    fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()>;
 
     /// Returns a claimed delivery to the queue, due now, without recording an attempt.
     fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()>;
@@ -312,70 +401,37 @@ pub trait DeliveryStore: Send + Sync + 'static {
         ))))
     }
 
-    /// Gives up at most `limit` [`Pending`](DeliveryState::Pending) deliveries to exactly
-    /// `endpoint` (the endpoint answered `410 Gone`): they become
-    /// [`Failed`](DeliveryState::Failed) dead letters with `reason`. Returns their ids.
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let _ = (endpoint, reason, limit);
-        Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "fail_pending",
-        ))))
-    }
-
-    /// Cancels at most `limit` deliveries recorded under `endpoint_id`
-    /// ([`Delivery::endpoint_id`], a registered endpoint that was deleted) that are not final
-    /// and not in flight under a live lease: [`Pending`](DeliveryState::Pending) ones (whatever
-    /// their due time) and [`InFlight`](DeliveryState::InFlight) ones whose lease expired
-    /// (abandoned claims; moving them fences the old worker out). They become
-    /// [`Failed`](DeliveryState::Failed) with `reason` as their `last_error` and are never
-    /// attempted again (unless re-sent by hand); their conversations stay queryable. A
-    /// delivery in flight under a live lease is left to finish its attempt. Returns the ids.
+    /// Ends at most `request.limit` queued deliveries of [`request.target`](FailTarget) as
+    /// [`Failed`](DeliveryState::Failed) dead letters with `request.reason` as their
+    /// `last_error`: they are never attempted again (unless re-sent by hand) and their
+    /// conversations stay queryable. Returns their ids; the caller repeats while a full batch
+    /// comes back.
     ///
     /// The default answers [`StoreError::Unsupported`]: a store that does not implement it
-    /// keeps sending a deleted endpoint's queued deliveries on their retry schedule.
-    fn cancel_endpoint<'a>(
-        &'a self,
-        endpoint_id: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let _ = (endpoint_id, reason, limit);
+    /// keeps retrying a gone endpoint's deliveries and keeps sending a deleted endpoint's
+    /// queued deliveries on their retry schedule.
+    fn fail_queued<'a>(&'a self, request: FailRequest<'a>) -> StoreFuture<'a, Vec<String>> {
+        let _ = request;
         Box::pin(std::future::ready(Err(StoreError::Unsupported(
-            "cancel_endpoint",
+            "fail_queued",
         ))))
     }
 
-    /// Deletes at most `limit` deliveries in the final `state` last updated before `before`,
-    /// with their attempts (retention); returns how many.
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        let _ = (state, before, limit);
+    /// Deletes the deliveries of `request` with their attempts (retention); returns how many.
+    fn purge(&self, request: PurgeRequest) -> StoreFuture<'_, usize> {
+        let _ = request;
         Box::pin(std::future::ready(Err(StoreError::Unsupported("purge"))))
     }
 
     /// Rewrites a [`Pending`](DeliveryState::Pending) delivery that has not been attempted
-    /// yet: its due time, and its body when given. The engine holds an async-mode delivery
-    /// this way (a placeholder saying the run was interrupted, due later and postponed while
-    /// the run goes on) and completes it with the run's result.
+    /// yet ([`PendingUpdate`]): its due time, and its body when given. The engine holds an
+    /// async-mode delivery this way (a placeholder saying the run was interrupted, due later
+    /// and postponed while the run goes on) and completes it with the run's result.
     ///
     /// [`StoreError::LeaseLost`] when the delivery is no longer pending and unattempted
     /// (another worker took the placeholder), [`StoreError::NotFound`].
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
-        let _ = (id, body, due);
+    fn update_pending<'a>(&'a self, update: PendingUpdate<'a>) -> StoreFuture<'a, ()> {
+        let _ = update;
         Box::pin(std::future::ready(Err(StoreError::Unsupported(
             "update_pending",
         ))))

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::wait_until;
@@ -14,7 +13,10 @@ use crate::delivery::engine::lock;
 use crate::delivery::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
 };
-use crate::store::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use crate::store::{
+    AttemptRecord, DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError,
+    StoreFuture, StoreStats,
+};
 use crate::time::Clock;
 
 /// One call the engine made, as the store received it (failed ones included).
@@ -213,13 +215,13 @@ impl DeliveryStore for FakeStore {
         })
     }
 
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()> {
+    fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()> {
+        let AttemptRecord {
+            id,
+            lease,
+            attempt,
+            next,
+        } = record;
         let call = Call::Record {
             id: id.to_owned(),
             next: next.clone(),
@@ -305,21 +307,21 @@ impl DeliveryStore for FakeStore {
         })
     }
 
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
+    fn fail_queued<'a>(&'a self, request: FailRequest<'a>) -> StoreFuture<'a, Vec<String>> {
+        let FailTarget::Gone { endpoint } = request.target else {
+            return Box::pin(std::future::ready(Err(StoreError::Unsupported(
+                "fail_queued",
+            ))));
+        };
         self.run(Call::FailPending(endpoint.to_owned()), move |inner| {
             let mut given_up = Vec::new();
             for row in inner.rows.values_mut() {
-                if given_up.len() < limit
+                if given_up.len() < request.limit
                     && row.delivery.endpoint == endpoint
                     && row.delivery.state == DeliveryState::Pending
                 {
                     row.delivery.state = DeliveryState::Failed;
-                    row.delivery.last_error = Some(reason.to_owned());
+                    row.delivery.last_error = Some(request.reason.to_owned());
                     given_up.push(row.delivery.id.clone());
                 }
             }
@@ -327,22 +329,13 @@ impl DeliveryStore for FakeStore {
         })
     }
 
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        let _ = limit;
+    fn purge(&self, request: PurgeRequest) -> StoreFuture<'_, usize> {
+        let PurgeRequest { state, before, .. } = request;
         self.run(Call::Purge { state, before }, |_| Ok(0))
     }
 
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
+    fn update_pending<'a>(&'a self, update: PendingUpdate<'a>) -> StoreFuture<'a, ()> {
+        let PendingUpdate { id, body, due } = update;
         let call = Call::UpdatePending {
             id: id.to_owned(),
             due,

@@ -20,7 +20,7 @@ use super::validate::{validate_headers, validate_id};
 use super::BASE_PATH;
 use crate::registry::model::{Endpoint, Owner};
 use crate::registry::operations;
-use crate::registry::{Modification, WebhookRegistry};
+use crate::registry::{Modification, WebhookKey, WebhookPage, WebhookRegistry};
 
 pub(super) async fn load(
     registry: &WebhookRegistry,
@@ -39,7 +39,7 @@ pub(super) async fn modify<'a>(
 ) -> ApiResult<Endpoint> {
     registry
         .subscriptions()
-        .modify(owner, id, change)
+        .modify(WebhookKey::new(owner, id), change)
         .await
         .map_err(ApiError::subscriptions)?
         .ok_or_else(|| ApiError::webhook_not_found(id))
@@ -85,9 +85,14 @@ pub(super) async fn create_webhook(
         )
         .await?;
     let max = registry.max_webhooks();
+    let first = WebhookPage {
+        owner: &owner,
+        after: None,
+        limit: max,
+    };
     let existing = registry
         .subscriptions()
-        .list(&owner, None, max)
+        .list(first)
         .await
         .map_err(ApiError::subscriptions)?;
     if existing.len() >= max {
@@ -165,9 +170,14 @@ pub(super) async fn list_webhooks(
             Some(id.to_owned())
         }
     };
+    let asked = WebhookPage {
+        owner: &owner,
+        after: after.as_deref(),
+        limit: limit + 1,
+    };
     let mut page = registry
         .subscriptions()
-        .list(&owner, after.as_deref(), limit + 1)
+        .list(asked)
         .await
         .map_err(ApiError::subscriptions)?;
     let more = page.len() > limit;

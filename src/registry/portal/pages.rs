@@ -142,11 +142,12 @@ pub(super) async fn webhooks(
         },
     };
     let registry = &portal.registry;
-    let mut page = match registry
-        .subscriptions()
-        .list(&viewer.owner, after.as_deref(), WEBHOOK_PAGE + 1)
-        .await
-    {
+    let asked = crate::registry::WebhookPage {
+        owner: &viewer.owner,
+        after: after.as_deref(),
+        limit: WEBHOOK_PAGE + 1,
+    };
+    let mut page = match registry.subscriptions().list(asked).await {
         Ok(page) => page,
         Err(err) => return problem(operations::OperationError::Subscriptions(err)),
     };

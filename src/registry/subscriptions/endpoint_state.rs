@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use super::{SubscriptionFuture, SubscriptionStore};
+use super::{SubscriptionFuture, SubscriptionStore, WebhookKey};
 use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
 
 /// The per-webhook counters behind the [`HealthRule`](crate::registry::HealthRule) and
@@ -23,36 +23,52 @@ use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
 /// [`MemorySubscriptions`](super::MemorySubscriptions)) leaves the registry with
 /// [`MemoryEndpointState`], counters in process memory.
 ///
-/// Webhooks are named by `(owner, id)`, as in the [`SubscriptionStore`].
+/// Webhooks are named by their [`WebhookKey`], `(owner, id)` as in the [`SubscriptionStore`].
 pub trait EndpointState: Send + Sync + 'static {
-    /// Records a failed delivery of the webhook at `at`, forgets those before `at - within`,
-    /// and returns how many remain. Only the newest `keep` need be kept (and counted): the
-    /// rule asks whether `keep` failures fall within the period.
-    fn record_failure<'a>(
-        &'a self,
-        owner: &'a Owner,
-        id: &'a str,
-        at: SystemTime,
-        within: Duration,
-        keep: u32,
-    ) -> SubscriptionFuture<'a, u32>;
+    /// Records `failure` and forgets the webhook's failures before `failure.at -
+    /// failure.within`; returns how many remain. Only the newest `failure.keep` need be kept
+    /// (and counted): the rule asks whether that many fall within the period.
+    fn record_failure<'a>(&'a self, failure: EndpointFailure<'a>) -> SubscriptionFuture<'a, u32>;
 
     /// Forgets the webhook's recorded failures (a delivery succeeded, or it was re-enabled).
-    fn forget_failures<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, ()>;
+    fn forget_failures<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()>;
 
-    /// Takes the webhook's next turn under `limit` (the generic cell rate algorithm, a token
-    /// bucket): `None` when a delivery may go `now`, else the time its first attempt is due.
-    /// Every call takes a turn, whether it is now or later.
+    /// Takes the webhook's next turn under `turn.limit` (the generic cell rate algorithm, a
+    /// token bucket): `None` when a delivery may go at `turn.now`, else the time its first
+    /// attempt is due. Every call takes a turn, whether it is now or later.
     fn take_turn<'a>(
         &'a self,
-        owner: &'a Owner,
-        id: &'a str,
-        limit: RateLimit,
-        now: SystemTime,
+        turn: EndpointTurn<'a>,
     ) -> SubscriptionFuture<'a, Option<SystemTime>>;
 
     /// Forgets everything about the webhook (it was deleted).
-    fn forget<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, ()>;
+    fn forget<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()>;
+}
+
+/// A failed delivery of `webhook`, for [`EndpointState::record_failure`], counted under the
+/// [`HealthRule`](crate::registry::HealthRule)'s window.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointFailure<'a> {
+    /// Whose delivery failed.
+    pub webhook: WebhookKey<'a>,
+    /// When it failed.
+    pub at: SystemTime,
+    /// The period failures count within: those before `at - within` are forgotten.
+    pub within: Duration,
+    /// The most failures that need be kept (the rule's threshold).
+    pub keep: u32,
+}
+
+/// A turn of `webhook` under its rate limit `limit` at `now`, for
+/// [`EndpointState::take_turn`].
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointTurn<'a> {
+    /// Whose turn it is.
+    pub webhook: WebhookKey<'a>,
+    /// The webhook's limit.
+    pub limit: RateLimit,
+    /// The time of the turn.
+    pub now: SystemTime,
 }
 
 /// The rate limiter's arithmetic, shared by every [`EndpointState`]: given the theoretical
@@ -99,62 +115,50 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn key(owner: &Owner, id: &str) -> (Owner, String) {
-    (owner.clone(), id.to_owned())
-}
-
 fn ready<'a, T: Send + 'a>(value: T) -> SubscriptionFuture<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
 
 impl EndpointState for MemoryEndpointState {
-    fn record_failure<'a>(
-        &'a self,
-        owner: &'a Owner,
-        id: &'a str,
-        at: SystemTime,
-        within: Duration,
-        keep: u32,
-    ) -> SubscriptionFuture<'a, u32> {
+    fn record_failure<'a>(&'a self, failure: EndpointFailure<'a>) -> SubscriptionFuture<'a, u32> {
+        let EndpointFailure { at, within, .. } = failure;
         let mut failures = lock(&self.failures);
-        let window = failures.entry(key(owner, id)).or_default();
+        let window = failures.entry(failure.webhook.owned()).or_default();
         window.push_back(at);
         while window
             .front()
             .is_some_and(|t| at.duration_since(*t).unwrap_or_default() > within)
-            || window.len() > keep.max(1) as usize
+            || window.len() > failure.keep.max(1) as usize
         {
             window.pop_front();
         }
         ready(u32::try_from(window.len()).unwrap_or(u32::MAX))
     }
 
-    fn forget_failures<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, ()> {
+    fn forget_failures<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()> {
         let mut failures = lock(&self.failures);
         if !failures.is_empty() {
-            failures.remove(&key(owner, id));
+            failures.remove(&webhook.owned());
         }
         ready(())
     }
 
     fn take_turn<'a>(
         &'a self,
-        owner: &'a Owner,
-        id: &'a str,
-        limit: RateLimit,
-        now: SystemTime,
+        turn: EndpointTurn<'a>,
     ) -> SubscriptionFuture<'a, Option<SystemTime>> {
+        let EndpointTurn { limit, now, .. } = turn;
         let mut buckets = lock(&self.buckets);
         if buckets.len() > PRUNE_ABOVE {
             buckets.retain(|_, tat| *tat > now);
         }
-        let bucket = buckets.entry(key(owner, id)).or_insert(now);
+        let bucket = buckets.entry(turn.webhook.owned()).or_insert(now);
         *bucket = (*bucket).max(now) + limit.interval();
         ready(turn_at(*bucket, limit, now))
     }
 
-    fn forget<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, ()> {
-        let key = key(owner, id);
+    fn forget<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()> {
+        let key = webhook.owned();
         lock(&self.failures).remove(&key);
         lock(&self.buckets).remove(&key);
         ready(())
@@ -172,6 +176,28 @@ pub(crate) fn of(store: &dyn SubscriptionStore) -> std::sync::Arc<dyn EndpointSt
 mod tests {
     use super::*;
 
+    /// A turn of `owner`'s `id` under 10 a second, burst 2.
+    fn turn<'a>(owner: &'a Owner, id: &'a str, now: SystemTime) -> EndpointTurn<'a> {
+        let limit = RateLimit::per_second(10).with_burst(2);
+        let webhook = WebhookKey::new(owner, id);
+        EndpointTurn {
+            webhook,
+            limit,
+            now,
+        }
+    }
+
+    /// A failure of `owner`'s `k` under a rule of 3 within the hour.
+    fn failure(owner: &Owner, at: SystemTime) -> EndpointFailure<'_> {
+        let within = Duration::from_secs(3600);
+        EndpointFailure {
+            webhook: WebhookKey::new(owner, "k"),
+            at,
+            within,
+            keep: 3,
+        }
+    }
+
     fn block<T>(future: SubscriptionFuture<'_, T>) -> T {
         use futures_util::FutureExt as _;
         future
@@ -184,18 +210,17 @@ mod tests {
     fn token_bucket_spaces_turns() {
         let state = MemoryEndpointState::new();
         let owner = Owner::new("acme");
-        let limit = RateLimit::per_second(10).with_burst(2);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(block(state.take_turn(&owner, "k", limit, now)), None);
-        assert_eq!(block(state.take_turn(&owner, "k", limit, now)), None);
-        let third = block(state.take_turn(&owner, "k", limit, now));
-        let fourth = block(state.take_turn(&owner, "k", limit, now));
+        assert_eq!(block(state.take_turn(turn(&owner, "k", now))), None);
+        assert_eq!(block(state.take_turn(turn(&owner, "k", now))), None);
+        let third = block(state.take_turn(turn(&owner, "k", now)));
+        let fourth = block(state.take_turn(turn(&owner, "k", now)));
         assert_eq!(third, Some(now + Duration::from_millis(100)));
         assert_eq!(fourth, Some(now + Duration::from_millis(200)));
-        assert_eq!(block(state.take_turn(&owner, "other", limit, now)), None);
+        assert_eq!(block(state.take_turn(turn(&owner, "other", now))), None);
         // A quiet second refills the bucket.
         let later = now + Duration::from_secs(1);
-        assert_eq!(block(state.take_turn(&owner, "k", limit, later)), None);
+        assert_eq!(block(state.take_turn(turn(&owner, "k", later))), None);
     }
 
     #[test]
@@ -203,28 +228,15 @@ mod tests {
         let state = MemoryEndpointState::new();
         let owner = Owner::new("acme");
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let hour = Duration::from_secs(3600);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert_eq!(block(state.record_failure(&owner, "k", at(0), hour, 3)), 1);
-        assert_eq!(block(state.record_failure(&owner, "k", at(10), hour, 3)), 2);
+        assert_eq!(block(state.record_failure(failure(&owner, at(0)))), 1);
+        assert_eq!(block(state.record_failure(failure(&owner, at(10)))), 2);
         // The first falls out of the hour.
-        assert_eq!(
-            block(state.record_failure(&owner, "k", at(3601), hour, 3)),
-            2
-        );
-        assert_eq!(
-            block(state.record_failure(&owner, "k", at(3602), hour, 3)),
-            3
-        );
+        assert_eq!(block(state.record_failure(failure(&owner, at(3601)))), 2);
+        assert_eq!(block(state.record_failure(failure(&owner, at(3602)))), 3);
         // Never more than `keep`.
-        assert_eq!(
-            block(state.record_failure(&owner, "k", at(3603), hour, 3)),
-            3
-        );
-        block(state.forget_failures(&owner, "k"));
-        assert_eq!(
-            block(state.record_failure(&owner, "k", at(3604), hour, 3)),
-            1
-        );
+        assert_eq!(block(state.record_failure(failure(&owner, at(3603)))), 3);
+        block(state.forget_failures(WebhookKey::new(&owner, "k")));
+        assert_eq!(block(state.record_failure(failure(&owner, at(3604)))), 1);
     }
 }

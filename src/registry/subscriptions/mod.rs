@@ -14,7 +14,7 @@ pub(crate) mod endpoint_state;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
-pub use endpoint_state::{EndpointState, MemoryEndpointState};
+pub use endpoint_state::{EndpointFailure, EndpointState, EndpointTurn, MemoryEndpointState};
 
 #[cfg(feature = "postgres")]
 pub use sql::PostgresSubscriptions;
@@ -51,6 +51,40 @@ impl fmt::Display for SubscriptionError {
 
 impl std::error::Error for SubscriptionError {}
 
+/// A webhook's key in the [`SubscriptionStore`] (and the [`EndpointState`]): its owner and
+/// its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookKey<'a> {
+    /// The webhook's owner.
+    pub owner: &'a Owner,
+    /// The webhook's id.
+    pub id: &'a str,
+}
+
+impl<'a> WebhookKey<'a> {
+    /// `owner`'s webhook `id`.
+    pub fn new(owner: &'a Owner, id: &'a str) -> Self {
+        Self { owner, id }
+    }
+
+    /// The key as the in-memory maps hold it.
+    pub(crate) fn owned(self) -> (Owner, String) {
+        (self.owner.clone(), self.id.to_owned())
+    }
+}
+
+/// A page of an owner's webhooks, for [`SubscriptionStore::list`]: at most `limit` of them
+/// ordered by id, those after `after` only (keyset pagination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookPage<'a> {
+    /// Whose webhooks.
+    pub owner: &'a Owner,
+    /// The last id of the previous page; `None` for the first.
+    pub after: Option<&'a str>,
+    /// The most returned.
+    pub limit: usize,
+}
+
 /// Where the registry keeps its [`Webhook`]s. Every read and write is scoped by [`Owner`],
 /// and `(owner, id)` is the key.
 ///
@@ -74,28 +108,22 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     /// Stores a new webhook.
     fn insert(&self, webhook: Webhook) -> SubscriptionFuture<'_, ()>;
 
-    /// One webhook of `owner`.
-    fn get<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, Option<Webhook>>;
+    /// One webhook.
+    fn get<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, Option<Webhook>>;
 
-    /// At most `limit` webhooks of `owner` ordered by id, those after `after` only.
-    fn list<'a>(
-        &'a self,
-        owner: &'a Owner,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> SubscriptionFuture<'a, Vec<Webhook>>;
+    /// One page of an owner's webhooks, ordered by id.
+    fn list<'a>(&'a self, page: WebhookPage<'a>) -> SubscriptionFuture<'a, Vec<Webhook>>;
 
     /// Applies `change` to one webhook atomically and returns the result (`None` when there is
     /// no such webhook). The change must not alter the owner or the id.
     fn modify<'a>(
         &'a self,
-        owner: &'a Owner,
-        id: &'a str,
+        webhook: WebhookKey<'a>,
         change: Modification<'a>,
     ) -> SubscriptionFuture<'a, Option<Webhook>>;
 
     /// Removes one webhook; whether it existed.
-    fn delete<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, bool>;
+    fn delete<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, bool>;
 
     /// The **enabled** webhooks subscribed to `event_type`, of `owner` only when given.
     fn subscribed<'a>(
@@ -157,18 +185,18 @@ impl SubscriptionStore for MemorySubscriptions {
         ready(Ok(()))
     }
 
-    fn get<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, Option<Webhook>> {
-        let found = self.read().get(&(owner.clone(), id.to_owned())).cloned();
+    fn get<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, Option<Webhook>> {
+        let found = self.read().get(&webhook.owned()).cloned();
         ready(Ok(found))
     }
 
-    fn list<'a>(
-        &'a self,
-        owner: &'a Owner,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> SubscriptionFuture<'a, Vec<Webhook>> {
+    fn list<'a>(&'a self, page: WebhookPage<'a>) -> SubscriptionFuture<'a, Vec<Webhook>> {
         use std::ops::Bound;
+        let WebhookPage {
+            owner,
+            after,
+            limit,
+        } = page;
         let map = self.read();
         let start = match after {
             Some(after) => Bound::Excluded((owner.clone(), after.to_owned())),
@@ -185,25 +213,21 @@ impl SubscriptionStore for MemorySubscriptions {
 
     fn modify<'a>(
         &'a self,
-        owner: &'a Owner,
-        id: &'a str,
+        webhook: WebhookKey<'a>,
         change: Modification<'a>,
     ) -> SubscriptionFuture<'a, Option<Webhook>> {
         let mut map = self.write();
-        let updated = map.get_mut(&(owner.clone(), id.to_owned())).map(|webhook| {
-            change(webhook);
-            webhook.owner = owner.clone();
-            webhook.id = id.to_owned();
-            webhook.clone()
+        let updated = map.get_mut(&webhook.owned()).map(|stored| {
+            change(stored);
+            stored.owner = webhook.owner.clone();
+            stored.id = webhook.id.to_owned();
+            stored.clone()
         });
         ready(Ok(updated))
     }
 
-    fn delete<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, bool> {
-        let removed = self
-            .write()
-            .remove(&(owner.clone(), id.to_owned()))
-            .is_some();
+    fn delete<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, bool> {
+        let removed = self.write().remove(&webhook.owned()).is_some();
         ready(Ok(removed))
     }
 
@@ -257,25 +281,43 @@ mod tests {
             Err(SubscriptionError::Duplicate("x".into()))
         );
         let a = Owner::new("a");
-        let page = store.list(&a, None, 10).await.unwrap();
+        let page = store
+            .list(WebhookPage {
+                owner: &a,
+                after: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
         assert_eq!(
             page.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
             ["x", "y"]
         );
-        let page = store.list(&a, Some("x"), 10).await.unwrap();
+        let page = store
+            .list(WebhookPage {
+                owner: &a,
+                after: Some("x"),
+                limit: 10,
+            })
+            .await
+            .unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(store.subscribed("run.status", None).await.unwrap().len(), 2);
         let subscribed_of_a = || async { store.subscribed("run.status", Some(&a)).await.unwrap() };
         assert_eq!(subscribed_of_a().await.len(), 1);
         let changed = store
-            .modify(&a, "x", Box::new(|w| w.enabled = false))
+            .modify(WebhookKey::new(&a, "x"), Box::new(|w| w.enabled = false))
             .await
             .unwrap()
             .unwrap();
         assert!(!changed.enabled);
         assert!(subscribed_of_a().await.is_empty());
-        assert!(store.delete(&a, "x").await.unwrap());
-        assert!(!store.delete(&a, "x").await.unwrap());
-        assert!(store.get(&Owner::new("b"), "x").await.unwrap().is_some());
+        assert!(store.delete(WebhookKey::new(&a, "x")).await.unwrap());
+        assert!(!store.delete(WebhookKey::new(&a, "x")).await.unwrap());
+        assert!(store
+            .get(WebhookKey::new(&Owner::new("b"), "x"))
+            .await
+            .unwrap()
+            .is_some());
     }
 }

@@ -5,9 +5,10 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
-use super::{DeliveryStore, StoreError, StoreFuture, StoreStats};
+use super::{
+    AttemptRecord, DeliveryStore, FailRequest, FailTarget, PendingUpdate, PurgeRequest, StoreError,
+    StoreFuture, StoreStats,
+};
 use crate::delivery::model::{
     Attempt, Claim, Conversation, ConversationQuery, Delivery, DeliveryState, Lease, Next,
     SigningSpec,
@@ -410,13 +411,13 @@ impl DeliveryStore for MemoryStore {
         Box::pin(std::future::ready(Ok(claims)))
     }
 
-    fn record_attempt<'a>(
-        &'a self,
-        id: &'a str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> StoreFuture<'a, ()> {
+    fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()> {
+        let AttemptRecord {
+            id,
+            lease,
+            attempt,
+            next,
+        } = record;
         let result = self.record_now(id, lease, attempt, next);
         Box::pin(std::future::ready(result))
     }
@@ -462,44 +463,25 @@ impl DeliveryStore for MemoryStore {
         Box::pin(std::future::ready(self.resend_matching_now(query, signing)))
     }
 
-    fn fail_pending<'a>(
-        &'a self,
-        endpoint: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let ids = self.give_up_pending(ConversationQuery::new().endpoint(endpoint), reason, limit);
+    fn fail_queued<'a>(&'a self, request: FailRequest<'a>) -> StoreFuture<'a, Vec<String>> {
+        let filter = match request.target {
+            FailTarget::Gone { endpoint } => ConversationQuery::new().endpoint(endpoint),
+            FailTarget::Deleted { endpoint_id } => {
+                ConversationQuery::new().endpoint_id(endpoint_id)
+            }
+        };
+        let ids = self.give_up_pending(filter, request.reason, request.limit);
         Box::pin(std::future::ready(Ok(ids)))
     }
 
-    fn cancel_endpoint<'a>(
-        &'a self,
-        endpoint_id: &'a str,
-        reason: &'a str,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<String>> {
-        let filter = ConversationQuery::new().endpoint_id(endpoint_id);
-        let ids = self.give_up_pending(filter, reason, limit);
-        Box::pin(std::future::ready(Ok(ids)))
-    }
-
-    fn purge(
-        &self,
-        state: DeliveryState,
-        before: SystemTime,
-        limit: usize,
-    ) -> StoreFuture<'_, usize> {
-        let purged = self.purge_now(state, before, limit);
+    fn purge(&self, request: PurgeRequest) -> StoreFuture<'_, usize> {
+        let purged = self.purge_now(request.state, request.before, request.limit);
         Box::pin(std::future::ready(Ok(purged)))
     }
 
-    fn update_pending<'a>(
-        &'a self,
-        id: &'a str,
-        body: Option<Bytes>,
-        due: SystemTime,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(self.update_pending_now(id, body, due)))
+    fn update_pending<'a>(&'a self, update: PendingUpdate<'a>) -> StoreFuture<'a, ()> {
+        let updated = self.update_pending_now(update.id, update.body, update.due);
+        Box::pin(std::future::ready(updated))
     }
 }
 

@@ -48,23 +48,34 @@ fn queue_then_conversation() {
         ..lease
     };
     assert!(matches!(
-        block(store.record_attempt("a", stale, attempt(1, 200), Next::Retry { at: now })),
+        block(store.record_attempt(AttemptRecord {
+            id: "a",
+            lease: stale,
+            attempt: attempt(1, 200),
+            next: Next::Retry { at: now }
+        })),
         Err(StoreError::LeaseLost(_))
     ));
-    block(store.record_attempt("a", lease, attempt(1, 404), Next::Retry { at: now })).unwrap();
+    block(store.record_attempt(AttemptRecord {
+        id: "a",
+        lease,
+        attempt: attempt(1, 404),
+        next: Next::Retry { at: now },
+    }))
+    .unwrap();
     let claims =
         block(store.claim_due(now + Duration::from_millis(1), 10, Duration::from_secs(5))).unwrap();
     assert_eq!(claims.len(), 1);
     assert!(claims[0].lease.token > lease.token);
-    block(store.record_attempt(
-        "a",
-        claims[0].lease,
-        attempt(2, 200),
-        Next::Final {
+    block(store.record_attempt(AttemptRecord {
+        id: "a",
+        lease: claims[0].lease,
+        attempt: attempt(2, 200),
+        next: Next::Final {
             state: DeliveryState::Delivered,
             reason: None,
         },
-    ))
+    }))
     .unwrap();
     let conversation = block(store.get("a")).unwrap().unwrap();
     assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
@@ -115,15 +126,15 @@ fn finished_conversations_are_bounded() {
         ))
         .unwrap()
         .remove(0);
-        block(store.record_attempt(
-            &id,
-            claim.lease,
-            attempt(1, 200),
-            Next::Final {
+        block(store.record_attempt(AttemptRecord {
+            id: &id,
+            lease: claim.lease,
+            attempt: attempt(1, 200),
+            next: Next::Final {
                 state: DeliveryState::Delivered,
                 reason: None,
             },
-        ))
+        }))
         .unwrap();
     }
     let all = block(store.list(&ConversationQuery::new())).unwrap();
@@ -240,21 +251,21 @@ fn apply(
         Step::Retry(n) | Step::Finish(n, _) | Step::Release(n) if !held.is_empty() => {
             let (id, lease) = held.remove(pick(n, held.len()));
             let result = match *step {
-                Step::Retry(_) => block(store.record_attempt(
-                    &id,
+                Step::Retry(_) => block(store.record_attempt(AttemptRecord {
+                    id: &id,
                     lease,
-                    attempt(1, 503),
-                    Next::Retry { at: now },
-                )),
-                Step::Finish(_, state) => block(store.record_attempt(
-                    &id,
+                    attempt: attempt(1, 503),
+                    next: Next::Retry { at: now },
+                })),
+                Step::Finish(_, state) => block(store.record_attempt(AttemptRecord {
+                    id: &id,
                     lease,
-                    attempt(1, 200),
-                    Next::Final {
+                    attempt: attempt(1, 200),
+                    next: Next::Final {
                         state: FINAL[usize::from(state)],
                         reason: None,
                     },
-                )),
+                })),
                 _ => block(store.release(&id, lease)),
             };
             result.unwrap();
@@ -270,20 +281,32 @@ fn apply(
             block(store.resend_matching(&query, None)).unwrap();
         }
         Step::FailPending(endpoint_n) => {
-            block(store.fail_pending(&endpoint(endpoint_n), "gone", 2)).unwrap();
+            block(store.fail_queued(FailRequest::gone(&endpoint(endpoint_n), "gone", 2))).unwrap();
         }
         Step::Cancel(tenant_n) => {
             if let Some(tenant) = tenant(tenant_n) {
-                block(store.cancel_endpoint(&tenant, "deleted", 2)).unwrap();
+                block(store.fail_queued(FailRequest::deleted(&tenant, "deleted", 2))).unwrap();
             }
         }
         Step::Purge(state, limit) => {
             let before = now + Duration::from_secs(3600);
-            block(store.purge(FINAL[usize::from(state)], before, limit.into())).unwrap();
+            let state = FINAL[usize::from(state)];
+            let limit = limit.into();
+            block(store.purge(PurgeRequest {
+                state,
+                before,
+                limit,
+            }))
+            .unwrap();
         }
         Step::UpdatePending(n) if !ids.is_empty() => {
             let (id, _) = &ids[pick(n, ids.len())];
-            let _ = block(store.update_pending(id, None, now));
+            let update = PendingUpdate {
+                id,
+                body: None,
+                due: now,
+            };
+            let _ = block(store.update_pending(update));
         }
         _ => {}
     }

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use super::Inner;
-use crate::store::sql::{self, FailRequest, Filter};
+use crate::store::sql::{self, FailRow, Filter};
 use crate::store::StoreError;
 use crate::time::unix_millis;
 
@@ -62,10 +62,7 @@ impl Inner {
 
     /// Makes the deliveries of `request` final as failed, releasing any lease (rows locked
     /// elsewhere are skipped); returns their ids.
-    pub(super) async fn fail_matching(
-        &self,
-        request: FailRequest,
-    ) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn fail_matching(&self, request: FailRow) -> Result<Vec<String>, StoreError> {
         let now = unix_millis(SystemTime::now());
         let (rows, _) = self
             .retry(request.operation(), |pool| {

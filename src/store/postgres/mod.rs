@@ -10,7 +10,9 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, Notify};
 
 use super::migrations::{self, Embedded};
-use super::sql::{self, backend, DeliveryRow, RecordRow, RowExt, Signers, Statements};
+use super::sql::{
+    self, backend, DeliveryRow, PendingRow, RecordRow, RowExt, Signers, Statements, UPDATE_PENDING,
+};
 #[cfg(doc)]
 use super::DeliveryStore;
 use super::StoreError;
@@ -348,56 +350,22 @@ sql::sql_delivery_store!(PostgresStore);
 /// The operations of [`sql::sql_delivery_store!`] that are one statement each; the others
 /// are in `queue`, `log` and `maintenance`.
 impl Inner {
-    async fn release(&self, id: String, token: i64) -> Result<(), StoreError> {
-        self.update_leased(
-            "release",
-            "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
-            &id,
-            token,
-            unix_millis(SystemTime::now()),
-        )
-        .await
-    }
-
-    async fn renew(&self, id: String, token: i64, until: i64) -> Result<(), StoreError> {
-        self.update_leased(
-            "renew",
-            "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
-             WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
-            &id,
-            token,
-            until,
-        )
-        .await
-    }
-
-    async fn update_pending(
-        &self,
-        id: String,
-        body: Option<Vec<u8>>,
-        due: i64,
-    ) -> Result<(), StoreError> {
+    async fn update_pending(&self, row: PendingRow) -> Result<(), StoreError> {
         let now = unix_millis(SystemTime::now());
         let (done, retried) = self
             .retry("update_pending", |pool| {
                 Box::pin(
-                    sqlx::query(
-                        "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, \
-                         body = COALESCE($2, body), updated_at = $3 \
-                         WHERE id = $4 AND state = 'pending' AND attempts = 0",
-                    )
-                    .bind(due)
-                    .bind(&body)
-                    .bind(now)
-                    .bind(&id)
-                    .execute(pool),
+                    sqlx::query(UPDATE_PENDING)
+                        .bind(row.due)
+                        .bind(&row.body)
+                        .bind(now)
+                        .bind(&row.id)
+                        .execute(pool),
                 )
             })
             .await?;
         if done.rows_affected() == 0 && !retried {
-            return Err(self.missing(&id).await);
+            return Err(self.missing(&row.id).await);
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::{Inner, RETRY_FOR};
 use crate::store::sql::{
-    backend, DeliveryRow, RecordRow, RowExt, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
+    backend, DeliveryRow, LeasedUpdate, RecordRow, RowExt, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
 };
 use crate::store::StoreError;
 use crate::time::unix_millis;
@@ -148,28 +148,21 @@ impl Inner {
         submit(&self.records, row).await
     }
 
-    /// An update of one row by id (and lease token); `NotFound`/`LeaseLost` when none matched.
-    pub(super) async fn update_leased(
-        &self,
-        what: &'static str,
-        sql: &'static str,
-        id: &str,
-        token: i64,
-        time: i64,
-    ) -> Result<(), StoreError> {
+    /// Runs `update` (fenced by its lease token); `NotFound`/`LeaseLost` when no row matched.
+    pub(super) async fn update_leased(&self, update: LeasedUpdate) -> Result<(), StoreError> {
         let (done, retried) = self
-            .retry(what, |pool| {
+            .retry(update.operation, |pool| {
                 Box::pin(
-                    sqlx::query(sql)
-                        .bind(time)
-                        .bind(id)
-                        .bind(token)
+                    sqlx::query(update.sql)
+                        .bind(update.at)
+                        .bind(&update.id)
+                        .bind(update.token)
                         .execute(pool),
                 )
             })
             .await?;
         if done.rows_affected() == 0 && !retried {
-            return Err(self.missing(id).await);
+            return Err(self.missing(&update.id).await);
         }
         Ok(())
     }

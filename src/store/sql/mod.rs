@@ -68,6 +68,72 @@ impl RecordRow {
     }
 }
 
+/// An update of one in-flight delivery that applies only while `token` is its current lease
+/// token (fencing): `sql` binds `at` (a time), `id` and `token` at `$1`, `$2` and `$3`. No row
+/// changed means the lease is lost or the delivery is gone, which each backend's `missing`
+/// tells apart.
+pub(crate) struct LeasedUpdate {
+    /// The operation's name, for PostgreSQL's retry log.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) operation: &'static str,
+    pub(crate) sql: &'static str,
+    pub(crate) at: i64,
+    pub(crate) id: String,
+    pub(crate) token: i64,
+}
+
+impl LeasedUpdate {
+    /// [`DeliveryStore::release`](crate::store::DeliveryStore::release): the delivery back to
+    /// the queue, due now.
+    pub(crate) fn release(id: &str, lease: &Lease) -> Self {
+        Self {
+            operation: "release",
+            sql: "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
+                  lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+                  WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+            at: unix_millis(SystemTime::now()),
+            id: id.to_owned(),
+            token: token(lease.token),
+        }
+    }
+
+    /// [`DeliveryStore::renew`](crate::store::DeliveryStore::renew): the lease held until
+    /// `until`.
+    pub(crate) fn renew(id: &str, lease: &Lease, until: SystemTime) -> Self {
+        Self {
+            operation: "renew",
+            sql: "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
+                  WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
+            at: unix_millis(until),
+            id: id.to_owned(),
+            token: token(lease.token),
+        }
+    }
+}
+
+/// A [`PendingUpdate`](crate::store::PendingUpdate) as bind values, for [`UPDATE_PENDING`].
+pub(crate) struct PendingRow {
+    pub(crate) id: String,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) due: i64,
+}
+
+impl PendingRow {
+    pub(crate) fn new(update: crate::store::PendingUpdate<'_>) -> Self {
+        Self {
+            id: update.id.to_owned(),
+            body: update.body.map(|body| body.to_vec()),
+            due: unix_millis(update.due),
+        }
+    }
+}
+
+/// Rewrites a pending, unattempted delivery: `$1` its due time, `$2` its body (`NULL` keeps
+/// it), `$3` now, `$4` its id.
+pub(crate) const UPDATE_PENDING: &str = "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, \
+     body = COALESCE($2, body), updated_at = $3 \
+     WHERE id = $4 AND state = 'pending' AND attempts = 0";
+
 /// The row that stores `delivery` already claimed until `until` (claim on insert: in flight,
 /// fencing token 1), and the claim its caller holds once the row is stored.
 pub(crate) fn claimed_on_insert(
@@ -112,12 +178,12 @@ pub(crate) fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The deliveries [`fail_pending`](crate::store::DeliveryStore::fail_pending) fails, as a
-/// condition for [`fail_matching`] (`$2` is now, `$3` is the endpoint URL): the pending ones.
+/// The deliveries [`FailTarget::Gone`](crate::store::FailTarget::Gone) names, as a condition
+/// for [`fail_matching`] (`$2` is now, `$3` is the endpoint URL): the pending ones.
 pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
 
-/// The deliveries [`cancel_endpoint`](crate::store::DeliveryStore::cancel_endpoint) fails, as
-/// a condition for [`fail_matching`] (`$2` is now, `$3` the endpoint id): the pending ones,
+/// The deliveries [`FailTarget::Deleted`](crate::store::FailTarget::Deleted) names, as a
+/// condition for [`fail_matching`] (`$2` is now, `$3` the endpoint id): the pending ones,
 /// and the in-flight ones whose lease has run out (`due_at` is the lease expiry then); a live
 /// claim is left to finish.
 pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
@@ -328,7 +394,7 @@ impl Statements {
     /// releasing any lease; returns their ids.
     pub(crate) fn fail_matching<'q, DB: Dialect>(
         &'q self,
-        request: &FailRequest,
+        request: &FailRow,
         now: i64,
     ) -> SqlQuery<'q, DB> {
         let sql = match request.condition {
@@ -374,23 +440,28 @@ where
     Ok(conversations(deliveries, attempts))
 }
 
-/// What [`Statements::fail_matching`] fails: at most `limit` deliveries matching `condition`
-/// for `key` (an endpoint URL or id), which get `reason` as their last error.
+/// A [`FailRequest`](crate::store::FailRequest) as bind values, for
+/// [`Statements::fail_matching`] (owned: SQLite's writer runs it on its own task).
 #[derive(Debug, Clone)]
-pub(crate) struct FailRequest {
+pub(crate) struct FailRow {
     condition: FailCondition,
     key: String,
     reason: String,
     limit: i64,
 }
 
-impl FailRequest {
-    pub(crate) fn new(condition: FailCondition, key: &str, reason: &str, limit: usize) -> Self {
+impl FailRow {
+    pub(crate) fn new(request: &crate::store::FailRequest<'_>) -> Self {
+        use crate::store::FailTarget;
+        let (condition, key) = match request.target {
+            FailTarget::Gone { endpoint } => (FailCondition::Pending, endpoint),
+            FailTarget::Deleted { endpoint_id } => (FailCondition::Endpoint, endpoint_id),
+        };
         Self {
             condition,
             key: key.to_owned(),
-            reason: reason.to_owned(),
-            limit: count(limit),
+            reason: request.reason.to_owned(),
+            limit: count(request.limit),
         }
     }
 

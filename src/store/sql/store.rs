@@ -11,12 +11,11 @@
 /// | `insert` | [`DeliveryRow`](super::DeliveryRow) | `()` |
 /// | `claim` | now, lease expiry (ms), limit | the claimed rows |
 /// | `record` | [`RecordRow`](super::RecordRow) | `()` |
-/// | `release` | id, token | `()` |
-/// | `renew` | id, token, lease expiry (ms) | `()` |
-/// | `update_pending` | id, body, due (ms) | `()` |
+/// | `update_leased` (`release`, `renew`) | [`LeasedUpdate`](super::LeasedUpdate) | `()` |
+/// | `update_pending` | [`PendingRow`](super::PendingRow) | `()` |
 /// | `resend` | id, encoded signing | `()` |
 /// | `resend_matching` | [`Filter`](super::Filter), encoded signing | how many |
-/// | `fail_matching` | [`FailRequest`](super::FailRequest) | the ids |
+/// | `fail_matching` | [`FailRow`](super::FailRow) | the ids |
 /// | `purge` | final state, before (ms), limit | how many |
 /// | `next_due`, `get`, `list`, `stats`, `work_notified` | as the trait | as the trait |
 ///
@@ -73,12 +72,15 @@ macro_rules! sql_delivery_store {
 
             fn record_attempt<'a>(
                 &'a self,
-                id: &'a str,
-                lease: $crate::delivery::model::Lease,
-                attempt: $crate::delivery::model::Attempt,
-                next: $crate::delivery::model::Next,
+                record: $crate::store::AttemptRecord<'a>,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let row = $crate::store::sql::RecordRow::new(id, &lease, &attempt, &next);
+                let $crate::store::AttemptRecord {
+                    id,
+                    lease,
+                    attempt,
+                    next,
+                } = &record;
+                let row = $crate::store::sql::RecordRow::new(id, lease, attempt, next);
                 Box::pin(self.inner.record(row))
             }
 
@@ -87,8 +89,8 @@ macro_rules! sql_delivery_store {
                 id: &'a str,
                 lease: $crate::delivery::model::Lease,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let token = $crate::store::sql::token(lease.token);
-                Box::pin(self.inner.release(id.to_owned(), token))
+                let update = $crate::store::sql::LeasedUpdate::release(id, &lease);
+                Box::pin(self.inner.update_leased(update))
             }
 
             fn next_due(&self) -> $crate::store::StoreFuture<'_, Option<std::time::SystemTime>> {
@@ -119,10 +121,9 @@ macro_rules! sql_delivery_store {
                 lease: $crate::delivery::model::Lease,
                 until: std::time::SystemTime,
             ) -> $crate::store::StoreFuture<'a, $crate::delivery::model::Lease> {
-                let token = $crate::store::sql::token(lease.token);
-                let until_ms = $crate::time::unix_millis(until);
+                let update = $crate::store::sql::LeasedUpdate::renew(id, &lease, until);
                 Box::pin(async move {
-                    self.inner.renew(id.to_owned(), token, until_ms).await?;
+                    self.inner.update_leased(update).await?;
                     Ok($crate::delivery::model::Lease {
                         token: lease.token,
                         until,
@@ -132,13 +133,10 @@ macro_rules! sql_delivery_store {
 
             fn update_pending<'a>(
                 &'a self,
-                id: &'a str,
-                body: Option<bytes::Bytes>,
-                due: std::time::SystemTime,
+                update: $crate::store::PendingUpdate<'a>,
             ) -> $crate::store::StoreFuture<'a, ()> {
-                let body = body.map(|body| body.to_vec());
-                let due = $crate::time::unix_millis(due);
-                Box::pin(self.inner.update_pending(id.to_owned(), body, due))
+                let row = $crate::store::sql::PendingRow::new(update);
+                Box::pin(self.inner.update_pending(row))
             }
 
             fn resend<'a>(
@@ -166,34 +164,23 @@ macro_rules! sql_delivery_store {
                 })
             }
 
-            fn fail_pending<'a>(
+            fn fail_queued<'a>(
                 &'a self,
-                endpoint: &'a str,
-                reason: &'a str,
-                limit: usize,
+                request: $crate::store::FailRequest<'a>,
             ) -> $crate::store::StoreFuture<'a, Vec<String>> {
-                use $crate::store::sql::{FailCondition, FailRequest};
-                let request = FailRequest::new(FailCondition::Pending, endpoint, reason, limit);
-                Box::pin(self.inner.fail_matching(request))
-            }
-
-            fn cancel_endpoint<'a>(
-                &'a self,
-                endpoint_id: &'a str,
-                reason: &'a str,
-                limit: usize,
-            ) -> $crate::store::StoreFuture<'a, Vec<String>> {
-                use $crate::store::sql::{FailCondition, FailRequest};
-                let request = FailRequest::new(FailCondition::Endpoint, endpoint_id, reason, limit);
-                Box::pin(self.inner.fail_matching(request))
+                let row = $crate::store::sql::FailRow::new(&request);
+                Box::pin(self.inner.fail_matching(row))
             }
 
             fn purge(
                 &self,
-                state: $crate::delivery::model::DeliveryState,
-                before: std::time::SystemTime,
-                limit: usize,
+                request: $crate::store::PurgeRequest,
             ) -> $crate::store::StoreFuture<'_, usize> {
+                let $crate::store::PurgeRequest {
+                    state,
+                    before,
+                    limit,
+                } = request;
                 if !state.is_final() {
                     return Box::pin(std::future::ready(Ok(0)));
                 }

@@ -3,10 +3,11 @@
 
 use std::time::SystemTime;
 
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::Sqlite;
 
 use super::queue::update_one;
-use crate::store::sql::{self, backend, FailRequest, Filter, Statements};
+use crate::store::sql::{self, backend, FailRow, Filter, SqlQuery, Statements};
 use crate::store::StoreError;
 use crate::time::unix_millis;
 
@@ -34,33 +35,35 @@ pub(super) async fn resend(
     })
 }
 
+/// The rows of the bulk statement `at` binds to the current time.
+async fn fetch_now<'q>(
+    conn: &mut SqliteConnection,
+    at: impl FnOnce(i64) -> SqlQuery<'q, Sqlite>,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    let now = unix_millis(SystemTime::now());
+    at(now).fetch_all(conn).await.map_err(backend)
+}
+
 pub(super) async fn resend_matching(
     conn: &mut SqliteConnection,
     statements: &Statements,
     filter: Filter,
     signing: Option<(String, String)>,
 ) -> Result<usize, StoreError> {
-    let now = unix_millis(SystemTime::now());
-    let rows = statements
-        .resend_matching::<sqlx::Sqlite>(&filter, now, signing.as_ref())
-        .fetch_all(conn)
-        .await
-        .map_err(backend)?;
+    let signing = signing.as_ref();
+    let rows = fetch_now(conn, |now| {
+        statements.resend_matching(&filter, now, signing)
+    })
+    .await?;
     Ok(rows.len())
 }
 
 pub(super) async fn fail_matching(
     conn: &mut SqliteConnection,
     statements: &Statements,
-    request: FailRequest,
+    request: FailRow,
 ) -> Result<Vec<String>, StoreError> {
-    let now = unix_millis(SystemTime::now());
-    let rows = statements
-        .fail_matching::<sqlx::Sqlite>(&request, now)
-        .fetch_all(conn)
-        .await
-        .map_err(backend)?;
-    sql::ids(&rows)
+    sql::ids(&fetch_now(conn, |now| statements.fail_matching(&request, now)).await?)
 }
 
 /// Deletes a batch of old final deliveries, then their attempts (SQLite has no `DELETE` in a

@@ -12,7 +12,10 @@ use sqlx::ConnectOptions;
 use tokio::sync::mpsc;
 
 use super::migrations::{self, Embedded};
-use super::sql::{self, backend, DeliveryRow, FailRequest, Filter, RecordRow, Signers, Statements};
+use super::sql::{
+    self, backend, DeliveryRow, FailRow, Filter, LeasedUpdate, PendingRow, RecordRow, Signers,
+    Statements,
+};
 #[cfg(doc)]
 use super::DeliveryStore;
 use super::StoreError;
@@ -22,7 +25,7 @@ mod maintenance;
 mod queue;
 
 use maintenance::{fail_matching, purge, resend, resend_matching};
-use queue::{checkpoint_loop, claim, recover, release, renew, spawn_writer, update_pending, Job};
+use queue::{checkpoint_loop, claim, recover, spawn_writer, update_leased, update_pending, Job};
 
 sql::impl_row_ext!(SqliteRow);
 
@@ -259,23 +262,13 @@ impl Inner {
         self.write_row(|reply| Job::Record(row, reply)).await
     }
 
-    async fn release(&self, id: String, token: i64) -> Result<(), StoreError> {
-        self.write(move |conn| Box::pin(release(conn, id, token)))
+    async fn update_leased(&self, update: LeasedUpdate) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(update_leased(conn, update)))
             .await
     }
 
-    async fn renew(&self, id: String, token: i64, until: i64) -> Result<(), StoreError> {
-        self.write(move |conn| Box::pin(renew(conn, id, token, until)))
-            .await
-    }
-
-    async fn update_pending(
-        &self,
-        id: String,
-        body: Option<Vec<u8>>,
-        due: i64,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| Box::pin(update_pending(conn, id, body, due)))
+    async fn update_pending(&self, row: PendingRow) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(update_pending(conn, row)))
             .await
     }
 
@@ -300,7 +293,7 @@ impl Inner {
         .await
     }
 
-    async fn fail_matching(&self, request: FailRequest) -> Result<Vec<String>, StoreError> {
+    async fn fail_matching(&self, request: FailRow) -> Result<Vec<String>, StoreError> {
         let statements = self.statements.clone();
         self.write(move |conn| {
             Box::pin(async move { fail_matching(conn, &statements, request).await })

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Inner;
 use crate::store::sql::{
-    backend, DeliveryRow, RecordRow, RowExt, SqlQuery, ATTEMPT_COLUMNS, CHUNK, DELIVERY_COLUMNS,
+    backend, DeliveryRow, LeasedUpdate, PendingRow, RecordRow, RowExt, SqlQuery, ATTEMPT_COLUMNS,
+    CHUNK, DELIVERY_COLUMNS, UPDATE_PENDING,
 };
 use crate::store::StoreError;
 use crate::time::unix_millis;
@@ -504,68 +505,27 @@ async fn missing(conn: &mut SqliteConnection, id: String) -> StoreError {
 
 pub(super) async fn update_pending(
     conn: &mut SqliteConnection,
-    id: String,
-    body: Option<Vec<u8>>,
-    due: i64,
+    row: PendingRow,
 ) -> Result<(), StoreError> {
     let now = unix_millis(SystemTime::now());
-    let query = sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = $1, due_at = $1, body = COALESCE($2, body), \
-         updated_at = $3 WHERE id = $4 AND state = 'pending' AND attempts = 0",
-    )
-    .bind(due)
-    .bind(body)
-    .bind(now)
-    .bind(&id);
-    update_one(conn, query, &id).await
+    let query = sqlx::query(UPDATE_PENDING)
+        .bind(row.due)
+        .bind(row.body)
+        .bind(now)
+        .bind(&row.id);
+    update_one(conn, query, &row.id).await
 }
 
-pub(super) async fn release(
+/// Runs `update` (fenced by its lease token).
+pub(super) async fn update_leased(
     conn: &mut SqliteConnection,
-    id: String,
-    token: i64,
+    update: LeasedUpdate,
 ) -> Result<(), StoreError> {
-    fenced_update(
-        conn,
-        "UPDATE deliveries SET state = 'pending', due_at = $1, next_attempt_at = $1, \
-         lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-         WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
-        unix_millis(SystemTime::now()),
-        id,
-        token,
-    )
-    .await
-}
-
-pub(super) async fn renew(
-    conn: &mut SqliteConnection,
-    id: String,
-    token: i64,
-    until: i64,
-) -> Result<(), StoreError> {
-    fenced_update(
-        conn,
-        "UPDATE deliveries SET lease_expires_at = $1, due_at = $1 \
-         WHERE id = $2 AND lease_token = $3 AND state = 'in_flight'",
-        until,
-        id,
-        token,
-    )
-    .await
-}
-
-/// Runs an update of an in-flight row that only applies while the caller's lease token is the
-/// current one (`$1` = a time, `$2` = id, `$3` = token); no row changed means the lease is lost
-/// or the delivery is gone, which `missing` tells apart.
-pub(super) async fn fenced_update(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    at: i64,
-    id: String,
-    token: i64,
-) -> Result<(), StoreError> {
-    let query = sqlx::query(sql).bind(at).bind(&id).bind(token);
-    update_one(conn, query, &id).await
+    let query = sqlx::query(update.sql)
+        .bind(update.at)
+        .bind(&update.id)
+        .bind(update.token);
+    update_one(conn, query, &update.id).await
 }
 
 /// Runs `query`, an update of the row `id`; no row changed means the delivery is gone or not

@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     EndpointState, Modification, SubscriptionError, SubscriptionFuture, SubscriptionStore,
+    WebhookKey, WebhookPage,
 };
 use crate::registry::model::{Endpoint as Webhook, Owner};
 use crate::store::sql::SqlQuery;
@@ -180,10 +181,10 @@ async fn webhooks<DB: SubscriptionDialect>(
         .collect()
 }
 
-/// Binds owner and id at `$1` and `$2`.
-fn key<'q, DB: SubscriptionDialect>(sql: &'q str, owner: &Owner, id: &str) -> SqlQuery<'q, DB> {
-    let query = DB::text(sqlx::query(sql), Some(owner.as_str().to_owned()));
-    DB::text(query, Some(id.to_owned()))
+/// `sql` with the webhook's owner and id at `$1` and `$2`.
+fn key<'q, DB: SubscriptionDialect>(sql: &'q str, webhook: WebhookKey<'_>) -> SqlQuery<'q, DB> {
+    let query = DB::text(sqlx::query(sql), Some(webhook.owner.as_str().to_owned()));
+    DB::text(query, Some(webhook.id.to_owned()))
 }
 
 impl<DB: SubscriptionDialect> SubscriptionStore for SqlSubscriptions<DB> {
@@ -202,10 +203,10 @@ impl<DB: SubscriptionDialect> SubscriptionStore for SqlSubscriptions<DB> {
         })
     }
 
-    fn get<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, Option<Webhook>> {
+    fn get<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, Option<Webhook>> {
         Box::pin(async move {
             let mut conn = connection(self).await?;
-            let query = key::<DB>(&self.statements.get, owner, id);
+            let query = key::<DB>(&self.statements.get, webhook);
             let row = DB::fetch_optional(&mut *conn, query)
                 .await
                 .map_err(backend)?;
@@ -214,27 +215,21 @@ impl<DB: SubscriptionDialect> SubscriptionStore for SqlSubscriptions<DB> {
         })
     }
 
-    fn list<'a>(
-        &'a self,
-        owner: &'a Owner,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> SubscriptionFuture<'a, Vec<Webhook>> {
+    fn list<'a>(&'a self, page: WebhookPage<'a>) -> SubscriptionFuture<'a, Vec<Webhook>> {
         Box::pin(async move {
             let query = DB::text(
                 sqlx::query(&self.statements.list),
-                Some(owner.as_str().to_owned()),
+                Some(page.owner.as_str().to_owned()),
             );
-            let query = DB::text(query, after.map(str::to_owned));
-            let query = DB::int(query, Some(i64::try_from(limit).unwrap_or(i64::MAX)));
+            let query = DB::text(query, page.after.map(str::to_owned));
+            let query = DB::int(query, Some(i64::try_from(page.limit).unwrap_or(i64::MAX)));
             webhooks(self, query).await
         })
     }
 
     fn modify<'a>(
         &'a self,
-        owner: &'a Owner,
-        id: &'a str,
+        webhook: WebhookKey<'a>,
         change: Modification<'a>,
     ) -> SubscriptionFuture<'a, Option<Webhook>> {
         Box::pin(async move {
@@ -244,27 +239,27 @@ impl<DB: SubscriptionDialect> SubscriptionStore for SqlSubscriptions<DB> {
                 None => self.pool.begin().await,
             }
             .map_err(backend)?;
-            let query = key::<DB>(&self.statements.get_for_update, owner, id);
+            let query = key::<DB>(&self.statements.get_for_update, webhook);
             let row = DB::fetch_optional(&mut *tx, query).await.map_err(backend)?;
             let Some(row) = row else {
                 return Ok(None);
             };
-            let mut webhook = Record::read::<DB>(&row)?.into_webhook(self.keys.as_ref())?;
-            change(&mut webhook);
-            webhook.owner = owner.clone();
-            webhook.id = id.to_owned();
-            let record = Record::new(&webhook, self.keys.as_ref())?;
+            let mut stored = Record::read::<DB>(&row)?.into_webhook(self.keys.as_ref())?;
+            change(&mut stored);
+            stored.owner = webhook.owner.clone();
+            stored.id = webhook.id.to_owned();
+            let record = Record::new(&stored, self.keys.as_ref())?;
             let query = record.bind::<DB>(&self.statements.update)?;
             DB::execute(&mut *tx, query).await.map_err(backend)?;
             tx.commit().await.map_err(backend)?;
-            Ok(Some(webhook))
+            Ok(Some(stored))
         })
     }
 
-    fn delete<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, bool> {
+    fn delete<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, bool> {
         Box::pin(async move {
             let mut conn = connection(self).await?;
-            let deleted = DB::execute(&mut *conn, key::<DB>(DELETE, owner, id))
+            let deleted = DB::execute(&mut *conn, key::<DB>(DELETE, webhook))
                 .await
                 .map_err(backend)?;
             Ok(deleted > 0)

@@ -15,14 +15,15 @@ use std::time::{Duration, SystemTime};
 
 use super::dialect::SubscriptionDialect;
 use super::record::{backend, from_store};
-use super::{connection, run_migrations, SqlSubscriptions};
-use crate::registry::model::{EndpointRateLimit as RateLimit, Owner};
-use crate::registry::subscriptions::endpoint_state::{turn_at, EndpointState};
-use crate::registry::subscriptions::{SubscriptionError, SubscriptionFuture};
+use super::{connection, key, run_migrations, SqlSubscriptions};
+use crate::registry::subscriptions::endpoint_state::{
+    turn_at, EndpointFailure, EndpointState, EndpointTurn,
+};
+use crate::registry::subscriptions::{SubscriptionError, SubscriptionFuture, WebhookKey};
 use crate::store::sql::SqlQuery;
 use crate::time::{from_unix_micros, unix_micros, unix_millis};
 
-// Bucket times are Unix microseconds: the shortest interval a [`RateLimit`] allows
+// Bucket times are Unix microseconds: the shortest interval an [`EndpointRateLimit`] allows
 // (10 000 per second) is 100 µs, which milliseconds would round away.
 
 fn micros(duration: Duration) -> i64 {
@@ -40,15 +41,12 @@ const FORGET_BUCKET: &str = "DELETE FROM webhook_rate_limits WHERE owner = $1 AN
 /// `sql` with the webhook's key at `$1`, `$2` and `values` after it.
 fn bound<'q, DB: SubscriptionDialect>(
     sql: &'q str,
-    owner: &Owner,
-    id: &str,
+    webhook: WebhookKey<'_>,
     values: &[i64],
 ) -> SqlQuery<'q, DB> {
-    let query = DB::text(sqlx::query(sql), Some(owner.as_str().to_owned()));
-    let query = DB::text(query, Some(id.to_owned()));
-    values
-        .iter()
-        .fold(query, |query, value| DB::int(query, Some(*value)))
+    values.iter().fold(key(sql, webhook), |query, value| {
+        DB::int(query, Some(*value))
+    })
 }
 
 /// The `n` column of the one row `query` returns.
@@ -65,29 +63,23 @@ async fn count<DB: SubscriptionDialect>(
 }
 
 impl<DB: SubscriptionDialect> EndpointState for SqlSubscriptions<DB> {
-    fn record_failure<'a>(
-        &'a self,
-        owner: &'a Owner,
-        id: &'a str,
-        at: SystemTime,
-        within: Duration,
-        keep: u32,
-    ) -> SubscriptionFuture<'a, u32> {
+    fn record_failure<'a>(&'a self, failure: EndpointFailure<'a>) -> SubscriptionFuture<'a, u32> {
         Box::pin(async move {
+            let at = failure.at;
             let values = [
                 unix_millis(at),
-                window_start(at, within),
-                i64::from(keep.max(1)),
+                window_start(at, failure.within),
+                i64::from(failure.keep.max(1)),
             ];
-            let count = count(self, bound(DB::RECORD_FAILURE, owner, id, &values)).await?;
+            let count = count(self, bound(DB::RECORD_FAILURE, failure.webhook, &values)).await?;
             Ok(u32::try_from(count).unwrap_or(u32::MAX))
         })
     }
 
-    fn forget_failures<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, ()> {
+    fn forget_failures<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()> {
         Box::pin(async move {
             let mut conn = connection(self).await?;
-            DB::execute(&mut *conn, bound(FORGET_FAILURES, owner, id, &[]))
+            DB::execute(&mut *conn, bound(FORGET_FAILURES, webhook, &[]))
                 .await
                 .map_err(backend)?;
             Ok(())
@@ -96,24 +88,22 @@ impl<DB: SubscriptionDialect> EndpointState for SqlSubscriptions<DB> {
 
     fn take_turn<'a>(
         &'a self,
-        owner: &'a Owner,
-        id: &'a str,
-        limit: RateLimit,
-        now: SystemTime,
+        turn: EndpointTurn<'a>,
     ) -> SubscriptionFuture<'a, Option<SystemTime>> {
         Box::pin(async move {
+            let EndpointTurn { limit, now, .. } = turn;
             let values = [unix_micros(now), micros(limit.interval())];
-            let tat = count(self, bound(DB::TAKE_TURN, owner, id, &values)).await?;
+            let tat = count(self, bound(DB::TAKE_TURN, turn.webhook, &values)).await?;
             Ok(turn_at(from_unix_micros(tat), limit, now))
         })
     }
 
-    fn forget<'a>(&'a self, owner: &'a Owner, id: &'a str) -> SubscriptionFuture<'a, ()> {
+    fn forget<'a>(&'a self, webhook: WebhookKey<'a>) -> SubscriptionFuture<'a, ()> {
         Box::pin(async move {
             run_migrations(self).await?;
             let mut tx = self.pool.begin().await.map_err(backend)?;
             for statement in [FORGET_FAILURES, FORGET_BUCKET] {
-                DB::execute(&mut *tx, bound(statement, owner, id, &[]))
+                DB::execute(&mut *tx, bound(statement, webhook, &[]))
                     .await
                     .map_err(backend)?;
             }
