@@ -95,7 +95,6 @@
 //! # }
 //! ```
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -167,43 +166,34 @@ impl StoreStats {
 }
 
 /// A store failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A delivery with this id already exists.
+    #[error("delivery `{0}` already exists")]
     Duplicate(String),
     /// No delivery with this id.
+    #[error("no delivery `{0}`")]
     NotFound(String),
     /// The lease is not (or no longer) the current one for this delivery.
+    #[error("the lease on delivery `{0}` is no longer held")]
     LeaseLost(String),
     /// The store is full.
+    #[error("the delivery store is full")]
     Full,
     /// The delivery is not in a final state (a re-send needs a final one).
+    #[error("delivery `{0}` is not final yet")]
     NotFinal(String),
     /// The delivery cannot be stored as asked (for example its signer cannot be persisted).
+    #[error("invalid delivery: {0}")]
     Invalid(String),
     /// The store does not implement this operation.
+    #[error("the delivery store does not support {0}")]
     Unsupported(&'static str),
     /// The backend failed.
+    #[error("delivery store error: {0}")]
     Backend(String),
 }
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Duplicate(id) => write!(f, "delivery `{id}` already exists"),
-            Self::NotFound(id) => write!(f, "no delivery `{id}`"),
-            Self::LeaseLost(id) => write!(f, "the lease on delivery `{id}` is no longer held"),
-            Self::Full => f.write_str("the delivery store is full"),
-            Self::NotFinal(id) => write!(f, "delivery `{id}` is not final yet"),
-            Self::Invalid(why) => write!(f, "invalid delivery: {why}"),
-            Self::Unsupported(what) => write!(f, "the delivery store does not support {what}"),
-            Self::Backend(why) => write!(f, "delivery store error: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// The queued deliveries [`DeliveryStore::fail_queued`] ends as failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,25 +31,16 @@ pub type SubscriptionFuture<'a, T> =
 pub type Modification<'a> = Box<dyn FnOnce(&mut Webhook) + Send + 'a>;
 
 /// A subscription store failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscriptionError {
     /// The owner already has a webhook with this id.
+    #[error("a webhook `{0}` already exists")]
     Duplicate(String),
     /// The backend failed.
+    #[error("subscription store error: {0}")]
     Backend(String),
 }
-
-impl fmt::Display for SubscriptionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Duplicate(id) => write!(f, "a webhook `{id}` already exists"),
-            Self::Backend(why) => write!(f, "subscription store error: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for SubscriptionError {}
 
 /// A webhook's key in the [`SubscriptionStore`] (and the [`EndpointState`]): its owner and
 /// its id.

@@ -318,13 +318,7 @@ pub(super) async fn enqueue_many(
         });
         // `WHERE` skips the padding (and makes `ON CONFLICT` parse as the upsert clause).
         query.push(") WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING RETURNING id");
-        let ids = query
-            .build()
-            .persistent(true)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?;
-        for row in &ids {
+        for row in &batch_rows(conn, &mut query).await? {
             inserted.insert(row.text("id")?);
         }
     }
@@ -339,6 +333,20 @@ pub(super) async fn enqueue_many(
             }
         })
         .collect())
+}
+
+/// The rows a batch statement returns. The statement stays prepared: a batch's statements
+/// differ only in their number of rows, which [`padded`] keeps to a few sizes.
+async fn batch_rows(
+    conn: &mut SqliteConnection,
+    query: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    query
+        .build()
+        .persistent(true)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)
 }
 
 /// Records attempts, many per statement: each applies only while its lease token is current.
@@ -378,13 +386,7 @@ pub(super) async fn record_many(
             ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 \
              AND deliveries.state = 'in_flight' RETURNING deliveries.id, deliveries.lease_token",
         );
-        let done = query
-            .build()
-            .persistent(true)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?;
-        for row in &done {
+        for row in &batch_rows(conn, &mut query).await? {
             applied.insert((row.text("id")?, row.int("lease_token")?));
         }
     }
