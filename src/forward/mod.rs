@@ -103,7 +103,7 @@
 //! let conversation = engine.conversation(&run_id).await.unwrap().unwrap();
 //! assert_eq!(conversation.delivery.state, DeliveryState::Delivered);
 //! let sent = &conversation.attempts[0].request_headers;
-//! assert!(sent.contains(&("x-cerebrium-webhook-signature".into(), "[redacted]".into())));
+//! assert_eq!(sent.get("x-cerebrium-webhook-signature"), Some("[redacted]"));
 //! # }
 //! ```
 
