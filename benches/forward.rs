@@ -108,26 +108,7 @@ async fn run_layer(
     arrivals.reset(n);
     responded.lock().unwrap().clear();
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut callers = Vec::new();
-    for _ in 0..concurrency {
-        let (app, next, uri) = (app.clone(), next.clone(), uri.to_owned());
-        callers.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                let request = http::Request::post(&uri)
-                    .header("content-type", "application/json")
-                    .header("x-webhook-secret", "bench-secret")
-                    .body(Body::from(r#"{"param":"hello world"}"#))
-                    .unwrap();
-                let response = app.clone().oneshot(request).await.unwrap();
-                assert_eq!(response.status(), 200);
-                let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
-            }
-        }));
-    }
-    for caller in callers {
-        caller.await.unwrap();
-    }
+    call_app(app, uri, n, concurrency).await;
     arrivals.wait(n).await;
     let elapsed = started.elapsed();
     let responded = responded.lock().unwrap();
@@ -192,24 +173,21 @@ async fn run_paced(
     (n as f64 / elapsed.as_secs_f64(), delays)
 }
 
-/// The application alone: the same calls without the trigger (no delivery), so the layer's
-/// end-to-end figure can be set against what the app call and the POST cost without any
-/// engine. Returns calls/s.
-async fn run_caller_only(app: &Router, uri: &str, n: usize, concurrency: usize) -> f64 {
-    let plain = uri.split('?').next().unwrap_or(uri).to_owned();
-    let started = Instant::now();
+/// `n` calls of `app` at `uri` from `concurrency` callers, each answer read to its end.
+async fn call_app(app: &Router, uri: &str, n: usize, concurrency: usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut callers = Vec::new();
     for _ in 0..concurrency {
-        let (app, next, plain) = (app.clone(), next.clone(), plain.clone());
+        let (app, next, uri) = (app.clone(), next.clone(), uri.to_owned());
         callers.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let request = http::Request::post(&plain)
+                let request = http::Request::post(&uri)
                     .header("content-type", "application/json")
                     .header("x-webhook-secret", "bench-secret")
                     .body(Body::from(r#"{"param":"hello world"}"#))
                     .unwrap();
                 let response = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), 200);
                 let _ = to_bytes(response.into_body(), usize::MAX).await.unwrap();
             }
         }));
@@ -217,6 +195,15 @@ async fn run_caller_only(app: &Router, uri: &str, n: usize, concurrency: usize) 
     for caller in callers {
         caller.await.unwrap();
     }
+}
+
+/// The application alone: the same calls without the trigger (no delivery), so the layer's
+/// end-to-end figure can be set against what the app call and the POST cost without any
+/// engine. Returns calls/s.
+async fn run_caller_only(app: &Router, uri: &str, n: usize, concurrency: usize) -> f64 {
+    let plain = uri.split('?').next().unwrap_or(uri);
+    let started = Instant::now();
+    call_app(app, plain, n, concurrency).await;
     n as f64 / started.elapsed().as_secs_f64()
 }
 

@@ -216,16 +216,11 @@ impl DeliveryStore for FakeStore {
     }
 
     fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()> {
-        let AttemptRecord {
-            id,
-            lease,
-            attempt,
-            next,
-        } = record;
         let call = Call::Record {
-            id: id.to_owned(),
-            next: next.clone(),
+            id: record.id.to_owned(),
+            next: record.next.clone(),
         };
+        let (id, lease, attempt, next) = (record.id, record.lease, record.attempt, record.next);
         self.run(call, move |inner| {
             let row = leased(inner, id, lease)?;
             row.lease = None;

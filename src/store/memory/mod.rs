@@ -243,13 +243,13 @@ impl MemoryStore {
         claims
     }
 
-    fn record_now(
-        &self,
-        id: &str,
-        lease: Lease,
-        attempt: Attempt,
-        next: Next,
-    ) -> Result<(), StoreError> {
+    fn record_now(&self, record: AttemptRecord<'_>) -> Result<(), StoreError> {
+        let AttemptRecord {
+            id,
+            lease,
+            attempt,
+            next,
+        } = record;
         let mut guard = self.lock();
         let inner = &mut *guard;
         let entry = leased(&mut inner.entries, id, lease)?;
@@ -412,14 +412,7 @@ impl DeliveryStore for MemoryStore {
     }
 
     fn record_attempt<'a>(&'a self, record: AttemptRecord<'a>) -> StoreFuture<'a, ()> {
-        let AttemptRecord {
-            id,
-            lease,
-            attempt,
-            next,
-        } = record;
-        let result = self.record_now(id, lease, attempt, next);
-        Box::pin(std::future::ready(result))
+        Box::pin(std::future::ready(self.record_now(record)))
     }
 
     fn release<'a>(&'a self, id: &'a str, lease: Lease) -> StoreFuture<'a, ()> {

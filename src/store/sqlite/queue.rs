@@ -168,13 +168,6 @@ pub(super) async fn write_loop(
     let mut batch = Vec::with_capacity(max_batch);
     let mut finishes: Vec<Finish> = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
-        if let Err(err) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
-            // Dropping the jobs answers their callers with an error.
-            tracing::error!(error = %err, "webhook delivery store (SQLite): cannot begin");
-            batch.clear();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
         // Every job of a batch was submitted concurrently, so any order is a valid one:
         // the enqueues first, then the recorded attempts, then the rest.
         let mut enqueues = Vec::new();
@@ -190,7 +183,14 @@ pub(super) async fn write_loop(
             }
         }
         if enqueues.is_empty() && records.is_empty() && ops.is_empty() {
+            // A checkpoint alone: it must run outside a transaction.
             checkpoint_wal(&mut conn).await;
+            continue;
+        }
+        if let Err(err) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
+            // Dropping the jobs answers their callers with an error.
+            tracing::error!(error = %err, "webhook delivery store (SQLite): cannot begin");
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let mut poisoned = false;
