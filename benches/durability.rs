@@ -290,8 +290,8 @@ fn main() {
             return;
         };
         println!(
-            "targets: sqlite >= 0.5x memory: {} ({:.2}x); sqlite >= 1000/s: {} ({sqlite:.0}/s)",
-            if sqlite / memory >= 0.5 {
+            "targets: sqlite >= 0.6x memory: {} ({:.2}x); sqlite >= 1000/s: {} ({sqlite:.0}/s)",
+            if sqlite / memory >= 0.6 {
                 "met"
             } else {
                 "MISSED"
@@ -302,8 +302,8 @@ fn main() {
         if let Some(pg) = results.iter().find(|r| r.name == "postgres") {
             let ratio = pg.per_second / memory;
             println!(
-                "targets: postgres >= 0.3x memory: {} ({ratio:.2}x)",
-                if ratio >= 0.3 { "met" } else { "MISSED" }
+                "targets: postgres >= 0.4x memory: {} ({ratio:.2}x)",
+                if ratio >= 0.4 { "met" } else { "MISSED" }
             );
         }
     });
