@@ -92,6 +92,14 @@ pub fn redact<'a>(name: &str, value: &'a str) -> &'a str {
     }
 }
 
+/// Whether a header's value is shown as [`REDACTED`] wherever headers are recorded or
+/// displayed: a [sensitive](is_sensitive_header) name, or one named in `write_only` (a
+/// webhook's custom headers, whose values are never shown).
+#[cfg_attr(not(feature = "forward"), allow(dead_code))]
+pub(crate) fn is_redacted(name: &HeaderName, write_only: &HeaderMap) -> bool {
+    write_only.contains_key(name) || is_sensitive_header(name.as_str())
+}
+
 /// The headers as `(name, value)` text pairs with sensitive values replaced by [`REDACTED`].
 pub fn redacted_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     redacted_headers_with(headers, &HeaderMap::new())
@@ -108,7 +116,7 @@ pub(crate) fn redacted_headers_with(
     headers
         .iter()
         .map(|(name, value)| {
-            let value = if write_only.contains_key(name) || is_sensitive_header(name.as_str()) {
+            let value = if is_redacted(name, write_only) {
                 REDACTED.to_owned()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()

@@ -31,13 +31,10 @@ use super::FastMap;
 /// endpoint) is accounted to its endpoint's host and port, so one slow receiving service costs
 /// only the deliveries bound for it.
 pub fn delivery_owner(delivery: &Delivery) -> String {
-    owner_of(delivery).into_owned()
-}
-
-/// [`delivery_owner`], borrowed from the delivery where no lowercasing is needed (every
-/// attempt looks its owner up).
-pub(crate) fn owner_of(delivery: &Delivery) -> Cow<'_, str> {
-    registered_owner(delivery).map_or_else(|| endpoint_host(&delivery.endpoint), Cow::Borrowed)
+    registered_owner(delivery).map_or_else(
+        || endpoint_host(&delivery.endpoint).into_owned(),
+        str::to_owned,
+    )
 }
 
 /// The owner of a delivery to a registered endpoint (see [`delivery_owner`]); `None` for any

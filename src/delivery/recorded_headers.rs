@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
-use crate::sensitive::{is_sensitive_header, REDACTED};
+use crate::sensitive::{is_redacted, REDACTED};
 
 /// The headers of an attempt's request or response as recorded: signatures, secrets,
 /// credentials, cookies and the delivery's write-only headers read `[redacted]`; every value
@@ -42,7 +42,7 @@ impl RecordedHeaders {
     ) -> Self {
         let mut recorded = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
-            let value = if write_only.contains_key(name) || is_sensitive_header(name.as_str()) {
+            let value = if is_redacted(name, write_only) {
                 HeaderValue::from_static(REDACTED)
             } else if std::str::from_utf8(value.as_bytes()).is_ok() {
                 keep(value)
@@ -97,31 +97,37 @@ fn value_text(value: &HeaderValue) -> &str {
     std::str::from_utf8(value.as_bytes()).unwrap_or_default()
 }
 
-/// Pairs read back from a store. A pair whose name or value is not a valid header (only a
-/// hand-edited row has one) is kept with its name and value made valid where possible and
-/// dropped otherwise: a record is read, not sent.
-impl FromIterator<(String, String)> for RecordedHeaders {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+/// Pairs read back from a store. A pair whose name is not a valid header name is dropped, and
+/// a value that is not a valid header value reads `[unreadable]` (only a hand-edited row has
+/// either): a record is read, not sent.
+impl<'a> FromIterator<(&'a str, &'a str)> for RecordedHeaders {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
         let mut recorded = HeaderMap::new();
         for (name, value) in pairs {
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            let value = HeaderValue::from_str(&value)
-                .unwrap_or_else(|_| HeaderValue::from_static("[unreadable]"));
-            recorded.append(name, value);
+            append_read_back(&mut recorded, name, value);
         }
         Self(recorded)
     }
 }
 
-impl<'a> FromIterator<(&'a str, &'a str)> for RecordedHeaders {
-    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
-        pairs
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect()
+/// As the `&str` pairs.
+impl FromIterator<(String, String)> for RecordedHeaders {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let mut recorded = HeaderMap::new();
+        for (name, value) in pairs {
+            append_read_back(&mut recorded, &name, &value);
+        }
+        Self(recorded)
     }
+}
+
+fn append_read_back(recorded: &mut HeaderMap, name: &str, value: &str) {
+    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+        return;
+    };
+    let value =
+        HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("[unreadable]"));
+    recorded.append(name, value);
 }
 
 /// The pairs of [`RecordedHeaders`], from [`RecordedHeaders::iter`].

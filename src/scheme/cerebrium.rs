@@ -3,11 +3,11 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::mac::{Algorithm, Candidates, HmacVerification, MacState};
+use super::mac::{Algorithm, Candidates, Encoding, HmacVerification, MacState};
 use super::timestamp::check_window;
 use super::{
-    find_headers, header_value_bytes, id_header_value, parse_unix_timestamp_bytes, required,
-    Message, MessageId, RequestHead, Scheme, SignError, Verified, VerifyError,
+    find_headers, id_header_value, mac_header_value, parse_unix_timestamp_bytes, required, Message,
+    MessageId, RequestHead, Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::KeyDerivation;
 use crate::secret::SecretSet;
@@ -85,8 +85,8 @@ impl Scheme for Cerebrium {
         let secret = secrets.primary().ok_or(SignError::NoSecret)?;
         let id = message.id.ok_or(SignError::MissingId)?;
         let id_value = id_header_value(id)?;
-        // The timestamp's header value is also the MAC's input, and the signature is written
-        // on the stack: every attempt signs, and each string would be an allocation.
+        // The timestamp's header value is also the MAC's input: every attempt signs, and its
+        // string would be an allocation more.
         let mut timestamp = HeaderValue::from(message.timestamp);
         timestamp.set_sensitive(true);
         let mut mac = MacState::new(Algorithm::Sha256, secret.expose());
@@ -100,17 +100,11 @@ impl Scheme for Cerebrium {
             mac.update(part);
         }
         let mac = mac.finalize();
-        let mut signature = [0u8; 3 + 64];
-        signature[..3].copy_from_slice(b"v1,");
-        let written = 3 + 2 * mac.len();
-        // An HMAC-SHA256 is 32 bytes: its hex fills the buffer exactly.
-        hex::encode_to_slice(&*mac, &mut signature[3..written])
-            .map_err(|_| SignError::Unsupported("a MAC longer than HMAC-SHA256"))?;
         headers.insert(HeaderName::from_static(ID), id_value);
         headers.insert(HeaderName::from_static(TIMESTAMP), timestamp);
         headers.insert(
             HeaderName::from_static(SIGNATURE),
-            header_value_bytes(&signature[..written]),
+            mac_header_value("v1,", &mac, Encoding::Hex),
         );
         Ok(())
     }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
 use super::{
-    header_str, id_header_value, insert_header, Message, RequestHead, Scheme, SignError, Verified,
-    VerifyError,
+    header_str, id_header_value, mac_header_value, Message, RequestHead, Scheme, SignError,
+    Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
@@ -94,10 +94,9 @@ impl Scheme for GitHub {
         let secret = secrets.primary().ok_or(SignError::NoSecret)?;
         let id = message.id.map(id_header_value).transpose()?;
         let mac = compute(Algorithm::Sha256, secret.expose(), &[message.body]);
-        insert_header(
-            headers,
-            SIGNATURE_256,
-            &format!("sha256={}", Encoding::Hex.encode(&mac)),
+        headers.insert(
+            HeaderName::from_static(SIGNATURE_256),
+            mac_header_value("sha256=", &mac, Encoding::Hex),
         );
         if let Some(id) = id {
             headers.insert(HeaderName::from_static("x-github-delivery"), id);

@@ -3,6 +3,9 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use base64::Engine as _;
+
+use super::mac::Encoding;
 use super::{RequestHead, SignError, VerifyError};
 
 /// The head `POST /` with `headers`, for verification from headers alone.
@@ -75,9 +78,31 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
     value
 }
 
-/// [`header_value`] of bytes a signer wrote (always visible ASCII), without a `str` first.
-pub(crate) fn header_value_bytes(bytes: &[u8]) -> HeaderValue {
-    let mut value = HeaderValue::from_bytes(bytes).expect("signers only produce visible ASCII");
+/// A signature header's value: `prefix` then `mac` in `encoding` (`v1,<hex>`,
+/// `sha256=<hex>`, …), written on the stack: every attempt signs, and the string `format!`
+/// and [`Encoding::encode`] build would be two allocations more.
+pub(crate) fn mac_header_value(prefix: &str, mac: &[u8], encoding: Encoding) -> HeaderValue {
+    // A 16-byte prefix and an HMAC-SHA512 in hex (128 digits) fit; base64 is shorter.
+    let mut buf = [0u8; 16 + 128];
+    let start = prefix.len();
+    let encoded = match encoding {
+        Encoding::Hex => 2 * mac.len(),
+        Encoding::Base64 => mac.len().div_ceil(3) * 4,
+    };
+    let Some(written) = buf.get_mut(..start + encoded) else {
+        return header_value(&format!("{prefix}{}", encoding.encode(mac)));
+    };
+    written[..start].copy_from_slice(prefix.as_bytes());
+    let ok = match encoding {
+        Encoding::Hex => hex::encode_to_slice(mac, &mut written[start..]).is_ok(),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .encode_slice(mac, &mut written[start..])
+            .is_ok_and(|n| n == encoded),
+    };
+    if !ok {
+        return header_value(&format!("{prefix}{}", encoding.encode(mac)));
+    }
+    let mut value = HeaderValue::from_bytes(written).expect("signers only produce visible ASCII");
     value.set_sensitive(true);
     value
 }
@@ -114,3 +139,25 @@ pub(crate) const SIGNATURE_HEADERS: &[&str] = &[
     "x-webhook-secret",
     "authorization",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mac_header_value_is_the_prefix_and_the_encoded_mac() {
+        let long_prefix = "a-prefix-longer-than-sixteen-bytes=";
+        for mac in [&[0xab_u8; 20][..], &[7; 32], &[0xff; 64], &[]] {
+            for encoding in [Encoding::Hex, Encoding::Base64] {
+                for prefix in ["v1,", "sha256=", "", long_prefix] {
+                    let value = mac_header_value(prefix, mac, encoding);
+                    assert_eq!(
+                        value.to_str().unwrap(),
+                        format!("{prefix}{}", encoding.encode(mac))
+                    );
+                    assert!(value.is_sensitive());
+                }
+            }
+        }
+    }
+}

@@ -90,8 +90,8 @@ pub use cerebrium::Cerebrium;
 pub use error::{SignError, VerifyError, VerifyErrorKind};
 pub use github::GitHub;
 pub(crate) use headers::{
-    find_headers, head_of, header_str, header_value, header_value_bytes, id_header_value,
-    insert_header, required, SIGNATURE_HEADERS,
+    find_headers, head_of, header_str, header_value, id_header_value, insert_header,
+    mac_header_value, required, SIGNATURE_HEADERS,
 };
 pub use mac::{Algorithm, Encoding, HmacVerification};
 

@@ -2,13 +2,13 @@
 
 use super::mac::Candidates;
 use crate::secret::KeyDerivation;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::mac::{compute, Algorithm, Encoding, HmacVerification};
 use super::timestamp::check_window;
 use super::{
-    header_str, insert_header, parse_unix_timestamp, Message, RequestHead, Scheme, SignError,
-    Verified, VerifyError,
+    header_str, insert_header, mac_header_value, parse_unix_timestamp, Message, RequestHead,
+    Scheme, SignError, Verified, VerifyError,
 };
 use crate::secret::SecretSet;
 
@@ -67,10 +67,9 @@ impl Scheme for Slack {
             &[b"v0:", timestamp.as_bytes(), b":", message.body],
         );
         insert_header(headers, TIMESTAMP, &timestamp);
-        insert_header(
-            headers,
-            SIGNATURE,
-            &format!("v0={}", Encoding::Hex.encode(&mac)),
+        headers.insert(
+            HeaderName::from_static(SIGNATURE),
+            mac_header_value("v0=", &mac, Encoding::Hex),
         );
         Ok(())
     }
