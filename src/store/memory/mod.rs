@@ -261,6 +261,7 @@ impl MemoryStore {
         entry.size += attempt.approx_size();
         entry.attempts.push(attempt);
         inner.in_flight -= 1;
+        let mut evicted = None;
         match next {
             Next::Retry { at } => {
                 inner
@@ -275,16 +276,20 @@ impl MemoryStore {
                 inner.unfinished -= 1;
                 inner.finished.push(entry.seq);
                 inner.finished_bytes += entry.size;
+                // A full log evicts one conversation per new one: it is freed after the lock
+                // is released (a dozen frees, often of another thread's memory, would hold
+                // every other enqueue and record up). The rare further ones go at once.
+                evicted = self.evict_one(inner);
                 self.evict(inner);
             }
         }
+        drop(guard);
+        drop(evicted);
         Ok(())
     }
 
     fn evict(&self, inner: &mut Inner) {
-        while inner.finished.len() > self.max_finished
-            || (inner.finished_bytes > self.max_finished_bytes && !inner.finished.is_empty())
-        {
+        while self.over_bounds(inner) {
             let Some(seq) = inner.finished.pop_oldest() else {
                 break;
             };
@@ -292,14 +297,27 @@ impl MemoryStore {
         }
     }
 
-    /// Removes entry `seq` (final) and forgets it in the indexes.
-    fn remove_entry(inner: &mut Inner, seq: u64) {
-        if let Some(id) = inner.order.remove(&seq) {
-            if let Some(entry) = inner.entries.remove(&id) {
-                inner.index.remove(&entry.delivery, seq);
-                inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
-            }
+    /// Takes the oldest final entry out when the log is over its bounds.
+    fn evict_one(&self, inner: &mut Inner) -> Option<Entry> {
+        if !self.over_bounds(inner) {
+            return None;
         }
+        let seq = inner.finished.pop_oldest()?;
+        Self::remove_entry(inner, seq)
+    }
+
+    fn over_bounds(&self, inner: &Inner) -> bool {
+        inner.finished.len() > self.max_finished
+            || (inner.finished_bytes > self.max_finished_bytes && !inner.finished.is_empty())
+    }
+
+    /// Removes entry `seq` (final) and forgets it in the indexes.
+    fn remove_entry(inner: &mut Inner, seq: u64) -> Option<Entry> {
+        let id = inner.order.remove(&seq)?;
+        let entry = inner.entries.remove(&id)?;
+        inner.index.remove(&entry.delivery, seq);
+        inner.finished_bytes = inner.finished_bytes.saturating_sub(entry.size);
+        Some(entry)
     }
 
     fn release_now(&self, id: &str, lease: Lease) -> Result<(), StoreError> {
