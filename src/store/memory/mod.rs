@@ -154,43 +154,43 @@ impl MemoryStore {
         mut delivery: Delivery,
         claim_until: Option<SystemTime>,
     ) -> Result<Option<Claim>, StoreError> {
+        // What allocates is done before the lock: the store's one mutex is every caller's and
+        // every worker's.
+        delivery.updated_at = SystemTime::now();
+        delivery.state = match claim_until {
+            Some(_) => DeliveryState::InFlight,
+            None => DeliveryState::Pending,
+        };
+        let size = delivery.approx_size();
+        let key = delivery.id.clone();
+        let order_key = delivery.id.clone();
+        let claimed = claim_until.map(|until| (delivery.clone(), until));
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if inner.entries.contains_key(&delivery.id) {
-            return Err(StoreError::Duplicate(delivery.id));
+        if inner.entries.contains_key(&key) {
+            return Err(StoreError::Duplicate(key));
         }
         if inner.unfinished >= self.max_unfinished {
             return Err(StoreError::Full);
         }
         inner.seq += 1;
         let seq = inner.seq;
-        delivery.updated_at = SystemTime::now();
         let (lease, lease_until) = match claim_until {
             Some(until) => {
-                delivery.state = DeliveryState::InFlight;
                 inner.token += 1;
                 inner.in_flight += 1;
                 (inner.token, until)
             }
             None => {
-                delivery.state = DeliveryState::Pending;
                 inner.due.insert((delivery.next_attempt_at, seq));
                 (0, SystemTime::UNIX_EPOCH)
             }
         };
-        inner.order.insert(seq, delivery.id.clone());
+        inner.order.insert(seq, order_key);
         inner.index.add(&delivery, seq);
         inner.unfinished += 1;
-        let size = delivery.approx_size();
-        let claim = claim_until.map(|until| Claim {
-            delivery: delivery.clone(),
-            lease: Lease {
-                token: lease,
-                until,
-            },
-        });
         inner.entries.insert(
-            delivery.id.clone(),
+            key,
             Entry {
                 delivery,
                 attempts: Vec::new(),
@@ -200,7 +200,14 @@ impl MemoryStore {
                 size,
             },
         );
-        Ok(claim)
+        drop(guard);
+        Ok(claimed.map(|(delivery, until)| Claim {
+            delivery,
+            lease: Lease {
+                token: lease,
+                until,
+            },
+        }))
     }
 
     fn claim_now(&self, now: SystemTime, limit: usize, lease_for: Duration) -> Vec<Claim> {
@@ -250,15 +257,16 @@ impl MemoryStore {
             attempt,
             next,
         } = record;
+        let size = attempt.approx_size();
+        let now = SystemTime::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
         let entry = leased(&mut inner.entries, id, lease)?;
-        let now = SystemTime::now();
         entry.delivery.attempts = entry.delivery.attempts.max(attempt.number);
         entry.delivery.updated_at = now;
         entry.delivery.manual = false;
         entry.lease = 0;
-        entry.size += attempt.approx_size();
+        entry.size += size;
         entry.attempts.push(attempt);
         inner.in_flight -= 1;
         let mut evicted = None;
