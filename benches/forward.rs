@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 use tower_webhooks::delivery::{
     Attempt, AttemptOutcome, AttemptResponse, ClientBuilder, Decision, Delivery, DeliveryClient,
-    DeliveryEngine, DeliveryState, Next, SsrfGuard,
+    DeliveryEngine, DeliveryState, Next, RecordedHeaders, SsrfGuard,
 };
 use tower_webhooks::forward::{RunId, WebhookForwardLayer};
 use tower_webhooks::scheme::{Cerebrium, Message, Scheme};
@@ -254,6 +254,7 @@ where
         );
         loops.push(tokio::spawn(async move {
             let secrets = SecretSet::from("bench-secret");
+            let no_headers = http::HeaderMap::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -292,11 +293,10 @@ where
                     .unwrap();
                 let mut attempt = Attempt::new(1, now, AttemptOutcome::Status(200));
                 attempt.body_size = body.len();
-                attempt.body_sha256 = hex::encode(Sha256::digest(&body));
-                attempt.request_headers = headers
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
-                    .collect();
+                let mut digest = [0u8; 64];
+                hex::encode_to_slice(Sha256::digest(&body), &mut digest).unwrap();
+                attempt.body_sha256 = String::from_utf8_lossy(&digest).into_owned();
+                attempt.request_headers = RecordedHeaders::redacted(&headers, &no_headers);
                 let mut request = http::Request::post(&url)
                     .body(Full::new(body.clone()))
                     .unwrap();
@@ -304,11 +304,7 @@ where
                 let response = client.clone().oneshot(request).await.unwrap();
                 let (parts, answer) = response.into_parts();
                 let answer = answer.collect().await.unwrap().to_bytes();
-                let recorded = parts
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
-                    .collect();
+                let recorded = RecordedHeaders::redacted_copies(&parts.headers);
                 attempt.response = Some(AttemptResponse::new(200, recorded, answer, false));
                 attempt.decision = Decision::Delivered;
                 let record = AttemptRecord {

@@ -20,16 +20,16 @@ pub struct RecordedHeaders(HeaderMap);
 
 impl RecordedHeaders {
     /// A request's `headers` as recorded: redacted where [sensitive](crate::sensitive) or
-    /// named in `write_only`. The values are shared with the request (the engine made them, or
-    /// they are the delivery's own).
-    pub(crate) fn redacted(headers: &HeaderMap, write_only: &HeaderMap) -> Self {
+    /// named in `write_only` (a delivery's [`headers`](super::Delivery::headers)). The values
+    /// are shared with the request (the engine made them, or they are the delivery's own).
+    pub fn redacted(headers: &HeaderMap, write_only: &HeaderMap) -> Self {
         Self::record(headers, write_only, |value| value.clone())
     }
 
     /// A response's `headers` as recorded, redacted where sensitive. Each value is copied:
     /// the client's values are slices of the connection's read buffer, which a shared value
     /// would keep alive as long as the conversation.
-    pub(crate) fn redacted_copies(headers: &HeaderMap) -> Self {
+    pub fn redacted_copies(headers: &HeaderMap) -> Self {
         Self::record(headers, &HeaderMap::new(), |value| {
             HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
         })

@@ -219,8 +219,11 @@ pub enum FailTarget<'a> {
 
 /// What [`DeliveryStore::fail_queued`] fails: at most `limit` deliveries of `target`, which
 /// get `reason` as their last error.
+///
+/// Like every request struct of the store traits, it is plain data built as a literal (or
+/// with [`gone`](Self::gone) and [`deleted`](Self::deleted)); a new field is a breaking change
+/// of the trait it belongs to, as a new parameter would be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct FailRequest<'a> {
     /// Whose deliveries.
     pub target: FailTarget<'a>,
