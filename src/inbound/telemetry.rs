@@ -57,6 +57,18 @@ impl SchemeLabel {
     }
 }
 
+/// Whether anything could see an INFO span: a `tracing` subscriber that wants INFO, or (with
+/// `tracing`'s `log` feature, which axum's default `tower-log` turns on) a `log` logger at
+/// INFO or more, which `tracing` writes span records to while no subscriber is set. Read
+/// before building the span: two loads instead of its value set, its log-level checks and
+/// its drop, on every request of an application that traces nothing.
+#[inline]
+fn span_observed() -> bool {
+    let traced = tracing::level_filters::STATIC_MAX_LEVEL >= tracing::Level::INFO
+        && tracing::level_filters::LevelFilter::current() >= tracing::Level::INFO;
+    traced || log::max_level() >= log::LevelFilter::Info
+}
+
 /// One request's span and scheme label.
 pub(crate) struct Telemetry {
     scheme: SchemeLabel,
@@ -67,6 +79,9 @@ impl Telemetry {
     /// Opens the request's `webhook.verify` span (if a subscriber is interested).
     #[inline]
     pub(crate) fn start(scheme: SchemeLabel) -> Self {
+        if !span_observed() {
+            return Self { scheme, span: None };
+        }
         let span = tracing::info_span!(
             target: "tower_webhooks::inbound",
             "webhook.verify",
