@@ -106,12 +106,15 @@ impl Telemetry {
         self.span.as_deref().cloned().unwrap_or_else(Span::none)
     }
 
-    /// The request passed verification and is handed to the handler.
+    /// The request passed verification and is handed to the handler. `verified` is only
+    /// called when the span records it (finding it in the extensions is a map lookup).
     #[inline]
-    pub(crate) fn accepted(&self, verified: Option<&Verified>) {
+    pub(crate) fn accepted<'v>(&self, verified: impl FnOnce() -> Option<&'v Verified>) {
         let key = &self.scheme.0.accepted;
         metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
-        self.record("accepted", verified);
+        if self.span.is_some() {
+            self.record("accepted", verified());
+        }
     }
 
     /// The request was rejected before the handler.
@@ -122,11 +125,14 @@ impl Telemetry {
         self.record(kind, None);
     }
 
-    /// A duplicate of a processed webhook was answered without the handler.
-    pub(crate) fn duplicate(&self, verified: Option<&Verified>) {
+    /// A duplicate of a processed webhook was answered without the handler (`verified` as
+    /// for [`Telemetry::accepted`]).
+    pub(crate) fn duplicate<'v>(&self, verified: impl FnOnce() -> Option<&'v Verified>) {
         let key = &self.scheme.0.duplicates;
         metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
-        self.record("duplicate", verified);
+        if self.span.is_some() {
+            self.record("duplicate", verified());
+        }
     }
 
     fn record(&self, outcome: &'static str, verified: Option<&Verified>) {
