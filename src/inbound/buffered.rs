@@ -245,7 +245,7 @@ where
             self.verify_parts_untraced(head, body)
         };
         match &result {
-            Ok(verified) => telemetry.accepted(Some(verified)),
+            Ok(verified) => telemetry.accepted(|| Some(verified)),
             Err(rejection) => telemetry.rejected(rejection),
         }
         result
@@ -335,8 +335,8 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
             .instrument(telemetry.span())
             .await;
         match &result {
-            Ok(Delivery::Fresh(fresh)) => telemetry.accepted(Some(fresh.verified())),
-            Ok(Delivery::Duplicate(duplicate)) => telemetry.duplicate(Some(&duplicate.verified)),
+            Ok(Delivery::Fresh(fresh)) => telemetry.accepted(|| Some(fresh.verified())),
+            Ok(Delivery::Duplicate(duplicate)) => telemetry.duplicate(|| Some(&duplicate.verified)),
             Err(rejection) => telemetry.rejected(rejection),
         }
         result

@@ -157,8 +157,10 @@ impl Buffer {
             Some(first) => first,
             None => mem::take(&mut self.buf).freeze(),
         };
-        let verified: Verified = verification.finish(&bytes).map_err(CollectError::Verify)?;
-        extensions.insert(verified);
+        match verification.finish(&bytes) {
+            Ok(verified) => extensions.insert::<Verified>(verified),
+            Err(error) => return Err(CollectError::Verify(error)),
+        };
         Ok(bytes)
     }
 }

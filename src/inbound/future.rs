@@ -172,27 +172,38 @@ where
         scheme: SchemeLabel,
     ) -> Self {
         let telemetry = Telemetry::start(scheme);
-        let state = match started {
-            Ok((verification, buffer)) => State::Collect {
-                body,
-                verification: Some(verification),
-                buffer,
-                pending: Some(pending),
-                timer: None,
+        let verifier_kept = (verifier.replay.is_some() || verifier.shared.scheme.has_admission())
+            .then(|| verifier.clone());
+        let rejections = verifier.rejections();
+        // Each outcome is built as one value where it is returned: a state built apart and
+        // then moved into the future is copied whole (the request head is most of it).
+        match started {
+            Ok((verification, buffer)) => Self {
+                state: State::Collect {
+                    body,
+                    verification: Some(verification),
+                    buffer,
+                    pending: Some(pending),
+                    timer: None,
+                },
+                verifier: verifier_kept,
+                rejections,
+                rejection,
+                now,
+                guard: None,
+                telemetry,
             },
-            Err(error) => State::Local {
-                response: Some(reject(&rejection, &telemetry, error)),
+            Err(error) => Self {
+                state: State::Local {
+                    response: Some(reject(&rejection, &telemetry, error)),
+                },
+                verifier: verifier_kept,
+                rejections,
+                rejection,
+                now,
+                guard: None,
+                telemetry,
             },
-        };
-        Self {
-            state,
-            verifier: (verifier.replay.is_some() || verifier.shared.scheme.has_admission())
-                .then(|| verifier.clone()),
-            rejections: verifier.rejections(),
-            rejection,
-            now,
-            guard: None,
-            telemetry,
         }
     }
 }
@@ -309,7 +320,8 @@ where
                         let Pending {
                             parts, mut inner, ..
                         } = pending;
-                        this.telemetry.accepted(parts.extensions.get::<Verified>());
+                        this.telemetry
+                            .accepted(|| parts.extensions.get::<Verified>());
                         let request = Request::from_parts(parts, VerifiedBody::new(bytes));
                         this.state.set(State::Call {
                             future: inner.call(request),
@@ -344,7 +356,8 @@ where
                             } = pending;
                             match admitted {
                                 Ok(()) => {
-                                    this.telemetry.accepted(parts.extensions.get::<Verified>());
+                                    this.telemetry
+                                        .accepted(|| parts.extensions.get::<Verified>());
                                     let request =
                                         Request::from_parts(parts, VerifiedBody::new(bytes));
                                     this.state.set(State::Call {
@@ -382,7 +395,7 @@ where
                             match admitted {
                                 Ok(()) => {
                                     this.telemetry
-                                        .accepted(request.extensions().get::<Verified>());
+                                        .accepted(|| request.extensions().get::<Verified>());
                                     this.state.set(State::Call {
                                         future: inner.call(request),
                                     });
@@ -417,7 +430,7 @@ where
                                 verified.run_id = record.run_id;
                             }
                             this.telemetry
-                                .duplicate(request.extensions().get::<Verified>());
+                                .duplicate(|| request.extensions().get::<Verified>());
                             let verifier = this.verifier.as_ref().expect(REPLAY_KEEPS_THE_VERIFIER);
                             let response = duplicate_response(verifier.scheme(), request);
                             this.state.set(State::Local {

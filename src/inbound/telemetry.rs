@@ -57,6 +57,18 @@ impl SchemeLabel {
     }
 }
 
+/// Whether anything could see an INFO span: a `tracing` subscriber that wants INFO, or (with
+/// `tracing`'s `log` feature, which axum's default `tower-log` turns on) a `log` logger at
+/// INFO or more, which `tracing` writes span records to while no subscriber is set. Read
+/// before building the span: two loads instead of its value set, its log-level checks and
+/// its drop, on every request of an application that traces nothing.
+#[inline]
+fn span_observed() -> bool {
+    let traced = tracing::level_filters::STATIC_MAX_LEVEL >= tracing::Level::INFO
+        && tracing::level_filters::LevelFilter::current() >= tracing::Level::INFO;
+    traced || log::max_level() >= log::LevelFilter::Info
+}
+
 /// One request's span and scheme label.
 pub(crate) struct Telemetry {
     scheme: SchemeLabel,
@@ -67,6 +79,9 @@ impl Telemetry {
     /// Opens the request's `webhook.verify` span (if a subscriber is interested).
     #[inline]
     pub(crate) fn start(scheme: SchemeLabel) -> Self {
+        if !span_observed() {
+            return Self { scheme, span: None };
+        }
         let span = tracing::info_span!(
             target: "tower_webhooks::inbound",
             "webhook.verify",
@@ -91,12 +106,15 @@ impl Telemetry {
         self.span.as_deref().cloned().unwrap_or_else(Span::none)
     }
 
-    /// The request passed verification and is handed to the handler.
+    /// The request passed verification and is handed to the handler. `verified` is only
+    /// called when the span records it (finding it in the extensions is a map lookup).
     #[inline]
-    pub(crate) fn accepted(&self, verified: Option<&Verified>) {
+    pub(crate) fn accepted<'v>(&self, verified: impl FnOnce() -> Option<&'v Verified>) {
         let key = &self.scheme.0.accepted;
         metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
-        self.record("accepted", verified);
+        if self.span.is_some() {
+            self.record("accepted", verified());
+        }
     }
 
     /// The request was rejected before the handler.
@@ -107,11 +125,14 @@ impl Telemetry {
         self.record(kind, None);
     }
 
-    /// A duplicate of a processed webhook was answered without the handler.
-    pub(crate) fn duplicate(&self, verified: Option<&Verified>) {
+    /// A duplicate of a processed webhook was answered without the handler (`verified` as
+    /// for [`Telemetry::accepted`]).
+    pub(crate) fn duplicate<'v>(&self, verified: impl FnOnce() -> Option<&'v Verified>) {
         let key = &self.scheme.0.duplicates;
         metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
-        self.record("duplicate", verified);
+        if self.span.is_some() {
+            self.record("duplicate", verified());
+        }
     }
 
     fn record(&self, outcome: &'static str, verified: Option<&Verified>) {

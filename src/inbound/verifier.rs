@@ -221,7 +221,7 @@ impl<Sc: Scheme, K: SecretSource> WebhookVerifier<Sc, K> {
             .instrument(telemetry.span())
             .await;
         match &result {
-            Ok(request) => telemetry.accepted(request.extensions().get::<Verified>()),
+            Ok(request) => telemetry.accepted(|| request.extensions().get::<Verified>()),
             Err(rejection) => telemetry.rejected(rejection),
         }
         result

@@ -551,12 +551,11 @@ impl Verification for HmacVerification {
     }
 
     fn finish(self, _body: &Bytes) -> Result<Verified, VerifyError> {
-        let HmacState {
-            macs,
-            candidates,
-            suffix,
-            mut verified,
-        } = *self.0;
+        // Worked on in its box, out of which only the MACs and the verdict move: the state
+        // is large, and every move of all of it is a copy.
+        let mut state = self.0;
+        let suffix = state.suffix.take();
+        let candidates = &state.candidates;
         let check = |mut mac: MacState| {
             if let Some(suffix) = &suffix {
                 mac.update(suffix);
@@ -564,18 +563,18 @@ impl Verification for HmacVerification {
             let computed = mac.finalize();
             candidates.matches(&computed).then_some(computed)
         };
-        let matched = match macs {
+        let matched = match std::mem::replace(&mut state.macs, Macs::Many(Vec::new())) {
             Macs::One((secret, mac)) => check(mac).map(|computed| (secret, computed)),
             Macs::Many(macs) => macs
                 .into_iter()
                 .find_map(|(secret, mac)| Some((secret, check(mac)?))),
         };
         let (secret, computed) = matched.ok_or_else(VerifyError::invalid_signature)?;
-        if !verified.has_replay_basis() {
-            verified.replay_from_mac(computed);
+        if !state.verified.has_replay_basis() {
+            state.verified.replay_from_mac(computed);
         }
-        verified.secret = Some(secret);
-        Ok(verified)
+        state.verified.secret = Some(secret);
+        Ok(state.verified)
     }
 }
 

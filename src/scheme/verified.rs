@@ -110,18 +110,41 @@ impl Verified {
     }
 }
 
-/// A signed message id as the sender wrote it (visible ASCII). Cloning shares the header's
-/// bytes instead of copying them; it reads as a `&str`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(HeaderValue);
+/// A signed message id as the sender wrote it (visible ASCII); it reads as a `&str`.
+///
+/// A short id (a UUID, a `msg_…` id) is copied into the value; a longer one shares the
+/// request header's bytes. Sharing costs two atomic reference-count updates per request (the
+/// clone and its drop), more than copying a few dozen bytes.
+#[derive(Clone)]
+pub struct MessageId(IdBytes);
+
+/// The longest id kept inline: a hyphenated UUID (36) and Standard Webhooks' `msg_` ids fit.
+const INLINE_ID: usize = 46;
+
+#[derive(Clone)]
+enum IdBytes {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Shared(HeaderValue),
+}
 
 impl MessageId {
     /// The id of a header value, or `None` when it is empty or not visible ASCII (a control
     /// character such as TAB included): an empty id would make every such message a
     /// duplicate of the first.
     pub fn from_header(value: &HeaderValue) -> Option<Self> {
-        let bytes = value.as_bytes();
-        (!bytes.is_empty() && is_visible_ascii(bytes)).then(|| Self(value.clone()))
+        let id = value.as_bytes();
+        if id.is_empty() || !is_visible_ascii(id) {
+            return None;
+        }
+        let Some(len) = u8::try_from(id.len())
+            .ok()
+            .filter(|&len| usize::from(len) <= INLINE_ID)
+        else {
+            return Some(Self(IdBytes::Shared(value.clone())));
+        };
+        let mut bytes = [0; INLINE_ID];
+        bytes[..id.len()].copy_from_slice(id);
+        Some(Self(IdBytes::Inline { len, bytes }))
     }
 
     /// An id from text, or `None` when it is empty or not visible ASCII.
@@ -131,14 +154,31 @@ impl MessageId {
 
     /// The id's bytes (no UTF-8 check: the id is ASCII).
     pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
+        match &self.0 {
+            IdBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            IdBytes::Shared(value) => value.as_bytes(),
+        }
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only visible-ASCII values are admitted (`from_header`, `new`), so this is valid
         // UTF-8; `from_utf8` checks ASCII a word at a time.
-        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for MessageId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MessageId {}
+
+impl std::hash::Hash for MessageId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
@@ -211,4 +251,33 @@ pub struct SuccessResponse {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    /// Short ids are copied and long ones share the header's bytes; neither shows.
+    #[test]
+    fn short_and_long_message_ids_read_compare_and_hash_alike() {
+        let hasher = std::collections::hash_map::RandomState::new();
+        for len in [1, INLINE_ID - 1, INLINE_ID, INLINE_ID + 1, 200] {
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let id = MessageId::new(&text).unwrap();
+            let header = MessageId::from_header(&HeaderValue::from_str(&text).unwrap()).unwrap();
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.as_bytes(), text.as_bytes());
+            assert_eq!(id, header);
+            assert_eq!(id.clone(), text.as_str());
+            assert_eq!(hasher.hash_one(&id), hasher.hash_one(text.as_bytes()));
+            assert_eq!(format!("{id} {id:?}"), format!("{text} {text:?}"));
+        }
+        assert_ne!(MessageId::new("a").unwrap(), MessageId::new("b").unwrap());
+        assert!(MessageId::new("").is_none());
+        assert!(MessageId::from_header(&HeaderValue::from_bytes(b"id\xff").unwrap()).is_none());
+    }
 }
