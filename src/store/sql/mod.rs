@@ -180,13 +180,13 @@ pub(crate) fn count(n: usize) -> i64 {
 
 /// The deliveries [`FailTarget::Gone`](crate::store::FailTarget::Gone) names, as a condition
 /// for [`fail_matching`] (`$2` is now, `$3` is the endpoint URL): the pending ones.
-pub(crate) const FAIL_PENDING_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
+pub(crate) const FAIL_GONE_CONDITION: &str = "endpoint = $3 AND state = 'pending'";
 
 /// The deliveries [`FailTarget::Deleted`](crate::store::FailTarget::Deleted) names, as a
 /// condition for [`fail_matching`] (`$2` is now, `$3` the endpoint id): the pending ones,
 /// and the in-flight ones whose lease has run out (`due_at` is the lease expiry then); a live
 /// claim is left to finish.
-pub(crate) const CANCEL_ENDPOINT_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
+pub(crate) const FAIL_DELETED_CONDITION: &str = "endpoint_id = $3 AND due_at IS NOT NULL \
      AND (state = 'pending' OR (state = 'in_flight' AND due_at <= $2))";
 
 /// The filter bind values of a [`ConversationQuery`].
@@ -327,8 +327,8 @@ pub(crate) struct Statements {
     /// One per [`Filter::shape`].
     list: Vec<String>,
     resend_matching: String,
-    fail_pending: String,
-    cancel_endpoint: String,
+    fail_gone: String,
+    fail_deleted: String,
 }
 
 impl Statements {
@@ -359,8 +359,8 @@ impl Statements {
                  WHERE seq IN (SELECT seq FROM deliveries WHERE {FILTER} \
                  ORDER BY seq DESC LIMIT $5{skip_locked}) RETURNING id"
             ),
-            fail_pending: fail(FAIL_PENDING_CONDITION),
-            cancel_endpoint: fail(CANCEL_ENDPOINT_CONDITION),
+            fail_gone: fail(FAIL_GONE_CONDITION),
+            fail_deleted: fail(FAIL_DELETED_CONDITION),
         }
     }
 
@@ -398,8 +398,8 @@ impl Statements {
         now: i64,
     ) -> SqlQuery<'q, DB> {
         let sql = match request.condition {
-            FailCondition::Pending => &self.fail_pending,
-            FailCondition::Endpoint => &self.cancel_endpoint,
+            FailCondition::Gone => &self.fail_gone,
+            FailCondition::Deleted => &self.fail_deleted,
         };
         let bound = DB::text(sqlx::query(sql), Some(request.reason.clone()));
         let bound = DB::int(bound, Some(now));
@@ -411,10 +411,12 @@ impl Statements {
 /// Which deliveries [`Statements::fail_matching`] fails.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum FailCondition {
-    /// The pending deliveries to an endpoint URL ([`FAIL_PENDING_CONDITION`]).
-    Pending,
-    /// The queued deliveries of a registered endpoint ([`CANCEL_ENDPOINT_CONDITION`]).
-    Endpoint,
+    /// [`FailTarget::Gone`](crate::store::FailTarget::Gone): the pending deliveries to an
+    /// endpoint URL ([`FAIL_GONE_CONDITION`]).
+    Gone,
+    /// [`FailTarget::Deleted`](crate::store::FailTarget::Deleted): the queued deliveries of a
+    /// registered endpoint ([`FAIL_DELETED_CONDITION`]).
+    Deleted,
 }
 
 /// The conversations of the delivery `rows` ([`DELIVERY_COLUMNS`]), in their order, with the
@@ -454,8 +456,8 @@ impl FailRow {
     pub(crate) fn new(request: &crate::store::FailRequest<'_>) -> Self {
         use crate::store::FailTarget;
         let (condition, key) = match request.target {
-            FailTarget::Gone { endpoint } => (FailCondition::Pending, endpoint),
-            FailTarget::Deleted { endpoint_id } => (FailCondition::Endpoint, endpoint_id),
+            FailTarget::Gone { endpoint } => (FailCondition::Gone, endpoint),
+            FailTarget::Deleted { endpoint_id } => (FailCondition::Deleted, endpoint_id),
         };
         Self {
             condition,
@@ -469,8 +471,8 @@ impl FailRow {
     #[cfg(feature = "postgres")]
     pub(crate) fn operation(&self) -> &'static str {
         match self.condition {
-            FailCondition::Pending => "fail_pending",
-            FailCondition::Endpoint => "cancel_endpoint",
+            FailCondition::Gone => "fail_queued(gone)",
+            FailCondition::Deleted => "fail_queued(deleted)",
         }
     }
 }
