@@ -304,7 +304,7 @@ pub(super) async fn enqueue_many(
     owner: &str,
     rows: &[DeliveryRow],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let mut inserted = HashSet::new();
+    let mut inserted: HashSet<&str> = HashSet::new();
     let mut in_batch = HashSet::new();
     let mut first = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
@@ -348,16 +348,39 @@ pub(super) async fn enqueue_many(
                 .push_bind(row.updated_at);
         });
         // `WHERE` skips the padding (and makes `ON CONFLICT` parse as the upsert clause).
-        query.push(") WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING RETURNING id");
-        for row in &batch_rows(conn, &mut query).await? {
-            inserted.insert(row.text("id")?);
+        query.push(") WHERE column1 IS NOT NULL ON CONFLICT (id) DO NOTHING");
+        let done = query
+            .build()
+            .persistent(true)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        let count = done.rows_affected() as usize;
+        if count == chunk.0.len() {
+            // Every row inserted, the usual case: no row to read back.
+            inserted.extend(chunk.0.iter().map(|row| row.id.as_str()));
+        } else if count > 0 {
+            // Some ids were taken: the rows this statement inserted are the last `count`
+            // (`seq` only grows, and this connection is the only writer).
+            let before = done.last_insert_rowid() - count as i64;
+            let found = sqlx::query("SELECT id FROM deliveries WHERE seq > $1")
+                .bind(before)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?;
+            for row in &found {
+                let id = row.text("id")?;
+                if let Some(row) = chunk.0.iter().find(|row| row.id == id) {
+                    inserted.insert(row.id.as_str());
+                }
+            }
         }
     }
     Ok(rows
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            if first.binary_search(&i).is_ok() && inserted.contains(&row.id) {
+            if first.binary_search(&i).is_ok() && inserted.contains(row.id.as_str()) {
                 Ok(())
             } else {
                 Err(StoreError::Duplicate(row.id.clone()))
