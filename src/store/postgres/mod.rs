@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::migrations::{self, Embedded};
 use super::sql::{
-    self, backend, DeliveryRow, PendingRow, RowExt, Signers, Statements, UPDATE_PENDING,
+    self, backend, DeliveryRow, PendingRow, RecordRow, RowExt, Signers, Statements, UPDATE_PENDING,
 };
 #[cfg(doc)]
 use super::DeliveryStore;
@@ -19,13 +19,13 @@ use super::StoreError;
 use crate::delivery::model::Delivery;
 use crate::time::unix_millis;
 
-mod batch;
 mod log;
 mod maintenance;
 mod queue;
 
-use batch::{batcher, enqueue_sql, write_many, Channel, EnqueueColumns, Reply, Write};
-use queue::listen;
+use queue::{
+    batcher, enqueue_many, enqueue_sql, listen, record_many, Channel, EnqueueColumns, Reply,
+};
 
 sql::impl_row_ext!(PgRow);
 
@@ -160,11 +160,13 @@ impl PostgresOptions {
         } else {
             None
         };
-        let writes = batcher(pool.clone(), channel.clone(), write_many);
+        let enqueues = batcher(pool.clone(), channel.clone(), enqueue_many);
+        let records = batcher(pool.clone(), channel.clone(), record_many);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
-                writes,
+                enqueues,
+                records,
                 owner,
                 signers: self.signers,
                 statements: Statements::new::<sqlx::Postgres>(),
@@ -223,7 +225,8 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: PgPool,
-    writes: mpsc::Sender<(Write, Reply)>,
+    enqueues: mpsc::Sender<(DeliveryRow, Reply)>,
+    records: mpsc::Sender<(RecordRow, Reply)>,
     owner: String,
     signers: Signers,
     statements: Statements,
