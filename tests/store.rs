@@ -477,6 +477,46 @@ async fn contract(store: &dyn DeliveryStore, durable_takeover: bool) {
     assert!(matches!(old, Err(StoreError::LeaseLost(_))), "{old:?}");
     assert_eq!(store.get("z").await.unwrap().unwrap().attempts.len(), 1);
 
+    // Enqueues and recorded attempts submitted together (one batch, one statement, where the
+    // store batches them): each gets its own outcome.
+    store
+        .enqueue(Delivery::new("w", "http://w.test/", "1"))
+        .await
+        .unwrap();
+    let claims = store.claim_due(later(10), 10, LEASE).await.unwrap();
+    let w = claims.iter().find(|c| c.delivery.id == "w").unwrap();
+    let stale = tower_webhooks::delivery::Lease {
+        token: w.lease.token.wrapping_sub(1),
+        ..w.lease
+    };
+    let (fresh, again, recorded, refused) = tokio::join!(
+        store.enqueue(Delivery::new("v", "http://v.test/", "1")),
+        store.enqueue(Delivery::new("y", "http://y.test/", "2")),
+        store.record_attempt(AttemptRecord {
+            id: "w",
+            lease: w.lease,
+            attempt: ok(),
+            next: delivered()
+        }),
+        store.record_attempt(AttemptRecord {
+            id: "w",
+            lease: stale,
+            attempt: ok(),
+            next: delivered()
+        }),
+    );
+    fresh.unwrap();
+    assert_eq!(again.unwrap_err(), StoreError::Duplicate("y".into()));
+    recorded.unwrap();
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost(_))),
+        "{refused:?}"
+    );
+    let w = store.get("w").await.unwrap().unwrap();
+    assert_eq!(w.delivery.state, DeliveryState::Delivered);
+    assert_eq!(w.attempts.len(), 1);
+    assert!(store.get("v").await.unwrap().is_some());
+
     // Claimed as it is stored (the engine's claim on insert): in flight under a fencing token
     // at once, not claimed again while the lease holds, recorded only with that lease.
     let before = store.stats().await.unwrap();
