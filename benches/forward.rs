@@ -457,6 +457,9 @@ fn main() {
         let required_floor = 1.0 / (1.0 / best_required + 1.0 / best_caller);
         println!("bare + required work (store, sign, record): {best_required:.0} req/s ({:.2} of bare)", best_required / best_bare);
         println!("ratio with only the required work (floor): {:.2}", required_floor / best_bare);
+        // The engine's own share, free of what the store and the scheme cost: 1.0 would be an
+        // engine whose queueing, fairness and tasks cost nothing.
+        println!("layer / required-work floor:          {:.2}", best_layer / required_floor);
         println!(
             "engine machinery per delivery:        {:.1} µs of the machine (beyond the required work)",
             1e6 / best_layer - 1e6 / required_floor
