@@ -764,7 +764,13 @@ async fn sqlite_store_cancels_an_endpoint() {
 }
 
 /// Under a steady stream of commits the WAL is written from its start again, so its file stays
-/// near SQLite's checkpoint threshold (1000 pages) instead of growing with every delivery.
+/// within a few checkpoint rounds of writes instead of growing with every delivery.
+///
+/// Without the restart the WAL holds every page ever written: about ten times the database
+/// here (85 MB for 8.5 MB). With it, it holds SQLite's checkpoint threshold (1000 pages) plus
+/// what the writer commits before the next checkpoint round restarts it, which grows with the
+/// machine's write rate: 9.5 to 14 MB for the same 8.5 MB database on a two-core machine. The
+/// bound sits between the two, at three times the database.
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_wal_starts_over_under_a_steady_stream_of_commits() {
@@ -809,7 +815,7 @@ async fn sqlite_wal_starts_over_under_a_steady_stream_of_commits() {
     let wal = std::fs::metadata(dir.path().join("wal.db-wal")).map_or(0, |m| m.len());
     let database = std::fs::metadata(&path).unwrap().len();
     assert!(
-        wal < 12 * 1024 * 1024,
+        wal < 3 * database,
         "the WAL holds {wal} bytes for a database of {database} bytes"
     );
 }
