@@ -95,7 +95,10 @@ fn raw_request(port: u16, request: &[u8]) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    stream.write_all(request).unwrap();
+    // A server may answer and close before a body it refuses is all written (a 413 on the
+    // Content-Length): the write then fails with a broken pipe, and the answer, received
+    // before the close, is still read below. What the tests check is that answer.
+    let _ = stream.write_all(request);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     String::from_utf8_lossy(&response).into_owned()
@@ -205,7 +208,8 @@ allow_loopback = true
 #[test]
 fn chunked_and_oversized_requests_over_tcp() {
     let gateway = start_gateway();
-    // A 3 MiB body on a 2 MiB route: a complete 413 answer, never a reset.
+    // A 3 MiB body on a 2 MiB route: a complete 413 answer, whether or not the body was all
+    // written before the gateway closed.
     let big = vec![b'a'; 3 * 1024 * 1024];
     let mut request = format!(
         "POST /webhooks/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
