@@ -253,18 +253,17 @@ where
             store.clone(),
         );
         loops.push(tokio::spawn(async move {
-            let secrets = SecretSet::from("bench-secret");
+            let (scheme, secrets) = (Cerebrium::new(), SecretSet::from("bench-secret"));
             let no_headers = http::HeaderMap::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
-                let id = format!("bare-{i}");
                 let Some(store) = &store else {
                     let request = http::Request::post(&url)
                         .header("content-type", "application/json")
-                        .header("x-request-id", id)
+                        .header("x-request-id", format!("bare-{i}"))
                         .body(Full::new(body.clone()))
                         .unwrap();
                     let response = client.clone().oneshot(request).await.unwrap();
@@ -284,7 +283,7 @@ where
                 let mut headers = http::HeaderMap::new();
                 headers.insert("content-type", HeaderValue::from_static("application/json"));
                 headers.insert("x-request-id", HeaderValue::from_str(&id).unwrap());
-                Cerebrium::new()
+                scheme
                     .sign(
                         &Message::new(&id, 1_731_381_205, &body),
                         &secrets,

@@ -297,21 +297,18 @@ impl MemoryStore {
     }
 
     fn evict(&self, inner: &mut Inner) {
-        while self.over_bounds(inner) {
-            let Some(seq) = inner.finished.pop_oldest() else {
-                break;
-            };
-            Self::remove_entry(inner, seq);
-        }
+        while self.evict_one(inner).is_some() {}
     }
 
     /// Takes the oldest final entry out when the log is over its bounds.
     fn evict_one(&self, inner: &mut Inner) -> Option<Entry> {
-        if !self.over_bounds(inner) {
-            return None;
+        while self.over_bounds(inner) {
+            let seq = inner.finished.pop_oldest()?;
+            if let Some(entry) = Self::remove_entry(inner, seq) {
+                return Some(entry);
+            }
         }
-        let seq = inner.finished.pop_oldest()?;
-        Self::remove_entry(inner, seq)
+        None
     }
 
     fn over_bounds(&self, inner: &Inner) -> bool {
