@@ -46,7 +46,10 @@ where
     /// - it does not de-duplicate, even with a [replay store](WebhookVerifier::replay_store):
     ///   the window is checked, but a replay inside it is accepted again. De-duplication
     ///   awaits the store and needs to hear how the handler did:
-    ///   [`WebhookVerifier::verify_bytes`] does both.
+    ///   [`WebhookVerifier::verify_bytes`] does both;
+    /// - it copies the headers into a request head for the scheme: with a request's
+    ///   [`Parts`](http::request::Parts) at hand, [`WebhookVerifier::verify_parts`] verifies
+    ///   without the copy.
     ///
     /// # Without axum
     ///
