@@ -393,6 +393,7 @@ impl EngineBuilder {
                 policy: self.policy,
                 in_flight: FairSlots::new(config.max_in_flight),
                 claim_budget: Arc::new(Semaphore::new(config.max_claimed)),
+                pool: Arc::default(),
                 parked: Arc::new(Semaphore::new(config.max_claimed)),
                 config,
                 wake: Arc::new(Notify::new()),

@@ -1,5 +1,5 @@
-//! The dispatcher: claims due deliveries within the claim budget and starts one task per
-//! delivery; and the engine's housekeeping (retention, queue gauges).
+//! The dispatcher: claims due deliveries within the claim budget and hands each to a worker
+//! (`pool`); and the engine's housekeeping (retention, queue gauges).
 
 use std::pin::pin;
 use std::sync::atomic::Ordering;
@@ -22,7 +22,7 @@ use crate::telemetry::{
 /// batch after batch without waiting).
 const CLAIM_GAP: Duration = Duration::from_millis(2);
 
-/// The dispatcher: claims due deliveries and spawns one task per delivery.
+/// The dispatcher: claims due deliveries and hands each to a worker.
 pub(super) async fn dispatch(
     shared: Weak<Shared>,
     wake: Arc<Notify>,
@@ -185,9 +185,7 @@ impl Shared {
             let claimed = claims.len();
             for claim in claims {
                 match self.claim_budget.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tokio::spawn(run(self.clone(), claim, permit));
-                    }
+                    Ok(permit) => self.pool.start(self.clone(), claim, permit),
                     Err(_) => {
                         let _ = self.store.release(&claim.delivery.id, claim.lease).await;
                     }
@@ -207,7 +205,7 @@ impl Shared {
     }
 }
 
-/// A claimed delivery's task.
+/// A claimed delivery's run on a worker.
 pub(super) async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
     let Claim { delivery, lease } = claim;
     let span = tracing::info_span!(

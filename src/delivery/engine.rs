@@ -12,13 +12,14 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use super::builder::{Config, EngineBuilder, FinishHook};
 use super::client::DeliveryClient;
-use super::dispatch::{dispatch, gauges, retention, run};
+use super::dispatch::{dispatch, gauges, retention};
 use super::enqueue::EnqueueError;
 use super::model::{
     AttemptOutcome, Conversation, ConversationQuery, Delivery, DeliveryState, SigningSpec, Source,
 };
 use super::owners::{delivery_owner, Owners};
 use super::policy::Policy;
+use super::pool::WorkerPool;
 use super::slots::FairSlots;
 use super::ssrf::SsrfGuard;
 use super::FastMap;
@@ -104,6 +105,8 @@ pub(super) struct Shared {
     /// The global attempt slots, round-robin over owners.
     pub(super) in_flight: Arc<FairSlots>,
     pub(super) claim_budget: Arc<Semaphore>,
+    /// The workers that run claimed deliveries.
+    pub(super) pool: Arc<WorkerPool>,
     /// Room for claimed deliveries waiting for their endpoint outside the claim budget: a
     /// backlog to one capped endpoint cannot make the engine claim (and hold) the whole queue.
     pub(super) parked: Arc<Semaphore>,
@@ -333,8 +336,8 @@ impl DeliveryEngine {
                 reservation.shared = None;
                 reservation.owner = None;
                 match (claimed, budget, runtime) {
-                    (Some(claim), Some(permit), Some(runtime)) => {
-                        runtime.spawn(run(shared.clone(), claim, permit));
+                    (Some(claim), Some(permit), Some(_)) => {
+                        shared.pool.start(shared.clone(), claim, permit);
                     }
                     _ => shared.wake.notify_one(),
                 }

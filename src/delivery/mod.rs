@@ -7,7 +7,8 @@
 //! 1. accepts it into its [store](crate::store) within a bounded **capacity** (reserve a slot
 //!    with [`DeliveryEngine::try_reserve`] before doing the work, so a full engine can answer
 //!    `503` instead of dropping results);
-//! 2. claims due deliveries in batches and runs **one task per delivery**, at most
+//! 2. claims due deliveries in batches (or as it stores one that is due now) and hands each
+//!    to a pool of long-lived workers (no task spawned per delivery), at most
 //!    [`max_in_flight`](EngineBuilder::max_in_flight) attempts at once and at most
 //!    [`max_per_endpoint`](EngineBuilder::max_per_endpoint) per endpoint host, so one slow
 //!    endpoint cannot stall the others;
@@ -68,6 +69,7 @@ mod enqueue;
 pub(crate) mod model;
 mod owners;
 mod policy;
+mod pool;
 mod recorded_headers;
 mod signers;
 mod slots;

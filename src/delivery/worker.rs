@@ -129,13 +129,11 @@ impl Shared {
             if !self.keep_lease(&delivery.id, &mut current).await {
                 return None;
             }
-            // Boxed: a task waiting for its permits stays small.
+            // Not boxed: a worker's future is allocated once, when the worker starts.
             Some(
-                Box::pin(
-                    self.attempt(&delivery, number)
-                        .instrument(tracing::debug_span!("webhook.attempt", number)),
-                )
-                .await,
+                self.attempt(&delivery, number)
+                    .instrument(tracing::debug_span!("webhook.attempt", number))
+                    .await,
             )
         };
         let stopped = stop.wait_for(|stopped| *stopped);
@@ -157,8 +155,7 @@ impl Shared {
             }
             return;
         };
-        // Boxed too, so the task's own future stays small while it waits for permits.
-        Box::pin(self.conclude(delivery, lease, attempt, retry_after)).await;
+        self.conclude(delivery, lease, attempt, retry_after).await;
     }
 
     /// Applies the policy to an attempt, records it, and finishes a final delivery.

@@ -266,6 +266,48 @@ async fn shutdown_keeps_sending_retries_that_fall_due_before_its_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn workers_are_reused_and_a_hanging_attempt_holds_up_no_other() {
+    let endpoint = Endpoint::default().answer("stuck", [Answer::Hang]);
+    let mut h = harness(endpoint, Policy::custom([]), |builder| {
+        builder.attempt_timeout(Duration::from_secs(24 * 3600))
+    });
+    h.submit("stuck").await;
+    h.endpoint.wait_for_requests(1).await;
+    for n in 0..20 {
+        let id = format!("d{n}");
+        h.submit(&id).await;
+        assert_eq!(h.finished().await.id, id);
+    }
+    // One worker holds the hanging attempt; the twenty others ran one after another on a
+    // second one, which waited in the pool between them (no task per delivery).
+    assert_eq!(h.engine.shared.pool.started(), 2);
+    assert_eq!(h.endpoint.requests_for("stuck"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_workers_end_with_their_engine() {
+    let mut h = harness(Endpoint::default(), Policy::custom([]), |builder| builder);
+    for id in ["a", "b"] {
+        h.submit(id).await;
+        assert_eq!(h.finished().await.id, id);
+    }
+    let pool = h.engine.shared.pool.clone();
+    assert!(
+        std::sync::Arc::strong_count(&pool) > 1,
+        "a worker waits in the pool"
+    );
+    drop(h);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        std::sync::Arc::strong_count(&pool),
+        1,
+        "every worker has ended"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_returns_unfinished_deliveries_to_the_store() {
     let endpoint = Endpoint::default().answer("stuck", [Answer::Hang]);
     let mut h = harness(endpoint, Policy::custom([]), |builder| {
