@@ -267,6 +267,10 @@ impl MemoryStore {
         entry.delivery.manual = false;
         entry.lease = 0;
         entry.size += size;
+        // Room for exactly this attempt: most deliveries end after one, and a first push makes
+        // room for four (a 1.4 KB block, which glibc's malloc serves from its large bins after
+        // consolidating its fast bins).
+        entry.attempts.reserve_exact(1);
         entry.attempts.push(attempt);
         inner.in_flight -= 1;
         let mut evicted = None;
