@@ -265,12 +265,18 @@ async fn shutdown_keeps_sending_retries_that_fall_due_before_its_deadline() {
     assert_eq!(delivered.attempts, 2);
 }
 
+/// An engine whose endpoint never answers the delivery `stuck` (within a day), and answers
+/// every other at once; no retries.
+fn stuck_harness() -> Harness {
+    let endpoint = Endpoint::default().answer("stuck", [Answer::Hang]);
+    harness(endpoint, Policy::custom([]), |builder| {
+        builder.attempt_timeout(Duration::from_secs(24 * 3600))
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn workers_are_reused_and_a_hanging_attempt_holds_up_no_other() {
-    let endpoint = Endpoint::default().answer("stuck", [Answer::Hang]);
-    let mut h = harness(endpoint, Policy::custom([]), |builder| {
-        builder.attempt_timeout(Duration::from_secs(24 * 3600))
-    });
+    let mut h = stuck_harness();
     h.submit("stuck").await;
     h.endpoint.wait_for_requests(1).await;
     for n in 0..20 {
@@ -309,10 +315,7 @@ async fn idle_workers_end_with_their_engine() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_returns_unfinished_deliveries_to_the_store() {
-    let endpoint = Endpoint::default().answer("stuck", [Answer::Hang]);
-    let mut h = harness(endpoint, Policy::custom([]), |builder| {
-        builder.attempt_timeout(Duration::from_secs(24 * 3600))
-    });
+    let mut h = stuck_harness();
     h.submit("quick").await;
     h.submit("stuck").await;
     assert_eq!(h.finished().await.id, "quick");
