@@ -7,12 +7,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
-use tracing::Instrument;
+use tokio::sync::Notify;
 
-use super::attempt::display_endpoint;
 use super::engine::Shared;
-use super::model::{Claim, DeliveryState};
+use super::model::DeliveryState;
 use crate::store::{DeliveryStore, PurgeRequest};
 use crate::telemetry::{
     ATTEMPTS_RUNNING, DELIVERIES_PURGED, IN_FLIGHT, OLDEST_DUE_AGE, QUEUE_DEPTH,
@@ -202,26 +200,5 @@ impl Shared {
                 .min(self.config.poll_interval),
             _ => self.config.poll_interval,
         }
-    }
-}
-
-/// A claimed delivery's run on a worker.
-pub(super) async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
-    let Claim { delivery, lease } = claim;
-    let span = tracing::info_span!(
-        "webhook.delivery",
-        id = %delivery.id,
-        endpoint = %display_endpoint(&delivery.endpoint),
-        attempt = delivery.attempts + 1,
-    );
-    let task = shared.clone();
-    task.run_claim(delivery, lease, budget)
-        .instrument(span)
-        .await;
-    // Its claim budget is free again: the dispatcher is woken if it stopped for want of it
-    // (a retry wakes it from `conclude`, for its due time). Not waking it after every
-    // delivery spares the store a claim and a `next_due` query per finished attempt.
-    if shared.starved.swap(false, Ordering::SeqCst) {
-        shared.wake.notify_one();
     }
 }

@@ -314,12 +314,13 @@ impl DeliveryEngine {
         // one write instead of an enqueue and then a claim, and no trip through the
         // dispatcher before its attempt.
         let now = shared.now();
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let budget = if delivery.next_attempt_at <= now && runtime.is_some() {
-            shared.claim_budget.clone().try_acquire_owned().ok()
-        } else {
-            None
-        };
+        // A worker can start only inside a runtime.
+        let budget =
+            if delivery.next_attempt_at <= now && tokio::runtime::Handle::try_current().is_ok() {
+                shared.claim_budget.clone().try_acquire_owned().ok()
+            } else {
+                None
+            };
         let stored = match budget {
             Some(_) => {
                 shared
@@ -335,8 +336,8 @@ impl DeliveryEngine {
                 // when it is final.
                 reservation.shared = None;
                 reservation.owner = None;
-                match (claimed, budget, runtime) {
-                    (Some(claim), Some(permit), Some(_)) => {
+                match (claimed, budget) {
+                    (Some(claim), Some(permit)) => {
                         shared.pool.start(shared.clone(), claim, permit);
                     }
                     _ => shared.wake.notify_one(),

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::{select, Either};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
+use tracing::Instrument;
 
-use super::dispatch::run;
+use super::attempt::display_endpoint;
 use super::engine::{lock, Shared};
 use super::model::Claim;
 
@@ -135,5 +136,26 @@ impl Drop for IdleGuard<'_> {
                     idle.checked_sub(1)
                 });
         }
+    }
+}
+
+/// A claimed delivery's run on a worker.
+async fn run(shared: Arc<Shared>, claim: Claim, budget: OwnedSemaphorePermit) {
+    let Claim { delivery, lease } = claim;
+    let span = tracing::info_span!(
+        "webhook.delivery",
+        id = %delivery.id,
+        endpoint = %display_endpoint(&delivery.endpoint),
+        attempt = delivery.attempts + 1,
+    );
+    shared
+        .run_claim(delivery, lease, budget)
+        .instrument(span)
+        .await;
+    // Its claim budget is free again: the dispatcher is woken if it stopped for want of it
+    // (a retry wakes it from `conclude`, for its due time). Not waking it after every
+    // delivery spares the store a claim and a `next_due` query per finished attempt.
+    if shared.starved.swap(false, Ordering::SeqCst) {
+        shared.wake.notify_one();
     }
 }

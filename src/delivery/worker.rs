@@ -71,7 +71,7 @@ impl Shared {
 
     /// Runs one claimed delivery's attempt and records it.
     pub(super) async fn run_claim(
-        self: Arc<Self>,
+        &self,
         delivery: Delivery,
         lease: Lease,
         budget: OwnedSemaphorePermit,
